@@ -1,0 +1,46 @@
+# edgeshard — run `make help` for the targets.
+GO        ?= go
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+BUILD     := build
+WASMENV   := GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0
+WASMBUILD := $(WASMENV) $(GO) build -buildmode=c-shared -trimpath
+PLUGINS   := ratelimit runtimeevents counters
+EXAMPLES  := counter
+CONFIG    ?= edgeshard.toml
+TESTFLAGS ?= -race -timeout 20m
+
+.PHONY: help build plugins run test check bench bench-quick clean
+
+help: ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+build: plugins ## build the edgeshard binary and every plugin
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BUILD)/edgeshard ./cmd/edgeshard
+
+plugins: ## build plugins and examples to build/plugins and build/examples
+	@mkdir -p $(BUILD)/plugins $(BUILD)/examples
+	@for p in $(PLUGINS); do \
+		if [ -d plugins/$$p ]; then echo "wasm  plugins/$$p"; $(WASMBUILD) -o $(BUILD)/plugins/$$p.wasm ./plugins/$$p || exit 1; fi; \
+	done
+	@for e in $(EXAMPLES); do \
+		echo "wasm  examples/$$e"; $(WASMBUILD) -ldflags "-X main.version=$(VERSION)" -o $(BUILD)/examples/$$e.wasm ./examples/$$e || exit 1; \
+	done
+
+run: build ## start the host with the default config (edgeshard.toml)
+	$(BUILD)/edgeshard serve --config $(CONFIG)
+
+test: plugins ## build plugins and run every test (with -race)
+	$(GO) test $(TESTFLAGS) ./...
+
+check: ## gofmt, go vet, go mod tidy; fails on a dirty tree
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+	$(WASMENV) $(GO) vet ./abi/... ./examples/... $(addprefix ./plugins/,$(PLUGINS))
+	$(GO) mod tidy
+	@git diff --exit-code go.mod go.sum || (echo "go.mod/go.sum not tidy"; exit 1)
+
+bench: build ## run the full benchmark driver
+	@echo "benchmarks: see docs/BENCHMARKS.md"
+
+clean: ## remove build outputs
+	rm -rf $(BUILD)

@@ -1,0 +1,81 @@
+//go:build wasip1
+
+package sdk
+
+import (
+	"runtime"
+	"unsafe"
+
+	"github.com/edgeshard/edgeshard/abi"
+)
+
+//go:wasmexport edgeshard_abi_version
+func exportABIVersion() int32 { return abi.Version }
+
+//go:wasmexport edgeshard_init
+func exportInit() int32 {
+	if !st.served || st.handlers.Fetch == nil {
+		return int32(abi.ErrnoInvalid)
+	}
+	st.scratch = make([]byte, 0, 4096)
+	return 0
+}
+
+//go:wasmexport edgeshard_alloc
+func exportAlloc(size int32) unsafe.Pointer {
+	if size < 0 {
+		return nil
+	}
+	n := int(size)
+	if cap(st.in) < n || cap(st.in) == 0 {
+		st.in = make([]byte, 0, n+n/4+64)
+	}
+	st.in = st.in[:n]
+	return unsafe.Pointer(unsafe.SliceData(st.in[:cap(st.in)]))
+}
+
+func tick() {
+	st.events++
+	if st.events%yieldEvery == 0 {
+		runtime.Gosched()
+	}
+}
+
+//go:wasmexport edgeshard_fetch
+func exportFetch(ptr unsafe.Pointer, size int32) int64 {
+	tick()
+	var in []byte
+	if size > 0 {
+		in = unsafe.Slice((*byte)(ptr), size)
+	}
+	req, err := abi.DecodeRequest(in)
+	var resp *Response
+	if err != nil {
+		resp = Text(400, "sdk: malformed request envelope")
+	} else {
+		req.Body = append([]byte(nil), req.Body...)
+		resp = st.handlers.Fetch(req)
+		if resp == nil {
+			resp = Text(500, "handler returned no response")
+		}
+	}
+	st.out = abi.AppendResponse(st.out[:0], resp)
+	if len(st.out) == 0 {
+		return 0
+	}
+	p := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(st.out))))
+	return int64(p<<32 | uint64(len(st.out)))
+}
+
+//go:wasmexport edgeshard_alarm
+func exportAlarm(retryCount int32) int32 {
+	tick()
+	if st.handlers.Alarm == nil {
+		return 0
+	}
+	if err := st.handlers.Alarm(AlarmInfo{RetryCount: int(retryCount), IsRetry: retryCount > 0}); err != nil {
+		Log(abi.LogError, "alarm handler failed", "error", err.Error())
+		return 1
+	}
+	return 0
+}

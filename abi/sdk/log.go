@@ -1,0 +1,26 @@
+package sdk
+
+import "github.com/edgeshard/edgeshard/abi"
+
+// Log writes a structured record to the host log. kv holds key/value
+// pairs; the host adds namespace and shard. Logging never fails the caller.
+func Log(level int32, msg string, kv ...string) {
+	rec := abi.LogRecord{Message: msg}
+	for i := 0; i+1 < len(kv); i += 2 {
+		rec.Fields = append(rec.Fields, abi.Header{Name: kv[i], Value: kv[i+1]})
+	}
+	st.enc = abi.AppendLogRecord(st.enc[:0], &rec)
+	hostLogWrite(level, ptrOf(st.enc), uint32(len(st.enc)))
+}
+
+// Debug logs at debug level.
+func Debug(msg string, kv ...string) { Log(abi.LogDebug, msg, kv...) }
+
+// Info logs at info level.
+func Info(msg string, kv ...string) { Log(abi.LogInfo, msg, kv...) }
+
+// Warn logs at warning level.
+func Warn(msg string, kv ...string) { Log(abi.LogWarn, msg, kv...) }
+
+// Error logs at error level.
+func Error(msg string, kv ...string) { Log(abi.LogError, msg, kv...) }

@@ -1,0 +1,26 @@
+package sdk
+
+import "github.com/edgeshard/edgeshard/abi"
+
+// Var returns the value of a configured variable ([vars] in the host
+// config, environment overrides applied) and whether it is set.
+func Var(name string) (string, bool) {
+	p, c := scratchArgs()
+	r := hostVarGet(strPtr(name), uint32(len(name)), p, c)
+	if r == -int64(abi.ErrnoNotFound) {
+		return "", false
+	}
+	b, err := result("vars.get", r)
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
+}
+
+// VarOr returns the variable's value, or def when it is not set.
+func VarOr(name, def string) string {
+	if v, ok := Var(name); ok {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,323 @@
+// Package config reads edgeshard.toml, a wrangler-like file, applies
+// environment overrides and validates the result with messages that name
+// the offending setting.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Duration is a time.Duration written as "5s", "2m" in TOML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (use e.g. \"5s\", \"2m\")", string(b))
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration back.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// File is the whole configuration.
+type File struct {
+	Listen         string             `toml:"listen"`
+	AdminListen    string             `toml:"admin_listen"`
+	AdminToken     string             `toml:"admin_token"`
+	DataDir        string             `toml:"data_dir"`
+	LogLevel       string             `toml:"log_level"`
+	LogFormat      string             `toml:"log_format"` // json (default) or console
+	SyncWrites     *bool              `toml:"sync_writes"`
+	EventTimeout   Duration           `toml:"event_timeout"`
+	IdleTimeout    Duration           `toml:"idle_timeout"`
+	ShutdownGrace  Duration           `toml:"shutdown_grace"`
+	MemoryLimitMB  int                `toml:"memory_limit_mb"`
+	QueueDepth     int                `toml:"queue_depth"`
+	MaxBodyBytes   int64              `toml:"max_body_bytes"`
+	DurableObjects DurableObjects     `toml:"durable_objects"`
+	D1Databases    []D1Database       `toml:"d1_databases"`
+	Analytics      []AnalyticsDataset `toml:"analytics_engine_datasets"`
+	Vars           map[string]string  `toml:"vars"`
+
+	// Extra holds tables the core does not know (e.g. [auth], [proxy] of the
+	// edge API), as decoded by toml, for the components that own them.
+	Extra map[string]any `toml:"-"`
+	meta  toml.MetaData
+	path  string
+}
+
+// DurableObjects is the [durable_objects] table.
+type DurableObjects struct {
+	Bindings []Binding `toml:"bindings"`
+}
+
+// Binding is one [[durable_objects.bindings]] entry.
+type Binding struct {
+	Name      string `toml:"name"`
+	Module    string `toml:"module"`
+	Shards    int    `toml:"shards"`
+	SQL       string `toml:"sql"`
+	Analytics string `toml:"analytics"`
+}
+
+// D1Database is one [[d1_databases]] entry.
+type D1Database struct {
+	Binding     string `toml:"binding"`
+	URL         string `toml:"url"`
+	Synchronous string `toml:"synchronous"` // FULL (default) or NORMAL
+}
+
+// AnalyticsDataset is one [[analytics_engine_datasets]] entry.
+type AnalyticsDataset struct {
+	Binding string `toml:"binding"`
+	Dataset string `toml:"dataset"`
+	URL     string `toml:"url"` // sqlite://… where points are stored
+}
+
+// Defaults returns the settings used where the file is silent.
+func Defaults() File {
+	t := true
+	return File{
+		Listen:        "127.0.0.1:8787",
+		AdminListen:   "127.0.0.1:8788",
+		DataDir:       "./data",
+		LogLevel:      "info",
+		LogFormat:     "json",
+		SyncWrites:    &t,
+		EventTimeout:  Duration{10 * time.Second},
+		IdleTimeout:   Duration{2 * time.Minute},
+		ShutdownGrace: Duration{30 * time.Second},
+		MemoryLimitMB: 128,
+		QueueDepth:    1024,
+		MaxBodyBytes:  1 << 20,
+		Vars:          map[string]string{},
+	}
+}
+
+// Load reads a config file over the defaults, applies environment
+// overrides (Env) and validates it.
+func Load(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	f, err := Parse(b, path)
+	if err != nil {
+		return nil, err
+	}
+	f.ApplyEnv(os.LookupEnv)
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// knownExtra are top-level tables owned by components outside the core.
+var knownExtra = []string{"auth", "proxy", "runtime_events", "counters", "reconcile", "edge"}
+
+// Parse decodes TOML over the defaults. Unknown keys are errors, except in
+// the tables of knownExtra, which are kept in Extra for their owners.
+func Parse(b []byte, name string) (*File, error) {
+	f := Defaults()
+	meta, err := toml.Decode(string(b), &f)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	var unknown []string
+	for _, k := range meta.Undecoded() {
+		top := k[0]
+		if contains(knownExtra, top) {
+			continue
+		}
+		unknown = append(unknown, k.String())
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, fmt.Errorf("config %s: unknown setting(s): %s", name, strings.Join(unknown, ", "))
+	}
+	var raw map[string]any
+	if _, err := toml.Decode(string(b), &raw); err == nil {
+		f.Extra = map[string]any{}
+		for _, k := range knownExtra {
+			if v, ok := raw[k]; ok {
+				f.Extra[k] = v
+			}
+		}
+	}
+	if f.Vars == nil {
+		f.Vars = map[string]string{}
+	}
+	f.meta, f.path = meta, name
+	return &f, nil
+}
+
+// DecodeExtra decodes the [name] table into v (for the edge API's own
+// settings); absent tables leave v unchanged.
+func (f *File) DecodeExtra(name string, v any) error {
+	t, ok := f.Extra[name]
+	if !ok {
+		return nil
+	}
+	var ib strings.Builder
+	if err := toml.NewEncoder(&ib).Encode(t); err != nil {
+		return fmt.Errorf("config [%s]: %w", name, err)
+	}
+	meta, err := toml.Decode(ib.String(), v)
+	if err != nil {
+		return fmt.Errorf("config [%s]: %w", name, err)
+	}
+	if und := meta.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = name + "." + k.String()
+		}
+		return fmt.Errorf("config: unknown setting(s): %s", strings.Join(keys, ", "))
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ApplyEnv overrides settings from the environment (env wins over the
+// file): EDGESHARD_LISTEN, EDGESHARD_ADMIN_LISTEN, EDGESHARD_ADMIN_TOKEN,
+// EDGESHARD_DATA_DIR, EDGESHARD_LOG_LEVEL; and any [vars] entry by an
+// environment variable of the same name (e.g. COUNTER_DO_MODE).
+func (f *File) ApplyEnv(lookup func(string) (string, bool)) {
+	set := func(name string, dst *string) {
+		if v, ok := lookup(name); ok && v != "" {
+			*dst = v
+		}
+	}
+	set("EDGESHARD_LISTEN", &f.Listen)
+	set("EDGESHARD_ADMIN_LISTEN", &f.AdminListen)
+	set("EDGESHARD_ADMIN_TOKEN", &f.AdminToken)
+	set("EDGESHARD_DATA_DIR", &f.DataDir)
+	set("EDGESHARD_LOG_LEVEL", &f.LogLevel)
+	for k := range f.Vars {
+		if v, ok := lookup(k); ok {
+			f.Vars[k] = v
+		}
+	}
+}
+
+// Validate checks the whole file and reports every problem at once.
+func (f *File) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if _, _, err := net.SplitHostPort(f.Listen); err != nil {
+		bad("listen = %q: want host:port", f.Listen)
+	}
+	if f.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(f.AdminListen); err != nil {
+			bad("admin_listen = %q: want host:port", f.AdminListen)
+		}
+	}
+	if f.DataDir == "" {
+		bad("data_dir must not be empty")
+	}
+	switch f.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level = %q: want debug, info, warn or error", f.LogLevel)
+	}
+	switch f.LogFormat {
+	case "json", "console":
+	default:
+		bad("log_format = %q: want json or console", f.LogFormat)
+	}
+	if f.EventTimeout.Duration <= 0 {
+		bad("event_timeout must be positive")
+	}
+	if f.IdleTimeout.Duration <= 0 {
+		bad("idle_timeout must be positive")
+	}
+	if f.MemoryLimitMB < 16 || f.MemoryLimitMB > 4096 {
+		bad("memory_limit_mb = %d: want 16..4096", f.MemoryLimitMB)
+	}
+	if f.QueueDepth < 1 {
+		bad("queue_depth must be ≥ 1")
+	}
+	if f.MaxBodyBytes < 1 {
+		bad("max_body_bytes must be ≥ 1")
+	}
+	dbs := map[string]bool{}
+	for i, d := range f.D1Databases {
+		switch {
+		case d.Binding == "":
+			bad("d1_databases[%d]: binding is required", i)
+		case dbs[d.Binding]:
+			bad("d1_databases[%d]: binding %q declared twice", i, d.Binding)
+		}
+		if !strings.HasPrefix(d.URL, "sqlite://") {
+			bad("d1_databases[%d] (%s): url = %q: want sqlite://PATH", i, d.Binding, d.URL)
+		}
+		switch strings.ToUpper(d.Synchronous) {
+		case "", "FULL", "NORMAL":
+		default:
+			bad("d1_databases[%d] (%s): synchronous = %q: want FULL or NORMAL", i, d.Binding, d.Synchronous)
+		}
+		dbs[d.Binding] = true
+	}
+	ae := map[string]bool{}
+	for i, a := range f.Analytics {
+		switch {
+		case a.Binding == "":
+			bad("analytics_engine_datasets[%d]: binding is required", i)
+		case ae[a.Binding]:
+			bad("analytics_engine_datasets[%d]: binding %q declared twice", i, a.Binding)
+		}
+		if a.URL != "" && !strings.HasPrefix(a.URL, "sqlite://") {
+			bad("analytics_engine_datasets[%d] (%s): url = %q: want sqlite://PATH", i, a.Binding, a.URL)
+		}
+		ae[a.Binding] = true
+	}
+	names := map[string]bool{}
+	for i, b := range f.DurableObjects.Bindings {
+		where := fmt.Sprintf("durable_objects.bindings[%d]", i)
+		if b.Name != "" {
+			where += " (" + b.Name + ")"
+		}
+		switch {
+		case b.Name == "":
+			bad("%s: name is required", where)
+		case names[b.Name]:
+			bad("%s: name declared twice", where)
+		}
+		names[b.Name] = true
+		if b.Module == "" {
+			bad("%s: module is required (path to a .wasm file)", where)
+		}
+		if b.Shards < 0 || b.Shards > 65536 {
+			bad("%s: shards = %d: want 0 (one object per name) or 1..65536", where, b.Shards)
+		}
+		if b.SQL != "" && !dbs[b.SQL] {
+			bad("%s: sql = %q: no [[d1_databases]] with that binding", where, b.SQL)
+		}
+		if b.Analytics != "" && !ae[b.Analytics] {
+			bad("%s: analytics = %q: no [[analytics_engine_datasets]] with that binding", where, b.Analytics)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("config %s: %w", f.path, errors.Join(errs...))
+}

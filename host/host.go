@@ -1,0 +1,316 @@
+// Package host runs edgeshard: namespaces of shards, each shard a wasm
+// plugin instance with durable storage and one alarm, reached over HTTP at
+// /do/{binding}/{key}/... . The machinery lives in host/internal; this
+// package wires it together behind a few constructors.
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/host/internal/wasm"
+	"github.com/edgeshard/edgeshard/storage"
+	"github.com/rs/zerolog"
+)
+
+// SQLDB is the SQL ("D1") binding: a batch runs in one transaction.
+type SQLDB interface {
+	Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error)
+}
+
+// AnalyticsSink receives analytics data points.
+type AnalyticsSink interface {
+	Write(dataset string, p abi.DataPoint) error
+}
+
+// Binding configures one namespace.
+type Binding struct {
+	// Name is the binding name (e.g. "COUNTER"), used in /do/{name}/...
+	Name string
+	// Module is the path of the plugin's .wasm file; ModuleBytes, when set,
+	// is used instead.
+	Module      string
+	ModuleBytes []byte
+	// Shards is the number of shards of a sharded namespace (keys route by
+	// HashToShard(key) % Shards); 0 gives one object per name.
+	Shards int
+	// SQL names the database in Config.SQL this namespace may use; "" grants none.
+	SQL string
+	// Analytics names the dataset binding in Config.Analytics; "" grants none.
+	Analytics string
+}
+
+// AnalyticsBinding is a dataset a namespace writes data points to.
+type AnalyticsBinding struct {
+	Dataset string
+	Sink    AnalyticsSink
+}
+
+// Config configures a Host. Zero values take the defaults noted.
+type Config struct {
+	// DataDir holds shard storage (DataDir/shards) and the compilation
+	// cache (DataDir/cache) unless Storage or CacheDir say otherwise.
+	DataDir  string
+	CacheDir string
+	// Storage overrides the Badger backend (e.g. storage.NewMemory()).
+	Storage storage.Backend
+	// SyncWrites makes every commit fsync (default true via DefaultConfig).
+	SyncWrites bool
+	Bindings   []Binding
+	Vars       map[string]string
+	SQL        map[string]SQLDB
+	Analytics  map[string]AnalyticsBinding
+	// EventTimeout bounds one fetch or alarm call (default 10s).
+	EventTimeout time.Duration
+	// IdleTimeout evicts an instance after this long without events
+	// (default 2m).
+	IdleTimeout time.Duration
+	// QueueDepth bounds each shard's queue of waiting events (default 1024).
+	QueueDepth int
+	// MemoryLimitMiB caps each instance's memory (default 128).
+	MemoryLimitMiB int
+	// MaxBodyBytes caps request bodies at /do (default 1 MiB).
+	MaxBodyBytes int64
+	// AlarmRetries and AlarmBackoff govern failing alarm handlers
+	// (defaults 6 and 2s, doubling).
+	AlarmRetries int
+	AlarmBackoff time.Duration
+	Clock        clock.Clock
+	Logger       zerolog.Logger
+	// TraceShard, "binding/shard", logs every host call that shard makes.
+	TraceShard string
+}
+
+// DefaultConfig returns a configuration with durable defaults.
+func DefaultConfig() Config {
+	return Config{SyncWrites: true, DataDir: "./data"}
+}
+
+func (c Config) withDefaults() Config {
+	if c.EventTimeout <= 0 {
+		c.EventTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 2 * time.Minute
+	}
+	if c.QueueDepth <= 0 {
+		c.QueueDepth = 1024
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.AlarmRetries <= 0 {
+		c.AlarmRetries = 6
+	}
+	if c.AlarmBackoff <= 0 {
+		c.AlarmBackoff = 2 * time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if c.CacheDir == "" && c.DataDir != "" {
+		c.CacheDir = filepath.Join(c.DataDir, "cache")
+	}
+	return c
+}
+
+// Errors callers of Fetch branch on.
+var (
+	ErrUnknownBinding = errors.New("unknown binding")
+	ErrBadKey         = errors.New("bad shard key")
+	ErrOverloaded     = errors.New("shard queue is full")
+	ErrClosed         = errors.New("host is shutting down")
+	ErrUnavailable    = errors.New("shard could not start")
+	ErrTimeout        = wasm.ErrTimeout
+	ErrTrap           = wasm.ErrTrap
+	ErrBadResponse    = wasm.ErrBadResponse
+	ErrCommit         = storage.ErrCommitFailed
+	ErrInvalidModule  = wasm.ErrInvalidModule
+)
+
+// Host runs namespaces of shards.
+type Host struct {
+	cfg     Config
+	log     zerolog.Logger
+	engine  *wasm.Engine
+	store   *storage.Engine
+	alarms  *scheduler
+	mu      sync.RWMutex
+	ns      map[string]*Namespace
+	closing chan struct{}
+	wg      sync.WaitGroup // actors
+	closeMu sync.Mutex
+	closed  bool
+	started time.Time
+}
+
+// New starts a host: opens storage, compiles every binding's module,
+// restores persisted alarms. Errors name the binding and the problem.
+func New(ctx context.Context, cfg Config) (*Host, error) {
+	cfg = cfg.withDefaults()
+	h := &Host{cfg: cfg, log: cfg.Logger, ns: map[string]*Namespace{}, closing: make(chan struct{}), started: time.Now()}
+	if err := validateBindings(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.CacheDir != "" {
+		if err := os.MkdirAll(cfg.CacheDir, 0o755); err != nil {
+			return nil, fmt.Errorf("compilation cache: %w", err)
+		}
+	}
+	eng, err := wasm.NewEngine(ctx, wasm.Config{CacheDir: cfg.CacheDir, MemoryLimitMiB: cfg.MemoryLimitMiB})
+	if err != nil {
+		return nil, err
+	}
+	h.engine = eng
+	backend := cfg.Storage
+	if backend == nil {
+		dir := filepath.Join(cfg.DataDir, "shards")
+		backend, err = storage.OpenBadger(storage.BadgerOptions{Dir: dir, SyncWrites: cfg.SyncWrites})
+		if err != nil {
+			eng.Close(ctx)
+			return nil, fmt.Errorf("open shard storage %s: %w", dir, err)
+		}
+	}
+	h.store = storage.NewEngine(backend, storage.EngineOptions{})
+	h.alarms = newScheduler(h)
+	for _, b := range cfg.Bindings {
+		ns, err := h.newNamespace(ctx, b)
+		if err != nil {
+			h.Close(ctx)
+			return nil, err
+		}
+		h.ns[b.Name] = ns
+	}
+	if err := h.restoreAlarms(); err != nil {
+		h.Close(ctx)
+		return nil, err
+	}
+	return h, nil
+}
+
+func validateBindings(cfg Config) error {
+	seen := map[string]bool{}
+	for _, b := range cfg.Bindings {
+		switch {
+		case b.Name == "":
+			return errors.New("binding with an empty name")
+		case seen[b.Name]:
+			return fmt.Errorf("binding %q is declared twice", b.Name)
+		case b.Shards < 0:
+			return fmt.Errorf("binding %q: shards must be ≥ 0, got %d", b.Name, b.Shards)
+		case b.SQL != "" && cfg.SQL[b.SQL] == nil:
+			return fmt.Errorf("binding %q: sql database %q is not configured", b.Name, b.SQL)
+		case b.Analytics != "" && cfg.Analytics[b.Analytics].Sink == nil:
+			return fmt.Errorf("binding %q: analytics dataset %q is not configured", b.Name, b.Analytics)
+		}
+		seen[b.Name] = true
+	}
+	return nil
+}
+
+func (h *Host) restoreAlarms() error {
+	all, err := h.store.Alarms()
+	if err != nil {
+		return fmt.Errorf("restore alarms: %w", err)
+	}
+	n := 0
+	for _, a := range all {
+		if _, ok := h.namespace(a.Shard.Namespace); !ok {
+			h.log.Warn().Str("shard", a.Shard.String()).Msg("persisted alarm for a binding that is not configured; left in place")
+			continue
+		}
+		h.alarms.schedule(a.Shard, a.At, 0)
+		n++
+	}
+	if n > 0 {
+		h.log.Info().Int("alarms", n).Msg("restored persisted alarms")
+	}
+	return nil
+}
+
+func (h *Host) namespace(name string) (*Namespace, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	ns, ok := h.ns[name]
+	return ns, ok
+}
+
+// Namespace returns the named namespace.
+func (h *Host) Namespace(name string) (*Namespace, bool) { return h.namespace(name) }
+
+// Namespaces returns every namespace, sorted by name.
+func (h *Host) Namespaces() []*Namespace {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]*Namespace, 0, len(h.ns))
+	for _, ns := range h.ns {
+		out = append(out, ns)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// Fetch routes req to the shard of key in binding and returns its
+// response once every write the event made is durable.
+func (h *Host) Fetch(ctx context.Context, binding, key string, req *abi.Request) (*abi.Response, error) {
+	ns, ok := h.namespace(binding)
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownBinding, binding)
+	}
+	return ns.Fetch(ctx, key, req)
+}
+
+// Clock returns the host's clock.
+func (h *Host) Clock() clock.Clock { return h.cfg.Clock }
+
+// Close stops accepting events, drains the queued ones, commits storage and
+// closes everything. It is safe to call more than once.
+func (h *Host) Close(ctx context.Context) error {
+	h.closeMu.Lock()
+	if h.closed {
+		h.closeMu.Unlock()
+		return nil
+	}
+	h.closed = true
+	close(h.closing)
+	h.closeMu.Unlock()
+	if h.alarms != nil {
+		h.alarms.stop()
+	}
+	for _, ns := range h.Namespaces() {
+		ns.stopActors()
+	}
+	h.wg.Wait()
+	var errs []error
+	for _, ns := range h.Namespaces() {
+		ns.closeModules(ctx)
+	}
+	if h.store != nil {
+		if err := h.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close storage: %w", err))
+		}
+	}
+	if h.engine != nil {
+		if err := h.engine.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (h *Host) isClosing() bool {
+	select {
+	case <-h.closing:
+		return true
+	default:
+		return false
+	}
+}

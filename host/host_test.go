@@ -1,0 +1,276 @@
+package host_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/testutil"
+	"github.com/edgeshard/edgeshard/storage"
+	"github.com/rs/zerolog"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type fixture struct {
+	h    *host.Host
+	logs *syncBuf
+	cfg  host.Config
+}
+
+func counterConfig(t *testing.T, mutate func(*host.Config)) host.Config {
+	t.Helper()
+	cfg := host.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.CacheDir = testutil.CacheDir()
+	cfg.Bindings = []host.Binding{{Name: "COUNTER", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test")}}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	return cfg
+}
+
+func start(t *testing.T, cfg host.Config) *fixture {
+	t.Helper()
+	logs := &syncBuf{}
+	cfg.Logger = zerolog.New(logs)
+	h, err := host.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("host.New: %v", err)
+	}
+	t.Cleanup(func() { h.Close(context.Background()) })
+	return &fixture{h: h, logs: logs, cfg: cfg}
+}
+
+type counterReply struct {
+	Count   int    `json:"count"`
+	Version string `json:"version"`
+}
+
+func (f *fixture) call(t *testing.T, name, method, path string) (*abi.Response, error) {
+	t.Helper()
+	return f.h.Fetch(context.Background(), "COUNTER", name, &abi.Request{Method: method, Path: path})
+}
+
+func (f *fixture) count(t *testing.T, name string) int {
+	t.Helper()
+	resp, err := f.call(t, name, "GET", "/")
+	if err != nil {
+		t.Fatalf("GET %s: %v", name, err)
+	}
+	var r counterReply
+	if err := json.Unmarshal(resp.Body, &r); err != nil {
+		t.Fatalf("decode %q: %v", resp.Body, err)
+	}
+	return r.Count
+}
+
+func TestConcurrentIncrementsArePersisted(t *testing.T) {
+	cfg := counterConfig(t, nil)
+	f := start(t, cfg)
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := f.call(t, "a", "POST", "/increment")
+			if err == nil && resp.Status != 200 {
+				err = fmt.Errorf("status %d: %s", resp.Status, resp.Body)
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := f.count(t, "a"); got != n {
+		t.Fatalf("count = %d, want %d", got, n)
+	}
+	if got := f.count(t, "b"); got != 0 {
+		t.Fatalf("other object count = %d, want 0", got)
+	}
+	// A new host on the same data dir sees every acknowledged increment.
+	if err := f.h.Close(context.Background()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	f2 := start(t, cfg)
+	if got := f2.count(t, "a"); got != n {
+		t.Fatalf("after restart count = %d, want %d", got, n)
+	}
+}
+
+func TestAlarmResetsCounterOnVirtualClock(t *testing.T) {
+	vc := clock.NewVirtual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	f := start(t, counterConfig(t, func(c *host.Config) {
+		c.Clock = vc
+		c.Storage = storage.NewMemory()
+	}))
+	for i := 0; i < 3; i++ {
+		f.call(t, "x", "POST", "/increment")
+	}
+	if _, err := f.call(t, "x", "POST", "/reset-after?ms=2000"); err != nil {
+		t.Fatal(err)
+	}
+	vc.Advance(1999 * time.Millisecond)
+	if got := f.count(t, "x"); got != 3 {
+		t.Fatalf("before the alarm count = %d, want 3", got)
+	}
+	vc.Advance(time.Millisecond)
+	waitFor(t, func() bool { return f.count(t, "x") == 0 }, "alarm to reset the counter")
+	if !strings.Contains(f.logs.String(), "counter reset by alarm") {
+		t.Fatalf("guest log line missing from host log:\n%s", f.logs.String())
+	}
+}
+
+func TestPersistedAlarmFiresAfterRestart(t *testing.T) {
+	cfg := counterConfig(t, nil)
+	f := start(t, cfg)
+	f.call(t, "r", "POST", "/increment")
+	if _, err := f.call(t, "r", "POST", "/reset-after?ms=300"); err != nil {
+		t.Fatal(err)
+	}
+	f.h.Close(context.Background()) // the alarm has not fired yet
+	time.Sleep(400 * time.Millisecond)
+	f2 := start(t, cfg)
+	waitFor(t, func() bool { return f2.count(t, "r") == 0 }, "overdue alarm to fire at boot")
+}
+
+func TestSpinningShardTimesOutOthersServe(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) { c.EventTimeout = 300 * time.Millisecond }))
+	f.call(t, "ok", "POST", "/increment")
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.call(t, "spinner", "POST", "/spin")
+		done <- err
+	}()
+	// Other shards keep serving while one spins.
+	for i := 0; i < 5; i++ {
+		if _, err := f.call(t, "ok", "POST", "/increment"); err != nil {
+			t.Fatalf("other shard failed while one spins: %v", err)
+		}
+	}
+	err := <-done
+	if !errors.Is(err, host.ErrTimeout) {
+		t.Fatalf("spin error = %v, want ErrTimeout", err)
+	}
+	if st, code := host.ErrorStatus(err); st < 500 || code != "shard_timeout" {
+		t.Fatalf("status %d %s", st, code)
+	}
+	// The spinning shard restarts from storage on its next event.
+	if _, err := f.call(t, "spinner", "POST", "/increment"); err != nil {
+		t.Fatalf("shard did not recover after timeout: %v", err)
+	}
+	if got := f.count(t, "ok"); got != 6 {
+		t.Fatalf("ok count = %d, want 6", got)
+	}
+}
+
+func TestPanickingShardIsContained(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	f.call(t, "p", "POST", "/increment")
+	_, err := f.call(t, "p", "POST", "/panic")
+	if !errors.Is(err, host.ErrTrap) {
+		t.Fatalf("panic error = %v, want ErrTrap", err)
+	}
+	logs := f.logs.String()
+	if !strings.Contains(logs, "panic requested by /panic") {
+		t.Fatalf("guest panic message missing from host log:\n%s", logs)
+	}
+	if got := f.count(t, "p"); got != 1 {
+		t.Fatalf("count after panic = %d, want 1 (state restored from storage)", got)
+	}
+}
+
+func TestWrongABIVersionIsRefused(t *testing.T) {
+	bad := testutil.Plugin(t, "host/testdata/plugins/badabi")
+	cfg := counterConfig(t, func(c *host.Config) {
+		c.Bindings = []host.Binding{{Name: "BAD", Module: bad}}
+	})
+	_, err := host.New(context.Background(), cfg)
+	if err == nil || !errors.Is(err, host.ErrInvalidModule) || !strings.Contains(err.Error(), "ABI version 99") {
+		t.Fatalf("host.New error = %v, want invalid module naming ABI version 99", err)
+	}
+	bin, _ := os.ReadFile(bad)
+	if _, err := host.ValidateModule(context.Background(), bin, nil, testutil.CacheDir()); err == nil || !strings.Contains(err.Error(), "ABI version 99") {
+		t.Fatalf("ValidateModule error = %v", err)
+	}
+}
+
+func TestHTTPRoutes(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	srv := httptest.NewServer(f.h.Handler())
+	defer srv.Close()
+	do := func(method, path string) (int, string) {
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, body := do("POST", "/do/COUNTER/web/increment"); st != 200 || !strings.Contains(body, `"count":1`) || !strings.Contains(body, `"version":"test"`) {
+		t.Fatalf("increment: %d %s", st, body)
+	}
+	if st, body := do("GET", "/do/COUNTER/web/"); st != 200 || !strings.Contains(body, `"count":1`) {
+		t.Fatalf("get: %d %s", st, body)
+	}
+	if st, body := do("GET", "/do/NOPE/web/"); st != 404 || !strings.Contains(body, "unknown_binding") {
+		t.Fatalf("unknown binding: %d %s", st, body)
+	}
+	if st, body := do("GET", "/do/COUNTER/web/nope"); st != 404 || !strings.Contains(body, "not_found") {
+		t.Fatalf("unknown shard route: %d %s", st, body)
+	}
+	if st, _ := do("GET", "/healthz"); st != 200 {
+		t.Fatalf("healthz: %d", st)
+	}
+	if st, body := do("GET", "/elsewhere"); st != 404 || !strings.Contains(body, `"code":"not_found"`) {
+		t.Fatalf("unknown route: %d %s", st, body)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}

@@ -1,0 +1,120 @@
+package wasm
+
+import (
+	"context"
+	"errors"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/storage"
+	"github.com/tetratelabs/wazero/api"
+)
+
+// Store is the shard storage the storage and alarm host functions use
+// (*storage.Shard implements it).
+type Store interface {
+	Get(key string) ([]byte, bool, error)
+	GetMulti(keys []string) ([]abi.KV, error)
+	Put(key string, val []byte, unconfirmed bool) error
+	PutMulti(kvs []abi.KV, unconfirmed bool) error
+	Delete(key string) (bool, error)
+	DeleteMulti(keys []string) (int, error)
+	List(opts abi.ListOptions) ([]abi.KV, error)
+	DeleteAll() error
+}
+
+// Env is what one event of one shard may reach through host functions. A
+// nil Store, or an error wrapping ErrNotGranted, answers ErrnoNotGranted.
+type Env interface {
+	Store() Store
+	SetAlarm(unixMs int64) error
+	GetAlarm() (int64, bool, error)
+	DeleteAlarm() error
+	Var(name string) (string, bool)
+	Log(level int32, rec abi.LogRecord)
+	SQL(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error)
+	WriteDataPoint(p abi.DataPoint) error
+}
+
+// ErrNotGranted is returned by an Env for a binding its namespace lacks.
+var ErrNotGranted = errors.New("binding not granted")
+
+// ErrCrash, wrapped in an error an Env returns, makes the host function
+// trap the guest instead of answering an errno (fault injection).
+var ErrCrash = errors.New("injected crash")
+
+// CallError lets an Env choose the errno for an error.
+type CallError struct {
+	Errno abi.Errno
+	Err   error
+}
+
+func (e *CallError) Error() string { return e.Err.Error() }
+func (e *CallError) Unwrap() error { return e.Err }
+
+// call is the per-event state host functions reach through the context.
+type call struct {
+	env     Env
+	pending []byte // a result too large for the guest's buffer
+	errMsg  string // detail of the last failed call, for error_message
+	crash   error  // set by errno for ErrCrash: trap the guest after the call
+	ctx     context.Context
+}
+
+type callKey struct{}
+
+func withCall(ctx context.Context, c *call) context.Context {
+	c.ctx = ctx
+	return context.WithValue(ctx, callKey{}, c)
+}
+
+func callFrom(ctx context.Context) *call {
+	c, _ := ctx.Value(callKey{}).(*call)
+	return c
+}
+
+// errno maps an error to its errno and records its message.
+func (c *call) errno(err error) abi.Errno {
+	c.errMsg = err.Error()
+	if errors.Is(err, ErrCrash) {
+		c.crash = err
+	}
+	var ce *CallError
+	switch {
+	case errors.As(err, &ce):
+		return ce.Errno
+	case errors.Is(err, ErrNotGranted):
+		return abi.ErrnoNotGranted
+	case errors.Is(err, storage.ErrKeyTooLarge), errors.Is(err, storage.ErrValueTooLarge), errors.Is(err, storage.ErrTooManyKeys):
+		return abi.ErrnoTooLarge
+	case errors.Is(err, context.DeadlineExceeded):
+		return abi.ErrnoDeadline
+	case errors.Is(err, context.Canceled):
+		return abi.ErrnoCanceled
+	}
+	return abi.ErrnoIO
+}
+
+func neg(e abi.Errno) uint64 { return uint64(-int64(e)) }
+
+// read returns a view of guest memory (valid until the guest runs again).
+func read(mod api.Module, ptr, n uint32) ([]byte, bool) {
+	if n == 0 {
+		return nil, true
+	}
+	return mod.Memory().Read(ptr, n)
+}
+
+// reply writes a result for the "caller passes a buffer" convention: the
+// bytes go into (buf, cap) when they fit, otherwise they are held for
+// result_take. Either way the result is their length.
+func (c *call) reply(mod api.Module, data []byte, buf, bufCap uint32) uint64 {
+	c.pending = nil
+	if uint32(len(data)) <= bufCap {
+		if len(data) > 0 && !mod.Memory().Write(buf, data) {
+			return neg(abi.ErrnoFault)
+		}
+		return uint64(len(data))
+	}
+	c.pending = append([]byte(nil), data...)
+	return uint64(len(data))
+}

@@ -1,0 +1,97 @@
+// Package wasm runs edgeshard plugins on wazero: one Engine per host (a
+// wazero runtime, the WASI and edgeshard host modules, the on-disk
+// compilation cache), a Module per compiled module version, and an Instance
+// per live shard. It knows nothing about shards or HTTP; host functions reach
+// the shard through the Env attached to each call's context.
+package wasm
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// Config configures an Engine.
+type Config struct {
+	// CacheDir holds wazero's compilation cache; "" keeps it in memory only.
+	CacheDir string
+	// MemoryLimitMiB caps each instance's linear memory (default 128).
+	MemoryLimitMiB int
+	// MaxModuleBytes caps the size of a module binary (default 64 MiB).
+	MaxModuleBytes int
+	// Interpreter selects wazero's interpreter instead of the compiler
+	// (for platforms without the compiler; much slower).
+	Interpreter bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.MemoryLimitMiB <= 0 {
+		c.MemoryLimitMiB = 128
+	}
+	if c.MaxModuleBytes <= 0 {
+		c.MaxModuleBytes = 64 << 20
+	}
+	return c
+}
+
+// Engine compiles and instantiates plugins. It is safe for concurrent use.
+type Engine struct {
+	cfg     Config
+	rt      wazero.Runtime
+	cache   wazero.CompilationCache
+	mu      sync.Mutex
+	closed  bool
+	modules map[string]*Module // by sha256, compiled once per version
+}
+
+// NewEngine starts a wazero runtime with the host modules instantiated.
+func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
+	cfg = cfg.withDefaults()
+	var rc wazero.RuntimeConfig
+	if cfg.Interpreter {
+		rc = wazero.NewRuntimeConfigInterpreter()
+	} else {
+		rc = wazero.NewRuntimeConfig()
+	}
+	rc = rc.WithCloseOnContextDone(true).WithMemoryLimitPages(uint32(cfg.MemoryLimitMiB) * 16)
+	var cache wazero.CompilationCache
+	if cfg.CacheDir != "" {
+		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("wasm: compilation cache %q: %w", cfg.CacheDir, err)
+		}
+		cache = c
+	} else {
+		cache = wazero.NewCompilationCache()
+	}
+	rc = rc.WithCompilationCache(cache)
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("wasm: instantiate WASI: %w", err)
+	}
+	if err := instantiateHostModule(ctx, rt); err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("wasm: instantiate host module: %w", err)
+	}
+	return &Engine{cfg: cfg, rt: rt, cache: cache, modules: map[string]*Module{}}, nil
+}
+
+// Close closes every instance and module and the runtime.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	err := e.rt.Close(ctx)
+	if cerr := e.cache.Close(ctx); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,230 @@
+package wasm
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+// Errors an instance call can end with. After any of them the instance is
+// unusable and must be closed; the shard restarts from storage.
+var (
+	// ErrTimeout: the call ran past its deadline and the instance was closed.
+	ErrTimeout = errors.New("plugin exceeded its event deadline")
+	// ErrTrap: the guest trapped, panicked or exited.
+	ErrTrap = errors.New("plugin trapped")
+	// ErrBadResponse: the guest returned bytes that are not a response.
+	ErrBadResponse = errors.New("plugin returned a malformed response")
+)
+
+// InstanceConfig configures one instance.
+type InstanceConfig struct {
+	// Stdout and Stderr receive the guest's output (panics go to Stderr).
+	Stdout, Stderr io.Writer
+	// Walltime and Nanotime override the guest's clocks (a virtual clock in
+	// tests); nil uses the system clocks.
+	Walltime func() time.Time
+	Nanotime func() int64
+}
+
+// Instance is one live plugin instance. It is not safe for concurrent use:
+// one goroutine (the shard's) owns it.
+type Instance struct {
+	mod        api.Module
+	fnAlloc    api.Function
+	fnFetch    api.Function
+	fnAlarm    api.Function
+	abiVersion int
+	stack      [2]uint64
+	reqBuf     []byte
+	dead       error
+}
+
+// Instantiate creates an instance of m: runs the WASI reactor start
+// function _initialize, checks the ABI version, then the init export.
+func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance, error) {
+	return m.engine.instantiate(ctx, m.compiled, cfg)
+}
+
+func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg InstanceConfig) (*Instance, error) {
+	mc := wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions(abi.ExportInitialize).
+		WithRandSource(rand.Reader)
+	if cfg.Stdout != nil {
+		mc = mc.WithStdout(cfg.Stdout)
+	}
+	if cfg.Stderr != nil {
+		mc = mc.WithStderr(cfg.Stderr)
+	}
+	if cfg.Walltime != nil {
+		wt := cfg.Walltime
+		mc = mc.WithWalltime(func() (int64, int32) {
+			t := wt()
+			return t.Unix(), int32(t.Nanosecond())
+		}, sys.ClockResolution(time.Millisecond))
+	} else {
+		mc = mc.WithSysWalltime()
+	}
+	if cfg.Nanotime != nil {
+		mc = mc.WithNanotime(cfg.Nanotime, sys.ClockResolution(1))
+	} else {
+		mc = mc.WithSysNanotime()
+	}
+	// Init may call host functions (a plugin reading a var in init); give
+	// it an empty call state so they answer "not granted" instead of crashing.
+	ictx := withCall(ctx, &call{})
+	mod, err := e.rt.InstantiateModule(ictx, c, mc)
+	if err != nil {
+		return nil, fmt.Errorf("start (_initialize): %w", classify(err))
+	}
+	inst := &Instance{
+		mod:     mod,
+		fnAlloc: mod.ExportedFunction(abi.ExportAlloc),
+		fnFetch: mod.ExportedFunction(abi.ExportFetch),
+		fnAlarm: mod.ExportedFunction(abi.ExportAlarm),
+	}
+	if inst.fnAlloc == nil || inst.fnFetch == nil || inst.fnAlarm == nil {
+		mod.Close(ctx)
+		return nil, invalid("missing exports after instantiation")
+	}
+	v, err := callI32(ictx, mod, abi.ExportABIVersion)
+	if err != nil {
+		mod.Close(ctx)
+		return nil, fmt.Errorf("%s: %w", abi.ExportABIVersion, err)
+	}
+	if v != abi.Version {
+		mod.Close(ctx)
+		return nil, invalid("module speaks ABI version %d; this host implements version %d", v, abi.Version)
+	}
+	inst.abiVersion = int(v)
+	if errno, err := callI32(ictx, mod, abi.ExportInit); err != nil {
+		mod.Close(ctx)
+		return nil, fmt.Errorf("%s: %w", abi.ExportInit, err)
+	} else if errno != 0 {
+		mod.Close(ctx)
+		return nil, invalid("%s returned errno %d (%s): did the plugin call sdk.Serve from an init function?", abi.ExportInit, errno, abi.Errno(errno).Error())
+	}
+	return inst, nil
+}
+
+func callI32(ctx context.Context, mod api.Module, name string) (uint32, error) {
+	fn := mod.ExportedFunction(name)
+	var stack [1]uint64
+	if err := fn.CallWithStack(ctx, stack[:]); err != nil {
+		return 0, classify(err)
+	}
+	return uint32(stack[0]), nil
+}
+
+// classify maps a wazero call error to ErrTimeout or ErrTrap, keeping the
+// original message.
+func classify(err error) error {
+	var ee *sys.ExitError
+	if errors.As(err, &ee) {
+		switch ee.ExitCode() {
+		case sys.ExitCodeDeadlineExceeded:
+			return fmt.Errorf("%w (%v)", ErrTimeout, err)
+		case sys.ExitCodeContextCanceled:
+			return fmt.Errorf("%w: cancelled (%v)", ErrTrap, err)
+		}
+		return fmt.Errorf("%w: exited with code %d", ErrTrap, ee.ExitCode())
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w (%v)", ErrTimeout, err)
+	}
+	return fmt.Errorf("%w: %v", ErrTrap, err)
+}
+
+// Err returns why the instance is dead, or nil.
+func (i *Instance) Err() error { return i.dead }
+
+// MemoryBytes returns the size of the guest's linear memory.
+func (i *Instance) MemoryBytes() uint64 {
+	if mem := i.mod.Memory(); mem != nil {
+		return uint64(mem.Size())
+	}
+	return 0
+}
+
+// Fetch delivers a request. env serves the host functions the guest calls
+// during it. ctx should carry the event deadline: past it the instance is
+// closed and ErrTimeout returned.
+func (i *Instance) Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.Response, error) {
+	if i.dead != nil {
+		return nil, i.dead
+	}
+	ctx = withCall(ctx, &call{env: env})
+	i.reqBuf = abi.AppendRequest(i.reqBuf[:0], req)
+	i.stack[0] = uint64(len(i.reqBuf))
+	if err := i.fnAlloc.CallWithStack(ctx, i.stack[:]); err != nil {
+		return nil, i.kill(err)
+	}
+	ptr := uint32(i.stack[0])
+	if len(i.reqBuf) > 0 && !i.mod.Memory().Write(ptr, i.reqBuf) {
+		return nil, i.killWith(fmt.Errorf("%w: %s returned pointer %#x outside memory for %d bytes", ErrTrap, abi.ExportAlloc, ptr, len(i.reqBuf)))
+	}
+	if cap(i.reqBuf) > 1<<20 {
+		i.reqBuf = nil // do not pin a large request buffer
+	}
+	i.stack[0], i.stack[1] = uint64(ptr), uint64(len(i.reqBuf))
+	if err := i.fnFetch.CallWithStack(ctx, i.stack[:]); err != nil {
+		return nil, i.kill(err)
+	}
+	packed := i.stack[0]
+	rptr, rlen := uint32(packed>>32), uint32(packed)
+	if rlen > abi.MaxResponseBody+64<<10 {
+		return nil, i.killWith(fmt.Errorf("%w: response of %d bytes exceeds the limit of %d", ErrBadResponse, rlen, abi.MaxResponseBody))
+	}
+	raw, ok := i.mod.Memory().Read(rptr, rlen)
+	if !ok {
+		return nil, i.killWith(fmt.Errorf("%w: response pointer %#x+%d outside memory", ErrBadResponse, rptr, rlen))
+	}
+	resp, err := abi.DecodeResponse(raw)
+	if err != nil {
+		return nil, i.killWith(fmt.Errorf("%w: %v", ErrBadResponse, err))
+	}
+	if resp.Status < 100 || resp.Status > 599 {
+		return nil, i.killWith(fmt.Errorf("%w: status %d", ErrBadResponse, resp.Status))
+	}
+	resp.Body = append([]byte(nil), resp.Body...) // raw aliases guest memory
+	return resp, nil
+}
+
+// Alarm runs the alarm handler. ok is false when the handler reported a
+// failure (the host retries); err is set when the instance died.
+func (i *Instance) Alarm(ctx context.Context, env Env, retryCount int) (ok bool, err error) {
+	if i.dead != nil {
+		return false, i.dead
+	}
+	ctx = withCall(ctx, &call{env: env})
+	i.stack[0] = uint64(uint32(retryCount))
+	if err := i.fnAlarm.CallWithStack(ctx, i.stack[:]); err != nil {
+		return false, i.kill(err)
+	}
+	return uint32(i.stack[0]) == 0, nil
+}
+
+func (i *Instance) kill(err error) error { return i.killWith(classify(err)) }
+
+func (i *Instance) killWith(err error) error {
+	i.dead = err
+	i.mod.Close(context.Background())
+	return err
+}
+
+// Close releases the instance.
+func (i *Instance) Close(ctx context.Context) error {
+	if i.dead == nil {
+		i.dead = errors.New("instance closed")
+	}
+	return i.mod.Close(ctx)
+}

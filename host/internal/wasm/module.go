@@ -1,0 +1,205 @@
+package wasm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+)
+
+// ErrInvalidModule wraps every reason a module is refused at load.
+var ErrInvalidModule = errors.New("invalid module")
+
+// Module is one compiled module version.
+type Module struct {
+	SHA256     string
+	Size       int
+	ABIVersion int
+	Imports    []string // "module.name", sorted
+	Groups     []string // binding groups the module imports from, sorted
+	LoadedAt   time.Time
+	compiled   wazero.CompiledModule
+	engine     *Engine
+	refs       int // Load calls not yet matched by Close; guarded by engine.mu
+}
+
+// Short returns the first 12 hex digits of the module's sha256.
+func (m *Module) Short() string { return m.SHA256[:12] }
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidModule, fmt.Sprintf(format, args...))
+}
+
+type sig struct{ params, results []api.ValueType }
+
+var i32, i64 = api.ValueTypeI32, api.ValueTypeI64
+
+var exportSigs = map[string]sig{
+	abi.ExportABIVersion: {nil, []api.ValueType{i32}},
+	abi.ExportInit:       {nil, []api.ValueType{i32}},
+	abi.ExportAlloc:      {[]api.ValueType{i32}, []api.ValueType{i32}},
+	abi.ExportFetch:      {[]api.ValueType{i32, i32}, []api.ValueType{i64}},
+	abi.ExportAlarm:      {[]api.ValueType{i32}, []api.ValueType{i32}},
+	abi.ExportInitialize: {nil, nil},
+}
+
+func sigString(params, results []api.ValueType) string {
+	n := func(ts []api.ValueType) string {
+		s := make([]string, len(ts))
+		for i, t := range ts {
+			s[i] = api.ValueTypeName(t)
+		}
+		return "(" + strings.Join(s, ", ") + ")"
+	}
+	return n(params) + " -> " + n(results)
+}
+
+// Load validates and compiles a module, granting it the given binding
+// groups (GroupCore is implied). The same bytes are compiled once and
+// shared; a validation failure wraps ErrInvalidModule and names the problem.
+func (e *Engine) Load(ctx context.Context, bin []byte, grants []string) (*Module, error) {
+	if len(bin) == 0 {
+		return nil, invalid("empty module")
+	}
+	if len(bin) > e.cfg.MaxModuleBytes {
+		return nil, invalid("module is %d bytes, the limit is %d", len(bin), e.cfg.MaxModuleBytes)
+	}
+	if len(bin) < 8 || string(bin[:4]) != "\x00asm" {
+		return nil, invalid("not a WebAssembly binary (missing \\0asm magic)")
+	}
+	sum := sha256.Sum256(bin)
+	id := hex.EncodeToString(sum[:])
+
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, errors.New("wasm: engine closed")
+	}
+	if m, ok := e.modules[id]; ok {
+		if err := checkImports(m.compiled, grants); err != nil {
+			e.mu.Unlock()
+			return nil, err
+		}
+		m.refs++
+		e.mu.Unlock()
+		return m, nil
+	}
+	e.mu.Unlock()
+
+	compiled, err := e.rt.CompileModule(ctx, bin)
+	if err != nil {
+		return nil, invalid("compile: %v", err)
+	}
+	m, err := e.validate(ctx, compiled, grants)
+	if err != nil {
+		compiled.Close(ctx)
+		return nil, err
+	}
+	m.SHA256, m.Size, m.LoadedAt, m.compiled, m.engine = id, len(bin), time.Now(), compiled, e
+	e.mu.Lock()
+	if prev, ok := e.modules[id]; ok {
+		prev.refs++
+		e.mu.Unlock()
+		compiled.Close(ctx)
+		return prev, nil
+	}
+	m.refs = 1
+	e.modules[id] = m
+	e.mu.Unlock()
+	return m, nil
+}
+
+func checkImports(c wazero.CompiledModule, grants []string) error {
+	for _, d := range c.ImportedFunctions() {
+		mod, name, _ := d.Import()
+		switch mod {
+		case abi.WASIModule:
+		case abi.ImportModule:
+			g, ok := abi.FunctionGroups[name]
+			if !ok {
+				return invalid("imports unknown host function %s.%s (not in ABI v%d)", mod, name, abi.Version)
+			}
+			if g != abi.GroupCore && !slices.Contains(grants, g) {
+				return invalid("imports %s.%s but its binding does not grant %q (granted: %s)", mod, name, g, strings.Join(grants, ", "))
+			}
+		default:
+			return invalid("imports %s.%s: only modules %q and %q may be imported", mod, name, abi.ImportModule, abi.WASIModule)
+		}
+	}
+	if n := len(c.ImportedMemories()); n > 0 {
+		return invalid("imports a memory; a plugin must define and export its own")
+	}
+	return nil
+}
+
+func (e *Engine) validate(ctx context.Context, c wazero.CompiledModule, grants []string) (*Module, error) {
+	exports := c.ExportedFunctions()
+	for _, name := range abi.RequiredExports {
+		want := exportSigs[name]
+		d, ok := exports[name]
+		if !ok {
+			if name == abi.ExportInitialize {
+				return nil, invalid("missing export %q: build with GOOS=wasip1 GOARCH=wasm -buildmode=c-shared (a reactor)", name)
+			}
+			return nil, invalid("missing export %q: is the module built with the edgeshard SDK (abi/sdk)?", name)
+		}
+		if !slices.Equal(d.ParamTypes(), want.params) || !slices.Equal(d.ResultTypes(), want.results) {
+			return nil, invalid("export %q has signature %s, ABI v%d needs %s", name,
+				sigString(d.ParamTypes(), d.ResultTypes()), abi.Version, sigString(want.params, want.results))
+		}
+	}
+	if _, ok := c.ExportedMemories()[abi.ExportMemory]; !ok {
+		return nil, invalid("missing exported memory %q", abi.ExportMemory)
+	}
+	if err := checkImports(c, grants); err != nil {
+		return nil, err
+	}
+	m := &Module{}
+	groups := map[string]bool{}
+	for _, d := range c.ImportedFunctions() {
+		mod, name, _ := d.Import()
+		m.Imports = append(m.Imports, mod+"."+name)
+		if mod == abi.ImportModule {
+			groups[abi.FunctionGroups[name]] = true
+		}
+	}
+	sort.Strings(m.Imports)
+	for g := range groups {
+		m.Groups = append(m.Groups, g)
+	}
+	sort.Strings(m.Groups)
+
+	// Probe: instantiate once, read the ABI version, run init.
+	inst, err := e.instantiate(ctx, c, InstanceConfig{})
+	if err != nil {
+		return nil, invalid("instantiate: %v", err)
+	}
+	defer inst.Close(ctx)
+	m.ABIVersion = inst.abiVersion
+	return m, nil
+}
+
+// Close releases one reference taken by Load; the compiled code is freed
+// with the last one. Instances of the module must be closed first.
+func (m *Module) Close(ctx context.Context) error {
+	m.engine.mu.Lock()
+	m.refs--
+	last := m.refs == 0
+	if last && m.engine.modules[m.SHA256] == m {
+		delete(m.engine.modules, m.SHA256)
+	}
+	m.engine.mu.Unlock()
+	if !last {
+		return nil
+	}
+	return m.compiled.Close(ctx)
+}

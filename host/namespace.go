@@ -1,0 +1,255 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host/internal/wasm"
+	"github.com/edgeshard/edgeshard/storage"
+)
+
+// MaxNameBytes bounds a per-name shard key.
+const MaxNameBytes = 1024
+
+// HashToShard is the stable hash that routes keys of a sharded namespace:
+// 32-bit FNV-1a over the key's bytes. Every host routes a key alike; the
+// shard is HashToShard(key) % shards.
+func HashToShard(key string) uint32 {
+	f := fnv.New32a()
+	f.Write([]byte(key))
+	return f.Sum32()
+}
+
+// Version is one loaded module version of a namespace.
+type Version struct {
+	mod      *wasm.Module
+	Source   string // file path or "push"
+	LoadedAt time.Time
+}
+
+// SHA256 is the module's hex sha256.
+func (v *Version) SHA256() string { return v.mod.SHA256 }
+
+// Size is the module's size in bytes.
+func (v *Version) Size() int { return v.mod.Size }
+
+// ABIVersion is the ABI version the module reported.
+func (v *Version) ABIVersion() int { return v.mod.ABIVersion }
+
+// Imports lists the module's imports.
+func (v *Version) Imports() []string { return v.mod.Imports }
+
+// Namespace is one binding: a module and its shards.
+type Namespace struct {
+	h         *Host
+	name      string
+	binding   Binding
+	grants    []string
+	sql       SQLDB
+	analytics AnalyticsBinding
+
+	cur     atomic.Pointer[Version]
+	swapMu  sync.Mutex // serialises Swap/Rollback
+	prev    *Version
+	retired []*Version // versions replaced, closed when the host closes
+
+	mu      sync.RWMutex
+	actors  map[string]*actor
+	stopped bool
+}
+
+func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) {
+	ns := &Namespace{h: h, name: b.Name, binding: b, actors: map[string]*actor{}}
+	ns.grants = []string{abi.GroupStorage, abi.GroupAlarm, abi.GroupVars, abi.GroupLog}
+	if b.SQL != "" {
+		ns.grants = append(ns.grants, abi.GroupSQL)
+		ns.sql = h.cfg.SQL[b.SQL]
+	}
+	if b.Analytics != "" {
+		ns.grants = append(ns.grants, abi.GroupAnalytics)
+		ns.analytics = h.cfg.Analytics[b.Analytics]
+	}
+	bin, source := b.ModuleBytes, "config"
+	if bin == nil {
+		var err error
+		bin, err = os.ReadFile(b.Module)
+		if err != nil {
+			return nil, fmt.Errorf("binding %q: read module: %w", b.Name, err)
+		}
+		source = b.Module
+	}
+	v, err := ns.load(ctx, bin, source)
+	if err != nil {
+		return nil, fmt.Errorf("binding %q: module %s: %w", b.Name, source, err)
+	}
+	ns.cur.Store(v)
+	return ns, nil
+}
+
+func (ns *Namespace) load(ctx context.Context, bin []byte, source string) (*Version, error) {
+	m, err := ns.h.engine.Load(ctx, bin, ns.grants)
+	if err != nil {
+		return nil, err
+	}
+	return &Version{mod: m, Source: source, LoadedAt: time.Now()}, nil
+}
+
+// Name returns the binding name.
+func (ns *Namespace) Name() string { return ns.name }
+
+// Shards returns the shard count (0 for a per-name namespace).
+func (ns *Namespace) Shards() int { return ns.binding.Shards }
+
+// Grants returns the binding groups the namespace grants.
+func (ns *Namespace) Grants() []string { return append([]string(nil), ns.grants...) }
+
+// Current returns the module version serving new events.
+func (ns *Namespace) Current() *Version { return ns.cur.Load() }
+
+// ShardFor returns the shard name a key routes to.
+func (ns *Namespace) ShardFor(key string) (string, error) {
+	if n := ns.binding.Shards; n > 0 {
+		return strconv.FormatUint(uint64(HashToShard(key)%uint32(n)), 10), nil
+	}
+	if key == "" {
+		return "", fmt.Errorf("%w: empty object name", ErrBadKey)
+	}
+	if len(key) > MaxNameBytes {
+		return "", fmt.Errorf("%w: object name of %d bytes exceeds %d", ErrBadKey, len(key), MaxNameBytes)
+	}
+	return key, nil
+}
+
+// Fetch delivers req to the shard key routes to and returns the response
+// once the event's confirmed writes are durable.
+func (ns *Namespace) Fetch(ctx context.Context, key string, req *abi.Request) (*abi.Response, error) {
+	shard, err := ns.ShardFor(key)
+	if err != nil {
+		return nil, err
+	}
+	return ns.FetchShard(ctx, shard, req)
+}
+
+// FetchShard delivers req to a shard by its name.
+func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Request) (*abi.Response, error) {
+	ev := &event{kind: evFetch, req: req, done: make(chan result, 1)}
+	if err := ns.enqueue(shard, ev); err != nil {
+		return nil, err
+	}
+	var r result
+	select {
+	case r = <-ev.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if err := r.pending.Wait(ctx); err != nil {
+		return nil, err
+	}
+	return r.resp, nil
+}
+
+func (ns *Namespace) enqueue(shard string, ev *event) error {
+	ns.mu.RLock()
+	a := ns.actors[shard]
+	stopped := ns.stopped
+	if a != nil && !stopped {
+		select {
+		case a.queue <- ev:
+			ns.mu.RUnlock()
+			return nil
+		default:
+			ns.mu.RUnlock()
+			return fmt.Errorf("%w: %s/%s", ErrOverloaded, ns.name, shard)
+		}
+	}
+	ns.mu.RUnlock()
+	if stopped {
+		return ErrClosed
+	}
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.stopped {
+		return ErrClosed
+	}
+	a = ns.actors[shard]
+	if a == nil {
+		a = newActor(ns, shard)
+		ns.actors[shard] = a
+		ns.h.wg.Add(1)
+		go a.run()
+	}
+	select {
+	case a.queue <- ev:
+		return nil
+	default:
+		return fmt.Errorf("%w: %s/%s", ErrOverloaded, ns.name, shard)
+	}
+}
+
+// evict removes an idle actor; false if an event arrived meanwhile.
+func (ns *Namespace) evict(a *actor) bool {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if len(a.queue) > 0 || ns.stopped {
+		return false
+	}
+	if ns.actors[a.shard] == a {
+		delete(ns.actors, a.shard)
+	}
+	return true
+}
+
+// stopActors stops new events and tells every actor to drain and exit.
+func (ns *Namespace) stopActors() {
+	ns.mu.Lock()
+	ns.stopped = true
+	for _, a := range ns.actors {
+		close(a.stop)
+	}
+	ns.mu.Unlock()
+}
+
+func (ns *Namespace) closeModules(ctx context.Context) {
+	ns.swapMu.Lock()
+	defer ns.swapMu.Unlock()
+	seen := map[*Version]bool{}
+	for _, v := range append([]*Version{ns.cur.Load(), ns.prev}, ns.retired...) {
+		if v != nil && !seen[v] {
+			seen[v] = true
+			v.mod.Close(ctx)
+		}
+	}
+}
+
+// ShardStats describes one live shard.
+type ShardStats struct {
+	Shard       string
+	QueueDepth  int
+	Live        bool // an instance is running
+	MemoryBytes uint64
+}
+
+// Stats returns the live shards of the namespace.
+func (ns *Namespace) Stats() []ShardStats {
+	ns.mu.RLock()
+	defer ns.mu.RUnlock()
+	out := make([]ShardStats, 0, len(ns.actors))
+	for name, a := range ns.actors {
+		out = append(out, ShardStats{Shard: name, QueueDepth: len(a.queue), Live: a.live.Load(), MemoryBytes: a.memBytes.Load()})
+	}
+	return out
+}
+
+func (ns *Namespace) shardID(shard string) storage.ShardID {
+	return storage.ShardID{Namespace: ns.name, Name: shard}
+}

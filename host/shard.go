@@ -1,0 +1,407 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/host/internal/wasm"
+	"github.com/edgeshard/edgeshard/storage"
+	"github.com/rs/zerolog"
+)
+
+type eventKind int
+
+const (
+	evFetch eventKind = iota
+	evAlarm
+	evInspect
+	evRestart
+)
+
+type event struct {
+	kind    eventKind
+	req     *abi.Request
+	retry   int                  // alarm retry count
+	inspect func(*storage.Shard) // evInspect: runs on the actor goroutine
+	done    chan result
+}
+
+type result struct {
+	resp    *abi.Response
+	pending *storage.Pending
+	err     error
+}
+
+// actor owns one shard: its instance, its storage handle, its queue. All
+// of them are touched only by the actor's goroutine, so events of a shard
+// never overlap (the input gate) and no locks guard them.
+type actor struct {
+	ns    *Namespace
+	shard string
+	id    storage.ShardID
+	queue chan *event
+	stop  chan struct{}
+	log   zerolog.Logger
+
+	store   *storage.Shard
+	inst    *wasm.Instance
+	instVer *Version
+	out     *guestOutput
+	last    *storage.Pending // most recent commit, awaited before eviction
+
+	// Alarm changes made by the current event, applied to the scheduler
+	// once the event commits.
+	alarmSet     bool
+	alarmAt      int64
+	alarmDeleted bool
+
+	live     atomic.Bool
+	memBytes atomic.Uint64
+}
+
+func newActor(ns *Namespace, shard string) *actor {
+	id := ns.shardID(shard)
+	return &actor{
+		ns: ns, shard: shard, id: id,
+		queue: make(chan *event, ns.h.cfg.QueueDepth),
+		stop:  make(chan struct{}),
+		log:   ns.h.log.With().Str("binding", ns.name).Str("shard", shard).Logger(),
+		store: ns.h.store.Shard(id),
+		out:   &guestOutput{},
+	}
+}
+
+func (a *actor) run() {
+	defer a.ns.h.wg.Done()
+	idle := a.ns.h.cfg.IdleTimeout
+	timer := time.NewTimer(idle)
+	defer timer.Stop()
+	for {
+		select {
+		case ev := <-a.queue:
+			a.handle(ev)
+			if len(a.queue) == 0 {
+				timer.Reset(idle)
+			}
+		case <-timer.C:
+			a.waitLast()
+			if a.ns.evict(a) {
+				a.closeInstance()
+				return
+			}
+			timer.Reset(idle)
+		case <-a.stop:
+			for {
+				select {
+				case ev := <-a.queue:
+					a.handle(ev)
+					continue
+				default:
+				}
+				break
+			}
+			a.waitLast()
+			a.closeInstance()
+			return
+		}
+	}
+}
+
+func (a *actor) waitLast() {
+	if a.last != nil {
+		a.last.Wait(context.Background())
+		a.last = nil
+	}
+}
+
+func (a *actor) handle(ev *event) {
+	if err := a.store.Err(); err != nil {
+		a.log.Error().Err(err).Msg("shard storage commit failed; discarding instance and reloading from storage")
+		a.closeInstance()
+		a.store.Reset()
+	}
+	switch ev.kind {
+	case evFetch:
+		a.handleFetch(ev)
+	case evAlarm:
+		a.handleAlarm(ev.retry)
+	case evInspect:
+		ev.inspect(a.store)
+		ev.done <- result{}
+	case evRestart:
+		a.closeInstance()
+		ev.done <- result{}
+	}
+}
+
+func (a *actor) instance() (*wasm.Instance, error) {
+	cur := a.ns.cur.Load()
+	if a.inst != nil && a.instVer == cur && a.inst.Err() == nil {
+		return a.inst, nil
+	}
+	a.closeInstance()
+	cfg := wasm.InstanceConfig{Stdout: a.out, Stderr: a.out}
+	if _, real := a.ns.h.cfg.Clock.(clock.Real); !real {
+		// Guest clocks follow the host's (virtual) clock. Nanotime must never
+		// be zero: the Go runtime refuses to start if it is.
+		c := a.ns.h.cfg.Clock
+		cfg.Walltime = c.Now
+		cfg.Nanotime = func() int64 { return c.Now().UnixNano() }
+	}
+	t0 := time.Now()
+	inst, err := cur.mod.Instantiate(context.Background(), cfg)
+	if err != nil {
+		a.log.Error().Err(err).Str("guest_output", a.out.take()).Msg("shard instance failed to start")
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	a.inst, a.instVer = inst, cur
+	a.live.Store(true)
+	a.memBytes.Store(inst.MemoryBytes())
+	a.log.Debug().Str("module", cur.mod.Short()).Dur("took", time.Since(t0)).Msg("shard instance started")
+	return inst, nil
+}
+
+func (a *actor) closeInstance() {
+	if a.inst != nil {
+		a.inst.Close(context.Background())
+		a.inst, a.instVer = nil, nil
+	}
+	a.live.Store(false)
+	a.memBytes.Store(0)
+}
+
+func (a *actor) resetAlarmChange() { a.alarmSet, a.alarmDeleted = false, false }
+
+func (a *actor) eventContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), a.ns.h.cfg.EventTimeout)
+}
+
+// crashed logs why the instance died, with the guest's last output (a
+// panic message and stack), and discards it.
+func (a *actor) crashed(what string, err error) {
+	a.store.Abort()
+	a.resetAlarmChange()
+	ev := a.log.Error().Err(err).Str("event", what)
+	if out := a.out.take(); out != "" {
+		ev = ev.Str("guest_output", out)
+	}
+	ev.Msg("shard instance discarded; the shard restarts from storage on its next event")
+	a.closeInstance()
+}
+
+func (a *actor) handleFetch(ev *event) {
+	inst, err := a.instance()
+	if err != nil {
+		ev.done <- result{err: err}
+		return
+	}
+	a.resetAlarmChange()
+	ctx, cancel := a.eventContext()
+	resp, err := inst.Fetch(ctx, a, ev.req)
+	cancel()
+	if err != nil {
+		a.crashed("fetch", err)
+		ev.done <- result{err: err}
+		return
+	}
+	a.memBytes.Store(inst.MemoryBytes())
+	p := a.commit()
+	ev.done <- result{resp: resp, pending: p}
+}
+
+// commit ends the event: its writes go to the group committer and alarm
+// changes to the scheduler.
+func (a *actor) commit() *storage.Pending {
+	p := a.store.Commit()
+	a.last = p
+	if a.alarmSet {
+		a.ns.h.alarms.schedule(a.id, a.alarmAt, 0)
+	} else if a.alarmDeleted {
+		a.ns.h.alarms.cancel(a.id)
+	}
+	a.resetAlarmChange()
+	return p
+}
+
+func (a *actor) handleAlarm(retry int) {
+	at, ok, err := a.store.GetAlarm()
+	if err != nil {
+		a.log.Error().Err(err).Msg("read alarm failed; retrying")
+		a.ns.h.alarms.schedule(a.id, a.ns.h.cfg.Clock.Now().Add(a.ns.h.cfg.AlarmBackoff).UnixMilli(), retry)
+		return
+	}
+	if !ok {
+		return // deleted since it was scheduled
+	}
+	now := a.ns.h.cfg.Clock.Now()
+	if at > now.UnixMilli() {
+		a.ns.h.alarms.schedule(a.id, at, retry)
+		return
+	}
+	inst, err := a.instance()
+	if err != nil {
+		a.retryAlarm(now, retry, err, false)
+		return
+	}
+	a.resetAlarmChange()
+	// The alarm is cleared before the handler runs; a handler that sets a
+	// new one replaces it (and any retry).
+	if err := a.store.DeleteAlarm(); err != nil {
+		a.retryAlarm(now, retry, err, false)
+		return
+	}
+	ctx, cancel := a.eventContext()
+	ok, err = inst.Alarm(ctx, a, retry)
+	cancel()
+	if err != nil {
+		a.crashed("alarm", err)
+		a.retryAlarm(now, retry, err, false)
+		return
+	}
+	if !ok && !a.alarmSet {
+		a.retryAlarm(now, retry, errors.New("alarm handler reported failure"), true)
+		return
+	}
+	a.commit()
+}
+
+// retryAlarm schedules retry+1 after exponential backoff, persisting the
+// retry time with the event's other writes (inEvent) or on its own, or
+// gives up after AlarmRetries retries.
+func (a *actor) retryAlarm(now time.Time, retry int, cause error, inEvent bool) {
+	cfg := a.ns.h.cfg
+	if retry >= cfg.AlarmRetries {
+		a.log.Error().Err(cause).Int("retries", retry).Msg("alarm abandoned after its last retry")
+		if !inEvent {
+			a.store.Abort()
+			a.resetAlarmChange()
+		}
+		a.store.DeleteAlarm()
+		a.alarmDeleted = true
+		a.commit()
+		return
+	}
+	next := now.Add(cfg.AlarmBackoff << retry).UnixMilli()
+	a.log.Warn().Err(cause).Int("retry", retry+1).Time("at", time.UnixMilli(next)).Msg("alarm failed; retrying with backoff")
+	if !inEvent {
+		a.store.Abort()
+		a.resetAlarmChange()
+	}
+	a.store.SetAlarm(next) // persisted, so a restart still fires it
+	a.commit()
+	a.ns.h.alarms.schedule(a.id, next, retry+1)
+}
+
+// Env for the wasm host functions.
+
+func (a *actor) Store() wasm.Store { return a.store }
+
+func (a *actor) SetAlarm(ms int64) error {
+	if err := a.store.SetAlarm(ms); err != nil {
+		return err
+	}
+	a.alarmSet, a.alarmAt, a.alarmDeleted = true, ms, false
+	return nil
+}
+
+func (a *actor) GetAlarm() (int64, bool, error) { return a.store.GetAlarm() }
+
+func (a *actor) DeleteAlarm() error {
+	if err := a.store.DeleteAlarm(); err != nil {
+		return err
+	}
+	a.alarmSet, a.alarmDeleted = false, true
+	return nil
+}
+
+func (a *actor) Var(name string) (string, bool) {
+	v, ok := a.ns.h.cfg.Vars[name]
+	return v, ok
+}
+
+func (a *actor) Log(level int32, rec abi.LogRecord) {
+	var ev *zerolog.Event
+	switch level {
+	case abi.LogDebug:
+		ev = a.log.Debug()
+	case abi.LogWarn:
+		ev = a.log.Warn()
+	case abi.LogError:
+		ev = a.log.Error()
+	default:
+		ev = a.log.Info()
+	}
+	if ev == nil {
+		return
+	}
+	ev = ev.Str("component", "guest")
+	for _, f := range rec.Fields {
+		ev = ev.Str(f.Name, f.Value)
+	}
+	ev.Msg(rec.Message)
+}
+
+func (a *actor) SQL(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error) {
+	if a.ns.sql == nil {
+		return nil, fmt.Errorf("%w: no sql database is bound to %s", wasm.ErrNotGranted, a.ns.name)
+	}
+	// Output gate for side effects: SQL leaves the shard only after every
+	// write of earlier events is durable, so a flush never reaches SQL
+	// ahead of the storage state it was computed from.
+	if a.last != nil {
+		if err := a.last.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("earlier storage commit failed: %w", err)
+		}
+		a.last = nil
+	}
+	return a.ns.sql.Batch(ctx, stmts)
+}
+
+func (a *actor) WriteDataPoint(p abi.DataPoint) error {
+	if a.ns.analytics.Sink == nil {
+		return fmt.Errorf("%w: no analytics dataset is bound to %s", wasm.ErrNotGranted, a.ns.name)
+	}
+	return a.ns.analytics.Sink.Write(a.ns.analytics.Dataset, p)
+}
+
+// guestOutput keeps the tail of what a guest wrote to stdout/stderr, so a
+// crash report can include the panic message and stack.
+type guestOutput struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+const guestOutputTail = 16 << 10
+
+func (g *guestOutput) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.buf.Write(p)
+	if g.buf.Len() > 2*guestOutputTail {
+		tail := append([]byte(nil), g.buf.Bytes()[g.buf.Len()-guestOutputTail:]...)
+		g.buf.Reset()
+		g.buf.Write(tail)
+	}
+	return len(p), nil
+}
+
+func (g *guestOutput) take() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := g.buf.String()
+	g.buf.Reset()
+	if len(s) > guestOutputTail {
+		s = s[len(s)-guestOutputTail:]
+	}
+	return strings.TrimSpace(s)
+}
+
+var _ wasm.Env = (*actor)(nil)

@@ -1,0 +1,205 @@
+package sqldb
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+)
+
+func openFile(t testing.TB, opts Options) *DB {
+	t.Helper()
+	db, err := Open("sqlite://"+filepath.Join(t.TempDir(), "d1.db"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func batch(t testing.TB, db *DB, stmts ...abi.Statement) []abi.Result {
+	t.Helper()
+	res, err := db.Batch(context.Background(), stmts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func st(sql string, args ...any) abi.Statement { return abi.Statement{SQL: sql, Args: args} }
+
+func TestOpenURLErrors(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"postgres://localhost/db", `unknown scheme "postgres://"`},
+		{"./d1.db", "missing scheme"},
+		{"sqlite://", "empty path"},
+		{"sqlite://./x.db?_pragma=foo", "query or fragment"},
+		{"sqlite://file:x.db", "file: URIs"},
+	} {
+		_, err := Open(tc.url, Options{})
+		if err == nil {
+			t.Errorf("Open(%q) succeeded", tc.url)
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), "open sql database \""+tc.url+"\": ") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Open(%q) error %q, want it to contain %q", tc.url, err, tc.want)
+		}
+	}
+}
+
+func TestOpenBadOptions(t *testing.T) {
+	for _, o := range []Options{{Synchronous: "OFF"}, {BusyTimeout: -1}, {MaxOpenConns: -1}} {
+		if _, err := Open("sqlite://:memory:", o); err == nil {
+			t.Errorf("Open with %+v succeeded", o)
+		}
+	}
+}
+
+func TestOpenCreatesDirsAndAppliesPragmas(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	path := filepath.Join(dir, "d1.db")
+	db, err := Open("sqlite://"+path, Options{Synchronous: "normal", BusyTimeout: 1500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("database file not created: %v", err)
+	}
+	if db.Path() != path {
+		t.Errorf("Path() = %q, want %q", db.Path(), path)
+	}
+	// Check every connection of a busy pool, not just the first.
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		conn, err := db.SQL().Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		for pragma, want := range map[string]string{
+			"journal_mode": "wal", "foreign_keys": "1", "synchronous": "1", "busy_timeout": "1500",
+		} {
+			var got string
+			if err := conn.QueryRowContext(ctx, "PRAGMA "+pragma).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("conn %d: PRAGMA %s = %q, want %q", i, pragma, got, want)
+			}
+		}
+	}
+
+	def := openFile(t, Options{})
+	var sync string
+	if err := def.SQL().QueryRow("PRAGMA synchronous").Scan(&sync); err != nil {
+		t.Fatal(err)
+	}
+	if sync != "2" {
+		t.Errorf("default synchronous = %s, want 2 (FULL)", sync)
+	}
+}
+
+func TestRelativeURL(t *testing.T) {
+	t.Chdir(t.TempDir())
+	db, err := Open("sqlite://./data/d1.db", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := os.Stat(filepath.Join("data", "d1.db")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMemoryAcrossPooledConnections(t *testing.T) {
+	db, err := Open("sqlite://:memory:", Options{MaxOpenConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if db.Path() != "" {
+		t.Errorf("Path() = %q for memory", db.Path())
+	}
+	batch(t, db, st("CREATE TABLE t (x INTEGER)"), st("INSERT INTO t VALUES (42)"))
+
+	// Hold all four connections at once: each must see the same database.
+	ctx := context.Background()
+	for i := 0; i < 4; i++ {
+		conn, err := db.SQL().Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		var x int64
+		if err := conn.QueryRowContext(ctx, "SELECT x FROM t").Scan(&x); err != nil {
+			t.Fatalf("conn %d: %v", i, err)
+		}
+		if x != 42 {
+			t.Fatalf("conn %d: x = %d", i, x)
+		}
+	}
+
+	// A second :memory: database is private.
+	other, err := Open("sqlite://:memory:", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.Batch(ctx, []abi.Statement{st("SELECT x FROM t")}); err == nil || !strings.Contains(err.Error(), "no such table: t") {
+		t.Fatalf("second memory database sees the first: %v", err)
+	}
+}
+
+func TestMemorySurvivesIdlePool(t *testing.T) {
+	db, err := Open("sqlite://:memory:", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	batch(t, db, st("CREATE TABLE t (x INTEGER)"))
+	// Drop every pooled connection; the database must survive.
+	db.SQL().SetMaxIdleConns(0)
+	db.SQL().SetMaxIdleConns(4)
+	if n := db.SQL().Stats().OpenConnections; n != 0 {
+		t.Fatalf("%d connections still open", n)
+	}
+	batch(t, db, st("INSERT INTO t VALUES (1)"))
+}
+
+func TestCloseIdempotent(t *testing.T) {
+	db, err := Open("sqlite://:memory:", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := db.Batch(context.Background(), []abi.Statement{st("SELECT 1")}); err == nil {
+		t.Fatal("Batch after Close succeeded")
+	}
+}
+
+func TestMessage(t *testing.T) {
+	db := openFile(t, Options{})
+	for _, tc := range []struct{ sql, want string }{
+		{"SELEC 1", `near "SELEC": syntax error`},
+		{"SELECT * FROM nope", "no such table: nope"},
+	} {
+		_, err := db.Batch(context.Background(), []abi.Statement{st(tc.sql)})
+		if err == nil || err.Error() != "statement 0: "+tc.want {
+			t.Errorf("%s: error %v, want %q", tc.sql, err, "statement 0: "+tc.want)
+		}
+	}
+	if got := Message(errors.New("plain")); got != "plain" {
+		t.Errorf("Message(plain) = %q", got)
+	}
+}
