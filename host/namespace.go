@@ -30,7 +30,8 @@ func HashToShard(key string) uint32 {
 // Version is one loaded module version of a namespace.
 type Version struct {
 	mod      *wasm.Module
-	Source   string // file path or "push"
+	users    atomic.Int64 // live instances of this version
+	Source   string       // file path or "push"
 	LoadedAt time.Time
 }
 

@@ -163,6 +163,7 @@ func (a *actor) instance() (*wasm.Instance, error) {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	a.inst, a.instVer = inst, cur
+	cur.users.Add(1)
 	a.live.Store(true)
 	a.memBytes.Store(inst.MemoryBytes())
 	a.log.Debug().Str("module", cur.mod.Short()).Dur("took", time.Since(t0)).Msg("shard instance started")
@@ -172,7 +173,11 @@ func (a *actor) instance() (*wasm.Instance, error) {
 func (a *actor) closeInstance() {
 	if a.inst != nil {
 		a.inst.Close(context.Background())
+		v := a.instVer
 		a.inst, a.instVer = nil, nil
+		if v.users.Add(-1) == 0 && v != a.ns.cur.Load() {
+			a.ns.sweepLater()
+		}
 	}
 	a.live.Store(false)
 	a.memBytes.Store(0)
@@ -204,6 +209,7 @@ func (a *actor) handleFetch(ev *event) {
 		return
 	}
 	a.resetAlarmChange()
+	setShardHeader(ev.req, a.id.String())
 	ctx, cancel := a.eventContext()
 	resp, err := inst.Fetch(ctx, a, ev.req)
 	cancel()
@@ -215,6 +221,20 @@ func (a *actor) handleFetch(ev *event) {
 	a.memBytes.Store(inst.MemoryBytes())
 	p := a.commit()
 	ev.done <- result{resp: resp, pending: p}
+}
+
+// ShardHeader is set on every request a shard receives to
+// "<binding>/<shard>", replacing any value the client sent.
+const ShardHeader = "X-Edgeshard-Shard"
+
+func setShardHeader(req *abi.Request, id string) {
+	h := req.Header[:0:0]
+	for _, f := range req.Header {
+		if !strings.EqualFold(f.Name, ShardHeader) {
+			h = append(h, f)
+		}
+	}
+	req.Header = append(h, abi.Header{Name: ShardHeader, Value: id})
 }
 
 // commit ends the event: its writes go to the group committer and alarm

@@ -103,6 +103,7 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, ready func
 	}
 	hc := host.DefaultConfig()
 	hc.DataDir = cfg.DataDir
+	hc.CacheDir = cfg.CacheDir
 	hc.SyncWrites = cfg.SyncWrites == nil || *cfg.SyncWrites
 	hc.Vars = cfg.Vars
 	hc.SQL = dbs

@@ -37,6 +37,7 @@ type File struct {
 	AdminListen    string             `toml:"admin_listen"`
 	AdminToken     string             `toml:"admin_token"`
 	DataDir        string             `toml:"data_dir"`
+	CacheDir       string             `toml:"cache_dir"` // wazero compilation cache; default data_dir/cache
 	LogLevel       string             `toml:"log_level"`
 	LogFormat      string             `toml:"log_format"` // json (default) or console
 	SyncWrites     *bool              `toml:"sync_writes"`
@@ -211,6 +212,7 @@ func (f *File) ApplyEnv(lookup func(string) (string, bool)) {
 	set("EDGESHARD_ADMIN_LISTEN", &f.AdminListen)
 	set("EDGESHARD_ADMIN_TOKEN", &f.AdminToken)
 	set("EDGESHARD_DATA_DIR", &f.DataDir)
+	set("EDGESHARD_CACHE_DIR", &f.CacheDir)
 	set("EDGESHARD_LOG_LEVEL", &f.LogLevel)
 	for k := range f.Vars {
 		if v, ok := lookup(k); ok {
