@@ -18,6 +18,7 @@ import (
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/host/internal/wasm"
 	"github.com/edgeshard/edgeshard/storage"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -87,6 +88,9 @@ type Config struct {
 	Logger       zerolog.Logger
 	// TraceShard, "binding/shard", logs every host call that shard makes.
 	TraceShard string
+	// Registerer receives the host's Prometheus metrics; nil keeps them
+	// unregistered.
+	Registerer prometheus.Registerer
 }
 
 // DefaultConfig returns a configuration with durable defaults.
@@ -150,6 +154,7 @@ type Host struct {
 	closeMu sync.Mutex
 	closed  bool
 	started time.Time
+	metrics *metrics
 }
 
 // New starts a host: opens storage, compiles every binding's module,
@@ -181,6 +186,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	}
 	h.store = storage.NewEngine(backend, storage.EngineOptions{})
 	h.alarms = newScheduler(h)
+	h.metrics = newMetrics(h, cfg.Registerer)
 	for _, b := range cfg.Bindings {
 		ns, err := h.newNamespace(ctx, b)
 		if err != nil {

@@ -64,10 +64,12 @@ type Namespace struct {
 	mu      sync.RWMutex
 	actors  map[string]*actor
 	stopped bool
+
+	metrics *nsMetrics
 }
 
 func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) {
-	ns := &Namespace{h: h, name: b.Name, binding: b, actors: map[string]*actor{}}
+	ns := &Namespace{h: h, name: b.Name, binding: b, actors: map[string]*actor{}, metrics: h.metrics.forNamespace(b.Name)}
 	ns.grants = []string{abi.GroupStorage, abi.GroupAlarm, abi.GroupVars, abi.GroupLog}
 	if b.SQL != "" {
 		ns.grants = append(ns.grants, abi.GroupSQL)
@@ -153,8 +155,12 @@ func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Requ
 	if r.err != nil {
 		return nil, r.err
 	}
-	if err := r.pending.Wait(ctx); err != nil {
-		return nil, err
+	if r.pending != nil {
+		t0 := time.Now()
+		if err := r.pending.Wait(ctx); err != nil {
+			return nil, err
+		}
+		ns.metrics.m.commitWait.Observe(time.Since(t0).Seconds())
 	}
 	return r.resp, nil
 }

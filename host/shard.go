@@ -164,6 +164,7 @@ func (a *actor) instance() (*wasm.Instance, error) {
 	}
 	a.inst, a.instVer = inst, cur
 	cur.users.Add(1)
+	a.ns.metrics.starts.Inc()
 	a.live.Store(true)
 	a.memBytes.Store(inst.MemoryBytes())
 	a.log.Debug().Str("module", cur.mod.Short()).Dur("took", time.Since(t0)).Msg("shard instance started")
@@ -192,6 +193,14 @@ func (a *actor) eventContext() (context.Context, context.CancelFunc) {
 // crashed logs why the instance died, with the guest's last output (a
 // panic message and stack), and discards it.
 func (a *actor) crashed(what string, err error) {
+	reason := "trap"
+	switch {
+	case errors.Is(err, wasm.ErrTimeout):
+		reason = "timeout"
+	case errors.Is(err, wasm.ErrBadResponse):
+		reason = "bad_response"
+	}
+	a.ns.metrics.crash(reason)
 	a.store.Abort()
 	a.resetAlarmChange()
 	ev := a.log.Error().Err(err).Str("event", what)
@@ -211,14 +220,18 @@ func (a *actor) handleFetch(ev *event) {
 	a.resetAlarmChange()
 	setShardHeader(ev.req, a.id.String())
 	ctx, cancel := a.eventContext()
+	t0 := time.Now()
 	resp, err := inst.Fetch(ctx, a, ev.req)
 	cancel()
+	a.ns.metrics.fetchDur.Observe(time.Since(t0).Seconds())
 	if err != nil {
+		a.ns.metrics.fetchErr.Inc()
 		a.crashed("fetch", err)
 		ev.done <- result{err: err}
 		return
 	}
 	a.memBytes.Store(inst.MemoryBytes())
+	a.ns.metrics.fetchOK.Inc()
 	p := a.commit()
 	ev.done <- result{resp: resp, pending: p}
 }
@@ -279,8 +292,16 @@ func (a *actor) handleAlarm(retry int) {
 		return
 	}
 	ctx, cancel := a.eventContext()
+	t0 := time.Now()
+	a.ns.metrics.alarmFired.Inc()
 	ok, err = inst.Alarm(ctx, a, retry)
 	cancel()
+	a.ns.metrics.alarmDur.Observe(time.Since(t0).Seconds())
+	if err != nil || !ok {
+		a.ns.metrics.alarmErr.Inc()
+	} else {
+		a.ns.metrics.alarmOK.Inc()
+	}
 	if err != nil {
 		a.crashed("alarm", err)
 		a.retryAlarm(now, retry, err, false)
@@ -299,6 +320,7 @@ func (a *actor) handleAlarm(retry int) {
 func (a *actor) retryAlarm(now time.Time, retry int, cause error, inEvent bool) {
 	cfg := a.ns.h.cfg
 	if retry >= cfg.AlarmRetries {
+		a.ns.metrics.alarmAbandoned.Inc()
 		a.log.Error().Err(cause).Int("retries", retry).Msg("alarm abandoned after its last retry")
 		if !inEvent {
 			a.store.Abort()
@@ -309,6 +331,7 @@ func (a *actor) retryAlarm(now time.Time, retry int, cause error, inEvent bool) 
 		a.commit()
 		return
 	}
+	a.ns.metrics.alarmRetry.Inc()
 	next := now.Add(cfg.AlarmBackoff << retry).UnixMilli()
 	a.log.Warn().Err(cause).Int("retry", retry+1).Time("at", time.UnixMilli(next)).Msg("alarm failed; retrying with backoff")
 	if !inEvent {
@@ -348,6 +371,18 @@ func (a *actor) Var(name string) (string, bool) {
 }
 
 func (a *actor) Log(level int32, rec abi.LogRecord) {
+	var code, dur string
+	for _, f := range rec.Fields {
+		switch f.Name {
+		case "code":
+			code = f.Value
+		case "duration_ms":
+			dur = f.Value
+		}
+	}
+	if code != "" {
+		a.ns.metrics.guestCode(code, dur)
+	}
 	var ev *zerolog.Event
 	switch level {
 	case abi.LogDebug:

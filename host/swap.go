@@ -22,6 +22,7 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 	}
 	v, err := ns.load(ctx, bin, source)
 	if err != nil {
+		ns.metrics.swap("refused")
 		return nil, fmt.Errorf("binding %q: new module refused, the current version keeps serving: %w", ns.name, err)
 	}
 	old := ns.cur.Load()
@@ -32,6 +33,7 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 	ns.cur.Store(v)
 	ns.retire(ctx, ns.prev)
 	ns.prev = old
+	ns.metrics.swap("swapped")
 	ns.h.log.Info().Str("binding", ns.name).Str("from", old.mod.Short()).Str("to", v.mod.Short()).Str("source", source).Msg("module swapped")
 	return v, nil
 }
@@ -50,6 +52,7 @@ func (ns *Namespace) Rollback(ctx context.Context) (*Version, error) {
 	cur := ns.cur.Load()
 	ns.cur.Store(ns.prev)
 	ns.prev = cur
+	ns.metrics.swap("rolled_back")
 	ns.h.log.Info().Str("binding", ns.name).Str("from", cur.mod.Short()).Str("to", ns.cur.Load().mod.Short()).Msg("module rolled back")
 	return ns.cur.Load(), nil
 }

@@ -101,8 +101,10 @@ func (b *testBackend) Apply(batches []*Batch) error {
 	return b.Backend.Apply(batches)
 }
 
-// hold makes later Apply calls wait until release.
+// hold makes later Apply calls wait until release; waitEntered then waits
+// for the first of them.
 func (b *testBackend) hold() {
+	b.drainEntered()
 	b.mu.Lock()
 	b.gate = make(chan struct{})
 	b.mu.Unlock()

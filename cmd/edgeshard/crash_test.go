@@ -1,0 +1,137 @@
+package main_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgeshard/edgeshard/internal/proctest"
+	"github.com/edgeshard/edgeshard/internal/testutil"
+)
+
+func counterConfigText(t *testing.T) string {
+	return fmt.Sprintf(`listen = "{{LISTEN}}"
+data_dir = "./data"
+cache_dir = %q
+event_timeout = "2s"
+
+[[durable_objects.bindings]]
+name = "COUNTER"
+module = %q
+shards = 0
+`, testutil.CacheDir(), testutil.Plugin(t, "examples/counter", "-X main.version=e2e"))
+}
+
+func post(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "text/plain", nil)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func countOf(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct{ Count int }
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Count
+}
+
+// TestKill9KeepsAcknowledgedWritesAndAlarms is issue 2's check on the real
+// binary: 200 concurrent increments, kill -9, restart: still 200; an alarm
+// set for 2 s, kill -9 at once, restart: it still resets the count.
+func TestKill9KeepsAcknowledgedWritesAndAlarms(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	dir := t.TempDir()
+	p := proctest.Start(t, dir, counterConfigText(t))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []string
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if st, body := post(t, p.URL()+"/do/COUNTER/c200/increment"); st != 200 {
+				mu.Lock()
+				failures = append(failures, fmt.Sprintf("%d %s", st, body))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d increments failed, first: %s", len(failures), failures[0])
+	}
+	if got := countOf(t, p.URL()+"/do/COUNTER/c200/"); got != 200 {
+		t.Fatalf("count = %d, want 200", got)
+	}
+	post(t, p.URL()+"/do/COUNTER/alarm/increment")
+	if st, body := post(t, p.URL()+"/do/COUNTER/alarm/reset-after?ms=2000"); st != 200 {
+		t.Fatalf("reset-after: %d %s", st, body)
+	}
+	p.Kill()
+	p.Restart()
+	if got := countOf(t, p.URL()+"/do/COUNTER/c200/"); got != 200 {
+		t.Fatalf("after kill -9 count = %d, want 200", got)
+	}
+	if got := countOf(t, p.URL()+"/do/COUNTER/alarm/"); got != 1 {
+		t.Fatalf("alarm fired too early: count = %d", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for countOf(t, p.URL()+"/do/COUNTER/alarm/") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("alarm did not reset the count after restart:\n%s", p.Output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestMisbehavingShardsAnswer5xx: spin and panic answer 5xx while other
+// shards keep serving.
+func TestMisbehavingShardsAnswer5xx(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	p := proctest.Start(t, t.TempDir(), counterConfigText(t))
+	type res struct {
+		st   int
+		body string
+	}
+	spin := make(chan res, 1)
+	go func() { st, b := post(t, p.URL()+"/do/COUNTER/spinner/spin"); spin <- res{st, b} }()
+	for i := 0; i < 10; i++ {
+		if st, body := post(t, p.URL()+"/do/COUNTER/healthy/increment"); st != 200 {
+			t.Fatalf("healthy shard failed while another spins: %d %s", st, body)
+		}
+	}
+	if st, body := post(t, p.URL()+"/do/COUNTER/crasher/panic"); st < 500 || !strings.Contains(body, "shard_crashed") {
+		t.Fatalf("panic: %d %s", st, body)
+	}
+	r := <-spin
+	if r.st < 500 || !strings.Contains(r.body, "shard_timeout") {
+		t.Fatalf("spin: %d %s", r.st, r.body)
+	}
+	if got := countOf(t, p.URL()+"/do/COUNTER/healthy/"); got != 10 {
+		t.Fatalf("healthy count = %d", got)
+	}
+	if !strings.Contains(p.Output(), "panic requested by /panic") {
+		t.Fatalf("guest panic message missing from the host log:\n%s", p.Output())
+	}
+}

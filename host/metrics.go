@@ -1,0 +1,150 @@
+package host
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the host's Prometheus collectors. Per-namespace children are
+// resolved once (nsMetrics) so the hot path does no label lookups.
+type metrics struct {
+	events     *prometheus.CounterVec
+	eventDur   *prometheus.HistogramVec
+	alarms     *prometheus.CounterVec
+	starts     *prometheus.CounterVec
+	crashes    *prometheus.CounterVec
+	swaps      *prometheus.CounterVec
+	codes      *prometheus.CounterVec
+	flushDur   *prometheus.HistogramVec
+	commitWait prometheus.Histogram
+}
+
+func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeshard_shard_events_total", Help: "Shard events handled, by binding, kind (fetch, alarm) and outcome.",
+		}, []string{"binding", "kind", "outcome"}),
+		eventDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edgeshard_shard_event_duration_seconds", Help: "Time a shard spent running one event (excluding the wait for durability).",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+		}, []string{"binding", "kind"}),
+		alarms: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeshard_alarms_total", Help: "Alarm runs by binding and result (fired, retried, abandoned).",
+		}, []string{"binding", "result"}),
+		starts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeshard_instance_starts_total", Help: "Shard instances started.",
+		}, []string{"binding"}),
+		crashes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeshard_instance_crashes_total", Help: "Shard instances discarded after a trap, timeout or bad response.",
+		}, []string{"binding", "reason"}),
+		swaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeshard_module_swaps_total", Help: "Module swaps and rollbacks by outcome.",
+		}, []string{"binding", "outcome"}),
+		codes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeshard_guest_log_codes_total", Help: "Guest log records carrying a code field (e.g. E-VIBECODR-2130 flush ok), by binding and code.",
+		}, []string{"binding", "code"}),
+		flushDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edgeshard_flush_duration_seconds", Help: "Duration reported by guest flush log records (fields code and duration_ms).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
+		}, []string{"binding", "code"}),
+		commitWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "edgeshard_storage_commit_wait_seconds", Help: "Time a response waited for its writes to become durable (output gate).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}),
+	}
+	if reg == nil {
+		return m
+	}
+	reg.MustRegister(m.events, m.eventDur, m.alarms, m.starts, m.crashes, m.swaps, m.codes, m.flushDur, m.commitWait)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgeshard_uptime_seconds", Help: "Seconds since the host started.",
+	}, func() float64 { return time.Since(h.started).Seconds() }))
+	reg.MustRegister(&shardCollector{h: h})
+	return m
+}
+
+// nsMetrics are a namespace's pre-resolved collectors.
+type nsMetrics struct {
+	m                      *metrics
+	binding                string
+	fetchOK, fetchErr      prometheus.Counter
+	alarmOK, alarmErr      prometheus.Counter
+	fetchDur, alarmDur     prometheus.Observer
+	alarmFired, alarmRetry prometheus.Counter
+	alarmAbandoned         prometheus.Counter
+	starts                 prometheus.Counter
+}
+
+func (m *metrics) forNamespace(binding string) *nsMetrics {
+	return &nsMetrics{
+		m: m, binding: binding,
+		fetchOK:        m.events.WithLabelValues(binding, "fetch", "ok"),
+		fetchErr:       m.events.WithLabelValues(binding, "fetch", "error"),
+		alarmOK:        m.events.WithLabelValues(binding, "alarm", "ok"),
+		alarmErr:       m.events.WithLabelValues(binding, "alarm", "error"),
+		fetchDur:       m.eventDur.WithLabelValues(binding, "fetch"),
+		alarmDur:       m.eventDur.WithLabelValues(binding, "alarm"),
+		alarmFired:     m.alarms.WithLabelValues(binding, "fired"),
+		alarmRetry:     m.alarms.WithLabelValues(binding, "retried"),
+		alarmAbandoned: m.alarms.WithLabelValues(binding, "abandoned"),
+		starts:         m.starts.WithLabelValues(binding),
+	}
+}
+
+func (n *nsMetrics) crash(reason string) { n.m.crashes.WithLabelValues(n.binding, reason).Inc() }
+
+func (n *nsMetrics) swap(outcome string) { n.m.swaps.WithLabelValues(n.binding, outcome).Inc() }
+
+// guestCode counts a guest log record's code and its duration_ms.
+func (n *nsMetrics) guestCode(code, durationMs string) {
+	n.m.codes.WithLabelValues(n.binding, code).Inc()
+	if durationMs == "" {
+		return
+	}
+	if ms, err := strconv.ParseFloat(durationMs, 64); err == nil {
+		n.m.flushDur.WithLabelValues(n.binding, code).Observe(ms / 1000)
+	}
+}
+
+// shardCollector reports queue depths, live instances and pending alarms
+// at scrape time.
+type shardCollector struct{ h *Host }
+
+var (
+	descQueue     = prometheus.NewDesc("edgeshard_shard_queue_depth", "Events waiting in shard queues, summed per binding.", []string{"binding"}, nil)
+	descInstances = prometheus.NewDesc("edgeshard_shard_instances", "Live shard instances per binding.", []string{"binding"}, nil)
+	descActors    = prometheus.NewDesc("edgeshard_shards_active", "Shards with an actor (live or idle-but-not-evicted) per binding.", []string{"binding"}, nil)
+	descAlarms    = prometheus.NewDesc("edgeshard_alarms_pending", "Alarms scheduled per binding.", []string{"binding"}, nil)
+	descMemory    = prometheus.NewDesc("edgeshard_instance_memory_bytes", "Linear memory of live instances, summed per binding.", []string{"binding"}, nil)
+)
+
+func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descQueue
+	ch <- descInstances
+	ch <- descActors
+	ch <- descAlarms
+	ch <- descMemory
+}
+
+func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
+	pending := c.h.alarms.pending()
+	for _, ns := range c.h.Namespaces() {
+		var queued, live int
+		var mem uint64
+		stats := ns.Stats()
+		for _, s := range stats {
+			queued += s.QueueDepth
+			if s.Live {
+				live++
+			}
+			mem += s.MemoryBytes
+		}
+		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(queued), ns.name)
+		ch <- prometheus.MustNewConstMetric(descInstances, prometheus.GaugeValue, float64(live), ns.name)
+		ch <- prometheus.MustNewConstMetric(descActors, prometheus.GaugeValue, float64(len(stats)), ns.name)
+		ch <- prometheus.MustNewConstMetric(descAlarms, prometheus.GaugeValue, float64(pending[ns.name]), ns.name)
+		ch <- prometheus.MustNewConstMetric(descMemory, prometheus.GaugeValue, float64(mem), ns.name)
+	}
+}

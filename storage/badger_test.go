@@ -1,0 +1,175 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgeshard/edgeshard/abi"
+)
+
+func openSmallBadger(t *testing.T, dir string) *badgerBackend {
+	t.Helper()
+	// A 1 MiB memtable caps one transaction at ~150 KiB / ~1600 entries.
+	b, err := OpenBadger(BadgerOptions{Dir: dir, SyncWrites: true, MemTableSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b.(*badgerBackend)
+}
+
+func puts(prefix string, n, size int) []abi.KV {
+	kvs := make([]abi.KV, n)
+	for i := range kvs {
+		kvs[i] = abi.KV{Key: fmt.Sprintf("%s%06d", prefix, i), Value: bytes.Repeat([]byte{'v'}, size)}
+	}
+	return kvs
+}
+
+// countPrefix counts raw Badger keys with a prefix.
+func countPrefix(t *testing.T, b *badgerBackend, pre []byte) int {
+	t.Helper()
+	keys, err := b.keysWithPrefix(pre, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(keys)
+}
+
+func TestBadgerSplitsGroupsBetweenBatches(t *testing.T) {
+	b := openSmallBadger(t, t.TempDir())
+	id := ShardID{"ns", "s"}
+	var batches []*Batch
+	for i := range 40 {
+		batches = append(batches, &Batch{Shard: id, Puts: puts(fmt.Sprintf("b%02d-", i), 100, 10)})
+	}
+	// 4000 entries do not fit in one transaction; every batch must land.
+	if err := b.Apply(batches); err != nil {
+		t.Fatalf("Apply of a group larger than one transaction: %v", err)
+	}
+	got, err := b.List(id, abi.ListOptions{})
+	if err != nil || len(got) != 4000 {
+		t.Fatalf("List = %d entries, %v; want 4000", len(got), err)
+	}
+
+	// One batch that cannot fit alone fails whole, and nothing of the group
+	// before it is lost or half-applied.
+	other := ShardID{"ns", "other"}
+	err = b.Apply([]*Batch{{Shard: other, Puts: puts("x", 10, 1)}, {Shard: other, Puts: puts("huge", 5000, 1)}})
+	var ae *ApplyError
+	if !errors.Is(err, ErrBatchTooLarge) || !errors.As(err, &ae) || ae.Applied != 1 {
+		t.Fatalf("Apply of an oversized batch = %v; want ErrBatchTooLarge after 1 applied batch", err)
+	}
+	got, _ = b.List(other, abi.ListOptions{})
+	if len(got) != 10 {
+		t.Fatalf("other shard has %d entries; want the 10 of the first batch", len(got))
+	}
+	// Large values go to the value log: they do not make a batch too big.
+	if err := b.Apply([]*Batch{{Shard: other, Puts: puts("big", abi.MaxMultiKeys, abi.MaxValueSize)}}); err != nil {
+		t.Fatalf("Apply of 128 values of 128 KiB: %v", err)
+	}
+}
+
+func TestBadgerDeleteAllLargeShard(t *testing.T) {
+	dir := t.TempDir()
+	b := openSmallBadger(t, dir)
+	id := ShardID{"ns", "big"}
+	for i := range 5 {
+		must(t, b.Apply([]*Batch{{Shard: id, Puts: puts(fmt.Sprint(i, "-"), 1000, 8)}}))
+	}
+	// 5000 keys: far more than one transaction could delete, yet DeleteAll
+	// is one atomic batch.
+	must(t, b.Apply([]*Batch{{Shard: id, DeleteAll: true, Puts: []abi.KV{{Key: "fresh", Value: []byte("1")}}}}))
+	got, err := b.List(id, abi.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []abi.KV{{Key: "fresh", Value: []byte("1")}}; !kvsEqual(got, want) {
+		t.Fatalf("List after DeleteAll = %d entries", len(got))
+	}
+	// The abandoned epoch is erased in the background.
+	old := appendDataPrefix(nil, id, 0)
+	deadline := time.Now().Add(10 * time.Second)
+	for countPrefix(t, b, old) > 0 || countPrefix(t, b, []byte{tagGC}) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys of the abandoned epoch remain", countPrefix(t, b, old))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	wantBackend(t, b, id, "fresh", "1", true)
+}
+
+func TestBadgerResumesEpochCollection(t *testing.T) {
+	dir := t.TempDir()
+	id := ShardID{"ns", "s"}
+	b := openSmallBadger(t, dir)
+	// Leave an abandoned epoch and its marker behind, as a crash right after
+	// a DeleteAll would.
+	err := b.db.Update(func(txn *badger.Txn) error {
+		for i := range 50 {
+			if err := txn.Set(append(appendDataPrefix(nil, id, 3), fmt.Sprint(i)...), []byte("old")); err != nil {
+				return err
+			}
+		}
+		if err := txn.Set(appendShardKey(nil, tagEpoch, id), binary.BigEndian.AppendUint64(nil, 4)); err != nil {
+			return err
+		}
+		return txn.Set(appendGCKey(nil, id, 3), nil)
+	})
+	must(t, err)
+	must(t, b.Close())
+	b = openSmallBadger(t, dir)
+	deadline := time.Now().Add(10 * time.Second)
+	for countPrefix(t, b, appendDataPrefix(nil, id, 3)) > 0 || countPrefix(t, b, []byte{tagGC}) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("abandoned epoch not erased after reopen")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got, _ := b.List(id, abi.ListOptions{}); len(got) != 0 {
+		t.Fatalf("abandoned epoch visible: %s", fmtKVs(got))
+	}
+}
+
+func TestBadgerInMemory(t *testing.T) {
+	b, err := OpenBadger(BadgerOptions{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	id := ShardID{"ns", "s"}
+	must(t, b.Apply([]*Batch{{Shard: id, Puts: []abi.KV{{Key: "k", Value: []byte("v")}}}}))
+	wantBackend(t, b, id, "k", "v", true)
+	if _, err := OpenBadger(BadgerOptions{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("OpenBadger without Dir = %v; want ErrInvalid", err)
+	}
+}
+
+// FuzzShardKey checks that shard keys decode back and that no shard's data
+// prefix is a prefix of another shard's.
+func FuzzShardKey(f *testing.F) {
+	f.Add("ns", "name", "ns2", "name")
+	f.Add("a", "bc", "ab", "c")
+	f.Add("", "\x00", "\x00", "")
+	f.Fuzz(func(t *testing.T, ns1, n1, ns2, n2 string) {
+		a, b := ShardID{ns1, n1}, ShardID{ns2, n2}
+		k := appendShardKey(nil, tagAlarm, a)
+		got, rest, ok := decodeShardKey(k)
+		if !ok || got != a || len(rest) != 0 {
+			t.Fatalf("decode(%q) = %v, %q, %v; want %v", k, got, rest, ok, a)
+		}
+		if a == b {
+			return
+		}
+		pa, pb := appendDataPrefix(nil, a, 0), appendDataPrefix(nil, b, 0)
+		if bytes.HasPrefix(pa, pb) || bytes.HasPrefix(pb, pa) {
+			t.Fatalf("data prefixes of %v and %v overlap", a, b)
+		}
+	})
+}
