@@ -7,7 +7,7 @@ WASMBUILD := $(WASMENV) $(GO) build -buildmode=c-shared -trimpath
 PLUGINS   := ratelimit runtimeevents counters
 EXAMPLES  := counter
 CONFIG    ?= edgeshard.toml
-TESTFLAGS ?= -race -timeout 20m
+TESTFLAGS ?= -race -count=1 -timeout 30m
 
 .PHONY: help build plugins run test check bench bench-quick clean
 

@@ -1,9 +1,12 @@
 // Command edgeshard runs Durable-Object-style shards as WebAssembly
 // plugins. Subcommands:
 //
-//	edgeshard serve [--config edgeshard.toml]   run the host
-//	edgeshard validate FILE.wasm                 check a module against ABI v1
-//	edgeshard version                            print the version
+//	edgeshard serve [--config edgeshard.toml] [--watch]  run the host
+//	edgeshard validate FILE.wasm                         check a module against ABI v1
+//	edgeshard push --binding NAME FILE.wasm              hot-swap a binding's module (admin API)
+//	edgeshard rollback --binding NAME                    back to the previous module (admin API)
+//	edgeshard status                                     the bindings table (admin API)
+//	edgeshard version                                    print the version
 package main
 
 import (
@@ -25,6 +28,9 @@ func commands() []command {
 	return []command{
 		{"serve", "run the host (edge API, shards, admin API)", runServe},
 		{"validate", "check a plugin module against ABI v1", runValidate},
+		{"push", "upload a module to a running host and hot-swap it in (admin API)", runPush},
+		{"rollback", "make a binding's previous module version current again (admin API)", runRollback},
+		{"status", "print the bindings of a running host (admin API)", runStatus},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println("edgeshard", version); return 0 }},
 	}
 }

@@ -28,6 +28,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "edgeshard.toml", "configuration file")
+	watchFiles := fs.Bool("watch", false, "reload a binding when its module file changes (debounced; same validation as a push)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -39,7 +40,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, log, nil); err != nil {
+	if err := serve(ctx, cfg, log, serveOptions{Watch: *watchFiles}); err != nil {
 		log.Error().Err(err).Msg("edgeshard stopped with an error")
 		return 1
 	}
@@ -59,9 +60,9 @@ func newLogger(cfg *config.File, w io.Writer) zerolog.Logger {
 }
 
 // serve runs the host until ctx is cancelled, then shuts down gracefully:
-// stop accepting, drain in-flight events, commit storage, close SQL. ready,
-// if set, receives the bound address once requests are served.
-func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, ready func(addr string)) error {
+// stop accepting (edge and admin API, watcher), drain in-flight events,
+// commit storage, close SQL.
+func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serveOptions) error {
 	t0 := time.Now()
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data_dir %s: %w", cfg.DataDir, err)
@@ -153,8 +154,14 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, ready func
 		names = append(names, b.Name)
 	}
 	log.Info().Str("listen", ln.Addr().String()).Strs("bindings", names).Dur("startup", time.Since(t0)).Msg("edgeshard ready")
-	if ready != nil {
-		ready(ln.Addr().String())
+	op, err := startOperator(cfg, h, log, opts, nil)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	closers = append(closers, func() error { op.Stop(context.Background()); return nil })
+	if opts.Ready != nil {
+		opts.Ready(ln.Addr().String())
 	}
 	select {
 	case <-ctx.Done():
@@ -169,6 +176,7 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, ready func
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn().Err(err).Msg("http shutdown did not finish in time")
 	}
+	op.Stop(sctx)
 	if err := closeHost(); err != nil {
 		return fmt.Errorf("close host: %w", err)
 	}

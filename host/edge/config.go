@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -418,8 +419,13 @@ func ConfigFromFile(f *config.File, lookup func(string) (string, bool)) (cfg Con
 	if pt.MemoryLimiterKeys > 0 {
 		p.MemoryLimiterKeys = pt.MemoryLimiterKeys
 	}
-	for k, v := range pt.Limits {
-		l, err := ParseLimit(v)
+	names := make([]string, 0, len(pt.Limits))
+	for k := range pt.Limits {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		l, err := ParseLimit(pt.Limits[k])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("proxy.limits.%s: %w", k, err))
 			continue
@@ -464,13 +470,13 @@ func ConfigFromFile(f *config.File, lookup func(string) (string, bool)) (cfg Con
 	mode(VarEventMode, &cfg.EventMode)
 	mode(VarCounterMode, &cfg.CounterMode)
 
-	if err := errors.Join(errs...); err != nil {
-		return cfg, enabled, fmt.Errorf("edge config: %w", err)
-	}
 	if enabled {
 		if err := cfg.withDefaults().validate(); err != nil {
-			return cfg, enabled, fmt.Errorf("edge config: %w", err)
+			errs = append(errs, err)
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return cfg, enabled, fmt.Errorf("edge config: %w", err)
 	}
 	return cfg, enabled, nil
 }

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/edgeshard/edgeshard/host/admin"
+	"github.com/edgeshard/edgeshard/internal/httpx"
+)
+
+// The operator commands talk to a running host's admin API.
+
+// adminClient is the admin API as seen from the CLI.
+type adminClient struct {
+	base    string
+	token   string
+	timeout time.Duration
+}
+
+// adminFlags registers the flags every admin command shares and returns a
+// function that builds the client once the flags are parsed.
+func adminFlags(fs *flag.FlagSet) func() (*adminClient, error) {
+	base := fs.String("admin", "http://127.0.0.1:8788", "admin API base URL")
+	token := fs.String("token", "", "admin token (default $EDGESHARD_ADMIN_TOKEN)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long (a push waits for the module to compile)")
+	return func() (*adminClient, error) {
+		t := *token
+		if t == "" {
+			t = os.Getenv("EDGESHARD_ADMIN_TOKEN")
+		}
+		if t == "" {
+			return nil, errors.New("no admin token: set EDGESHARD_ADMIN_TOKEN or pass --token")
+		}
+		u, err := url.Parse(*base)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("--admin %q: want a URL like http://127.0.0.1:8788", *base)
+		}
+		return &adminClient{base: strings.TrimRight(*base, "/"), token: t, timeout: *timeout}, nil
+	}
+}
+
+// call sends a request and decodes a 2xx JSON answer into out; any other
+// answer becomes an error carrying the server's code and message.
+func (c *adminClient) call(method, path string, body []byte, out any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/wasm")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin API at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("admin API at %s: %w", c.base, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e httpx.ErrorBody
+		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
+			return fmt.Errorf("%s (%d %s)", e.Error.Message, resp.StatusCode, e.Error.Code)
+		}
+		return fmt.Errorf("admin API answered %s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("admin API answer: %w", err)
+	}
+	return nil
+}
+
+func runPush(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("push", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	binding := fs.String("binding", "", "binding whose module to replace (required)")
+	client := adminFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: edgeshard push --binding NAME [--admin URL] [--token T] FILE.wasm\n\nUploads the module; the host validates and compiles it, then swaps it in\nwithout dropping a request. A refused module leaves the current one serving.")
+		fs.PrintDefaults()
+	}
+	if err := parseInterspersed(fs, args); err != nil {
+		return 2
+	}
+	if *binding == "" || fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	c, err := client()
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard push: %v\n", err)
+		return 2
+	}
+	bin, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard push: %v\n", err)
+		return 1
+	}
+	var res admin.SwapResult
+	if err := c.call(http.MethodPut, "/admin/bindings/"+url.PathEscape(*binding)+"/module", bin, &res); err != nil {
+		fmt.Fprintf(stderr, "edgeshard push: %v\n", err)
+		return 1
+	}
+	if !res.Changed {
+		fmt.Fprintf(stdout, "%s: already serving %s (%d bytes); nothing changed\n", res.Binding, short(res.Module.SHA256), res.Module.Size)
+		return 0
+	}
+	fmt.Fprintf(stdout, "%s: now serving %s (%d bytes, abi v%d) after %s; previous %s kept for rollback\n",
+		res.Binding, short(res.Module.SHA256), res.Module.Size, res.Module.ABIVersion, res.Duration, shortVersion(res.Previous))
+	return 0
+}
+
+func runRollback(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("rollback", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	binding := fs.String("binding", "", "binding to roll back (required)")
+	client := adminFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: edgeshard rollback --binding NAME [--admin URL] [--token T]\n\nMakes the previous module version current again (and the current one the previous).")
+		fs.PrintDefaults()
+	}
+	if err := parseInterspersed(fs, args); err != nil {
+		return 2
+	}
+	if *binding == "" || fs.NArg() != 0 {
+		fs.Usage()
+		return 2
+	}
+	c, err := client()
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard rollback: %v\n", err)
+		return 2
+	}
+	var res admin.SwapResult
+	if err := c.call(http.MethodPost, "/admin/bindings/"+url.PathEscape(*binding)+"/rollback", nil, &res); err != nil {
+		fmt.Fprintf(stderr, "edgeshard rollback: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: rolled back to %s (%d bytes, loaded %s); %s is now the previous\n",
+		res.Binding, short(res.Module.SHA256), res.Module.Size, res.Module.LoadedAt.Local().Format(time.DateTime), shortVersion(res.Previous))
+	return 0
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print the admin API's JSON instead of a table")
+	client := adminFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: edgeshard status [--admin URL] [--token T] [--json]\n\nPrints every binding: module version, shards, live instances, queued events, alarms, rollback target.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return 2
+	}
+	c, err := client()
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard status: %v\n", err)
+		return 2
+	}
+	var list admin.BindingList
+	if err := c.call(http.MethodGet, "/admin/bindings", nil, &list); err != nil {
+		fmt.Fprintf(stderr, "edgeshard status: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(list)
+		return 0
+	}
+	printStatus(stdout, list)
+	return 0
+}
+
+// printStatus writes the bindings table.
+func printStatus(w io.Writer, list admin.BindingList) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "BINDING\tMODULE\tSIZE\tABI\tSHARDS\tLIVE\tQUEUED\tALARMS\tLOADED AT\tPREVIOUS")
+	for _, b := range list.Bindings {
+		shards := fmt.Sprint(b.ShardCount)
+		if b.ShardCount == 0 {
+			shards = "per-name"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\tv%d\t%s\t%d\t%d\t%d\t%s\t%s\n",
+			b.Name, short(b.Module.SHA256), size(b.Module.Size), b.Module.ABIVersion, shards,
+			b.LiveInstances, b.QueuedEvents, b.AlarmsPending,
+			b.Module.LoadedAt.Local().Format(time.DateTime), shortVersion(b.Previous))
+	}
+	tw.Flush()
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+func shortVersion(v *admin.VersionInfo) string {
+	if v == nil {
+		return "-"
+	}
+	return short(v.SHA256)
+}
+
+func size(n int) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// parseInterspersed parses flags that may come after positional arguments
+// ("push FILE.wasm --binding X" as well as "push --binding X FILE.wasm").
+func parseInterspersed(fs *flag.FlagSet, args []string) error {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	return fs.Parse(append([]string{"--"}, pos...))
+}

@@ -1,0 +1,362 @@
+package conformance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/storage"
+	"github.com/edgeshard/edgeshard/storage/analytics"
+	"github.com/edgeshard/edgeshard/storage/sqldb"
+	"github.com/rs/zerolog"
+)
+
+// StartTime is where every scenario's virtual clock starts.
+func StartTime() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
+
+// Backends a suite can run on.
+const (
+	BackendMemory = "memory" // in-memory shard storage, SQLite :memory:
+	BackendBadger = "badger" // Badger and a SQLite file in a temporary directory
+)
+
+const (
+	// sqlBindingName and analyticsBindingName name the databases the
+	// world's host config offers the binding.
+	sqlBindingName       = "DB"
+	analyticsBindingName = "AE"
+	// maxSettleRounds bounds how often settle fires due alarms at one
+	// instant before it gives up (an alarm handler that keeps setting its
+	// alarm in the past would otherwise spin forever).
+	maxSettleRounds = 1000
+	// maxAlarmSteps bounds the alarm firings of one advance.
+	maxAlarmSteps = 100_000
+)
+
+// world is one scenario's host and everything around it.
+type world struct {
+	binding Binding
+	clock   *clock.Virtual
+	h       *host.Host
+	ns      *host.Namespace
+	db      *sqldb.DB // nil unless the binding has SQL
+	sql     *faultySQL
+	rec     *analytics.Recorder
+	logs    *logRecorder
+	dir     string // temporary directory of the badger backend
+	logf    func(string, ...any)
+
+	names map[string]bool // per-name shards addressed so far
+}
+
+// newWorld builds a fresh world for one scenario.
+func newWorld(ctx context.Context, r *runner, sc *Scenario, logf func(string, ...any)) (_ *world, err error) {
+	w := &world{
+		binding: r.suite.Binding,
+		clock:   clock.NewVirtual(StartTime()),
+		rec:     &analytics.Recorder{},
+		logs:    &logRecorder{},
+		logf:    logf,
+		names:   map[string]bool{},
+	}
+	defer func() {
+		if err != nil {
+			w.close()
+		}
+	}()
+	cfg := host.DefaultConfig()
+	cfg.DataDir = ""
+	cfg.CacheDir = r.cacheDir
+	sqlURL := sqldb.Scheme + ":memory:"
+	switch r.opts.Backend {
+	case "", BackendMemory:
+		cfg.Storage = storage.NewMemory()
+	case BackendBadger:
+		w.dir, err = os.MkdirTemp("", "edgeshard-conformance-*")
+		if err != nil {
+			return nil, fmt.Errorf("temporary directory: %w", err)
+		}
+		cfg.DataDir = w.dir
+		cfg.SyncWrites = true
+		sqlURL = sqldb.Scheme + filepath.Join(w.dir, "d1.db")
+	default:
+		return nil, fmt.Errorf("unknown backend %q", r.opts.Backend)
+	}
+	b := host.Binding{Name: w.binding.name(), ModuleBytes: r.bin, Shards: w.binding.Shards}
+	if w.binding.SQL {
+		w.db, err = sqldb.Open(sqlURL, sqldb.Options{})
+		if err != nil {
+			return nil, err
+		}
+		if err := w.db.Migrate(ctx); err != nil {
+			return nil, fmt.Errorf("migrate sql database: %w", err)
+		}
+		w.sql = &faultySQL{db: w.db}
+		cfg.SQL = map[string]host.SQLDB{sqlBindingName: w.sql}
+		b.SQL = sqlBindingName
+	}
+	if w.binding.Analytics {
+		cfg.Analytics = map[string]host.AnalyticsBinding{
+			analyticsBindingName: {Dataset: w.binding.dataset(), Sink: w.rec},
+		}
+		b.Analytics = analyticsBindingName
+	}
+	cfg.Bindings = []host.Binding{b}
+	cfg.Vars = maps.Clone(r.suite.Vars)
+	if cfg.Vars == nil {
+		cfg.Vars = map[string]string{}
+	}
+	maps.Copy(cfg.Vars, sc.Vars)
+	cfg.Clock = w.clock
+	cfg.Logger = zerolog.New(w.logs).Level(zerolog.DebugLevel)
+	// Instances live for the whole scenario unless a step restarts them.
+	cfg.IdleTimeout = time.Hour
+	w.h, err = host.New(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start host: %w", err)
+	}
+	ns, ok := w.h.Namespace(b.Name)
+	if !ok {
+		return nil, fmt.Errorf("host has no namespace %q", b.Name)
+	}
+	w.ns = ns
+	return w, nil
+}
+
+// close stops the host and removes what the world created.
+func (w *world) close() error {
+	var errs []error
+	if w.h != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		errs = append(errs, w.h.Close(ctx))
+		cancel()
+	}
+	if w.db != nil {
+		errs = append(errs, w.db.Close())
+	}
+	if w.dir != "" {
+		errs = append(errs, os.RemoveAll(w.dir))
+	}
+	return errors.Join(errs...)
+}
+
+// shard returns the shard key routes to, remembering per-name shards so
+// alarms on them are waited for.
+func (w *world) shard(key string) (string, error) {
+	s, err := w.ns.ShardFor(key)
+	if err != nil {
+		return "", err
+	}
+	if w.ns.Shards() == 0 {
+		w.names[s] = true
+	}
+	return s, nil
+}
+
+// shards returns every shard that may hold an alarm: those with an actor,
+// and the per-name shards steps have addressed.
+func (w *world) shards() []string {
+	set := map[string]bool{}
+	for _, st := range w.ns.Stats() {
+		set[st.Shard] = true
+	}
+	for n := range w.names {
+		set[n] = true
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// inspect runs fn on the shard's goroutine between two events.
+func (w *world) inspect(ctx context.Context, shard string, fn func(*storage.Shard) error) error {
+	var ferr error
+	if err := w.ns.Inspect(ctx, shard, func(st *storage.Shard) { ferr = fn(st) }); err != nil {
+		return fmt.Errorf("inspect shard %s: %w", shard, err)
+	}
+	return ferr
+}
+
+// alarm returns the shard's persisted alarm (unix ms) as its next event
+// would see it.
+func (w *world) alarm(ctx context.Context, shard string) (int64, bool, error) {
+	var at int64
+	var ok bool
+	err := w.inspect(ctx, shard, func(st *storage.Shard) error {
+		var err error
+		at, ok, err = st.GetAlarm()
+		return err
+	})
+	return at, ok, err
+}
+
+// settle returns once no shard has an alarm due at the clock's current
+// time: it waits for the alarm events the scheduler has queued (an Inspect
+// runs after every event queued before it) and fires the clock's timers
+// that are due now (a handler may set an alarm in the past, which the
+// scheduler arms with a zero delay).
+func (w *world) settle(ctx context.Context) error {
+	var due []string
+	for round := range maxSettleRounds {
+		now := w.clock.Now().UnixMilli()
+		due = due[:0]
+		for _, s := range w.shards() {
+			at, ok, err := w.alarm(ctx, s)
+			if err != nil {
+				return err
+			}
+			if ok && at <= now {
+				due = append(due, s)
+			}
+		}
+		if len(due) == 0 {
+			return nil
+		}
+		w.clock.Set(w.clock.Now())
+		if round >= 10 {
+			// A clock that runs timers on their own goroutines, or a host
+			// that delivers alarms late: give it time.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	return fmt.Errorf("alarms of shards %v stay due at %s after %d rounds: a handler keeps setting its alarm in the past, or the host does not deliver it",
+		due, fmtTime(w.clock.Now()), maxSettleRounds)
+}
+
+// nextAlarm returns the earliest alarm the host's scheduler holds.
+func (w *world) nextAlarm() (time.Time, bool) {
+	var first time.Time
+	found := false
+	for _, s := range w.shards() {
+		if at, ok := w.ns.AlarmAt(s); ok && (!found || at.Before(first)) {
+			first, found = at, true
+		}
+	}
+	return first, found
+}
+
+// advanceTo moves the clock to target alarm by alarm: it stops at each
+// scheduled alarm time on the way, lets the alarms due then run to the end
+// (so a handler that sets a new alarm sees the time it fired at, as on a
+// real clock), and goes on.
+func (w *world) advanceTo(ctx context.Context, target time.Time) error {
+	for range maxAlarmSteps {
+		next, ok := w.nextAlarm()
+		if !ok || next.After(target) {
+			w.clock.Set(target)
+			return w.settle(ctx)
+		}
+		if now := w.clock.Now(); next.Before(now) {
+			next = now
+		}
+		w.clock.Set(next)
+		if err := w.settle(ctx); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("more than %d alarm firings before %s", maxAlarmSteps, fmtTime(target))
+}
+
+// fmtTime formats a virtual time with its offset from the start.
+func fmtTime(t time.Time) string {
+	return fmt.Sprintf("%s (start+%s)", t.UTC().Format(time.RFC3339Nano), t.Sub(StartTime()))
+}
+
+// errInjectedSQL is the error SQL calls fail with in sql_fail mode "error".
+var errInjectedSQL = errors.New("conformance: injected SQL failure")
+
+// faultySQL wraps the world's database to inject the failures of sql_fail.
+type faultySQL struct {
+	db host.SQLDB
+
+	mu       sync.Mutex
+	mode     string // "" is off
+	left     int    // SQL calls the mode still affects; < 0 unlimited
+	injected int    // failures injected so far
+}
+
+// set switches the failure mode.
+func (f *faultySQL) set(mode string, times int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch mode {
+	case SQLFailOff:
+		f.mode, f.left = "", 0
+	case SQLFailCrashAfterCommit:
+		f.mode, f.left = mode, max(times, 1)
+	default:
+		f.mode, f.left = mode, times
+		if times == 0 {
+			f.left = -1
+		}
+	}
+}
+
+// use consumes one affected call of mode, if mode is still on.
+func (f *faultySQL) use(mode string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mode != mode || f.left == 0 {
+		return false
+	}
+	if f.left > 0 {
+		f.left--
+		if f.left == 0 {
+			f.mode = ""
+		}
+	}
+	f.injected++
+	return true
+}
+
+func (f *faultySQL) current() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mode
+}
+
+// Batch runs the batch, failing it as the current mode says.
+func (f *faultySQL) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error) {
+	switch f.current() {
+	case SQLFailError:
+		if f.use(SQLFailError) {
+			return nil, fmt.Errorf("sql_fail mode %q: %w", SQLFailError, errInjectedSQL)
+		}
+	case SQLFailCrashAfterCommit:
+		res, err := f.db.Batch(ctx, stmts)
+		if err != nil || !f.use(SQLFailCrashAfterCommit) {
+			return res, err
+		}
+		return nil, fmt.Errorf("sql_fail mode %q: the SQL batch committed, then the shard crashed: %w",
+			SQLFailCrashAfterCommit, host.ErrInjectedCrash)
+	}
+	return f.db.Batch(ctx, stmts)
+}
+
+// sortedHeaders turns a header map into ABI headers in name order.
+func sortedHeaders(m map[string]string) []abi.Header {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	out := make([]abi.Header, 0, len(m))
+	for _, n := range names {
+		out = append(out, abi.Header{Name: n, Value: m[n]})
+	}
+	return out
+}
+
+var _ host.SQLDB = (*faultySQL)(nil)

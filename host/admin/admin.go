@@ -1,0 +1,373 @@
+// Package admin is edgeshard's operator API: inspect bindings and shards,
+// push a new module version (hot swap), roll back, and run maintenance jobs.
+// It listens apart from the edge API (admin_listen) and every route, known
+// or not, requires "Authorization: Bearer <admin token>".
+//
+//	GET  /admin/bindings                     every binding: module version, shards, queues, alarms
+//	GET  /admin/bindings/{name}              one binding, with its running shards
+//	PUT  /admin/bindings/{name}/module       body: the .wasm; validate, compile, swap
+//	POST /admin/bindings/{name}/rollback     make the previous version current again
+//	GET  /admin/bindings/{name}/shards/{id}  storage keys (?prefix=&start_after=&limit=), alarm, instance
+//	POST /admin/jobs/reconcile-counters      recompute counters from their source rows
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/httpx"
+	"github.com/edgeshard/edgeshard/storage"
+	"github.com/gorilla/mux"
+	"github.com/rs/zerolog"
+)
+
+// Defaults and bounds of the admin API.
+const (
+	// DefaultMaxModuleBytes caps an uploaded module.
+	DefaultMaxModuleBytes = 64 << 20
+	// DefaultListLimit and MaxListLimit bound a shard's key listing page.
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+	// ValuePreviewBytes is how much of a value a listing shows.
+	ValuePreviewBytes = 1024
+)
+
+// Options configures the admin API.
+type Options struct {
+	// Token is the bearer token every request must carry. Required.
+	Token string
+	// MaxModuleBytes caps a pushed module (default DefaultMaxModuleBytes);
+	// a larger body is answered 413.
+	MaxModuleBytes int64
+	// Logger receives one line per push, rollback, job and refused request.
+	Logger zerolog.Logger
+	// Reconcile runs the counter reconciliation job for
+	// POST /admin/jobs/reconcile-counters and returns a JSON-encodable
+	// summary. When nil (no edge API with counters) the route answers 404
+	// with code "reconcile_unavailable".
+	Reconcile func(ctx context.Context) (any, error)
+}
+
+// Server serves the admin API of one host.
+type Server struct {
+	h         *host.Host
+	opts      Options
+	log       zerolog.Logger
+	tokenHash [sha256.Size]byte
+	handler   http.Handler
+}
+
+// New returns the admin API of h. It fails when no token is given: the
+// admin API never runs open.
+func New(h *host.Host, opts Options) (*Server, error) {
+	if h == nil {
+		return nil, errors.New("admin: nil host")
+	}
+	if opts.Token == "" {
+		return nil, errors.New("admin: a token is required (admin_token or EDGESHARD_ADMIN_TOKEN)")
+	}
+	if opts.MaxModuleBytes <= 0 {
+		opts.MaxModuleBytes = DefaultMaxModuleBytes
+	}
+	s := &Server{h: h, opts: opts, log: opts.Logger.With().Str("component", "admin").Logger()}
+	// Comparing digests keeps the comparison constant-time in the token's
+	// length too (subtle.ConstantTimeCompare returns early on a length
+	// mismatch).
+	s.tokenHash = sha256.Sum256([]byte(opts.Token))
+
+	r := mux.NewRouter().UseEncodedPath()
+	r.NotFoundHandler = httpx.NotFound()
+	r.MethodNotAllowedHandler = httpx.MethodNotAllowed()
+	r.HandleFunc("/admin/bindings", s.listBindings).Methods(http.MethodGet)
+	r.HandleFunc("/admin/bindings/{name}", s.getBinding).Methods(http.MethodGet)
+	r.HandleFunc("/admin/bindings/{name}/module", s.putModule).Methods(http.MethodPut)
+	r.HandleFunc("/admin/bindings/{name}/rollback", s.rollback).Methods(http.MethodPost)
+	r.HandleFunc("/admin/bindings/{name}/shards/{id}", s.getShard).Methods(http.MethodGet)
+	r.HandleFunc("/admin/jobs/reconcile-counters", s.reconcile).Methods(http.MethodPost)
+	s.handler = s.authenticate(r)
+	return s, nil
+}
+
+// Handler returns the admin API's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// authenticate refuses every request without the right bearer token before
+// any routing, so not even the existence of a route leaks.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		if !s.authorized(r.Header.Get("Authorization")) {
+			s.log.Warn().Str("remote", r.RemoteAddr).Str("method", r.Method).Str("path", r.URL.Path).Msg("admin request refused: missing or wrong bearer token")
+			w.Header().Set("WWW-Authenticate", `Bearer realm="edgeshard-admin"`)
+			httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid admin token: send Authorization: Bearer <admin token>")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) authorized(header string) bool {
+	const scheme = "bearer "
+	if len(header) < len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(header[len(scheme):])))
+	return subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) == 1
+}
+
+// namespace resolves the {name} route variable, answering 404 itself.
+func (s *Server) namespace(w http.ResponseWriter, r *http.Request) (*host.Namespace, bool) {
+	name, err := url.PathUnescape(mux.Vars(r)["name"])
+	if err == nil {
+		if ns, ok := s.h.Namespace(name); ok {
+			return ns, true
+		}
+	}
+	httpx.WriteError(w, http.StatusNotFound, "unknown_binding", fmt.Sprintf("no binding named %q", name))
+	return nil, false
+}
+
+func (s *Server) listBindings(w http.ResponseWriter, _ *http.Request) {
+	out := BindingList{Bindings: []BindingInfo{}}
+	for _, ns := range s.h.Namespaces() {
+		out.Bindings = append(out.Bindings, bindingInfo(ns, false))
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getBinding(w http.ResponseWriter, r *http.Request) {
+	ns, ok := s.namespace(w, r)
+	if !ok {
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, bindingInfo(ns, true))
+}
+
+// putModule reads the module, then swaps it in: Namespace.Swap compiles,
+// validates and initialises it before any shard switches, and keeps the
+// old version serving if anything is wrong.
+func (s *Server) putModule(w http.ResponseWriter, r *http.Request) {
+	ns, ok := s.namespace(w, r)
+	if !ok {
+		return
+	}
+	max := s.opts.MaxModuleBytes
+	if r.ContentLength > max {
+		httpx.WriteError(w, http.StatusRequestEntityTooLarge, "module_too_large", fmt.Sprintf("module of %d bytes exceeds the %d-byte limit", r.ContentLength, max))
+		return
+	}
+	bin, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			httpx.WriteError(w, http.StatusRequestEntityTooLarge, "module_too_large", fmt.Sprintf("module exceeds the %d-byte limit", max))
+			return
+		}
+		httpx.WriteError(w, http.StatusBadRequest, "bad_body", "could not read the module: "+err.Error())
+		return
+	}
+	before := ns.Current()
+	t0 := time.Now()
+	v, err := ns.Swap(r.Context(), bin, "push")
+	d := time.Since(t0)
+	log := s.log.With().Str("binding", ns.Name()).Str("remote", r.RemoteAddr).Int("size", len(bin)).Dur("duration", d).Logger()
+	if err != nil {
+		status, code := swapErrorStatus(err)
+		log.Warn().Err(err).Msg("module push refused; the current version keeps serving")
+		httpx.WriteError(w, status, code, err.Error())
+		return
+	}
+	changed := v != before
+	log.Info().Str("sha256", v.SHA256()).Bool("changed", changed).Msg("module pushed")
+	httpx.WriteJSON(w, http.StatusOK, SwapResult{Binding: ns.Name(), Changed: changed, Module: *versionInfo(v), Previous: versionInfo(ns.Previous()), Duration: d.String()})
+}
+
+func swapErrorStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, host.ErrInvalidModule):
+		return http.StatusUnprocessableEntity, "invalid_module"
+	case errors.Is(err, host.ErrClosed):
+		return http.StatusServiceUnavailable, "shutting_down"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "cancelled"
+	}
+	return http.StatusInternalServerError, "swap_failed"
+}
+
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
+	ns, ok := s.namespace(w, r)
+	if !ok {
+		return
+	}
+	t0 := time.Now()
+	v, err := ns.Rollback(r.Context())
+	if err != nil {
+		if errors.Is(err, host.ErrNoPrevious) {
+			httpx.WriteError(w, http.StatusConflict, "no_previous_version", err.Error())
+			return
+		}
+		status, code := swapErrorStatus(err)
+		httpx.WriteError(w, status, code, err.Error())
+		return
+	}
+	s.log.Info().Str("binding", ns.Name()).Str("remote", r.RemoteAddr).Str("sha256", v.SHA256()).Msg("module rolled back")
+	httpx.WriteJSON(w, http.StatusOK, SwapResult{Binding: ns.Name(), Changed: true, Module: *versionInfo(v), Previous: versionInfo(ns.Previous()), Duration: time.Since(t0).String()})
+}
+
+// getShard lists a page of the shard's storage, read on the shard's own
+// goroutine between two events.
+func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
+	ns, ok := s.namespace(w, r)
+	if !ok {
+		return
+	}
+	shard, err := url.PathUnescape(mux.Vars(r)["id"])
+	if err != nil {
+		httpx.WriteError(w, http.StatusBadRequest, "bad_shard", "shard id is not a valid path segment")
+		return
+	}
+	if n := ns.Shards(); n > 0 {
+		if i, err := strconv.Atoi(shard); err != nil || i < 0 || i >= n || strconv.Itoa(i) != shard {
+			httpx.WriteError(w, http.StatusNotFound, "unknown_shard", fmt.Sprintf("binding %q has shards 0..%d; no shard %q", ns.Name(), n-1, shard))
+			return
+		}
+	} else if _, err := ns.ShardFor(shard); err != nil {
+		status, code := host.ErrorStatus(err)
+		httpx.WriteError(w, status, code, err.Error())
+		return
+	}
+	q := r.URL.Query()
+	limit := DefaultListLimit
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > MaxListLimit {
+			httpx.WriteError(w, http.StatusBadRequest, "bad_limit", fmt.Sprintf("limit = %q: want 1..%d", l, MaxListLimit))
+			return
+		}
+		limit = n
+	}
+	opts := abi.ListOptions{Prefix: q.Get("prefix"), Limit: uint32(limit + 1)}
+	if q.Has("start_after") {
+		opts.StartAfter, opts.HasStartAfter = q.Get("start_after"), true
+	}
+
+	type snapshot struct {
+		entries []Entry
+		last    string
+		more    bool
+		alarm   int64
+		err     error
+	}
+	ch := make(chan snapshot, 1)
+	err = ns.Inspect(r.Context(), shard, func(st *storage.Shard) {
+		var sn snapshot
+		kvs, err := st.List(opts)
+		if err != nil {
+			ch <- snapshot{err: err}
+			return
+		}
+		if len(kvs) > limit {
+			kvs, sn.more = kvs[:limit], true
+		}
+		sn.entries = make([]Entry, 0, len(kvs))
+		for _, kv := range kvs {
+			sn.entries = append(sn.entries, entry(kv))
+		}
+		if len(kvs) > 0 {
+			sn.last = kvs[len(kvs)-1].Key
+		}
+		at, found, err := st.GetAlarm()
+		if err != nil {
+			ch <- snapshot{err: err}
+			return
+		}
+		if found {
+			sn.alarm = at
+		}
+		ch <- sn
+	})
+	if err != nil {
+		status, code := host.ErrorStatus(err)
+		httpx.WriteError(w, status, code, err.Error())
+		return
+	}
+	sn := <-ch
+	if sn.err != nil {
+		httpx.WriteError(w, http.StatusInternalServerError, "storage", fmt.Sprintf("read shard %s/%s: %v", ns.Name(), shard, sn.err))
+		return
+	}
+	st, _ := ns.ShardStat(shard)
+	out := ShardListing{
+		Binding: ns.Name(), Shard: shard,
+		Instance: instanceState(st.Live), QueueDepth: st.QueueDepth, MemoryBytes: st.MemoryBytes,
+		Prefix: opts.Prefix, Limit: limit, Entries: sn.entries, More: sn.more,
+	}
+	if sn.alarm > 0 {
+		t := time.UnixMilli(sn.alarm).UTC()
+		out.Alarm = &t
+	}
+	if sn.more {
+		next := url.Values{"start_after": {sn.last}, "limit": {strconv.Itoa(limit)}}
+		if opts.Prefix != "" {
+			next.Set("prefix", opts.Prefix)
+		}
+		out.Next = r.URL.EscapedPath() + "?" + next.Encode()
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
+}
+
+// entry renders a storage entry for display: UTF-8 as text, anything else
+// as base64, values cut to ValuePreviewBytes (on a rune boundary for text).
+func entry(kv abi.KV) Entry {
+	e := Entry{Key: kv.Key, KeyEncoding: "utf8", Size: len(kv.Value)}
+	if !utf8.ValidString(kv.Key) {
+		e.Key, e.KeyEncoding = base64.StdEncoding.EncodeToString([]byte(kv.Key)), "base64"
+	}
+	v := kv.Value
+	if utf8.Valid(v) {
+		if len(v) > ValuePreviewBytes {
+			cut := ValuePreviewBytes
+			for cut > 0 && !utf8.RuneStart(v[cut]) {
+				cut--
+			}
+			v, e.Truncated = v[:cut], true
+		}
+		e.Value, e.ValueEncoding = string(v), "utf8"
+		return e
+	}
+	if len(v) > ValuePreviewBytes {
+		v, e.Truncated = v[:ValuePreviewBytes], true
+	}
+	e.Value, e.ValueEncoding = base64.StdEncoding.EncodeToString(v), "base64"
+	return e
+}
+
+func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Reconcile == nil {
+		httpx.WriteError(w, http.StatusNotFound, "reconcile_unavailable", "counter reconciliation is not available on this host (no edge API with counters is configured)")
+		return
+	}
+	t0 := time.Now()
+	res, err := s.opts.Reconcile(r.Context())
+	d := time.Since(t0)
+	if err != nil {
+		s.log.Error().Err(err).Dur("duration", d).Msg("reconcile-counters job failed")
+		httpx.WriteError(w, http.StatusInternalServerError, "reconcile_failed", err.Error())
+		return
+	}
+	s.log.Info().Dur("duration", d).Str("remote", r.RemoteAddr).Msg("reconcile-counters job done")
+	httpx.WriteJSON(w, http.StatusOK, ReconcileResult{Job: "reconcile-counters", Result: res, Duration: d.String()})
+}

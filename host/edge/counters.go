@@ -1,0 +1,446 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/edgeshard/edgeshard/internal/httpx"
+	"github.com/gorilla/mux"
+)
+
+// Counter tables and the key column of each.
+const (
+	tablePosts = "post_stats"
+	tableUsers = "user_counters"
+)
+
+// delta is one counter change: table, row id, column, amount.
+type delta struct {
+	Table  string
+	ID     string
+	Column string
+	N      int64
+}
+
+// keyColumn returns the id column of a counter table.
+func keyColumn(table string) string {
+	if table == tableUsers {
+		return "user_id"
+	}
+	return "post_id"
+}
+
+// legacyUpdate is the clamped upsert of the legacy path: the counter never
+// goes below 0. Column names come from constants, never from input.
+func legacyUpdate(table, column string) string {
+	return "INSERT INTO " + table + " (" + keyColumn(table) + ", " + column + ", updated_at) VALUES (?1, MAX(0, ?2), ?3) " +
+		"ON CONFLICT(" + keyColumn(table) + ") DO UPDATE SET " + column + " = MAX(0, " + column + " + ?2), updated_at = ?3"
+}
+
+// errCountersUnavailable is the client-facing cause of a 503 on counters.
+var errCountersUnavailable = errors.New("counters are unavailable; retry later")
+
+// counterWrite is one counter request: an optional source-row change, run
+// in a SQL transaction, that decides the deltas (a repeated like changes
+// nothing), or fixed deltas.
+type counterWrite struct {
+	source func(ctx context.Context, tx *sql.Tx) ([]delta, error)
+	fixed  []delta
+}
+
+// applyCounters performs a counter write according to COUNTER_DO_MODE and
+// returns the deltas it applied. It returns errCountersUnavailable (after
+// logging E-VIBECODR-2145) when a delta could not be made durable.
+//
+//   - off: the source change and the legacy update in one transaction.
+//   - shadow: the same, then the deltas to the shard with ?mode=shadow.
+//   - primary: the source change commits first, then the deltas go to
+//     their shards; a shard that fails (E-VIBECODR-2144) has its deltas
+//     applied by the legacy update instead. A crash between the two leaves
+//     a source row without its delta: reconcileCounters repairs it.
+func (a *API) applyCounters(ctx context.Context, cw counterWrite) ([]delta, error) {
+	ctx = context.WithoutCancel(ctx) // a vanished client must not split a write
+	a.writeMu.RLock()
+	defer a.writeMu.RUnlock()
+	mode := a.cfg.CounterMode
+	if mode == ModeOff || mode == ModeShadow {
+		var ds []delta
+		err := a.inTx(ctx, func(tx *sql.Tx) error {
+			var err error
+			if ds, err = cw.deltas(ctx, tx); err != nil {
+				return err
+			}
+			return applyLegacy(ctx, tx, ds, a.now())
+		})
+		if err != nil {
+			return nil, a.countersLost(string(mode), ds, err)
+		}
+		a.m.deltas.WithLabelValues("legacy").Add(float64(len(ds)))
+		if mode == ModeShadow && len(ds) > 0 {
+			a.shadowCounters(ctx, ds)
+		}
+		return ds, nil
+	}
+
+	ds := cw.fixed
+	if cw.source != nil {
+		err := a.inTx(ctx, func(tx *sql.Tx) error {
+			var err error
+			ds, err = cw.source(ctx, tx)
+			return err
+		})
+		if err != nil {
+			a.log.Error().Err(err).Msg("counter source-row write failed")
+			return nil, errCountersUnavailable
+		}
+	}
+	if len(ds) == 0 {
+		return ds, nil
+	}
+	groups, order := a.groupDeltas(ds)
+	errs := make([]error, len(order))
+	var wg sync.WaitGroup
+	for gi, s := range order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[gi] = a.incrementShard(ctx, s, groups[s], false)
+		}()
+	}
+	wg.Wait()
+	var lost error
+	for gi, s := range order {
+		if errs[gi] == nil {
+			a.m.deltas.WithLabelValues("shard").Add(float64(len(groups[s])))
+			continue
+		}
+		a.m.fallback("counters", CodeCounterEnqueueFailed)
+		a.log.Warn().Str("code", CodeCounterEnqueueFailed).Int("shard", s).Int("count", len(groups[s])).
+			Str("deltas", describeDeltas(groups[s])).Err(errs[gi]).Msg("counter shard enqueue failed; applying the legacy SQL update")
+		err := a.inTx(ctx, func(tx *sql.Tx) error { return applyLegacy(ctx, tx, groups[s], a.now()) })
+		if err != nil {
+			lost = a.countersLost("primary", groups[s], err)
+			continue
+		}
+		a.m.deltas.WithLabelValues("legacy").Add(float64(len(groups[s])))
+	}
+	return ds, lost
+}
+
+// countersLost logs E-VIBECODR-2145 and returns errCountersUnavailable.
+func (a *API) countersLost(mode string, ds []delta, err error) error {
+	a.m.fallback("counters", CodeCounterLegacyFailed)
+	a.log.Error().Str("code", CodeCounterLegacyFailed).Str("mode", mode).Str("deltas", describeDeltas(ds)).Err(err).
+		Msg("counter update failed: the legacy SQL update failed too")
+	return errCountersUnavailable
+}
+
+func (cw counterWrite) deltas(ctx context.Context, tx *sql.Tx) ([]delta, error) {
+	if cw.source == nil {
+		return cw.fixed, nil
+	}
+	return cw.source(ctx, tx)
+}
+
+// shadowCounters exercises the shards with ?mode=shadow; they acknowledge
+// without persisting, so failures are only logged.
+func (a *API) shadowCounters(ctx context.Context, ds []delta) {
+	groups, order := a.groupDeltas(ds)
+	var wg sync.WaitGroup
+	for _, s := range order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.incrementShard(ctx, s, groups[s], true); err != nil {
+				a.m.fallback("counters", CodeCounterEnqueueFailed)
+				a.log.Warn().Str("code", CodeCounterEnqueueFailed).Str("mode", "shadow").Int("shard", s).
+					Int("count", len(groups[s])).Err(err).Msg("counter shard shadow call failed; the legacy update already wrote")
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// groupDeltas groups deltas by the shard of their row id.
+func (a *API) groupDeltas(ds []delta) (map[int][]delta, []int) {
+	n := a.counter.Shards()
+	groups := map[int][]delta{}
+	var order []int
+	for _, d := range ds {
+		s := shardOf(d.ID, n)
+		if _, ok := groups[s]; !ok {
+			order = append(order, s)
+		}
+		groups[s] = append(groups[s], d)
+	}
+	return groups, order
+}
+
+// incrementReply is COUNTER_SHARD's /increment answer.
+type incrementReply struct {
+	OK bool `json:"ok"`
+}
+
+// incrementShard sends deltas to one shard: POST /increment[?mode=shadow].
+func (a *API) incrementShard(ctx context.Context, shard int, ds []delta, shadow bool) error {
+	var b bytes.Buffer
+	for _, d := range ds {
+		b.WriteString(d.Table)
+		b.WriteByte('\t')
+		b.WriteString(d.ID)
+		b.WriteByte('\t')
+		b.WriteString(d.Column)
+		b.WriteByte('\t')
+		b.WriteString(strconv.FormatInt(d.N, 10))
+		b.WriteByte('\n')
+	}
+	path := "/increment"
+	if shadow {
+		path += "?mode=shadow"
+	}
+	resp, err := a.callShard(ctx, a.counter, shard, http.MethodPost, path, b.Bytes())
+	if err != nil {
+		return err
+	}
+	var rep incrementReply
+	if err := json.Unmarshal(resp.Body, &rep); err != nil {
+		return fmt.Errorf("decode /increment answer: %w", err)
+	}
+	if !rep.OK {
+		return fmt.Errorf("/increment answered ok=false: %s", resp.Body)
+	}
+	return nil
+}
+
+// applyLegacy applies deltas with the clamped legacy update in tx.
+func applyLegacy(ctx context.Context, tx *sql.Tx, ds []delta, now time.Time) error {
+	for _, d := range ds {
+		if _, err := tx.ExecContext(ctx, legacyUpdate(d.Table, d.Column), d.ID, d.N, now.UnixMilli()); err != nil {
+			return fmt.Errorf("legacy update %s.%s of %s: %w", d.Table, d.Column, d.ID, err)
+		}
+	}
+	return nil
+}
+
+// inTx runs fn in a write transaction (BEGIN IMMEDIATE) bounded to 10 s.
+func (a *API) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tx, err := a.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func describeDeltas(ds []delta) string {
+	var b bytes.Buffer
+	for i, d := range ds {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%s.%s[%s]%+d", d.Table, d.Column, d.ID, d.N)
+	}
+	return b.String()
+}
+
+// pathID returns the mux variable name, validated, or answers 400.
+func pathID(w http.ResponseWriter, r *http.Request, name string) (string, bool) {
+	id := mux.Vars(r)[name]
+	if !validID(id) {
+		writeError(w, http.StatusBadRequest, "bad_id", name+": want 1-128 characters [A-Za-z0-9._:@+=~|-]")
+		return "", false
+	}
+	return id, true
+}
+
+// likeReply answers PUT/DELETE /posts/{postId}/like.
+type likeReply struct {
+	PostID  string `json:"post_id"`
+	Liked   bool   `json:"liked"`
+	Changed bool   `json:"changed"`
+}
+
+// serveLike is PUT (like) and DELETE (unlike) /posts/{postId}/like: the
+// likes row is the source of truth, so repeating either changes nothing.
+func (a *API) serveLike(w http.ResponseWriter, r *http.Request) {
+	post, ok := pathID(w, r, "postId")
+	if !ok {
+		return
+	}
+	user := userFrom(r)
+	like := r.Method == http.MethodPut
+	now := a.now().UnixMilli()
+	source := func(ctx context.Context, tx *sql.Tx) ([]delta, error) {
+		var res sql.Result
+		var err error
+		if like {
+			res, err = tx.ExecContext(ctx, `INSERT INTO likes (post_id, user_id, created_at) VALUES (?, ?, ?) ON CONFLICT(post_id, user_id) DO NOTHING`, post, user, now)
+		} else {
+			res, err = tx.ExecContext(ctx, `DELETE FROM likes WHERE post_id = ? AND user_id = ?`, post, user)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("likes row: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return nil, err
+		}
+		n := int64(1)
+		if !like {
+			n = -1
+		}
+		return []delta{{Table: tablePosts, ID: post, Column: "likes", N: n}}, nil
+	}
+	ds, err := a.applyCounters(r.Context(), counterWrite{source: source})
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "counters_unavailable", err.Error())
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, likeReply{PostID: post, Liked: like, Changed: len(ds) > 0})
+}
+
+// followReply answers PUT/DELETE /users/{userId}/follow.
+type followReply struct {
+	UserID    string `json:"user_id"`
+	Following bool   `json:"following"`
+	Changed   bool   `json:"changed"`
+}
+
+// serveFollow is PUT (follow) and DELETE (unfollow) /users/{userId}/follow
+// by the caller: the follows row is the source of truth; a change moves
+// the followee's followers and the caller's following (two deltas, maybe
+// two shards).
+func (a *API) serveFollow(w http.ResponseWriter, r *http.Request) {
+	followee, ok := pathID(w, r, "userId")
+	if !ok {
+		return
+	}
+	follower := userFrom(r)
+	if follower == followee {
+		writeError(w, http.StatusBadRequest, "cannot_follow_self", "a user cannot follow themselves")
+		return
+	}
+	follow := r.Method == http.MethodPut
+	now := a.now().UnixMilli()
+	source := func(ctx context.Context, tx *sql.Tx) ([]delta, error) {
+		var res sql.Result
+		var err error
+		if follow {
+			res, err = tx.ExecContext(ctx, `INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?, ?, ?) ON CONFLICT(follower_id, followee_id) DO NOTHING`, follower, followee, now)
+		} else {
+			res, err = tx.ExecContext(ctx, `DELETE FROM follows WHERE follower_id = ? AND followee_id = ?`, follower, followee)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("follows row: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return nil, err
+		}
+		n := int64(1)
+		if !follow {
+			n = -1
+		}
+		return []delta{
+			{Table: tableUsers, ID: followee, Column: "followers", N: n},
+			{Table: tableUsers, ID: follower, Column: "following", N: n},
+		}, nil
+	}
+	ds, err := a.applyCounters(r.Context(), counterWrite{source: source})
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "counters_unavailable", err.Error())
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, followReply{UserID: followee, Following: follow, Changed: len(ds) > 0})
+}
+
+// servePostCounter is POST /posts/{postId}/runs and /views: +1, no source
+// rows.
+func (a *API) servePostCounter(column string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		post, ok := pathID(w, r, "postId")
+		if !ok {
+			return
+		}
+		_, err := a.applyCounters(r.Context(), counterWrite{fixed: []delta{{Table: tablePosts, ID: post, Column: column, N: 1}}})
+		if err != nil {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "counters_unavailable", err.Error())
+			return
+		}
+		httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"post_id": post, "counter": column, "accepted": true})
+	}
+}
+
+// PostStats are a post's counters as flushed to SQL.
+type PostStats struct {
+	PostID    string `json:"post_id"`
+	Likes     int64  `json:"likes"`
+	Runs      int64  `json:"runs"`
+	Views     int64  `json:"views"`
+	Comments  int64  `json:"comments"`
+	Remixes   int64  `json:"remixes"`
+	UpdatedAt int64  `json:"updated_at"`
+}
+
+// UserCounters are a user's counters as flushed to SQL.
+type UserCounters struct {
+	UserID        string `json:"user_id"`
+	Followers     int64  `json:"followers"`
+	Following     int64  `json:"following"`
+	Posts         int64  `json:"posts"`
+	Runs          int64  `json:"runs"`
+	LikesReceived int64  `json:"likes_received"`
+	UpdatedAt     int64  `json:"updated_at"`
+}
+
+// servePostStats is GET /posts/{postId}/stats (zeros for an unknown post).
+func (a *API) servePostStats(w http.ResponseWriter, r *http.Request) {
+	post, ok := pathID(w, r, "postId")
+	if !ok {
+		return
+	}
+	s := PostStats{PostID: post}
+	err := a.db.QueryRowContext(r.Context(), `SELECT likes, runs, views, comments, remixes, updated_at FROM post_stats WHERE post_id = ?`, post).
+		Scan(&s.Likes, &s.Runs, &s.Views, &s.Comments, &s.Remixes, &s.UpdatedAt)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		a.log.Error().Err(err).Str("post_id", post).Msg("read post_stats failed")
+		writeError(w, http.StatusServiceUnavailable, "sql_unavailable", "could not read the counters; retry later")
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, s)
+}
+
+// serveUserCounters is GET /users/{userId}/counters (zeros for an unknown
+// user).
+func (a *API) serveUserCounters(w http.ResponseWriter, r *http.Request) {
+	user, ok := pathID(w, r, "userId")
+	if !ok {
+		return
+	}
+	c := UserCounters{UserID: user}
+	err := a.db.QueryRowContext(r.Context(), `SELECT followers, following, posts, runs, likes_received, updated_at FROM user_counters WHERE user_id = ?`, user).
+		Scan(&c.Followers, &c.Following, &c.Posts, &c.Runs, &c.LikesReceived, &c.UpdatedAt)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		a.log.Error().Err(err).Str("user_id", user).Msg("read user_counters failed")
+		writeError(w, http.StatusServiceUnavailable, "sql_unavailable", "could not read the counters; retry later")
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, c)
+}

@@ -1,0 +1,531 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/edgeshard/edgeshard/internal/httpx"
+	"github.com/google/uuid"
+)
+
+// Limits of one runtime event's fields.
+const (
+	maxEventType = 128
+	maxEventRef  = 256 // capsule_id, run_id
+	maxTSMillis  = 253402300799999
+	insertChunk  = 100 // rows per INSERT statement
+)
+
+// event is a validated, normalised runtime event.
+type event struct {
+	ID         string
+	CapsuleID  string
+	RunID      string
+	Type       string
+	TS         int64 // unix ms
+	ReceivedAt int64 // unix ms
+	Payload    string
+}
+
+// routingKey is the key RUNTIME_EVENT_SHARD routes the event by.
+func (e *event) routingKey() string {
+	switch {
+	case e.CapsuleID != "":
+		return e.CapsuleID
+	case e.RunID != "":
+		return e.RunID
+	}
+	return e.ID
+}
+
+// appendLine appends the event's /enqueue line.
+func (e *event) appendLine(b *bytes.Buffer) {
+	b.WriteString(e.ID)
+	b.WriteByte('\t')
+	b.WriteString(e.CapsuleID)
+	b.WriteByte('\t')
+	b.WriteString(e.RunID)
+	b.WriteByte('\t')
+	b.WriteString(e.Type)
+	b.WriteByte('\t')
+	b.WriteString(strconv.FormatInt(e.TS, 10))
+	b.WriteByte('\t')
+	b.WriteString(strconv.FormatInt(e.ReceivedAt, 10))
+	b.WriteByte('\t')
+	b.WriteString(e.Payload)
+	b.WriteByte('\n')
+}
+
+// inputError is a client error: status, code and a message naming the
+// offending input.
+type inputError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *inputError) Error() string { return e.msg }
+
+func badInput(code, format string, args ...any) *inputError {
+	return &inputError{status: http.StatusBadRequest, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// readBody reads a request body of at most limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *inputError) {
+	if r.ContentLength > limit {
+		return nil, &inputError{http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body exceeds %d bytes", limit)}
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &inputError{http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body exceeds %d bytes", limit)}
+		}
+		return nil, badInput("bad_body", "could not read the request body: %v", err)
+	}
+	return b, nil
+}
+
+// eventIn is the JSON shape of one event.
+type eventIn struct {
+	ID        *string         `json:"id"`
+	Type      *string         `json:"type"`
+	TS        json.RawMessage `json:"ts"`
+	CapsuleID *string         `json:"capsule_id"`
+	RunID     *string         `json:"run_id"`
+	Payload   json.RawMessage `json:"payload"`
+}
+
+// parseEvents decodes one event or {"events":[...]} (or a bare array) and
+// validates and normalises every event.
+func (a *API) parseEvents(body []byte, now time.Time) ([]event, *inputError) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return nil, badInput("bad_json", "empty body: want an event object or {\"events\":[...]}")
+	}
+	if !json.Valid(trimmed) {
+		return nil, badInput("bad_json", "body is not valid JSON")
+	}
+	var raws []json.RawMessage
+	where := func(i int) string { return "event" }
+	switch trimmed[0] {
+	case '[':
+		if err := json.Unmarshal(trimmed, &raws); err != nil {
+			return nil, badInput("bad_json", "body: %v", err)
+		}
+		where = func(i int) string { return "events[" + strconv.Itoa(i) + "]" }
+	case '{':
+		var top map[string]json.RawMessage
+		if err := json.Unmarshal(trimmed, &top); err != nil {
+			return nil, badInput("bad_json", "body: %v", err)
+		}
+		if evs, ok := top["events"]; ok {
+			if len(top) != 1 {
+				return nil, badInput("bad_json", "a batch is {\"events\":[...]} with no other fields")
+			}
+			if err := json.Unmarshal(evs, &raws); err != nil || raws == nil {
+				return nil, badInput("bad_json", "events: want an array of event objects")
+			}
+			where = func(i int) string { return "events[" + strconv.Itoa(i) + "]" }
+		} else {
+			raws = []json.RawMessage{trimmed}
+		}
+	default:
+		return nil, badInput("bad_json", "want an event object or {\"events\":[...]}")
+	}
+	if len(raws) == 0 {
+		return nil, badInput("no_events", "the batch has no events")
+	}
+	if len(raws) > a.cfg.Events.MaxEvents {
+		return nil, &inputError{http.StatusRequestEntityTooLarge, "too_many_events",
+			fmt.Sprintf("%d events in one request, at most %d", len(raws), a.cfg.Events.MaxEvents)}
+	}
+	out := make([]event, len(raws))
+	seen := make(map[string]int, len(raws))
+	for i, raw := range raws {
+		ev, ie := a.parseEvent(raw, now)
+		if ie != nil {
+			ie.msg = where(i) + ": " + ie.msg
+			return nil, ie
+		}
+		if j, dup := seen[ev.ID]; dup {
+			return nil, badInput("invalid_event", "%s: id %s repeats %s", where(i), ev.ID, where(j))
+		}
+		seen[ev.ID] = i
+		out[i] = ev
+	}
+	return out, nil
+}
+
+// parseEvent validates one event and normalises it: a UUID (the client's
+// own id if it sent a valid one, so a retried request is deduplicated),
+// ts in unix ms (now when absent), compact JSON payload.
+func (a *API) parseEvent(raw json.RawMessage, now time.Time) (event, *inputError) {
+	var in eventIn
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			return event{}, badInput("invalid_event", "%s: want a %s, got a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+		case errors.As(err, &te):
+			return event{}, badInput("invalid_event", "want an event object, got a JSON %s", te.Value)
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return event{}, badInput("invalid_event", "%s (fields are id, type, ts, capsule_id, run_id, payload)", strings.TrimPrefix(err.Error(), "json: "))
+		}
+		return event{}, badInput("invalid_event", "%v", err)
+	}
+	ev := event{ReceivedAt: now.UnixMilli()}
+	if in.Type == nil || *in.Type == "" {
+		return event{}, badInput("invalid_event", "type is required")
+	}
+	if ie := checkText("type", *in.Type, maxEventType); ie != nil {
+		return event{}, ie
+	}
+	ev.Type = *in.Type
+	if in.CapsuleID != nil {
+		if ie := checkText("capsule_id", *in.CapsuleID, maxEventRef); ie != nil {
+			return event{}, ie
+		}
+		ev.CapsuleID = *in.CapsuleID
+	}
+	if in.RunID != nil {
+		if ie := checkText("run_id", *in.RunID, maxEventRef); ie != nil {
+			return event{}, ie
+		}
+		ev.RunID = *in.RunID
+	}
+	ts, ie := parseTS(in.TS, now)
+	if ie != nil {
+		return event{}, ie
+	}
+	ev.TS = ts
+	if p := bytes.TrimSpace(in.Payload); len(p) > 0 && !bytes.Equal(p, []byte("null")) {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, p); err != nil {
+			return event{}, badInput("invalid_event", "payload: %v", err)
+		}
+		if buf.Len() > a.cfg.Events.MaxPayloadBytes {
+			return event{}, &inputError{http.StatusRequestEntityTooLarge, "payload_too_large",
+				fmt.Sprintf("payload: %d bytes of compact JSON, at most %d", buf.Len(), a.cfg.Events.MaxPayloadBytes)}
+		}
+		ev.Payload = buf.String()
+	}
+	if in.ID != nil && *in.ID != "" {
+		id, err := uuid.Parse(*in.ID)
+		if err != nil || len(*in.ID) != 36 {
+			return event{}, badInput("invalid_event", "id: want a UUID like 0b6f7c8e-5d3a-4e7b-9a51-2f0c1d9e8a7b")
+		}
+		ev.ID = id.String()
+	} else {
+		id, err := uuid.NewRandom()
+		if err != nil {
+			return event{}, &inputError{http.StatusInternalServerError, "internal", "could not generate an event id"}
+		}
+		ev.ID = id.String()
+	}
+	return ev, nil
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "ptr":
+		return "string"
+	case "int64", "float64":
+		return "number"
+	}
+	return k
+}
+
+// checkText refuses text with control characters, invalid UTF-8 or over max
+// bytes (fields travel tab-separated in shard lines).
+func checkText(field, s string, max int) *inputError {
+	if len(s) > max {
+		return badInput("invalid_event", "%s: %d bytes, at most %d", field, len(s), max)
+	}
+	if !utf8.ValidString(s) {
+		return badInput("invalid_event", "%s: not valid UTF-8", field)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return badInput("invalid_event", "%s: control characters are not allowed", field)
+		}
+	}
+	return nil
+}
+
+// parseTS reads ts: unix milliseconds (a JSON number) or an RFC 3339
+// string; absent or null is now.
+func parseTS(raw json.RawMessage, now time.Time) (int64, *inputError) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return now.UnixMilli(), nil
+	}
+	var ms int64
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return 0, badInput("invalid_event", "ts: %v", err)
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return 0, badInput("invalid_event", "ts: want unix milliseconds or an RFC 3339 time, got %q", s)
+		}
+		ms = t.UnixMilli()
+	} else {
+		f, err := strconv.ParseFloat(string(raw), 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return 0, badInput("invalid_event", "ts: want unix milliseconds or an RFC 3339 time")
+		}
+		if f < 0 || f > maxTSMillis {
+			return 0, badInput("invalid_event", "ts: %s is out of range (unix milliseconds)", raw)
+		}
+		ms = int64(f)
+	}
+	if ms < 0 || ms > maxTSMillis {
+		return 0, badInput("invalid_event", "ts: out of range")
+	}
+	return ms, nil
+}
+
+// eventsReply is the 202 answer of POST /runtime-events.
+type eventsReply struct {
+	Accepted int      `json:"accepted"`
+	IDs      []string `json:"ids"`
+}
+
+// eventsFailure is the 503 answer: which events are durable anyway (a retry
+// that resends them with these ids is deduplicated) and which are not.
+type eventsFailure struct {
+	Error     errorDetail `json:"error"`
+	Accepted  int         `json:"accepted"`
+	IDs       []string    `json:"ids"`
+	FailedIDs []string    `json:"failed_ids"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// serveRuntimeEvents is POST /runtime-events.
+func (a *API) serveRuntimeEvents(w http.ResponseWriter, r *http.Request) {
+	body, ie := readBody(w, r, a.cfg.Events.MaxBodyBytes)
+	if ie != nil {
+		writeError(w, ie.status, ie.code, ie.msg)
+		return
+	}
+	evs, ie := a.parseEvents(body, a.now())
+	if ie != nil {
+		writeError(w, ie.status, ie.code, ie.msg)
+		return
+	}
+	durable, err := a.ingest(r.Context(), evs)
+	if err != nil {
+		f := eventsFailure{Error: errorDetail{Code: "events_unavailable", Message: err.Error()}, IDs: []string{}, FailedIDs: []string{}}
+		for i, ev := range evs {
+			if durable[i] {
+				f.IDs = append(f.IDs, ev.ID)
+			} else {
+				f.FailedIDs = append(f.FailedIDs, ev.ID)
+			}
+		}
+		f.Accepted = len(f.IDs)
+		w.Header().Set("Retry-After", "1")
+		httpx.WriteJSON(w, http.StatusServiceUnavailable, f)
+		return
+	}
+	rep := eventsReply{Accepted: len(evs), IDs: make([]string, len(evs))}
+	for i, ev := range evs {
+		rep.IDs[i] = ev.ID
+	}
+	httpx.WriteJSON(w, http.StatusAccepted, rep)
+}
+
+// ingest makes every event durable according to RUNTIME_EVENT_DO_MODE and
+// reports which are; an error means at least one is not (and was logged
+// with E-VIBECODR-2138).
+func (a *API) ingest(ctx context.Context, evs []event) ([]bool, error) {
+	ctx = context.WithoutCancel(ctx) // a vanished client must not leave half a batch
+	durable := make([]bool, len(evs))
+	mark := func(idx []int) {
+		for _, i := range idx {
+			durable[i] = true
+		}
+	}
+	all := make([]int, len(evs))
+	for i := range all {
+		all[i] = i
+	}
+	mode := a.cfg.EventMode
+	if mode == ModeOff {
+		if err := a.insertEvents(ctx, evs, all); err != nil {
+			return durable, a.eventsLost(len(evs), "off", err)
+		}
+		a.m.events.WithLabelValues("sql").Add(float64(len(evs)))
+		mark(all)
+		return durable, nil
+	}
+
+	groups, order := a.groupEvents(evs)
+	shardErr := make([]error, len(order))
+	var inlineErr error
+	var wg sync.WaitGroup
+	for gi, s := range order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			shardErr[gi] = a.enqueueEvents(ctx, s, evs, groups[s])
+		}()
+	}
+	if mode == ModeShadow {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inlineErr = a.insertEvents(ctx, evs, all)
+		}()
+	}
+	wg.Wait()
+
+	var failed []int
+	for gi, s := range order {
+		if err := shardErr[gi]; err != nil {
+			a.m.fallback("runtime_events", CodeEventEnqueueFailed)
+			a.log.Warn().Str("code", CodeEventEnqueueFailed).Int("shard", s).Int("count", len(groups[s])).
+				Str("mode", string(mode)).Err(err).Msg("runtime-event shard enqueue failed; writing the events inline")
+			failed = append(failed, groups[s]...)
+		} else {
+			mark(groups[s])
+		}
+	}
+	switch mode {
+	case ModeShadow:
+		if inlineErr == nil {
+			mark(all)
+			a.m.events.WithLabelValues("both").Add(float64(len(evs) - len(failed)))
+			a.m.events.WithLabelValues("sql").Add(float64(len(failed)))
+			return durable, nil
+		}
+		if len(failed) > 0 {
+			return durable, a.eventsLost(len(failed), "shadow", inlineErr)
+		}
+		a.log.Warn().Str("mode", "shadow").Int("count", len(evs)).Err(inlineErr).
+			Msg("shadow inline insert of runtime events failed; the events are durable in their shards")
+		a.m.events.WithLabelValues("shard").Add(float64(len(evs)))
+		return durable, nil
+	default: // primary
+		a.m.events.WithLabelValues("shard").Add(float64(len(evs) - len(failed)))
+		if len(failed) == 0 {
+			return durable, nil
+		}
+		if err := a.insertEvents(ctx, evs, failed); err != nil {
+			return durable, a.eventsLost(len(failed), "primary", err)
+		}
+		a.m.events.WithLabelValues("sql").Add(float64(len(failed)))
+		mark(failed)
+		return durable, nil
+	}
+}
+
+// eventsLost logs E-VIBECODR-2138 and returns the client-facing error.
+func (a *API) eventsLost(n int, mode string, err error) error {
+	a.m.fallback("runtime_events", CodeEventFallbackFailed)
+	a.log.Error().Str("code", CodeEventFallbackFailed).Int("count", n).Str("mode", mode).Err(err).
+		Msg("runtime events could not be made durable: shard and inline SQL insert both failed")
+	return fmt.Errorf("%d event(s) could not be stored; retry with the same ids", n)
+}
+
+// groupEvents groups event indices by the shard their routing key maps to.
+func (a *API) groupEvents(evs []event) (map[int][]int, []int) {
+	n := a.events.Shards()
+	groups := map[int][]int{}
+	var order []int
+	for i := range evs {
+		s := shardOf(evs[i].routingKey(), n)
+		if _, ok := groups[s]; !ok {
+			order = append(order, s)
+		}
+		groups[s] = append(groups[s], i)
+	}
+	return groups, order
+}
+
+// enqueueReply is RUNTIME_EVENT_SHARD's /enqueue answer.
+type enqueueReply struct {
+	Accepted *int `json:"accepted"`
+}
+
+// enqueueEvents sends events idx to one shard: POST /enqueue.
+func (a *API) enqueueEvents(ctx context.Context, shard int, evs []event, idx []int) error {
+	var b bytes.Buffer
+	for _, i := range idx {
+		evs[i].appendLine(&b)
+	}
+	resp, err := a.callShard(ctx, a.events, shard, http.MethodPost, "/enqueue", b.Bytes())
+	if err != nil {
+		return err
+	}
+	var rep enqueueReply
+	if err := json.Unmarshal(resp.Body, &rep); err != nil {
+		return fmt.Errorf("decode /enqueue answer: %w", err)
+	}
+	if rep.Accepted == nil || *rep.Accepted != len(idx) {
+		return fmt.Errorf("/enqueue accepted %v of %d events", rep.Accepted, len(idx))
+	}
+	return nil
+}
+
+// insertEvents writes events idx to runtime_events in one transaction,
+// ON CONFLICT(id) DO NOTHING (a shard flush may write the same ids).
+func (a *API) insertEvents(ctx context.Context, evs []event, idx []int) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tx, err := a.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("insert runtime events: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	for start := 0; start < len(idx); start += insertChunk {
+		chunk := idx[start:min(len(idx), start+insertChunk)]
+		var q strings.Builder
+		q.WriteString("INSERT INTO runtime_events (id, capsule_id, run_id, type, ts, received_at, payload) VALUES ")
+		args := make([]any, 0, 7*len(chunk))
+		for k, i := range chunk {
+			if k > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteString("(?, ?, ?, ?, ?, ?, ?)")
+			e := &evs[i]
+			args = append(args, e.ID, nullable(e.CapsuleID), nullable(e.RunID), e.Type, e.TS, e.ReceivedAt, nullable(e.Payload))
+		}
+		q.WriteString(" ON CONFLICT(id) DO NOTHING")
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("insert runtime events: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("insert runtime events: commit: %w", err)
+	}
+	return nil
+}
+
+// nullable maps "" to SQL NULL.
+func nullable(s string) any {
+	if s == "" {
+		return sql.NullString{}
+	}
+	return s
+}

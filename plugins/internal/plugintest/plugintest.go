@@ -1,0 +1,389 @@
+//go:build !wasip1
+
+// Package plugintest runs one of the repository's plugins on the real host
+// for the plugins' native tests: in-memory (or Badger) shard storage, a
+// migrated in-memory SQLite database behind a fault-injecting wrapper, an
+// analytics recorder, a virtual clock and a captured JSON log.
+package plugintest
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/testutil"
+	"github.com/edgeshard/edgeshard/storage"
+	"github.com/edgeshard/edgeshard/storage/analytics"
+	"github.com/edgeshard/edgeshard/storage/sqldb"
+	"github.com/rs/zerolog"
+)
+
+// Start is where every fixture's virtual clock starts: 2026-01-01T00:00:00Z.
+var Start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Options choose the plugin and its bindings.
+type Options struct {
+	Plugin    string // package dir relative to the repository, e.g. "plugins/counters"
+	Binding   string // binding name
+	Shards    int    // default 32
+	SQL       bool
+	Analytics bool
+	Dataset   string // analytics dataset (default "runtime_events")
+	Badger    bool   // Badger in a temp dir instead of in-memory storage
+	// DataDir, with Badger, reuses a directory (restart tests).
+	DataDir string
+	// DB reuses a database (restart tests).
+	DB *sqldb.DB
+}
+
+// Fixture is a running host with one binding.
+type Fixture struct {
+	Opts  Options
+	H     *host.Host
+	NS    *host.Namespace
+	Clock *clock.Virtual
+	DB    *sqldb.DB
+	SQL   *FailingDB
+	AE    *analytics.Recorder
+	Logs  *LogBuf
+}
+
+// New starts a host running the plugin; it closes with the test.
+func New(t testing.TB, o Options) *Fixture {
+	t.Helper()
+	if o.Shards == 0 {
+		o.Shards = 32
+	}
+	if o.Dataset == "" {
+		o.Dataset = "runtime_events"
+	}
+	f := &Fixture{Opts: o, Clock: clock.NewVirtual(Start), AE: &analytics.Recorder{}, Logs: &LogBuf{}}
+	cfg := host.Config{
+		CacheDir:    testutil.CacheDir(),
+		Clock:       f.Clock,
+		Logger:      zerolog.New(f.Logs).Level(zerolog.DebugLevel),
+		IdleTimeout: time.Hour,
+	}
+	if o.Badger {
+		cfg.DataDir = o.DataDir
+		if cfg.DataDir == "" {
+			cfg.DataDir = t.TempDir()
+		}
+		cfg.SyncWrites = true
+		f.Opts.DataDir = cfg.DataDir
+	} else {
+		cfg.Storage = storage.NewMemory()
+	}
+	b := host.Binding{Name: o.Binding, Module: testutil.Plugin(t, o.Plugin), Shards: o.Shards}
+	if o.SQL {
+		f.DB = o.DB
+		if f.DB == nil {
+			db, err := sqldb.Open("sqlite://:memory:", sqldb.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Migrate(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			f.DB = db
+		}
+		f.SQL = &FailingDB{DB: f.DB}
+		cfg.SQL = map[string]host.SQLDB{"DB": f.SQL}
+		b.SQL = "DB"
+	}
+	if o.Analytics {
+		cfg.Analytics = map[string]host.AnalyticsBinding{"AE": {Dataset: o.Dataset, Sink: f.AE}}
+		b.Analytics = "AE"
+	}
+	cfg.Bindings = []host.Binding{b}
+	h, err := host.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("host.New: %v", err)
+	}
+	f.H = h
+	t.Cleanup(func() { f.Close() })
+	f.NS, _ = h.Namespace(o.Binding)
+	return f
+}
+
+// Close stops the host (idempotent).
+func (f *Fixture) Close() { f.H.Close(context.Background()) }
+
+// Resp is a decoded response.
+type Resp struct {
+	Status int
+	Body   string
+	JSON   map[string]any
+}
+
+// Int returns a top-level JSON number field.
+func (r Resp) Int(name string) int64 {
+	v, _ := r.JSON[name].(float64)
+	return int64(v)
+}
+
+// Code returns the error code of an error body.
+func (r Resp) Code() string {
+	e, _ := r.JSON["error"].(map[string]any)
+	s, _ := e["code"].(string)
+	return s
+}
+
+// Fetch sends a request to the shard key routes to; a host error fails
+// the test.
+func (f *Fixture) Fetch(t testing.TB, key, method, path, body string) Resp {
+	t.Helper()
+	r, err := f.TryFetch(key, method, path, body)
+	if err != nil {
+		t.Fatalf("%s %s (key %q): %v", method, path, key, err)
+	}
+	return r
+}
+
+// TryFetch is Fetch returning the host's error.
+func (f *Fixture) TryFetch(key, method, path, body string) (Resp, error) {
+	resp, err := f.H.Fetch(context.Background(), f.Opts.Binding, key, &abi.Request{Method: method, Path: path, Body: []byte(body)})
+	if err != nil {
+		return Resp{}, err
+	}
+	r := Resp{Status: resp.Status, Body: string(resp.Body)}
+	_ = json.Unmarshal(resp.Body, &r.JSON)
+	return r, nil
+}
+
+// Shard returns the shard name key routes to.
+func (f *Fixture) Shard(t testing.TB, key string) string {
+	t.Helper()
+	s, err := f.NS.ShardFor(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Storage returns every key of the shard key routes to, as the next event
+// would see it.
+func (f *Fixture) Storage(t testing.TB, key string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	var lerr error
+	err := f.NS.Inspect(context.Background(), f.Shard(t, key), func(st *storage.Shard) {
+		kvs, err := st.List(abi.ListOptions{})
+		lerr = err
+		for _, kv := range kvs {
+			out[kv.Key] = string(kv.Value)
+		}
+	})
+	if err == nil {
+		err = lerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// CountPrefix counts the shard's keys with prefix.
+func (f *Fixture) CountPrefix(t testing.TB, key, prefix string) int {
+	t.Helper()
+	n := 0
+	for k := range f.Storage(t, key) {
+		if strings.HasPrefix(k, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// Alarm returns the shard's persisted alarm.
+func (f *Fixture) Alarm(t testing.TB, key string) (time.Time, bool) {
+	t.Helper()
+	var at int64
+	var ok bool
+	var aerr error
+	err := f.NS.Inspect(context.Background(), f.Shard(t, key), func(st *storage.Shard) {
+		at, ok, aerr = st.GetAlarm()
+	})
+	if err == nil {
+		err = aerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.UnixMilli(at), ok
+}
+
+// AlarmIn returns how long from now the shard's alarm is, or -1 if none.
+func (f *Fixture) AlarmIn(t testing.TB, key string) time.Duration {
+	t.Helper()
+	at, ok := f.Alarm(t, key)
+	if !ok {
+		return -1
+	}
+	return at.Sub(f.Clock.Now())
+}
+
+// Settle waits until the shard of key has no alarm due at the current
+// virtual time: it lets queued alarm events finish and fires timers set in
+// the past (handlers that set their alarm to now).
+func (f *Fixture) Settle(t testing.TB, key string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		at, ok := f.Alarm(t, key)
+		if !ok || at.After(f.Clock.Now()) {
+			return
+		}
+		f.Clock.Set(f.Clock.Now())
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatalf("alarm of %q stays due", key)
+}
+
+// Advance moves the virtual clock by d and settles the shard of key.
+func (f *Fixture) Advance(t testing.TB, key string, d time.Duration) {
+	t.Helper()
+	f.Clock.Advance(d)
+	f.Settle(t, key)
+}
+
+// WaitFor polls cond until it holds (alarms run asynchronously).
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// QueryInt runs a query returning one integer (or -1 for no row).
+func (f *Fixture) QueryInt(t testing.TB, q string, args ...any) int64 {
+	t.Helper()
+	var n int64
+	err := f.DB.SQL().QueryRow(q, args...).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return -1
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+// SQL failure modes of FailingDB.
+const (
+	Off              = ""
+	Fail             = "error"
+	CrashAfterCommit = "crash_after_commit"
+)
+
+// ErrInjected is the error of FailingDB in mode Fail.
+var ErrInjected = errors.New("plugintest: injected SQL failure")
+
+// FailingDB wraps a database and injects failures: Fail makes every batch
+// fail before it runs; CrashAfterCommit commits the batch and then returns
+// host.ErrInjectedCrash, which traps the guest right after the commit (the
+// event's storage writes are lost), Times times.
+type FailingDB struct {
+	DB    host.SQLDB
+	mu    sync.Mutex
+	mode  string
+	times int
+	calls int
+}
+
+// Set switches the mode; times ≤ 0 means until switched off.
+func (d *FailingDB) Set(mode string, times int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.mode, d.times = mode, times
+}
+
+// Calls returns how many batches reached the wrapper.
+func (d *FailingDB) Calls() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.calls
+}
+
+func (d *FailingDB) take() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls++
+	m := d.mode
+	if m != Off && d.times > 0 {
+		d.times--
+		if d.times == 0 {
+			d.mode = Off
+		}
+	}
+	return m
+}
+
+// Batch implements host.SQLDB.
+func (d *FailingDB) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error) {
+	switch d.take() {
+	case Fail:
+		return nil, ErrInjected
+	case CrashAfterCommit:
+		if _, err := d.DB.Batch(ctx, stmts); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("committed, then: %w", host.ErrInjectedCrash)
+	}
+	return d.DB.Batch(ctx, stmts)
+}
+
+// LogBuf collects the host's JSON log lines.
+type LogBuf struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *LogBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range strings.Split(string(p), "\n") {
+		if strings.TrimSpace(s) != "" {
+			l.lines = append(l.lines, s)
+		}
+	}
+	return len(p), nil
+}
+
+// String returns the whole log.
+func (l *LogBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// WithCode returns the records whose "code" field is code, decoded (a
+// repeated field keeps its last value, as encoding/json does).
+func (l *LogBuf) WithCode(code string) []map[string]any {
+	l.mu.Lock()
+	lines := append([]string(nil), l.lines...)
+	l.mu.Unlock()
+	var out []map[string]any
+	for _, s := range lines {
+		var m map[string]any
+		if json.Unmarshal([]byte(s), &m) == nil && m["code"] == code {
+			out = append(out, m)
+		}
+	}
+	return out
+}
