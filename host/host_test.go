@@ -274,3 +274,19 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+func TestTraceLogsHostCalls(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) {
+		c.Storage = storage.NewMemory()
+		c.TraceShard = "COUNTER/traced"
+	}))
+	f.call(t, "traced", "POST", "/increment")
+	f.call(t, "quiet", "POST", "/increment")
+	logs := f.logs.String()
+	if !strings.Contains(logs, `"fn":"storage_get"`) || !strings.Contains(logs, `"fn":"storage_put"`) {
+		t.Fatalf("trace of the traced shard missing:\n%s", logs)
+	}
+	if strings.Contains(logs, `"shard":"quiet","component":"trace"`) {
+		t.Fatalf("untraced shard was traced:\n%s", logs)
+	}
+}

@@ -65,6 +65,7 @@ type actor struct {
 
 	live     atomic.Bool
 	memBytes atomic.Uint64
+	trace    bool // log every host call (Config.TraceShard)
 }
 
 func newActor(ns *Namespace, shard string) *actor {
@@ -76,7 +77,39 @@ func newActor(ns *Namespace, shard string) *actor {
 		log:   ns.h.log.With().Str("binding", ns.name).Str("shard", shard).Logger(),
 		store: ns.h.store.Shard(id),
 		out:   &guestOutput{},
+		trace: traced(ns.h.cfg.TraceShard, ns.name, shard),
 	}
+}
+
+// traced reports whether spec ("binding/shard", "binding/*" or "*")
+// selects the shard for host-call tracing.
+func traced(spec, binding, shard string) bool {
+	switch spec {
+	case "":
+		return false
+	case "*", binding + "/*", binding + "/" + shard:
+		return true
+	}
+	return false
+}
+
+// Tracing and TraceHostCall implement wasm.Tracer.
+func (a *actor) Tracing() bool { return a.trace }
+
+func (a *actor) TraceHostCall(fn string, params []uint64, result uint64, errMsg string) {
+	ev := a.log.Info().Str("component", "trace").Str("fn", fn)
+	args := make([]int64, len(params))
+	for i, p := range params {
+		args[i] = int64(p)
+	}
+	ev = ev.Ints64("args", args).Int64("result", int64(result))
+	if r := int64(result); r < 0 && r > -100 {
+		ev = ev.Str("errno", abi.Errno(-r).Error())
+	}
+	if errMsg != "" {
+		ev = ev.Str("error", errMsg)
+	}
+	ev.Msg("host call")
 }
 
 func (a *actor) run() {

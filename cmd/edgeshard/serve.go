@@ -29,10 +29,18 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "edgeshard.toml", "configuration file")
 	watchFiles := fs.Bool("watch", false, "reload a binding when its module file changes (debounced; same validation as a push)")
+	dev := fs.Bool("dev", false, "development mode: human-readable debug logs")
+	trace := fs.String("trace", "", "log every host call of a shard: BINDING/SHARD, BINDING/* or *")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	cfg, err := config.Load(*cfgPath)
+	if err == nil && *dev {
+		cfg.LogFormat, cfg.LogLevel = "console", "debug"
+	}
+	if err == nil && *trace != "" {
+		cfg.Trace = *trace
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "edgeshard serve: %v\n", err)
 		return 1
@@ -114,6 +122,7 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 	hc.QueueDepth = cfg.QueueDepth
 	hc.MemoryLimitMiB = cfg.MemoryLimitMB
 	hc.MaxBodyBytes = cfg.MaxBodyBytes
+	hc.TraceShard = cfg.Trace
 	hc.Logger = log
 	for _, b := range cfg.DurableObjects.Bindings {
 		hc.Bindings = append(hc.Bindings, host.Binding{Name: b.Name, Module: b.Module, Shards: b.Shards, SQL: b.SQL, Analytics: b.Analytics})

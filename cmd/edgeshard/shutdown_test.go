@@ -41,7 +41,7 @@ func TestSIGTERMUnderLoadLosesNoAcknowledgedIncrement(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test")
 	}
-	p := proctest.Start(t, t.TempDir(), adminConfigText(t, proctest.FreeAddr(t)))
+	p := proctest.Start(t, t.TempDir(), adminConfigText(t, proctest.FreeAddr(t)), "EDGESHARD_ADMIN_TOKEN="+adminToken)
 	if st, body := post(t, p.URL()+"/do/COUNTER/alarm/increment"); st != 200 {
 		t.Fatalf("increment: %d %s", st, body)
 	}
@@ -84,6 +84,13 @@ func TestSIGTERMUnderLoadLosesNoAcknowledgedIncrement(t *testing.T) {
 	if steady.Requests == 0 || steady.Errors > 0 {
 		t.Fatalf("load before SIGTERM: %v", steady)
 	}
+	inFlight := 0
+	for _, s := range res.Samples {
+		if s.Err == nil && s.Start < termAt && s.Start+s.Latency > termAt {
+			inFlight++
+		}
+	}
+	t.Logf("%d requests in flight at SIGTERM were drained and acknowledged", inFlight)
 	if errs := res.Errors(); len(errs) > 0 {
 		t.Logf("first refused request: %v", errs[0].Err)
 	}

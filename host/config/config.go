@@ -38,6 +38,7 @@ type File struct {
 	AdminToken     string             `toml:"admin_token"`
 	DataDir        string             `toml:"data_dir"`
 	CacheDir       string             `toml:"cache_dir"` // wazero compilation cache; default data_dir/cache
+	Trace          string             `toml:"trace"`     // BINDING/SHARD whose host calls are logged
 	LogLevel       string             `toml:"log_level"`
 	LogFormat      string             `toml:"log_format"` // json (default) or console
 	SyncWrites     *bool              `toml:"sync_writes"`

@@ -105,11 +105,11 @@ func TestConfigFromFile(t *testing.T) {
 func TestConfigFromFileErrors(t *testing.T) {
 	for toml, wantAll := range map[string][]string{
 		"[vars]\nCOUNTER_DO_MODE = \"sometimes\"\n[auth]\njwt_secret = \"x\"\n":      {"COUNTER_DO_MODE", "primary, shadow or off"},
-		"[proxy.limits]\nuser = \"lots\"\nbogus = \"1/m\"\n":                        {"proxy.limits.user", "proxy.limits.bogus", "jwt_secret"},
+		"[proxy.limits]\nuser = \"lots\"\nbogus = \"1/m\"\n":                         {"proxy.limits.user", "proxy.limits.bogus", "jwt_secret"},
 		"[proxy]\nallow_hosts = [\"no-port\"]\n[auth]\njwt_secret = \"x\"\n":         {"allow_hosts"},
 		"[auth]\njwt_secret = \"x\"\ncolour = \"red\"\n":                             {"auth.colour"},
-		"[auth]\ntrust_user_header = \"X User\"\n":                                  {"trust_user_header"},
-		"[runtime_events]\nmax_events = 99999\n[auth]\njwt_secret = \"x\"\n":        {"max_events"},
+		"[auth]\ntrust_user_header = \"X User\"\n":                                   {"trust_user_header"},
+		"[runtime_events]\nmax_events = 99999\n[auth]\njwt_secret = \"x\"\n":         {"max_events"},
 		"[reconcile]\ninterval = \"soon\"\n[auth]\njwt_secret = \"x\"\n":             {"invalid duration"},
 		"[edge]\nshard_timeout = 5\n[auth]\njwt_secret = \"x\"\n":                    {"edge"},
 		"[proxy]\nmax_redirects = 50\n[auth]\njwt_secret = \"x\"\n":                  {"max_redirects"},

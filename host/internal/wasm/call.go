@@ -35,6 +35,14 @@ type Env interface {
 	WriteDataPoint(p abi.DataPoint) error
 }
 
+// Tracer is implemented by an Env that wants every host call reported
+// (edgeshard serve --trace). Tracing reports whether it is on; it is asked
+// once per event.
+type Tracer interface {
+	Tracing() bool
+	TraceHostCall(fn string, params []uint64, result uint64, errMsg string)
+}
+
 // ErrNotGranted is returned by an Env for a binding its namespace lacks.
 var ErrNotGranted = errors.New("binding not granted")
 
@@ -58,12 +66,16 @@ type call struct {
 	errMsg  string // detail of the last failed call, for error_message
 	crash   error  // set by errno for ErrCrash: trap the guest after the call
 	ctx     context.Context
+	tracer  Tracer // non-nil while tracing this event
 }
 
 type callKey struct{}
 
 func withCall(ctx context.Context, c *call) context.Context {
 	c.ctx = ctx
+	if t, ok := c.env.(Tracer); ok && t.Tracing() {
+		c.tracer = t
+	}
 	return context.WithValue(ctx, callKey{}, c)
 }
 

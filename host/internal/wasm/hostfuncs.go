@@ -59,7 +59,7 @@ func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
 		if _, ok := abi.FunctionGroups[hf.name]; !ok {
 			return fmt.Errorf("host function %s has no binding group", hf.name)
 		}
-		fn := hf.fn
+		fn, name, nparams := hf.fn, hf.name, len(hf.params)
 		b.NewFunctionBuilder().
 			WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
 				c := callFrom(ctx)
@@ -70,7 +70,18 @@ func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
 					}
 					return
 				}
-				fn(c, mod, stack)
+				if c.tracer != nil {
+					params := append([]uint64(nil), stack[:nparams]...)
+					c.errMsg = ""
+					fn(c, mod, stack)
+					var res uint64
+					if len(stack) > 0 {
+						res = stack[0]
+					}
+					c.tracer.TraceHostCall(name, params, res, c.errMsg)
+				} else {
+					fn(c, mod, stack)
+				}
 				if c.crash != nil {
 					err := c.crash
 					c.crash = nil
