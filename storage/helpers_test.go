@@ -63,7 +63,9 @@ type testBackend struct {
 	log   []*Batch // batches handed to the inner backend
 }
 
-func wrap(b Backend) *testBackend { return &testBackend{Backend: b, entered: make(chan struct{}, 1<<16)} }
+func wrap(b Backend) *testBackend {
+	return &testBackend{Backend: b, entered: make(chan struct{}, 1<<16)}
+}
 
 func (b *testBackend) Get(id ShardID, key string) ([]byte, bool, error) {
 	b.gets.Add(1)
@@ -85,7 +87,10 @@ func (b *testBackend) Apply(batches []*Batch) error {
 		b.fails--
 	}
 	b.mu.Unlock()
-	b.entered <- struct{}{}
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
 	if gate != nil {
 		<-gate
 	}
@@ -285,13 +290,10 @@ func listOptionCases(prefixes, bounds []string, limits []uint32) []abi.ListOptio
 	for _, b := range bounds {
 		lowers = append(lowers, lower{start: true, v: b}, lower{after: true, v: b})
 	}
-	uppers := append([]*string{nil}, func() []*string {
-		var u []*string
-		for i := range bounds {
-			u = append(u, &bounds[i])
-		}
-		return u
-	}()...)
+	uppers := []*string{nil}
+	for i := range bounds {
+		uppers = append(uppers, &bounds[i])
+	}
 	for _, p := range prefixes {
 		for _, lo := range lowers {
 			for _, hi := range uppers {

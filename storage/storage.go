@@ -4,15 +4,31 @@
 //
 //   - A Backend is the durable store shared by all shards of a host: Badger
 //     (OpenBadger) in production, maps (NewMemory) in tests and the
-//     conformance kit. It applies groups of per-event batches atomically and
-//     durably.
-//   - The Engine sits on top of a Backend and gives each shard's actor a
-//     Shard handle with Durable Objects semantics: the writes of one event
-//     commit atomically, a later event reads them at once (before they are
-//     durable), reads of the shard's own data are served from memory, and a
-//     single committer goroutine groups the events of all shards into one
-//     Backend.Apply (one fsync) — the output gate costs latency, not
-//     throughput.
+//     conformance kit. It applies groups of per-event batches, each batch
+//     atomically, and returns once they are durable.
+//   - The Engine sits on a Backend and gives each shard's actor a Shard
+//     handle with Durable Objects semantics.
+//
+// How a Shard serves its actor:
+//
+//   - The current event's writes are buffered in the handle; reads see them.
+//     Commit turns them into one Batch, hands it to the committer and returns
+//     at once; Abort drops them.
+//   - Committed batches not yet durable form the overlay: the latest write of
+//     each key (and a pending DeleteAll, which hides the backend). The next
+//     event reads through it, so the actor pipelines events without waiting
+//     for the disk. When a batch becomes durable the actor folds its writes
+//     from the overlay into the read cache, a per-shard LRU of durable values
+//     (absent keys included) bounded in bytes, so reading a shard's own data
+//     does not go back to Badger.
+//   - A single committer goroutine takes every batch submitted so far, over
+//     all shards, and applies them with one Backend.Apply — one Badger
+//     transaction and one fsync — then resolves their Pendings (the output
+//     gate); batches arriving meanwhile form the next group.
+//   - If Apply fails, every batch of the group fails, the shards involved
+//     report Err, and their later batches, built on the lost state, fail
+//     without being applied (they belong to a failed generation). Reset
+//     starts a new generation from the backend's durable state.
 package storage
 
 import (
@@ -101,10 +117,12 @@ type ApplyError struct {
 	Err     error
 }
 
+// Error describes the failure and how far Apply got.
 func (e *ApplyError) Error() string {
 	return fmt.Sprintf("storage: applied %d batches, then: %v", e.Applied, e.Err)
 }
 
+// Unwrap returns the cause.
 func (e *ApplyError) Unwrap() error { return e.Err }
 
 // checkKey reports whether key is within the key size limit.

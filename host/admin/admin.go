@@ -164,16 +164,16 @@ func (s *Server) putModule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	max := s.opts.MaxModuleBytes
-	if r.ContentLength > max {
-		httpx.WriteError(w, http.StatusRequestEntityTooLarge, "module_too_large", fmt.Sprintf("module of %d bytes exceeds the %d-byte limit", r.ContentLength, max))
+	limit := s.opts.MaxModuleBytes
+	if r.ContentLength > limit {
+		httpx.WriteError(w, http.StatusRequestEntityTooLarge, "module_too_large", fmt.Sprintf("module of %d bytes exceeds the %d-byte limit", r.ContentLength, limit))
 		return
 	}
-	bin, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	bin, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			httpx.WriteError(w, http.StatusRequestEntityTooLarge, "module_too_large", fmt.Sprintf("module exceeds the %d-byte limit", max))
+			httpx.WriteError(w, http.StatusRequestEntityTooLarge, "module_too_large", fmt.Sprintf("module exceeds the %d-byte limit", limit))
 			return
 		}
 		httpx.WriteError(w, http.StatusBadRequest, "bad_body", "could not read the module: "+err.Error())

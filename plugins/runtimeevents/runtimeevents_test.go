@@ -3,7 +3,6 @@
 package main_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -335,7 +334,6 @@ func TestBufferSurvivesHostRestart(t *testing.T) {
 	}
 	f2.Advance(t, capsule, 5*time.Second)
 	plugintest.WaitFor(t, "flush after restart", func() bool { return rows(t, f2) == 5 })
-	_ = context.Background
 }
 
 func TestConformanceSuite(t *testing.T) {

@@ -98,6 +98,8 @@ func (c *call) errno(err error) abi.Errno {
 		return abi.ErrnoNotGranted
 	case errors.Is(err, storage.ErrKeyTooLarge), errors.Is(err, storage.ErrValueTooLarge), errors.Is(err, storage.ErrTooManyKeys):
 		return abi.ErrnoTooLarge
+	case errors.Is(err, storage.ErrInvalid):
+		return abi.ErrnoInvalid
 	case errors.Is(err, context.DeadlineExceeded):
 		return abi.ErrnoDeadline
 	case errors.Is(err, context.Canceled):

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
@@ -25,6 +26,10 @@ type Config struct {
 	// Interpreter selects wazero's interpreter instead of the compiler
 	// (for platforms without the compiler; much slower).
 	Interpreter bool
+	// StartTimeout bounds instantiation: the start functions, the ABI
+	// version probe and edgeshard_init (default 10s). A caller's earlier
+	// context deadline still wins.
+	StartTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -33,6 +38,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxModuleBytes <= 0 {
 		c.MaxModuleBytes = 64 << 20
+	}
+	if c.StartTimeout <= 0 {
+		c.StartTimeout = 10 * time.Second
 	}
 	return c
 }

@@ -1,12 +1,24 @@
 package wasm
 
 import (
+	"fmt"
+
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/tetratelabs/wazero/api"
 )
 
+// maxAlarmMs is the latest alarm time accepted (year 9999): later times
+// are surely a bug and would overflow a time.Duration until they fire.
+const maxAlarmMs = 253402300799999
+
 // alarm_set(unix_ms i64) -> i32: sets the shard's one alarm (group "alarm").
+// Times ≤ 0 or after the year 9999 answer -ErrnoInvalid.
 func alarmSet(c *call, mod api.Module, s []uint64) {
+	if ms := int64(s[0]); ms <= 0 || ms > maxAlarmMs {
+		c.errMsg = fmt.Sprintf("alarm time %d ms is outside 1..%d (year 9999)", ms, int64(maxAlarmMs))
+		s[0] = neg(abi.ErrnoInvalid)
+		return
+	}
 	if err := c.env.SetAlarm(int64(s[0])); err != nil {
 		s[0] = neg(c.errno(err))
 		return
@@ -93,15 +105,15 @@ func sqlExec(c *call, mod api.Module, s []uint64) {
 		s[0] = neg(abi.ErrnoFault)
 		return
 	}
+	if err := sqlCounts(raw); err != nil {
+		c.errMsg = err.Error()
+		s[0] = neg(abi.ErrnoTooLarge)
+		return
+	}
 	stmts, err := abi.DecodeStatements(raw)
 	if err != nil {
 		c.errMsg = err.Error()
 		s[0] = neg(abi.ErrnoInvalid)
-		return
-	}
-	if len(stmts) > abi.MaxSQLStatements {
-		c.errMsg = "too many statements in one batch"
-		s[0] = neg(abi.ErrnoTooLarge)
 		return
 	}
 	rs, err := c.env.SQL(c.ctx, stmts)
@@ -116,12 +128,51 @@ func sqlExec(c *call, mod api.Module, s []uint64) {
 	s[0] = c.reply(mod, abi.AppendResults(nil, rs), u32(s[2]), u32(s[3]))
 }
 
+// sqlCounts walks an encoded batch without allocating and reports a
+// statement or argument count above the ABI limits. Decoding first would let
+// a 16 MiB batch of one-byte NULL arguments cost the host 16 bytes of []any
+// per byte. Malformed input is left for the decoder to report.
+func sqlCounts(raw []byte) error {
+	d := abi.NewDecoder(raw)
+	n := d.U32()
+	if n > abi.MaxSQLStatements {
+		return fmt.Errorf("%d statements in one batch, at most %d allowed", n, abi.MaxSQLStatements)
+	}
+	for i := uint32(0); i < n && d.Err() == nil; i++ {
+		d.Bytes() // SQL text
+		na := d.U32()
+		if na > abi.MaxSQLArgs {
+			return fmt.Errorf("statement %d: %d arguments, at most %d allowed", i+1, na, abi.MaxSQLArgs)
+		}
+		for j := uint32(0); j < na && d.Err() == nil; j++ {
+			switch d.U8() {
+			case abi.TagInt, abi.TagFloat:
+				d.U64()
+			case abi.TagText, abi.TagBlob:
+				d.Bytes()
+			}
+		}
+	}
+	return nil
+}
+
+// maxDataPointBytes is the largest encoding of a data point within the
+// analytics limits; anything longer breaks one of them.
+const maxDataPointBytes = 4 + abi.MaxAnalyticsIdx*(4+abi.MaxAnalyticsIdxB) +
+	4 + abi.MaxAnalyticsBlob*4 + abi.MaxAnalyticsBlobTotal +
+	4 + abi.MaxAnalyticsDbl*8
+
 // analytics_write(point_ptr, point_len) -> i32: records an encoded
 // abi.DataPoint (group "analytics"); -ErrnoAnalytics when rejected.
 func analyticsWrite(c *call, mod api.Module, s []uint64) {
 	raw, ok := read(mod, u32(s[0]), u32(s[1]))
 	if !ok {
 		s[0] = neg(abi.ErrnoFault)
+		return
+	}
+	if len(raw) > maxDataPointBytes {
+		c.errMsg = fmt.Sprintf("data point of %d bytes exceeds the analytics limits (%d bytes)", len(raw), maxDataPointBytes)
+		s[0] = neg(abi.ErrnoTooLarge)
 		return
 	}
 	dp, err := abi.DecodeDataPoint(raw)

@@ -1,6 +1,9 @@
 package wasm
 
 import (
+	"encoding/binary"
+	"fmt"
+
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/tetratelabs/wazero/api"
 )
@@ -8,6 +11,40 @@ import (
 // Storage host functions (group "storage"). Keys are at most
 // abi.MaxKeySize bytes, values abi.MaxValueSize, multi-key calls at most
 // abi.MaxMultiKeys keys; a breach answers -ErrnoTooLarge and changes nothing.
+// Sizes are checked before anything is copied or decoded, so a guest cannot
+// make the host allocate far more than the limits allow.
+
+const (
+	// maxKeysBytes is the largest encoded Keys a multi-key call can need.
+	maxKeysBytes = 4 + abi.MaxMultiKeys*(4+abi.MaxKeySize)
+	// maxKVsBytes is the largest encoded KVs storage_put_multi can need.
+	maxKVsBytes = 4 + abi.MaxMultiKeys*(8+abi.MaxKeySize+abi.MaxValueSize)
+	// maxListOptsBytes bounds encoded ListOptions (four strings of about
+	// a key each, with room for bounds a little past the longest key).
+	maxListOptsBytes = 64 << 10
+)
+
+// tooLarge answers -ErrnoTooLarge with a message for error_message.
+func (c *call) tooLarge(s []uint64, format string, args ...any) {
+	c.errMsg = fmt.Sprintf(format, args...)
+	s[0] = neg(abi.ErrnoTooLarge)
+}
+
+// multiTooLarge checks an encoded Keys or KVs argument against its byte
+// limit and its count (the leading u32) against abi.MaxMultiKeys.
+func (c *call) multiTooLarge(s []uint64, raw []byte, maxBytes int) bool {
+	if len(raw) > maxBytes {
+		c.tooLarge(s, "encoded keys of %d bytes exceed %d", len(raw), maxBytes)
+		return true
+	}
+	if len(raw) >= 4 {
+		if n := binary.LittleEndian.Uint32(raw); n > abi.MaxMultiKeys {
+			c.tooLarge(s, "%d keys in one call, at most %d allowed", n, abi.MaxMultiKeys)
+			return true
+		}
+	}
+	return false
+}
 
 func (c *call) store(s []uint64) Store {
 	if st := c.env.Store(); st != nil {
@@ -58,6 +95,9 @@ func storageGetMulti(c *call, mod api.Module, s []uint64) {
 		s[0] = neg(abi.ErrnoFault)
 		return
 	}
+	if c.multiTooLarge(s, raw, maxKeysBytes) {
+		return
+	}
 	keys, err := abi.DecodeKeys(raw)
 	if err != nil {
 		c.errMsg = err.Error()
@@ -85,6 +125,14 @@ func storagePut(c *call, mod api.Module, s []uint64) {
 		s[0] = neg(abi.ErrnoFault)
 		return
 	}
+	if len(key) > abi.MaxKeySize {
+		c.tooLarge(s, "key of %d bytes exceeds %d", len(key), abi.MaxKeySize)
+		return
+	}
+	if len(val) > abi.MaxValueSize {
+		c.tooLarge(s, "value of %d bytes exceeds %d", len(val), abi.MaxValueSize)
+		return
+	}
 	if err := st.Put(string(key), append([]byte(nil), val...), u32(s[4])&abi.PutAllowUnconfirmed != 0); err != nil {
 		s[0] = neg(c.errno(err))
 		return
@@ -101,6 +149,9 @@ func storagePutMulti(c *call, mod api.Module, s []uint64) {
 	raw, ok := read(mod, u32(s[0]), u32(s[1]))
 	if !ok {
 		s[0] = neg(abi.ErrnoFault)
+		return
+	}
+	if c.multiTooLarge(s, raw, maxKVsBytes) {
 		return
 	}
 	kvs, err := abi.DecodeKVs(raw)
@@ -130,6 +181,10 @@ func storageDelete(c *call, mod api.Module, s []uint64) {
 		s[0] = neg(abi.ErrnoFault)
 		return
 	}
+	if len(key) > abi.MaxKeySize {
+		c.tooLarge(s, "key of %d bytes exceeds %d", len(key), abi.MaxKeySize)
+		return
+	}
 	existed, err := st.Delete(string(key))
 	if err != nil {
 		s[0] = neg(c.errno(err))
@@ -151,6 +206,9 @@ func storageDeleteMulti(c *call, mod api.Module, s []uint64) {
 	raw, ok := read(mod, u32(s[0]), u32(s[1]))
 	if !ok {
 		s[0] = neg(abi.ErrnoFault)
+		return
+	}
+	if c.multiTooLarge(s, raw, maxKeysBytes) {
 		return
 	}
 	keys, err := abi.DecodeKeys(raw)
@@ -176,6 +234,10 @@ func storageList(c *call, mod api.Module, s []uint64) {
 	raw, ok := read(mod, u32(s[0]), u32(s[1]))
 	if !ok {
 		s[0] = neg(abi.ErrnoFault)
+		return
+	}
+	if len(raw) > maxListOptsBytes {
+		c.tooLarge(s, "list options of %d bytes exceed %d", len(raw), maxListOptsBytes)
 		return
 	}
 	opts, err := abi.DecodeListOptions(raw)

@@ -79,6 +79,11 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 	} else {
 		mc = mc.WithSysNanotime()
 	}
+	// A start function or init that never returns must not wedge its
+	// caller (a shard's actor, a module load): the runtime closes the module
+	// when this deadline passes (WithCloseOnContextDone), as for an event.
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.StartTimeout)
+	defer cancel()
 	// Init may call host functions (a plugin reading a var in init); give
 	// it an empty call state so they answer "not granted" instead of crashing.
 	ictx := withCall(ctx, &call{})
@@ -194,6 +199,9 @@ func (i *Instance) Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.R
 	}
 	if resp.Status < 100 || resp.Status > 599 {
 		return nil, i.killWith(fmt.Errorf("%w: status %d", ErrBadResponse, resp.Status))
+	}
+	if len(resp.Body) > abi.MaxResponseBody {
+		return nil, i.killWith(fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrBadResponse, len(resp.Body), abi.MaxResponseBody))
 	}
 	resp.Body = append([]byte(nil), resp.Body...) // raw aliases guest memory
 	return resp, nil
