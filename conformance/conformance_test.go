@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,17 +24,32 @@ func opts(backend string) conformance.Options {
 	return conformance.Options{CacheDir: testutil.CacheDir(), Backend: backend}
 }
 
-// TestCounterSuite runs the example counter's suite on both backends.
+// TestCounterSuite runs the example counter's suite on both backends:
+// through RunSuite on memory (checking the report), through Run on badger.
 func TestCounterSuite(t *testing.T) {
+	t.Parallel()
 	wasm := testutil.Plugin(t, "examples/counter")
-	for _, b := range backends {
-		t.Run(b, func(t *testing.T) { conformance.Run(t, wasm, counterSuite(), opts(b)) })
-	}
+	t.Run("memory", func(t *testing.T) {
+		s, err := conformance.LoadSuite(counterSuite())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep := conformance.RunSuite(context.Background(), wasm, s, opts(conformance.BackendMemory))
+		if rep.Failed != 0 || rep.Passed != len(s.Scenarios) || rep.Err != nil {
+			t.Fatalf("report: %d passed, %d failed, err %v, want all %d passed:\n%s", rep.Passed, rep.Failed, rep.Err, len(s.Scenarios), rep)
+		}
+		out := rep.String()
+		if !strings.HasPrefix(out, "PASS a fresh counter reads 0 (") || !strings.HasSuffix(out, "\n8 passed, 0 failed\n") {
+			t.Fatalf("report text:\n%s", out)
+		}
+	})
+	t.Run("badger", func(t *testing.T) { conformance.Run(t, wasm, counterSuite(), opts(conformance.BackendBadger)) })
 }
 
 // TestLedgerSuite covers the SQL, analytics, log, vars and alarm-retry
 // steps with a test plugin that uses every binding.
 func TestLedgerSuite(t *testing.T) {
+	t.Parallel()
 	wasm := testutil.Plugin(t, "conformance/testdata/ledger")
 	for _, b := range backends {
 		t.Run(b, func(t *testing.T) { conformance.Run(t, wasm, "testdata/ledger.json", opts(b)) })
@@ -42,6 +58,7 @@ func TestLedgerSuite(t *testing.T) {
 
 // TestPluginSuites runs each pipeline plugin's own suite on both backends.
 func TestPluginSuites(t *testing.T) {
+	t.Parallel()
 	for _, name := range []string{"ratelimit", "runtimeevents", "counters"} {
 		t.Run(name, func(t *testing.T) {
 			dir := repoPath(filepath.Join("plugins", name))
@@ -61,33 +78,25 @@ func TestPluginSuites(t *testing.T) {
 	}
 }
 
-func TestRunSuiteReport(t *testing.T) {
+func TestRunSuiteFilterAndTrace(t *testing.T) {
+	t.Parallel()
 	wasm := testutil.Plugin(t, "examples/counter")
 	s, err := conformance.LoadSuite(counterSuite())
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := conformance.RunSuite(context.Background(), wasm, s, opts(""))
-	if rep.Failed != 0 || rep.Passed != len(s.Scenarios) || rep.Err != nil {
-		t.Fatalf("report: %d passed, %d failed, err %v, want all %d passed:\n%s", rep.Passed, rep.Failed, rep.Err, len(s.Scenarios), rep)
-	}
-	out := rep.String()
-	if !strings.HasPrefix(out, "PASS a fresh counter reads 0 (") || !strings.HasSuffix(out, "\n8 passed, 0 failed\n") {
-		t.Fatalf("report text:\n%s", out)
-	}
-
-	// The filter selects by substring.
 	o := opts("")
-	o.Filter = "reset-after"
+	o.Filter = "panic"
 	var trace []string
-	o.Logf = func(f string, a ...any) { trace = append(trace, f) }
-	rep = conformance.RunSuite(context.Background(), wasm, s, o)
-	if rep.Passed != 3 || rep.Failed != 0 {
+	o.Logf = func(f string, a ...any) { trace = append(trace, fmt.Sprintf(f, a...)) }
+	rep := conformance.RunSuite(context.Background(), wasm, s, o)
+	if rep.Passed != 1 || rep.Failed != 0 || len(rep.Results) != 1 {
 		t.Fatalf("filtered report:\n%s", rep)
 	}
-	if len(trace) == 0 {
-		t.Fatal("Logf was not called")
-	}
+	wantContains(t, strings.Join(trace, "\n"),
+		`steps[1] fetch POST /panic key="p"`,
+		"→ host error shard_crashed (status 500): plugin trapped",
+		`steps[0] fetch POST /increment key="p"`)
 }
 
 // runInline runs a suite given as JSON against the counter plugin.
@@ -110,6 +119,7 @@ func wantContains(t *testing.T, text string, subs ...string) {
 }
 
 func TestWrongExpectationFails(t *testing.T) {
+	t.Parallel()
 	wasm := testutil.Plugin(t, "examples/counter")
 	rep := runInline(t, wasm, `{
 		"format": "edgeshard-conformance/v1",
@@ -149,6 +159,7 @@ func TestWrongExpectationFails(t *testing.T) {
 }
 
 func TestFailureMessages(t *testing.T) {
+	t.Parallel()
 	wasm := testutil.Plugin(t, "examples/counter")
 	cases := []struct {
 		name, steps string
@@ -214,6 +225,7 @@ func TestFailureMessages(t *testing.T) {
 	}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			rep := runInline(t, wasm, `{"format": "edgeshard-conformance/v1", "binding": {"name": "COUNTER"},
 				"scenarios": [{"name": "s", "steps": [`+c.steps+`]}]}`)
 			if rep.Failed != 1 {
@@ -226,6 +238,7 @@ func TestFailureMessages(t *testing.T) {
 
 // TestLedgerFailureMessages checks the SQL and analytics failure output.
 func TestLedgerFailureMessages(t *testing.T) {
+	t.Parallel()
 	wasm := testutil.Plugin(t, "conformance/testdata/ledger")
 	rep := runInline(t, wasm, `{"format": "edgeshard-conformance/v1",
 		"binding": {"name": "LEDGER", "sql": true, "analytics": true},
@@ -263,6 +276,7 @@ func TestLedgerFailureMessages(t *testing.T) {
 // TestBrokenPluginFailsSuite runs the counter suite against a counter
 // whose alarm does not reset the count.
 func TestBrokenPluginFailsSuite(t *testing.T) {
+	t.Parallel()
 	wasm := testutil.Plugin(t, "conformance/testdata/brokencounter")
 	s, err := conformance.LoadSuite(counterSuite())
 	if err != nil {

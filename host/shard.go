@@ -66,6 +66,7 @@ type actor struct {
 	live     atomic.Bool
 	memBytes atomic.Uint64
 	trace    bool // log every host call (Config.TraceShard)
+	next     atomic.Pointer[prepared]
 }
 
 func newActor(ns *Namespace, shard string) *actor {
@@ -128,6 +129,7 @@ func (a *actor) run() {
 			a.waitLast()
 			if a.ns.evict(a) {
 				a.closeInstance()
+				a.dropPrepared()
 				return
 			}
 			timer.Reset(idle)
@@ -143,6 +145,7 @@ func (a *actor) run() {
 			}
 			a.waitLast()
 			a.closeInstance()
+			a.dropPrepared()
 			return
 		}
 	}
@@ -181,6 +184,36 @@ func (a *actor) instance() (*wasm.Instance, error) {
 		return a.inst, nil
 	}
 	a.closeInstance()
+	var inst *wasm.Instance
+	if p := a.next.Swap(nil); p != nil {
+		if p.ver == cur {
+			inst = p.inst // prepared by Swap off this goroutine
+		} else {
+			p.inst.Close(context.Background())
+			p.ver.users.Add(-1)
+		}
+	}
+	if inst == nil {
+		t0 := time.Now()
+		var err error
+		inst, err = a.instantiate(cur)
+		if err != nil {
+			a.log.Error().Err(err).Str("guest_output", a.out.take()).Msg("shard instance failed to start")
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		cur.users.Add(1)
+		a.log.Debug().Str("module", cur.mod.Short()).Dur("took", time.Since(t0)).Msg("shard instance started")
+	}
+	a.inst, a.instVer = inst, cur
+	a.ns.metrics.starts.Inc()
+	a.live.Store(true)
+	a.memBytes.Store(inst.MemoryBytes())
+	return inst, nil
+}
+
+// instantiate starts an instance of v wired to this shard's output and
+// clock. It may run on any goroutine (Swap prepares instances ahead).
+func (a *actor) instantiate(v *Version) (*wasm.Instance, error) {
 	cfg := wasm.InstanceConfig{Stdout: a.out, Stderr: a.out}
 	if _, real := a.ns.h.cfg.Clock.(clock.Real); !real {
 		// Guest clocks follow the host's (virtual) clock. Nanotime must never
@@ -189,19 +222,21 @@ func (a *actor) instance() (*wasm.Instance, error) {
 		cfg.Walltime = c.Now
 		cfg.Nanotime = func() int64 { return c.Now().UnixNano() }
 	}
-	t0 := time.Now()
-	inst, err := cur.mod.Instantiate(context.Background(), cfg)
-	if err != nil {
-		a.log.Error().Err(err).Str("guest_output", a.out.take()).Msg("shard instance failed to start")
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	return v.mod.Instantiate(context.Background(), cfg)
+}
+
+// prepared is an instance of a new version made ready before a swap.
+type prepared struct {
+	ver  *Version
+	inst *wasm.Instance
+}
+
+// dropPrepared releases an instance Swap prepared but the shard never used.
+func (a *actor) dropPrepared() {
+	if p := a.next.Swap(nil); p != nil {
+		p.inst.Close(context.Background())
+		p.ver.users.Add(-1)
 	}
-	a.inst, a.instVer = inst, cur
-	cur.users.Add(1)
-	a.ns.metrics.starts.Inc()
-	a.live.Store(true)
-	a.memBytes.Store(inst.MemoryBytes())
-	a.log.Debug().Str("module", cur.mod.Short()).Dur("took", time.Since(t0)).Msg("shard instance started")
-	return inst, nil
 }
 
 func (a *actor) closeInstance() {

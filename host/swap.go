@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Swap replaces the namespace's module with bin, the way Caddy reloads:
@@ -30,6 +31,7 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 		v.mod.Close(ctx) // same bytes: drop the extra reference, nothing to swap
 		return old, nil
 	}
+	ns.prepare(v)
 	ns.cur.Store(v)
 	ns.retire(ctx, ns.prev)
 	ns.prev = old
@@ -97,4 +99,38 @@ func (ns *Namespace) sweepLater() {
 			ns.sweepRetired(context.Background())
 		}
 	}()
+}
+
+// prepare instantiates v for every live shard before the switch, a few at a
+// time, so a shard's first event on the new version does not pay for the
+// instantiation. A shard whose preparation fails instantiates inline later.
+func (ns *Namespace) prepare(v *Version) {
+	ns.mu.RLock()
+	var live []*actor
+	for _, a := range ns.actors {
+		if a.live.Load() {
+			live = append(live, a)
+		}
+	}
+	ns.mu.RUnlock()
+	sem := make(chan struct{}, 2)
+	var wg sync.WaitGroup
+	for _, a := range live {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(a *actor) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			inst, err := a.instantiate(v)
+			if err != nil {
+				return
+			}
+			v.users.Add(1)
+			if old := a.next.Swap(&prepared{ver: v, inst: inst}); old != nil {
+				old.inst.Close(context.Background())
+				old.ver.users.Add(-1)
+			}
+		}(a)
+	}
+	wg.Wait()
 }
