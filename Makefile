@@ -5,7 +5,7 @@ BUILD     := build
 WASMENV   := GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0
 WASMBUILD := $(WASMENV) $(GO) build -buildmode=c-shared -trimpath
 PLUGINS   := ratelimit runtimeevents counters
-EXAMPLES  := counter
+EXAMPLES  := counter leaderboard idempotency presence tutorial
 CONFIG    ?= edgeshard.toml
 TESTFLAGS ?= -race -count=1 -timeout 30m
 

@@ -326,7 +326,7 @@ func (w *world) fetch(ctx context.Context, f *Fetch, e *Expect) *Failure {
 	}
 	resp, err := w.ns.Fetch(ctx, f.Key, req)
 	o := outcomeOf(resp, err)
-	w.logf("  → %s", o)
+	w.logf("  → %s", strings.ReplaceAll(o.String(), "\n", "\n      "))
 	if ctx.Err() != nil {
 		return &Failure{Message: fmt.Sprintf("the fetch did not finish within %v", stepTimeout), Got: o.String()}
 	}

@@ -130,6 +130,7 @@ func (a *actor) run() {
 			if a.ns.evict(a) {
 				a.closeInstance()
 				a.dropPrepared()
+				a.store.Close() // frees the shard's overlay and read cache
 				return
 			}
 			timer.Reset(idle)
@@ -146,6 +147,7 @@ func (a *actor) run() {
 			a.waitLast()
 			a.closeInstance()
 			a.dropPrepared()
+			a.store.Close()
 			return
 		}
 	}

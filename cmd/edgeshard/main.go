@@ -3,6 +3,8 @@
 //
 //	edgeshard serve [--config edgeshard.toml] [--watch]  run the host
 //	edgeshard validate FILE.wasm                         check a module against ABI v1
+//	edgeshard conformance --plugin FILE.wasm             run a conformance suite against a plugin
+//	edgeshard new NAME [--dir DIR] [--sdk PATH]          scaffold a shard project
 //	edgeshard push --binding NAME FILE.wasm              hot-swap a binding's module (admin API)
 //	edgeshard rollback --binding NAME                    back to the previous module (admin API)
 //	edgeshard status                                     the bindings table (admin API)
@@ -28,6 +30,8 @@ func commands() []command {
 	return []command{
 		{"serve", "run the host (edge API, shards, admin API)", runServe},
 		{"validate", "check a plugin module against ABI v1", runValidate},
+		{"conformance", "run a conformance suite against a plugin module", runConformance},
+		{"new", "scaffold a shard project (go.mod, main.go, conformance suite, Makefile)", runNew},
 		{"push", "upload a module to a running host and hot-swap it in (admin API)", runPush},
 		{"rollback", "make a binding's previous module version current again (admin API)", runRollback},
 		{"status", "print the bindings of a running host (admin API)", runStatus},

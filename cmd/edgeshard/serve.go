@@ -12,15 +12,20 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/config"
+	"github.com/edgeshard/edgeshard/host/edge"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/storage/analytics"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 )
 
@@ -72,6 +77,10 @@ func newLogger(cfg *config.File, w io.Writer) zerolog.Logger {
 // commit storage, close SQL.
 func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serveOptions) error {
 	t0 := time.Now()
+	ecfg, edgeOn, err := edge.ConfigFromFile(cfg, os.LookupEnv)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data_dir %s: %w", cfg.DataDir, err)
 	}
@@ -82,6 +91,7 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 		}
 	}()
 	dbs := map[string]host.SQLDB{}
+	sqlDBs := map[string]*sqldb.DB{}
 	for _, d := range cfg.D1Databases {
 		db, err := sqldb.Open(d.URL, sqldb.Options{Synchronous: strings.ToUpper(d.Synchronous)})
 		if err != nil {
@@ -92,6 +102,7 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 			return fmt.Errorf("d1 database %s: migrate: %w", d.Binding, err)
 		}
 		dbs[d.Binding] = db
+		sqlDBs[d.Binding] = db
 	}
 	sinks := map[string]host.AnalyticsBinding{}
 	for _, a := range cfg.Analytics {
@@ -124,6 +135,9 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 	hc.MaxBodyBytes = cfg.MaxBodyBytes
 	hc.TraceShard = cfg.Trace
 	hc.Logger = log
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	hc.Registerer = reg
 	for _, b := range cfg.DurableObjects.Bindings {
 		hc.Bindings = append(hc.Bindings, host.Binding{Name: b.Name, Module: b.Module, Shards: b.Shards, SQL: b.SQL, Analytics: b.Analytics})
 	}
@@ -143,11 +157,34 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 	}
 	closers = append(closers, closeHost)
 
+	api, err := newEdgeAPI(ecfg, edgeOn, h, sqlDBs, log, reg)
+	if err != nil {
+		return err
+	}
+	stopReconcile := func() {}
+	var reconcile func(context.Context) (any, error)
+	if api != nil {
+		closers = append(closers, func() error { api.Close(); return nil })
+		stopReconcile = startReconcileTicker(api, ecfg.Reconcile.Interval, log)
+		closers = append(closers, func() error { stopReconcile(); return nil })
+		reconcile = func(ctx context.Context) (any, error) { return api.ReconcileCounters(ctx) }
+	}
+
 	r := mux.NewRouter()
 	r.NotFoundHandler = httpx.NotFound()
 	r.MethodNotAllowedHandler = httpx.MethodNotAllowed()
 	h.Routes(r)
-	r.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	if api != nil {
+		api.Routes(r)
+	}
+	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})).Methods(http.MethodGet)
+	r.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
+		if api != nil {
+			if err := api.Ready(req.Context()); err != nil {
+				httpx.WriteError(w, http.StatusServiceUnavailable, "not_ready", err.Error())
+				return
+			}
+		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	}).Methods(http.MethodGet, http.MethodHead)
 
@@ -163,7 +200,7 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 		names = append(names, b.Name)
 	}
 	log.Info().Str("listen", ln.Addr().String()).Strs("bindings", names).Dur("startup", time.Since(t0)).Msg("edgeshard ready")
-	op, err := startOperator(cfg, h, log, opts, nil)
+	op, err := startOperator(cfg, h, log, opts, reconcile)
 	if err != nil {
 		srv.Close()
 		return err
@@ -186,9 +223,59 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 		log.Warn().Err(err).Msg("http shutdown did not finish in time")
 	}
 	op.Stop(sctx)
+	stopReconcile()
 	if err := closeHost(); err != nil {
 		return fmt.Errorf("close host: %w", err)
 	}
 	log.Info().Msg("edgeshard stopped cleanly")
 	return nil
+}
+
+// newEdgeAPI builds the edge API over the host's namespaces and the SQL
+// database its config names; nil when [edge] enabled = false, or when the
+// config has neither that database nor any of the edge bindings (a config
+// for other shard types only, such as edgeshard.dev-counter.toml).
+func newEdgeAPI(ecfg edge.Config, on bool, h *host.Host, dbs map[string]*sqldb.DB, log zerolog.Logger, reg prometheus.Registerer) (*edge.API, error) {
+	if !on {
+		log.Info().Msg("edge API disabled ([edge] enabled = false)")
+		return nil, nil
+	}
+	db := dbs[ecfg.SQLBinding]
+	if db == nil {
+		for _, b := range []string{ecfg.RateLimitBinding, ecfg.EventBinding, ecfg.CounterBinding} {
+			if _, ok := h.Namespace(b); ok {
+				return nil, fmt.Errorf("edge API: binding %s is configured but the sql database %q is not: add a [[d1_databases]] entry with binding = %q", b, ecfg.SQLBinding, ecfg.SQLBinding)
+			}
+		}
+		log.Warn().Str("sql", ecfg.SQLBinding).Msg("edge API disabled: the config has no edge bindings and no sql database for it")
+		return nil, nil
+	}
+	return edge.New(ecfg, edge.Deps{Host: h, DB: db, Logger: log, Registerer: reg})
+}
+
+// startReconcileTicker runs reconcileCounters every interval (none when 0)
+// and returns a function that stops it and waits for a run in progress.
+func startReconcileTicker(api *edge.API, interval time.Duration, log zerolog.Logger) (stop func()) {
+	if interval <= 0 {
+		log.Info().Msg("reconcileCounters ticker disabled ([reconcile] interval = 0)")
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				// Errors are logged by ReconcileCounters; the next tick retries.
+				_, _ = api.ReconcileCounters(ctx)
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { cancel(); <-done }) }
 }

@@ -234,11 +234,11 @@ func (e *ShardError) Error() string {
 	return "shard answered " + strconv.Itoa(e.Status) + ": " + b
 }
 
-// callShard sends one request to a shard and returns a 2xx response. The
-// context is detached from the client's (a disconnecting client must not
-// turn a write into an ambiguous one) and bounded by ShardTimeout.
+// callShard sends one request to a shard, bounded by ShardTimeout, and
+// returns a 2xx response. Write paths pass a context detached from the
+// client's: a disconnecting client must not turn a write ambiguous.
 func (a *API) callShard(ctx context.Context, s Shards, shard int, method, path string, body []byte) (*abi.Response, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShardTimeout)
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.ShardTimeout)
 	defer cancel()
 	req := &abi.Request{Method: method, Path: path, Body: body}
 	if body != nil {

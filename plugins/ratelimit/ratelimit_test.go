@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeshard/edgeshard/conformance"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/plugins/internal/plugintest"
-	"github.com/edgeshard/edgeshard/conformance"
 )
 
 const binding = "RATE_LIMIT_SHARD"
@@ -51,6 +51,7 @@ func check(t *testing.T, f *plugintest.Fixture, body string) plugintest.Resp {
 var startMs = plugintest.Start.UnixMilli()
 
 func TestLimitRemainingAndRetryAfter(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	for i := 1; i <= 3; i++ {
 		r := check(t, f, "user:alice\t3\t60000\n")
@@ -80,6 +81,7 @@ func TestLimitRemainingAndRetryAfter(t *testing.T) {
 }
 
 func TestWindowSlides(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	for i := 0; i < 10; i++ {
 		check(t, f, "ip:10.0.0.1\t10\t10000\n")
@@ -110,6 +112,7 @@ func TestWindowSlides(t *testing.T) {
 }
 
 func TestBucketsOfOneCallAreAtomic(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	call := "user:bob\t5\t60000\nip:1.2.3.4\t2\t60000\nhost:example.com\t100\t60000\t3\n"
 	for i := 0; i < 2; i++ {
@@ -139,6 +142,7 @@ func TestBucketsOfOneCallAreAtomic(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	cases := []struct {
 		body, code, msg string
@@ -186,6 +190,7 @@ func TestBadRequests(t *testing.T) {
 }
 
 func TestWindowChangeRestartsBucket(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	check(t, f, "user:c\t1\t60000\n")
 	if r := check(t, f, "user:c\t1\t60000\n"); r.JSON["allowed"] != false {
@@ -197,6 +202,7 @@ func TestWindowChangeRestartsBucket(t *testing.T) {
 }
 
 func TestCleanupAlarmDeletesIdleBuckets(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	check(t, f, "user:d\t5\t10000\n")
 	if in := f.AlarmIn(t, "user:d"); in != 20001*time.Millisecond {
@@ -239,6 +245,7 @@ func TestCleanupAlarmDeletesIdleBuckets(t *testing.T) {
 }
 
 func TestCountsSurviveInstanceRestart(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	check(t, f, "user:r\t2\t60000\n")
 	check(t, f, "user:r\t2\t60000\n")
@@ -251,6 +258,7 @@ func TestCountsSurviveInstanceRestart(t *testing.T) {
 }
 
 func TestConformanceSuite(t *testing.T) {
+	t.Parallel()
 	wasm := testutil.Plugin(t, "plugins/ratelimit")
 	conformance.Run(t, wasm, "conformance.json")
 }

@@ -52,6 +52,7 @@ func rows(t *testing.T, f *plugintest.Fixture) int64 {
 func points(f *plugintest.Fixture) []abi.DataPoint { return f.AE.Points("runtime_events") }
 
 func TestInlineFlushAtHundred(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	r := enqueue(t, f, events("a", 1, 99))
 	if r.Int("accepted") != 99 || r.Int("buffered") != 99 || r.Int("flushed") != 0 {
@@ -90,6 +91,7 @@ func TestInlineFlushAtHundred(t *testing.T) {
 }
 
 func TestAlarmFlushFiveSecondsAfterFirstEvent(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	enqueue(t, f, events("b", 1, 2))
 	f.Clock.Advance(2 * time.Second)
@@ -124,6 +126,7 @@ func TestAlarmFlushFiveSecondsAfterFirstEvent(t *testing.T) {
 }
 
 func TestFailedFlushKeepsBufferAndRetriesAfterOneSecond(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	f.SQL.Set(plugintest.Fail, 0)
 	enqueue(t, f, events("c", 1, 3))
@@ -156,6 +159,7 @@ func TestFailedFlushKeepsBufferAndRetriesAfterOneSecond(t *testing.T) {
 }
 
 func TestInlineFlushFailureBacksOff(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	f.SQL.Set(plugintest.Fail, 0)
 	r := enqueue(t, f, events("d", 1, 100))
@@ -183,6 +187,7 @@ func TestInlineFlushFailureBacksOff(t *testing.T) {
 }
 
 func TestSameIDIsOneRow(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	// The inline path (shadow mode) already wrote one of them.
 	if _, err := f.DB.SQL().Exec(`INSERT INTO runtime_events (id, capsule_id, run_id, type, ts, received_at, payload) VALUES ('s-2', 'cap-1', NULL, 'x', 1, 1, NULL)`); err != nil {
@@ -213,6 +218,7 @@ func TestSameIDIsOneRow(t *testing.T) {
 }
 
 func TestRowsAndDataPoints(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	body := "e-1\tcap-1\trun-1\trun.started\t1767225600123\t1767225600200\t{\"a\":1}\n" +
 		"e-2\t\trun-2\trun.log\t5\t6\t\n"
@@ -244,6 +250,7 @@ func TestRowsAndDataPoints(t *testing.T) {
 }
 
 func TestManyEventsAreChunked(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	r := enqueue(t, f, events("m", 1, 250))
 	if r.Int("flushed") != 250 {
@@ -255,6 +262,7 @@ func TestManyEventsAreChunked(t *testing.T) {
 }
 
 func TestCrashAfterCommitDoesNotDuplicate(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	enqueue(t, f, events("k", 1, 3))
 	f.SQL.Set(plugintest.CrashAfterCommit, 1)
@@ -278,6 +286,7 @@ func TestCrashAfterCommitDoesNotDuplicate(t *testing.T) {
 }
 
 func TestBadLinesAreRefused(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	cases := []struct{ body, code, where string }{
 		{"", "empty_body", ""},
@@ -303,6 +312,7 @@ func TestBadLinesAreRefused(t *testing.T) {
 }
 
 func TestFlushEndpointFailure(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	enqueue(t, f, events("f", 1, 2))
 	f.SQL.Set(plugintest.Fail, 0)
@@ -319,6 +329,7 @@ func TestFlushEndpointFailure(t *testing.T) {
 }
 
 func TestBufferSurvivesHostRestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	o := plugintest.Options{Plugin: "plugins/runtimeevents", Binding: binding, SQL: true, Analytics: true, Badger: true, DataDir: dir}
 	f := plugintest.New(t, o)
@@ -337,6 +348,7 @@ func TestBufferSurvivesHostRestart(t *testing.T) {
 }
 
 func TestConformanceSuite(t *testing.T) {
+	t.Parallel()
 	wasm := testutil.Plugin(t, "plugins/runtimeevents")
 	conformance.Run(t, wasm, "conformance.json")
 }

@@ -89,7 +89,10 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 	ictx := withCall(ctx, &call{})
 	mod, err := e.rt.InstantiateModule(ictx, c, mc)
 	if err != nil {
-		return nil, fmt.Errorf("start (_initialize): %w", classify(err))
+		return nil, e.startErr("start (_initialize)", err)
+	}
+	if mod.IsClosed() { // proc_exit(0) in a start function: wazero reports success
+		return nil, fmt.Errorf("start (_initialize): %w: exited with code 0 (a reactor must return, not exit)", ErrTrap)
 	}
 	inst := &Instance{
 		mod:     mod,
@@ -104,7 +107,7 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 	v, err := callI32(ictx, mod, abi.ExportABIVersion)
 	if err != nil {
 		mod.Close(ctx)
-		return nil, fmt.Errorf("%s: %w", abi.ExportABIVersion, err)
+		return nil, e.startErr(abi.ExportABIVersion, err)
 	}
 	if v != abi.Version {
 		mod.Close(ctx)
@@ -113,7 +116,7 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 	inst.abiVersion = int(v)
 	if errno, err := callI32(ictx, mod, abi.ExportInit); err != nil {
 		mod.Close(ctx)
-		return nil, fmt.Errorf("%s: %w", abi.ExportInit, err)
+		return nil, e.startErr(abi.ExportInit, err)
 	} else if errno != 0 {
 		mod.Close(ctx)
 		return nil, invalid("%s returned errno %d (%s): did the plugin call sdk.Serve from an init function?", abi.ExportInit, errno, abi.Errno(errno).Error())
@@ -125,9 +128,19 @@ func callI32(ctx context.Context, mod api.Module, name string) (uint32, error) {
 	fn := mod.ExportedFunction(name)
 	var stack [1]uint64
 	if err := fn.CallWithStack(ctx, stack[:]); err != nil {
-		return 0, classify(err)
+		return 0, err
 	}
 	return uint32(stack[0]), nil
+}
+
+// startErr classifies an error of one instantiation phase, naming the
+// phase and, for a timeout, the start deadline.
+func (e *Engine) startErr(phase string, err error) error {
+	err = classify(err)
+	if errors.Is(err, ErrTimeout) {
+		return fmt.Errorf("%s did not return before the start deadline (start timeout %v): %w", phase, e.cfg.StartTimeout, err)
+	}
+	return fmt.Errorf("%s: %w", phase, err)
 }
 
 // classify maps a wazero call error to ErrTimeout or ErrTrap, keeping the

@@ -85,7 +85,7 @@ func (e *Engine) Load(ctx context.Context, bin []byte, grants []string) (*Module
 		return nil, errors.New("wasm: engine closed")
 	}
 	if m, ok := e.modules[id]; ok {
-		if err := checkImports(m.compiled, grants); err != nil {
+		if err := e.checkImports(m.compiled, grants); err != nil {
 			e.mu.Unlock()
 			return nil, err
 		}
@@ -118,11 +118,17 @@ func (e *Engine) Load(ctx context.Context, bin []byte, grants []string) (*Module
 	return m, nil
 }
 
-func checkImports(c wazero.CompiledModule, grants []string) error {
+// checkImports refuses imports from other modules, of unknown or ungranted
+// host functions, of functions whose signature differs from the host's, and
+// of memory, naming the offending import.
+func (e *Engine) checkImports(c wazero.CompiledModule, grants []string) error {
 	for _, d := range c.ImportedFunctions() {
 		mod, name, _ := d.Import()
 		switch mod {
 		case abi.WASIModule:
+			if err := e.checkImportSig(d); err != nil {
+				return err
+			}
 		case abi.ImportModule:
 			g, ok := abi.FunctionGroups[name]
 			if !ok {
@@ -131,12 +137,34 @@ func checkImports(c wazero.CompiledModule, grants []string) error {
 			if g != abi.GroupCore && !slices.Contains(grants, g) {
 				return invalid("imports %s.%s but its binding does not grant %q (granted: %s)", mod, name, g, strings.Join(grants, ", "))
 			}
+			if err := e.checkImportSig(d); err != nil {
+				return err
+			}
 		default:
 			return invalid("imports %s.%s: only modules %q and %q may be imported", mod, name, abi.ImportModule, abi.WASIModule)
 		}
 	}
 	if n := len(c.ImportedMemories()); n > 0 {
 		return invalid("imports a memory; a plugin must define and export its own")
+	}
+	return nil
+}
+
+// checkImportSig compares an imported function with the host module's
+// export of that name, so a mismatch is reported here rather than as a
+// link failure when the module is instantiated.
+func (e *Engine) checkImportSig(d api.FunctionDefinition) error {
+	mod, name, _ := d.Import()
+	var have api.FunctionDefinition
+	if hm := e.rt.Module(mod); hm != nil {
+		have = hm.ExportedFunctionDefinitions()[name]
+	}
+	if have == nil {
+		return invalid("imports %s.%s, which the host does not provide", mod, name)
+	}
+	if !slices.Equal(d.ParamTypes(), have.ParamTypes()) || !slices.Equal(d.ResultTypes(), have.ResultTypes()) {
+		return invalid("imports %s.%s with signature %s, the host's is %s", mod, name,
+			sigString(d.ParamTypes(), d.ResultTypes()), sigString(have.ParamTypes(), have.ResultTypes()))
 	}
 	return nil
 }
@@ -160,7 +188,7 @@ func (e *Engine) validate(ctx context.Context, c wazero.CompiledModule, grants [
 	if _, ok := c.ExportedMemories()[abi.ExportMemory]; !ok {
 		return nil, invalid("missing exported memory %q", abi.ExportMemory)
 	}
-	if err := checkImports(c, grants); err != nil {
+	if err := e.checkImports(c, grants); err != nil {
 		return nil, err
 	}
 	m := &Module{}
@@ -180,7 +208,10 @@ func (e *Engine) validate(ctx context.Context, c wazero.CompiledModule, grants [
 
 	// Probe: instantiate once, read the ABI version, run init.
 	inst, err := e.instantiate(ctx, c, InstanceConfig{})
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrInvalidModule):
+		return nil, err
+	case err != nil:
 		return nil, invalid("instantiate: %v", err)
 	}
 	defer inst.Close(ctx)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 )
 
 // ValType is a WebAssembly value type.
@@ -267,8 +268,32 @@ func Mem(op byte, offset uint32) []byte { return U32([]byte{op, 0x00}, offset) }
 // Op is a single opcode without immediates.
 func Op(op byte) []byte { return []byte{op} }
 
-// Forever is a loop that never ends: loop br 0 end.
-func Forever() []byte { return []byte{OpLoop, blockEmpty, OpBr, 0x00, OpEnd} }
+// Forever is a loop that never ends: loop br 0 end, then unreachable so
+// it type-checks wherever results are expected.
+func Forever() []byte { return []byte{OpLoop, blockEmpty, OpBr, 0x00, OpEnd, OpUnreachable} }
+
+// SectionEnds returns the offsets at which each section of a well-formed
+// binary ends: the prefixes of a module that are themselves modules.
+func SectionEnds(bin []byte) []int {
+	var ends []int
+	off := 8
+	for off < len(bin) {
+		off++ // id
+		var size, shift uint32
+		for {
+			c := bin[off]
+			off++
+			size |= uint32(c&0x7f) << shift
+			shift += 7
+			if c&0x80 == 0 {
+				break
+			}
+		}
+		off += int(size)
+		ends = append(ends, off)
+	}
+	return ends
+}
 
 // Loop wraps body in loop ... br 0 end: body runs until it leaves by a trap
 // or return.
@@ -421,3 +446,76 @@ var (
 	ProcExit     = FuncImport{Module: "wasi_snapshot_preview1", Name: "proc_exit", Params: []ValType{I32}}
 	ClockTimeGet = FuncImport{Module: "wasi_snapshot_preview1", Name: "clock_time_get", Params: []ValType{I32, I64, I32}, Results: []ValType{I32}}
 )
+
+// HostCall is one host function call CallsPlugin makes, with constant
+// arguments (one per parameter of the function).
+type HostCall struct {
+	Fn   string
+	Args []int64
+}
+
+// callsResp is where CallsPlugin builds its response.
+const callsResp = 0x8000
+
+// CallsPlugin returns Plugin whose fetch makes the calls in order and
+// answers 200 with every result as a little-endian i64 in the body (i32
+// results sign-extended); CallResults decodes it. Tests put the bytes the
+// calls point at into Data.
+func CallsPlugin(calls []HostCall) *Module {
+	m := Plugin()
+	for _, c := range calls {
+		im := HostImport(c.Fn)
+		if !slices.ContainsFunc(m.Imports, func(x FuncImport) bool { return x.Name == im.Name }) {
+			m.AddImport(im)
+		}
+	}
+	var body []byte
+	for i, c := range calls {
+		im := HostImport(c.Fn)
+		if len(c.Args) != len(im.Params) {
+			panic(fmt.Sprintf("wasmtest: %s takes %d arguments, got %d", c.Fn, len(im.Params), len(c.Args)))
+		}
+		body = append(body, I32Const(int32(callsResp+12+8*i))...)
+		for j, p := range im.Params {
+			if p == I64 {
+				body = append(body, I64Const(c.Args[j])...)
+			} else {
+				body = append(body, I32Const(int32(uint32(c.Args[j])))...)
+			}
+		}
+		body = append(body, Call(m.Import(im.Module, im.Name))...)
+		if im.Results[0] == I32 {
+			body = append(body, OpI64ExtendS)
+		}
+		body = append(body, Mem(OpI64Store, 0)...)
+	}
+	n := uint32(12 + 8*len(calls))
+	body = append(body, I64Const(Packed(callsResp, n))...)
+	m.Data = append(m.Data, Data{Offset: callsResp, Bytes: EncodeResponse(200, 0, make([]byte, 8*len(calls)))})
+	m.SetExport("edgeshard_fetch", Func{Params: []ValType{I32, I32}, Results: []ValType{I64}, Body: body})
+	return m
+}
+
+// CallResults decodes the body of a CallsPlugin response.
+func CallResults(body []byte) []int64 {
+	out := make([]int64, len(body)/8)
+	for i := range out {
+		out[i] = int64(binary.LittleEndian.Uint64(body[8*i:]))
+	}
+	return out
+}
+
+// InitSpinsAfter returns Plugin whose edgeshard_init spins forever when
+// the guest's wall clock reads after t: it passes the host's load probe (on
+// the real clock) and hangs when a shard on a virtual clock past t starts.
+func InitSpinsAfter(t time.Time) *Module {
+	m := Plugin()
+	clk := m.AddImport(ClockTimeGet)
+	m.SetExport("edgeshard_init", Func{Results: []ValType{I32}, Body: Code(
+		I32Const(0), I64Const(1), I32Const(Scratch), Call(clk), Op(OpDrop), // realtime → Scratch
+		I32Const(Scratch), Mem(OpI64Load, 0), I64Const(t.UnixNano()), Op(OpI64GtS),
+		If(Forever()),
+		I32Const(0),
+	)})
+	return m
+}
