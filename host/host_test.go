@@ -290,3 +290,18 @@ func TestTraceLogsHostCalls(t *testing.T) {
 		t.Fatalf("untraced shard was traced:\n%s", logs)
 	}
 }
+
+func TestIdleShardsAreEvictedAndRestartFromStorage(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) { c.IdleTimeout = 100 * time.Millisecond }))
+	ns, _ := f.h.Namespace("COUNTER")
+	for i := 0; i < 3; i++ {
+		f.call(t, "idle", "POST", "/increment")
+	}
+	if len(ns.Stats()) != 1 {
+		t.Fatalf("stats = %+v, want one live shard", ns.Stats())
+	}
+	waitFor(t, func() bool { return len(ns.Stats()) == 0 }, "idle shard to be evicted")
+	if got := f.count(t, "idle"); got != 3 {
+		t.Fatalf("count after eviction = %d, want 3", got)
+	}
+}
