@@ -47,6 +47,10 @@ type Binding struct {
 	SQL string
 	// Analytics names the dataset binding in Config.Analytics; "" grants none.
 	Analytics string
+	// Native, when set, serves the namespace with Go code inside the host
+	// instead of a wasm module (a baseline for benchmarks and tests); it
+	// returns the handler of one shard. Module is ignored.
+	Native func(shard string) NativeShard
 }
 
 // AnalyticsBinding is a dataset a namespace writes data points to.

@@ -276,7 +276,8 @@ type runCase struct {
 	wantErr error // nil: a response is expected
 	status  int   // HTTP status of the error (host.ErrorStatus) or of the response
 	code    string
-	msg     string         // substring of the error
+	msg     string             // substring of the error
+	output  string             // substring of the guest output logged with the crash
 	check   func([]byte) error // of the response body
 }
 
@@ -378,7 +379,6 @@ func runCases() (map[string][]byte, []runCase) {
 	hugeHead := wasmtest.EncodeResponse(200, 0, nil)
 	hugeHead[8], hugeHead[9], hugeHead[10], hugeHead[11] = 1, 0, 0, 2 // body length 32 MiB + 1
 	modules := map[string][]byte{
-		"LOOP":        withExport(abi.ExportFetch, sig(vt(i32, i32), vt(i64), wasmtest.Forever())),
 		"TRAP":        withExport(abi.ExportFetch, sig(vt(i32, i32), vt(i64), unreachable)),
 		"ALLOC_TRAPS": withExport(abi.ExportAlloc, sig(vt(i32), vt(i32), unreachable)),
 		"ALLOC_OOB":   withExport(abi.ExportAlloc, sig(vt(i32), vt(i32), wasmtest.I32Const(-16))),
@@ -386,9 +386,9 @@ func runCases() (map[string][]byte, []runCase) {
 			exit := m.AddImport(wasmtest.ProcExit)
 			m.SetExport(abi.ExportFetch, sig(vt(i32, i32), vt(i64), wasmtest.Code(wasmtest.I32Const(7), wasmtest.Call(exit), unreachable)))
 		}),
-		// Grow memory a page at a time until the cap refuses, then trap.
+		// Grow memory 16 MiB at a time until the cap refuses, then trap.
 		"GROW": withExport(abi.ExportFetch, sig(vt(i32, i32), vt(i64), wasmtest.Code(wasmtest.Loop(
-			wasmtest.I32Const(1), wasmtest.Op(wasmtest.OpMemoryGrow), wasmtest.I32Const(-1), wasmtest.Op(wasmtest.OpI32Eq),
+			wasmtest.I32Const(256), wasmtest.MemoryGrow(), wasmtest.I32Const(-1), wasmtest.Op(wasmtest.OpI32Eq),
 			wasmtest.If(unreachable),
 		), unreachable))),
 		"RESP_OOB":        fetchReturns(wasmtest.Packed(pEnd-4, 12)),
@@ -403,6 +403,9 @@ func runCases() (map[string][]byte, []runCase) {
 		"STATUS_0":        respAt(resp(0)),
 		"STATUS_MAX":      respAt(resp(math.MaxUint32)),
 		"STATUS_100":      respAt(resp(100)),
+		"STATUS_101":      respAt(resp(101)),
+		"STATUS_199":      respAt(resp(199)),
+		"STATUS_200":      respAt(resp(200)),
 		"STATUS_599":      respAt(resp(599)),
 		"HUGE_BODY": mutated(func(m *wasmtest.Module) {
 			m.Memory = &wasmtest.Limits{Min: (12 + abi.MaxResponseBody + 1 + 0xffff) >> 16, Max: -1}
@@ -411,24 +414,20 @@ func runCases() (map[string][]byte, []runCase) {
 		}),
 		"POINTERS": pointerModule(),
 	}
-	timeout := func(name, binding, path string) runCase {
-		return runCase{name: name, binding: binding, path: path, wantErr: host.ErrTimeout, status: 504, code: "shard_timeout", msg: "deadline"}
-	}
 	trap := func(name, binding, path, msg string) runCase {
 		return runCase{name: name, binding: binding, path: path, wantErr: host.ErrTrap, status: 500, code: "shard_crashed", msg: msg}
 	}
 	bad := func(name, binding, msg string) runCase {
 		return runCase{name: name, binding: binding, path: "/", wantErr: host.ErrBadResponse, status: 502, code: "shard_bad_response", msg: msg}
 	}
+	withOutput := func(c runCase, output string) runCase { c.output = output; return c }
 	cases := []runCase{
-		timeout("fetch loops", "LOOP", "/"),
-		timeout("Go fetch spins", "COUNTER", "/spin"),
 		trap("fetch traps", "TRAP", "/", "unreachable"),
 		trap("alloc traps", "ALLOC_TRAPS", "/", "unreachable"),
 		trap("alloc returns a pointer outside memory", "ALLOC_OOB", "/", "outside memory"),
 		trap("fetch calls proc_exit", "EXIT", "/", "exited with code 7"),
 		trap("fetch grows memory past the cap", "GROW", "/", "unreachable"),
-		trap("Go fetch allocates without bound", "RUNAWAY", "/alloc", "exited with code 2"),
+		withOutput(trap("Go fetch allocates without bound", "RUNAWAY", "/alloc", "runtime.throw"), "fatal error: out of memory"),
 		trap("Go fetch calls os.Exit", "RUNAWAY", "/exit", "exited with code 3"),
 		bad("response pointer outside memory", "RESP_OOB", "outside memory"),
 		bad("response length 2^32-1", "RESP_LEN_MAX", "exceeds the limit"),
@@ -442,7 +441,10 @@ func runCases() (map[string][]byte, []runCase) {
 		bad("status 0", "STATUS_0", "status 0"),
 		bad("status 2^32-1", "STATUS_MAX", "status 4294967295"),
 		bad("response body over 32 MiB", "HUGE_BODY", "exceeds the limit"),
-		{name: "status 100", binding: "STATUS_100", path: "/", status: 100, check: bodyIs("x")},
+		bad("status 100 (an informational response)", "STATUS_100", "status 100 (want 200..599)"),
+		bad("status 101 (a protocol switch)", "STATUS_101", "status 101"),
+		bad("status 199", "STATUS_199", "status 199"),
+		{name: "status 200", binding: "STATUS_200", path: "/", status: 200, check: bodyIs("x")},
 		{name: "status 599", binding: "STATUS_599", path: "/", status: 599, check: bodyIs("x")},
 		{name: "host functions given hostile pointers", binding: "POINTERS", path: "/", status: 200, check: checkPointerResults},
 		{name: "Go guest calls result_take with nothing held", binding: "RUNAWAY", path: "/result-take", status: 200, check: bodyIs("-12")},
@@ -451,14 +453,12 @@ func runCases() (map[string][]byte, []runCase) {
 	return modules, cases
 }
 
-// TestHostileModulesContainedAtRunTime: every misbehaving module loads, and
-// each request to it fails with the right error and status (or gets the
-// guarded response), the same shard serves the next request from a fresh
-// instance, and the other shards of the host never notice.
-func TestHostileModulesContainedAtRunTime(t *testing.T) {
-	modules, cases := runCases()
+// runHostile starts a host serving the modules (and the healthy counter
+// and VICTIM), then runs each case twice: the second request meets a fresh
+// instance, so the shard recovers; after every request the healthy shards
+// must still answer.
+func runHostile(t *testing.T, modules map[string][]byte, cases []runCase, mutate func(*host.Config)) *fixture {
 	cfg := hostileConfig(t, func(c *host.Config) {
-		c.EventTimeout = time.Second
 		c.SQL = map[string]host.SQLDB{"DB": fakeSQL{}}
 		c.Analytics = map[string]host.AnalyticsBinding{"AE": {Dataset: "points", Sink: fakeSink{}}}
 		for name, bin := range modules {
@@ -468,14 +468,14 @@ func TestHostileModulesContainedAtRunTime(t *testing.T) {
 			}
 			c.Bindings = append(c.Bindings, b)
 		}
-		c.Bindings = append(c.Bindings, host.Binding{Name: "RUNAWAY", Module: testutil.Plugin(t, "host/testdata/hostile/runaway")})
+		mutate(c)
 	})
 	f := start(t, cfg)
 	ok := &healthy{f: f}
 	ok.check(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			for attempt := 1; attempt <= 2; attempt++ { // the second meets a fresh instance
+			for attempt := 1; attempt <= 2; attempt++ {
 				resp, err := f.h.Fetch(context.Background(), tc.binding, "k", &abi.Request{Method: "POST", Path: tc.path})
 				if tc.wantErr != nil {
 					if !errors.Is(err, tc.wantErr) {
@@ -500,10 +500,66 @@ func TestHostileModulesContainedAtRunTime(t *testing.T) {
 				}
 				ok.check(t)
 			}
+			if tc.output == "" {
+				return
+			}
+			crashes := logLines(f, func(m map[string]any) bool {
+				return m["binding"] == tc.binding && m["message"] == "shard instance discarded; the shard restarts from storage on its next event" &&
+					strings.Contains(fmt.Sprint(m["guest_output"]), tc.output)
+			})
+			if len(crashes) != 2 {
+				t.Errorf("%d crash log lines with guest output %q, want 2:\n%s", len(crashes), tc.output, f.logs.String())
+			}
 		})
 	}
-	if logs := f.logs.String(); !strings.Contains(logs, "shard instance discarded") || !strings.Contains(logs, "hostile") && !strings.Contains(logs, "guest_output") {
-		t.Errorf("crashes were not logged with the guest's output:\n%.2000s", logs)
+	return f
+}
+
+// TestHostileModulesContainedAtRunTime: every misbehaving module loads, and
+// each request to it fails with the right error and status (or gets its
+// guarded response), the shard recovers, and the other shards of the host
+// never notice.
+func TestHostileModulesContainedAtRunTime(t *testing.T) {
+	modules, cases := runCases()
+	runHostile(t, modules, cases, func(c *host.Config) {
+		c.EventTimeout = 10 * time.Second // time enough to fill memory under -race
+		c.MemoryLimitMiB = 64
+		c.Bindings = append(c.Bindings, host.Binding{Name: "RUNAWAY", Module: testutil.Plugin(t, "host/testdata/hostile/runaway")})
+	})
+}
+
+// TestRunawayShardsHitTheDeadline: fetches that never return — a bare
+// loop, a loop living in host calls, a Go guest spinning — end at the event
+// deadline with 504, their writes discarded, while other shards serve.
+func TestRunawayShardsHitTheDeadline(t *testing.T) {
+	timeout := func(name, binding, path string) runCase {
+		return runCase{name: name, binding: binding, path: path, wantErr: host.ErrTimeout, status: 504, code: "shard_timeout", msg: "deadline"}
+	}
+	putLoop := mutated(func(m *wasmtest.Module) {
+		put := m.AddImport(wasmtest.HostImport(abi.FnStoragePut))
+		m.Data = append(m.Data, wasmtest.Data{Offset: pKey, Bytes: []byte("k")})
+		m.SetExport(abi.ExportFetch, sig(vt(i32, i32), vt(i64), wasmtest.Code(wasmtest.Loop(
+			wasmtest.I32Const(pKey), wasmtest.I32Const(1), wasmtest.I32Const(pKey), wasmtest.I32Const(1), wasmtest.I32Const(0),
+			wasmtest.Call(put), wasmtest.Op(wasmtest.OpDrop),
+		), wasmtest.Op(wasmtest.OpUnreachable))))
+	})
+	modules := map[string][]byte{
+		"LOOP":     withExport(abi.ExportFetch, sig(vt(i32, i32), vt(i64), wasmtest.Forever())),
+		"PUT_LOOP": putLoop,
+	}
+	cases := []runCase{
+		timeout("fetch loops", "LOOP", "/"),
+		timeout("fetch loops calling storage_put", "PUT_LOOP", "/"),
+		timeout("Go fetch spins", "COUNTER", "/spin"),
+	}
+	f := runHostile(t, modules, cases, func(c *host.Config) { c.EventTimeout = 500 * time.Millisecond })
+	ns, _ := f.h.Namespace("PUT_LOOP")
+	var found bool
+	if err := ns.Inspect(context.Background(), "k", func(st *storage.Shard) { _, found, _ = st.Get("k") }); err != nil {
+		t.Fatal(err)
+	}
+	if found {
+		t.Fatal("writes of an event that hit the deadline were kept")
 	}
 }
 

@@ -29,23 +29,58 @@ func HashToShard(key string) uint32 {
 
 // Version is one loaded module version of a namespace.
 type Version struct {
-	mod      *wasm.Module
+	mod      *wasm.Module // nil for a native binding
+	native   func(shard string) NativeShard
 	users    atomic.Int64 // live instances of this version
 	Source   string       // file path or "push"
 	LoadedAt time.Time
 }
 
-// SHA256 is the module's hex sha256.
-func (v *Version) SHA256() string { return v.mod.SHA256 }
+// SHA256 is the module's hex sha256 ("native" for a native binding).
+func (v *Version) SHA256() string {
+	if v.mod == nil {
+		return "native"
+	}
+	return v.mod.SHA256
+}
+
+// Short is the first 12 hex digits of SHA256.
+func (v *Version) Short() string {
+	if v.mod == nil {
+		return "native"
+	}
+	return v.mod.Short()
+}
 
 // Size is the module's size in bytes.
-func (v *Version) Size() int { return v.mod.Size }
+func (v *Version) Size() int {
+	if v.mod == nil {
+		return 0
+	}
+	return v.mod.Size
+}
 
 // ABIVersion is the ABI version the module reported.
-func (v *Version) ABIVersion() int { return v.mod.ABIVersion }
+func (v *Version) ABIVersion() int {
+	if v.mod == nil {
+		return abi.Version
+	}
+	return v.mod.ABIVersion
+}
 
 // Imports lists the module's imports.
-func (v *Version) Imports() []string { return v.mod.Imports }
+func (v *Version) Imports() []string {
+	if v.mod == nil {
+		return nil
+	}
+	return v.mod.Imports
+}
+
+func (v *Version) close(ctx context.Context) {
+	if v.mod != nil {
+		v.mod.Close(ctx)
+	}
+}
 
 // Namespace is one binding: a module and its shards.
 type Namespace struct {
@@ -78,6 +113,10 @@ func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) 
 	if b.Analytics != "" {
 		ns.grants = append(ns.grants, abi.GroupAnalytics)
 		ns.analytics = h.cfg.Analytics[b.Analytics]
+	}
+	if b.Native != nil {
+		ns.cur.Store(&Version{native: b.Native, Source: "native", LoadedAt: time.Now()})
+		return ns, nil
 	}
 	bin, source := b.ModuleBytes, "config"
 	if bin == nil {
@@ -233,7 +272,7 @@ func (ns *Namespace) closeModules(ctx context.Context) {
 	for _, v := range append([]*Version{ns.cur.Load(), ns.prev}, ns.retired...) {
 		if v != nil && !seen[v] {
 			seen[v] = true
-			v.mod.Close(ctx)
+			v.close(ctx)
 		}
 	}
 }

@@ -52,7 +52,7 @@ type actor struct {
 	log   zerolog.Logger
 
 	store   *storage.Shard
-	inst    *wasm.Instance
+	inst    runner
 	instVer *Version
 	out     *guestOutput
 	last    *storage.Pending // most recent commit, awaited before eviction
@@ -180,13 +180,13 @@ func (a *actor) handle(ev *event) {
 	}
 }
 
-func (a *actor) instance() (*wasm.Instance, error) {
+func (a *actor) instance() (runner, error) {
 	cur := a.ns.cur.Load()
 	if a.inst != nil && a.instVer == cur && a.inst.Err() == nil {
 		return a.inst, nil
 	}
 	a.closeInstance()
-	var inst *wasm.Instance
+	var inst runner
 	if p := a.next.Swap(nil); p != nil {
 		if p.ver == cur {
 			inst = p.inst // prepared by Swap off this goroutine
@@ -204,7 +204,7 @@ func (a *actor) instance() (*wasm.Instance, error) {
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		cur.users.Add(1)
-		a.log.Debug().Str("module", cur.mod.Short()).Dur("took", time.Since(t0)).Msg("shard instance started")
+		a.log.Debug().Str("module", cur.Short()).Dur("took", time.Since(t0)).Msg("shard instance started")
 	}
 	a.inst, a.instVer = inst, cur
 	a.ns.metrics.starts.Inc()
@@ -215,7 +215,10 @@ func (a *actor) instance() (*wasm.Instance, error) {
 
 // instantiate starts an instance of v wired to this shard's output and
 // clock. It may run on any goroutine (Swap prepares instances ahead).
-func (a *actor) instantiate(v *Version) (*wasm.Instance, error) {
+func (a *actor) instantiate(v *Version) (runner, error) {
+	if v.native != nil {
+		return &nativeRunner{shard: v.native(a.shard)}, nil
+	}
 	cfg := wasm.InstanceConfig{Stdout: a.out, Stderr: a.out}
 	if _, real := a.ns.h.cfg.Clock.(clock.Real); !real {
 		// Guest clocks follow the host's (virtual) clock. Nanotime must never
@@ -230,7 +233,7 @@ func (a *actor) instantiate(v *Version) (*wasm.Instance, error) {
 // prepared is an instance of a new version made ready before a swap.
 type prepared struct {
 	ver  *Version
-	inst *wasm.Instance
+	inst runner
 }
 
 // dropPrepared releases an instance Swap prepared but the shard never used.

@@ -21,6 +21,9 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 	if ns.h.isClosing() {
 		return nil, ErrClosed
 	}
+	if ns.binding.Native != nil {
+		return nil, fmt.Errorf("binding %q is native: its code is compiled into the host", ns.name)
+	}
 	v, err := ns.load(ctx, bin, source)
 	if err != nil {
 		ns.metrics.swap("refused")
@@ -28,7 +31,7 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 	}
 	old := ns.cur.Load()
 	if v.mod == old.mod {
-		v.mod.Close(ctx) // same bytes: drop the extra reference, nothing to swap
+		v.close(ctx) // same bytes: drop the extra reference, nothing to swap
 		return old, nil
 	}
 	ns.prepare(v)
@@ -36,7 +39,7 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 	ns.retire(ctx, ns.prev)
 	ns.prev = old
 	ns.metrics.swap("swapped")
-	ns.h.log.Info().Str("binding", ns.name).Str("from", old.mod.Short()).Str("to", v.mod.Short()).Str("source", source).Msg("module swapped")
+	ns.h.log.Info().Str("binding", ns.name).Str("from", old.Short()).Str("to", v.Short()).Str("source", source).Msg("module swapped")
 	return v, nil
 }
 
@@ -55,7 +58,7 @@ func (ns *Namespace) Rollback(ctx context.Context) (*Version, error) {
 	ns.cur.Store(ns.prev)
 	ns.prev = cur
 	ns.metrics.swap("rolled_back")
-	ns.h.log.Info().Str("binding", ns.name).Str("from", cur.mod.Short()).Str("to", ns.cur.Load().mod.Short()).Msg("module rolled back")
+	ns.h.log.Info().Str("binding", ns.name).Str("from", cur.Short()).Str("to", ns.cur.Load().Short()).Msg("module rolled back")
 	return ns.cur.Load(), nil
 }
 
@@ -81,7 +84,7 @@ func (ns *Namespace) sweepRetired(ctx context.Context) {
 	keep := ns.retired[:0]
 	for _, v := range ns.retired {
 		if v.users.Load() == 0 && v != ns.prev && v != ns.cur.Load() {
-			v.mod.Close(ctx)
+			v.close(ctx)
 			continue
 		}
 		keep = append(keep, v)

@@ -261,8 +261,18 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// validate reports every problem of a defaulted Config at once.
+// validate reports every problem of a defaulted Config at once,
+// including a missing way to authenticate users.
 func (c Config) validate() error {
+	var errs []error
+	if c.Auth.JWTSecret == "" && c.Auth.TrustUserHeader == "" {
+		errs = append(errs, fmt.Errorf("auth: set [auth] jwt_secret (or %s) or [auth] trust_user_header", EnvJWTSecret))
+	}
+	return errors.Join(append(errs, c.validateSettings())...)
+}
+
+// validateSettings reports every invalid setting of a defaulted Config.
+func (c Config) validateSettings() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if _, err := ParseMode(string(c.EventMode)); err != nil {
@@ -270,9 +280,6 @@ func (c Config) validate() error {
 	}
 	if _, err := ParseMode(string(c.CounterMode)); err != nil {
 		bad("%s %w", VarCounterMode, err)
-	}
-	if c.Auth.JWTSecret == "" && c.Auth.TrustUserHeader == "" {
-		bad("auth: set [auth] jwt_secret (or %s) or [auth] trust_user_header", EnvJWTSecret)
 	}
 	if h := c.Auth.TrustUserHeader; h != "" && !validHeaderName(h) {
 		bad("auth: trust_user_header = %q is not a valid header name", h)
@@ -352,7 +359,8 @@ type (
 // tables, and the rollout modes from [vars] — a variable of the environment
 // (lookup, usually os.LookupEnv) wins over [vars], as does
 // EDGESHARD_JWT_SECRET over [auth] jwt_secret. enabled is false only when
-// [edge] enabled = false. Every problem is reported at once.
+// [edge] enabled = false. Every invalid setting is reported at once; New
+// adds the check that users can authenticate at all.
 func ConfigFromFile(f *config.File, lookup func(string) (string, bool)) (cfg Config, enabled bool, err error) {
 	if lookup == nil {
 		lookup = func(string) (string, bool) { return "", false }
@@ -471,7 +479,9 @@ func ConfigFromFile(f *config.File, lookup func(string) (string, bool)) (cfg Con
 	mode(VarCounterMode, &cfg.CounterMode)
 
 	if enabled {
-		if err := cfg.withDefaults().validate(); err != nil {
+		// Whether users can authenticate is checked by New: a config that
+		// runs no edge bindings needs no [auth].
+		if err := cfg.withDefaults().validateSettings(); err != nil {
 			errs = append(errs, err)
 		}
 	}

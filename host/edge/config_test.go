@@ -105,7 +105,7 @@ func TestConfigFromFile(t *testing.T) {
 func TestConfigFromFileErrors(t *testing.T) {
 	for toml, wantAll := range map[string][]string{
 		"[vars]\nCOUNTER_DO_MODE = \"sometimes\"\n[auth]\njwt_secret = \"x\"\n":      {"COUNTER_DO_MODE", "primary, shadow or off"},
-		"[proxy.limits]\nuser = \"lots\"\nbogus = \"1/m\"\n":                         {"proxy.limits.user", "proxy.limits.bogus", "jwt_secret"},
+		"[proxy.limits]\nuser = \"lots\"\nbogus = \"1/m\"\n":                         {"proxy.limits.user", "proxy.limits.bogus", "bucket"},
 		"[proxy]\nallow_hosts = [\"no-port\"]\n[auth]\njwt_secret = \"x\"\n":         {"allow_hosts"},
 		"[auth]\njwt_secret = \"x\"\ncolour = \"red\"\n":                             {"auth.colour"},
 		"[auth]\ntrust_user_header = \"X User\"\n":                                   {"trust_user_header"},

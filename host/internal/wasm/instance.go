@@ -210,8 +210,11 @@ func (i *Instance) Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.R
 	if err != nil {
 		return nil, i.killWith(fmt.Errorf("%w: %v", ErrBadResponse, err))
 	}
-	if resp.Status < 100 || resp.Status > 599 {
-		return nil, i.killWith(fmt.Errorf("%w: status %d", ErrBadResponse, resp.Status))
+	// 1xx statuses are refused too: net/http would send 100/103 as an
+	// informational response followed by an implicit 200, and 101 as a
+	// protocol switch, neither of which the shard can mean.
+	if resp.Status < 200 || resp.Status > 599 {
+		return nil, i.killWith(fmt.Errorf("%w: status %d (want 200..599)", ErrBadResponse, resp.Status))
 	}
 	if len(resp.Body) > abi.MaxResponseBody {
 		return nil, i.killWith(fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrBadResponse, len(resp.Body), abi.MaxResponseBody))

@@ -265,6 +265,9 @@ func LocalSet(i uint32) []byte { return U32([]byte{OpLocalSet}, i) }
 // Mem is a memory instruction with alignment 0 and a static offset.
 func Mem(op byte, offset uint32) []byte { return U32([]byte{op, 0x00}, offset) }
 
+// MemoryGrow is memory.grow 0: pages on the stack in, old size or -1 out.
+func MemoryGrow() []byte { return []byte{OpMemoryGrow, 0x00} }
+
 // Op is a single opcode without immediates.
 func Op(op byte) []byte { return []byte{op} }
 

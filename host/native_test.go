@@ -1,0 +1,50 @@
+package host_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/storage"
+)
+
+type nativeCounter struct{}
+
+func (nativeCounter) Fetch(_ context.Context, env host.Env, req *abi.Request) (*abi.Response, error) {
+	v, _, err := env.Store().Get("n")
+	if err != nil {
+		return nil, err
+	}
+	n, _ := strconv.Atoi(string(v))
+	n++
+	if err := env.Store().Put("n", []byte(strconv.Itoa(n)), false); err != nil {
+		return nil, err
+	}
+	return &abi.Response{Status: 200, Body: []byte(strconv.Itoa(n))}, nil
+}
+
+func (nativeCounter) Alarm(context.Context, host.Env, int) (bool, error) { return true, nil }
+
+func TestNativeShardRunsOnTheSamePath(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) {
+		c.Storage = storage.NewMemory()
+		c.Bindings = []host.Binding{{Name: "NATIVE", Shards: 4, Native: func(string) host.NativeShard { return nativeCounter{} }}}
+	}))
+	var last string
+	for i := 0; i < 5; i++ {
+		resp, err := f.h.Fetch(context.Background(), "NATIVE", "k", &abi.Request{Method: "POST", Path: "/"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = string(resp.Body)
+	}
+	if last != "5" {
+		t.Fatalf("native counter = %s, want 5", last)
+	}
+	ns, _ := f.h.Namespace("NATIVE")
+	if ns.Current().SHA256() != "native" {
+		t.Fatalf("version = %s", ns.Current().SHA256())
+	}
+}
