@@ -392,8 +392,14 @@ func AppendResults(b []byte, rs []Result) []byte {
 		for _, c := range r.Columns {
 			e.String(c)
 		}
-		e.U32(uint32(len(r.Rows)))
-		for _, row := range r.Rows {
+		// Rows without columns carry no values, and the decoder rightly
+		// refuses a row count it cannot check against the input: write none.
+		rows := r.Rows
+		if len(r.Columns) == 0 {
+			rows = nil
+		}
+		e.U32(uint32(len(rows)))
+		for _, row := range rows {
 			for i := range r.Columns {
 				var v any
 				if i < len(row) {

@@ -20,8 +20,10 @@ func repoPath(rel string) string { return filepath.Join(testutil.RepoRoot(), rel
 
 func counterSuite() string { return repoPath("examples/counter/conformance.json") }
 
+// opts runs scenarios in parallel: each world loads the plugin afresh,
+// which takes seconds under -race.
 func opts(backend string) conformance.Options {
-	return conformance.Options{CacheDir: testutil.CacheDir(), Backend: backend}
+	return conformance.Options{CacheDir: testutil.CacheDir(), Backend: backend, Parallel: true}
 }
 
 // TestCounterSuite runs the example counter's suite on both backends:
@@ -30,6 +32,7 @@ func TestCounterSuite(t *testing.T) {
 	t.Parallel()
 	wasm := testutil.Plugin(t, "examples/counter")
 	t.Run("memory", func(t *testing.T) {
+		t.Parallel()
 		s, err := conformance.LoadSuite(counterSuite())
 		if err != nil {
 			t.Fatal(err)
@@ -43,7 +46,10 @@ func TestCounterSuite(t *testing.T) {
 			t.Fatalf("report text:\n%s", out)
 		}
 	})
-	t.Run("badger", func(t *testing.T) { conformance.Run(t, wasm, counterSuite(), opts(conformance.BackendBadger)) })
+	t.Run("badger", func(t *testing.T) {
+		t.Parallel()
+		conformance.Run(t, wasm, counterSuite(), opts(conformance.BackendBadger))
+	})
 }
 
 // TestLedgerSuite covers the SQL, analytics, log, vars and alarm-retry
@@ -52,7 +58,10 @@ func TestLedgerSuite(t *testing.T) {
 	t.Parallel()
 	wasm := testutil.Plugin(t, "conformance/testdata/ledger")
 	for _, b := range backends {
-		t.Run(b, func(t *testing.T) { conformance.Run(t, wasm, "testdata/ledger.json", opts(b)) })
+		t.Run(b, func(t *testing.T) {
+			t.Parallel()
+			conformance.Run(t, wasm, "testdata/ledger.json", opts(b))
+		})
 	}
 }
 
@@ -72,7 +81,10 @@ func TestPluginSuites(t *testing.T) {
 			}
 			wasm := testutil.Plugin(t, "plugins/"+name)
 			for _, b := range backends {
-				t.Run(b, func(t *testing.T) { conformance.Run(t, wasm, filepath.Join(dir, "conformance.json"), opts(b)) })
+				t.Run(b, func(t *testing.T) {
+					t.Parallel()
+					conformance.Run(t, wasm, filepath.Join(dir, "conformance.json"), opts(b))
+				})
 			}
 		})
 	}
@@ -87,6 +99,7 @@ func TestRunSuiteFilterAndTrace(t *testing.T) {
 	}
 	o := opts("")
 	o.Filter = "panic"
+	o.Parallel = false
 	var trace []string
 	o.Logf = func(f string, a ...any) { trace = append(trace, fmt.Sprintf(f, a...)) }
 	rep := conformance.RunSuite(context.Background(), wasm, s, o)
@@ -421,6 +434,15 @@ func TestRunSuiteSetupErrors(t *testing.T) {
 	if rep.Failed != 1 || !errors.Is(rep.Err, conformance.ErrInvalidSuite) {
 		t.Fatalf("nil suite: %+v", rep)
 	}
+
+	// A cancelled run stops before the next scenario.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rep = conformance.RunSuite(ctx, counterSuite(), s, conformance.Options{})
+	if !errors.Is(rep.Err, context.Canceled) || len(rep.Results) != 0 {
+		t.Fatalf("cancelled run: %+v", rep)
+	}
+	wantContains(t, rep.String(), `error: run stopped before scenario "a fresh counter reads 0": context canceled`)
 
 	// A module that is not wasm fails each scenario at setup.
 	bad := filepath.Join(t.TempDir(), "bad.wasm")

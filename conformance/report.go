@@ -13,8 +13,8 @@ type Report struct {
 	Passed, Failed int
 	Results        []ScenarioResult
 	// Err is a problem that kept every scenario from running (invalid
-	// suite or options, unreadable plugin); those scenarios are failed
-	// with it too.
+	// suite or options, unreadable plugin; those scenarios are failed with
+	// it too), or why the run stopped early (its context ended).
 	Err error
 }
 
@@ -36,8 +36,21 @@ func (r Report) String() string {
 		b.WriteString(res.String())
 		b.WriteByte('\n')
 	}
+	if r.Err != nil && !r.errShown() {
+		fmt.Fprintf(&b, "error: %v\n", r.Err)
+	}
 	fmt.Fprintf(&b, "%d passed, %d failed\n", r.Passed, r.Failed)
 	return b.String()
+}
+
+// errShown reports whether Err is already shown as a setup failure.
+func (r Report) errShown() bool {
+	for _, res := range r.Results {
+		if f := res.Failure; f != nil && f.Kind == "setup" && f.Message == r.Err.Error() {
+			return true
+		}
+	}
+	return false
 }
 
 // ScenarioResult is the outcome of one scenario.

@@ -3,14 +3,15 @@ package conformance
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
@@ -34,10 +35,18 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// Filter runs only the scenarios whose name contains it.
 	Filter string
+	// Parallel runs scenarios concurrently, each still in its own world:
+	// RunSuite up to GOMAXPROCS at a time (results stay in suite order,
+	// trace lines carry the scenario's name), Run as parallel subtests.
+	// Logf must then be safe for concurrent use.
+	Parallel bool
 }
 
 // stepTimeout bounds one step (a repeat bounds each repetition).
 const stepTimeout = time.Minute
+
+// errStepTimeout is the cause of a step's context ending at stepTimeout.
+var errStepTimeout = fmt.Errorf("the step took longer than %v", stepTimeout)
 
 // runner runs the scenarios of one suite against one plugin.
 type runner struct {
@@ -88,7 +97,9 @@ func (r *runner) selected(sc *Scenario) bool {
 // RunSuite runs every scenario of s (those Filter selects) against the
 // plugin at wasmPath, each in a fresh world, and reports the outcome. A
 // problem that keeps every scenario from running (an invalid suite or
-// backend, an unreadable plugin) is in Report.Err and fails each scenario.
+// backend, an unreadable plugin) is in Report.Err and fails each scenario;
+// when ctx ends, the run stops after the current scenario and Report.Err
+// says so.
 func RunSuite(ctx context.Context, wasmPath string, s *Suite, opts Options) Report {
 	var rep Report
 	if s != nil {
@@ -113,12 +124,40 @@ func RunSuite(ctx context.Context, wasmPath string, s *Suite, opts Options) Repo
 		return rep
 	}
 	defer r.cleanup()
+	var todo []*Scenario
 	for i := range s.Scenarios {
-		sc := &s.Scenarios[i]
-		if !r.selected(sc) {
-			continue
+		if sc := &s.Scenarios[i]; r.selected(sc) {
+			todo = append(todo, sc)
 		}
-		rep.add(r.run(ctx, sc, opts.Logf))
+	}
+	results := make([]*ScenarioResult, len(todo))
+	workers := 1
+	if opts.Parallel {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	for i, sc := range todo {
+		sem <- struct{}{}
+		if err := ctx.Err(); err != nil {
+			rep.Err = fmt.Errorf("run stopped before scenario %q: %w", sc.Name, err)
+			break
+		}
+		logf := opts.Logf
+		if opts.Parallel && logf != nil {
+			logf = func(format string, a ...any) { opts.Logf("[%s] "+format, append([]any{sc.Name}, a...)...) }
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			res := r.run(ctx, sc, logf)
+			results[i] = &res
+		})
+	}
+	wg.Wait()
+	for _, res := range results {
+		if res != nil {
+			rep.add(*res)
+		}
 	}
 	return rep
 }
@@ -185,7 +224,7 @@ func (w *world) step(ctx context.Context, st *Step, path string) *Failure {
 		}
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, stepTimeout, errStepTimeout)
 	defer cancel()
 	action := describe(st)
 	w.logf("%s %s", path, action)
@@ -328,7 +367,7 @@ func (w *world) fetch(ctx context.Context, f *Fetch, e *Expect) *Failure {
 	o := outcomeOf(resp, err)
 	w.logf("  → %s", strings.ReplaceAll(o.String(), "\n", "\n      "))
 	if ctx.Err() != nil {
-		return &Failure{Message: fmt.Sprintf("the fetch did not finish within %v", stepTimeout), Got: o.String()}
+		return &Failure{Message: "the fetch did not finish: " + context.Cause(ctx).Error(), Got: o.String()}
 	}
 	// An alarm the event set in the past fires at once, as on a real host.
 	if err := w.settle(ctx); err != nil {
@@ -714,6 +753,3 @@ func (w *world) expectAnalytics(e *ExpectAnalytics) *Failure {
 		Got:      fmt.Sprintf("%d data points (datasets written: %s)", n, show(w.rec.Datasets())),
 	}
 }
-
-// errNoScenarios is Run's error when the filter selects nothing.
-var errNoScenarios = errors.New("no scenario matches the filter")

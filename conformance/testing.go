@@ -1,10 +1,14 @@
 package conformance
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 )
+
+// errNoScenarios is Run's error when the filter selects nothing.
+var errNoScenarios = errors.New("no scenario matches the filter")
 
 // logTailLines is how many host log lines Run prints for a failed scenario.
 const logTailLines = 40
@@ -17,8 +21,9 @@ const logTailLines = 40
 //		conformance.Options{Backend: "badger"})
 //
 // At most one Options is used. Without Logf, steps are traced with t.Logf
-// (shown with go test -v or on failure). A failed scenario reports its
-// failure and the tail of the host's log.
+// (shown with go test -v or on failure). With Options.Parallel the
+// scenarios run as parallel subtests (go test -parallel bounds them). A
+// failed scenario reports its failure and the tail of the host's log.
 func Run(t *testing.T, wasmPath string, suitePath string, opts ...Options) {
 	t.Helper()
 	if len(opts) > 1 {
@@ -45,6 +50,9 @@ func Run(t *testing.T, wasmPath string, suitePath string, opts ...Options) {
 		}
 		ran++
 		t.Run(sc.Name, func(t *testing.T) {
+			if o.Parallel {
+				t.Parallel()
+			}
 			logf := o.Logf
 			if logf == nil {
 				logf = t.Logf

@@ -88,9 +88,12 @@ func runConformance(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "    host log (%d lines):\n      %s\n", len(r.Logs), strings.Join(r.Logs, "\n      "))
 		}
 	}
+	if rep.Err != nil && rep.Failed == 0 {
+		fmt.Fprintf(stderr, "edgeshard conformance: %v\n", rep.Err)
+	}
 	fmt.Fprintf(stdout, "%d passed, %d failed\n", rep.Passed, rep.Failed)
 	switch {
-	case rep.Failed > 0:
+	case rep.Failed > 0, rep.Err != nil:
 		return 1
 	case rep.Passed == 0:
 		fmt.Fprintf(stderr, "edgeshard conformance: no scenario of %s matches --run %q\n", suitePath, *filter)

@@ -57,7 +57,6 @@ func flushAll(t *testing.T, f *plugintest.Fixture, key string) {
 }
 
 func TestDeltasCoalesceAndFlushOnAlarm(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	r := incr(t, f, "p1", "post_stats\tp1\tlikes\t1\npost_stats\tp1\tviews\t10\n")
 	if r.Body != `{"ok":true,"buffered":2}` {
@@ -106,7 +105,6 @@ func TestDeltasCoalesceAndFlushOnAlarm(t *testing.T) {
 }
 
 func TestDeltasSummingToZeroAreDeleted(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	incr(t, f, "p2", "post_stats\tp2\tlikes\t1\n")
 	incr(t, f, "p2", "post_stats\tp2\tlikes\t-1\n")
@@ -120,7 +118,6 @@ func TestDeltasSummingToZeroAreDeleted(t *testing.T) {
 }
 
 func TestUpdatesClampAtZero(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	if _, err := f.DB.SQL().Exec(`INSERT INTO post_stats (post_id, likes, runs) VALUES ('old', 2, 7)`); err != nil {
 		t.Fatal(err)
@@ -149,7 +146,6 @@ func TestUpdatesClampAtZero(t *testing.T) {
 }
 
 func TestShadowModeWritesNothing(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	r := f.Fetch(t, "p3", "POST", "/increment?mode=shadow", "post_stats\tp3\tlikes\t1\n")
 	if r.Status != 202 || r.Body != `{"ok":true,"shadow":true}` {
@@ -177,7 +173,6 @@ func TestShadowModeWritesNothing(t *testing.T) {
 // the replay must not count twice, and deltas that arrive after the crash
 // must not be lost.
 func TestCrashAfterCommitIsExactlyOnce(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	incr(t, f, "p4", "post_stats\tp4\tlikes\t2\n")
 	// Let the freeze happen (the 5 s alarm), but not the send.
@@ -228,7 +223,6 @@ func TestCrashAfterCommitIsExactlyOnce(t *testing.T) {
 }
 
 func TestSQLFailureKeepsBatchAndRetriesAfterOneSecond(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	incr(t, f, "p5", "post_stats\tp5\tlikes\t1\n")
 	flushAll(t, f, "p5") // seq 1 applied; the shard now knows its sequence
@@ -257,7 +251,6 @@ func TestSQLFailureKeepsBatchAndRetriesAfterOneSecond(t *testing.T) {
 }
 
 func TestStateLossResumesSequenceFromSQL(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	// SQL remembers seq 41 for this shard; its storage is empty (lost).
 	if _, err := f.DB.SQL().Exec(`INSERT INTO counter_flushes (shard, seq, flushed_at) VALUES (?, 41, 1)`, binding+"/"+f.Shard(t, "p6")); err != nil {
@@ -274,7 +267,6 @@ func TestStateLossResumesSequenceFromSQL(t *testing.T) {
 }
 
 func TestLargeBufferFlushesInSeveralBatches(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	var b strings.Builder
 	for i := 0; i < 1000; i++ {
@@ -291,7 +283,6 @@ func TestLargeBufferFlushesInSeveralBatches(t *testing.T) {
 }
 
 func TestFlushEndpoint(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	incr(t, f, "p7", "post_stats\tp7\tcomments\t2\n")
 	r := f.Fetch(t, "p7", "POST", "/flush", "")
@@ -319,7 +310,6 @@ func TestFlushEndpoint(t *testing.T) {
 }
 
 func TestBadLinesAreRefused(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	cases := []struct{ body, code, where string }{
 		{"", "empty_body", ""},
@@ -351,7 +341,6 @@ func TestBadLinesAreRefused(t *testing.T) {
 }
 
 func TestBufferSurvivesHostRestart(t *testing.T) {
-	t.Parallel()
 	o := plugintest.Options{Plugin: "plugins/counters", Binding: binding, SQL: true, Badger: true, DataDir: t.TempDir()}
 	f := plugintest.New(t, o)
 	incr(t, f, "p8", "post_stats\tp8\tlikes\t6\n")
@@ -365,7 +354,6 @@ func TestBufferSurvivesHostRestart(t *testing.T) {
 }
 
 func TestConformanceSuite(t *testing.T) {
-	t.Parallel()
 	wasm := testutil.Plugin(t, "plugins/counters")
 	conformance.Run(t, wasm, "conformance.json")
 }

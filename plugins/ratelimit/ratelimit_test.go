@@ -51,7 +51,6 @@ func check(t *testing.T, f *plugintest.Fixture, body string) plugintest.Resp {
 var startMs = plugintest.Start.UnixMilli()
 
 func TestLimitRemainingAndRetryAfter(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	for i := 1; i <= 3; i++ {
 		r := check(t, f, "user:alice\t3\t60000\n")
@@ -81,7 +80,6 @@ func TestLimitRemainingAndRetryAfter(t *testing.T) {
 }
 
 func TestWindowSlides(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	for i := 0; i < 10; i++ {
 		check(t, f, "ip:10.0.0.1\t10\t10000\n")
@@ -112,7 +110,6 @@ func TestWindowSlides(t *testing.T) {
 }
 
 func TestBucketsOfOneCallAreAtomic(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	call := "user:bob\t5\t60000\nip:1.2.3.4\t2\t60000\nhost:example.com\t100\t60000\t3\n"
 	for i := 0; i < 2; i++ {
@@ -142,7 +139,6 @@ func TestBucketsOfOneCallAreAtomic(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	cases := []struct {
 		body, code, msg string
@@ -190,7 +186,6 @@ func TestBadRequests(t *testing.T) {
 }
 
 func TestWindowChangeRestartsBucket(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	check(t, f, "user:c\t1\t60000\n")
 	if r := check(t, f, "user:c\t1\t60000\n"); r.JSON["allowed"] != false {
@@ -202,7 +197,6 @@ func TestWindowChangeRestartsBucket(t *testing.T) {
 }
 
 func TestCleanupAlarmDeletesIdleBuckets(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	check(t, f, "user:d\t5\t10000\n")
 	if in := f.AlarmIn(t, "user:d"); in != 20001*time.Millisecond {
@@ -245,7 +239,6 @@ func TestCleanupAlarmDeletesIdleBuckets(t *testing.T) {
 }
 
 func TestCountsSurviveInstanceRestart(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	check(t, f, "user:r\t2\t60000\n")
 	check(t, f, "user:r\t2\t60000\n")
@@ -258,7 +251,6 @@ func TestCountsSurviveInstanceRestart(t *testing.T) {
 }
 
 func TestConformanceSuite(t *testing.T) {
-	t.Parallel()
 	wasm := testutil.Plugin(t, "plugins/ratelimit")
 	conformance.Run(t, wasm, "conformance.json")
 }

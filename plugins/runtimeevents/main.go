@@ -242,7 +242,13 @@ func flush(shard string, head, next, now int64) (int, error) {
 	}
 	kvs = kvs[:take]
 	if take == 0 {
-		return 0, nil
+		// The bounds claim events that are not there (only after storage
+		// corruption): forget them so the count heals.
+		sdk.Error("buffer bounds without events; resetting them", "shard", shard, "head", strconv.FormatInt(head, 10), "next", strconv.FormatInt(next, 10))
+		if err := storeSeq(next, next); err != nil {
+			shardkit.Abort("store sequence", err)
+		}
+		return int(next - head), nil
 	}
 	if len(events) > 0 {
 		stmts := make([]sdk.Statement, 0, (len(events)+RowsPerInsert-1)/RowsPerInsert)

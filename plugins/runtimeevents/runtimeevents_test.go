@@ -52,7 +52,6 @@ func rows(t *testing.T, f *plugintest.Fixture) int64 {
 func points(f *plugintest.Fixture) []abi.DataPoint { return f.AE.Points("runtime_events") }
 
 func TestInlineFlushAtHundred(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	r := enqueue(t, f, events("a", 1, 99))
 	if r.Int("accepted") != 99 || r.Int("buffered") != 99 || r.Int("flushed") != 0 {
@@ -91,7 +90,6 @@ func TestInlineFlushAtHundred(t *testing.T) {
 }
 
 func TestAlarmFlushFiveSecondsAfterFirstEvent(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	enqueue(t, f, events("b", 1, 2))
 	f.Clock.Advance(2 * time.Second)
@@ -126,7 +124,6 @@ func TestAlarmFlushFiveSecondsAfterFirstEvent(t *testing.T) {
 }
 
 func TestFailedFlushKeepsBufferAndRetriesAfterOneSecond(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	f.SQL.Set(plugintest.Fail, 0)
 	enqueue(t, f, events("c", 1, 3))
@@ -159,7 +156,6 @@ func TestFailedFlushKeepsBufferAndRetriesAfterOneSecond(t *testing.T) {
 }
 
 func TestInlineFlushFailureBacksOff(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	f.SQL.Set(plugintest.Fail, 0)
 	r := enqueue(t, f, events("d", 1, 100))
@@ -187,7 +183,6 @@ func TestInlineFlushFailureBacksOff(t *testing.T) {
 }
 
 func TestSameIDIsOneRow(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	// The inline path (shadow mode) already wrote one of them.
 	if _, err := f.DB.SQL().Exec(`INSERT INTO runtime_events (id, capsule_id, run_id, type, ts, received_at, payload) VALUES ('s-2', 'cap-1', NULL, 'x', 1, 1, NULL)`); err != nil {
@@ -218,7 +213,6 @@ func TestSameIDIsOneRow(t *testing.T) {
 }
 
 func TestRowsAndDataPoints(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	body := "e-1\tcap-1\trun-1\trun.started\t1767225600123\t1767225600200\t{\"a\":1}\n" +
 		"e-2\t\trun-2\trun.log\t5\t6\t\n"
@@ -250,7 +244,6 @@ func TestRowsAndDataPoints(t *testing.T) {
 }
 
 func TestManyEventsAreChunked(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	r := enqueue(t, f, events("m", 1, 250))
 	if r.Int("flushed") != 250 {
@@ -262,7 +255,6 @@ func TestManyEventsAreChunked(t *testing.T) {
 }
 
 func TestCrashAfterCommitDoesNotDuplicate(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	enqueue(t, f, events("k", 1, 3))
 	f.SQL.Set(plugintest.CrashAfterCommit, 1)
@@ -286,7 +278,6 @@ func TestCrashAfterCommitDoesNotDuplicate(t *testing.T) {
 }
 
 func TestBadLinesAreRefused(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	cases := []struct{ body, code, where string }{
 		{"", "empty_body", ""},
@@ -312,7 +303,6 @@ func TestBadLinesAreRefused(t *testing.T) {
 }
 
 func TestFlushEndpointFailure(t *testing.T) {
-	t.Parallel()
 	f := start(t)
 	enqueue(t, f, events("f", 1, 2))
 	f.SQL.Set(plugintest.Fail, 0)
@@ -329,7 +319,6 @@ func TestFlushEndpointFailure(t *testing.T) {
 }
 
 func TestBufferSurvivesHostRestart(t *testing.T) {
-	t.Parallel()
 	dir := t.TempDir()
 	o := plugintest.Options{Plugin: "plugins/runtimeevents", Binding: binding, SQL: true, Analytics: true, Badger: true, DataDir: dir}
 	f := plugintest.New(t, o)
@@ -348,7 +337,6 @@ func TestBufferSurvivesHostRestart(t *testing.T) {
 }
 
 func TestConformanceSuite(t *testing.T) {
-	t.Parallel()
 	wasm := testutil.Plugin(t, "plugins/runtimeevents")
 	conformance.Run(t, wasm, "conformance.json")
 }

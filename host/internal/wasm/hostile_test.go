@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -577,4 +578,138 @@ func FuzzLoad(f *testing.F) {
 		}
 		m.Close(context.Background())
 	})
+}
+
+// TestTableGrowIsCapped: table.grow allocates host memory outside the
+// memory cap; a table without a declared maximum cannot grow at all, and
+// none past maxTableElems.
+func TestTableGrowIsCapped(t *testing.T) {
+	eng := newTestEngine(t, Config{})
+	for _, tc := range []struct {
+		name   string
+		table  wasmtest.Limits
+		delta  int32
+		result int32
+	}{
+		{"no maximum, 2^30 more", wasmtest.Limits{Min: 1, Max: -1}, 1 << 30, -1},
+		{"no maximum, one more", wasmtest.Limits{Min: 1, Max: -1}, 1, -1},
+		{"maximum 2^31, 2^30 more", wasmtest.Limits{Min: 1, Max: 1 << 31}, 1 << 30, -1},
+		{"maximum 2^31, to the cap", wasmtest.Limits{Min: 1, Max: 1 << 31}, maxTableElems - 1, 1},
+		{"maximum 10, 9 more", wasmtest.Limits{Min: 1, Max: 10}, 9, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := wasmtest.Plugin()
+			m.Tables = []wasmtest.Limits{tc.table}
+			m.Data = append(m.Data, wasmtest.Data{Offset: 0x8000, Bytes: wasmtest.EncodeResponse(200, 0, make([]byte, 4))})
+			m.SetExport(abi.ExportFetch, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32, wasmtest.I32}, Results: []wasmtest.ValType{wasmtest.I64}, Body: wasmtest.Code(
+				wasmtest.I32Const(0x8000+12),
+				wasmtest.RefNullFunc(), wasmtest.I32Const(tc.delta), wasmtest.TableGrow(),
+				wasmtest.Mem(wasmtest.OpI32Store, 0),
+				wasmtest.I64Const(wasmtest.Packed(0x8000, 16)))})
+			mod, err := eng.Load(context.Background(), m.Bytes(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mod.Close(context.Background())
+			inst, err := mod.Instantiate(context.Background(), InstanceConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer inst.Close(context.Background())
+			resp, err := inst.Fetch(context.Background(), newFakeEnv(t), &abi.Request{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := int32(binary.LittleEndian.Uint32(resp.Body)); got != tc.result {
+				t.Fatalf("table.grow(%d) = %d, want %d", tc.delta, got, tc.result)
+			}
+		})
+	}
+	m := wasmtest.Plugin()
+	m.Tables = []wasmtest.Limits{{Min: maxTableElems + 1, Max: -1}}
+	if _, err := eng.Load(context.Background(), m.Bytes(), nil); !errors.Is(err, ErrInvalidModule) || !strings.Contains(err.Error(), "table of 1048577 entries exceeds the limit") {
+		t.Fatalf("Load of a huge table = %v", err)
+	}
+}
+
+// TestAllocationBombsAreRefused: a few bytes claiming billions of
+// elements are refused before wazero's decoder allocates for them (each of
+// these killed the process with a fatal out-of-memory, or allocated 4 GiB).
+func TestAllocationBombsAreRefused(t *testing.T) {
+	eng := newTestEngine(t, Config{})
+	const hdr = "\x00asm\x01\x00\x00\x00"
+	ff := "\xff\xff\xff\xff\x0f" // LEB128 2^32-1
+	sec := func(id byte, content string) string {
+		return string(append([]byte{id}, wasmtest.U32(nil, uint32(len(content)))...)) + content
+	}
+	for name, bin := range map[string]string{
+		"2^32-1 imports":             sec(2, ff),
+		"2^32-1 exports":             sec(7, ff),
+		"2^32-1 functions":           sec(3, ff),
+		"2^32-1 globals":             sec(6, ff),
+		"2^32-1 types":               sec(1, ff),
+		"2^32-1 results":             sec(1, "\x01\x60\x00"+ff),
+		"export name of 4 GiB":       sec(7, "\x01"+ff),
+		"import module of 4 GiB":     sec(2, "\x01"+ff),
+		"2^32-1 locals":              sec(1, "\x01\x60\x00\x00") + sec(3, "\x01\x00") + sec(10, "\x01\x08\x01"+ff+"\x7f\x0b"),
+		"function body of 4 GiB":     sec(1, "\x01\x60\x00\x00") + sec(3, "\x01\x00") + sec(10, "\x01"+ff),
+		"data segment of 4 GiB":      sec(11, "\x01\x00\x41\x00\x0b"+ff),
+		"2^32-1 element entries":     sec(9, "\x01\x00\x41\x00\x0b"+ff),
+		"2^32-1 function names":      sec(0, "\x04name\x01\x05"+ff),
+		"2^32-1 local names":         sec(0, "\x04name\x02\x07\x01\x00"+ff),
+		"custom section name of 4G":  sec(0, ff),
+		"section of 4 GiB":           "\x0a" + ff,
+		"table of 2^32-1 entries":    sec(4, "\x01\x70\x00"+ff),
+		"memory64 limits":            sec(5, "\x01\x04\x01"),
+		"long LEB128":                sec(3, "\xff\xff\xff\xff\xff\xff\x00"),
+		"unknown constant opcode":    sec(6, "\x01\x7f\x00\x10\x00\x0b"),
+		"unknown element flags":      sec(9, "\x01\x08"),
+		"leftover bytes in sections": sec(3, "\x00\x00"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			var err error
+			n := testingAllocBytes(func() { _, err = eng.Load(context.Background(), []byte(hdr+bin), nil) })
+			if !errors.Is(err, ErrInvalidModule) || !strings.Contains(err.Error(), "malformed binary") {
+				t.Fatalf("Load = %v, want a malformed binary", err)
+			}
+			if n > 1<<20 {
+				t.Fatalf("refusing %d bytes allocated %d bytes", len(hdr+bin), n)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func testingAllocBytes(fn func()) uint64 {
+	var a, b runtime.MemStats
+	runtime.ReadMemStats(&a)
+	fn()
+	runtime.ReadMemStats(&b)
+	return b.TotalAlloc - a.TotalAlloc
+}
+
+// TestPreflightKeepsValidModules: the checks before compilation accept
+// every module the tests build by hand, unchanged unless a table needs its
+// maximum.
+func TestPreflightKeepsValidModules(t *testing.T) {
+	for name, bin := range map[string][]byte{
+		"plugin": wasmtest.Plugin().Bytes(),
+		"driver": driverModule(),
+		"clock":  initLoopsAfter2030(),
+	} {
+		out, err := preflight(bin)
+		if err != nil || !bytes.Equal(out, bin) {
+			t.Errorf("%s: preflight = %v (changed: %v)", name, err, !bytes.Equal(out, bin))
+		}
+	}
+	m := wasmtest.Plugin()
+	m.Tables = []wasmtest.Limits{{Min: 3, Max: -1}, {Min: 2, Max: 7}, {Min: 1, Max: 1 << 30}}
+	out, err := preflight(m.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Tables = []wasmtest.Limits{{Min: 3, Max: 3}, {Min: 2, Max: 7}, {Min: 1, Max: maxTableElems}}
+	if want := m.Bytes(); !bytes.Equal(out, want) {
+		t.Fatalf("capped tables:\n%x\nwant\n%x", out, want)
+	}
 }

@@ -95,7 +95,11 @@ func (e *Engine) Load(ctx context.Context, bin []byte, grants []string) (*Module
 	}
 	e.mu.Unlock()
 
-	compiled, err := e.rt.CompileModule(ctx, bin)
+	code, err := preflight(bin)
+	if err != nil {
+		return nil, invalid("malformed binary: %v", err)
+	}
+	compiled, err := e.rt.CompileModule(ctx, code)
 	if err != nil {
 		return nil, invalid("compile: %v", err)
 	}

@@ -238,7 +238,7 @@ func (f *Fixture) AlarmIn(t testing.TB, key string) time.Duration {
 // the past (handlers that set their alarm to now).
 func (f *Fixture) Settle(t testing.TB, key string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		at, ok := f.Alarm(t, key)
 		if !ok || at.After(f.Clock.Now()) {
@@ -260,7 +260,7 @@ func (f *Fixture) Advance(t testing.TB, key string, d time.Duration) {
 // WaitFor polls cond until it holds (alarms run asynchronously).
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if cond() {
 			return

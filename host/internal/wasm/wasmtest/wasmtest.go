@@ -62,7 +62,8 @@ type Module struct {
 	ImportMemory *FuncImport // an imported memory (Params/Results unused)
 	Funcs        []Func
 	Memory       *Limits
-	MemoryExport string // "" exports no memory
+	Tables       []Limits // funcref tables
+	MemoryExport string   // "" exports no memory
 	Exports      map[string]uint32
 	Start        *uint32 // the wasm start section
 	Data         []Data
@@ -141,15 +142,14 @@ func (m *Module) Bytes() []byte {
 		out = section(out, 2, imports)
 	}
 	out = section(out, 3, funcs)
+	if len(m.Tables) > 0 {
+		s := appendVec(nil, len(m.Tables), func(b []byte, i int) []byte {
+			return appendLimits(append(b, 0x70), m.Tables[i])
+		})
+		out = section(out, 4, s)
+	}
 	if mem := m.Memory; mem != nil {
-		var s []byte
-		s = U32(s, 1)
-		if mem.Max < 0 {
-			s = U32(append(s, 0x00), mem.Min)
-		} else {
-			s = U32(U32(append(s, 0x01), mem.Min), uint32(mem.Max))
-		}
-		out = section(out, 5, s)
+		out = section(out, 5, appendLimits(U32(nil, 1), *mem))
 	}
 	out = section(out, 7, exports)
 	if m.Start != nil {
@@ -166,6 +166,13 @@ func (m *Module) Bytes() []byte {
 		out = section(out, 11, d)
 	}
 	return out
+}
+
+func appendLimits(b []byte, l Limits) []byte {
+	if l.Max < 0 {
+		return U32(append(b, 0x00), l.Min)
+	}
+	return U32(U32(append(b, 0x01), l.Min), uint32(l.Max))
 }
 
 func section(out []byte, id byte, content []byte) []byte {
@@ -267,6 +274,13 @@ func Mem(op byte, offset uint32) []byte { return U32([]byte{op, 0x00}, offset) }
 
 // MemoryGrow is memory.grow 0: pages on the stack in, old size or -1 out.
 func MemoryGrow() []byte { return []byte{OpMemoryGrow, 0x00} }
+
+// TableGrow is table.grow 0 (0xfc 15): a reference and a count on the
+// stack in, the old size or -1 out.
+func TableGrow() []byte { return []byte{0xfc, 15, 0x00} }
+
+// RefNullFunc is ref.null func.
+func RefNullFunc() []byte { return []byte{0xd0, 0x70} }
 
 // Op is a single opcode without immediates.
 func Op(op byte) []byte { return []byte{op} }

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"go/format"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeshard/edgeshard/conformance"
+	"github.com/edgeshard/edgeshard/host/config"
+	"github.com/edgeshard/edgeshard/internal/testutil"
+	"github.com/rs/zerolog"
+)
+
+// cli runs the edgeshard command line in-process.
+func cli(args ...string) (int, string, string) {
+	var out, errb strings.Builder
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// goCmd runs the go tool in dir with extra environment and fails the test
+// on error.
+func goCmd(t *testing.T, dir string, env []string, args ...string) {
+	t.Helper()
+	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// TestNewProjectBuildsPassesAndServes scaffolds a project the way its README
+// says, then — without changing a byte of it — tidies it offline, builds the
+// wasm with the Makefile's command, runs its own conformance suite, and
+// serves it with `edgeshard serve` on its own edgeshard.toml.
+func TestNewProjectBuildsPassesAndServes(t *testing.T) {
+	root := testutil.RepoRoot()
+	dir := filepath.Join(t.TempDir(), "hits-demo")
+	code, out, stderr := cli("new", "hits-demo", "--dir", dir, "--sdk", root)
+	if code != 0 {
+		t.Fatalf("edgeshard new: exit %d: %s", code, stderr)
+	}
+	t.Logf("edgeshard new:\n%s", out)
+	for _, f := range []string{"go.mod", "main.go", "conformance.json", "Makefile", "README.md", "edgeshard.toml", ".gitignore"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("scaffold lacks %s: %v", f, err)
+		}
+	}
+	gomod := read(t, dir, "go.mod")
+	for _, want := range []string{"module hits-demo\n", "require github.com/edgeshard/edgeshard v0.0.0\n", "replace github.com/edgeshard/edgeshard => " + filepath.ToSlash(root) + "\n"} {
+		if !strings.Contains(gomod, want) {
+			t.Fatalf("go.mod lacks %q:\n%s", want, gomod)
+		}
+	}
+	src := []byte(read(t, dir, "main.go"))
+	if formatted, err := format.Source(src); err != nil || !bytes.Equal(formatted, src) {
+		t.Fatalf("main.go is not gofmt-clean (%v)", err)
+	}
+	const build = "GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o hits-demo.wasm ."
+	if mk := read(t, dir, "Makefile"); !strings.Contains(mk, "\t"+build+"\n") || !strings.Contains(mk, "conformance --plugin hits-demo.wasm --suite conformance.json") {
+		t.Fatalf("Makefile lacks the build or test recipe:\n%s", mk)
+	}
+
+	// Offline: the only requirement is the replaced SDK.
+	offline := []string{"GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off"}
+	goCmd(t, dir, offline, "mod", "tidy")
+	goCmd(t, dir, append(offline, "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0"), "build", "-buildmode=c-shared", "-o", "hits-demo.wasm", ".")
+	wasm := filepath.Join(dir, "hits-demo.wasm")
+
+	suite, err := conformance.LoadSuite(filepath.Join(dir, "conformance.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, backend := range []string{conformance.BackendMemory, conformance.BackendBadger} {
+		rep := conformance.RunSuite(t.Context(), wasm, suite, conformance.Options{CacheDir: testutil.CacheDir(), Backend: backend})
+		if rep.Failed != 0 || rep.Err != nil || rep.Passed != len(suite.Scenarios) {
+			t.Fatalf("the scaffold's suite on %s:\n%s", backend, rep)
+		}
+	}
+
+	// Serve it from its directory with its own config, as `make serve` does.
+	t.Chdir(dir)
+	cfg, err := config.Load("edgeshard.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen, cfg.AdminToken, cfg.CacheDir = "127.0.0.1:0", "", testutil.CacheDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, zerolog.Nop(), serveOptions{Ready: func(a string) { ready <- a }}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("serve stopped: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("serve not ready after 2 minutes")
+	}
+	for i, want := range []int{1, 2} {
+		if got := hits(t, "POST", "http://"+addr+"/do/HITS_DEMO/alice/hit"); got != want {
+			t.Fatalf("hit %d: hits = %d, want %d", i+1, got, want)
+		}
+	}
+	if got := hits(t, "GET", "http://"+addr+"/do/HITS_DEMO/alice/"); got != 2 {
+		t.Fatalf("GET: hits = %d, want 2", got)
+	}
+}
+
+func read(t *testing.T, dir, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func hits(t *testing.T, method, url string) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var r struct {
+		Hits *int `json:"hits"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(body, &r) != nil || r.Hits == nil {
+		t.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, body)
+	}
+	return *r.Hits
+}
+
+// TestNewFindsTheSDK checks where `edgeshard new` looks for the SDK: the
+// flag, then EDGESHARD_SDK, then the checkout around the current
+// directory, and that it explains --sdk when there is none.
+func TestNewFindsTheSDK(t *testing.T) {
+	root := testutil.RepoRoot()
+	replaceLine := func(dir string) string {
+		for _, l := range strings.Split(read(t, dir, "go.mod"), "\n") {
+			if strings.HasPrefix(l, "replace ") {
+				return l
+			}
+		}
+		t.Fatalf("no replace directive in %s/go.mod", dir)
+		return ""
+	}
+	want := "replace github.com/edgeshard/edgeshard => " + filepath.ToSlash(root)
+
+	// Inside the checkout: found by walking up.
+	t.Setenv("EDGESHARD_SDK", "")
+	t.Chdir(filepath.Join(root, "examples", "counter"))
+	dir := filepath.Join(t.TempDir(), "a")
+	if code, _, stderr := cli("new", "a", "--dir", dir); code != 0 {
+		t.Fatalf("new inside the checkout: %d %s", code, stderr)
+	}
+	if got := replaceLine(dir); got != want {
+		t.Fatalf("walk-up: %q, want %q", got, want)
+	}
+
+	// Outside it: EDGESHARD_SDK, else an error naming --sdk.
+	outside := t.TempDir()
+	t.Chdir(outside)
+	if code, _, stderr := cli("new", "b"); code != 1 || !strings.Contains(stderr, "--sdk") || !strings.Contains(stderr, "EDGESHARD_SDK") {
+		t.Fatalf("new without an SDK: %d %q", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(outside, "b")); err == nil {
+		t.Fatal("a failed new left a directory behind")
+	}
+	t.Setenv("EDGESHARD_SDK", root)
+	if code, _, stderr := cli("new", "b"); code != 0 {
+		t.Fatalf("new with EDGESHARD_SDK: %d %s", code, stderr)
+	}
+	if got := replaceLine(filepath.Join(outside, "b")); got != want {
+		t.Fatalf("EDGESHARD_SDK: %q, want %q", got, want)
+	}
+
+	// --sdk must be an edgeshard checkout.
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "go.mod"), []byte("module example.com/other\n\ngo 1.26.0\n"), 0o644)
+	if code, _, stderr := cli("new", "c", "--sdk", other); code != 1 || !strings.Contains(stderr, `"example.com/other"`) {
+		t.Fatalf("new with a foreign --sdk: %d %q", code, stderr)
+	}
+}
+
+// TestNewRefusesBadInput: names that cannot be a module and file name, a
+// directory that already has files, missing arguments.
+func TestNewRefusesBadInput(t *testing.T) {
+	root := testutil.RepoRoot()
+	for _, name := range []string{"", "1abc", "my shard", "a/b", "../x", "-flag", strings.Repeat("a", 65)} {
+		if code, _, _ := cli("new", name, "--sdk", root, "--dir", filepath.Join(t.TempDir(), "x")); code != 2 {
+			t.Errorf("new %q: exit %d, want 2", name, code)
+		}
+	}
+	if code, _, _ := cli("new", "--sdk", root); code != 2 {
+		t.Error("new without a name accepted")
+	}
+	if code, _, _ := cli("new", "a", "b", "--sdk", root); code != 2 {
+		t.Error("new with two names accepted")
+	}
+	full := t.TempDir()
+	os.WriteFile(filepath.Join(full, "keep.txt"), []byte("mine"), 0o644)
+	if code, _, stderr := cli("new", "a", "--dir", full, "--sdk", root); code != 1 || !strings.Contains(stderr, "not empty") {
+		t.Fatalf("new into a non-empty directory: %d %q", code, stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(full, "keep.txt")); string(b) != "mine" {
+		t.Fatal("new touched an existing file")
+	}
+	// An existing empty directory is fine.
+	empty := t.TempDir()
+	if code, _, stderr := cli("new", "a", "--dir", empty, "--sdk", root); code != 0 {
+		t.Fatalf("new into an empty directory: %d %s", code, stderr)
+	}
+}

@@ -1,0 +1,64 @@
+package shardkit
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestAppendStringIsValidJSON(t *testing.T) {
+	for _, s := range []string{"", "plain", `q"uote\back`, "tab\tnl\ncr\r", "\x00\x1f", "é ü 日本", "bad\xffutf8", "\u2028\u2029"} {
+		b := AppendString(nil, s)
+		var got string
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%q → %s: %v", s, b, err)
+		}
+		want := s
+		if s == "bad\xffutf8" {
+			want = "bad\ufffdutf8"
+		}
+		if got != want {
+			t.Fatalf("%q → %s → %q", s, b, got)
+		}
+	}
+}
+
+func TestLinesNumbersEveryPhysicalLine(t *testing.T) {
+	l := NewLines("a\r\n\nb\nc")
+	var got []string
+	var nos []int
+	for {
+		s, no, ok := l.Next()
+		if !ok {
+			break
+		}
+		got = append(got, s)
+		nos = append(nos, no)
+	}
+	if len(got) != 3 || got[0] != "a" || got[1] != "b" || got[2] != "c" || nos[0] != 1 || nos[1] != 3 || nos[2] != 4 {
+		t.Fatalf("lines %q at %v", got, nos)
+	}
+}
+
+func TestFields(t *testing.T) {
+	var f [3]string
+	if n := Fields("a\t\tc", f[:]); n != 3 || f[0] != "a" || f[1] != "" || f[2] != "c" {
+		t.Fatalf("%d %q", n, f)
+	}
+	if n := Fields("a\tb\tc\td", f[:]); n != 4 {
+		t.Fatalf("4 fields counted as %d", n)
+	}
+	if n := Fields("", f[:]); n != 1 {
+		t.Fatalf("empty line: %d fields", n)
+	}
+}
+
+func TestAppendFields(t *testing.T) {
+	b := append([]byte(nil), '{')
+	b = AppendInt(b, "n", -3)
+	b = AppendBool(b, "ok", true)
+	b = AppendStr(b, "s", "x")
+	b = append(b, '}')
+	if string(b) != `{"n":-3,"ok":true,"s":"x"}` {
+		t.Fatal(string(b))
+	}
+}
