@@ -9,7 +9,7 @@ EXAMPLES  := counter leaderboard idempotency presence tutorial
 CONFIG    ?= edgeshard.toml
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: help build plugins run test check bench bench-quick clean
+.PHONY: help build plugins run test check fuzz bench bench-quick clean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,25 @@ check: ## gofmt, go vet, go mod tidy; fails on a dirty tree
 	$(WASMENV) $(GO) vet ./abi/... ./examples/... $(addprefix ./plugins/,$(PLUGINS))
 	$(GO) mod tidy
 	@git diff --exit-code go.mod go.sum || (echo "go.mod/go.sum not tidy"; exit 1)
+
+# Fuzz targets, as package:Target. Seeds and kept crashers live in each
+# package's testdata/fuzz/<Target>/ and also run in `make test`.
+FUZZTIME    ?= 20s
+FUZZTARGETS := \
+	./abi:FuzzDecode \
+	./abi:FuzzRoundTrip \
+	./host/internal/wasm:FuzzHostFunctions \
+	./host/internal/wasm:FuzzLoad \
+	./host/config:FuzzParse \
+	./host:FuzzDO \
+	./host/edge:FuzzParseEvents
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
+	@for t in $(FUZZTARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz  $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 bench: build ## run the full benchmark driver
 	@echo "benchmarks: see docs/BENCHMARKS.md"

@@ -719,3 +719,41 @@ func TestShardStartLoopIsBounded(t *testing.T) {
 	}
 	ok.check(t)
 }
+
+// TestFarFutureAlarmDoesNotSpin: the latest alarm a plugin may set is
+// still a finite wait for the scheduler, and a later one is refused: an
+// alarm centuries ahead used to overflow the scheduler's time.Duration,
+// making it fire and re-arm in a loop (with a virtual clock, Advance never
+// returned).
+func TestFarFutureAlarmDoesNotSpin(t *testing.T) {
+	const latest = math.MaxInt64 / int64(time.Millisecond)
+	vc := clock.NewVirtual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	m := wasmtest.CallsPlugin([]wasmtest.HostCall{
+		{Fn: abi.FnAlarmSet, Args: []int64{latest + 1}},
+		{Fn: abi.FnAlarmSet, Args: []int64{math.MaxInt64}},
+		{Fn: abi.FnAlarmSet, Args: []int64{latest}},
+	})
+	f := start(t, hostileConfig(t, func(c *host.Config) {
+		c.Clock = vc
+		c.Bindings = append(c.Bindings, host.Binding{Name: "FAR", ModuleBytes: m.Bytes()})
+	}))
+	resp, err := f.h.Fetch(context.Background(), "FAR", "far", &abi.Request{Method: "POST", Path: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := wasmtest.CallResults(resp.Body); fmt.Sprint(got) != fmt.Sprint([]int64{-int64(abi.ErrnoInvalid), -int64(abi.ErrnoInvalid), 0}) {
+		t.Fatalf("alarm_set results %v", got)
+	}
+	ns, _ := f.h.Namespace("FAR")
+	if at, ok := ns.AlarmAt("far"); !ok || at.UnixMilli() != latest {
+		t.Fatalf("alarm scheduled at %v (%v), want %d ms", at, ok, latest)
+	}
+	done := make(chan struct{})
+	go func() { vc.Advance(time.Hour); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the scheduler spins on a far-future alarm")
+	}
+	(&healthy{f: f}).check(t)
+}

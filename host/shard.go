@@ -50,6 +50,7 @@ type actor struct {
 	queue chan *event
 	stop  chan struct{}
 	log   zerolog.Logger
+	glog  zerolog.Logger // for guest records: binding only, shard added unless the guest names one
 
 	store   *storage.Shard
 	inst    runner
@@ -76,6 +77,7 @@ func newActor(ns *Namespace, shard string) *actor {
 		queue: make(chan *event, ns.h.cfg.QueueDepth),
 		stop:  make(chan struct{}),
 		log:   ns.h.log.With().Str("binding", ns.name).Str("shard", shard).Logger(),
+		glog:  ns.h.log.With().Str("binding", ns.name).Logger(),
 		store: ns.h.store.Shard(id),
 		out:   &guestOutput{},
 		trace: traced(ns.h.cfg.TraceShard, ns.name, shard),
@@ -459,20 +461,28 @@ func (a *actor) Log(level int32, rec abi.LogRecord) {
 	var ev *zerolog.Event
 	switch level {
 	case abi.LogDebug:
-		ev = a.log.Debug()
+		ev = a.glog.Debug()
 	case abi.LogWarn:
-		ev = a.log.Warn()
+		ev = a.glog.Warn()
 	case abi.LogError:
-		ev = a.log.Error()
+		ev = a.glog.Error()
 	default:
-		ev = a.log.Info()
+		ev = a.glog.Info()
 	}
 	if ev == nil {
 		return
 	}
 	ev = ev.Str("component", "guest")
+	ownShard := false
 	for _, f := range rec.Fields {
+		if f.Name == "binding" || f.Name == "component" {
+			continue // the host's own fields win
+		}
+		ownShard = ownShard || f.Name == "shard"
 		ev = ev.Str(f.Name, f.Value)
+	}
+	if !ownShard {
+		ev = ev.Str("shard", a.shard)
 	}
 	ev.Msg(rec.Message)
 }

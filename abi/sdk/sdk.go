@@ -73,3 +73,11 @@ func (e *HostError) Unwrap() error { return e.Errno }
 
 // ErrNotRegistered is returned by the init export when Serve was not called.
 var ErrNotRegistered = errors.New("sdk: Serve was not called from an init function")
+
+// Abort ends the current event without committing any of its writes: the
+// host discards the instance (as after a crash), answers the request with a
+// 5xx, and the shard restarts from storage on its next event. There is no
+// finer-grained rollback in ABI v1; validate before writing where you can.
+func Abort(reason string) {
+	panic("sdk.Abort: " + reason)
+}

@@ -54,6 +54,13 @@ func (Store) PutMulti(kvs []abi.KV) error {
 	return errnoErr("storage.put_multi", hostStoragePutMulti(ptrOf(st.enc), uint32(len(st.enc)), 0))
 }
 
+// PutMultiUnconfirmed is PutMulti with allowUnconfirmed (see
+// PutUnconfirmed).
+func (Store) PutMultiUnconfirmed(kvs []abi.KV) error {
+	st.enc = abi.AppendKVs(st.enc[:0], kvs)
+	return errnoErr("storage.put_multi", hostStoragePutMulti(ptrOf(st.enc), uint32(len(st.enc)), abi.PutAllowUnconfirmed))
+}
+
 // Delete removes key and reports whether it existed.
 func (Store) Delete(key string) (bool, error) {
 	r := hostStorageDelete(strPtr(key), uint32(len(key)))

@@ -43,10 +43,13 @@ type project struct {
 	GoVersion string
 }
 
+// runNew implements `edgeshard new NAME [--dir DIR] [--sdk PATH]`: it
+// writes a shard project into DIR/NAME that builds, passes its own suite and
+// serves as it is.
 func runNew(args []string, stdout, stderr io.Writer) int {
 	flags := flag.NewFlagSet("new", flag.ContinueOnError)
 	flags.SetOutput(stderr)
-	dir := flags.String("dir", "", "create the project in this directory (default ./NAME)")
+	parent := flags.String("dir", ".", "create the project in DIR/NAME")
 	sdkFlag := flags.String("sdk", "", "path of an edgeshard checkout, the SDK the project builds against (default $EDGESHARD_SDK, else the checkout around the current directory)")
 	flags.Usage = func() {
 		fmt.Fprintln(stderr, "usage: edgeshard new NAME [--dir DIR] [--sdk PATH]\n\nCreates a shard project: go.mod, main.go (a small storage + alarm shard),\nconformance.json, edgeshard.toml, Makefile (build, test, serve) and README.md.")
@@ -64,10 +67,7 @@ func runNew(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "edgeshard new: %v\n", err)
 		return 2
 	}
-	target := *dir
-	if target == "" {
-		target = name
-	}
+	target := filepath.Join(*parent, name)
 	cwd, err := os.Getwd()
 	if err != nil {
 		fmt.Fprintf(stderr, "edgeshard new: %v\n", err)

@@ -45,8 +45,9 @@ func goCmd(t *testing.T, dir string, env []string, args ...string) {
 // serves it with `edgeshard serve` on its own edgeshard.toml.
 func TestNewProjectBuildsPassesAndServes(t *testing.T) {
 	root := testutil.RepoRoot()
-	dir := filepath.Join(t.TempDir(), "hits-demo")
-	code, out, stderr := cli("new", "hits-demo", "--dir", dir, "--sdk", root)
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "hits-demo")
+	code, out, stderr := cli("new", "hits-demo", "--dir", parent, "--sdk", root)
 	if code != 0 {
 		t.Fatalf("edgeshard new: exit %d: %s", code, stderr)
 	}
@@ -169,8 +170,9 @@ func TestNewFindsTheSDK(t *testing.T) {
 	// Inside the checkout: found by walking up.
 	t.Setenv("EDGESHARD_SDK", "")
 	t.Chdir(filepath.Join(root, "examples", "counter"))
-	dir := filepath.Join(t.TempDir(), "a")
-	if code, _, stderr := cli("new", "a", "--dir", dir); code != 0 {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "a")
+	if code, _, stderr := cli("new", "a", "--dir", parent); code != 0 {
 		t.Fatalf("new inside the checkout: %d %s", code, stderr)
 	}
 	if got := replaceLine(dir); got != want {
@@ -207,7 +209,7 @@ func TestNewFindsTheSDK(t *testing.T) {
 func TestNewRefusesBadInput(t *testing.T) {
 	root := testutil.RepoRoot()
 	for _, name := range []string{"", "1abc", "my shard", "a/b", "../x", "-flag", strings.Repeat("a", 65)} {
-		if code, _, _ := cli("new", name, "--sdk", root, "--dir", filepath.Join(t.TempDir(), "x")); code != 2 {
+		if code, _, _ := cli("new", name, "--sdk", root, "--dir", t.TempDir()); code != 2 {
 			t.Errorf("new %q: exit %d, want 2", name, code)
 		}
 	}
@@ -217,17 +219,21 @@ func TestNewRefusesBadInput(t *testing.T) {
 	if code, _, _ := cli("new", "a", "b", "--sdk", root); code != 2 {
 		t.Error("new with two names accepted")
 	}
-	full := t.TempDir()
-	os.WriteFile(filepath.Join(full, "keep.txt"), []byte("mine"), 0o644)
-	if code, _, stderr := cli("new", "a", "--dir", full, "--sdk", root); code != 1 || !strings.Contains(stderr, "not empty") {
+	parent := t.TempDir()
+	os.Mkdir(filepath.Join(parent, "a"), 0o755)
+	os.WriteFile(filepath.Join(parent, "a", "keep.txt"), []byte("mine"), 0o644)
+	if code, _, stderr := cli("new", "a", "--dir", parent, "--sdk", root); code != 1 || !strings.Contains(stderr, "not empty") {
 		t.Fatalf("new into a non-empty directory: %d %q", code, stderr)
 	}
-	if b, _ := os.ReadFile(filepath.Join(full, "keep.txt")); string(b) != "mine" {
+	if b, _ := os.ReadFile(filepath.Join(parent, "a", "keep.txt")); string(b) != "mine" {
 		t.Fatal("new touched an existing file")
 	}
 	// An existing empty directory is fine.
-	empty := t.TempDir()
-	if code, _, stderr := cli("new", "a", "--dir", empty, "--sdk", root); code != 0 {
+	os.Mkdir(filepath.Join(parent, "b"), 0o755)
+	if code, _, stderr := cli("new", "b", "--dir", parent, "--sdk", root); code != 0 {
 		t.Fatalf("new into an empty directory: %d %s", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(parent, "b", "main.go")); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -37,6 +37,10 @@ type realEnv struct {
 type envOpts struct {
 	virtual bool
 	omit    string // a binding left out of the host
+	// shards per binding: 8 unless set (every shard is a wasm instance to
+	// start, which is slow under -race; the tests of the whole flow use
+	// the default 32).
+	shards int
 }
 
 func startReal(t *testing.T, o envOpts) *realEnv {
@@ -55,10 +59,14 @@ func startReal(t *testing.T, o envOpts) *realEnv {
 		e.vc = clock.NewVirtual(time.Now().Truncate(time.Second))
 		cfg.Clock = e.vc
 	}
+	n := o.shards
+	if n == 0 {
+		n = 8
+	}
 	for _, b := range []host.Binding{
-		{Name: "RATE_LIMIT_SHARD", Module: testutil.Plugin(t, "plugins/ratelimit"), Shards: 32},
-		{Name: "RUNTIME_EVENT_SHARD", Module: testutil.Plugin(t, "plugins/runtimeevents"), Shards: 32, SQL: "DB", Analytics: "AE"},
-		{Name: "COUNTER_SHARD", Module: testutil.Plugin(t, "plugins/counters"), Shards: 32, SQL: "DB"},
+		{Name: "RATE_LIMIT_SHARD", Module: testutil.Plugin(t, "plugins/ratelimit"), Shards: n},
+		{Name: "RUNTIME_EVENT_SHARD", Module: testutil.Plugin(t, "plugins/runtimeevents"), Shards: n, SQL: "DB", Analytics: "AE"},
+		{Name: "COUNTER_SHARD", Module: testutil.Plugin(t, "plugins/counters"), Shards: n, SQL: "DB"},
 	} {
 		if b.Name != o.omit {
 			cfg.Bindings = append(cfg.Bindings, b)
@@ -188,7 +196,7 @@ func checkEventsOnce(t *testing.T, f *fixture, ids []string) {
 func TestIntegrationRuntimeEvents250EachMode(t *testing.T) {
 	for _, mode := range []Mode{ModePrimary, ModeShadow, ModeOff} {
 		t.Run(string(mode), func(t *testing.T) {
-			e := startReal(t, envOpts{virtual: true})
+			e := startReal(t, envOpts{virtual: true, shards: 32})
 			cfg := testConfig()
 			cfg.EventMode = mode
 			f := newFixture(t, cfg, e.deps())
@@ -267,7 +275,7 @@ func (f *fixture) likes(t *testing.T, post string) int64 {
 func TestIntegrationLikes100EachMode(t *testing.T) {
 	for _, mode := range []Mode{ModePrimary, ModeShadow, ModeOff} {
 		t.Run(string(mode), func(t *testing.T) {
-			e := startReal(t, envOpts{virtual: true})
+			e := startReal(t, envOpts{virtual: true, shards: 32})
 			cfg := testConfig()
 			cfg.CounterMode = mode
 			f := newFixture(t, cfg, e.deps())

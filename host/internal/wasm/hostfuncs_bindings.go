@@ -2,20 +2,23 @@ package wasm
 
 import (
 	"fmt"
+	"math"
+	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/tetratelabs/wazero/api"
 )
 
-// maxAlarmMs is the latest alarm time accepted (year 9999): later times
-// are surely a bug and would overflow a time.Duration until they fire.
-const maxAlarmMs = 253402300799999
+// maxAlarmMs is the latest alarm time accepted, 2262-04-11: the time until
+// any later alarm overflows a time.Duration, and the host's scheduler,
+// handed a negative wait, would fire and re-arm at once, forever.
+const maxAlarmMs = math.MaxInt64 / int64(time.Millisecond)
 
 // alarm_set(unix_ms i64) -> i32: sets the shard's one alarm (group "alarm").
-// Times ≤ 0 or after the year 9999 answer -ErrnoInvalid.
+// Times ≤ 0 or after maxAlarmMs answer -ErrnoInvalid.
 func alarmSet(c *call, mod api.Module, s []uint64) {
 	if ms := int64(s[0]); ms <= 0 || ms > maxAlarmMs {
-		c.errMsg = fmt.Sprintf("alarm time %d ms is outside 1..%d (year 9999)", ms, int64(maxAlarmMs))
+		c.errMsg = fmt.Sprintf("alarm time %d ms is outside 1..%d (2262-04-11)", ms, maxAlarmMs)
 		s[0] = neg(abi.ErrnoInvalid)
 		return
 	}
