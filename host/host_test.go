@@ -305,3 +305,16 @@ func TestIdleShardsAreEvictedAndRestartFromStorage(t *testing.T) {
 		t.Fatalf("count after eviction = %d, want 3", got)
 	}
 }
+
+func TestTraceShowsDecodedArguments(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) {
+		c.Storage = storage.NewMemory()
+		c.TraceShard = "COUNTER/named"
+	}))
+	f.call(t, "named", "GET", "/")
+	// i32 arguments are shown as 32-bit values, negative results sign-extended.
+	logs := f.logs.String()
+	if !strings.Contains(logs, `"fn":"storage_get"`) || !strings.Contains(logs, `"result":-1`) || !strings.Contains(logs, `"errno":"not found"`) {
+		t.Fatalf("trace of a missing key should show result -1:\n%s", logs)
+	}
+}

@@ -48,3 +48,27 @@ func TestNativeShardRunsOnTheSamePath(t *testing.T) {
 		t.Fatalf("version = %s", ns.Current().SHA256())
 	}
 }
+
+type nameShard struct{}
+
+func (nameShard) Fetch(_ context.Context, env host.Env, _ *abi.Request) (*abi.Response, error) {
+	v, _ := env.Var(host.VarShardName)
+	return &abi.Response{Status: 200, Body: []byte(v)}, nil
+}
+
+func (nameShard) Alarm(context.Context, host.Env, int) (bool, error) { return true, nil }
+
+func TestReservedShardNameVar(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) {
+		c.Storage = storage.NewMemory()
+		c.Bindings = []host.Binding{{Name: "N", Shards: 8, Native: func(string) host.NativeShard { return nameShard{} }}}
+	}))
+	resp, err := f.h.Fetch(context.Background(), "N", "some-key", &abi.Request{Method: "GET", Path: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "N/" + strconv.Itoa(int(host.HashToShard("some-key")%8))
+	if string(resp.Body) != want {
+		t.Fatalf("shard name var = %q, want %q", resp.Body, want)
+	}
+}

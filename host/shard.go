@@ -440,7 +440,14 @@ func (a *actor) DeleteAlarm() error {
 	return nil
 }
 
+// VarShardName is a reserved var that always answers the asking shard's
+// "<binding>/<shard>" (in fetch and alarm events alike).
+const VarShardName = "edgeshard.shard"
+
 func (a *actor) Var(name string) (string, bool) {
+	if name == VarShardName {
+		return a.id.String(), true
+	}
 	v, ok := a.ns.h.cfg.Vars[name]
 	return v, ok
 }

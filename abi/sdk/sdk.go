@@ -36,6 +36,13 @@ type Response = abi.Response
 // Header is one header field.
 type Header = abi.Header
 
+// KV is one storage entry (GetMulti, PutMulti, List).
+type KV = abi.KV
+
+// GetHeader returns the first value of the named request or response
+// header (case-insensitive), or "".
+func GetHeader(h []Header, name string) string { return abi.GetHeader(h, name) }
+
 // AlarmInfo tells an alarm handler whether this run is a retry.
 type AlarmInfo struct {
 	// RetryCount is 0 on the first run and counts retries after failures.

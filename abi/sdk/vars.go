@@ -24,3 +24,10 @@ func VarOr(name, def string) string {
 	}
 	return def
 }
+
+// ShardName returns this shard's "<binding>/<shard>" name (the reserved
+// var "edgeshard.shard"); it works in fetch and alarm handlers alike.
+func ShardName() string {
+	v, _ := Var("edgeshard.shard")
+	return v
+}

@@ -67,7 +67,7 @@ func newLogger(cfg *config.File, w io.Writer) zerolog.Logger {
 	}
 	var out io.Writer = w
 	if cfg.LogFormat == "console" {
-		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !isTerminal(w)}
 	}
 	return zerolog.New(out).Level(level).With().Timestamp().Logger()
 }
@@ -278,4 +278,14 @@ func startReconcileTicker(api *edge.API, interval time.Duration, log zerolog.Log
 	}()
 	var once sync.Once
 	return func() { once.Do(func() { cancel(); <-done }) }
+}
+
+// isTerminal reports whether w is a character device (colours only then).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -94,6 +94,14 @@ func (l *limiter) checkGroup(ctx context.Context, shard int, bs []bucket) []buck
 		a.m.rateLimit.WithLabelValues("shard", result(st)).Inc()
 		return st
 	}
+	if ctx.Err() != nil {
+		// The client went away: nothing to decide, no fallback to take.
+		out := make([]bucketState, len(bs))
+		for i, b := range bs {
+			out[i] = bucketState{bucket: b}
+		}
+		return out
+	}
 	a.m.fallback("ratelimit", CodeRateLimitSQL)
 	a.log.Warn().Str("code", CodeRateLimitSQL).Int("shard", shard).Str("buckets", keysOf(bs)).Err(err).
 		Msg("rate-limit shard failed; using SQL proxy_rate_limits")

@@ -59,7 +59,7 @@ func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
 		if _, ok := abi.FunctionGroups[hf.name]; !ok {
 			return fmt.Errorf("host function %s has no binding group", hf.name)
 		}
-		fn, name, nparams := hf.fn, hf.name, len(hf.params)
+		fn, name, ptypes, rtypes := hf.fn, hf.name, hf.params, hf.results
 		b.NewFunctionBuilder().
 			WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
 				c := callFrom(ctx)
@@ -71,12 +71,21 @@ func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
 					return
 				}
 				if c.tracer != nil {
-					params := append([]uint64(nil), stack[:nparams]...)
+					params := make([]uint64, len(ptypes))
+					for i, t := range ptypes {
+						params[i] = stack[i]
+						if t == api.ValueTypeI32 {
+							params[i] = uint64(uint32(stack[i])) // the upper half of an i32 slot is garbage
+						}
+					}
 					c.errMsg = ""
 					fn(c, mod, stack)
 					var res uint64
-					if len(stack) > 0 {
+					if len(rtypes) > 0 {
 						res = stack[0]
+						if rtypes[0] == api.ValueTypeI32 {
+							res = uint64(int64(int32(uint32(res))))
+						}
 					}
 					c.tracer.TraceHostCall(name, params, res, c.errMsg)
 				} else {
