@@ -142,6 +142,9 @@ var (
 	ErrBadResponse    = wasm.ErrBadResponse
 	ErrCommit         = storage.ErrCommitFailed
 	ErrInvalidModule  = wasm.ErrInvalidModule
+	// ErrNotRun: the event was dropped before it started (its caller's
+	// context ended while it was queued); it had no effect.
+	ErrNotRun = errors.New("event not run")
 )
 
 // Host runs namespaces of shards.

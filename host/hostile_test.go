@@ -50,6 +50,8 @@ func withImport(im wasmtest.FuncImport) []byte {
 	return mutated(func(m *wasmtest.Module) { m.AddImport(im) })
 }
 
+// withStart gives the minimal plugin a wasm start function (run during
+// instantiation, before _initialize).
 func withStart(body []byte) []byte {
 	return mutated(func(m *wasmtest.Module) {
 		idx := uint32(len(m.Imports) + len(m.Funcs))
@@ -104,8 +106,12 @@ func loadCases() []loadCase {
 		{name: "text file", bin: []byte("plugin = true\n"), want: []string{"not a WebAssembly binary"}},
 		{name: "wrong magic", bin: wrongMagic, want: []string{"missing \\0asm magic"}},
 		{name: "wrong binary version", bin: wrongVersion, want: []string{"compile:", "version"}},
-		{name: "truncated module", bin: valid[:len(valid)/2], want: []string{"compile:"}},
-		{name: "trailing garbage", bin: append(bytes.Clone(valid), 0xff, 0xff, 0xff), want: []string{"compile:"}},
+		{name: "truncated module", bin: valid[:len(valid)/2], want: []string{"malformed binary: export section claims"}},
+		{name: "trailing garbage", bin: append(bytes.Clone(valid), 0xff, 0xff, 0xff), want: []string{"malformed binary"}},
+		{name: "section of 4 GiB", bin: append(bytes.Clone(valid[:8]), 1, 0xff, 0xff, 0xff, 0xff, 0x0f), want: []string{"malformed binary: type section claims 4294967295 bytes"}},
+		{name: "2^32-1 imports", bin: append(bytes.Clone(valid[:8]), 2, 5, 0xff, 0xff, 0xff, 0xff, 0x0f), want: []string{"malformed binary: import section: 4294967295 elements claimed"}},
+		{name: "table of 2^21 entries", bin: mutated(func(m *wasmtest.Module) { m.Tables = []wasmtest.Limits{{Min: 1 << 21, Max: -1}} }),
+			want: []string{"table of 2097152 entries exceeds the limit of 1048576"}},
 		{name: "header only", bin: valid[:8], want: []string{`missing export "edgeshard_abi_version"`}},
 		{name: "over the size cap", bin: append(bytes.Clone(valid), make([]byte, 64<<20)...), want: []string{"the limit is 67108864"}},
 		{name: "ABI version 2", bin: withExport(abi.ExportABIVersion, sig(nil, vt(i32), wasmtest.I32Const(2))), want: []string{"module speaks ABI version 2; this host implements version 1"}},
@@ -522,8 +528,10 @@ func runHostile(t *testing.T, modules map[string][]byte, cases []runCase, mutate
 func TestHostileModulesContainedAtRunTime(t *testing.T) {
 	modules, cases := runCases()
 	runHostile(t, modules, cases, func(c *host.Config) {
-		c.EventTimeout = 10 * time.Second // time enough to fill memory under -race
-		c.MemoryLimitMiB = 64
+		// Filling memory is slow under -race on a busy machine (wazero copies
+		// memory as it grows): a generous deadline, a small cap.
+		c.EventTimeout = 30 * time.Second
+		c.MemoryLimitMiB = 40
 		c.Bindings = append(c.Bindings, host.Binding{Name: "RUNAWAY", Module: testutil.Plugin(t, "host/testdata/hostile/runaway")})
 	})
 }
@@ -704,7 +712,7 @@ func TestShardStartLoopIsBounded(t *testing.T) {
 		ok.check(t)
 	}
 	if done.Load() {
-		t.Log("the spinning start ended before the healthy shard was checked")
+		t.Error("the spinning start ended before the healthy shards were checked: nothing shows they served meanwhile")
 	}
 	select {
 	case err := <-errc:

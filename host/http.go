@@ -32,6 +32,8 @@ func ErrorStatus(err error) (int, string) {
 		return http.StatusBadGateway, "shard_bad_response"
 	case errors.Is(err, ErrCommit):
 		return http.StatusInternalServerError, "storage_commit_failed"
+	case errors.Is(err, ErrNotRun):
+		return http.StatusServiceUnavailable, "not_run"
 	case errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable, "shard_unavailable"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -189,7 +189,14 @@ func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Requ
 	select {
 	case r = <-ev.done:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		if ev.state.CompareAndSwap(evQueued, evAbandoned) {
+			// It never ran and never will: a clean, definite failure.
+			return nil, fmt.Errorf("%w: %w", ErrNotRun, ctx.Err())
+		}
+		// It is running: wait for its outcome rather than leave the
+		// caller guessing whether it happened (bounded by EventTimeout).
+		r = <-ev.done
+		ctx = context.WithoutCancel(ctx)
 	}
 	if r.err != nil {
 		return nil, r.err

@@ -31,8 +31,18 @@ type event struct {
 	req     *abi.Request
 	retry   int                  // alarm retry count
 	inspect func(*storage.Shard) // evInspect: runs on the actor goroutine
+	state   atomic.Int32         // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
 	done    chan result
 }
+
+// Fetch event states: a caller that gives up while its event is queued
+// marks it abandoned and the actor skips it; once running, the caller waits
+// for the outcome, so "did it happen?" always has a definite answer.
+const (
+	evQueued int32 = iota
+	evRunning
+	evAbandoned
+)
 
 type result struct {
 	resp    *abi.Response
@@ -287,6 +297,9 @@ func (a *actor) crashed(what string, err error) {
 }
 
 func (a *actor) handleFetch(ev *event) {
+	if !ev.state.CompareAndSwap(evQueued, evRunning) {
+		return // abandoned by its caller before it started: it has no effect
+	}
 	inst, err := a.instance()
 	if err != nil {
 		ev.done <- result{err: err}

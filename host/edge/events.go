@@ -482,8 +482,11 @@ func (a *API) enqueueEvents(ctx context.Context, shard int, evs []event, idx []i
 	if err := json.Unmarshal(resp.Body, &rep); err != nil {
 		return fmt.Errorf("decode /enqueue answer: %w", err)
 	}
-	if rep.Accepted == nil || *rep.Accepted != len(idx) {
-		return fmt.Errorf("/enqueue accepted %v of %d events", rep.Accepted, len(idx))
+	if rep.Accepted == nil {
+		return fmt.Errorf("/enqueue answer lacks accepted: %s", resp.Body)
+	}
+	if *rep.Accepted != len(idx) {
+		return fmt.Errorf("/enqueue accepted %d of %d events", *rep.Accepted, len(idx))
 	}
 	return nil
 }

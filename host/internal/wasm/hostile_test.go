@@ -54,9 +54,11 @@ func (e *fakeEnv) WriteDataPoint(p abi.DataPoint) error { e.points++; return nil
 // driverModule is a valid plugin that also exports call_<fn> for every
 // host function: the same parameters, the result widened to i64. Tests call
 // those exports with any arguments, as a hostile guest would.
-func driverModule() []byte {
+func driverModule() []byte { return driverModuleWith(8) } // 512 KiB: room for over-limit arguments
+
+func driverModuleWith(pages uint32) []byte {
 	m := wasmtest.Plugin()
-	m.Memory = &wasmtest.Limits{Min: 8, Max: -1} // 512 KiB: room for over-limit arguments
+	m.Memory = &wasmtest.Limits{Min: pages, Max: -1}
 	for _, name := range wasmtest.HostFunctions() {
 		m.AddImport(wasmtest.HostImport(name))
 	}
@@ -83,10 +85,12 @@ type driver struct {
 	ctx  context.Context
 }
 
-func newDriver(tb testing.TB, eng *Engine) *driver {
+func newDriver(tb testing.TB, eng *Engine) *driver { return newDriverWith(tb, eng, driverModule()) }
+
+func newDriverWith(tb testing.TB, eng *Engine, bin []byte) *driver {
 	tb.Helper()
 	ctx := context.Background()
-	m, err := eng.Load(ctx, driverModule(), abi.AllGroups)
+	m, err := eng.Load(ctx, bin, abi.AllGroups)
 	if err != nil {
 		tb.Fatalf("load driver: %v", err)
 	}
@@ -712,5 +716,53 @@ func TestPreflightKeepsValidModules(t *testing.T) {
 	m.Tables = []wasmtest.Limits{{Min: 3, Max: 3}, {Min: 2, Max: 7}, {Min: 1, Max: maxTableElems}}
 	if want := m.Bytes(); !bytes.Equal(out, want) {
 		t.Fatalf("capped tables:\n%x\nwant\n%x", out, want)
+	}
+}
+
+// TestHostFunctionsDoNotAmplify: a guest cannot make a host function
+// allocate much more than the ABI limits allow, however large the argument
+// it points at: sizes and counts are checked before anything is copied or
+// decoded.
+func TestHostFunctionsDoNotAmplify(t *testing.T) {
+	eng := newTestEngine(t, Config{})
+	d := newDriverWith(t, eng, driverModuleWith(320)) // 20 MiB
+	le := binary.LittleEndian
+	const at = 0x10000
+	big := uint64(16 << 20)
+	nullArgs := append(le.AppendUint32(le.AppendUint32(le.AppendUint32(nil, 1), 0), 16<<20-12), make([]byte, 16<<20-12)...)
+	emptyKeys := append(le.AppendUint32(nil, 4<<20-1), make([]byte, 16<<20-4)...)
+	emptyBlobs := append(le.AppendUint32(le.AppendUint32(nil, 0), 4<<20-2), make([]byte, 16<<20-8)...)
+	for _, tc := range []struct {
+		name string
+		data []byte
+		fn   string
+		args []uint64
+		want int64
+	}{
+		{"put a 16 MiB value", nil, abi.FnStoragePut, []uint64{at, 1, at, big, 0}, -int64(abi.ErrnoTooLarge)},
+		{"put a 16 MiB key", nil, abi.FnStoragePut, []uint64{at, big, at, 1, 0}, -int64(abi.ErrnoTooLarge)},
+		{"delete a 16 MiB key", nil, abi.FnStorageDelete, []uint64{at, big}, -int64(abi.ErrnoTooLarge)},
+		{"SQL with 16M NULL arguments", nullArgs, abi.FnSQLExec, []uint64{at, big, 0, 0}, -int64(abi.ErrnoTooLarge)},
+		{"get 4M empty keys", emptyKeys, abi.FnStorageGetMulti, []uint64{at, big, 0, 0}, -int64(abi.ErrnoTooLarge)},
+		{"delete 4M empty keys", emptyKeys, abi.FnStorageDeleteMulti, []uint64{at, big}, -int64(abi.ErrnoTooLarge)},
+		{"put 2M empty entries", emptyKeys, abi.FnStoragePutMulti, []uint64{at, big, 0}, -int64(abi.ErrnoTooLarge)},
+		{"list with 16 MiB of options", nil, abi.FnStorageList, []uint64{at, big, 0, 0}, -int64(abi.ErrnoTooLarge)},
+		{"data point of 4M empty blobs", emptyBlobs, abi.FnAnalyticsWrite, []uint64{at, big}, -int64(abi.ErrnoTooLarge)},
+		{"log record of 16 MiB", nil, abi.FnLogWrite, []uint64{1, at, big}, -int64(abi.ErrnoTooLarge)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.data != nil && !d.mem().Write(at, tc.data) {
+				t.Fatal("write")
+			}
+			var got int64
+			var err error
+			n := testingAllocBytes(func() { got, err = d.call(tc.fn, tc.args...) })
+			if err != nil || got != tc.want {
+				t.Fatalf("%s = %d, %v; want %d", tc.fn, got, err, tc.want)
+			}
+			if n > 64<<10 {
+				t.Fatalf("refusing a %d-byte argument allocated %d bytes", tc.args[1], n)
+			}
+		})
 	}
 }

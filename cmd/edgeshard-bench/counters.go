@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/host/edge"
+	"github.com/edgeshard/edgeshard/internal/httpx"
+	"github.com/edgeshard/edgeshard/internal/loadgen"
+	"github.com/edgeshard/edgeshard/storage/sqldb"
+	"github.com/gorilla/mux"
+)
+
+// userHeader is the trusted user-id header the benchmark's edge APIs use
+// (as behind an authenticating gateway).
+const userHeader = "X-User-Id"
+
+// edgeAPI is an edge API with its router.
+type edgeAPI struct {
+	api    *edge.API
+	router http.Handler
+}
+
+// newEdge builds an edge API over h and db; mut adjusts its config (modes).
+func newEdge(h *host.Host, db *sqldb.DB, logs *logSink, mut func(*edge.Config)) (*edgeAPI, error) {
+	c := edge.DefaultConfig()
+	c.Auth.TrustUserHeader = userHeader
+	c.Reconcile.Interval = 0
+	mut(&c)
+	api, err := edge.New(c, edge.Deps{Host: h, DB: db, Logger: logs.logger()})
+	if err != nil {
+		return nil, err
+	}
+	r := mux.NewRouter()
+	r.NotFoundHandler = httpx.NotFound()
+	r.MethodNotAllowedHandler = httpx.MethodNotAllowed()
+	api.Routes(r)
+	return &edgeAPI{api: api, router: r}, nil
+}
+
+// serveInProcess runs one request through handler without a network: the
+// edge API's own code path, minus HTTP parsing and the socket.
+func serveInProcess(ctx context.Context, handler http.Handler, method, path string, body []byte) (int, []byte) {
+	var rd io.Reader
+	if body != nil {
+		rd = strings.NewReader(string(body))
+	}
+	req := httptest.NewRequestWithContext(ctx, method, path, rd)
+	req.Header.Set(userHeader, "bench")
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, req)
+	return rec.Code, rec.Body.Bytes()
+}
+
+// callHTTP runs one request against a loopback server and returns the
+// status and body.
+func callHTTP(ctx context.Context, c *http.Client, method, url string, body []byte) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = strings.NewReader(string(body))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set(userHeader, "bench")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// zipfPosts returns, per worker, a generator of post ids Zipf-distributed
+// over n posts with exponent s (post "p0" the hottest).
+func zipfPosts(workers, n int, s float64, seed uint64) []func() string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = "p" + strconv.Itoa(i)
+	}
+	out := make([]func() string, workers)
+	for w := range out {
+		z := rand.NewZipf(rand.New(rand.NewPCG(seed, uint64(w))), s, 1, uint64(n-1))
+		out[w] = func() string { return ids[z.Uint64()] }
+	}
+	return out
+}
+
+// flushShards drains every shard of a buffering binding (COUNTER_SHARD or
+// RUNTIME_EVENT_SHARD) to SQL with POST /flush, all shards at once, and
+// returns how long that took. A shard is drained when its answer shows
+// nothing buffered or in flight.
+func flushShards(ns *host.Namespace) (time.Duration, error) {
+	t0 := time.Now()
+	n := max(ns.Shards(), 1)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for s := 0; s < n; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[s] = flushShard(ns, strconv.Itoa(s))
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(t0), nil
+}
+
+func flushShard(ns *host.Namespace, shard string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for try := 0; try < 8; try++ {
+		resp, err := ns.FetchShard(ctx, shard, &abi.Request{Method: "POST", Path: "/flush"})
+		if err != nil {
+			return fmt.Errorf("flush shard %s: %w", shard, err)
+		}
+		if resp.Status != 200 {
+			return fmt.Errorf("flush shard %s: %d %s", shard, resp.Status, resp.Body)
+		}
+		var st struct{ Buffered, Inflight int }
+		if err := json.Unmarshal(resp.Body, &st); err != nil {
+			return fmt.Errorf("flush shard %s: %w", shard, err)
+		}
+		if st.Buffered == 0 && st.Inflight == 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("flush shard %s: still buffering after 8 flushes", shard)
+}
+
+// counters: acknowledged durable increments/s of POST /posts/{id}/views,
+// COUNTER_DO_MODE=primary (CounterShard) versus off (the legacy clamped
+// UPDATE, one SQLite transaction per increment), 64 callers, Zipf over
+// 1,000 posts; in-process (the edge API's handler called directly) and over
+// loopback HTTP. The shard side's time includes flushing every shard to
+// SQL at the end of its run, so it is charged for the SQL work it defers.
+func (r *runner) counters() (*result, error) {
+	sz := r.sz
+	dir, err := os.MkdirTemp("", "edgeshard-bench-counters-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	logs := &logSink{}
+	shardDB, err := openSQL(filepath.Join(dir, "shard.db"))
+	if err != nil {
+		return nil, err
+	}
+	defer shardDB.Close()
+	legacyDB, err := openSQL(filepath.Join(dir, "legacy.db"))
+	if err != nil {
+		return nil, err
+	}
+	defer legacyDB.Close()
+	mod, err := r.build.wasm("plugins/counters")
+	if err != nil {
+		return nil, err
+	}
+	cfg := r.hostConfig(filepath.Join(dir, "host"), logs)
+	cfg.SQL = map[string]host.SQLDB{"DB": shardDB}
+	cfg.Bindings = []host.Binding{{Name: "COUNTER_SHARD", Module: mod, Shards: sz.Shards, SQL: "DB"}}
+	h, err := host.New(context.Background(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close(context.Background())
+	ns, _ := h.Namespace("COUNTER_SHARD")
+	primary, err := newEdge(h, shardDB, logs, func(c *edge.Config) { c.CounterMode = edge.ModePrimary })
+	if err != nil {
+		return nil, err
+	}
+	defer primary.api.Close()
+	legacy, err := newEdge(h, legacyDB, logs, func(c *edge.Config) { c.CounterMode = edge.ModeOff })
+	if err != nil {
+		return nil, err
+	}
+	defer legacy.api.Close()
+	srvP, srvL := newServer(primary.router), newServer(legacy.router)
+	defer srvP.Close()
+	defer srvL.Close()
+	client := newClient(sz.Workers)
+	defer client.CloseIdleConnections()
+
+	var seed uint64
+	inProc := func(api *edgeAPI) loadgen.Op {
+		seed++
+		posts := zipfPosts(sz.Workers, sz.Posts, sz.ZipfS, seed)
+		return func(ctx context.Context, w, _ int) error {
+			st, b := serveInProcess(ctx, api.router, "POST", "/posts/"+posts[w]()+"/views", nil)
+			if st != http.StatusAccepted {
+				return fmt.Errorf("status %d: %s", st, b)
+			}
+			return nil
+		}
+	}
+	overHTTP := func(base string) loadgen.Op {
+		seed++
+		posts := zipfPosts(sz.Workers, sz.Posts, sz.ZipfS, seed)
+		return func(ctx context.Context, w, _ int) error {
+			st, b, err := callHTTP(ctx, client, "POST", base+"/posts/"+posts[w]()+"/views", nil)
+			if err != nil {
+				return err
+			}
+			if st != http.StatusAccepted {
+				return fmt.Errorf("status %d: %s", st, b)
+			}
+			return nil
+		}
+	}
+	measure := func(d time.Duration, op loadgen.Op, shard bool) (float64, error) {
+		l := closedLoop(sz.Workers, d, op)
+		if l.Errors > 0 {
+			return 0, fmt.Errorf("%d of %d increments failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
+		}
+		var extra time.Duration
+		if shard {
+			d, err := flushShards(ns)
+			if err != nil {
+				return 0, err
+			}
+			extra = d
+		}
+		r.logf("counters: %d ok in %v (%.0f/s, p50 %v p99 %v), flush %v", l.OK, l.Span.Round(time.Millisecond), l.rate(0), l.Stats.P50, l.Stats.P99, extra.Round(time.Millisecond))
+		return l.rate(extra), nil
+	}
+	// Warm up both paths (shard instances, SQL pages, connections).
+	for _, w := range []struct {
+		op    loadgen.Op
+		shard bool
+	}{{inProc(primary), true}, {inProc(legacy), false}, {overHTTP(srvP.URL), true}, {overHTTP(srvL.URL), false}} {
+		if _, err := measure(sz.Warmup, w.op, w.shard); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	pairs := []struct {
+		label          string
+		shard, legacy  loadgen.Op
+		shardR, legacR []float64
+	}{
+		{label: "inproc", shard: inProc(primary), legacy: inProc(legacy)},
+		{label: "http", shard: overHTTP(srvP.URL), legacy: overHTTP(srvL.URL)},
+	}
+	for i := range pairs {
+		p := &pairs[i]
+		p.shardR, p.legacR, err = r.compare("counters "+p.label, sz.Rounds,
+			side{"shard", func(int) (float64, error) { return measure(sz.Side, p.shard, true) }},
+			side{"legacy", func(int) (float64, error) { return measure(sz.Side, p.legacy, false) }})
+		if err != nil {
+			return nil, err
+		}
+	}
+	res := &result{name: "counters", met: true}
+	var heads []string
+	for _, p := range pairs {
+		s, l := median(p.shardR), median(p.legacR)
+		ratio := s / l
+		res.add(p.label+"_shard_per_s", s)
+		res.add(p.label+"_legacy_per_s", l)
+		res.add(p.label+"_ratio", ratio)
+		res.add(p.label+"_spread", max(spread(p.shardR), spread(p.legacR)))
+		res.met = res.met && ratio >= 20
+		heads = append(heads, fmt.Sprintf("%s %.1f×", p.label, ratio))
+	}
+	fb := logs.code(edge.CodeCounterEnqueueFailed)
+	res.add("fallbacks", fb)
+	res.met = res.met && fb == 0
+	res.add("rounds", sz.Rounds)
+	res.add("goal_min", 20)
+	res.add("met", yesNo(res.met))
+	res.headline = strings.Join(heads, ", ")
+	res.note = fmt.Sprintf("%s/s vs %s/s in-process; %d callers, Zipf(s=%.1f) over %d posts; shard side includes its final flush to SQL",
+		fmtNum(median(pairs[0].shardR)), fmtNum(median(pairs[0].legacR)), sz.Workers, sz.ZipfS, sz.Posts)
+	return res, nil
+}

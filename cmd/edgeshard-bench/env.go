@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/loadgen"
+	"github.com/edgeshard/edgeshard/storage/sqldb"
+	"github.com/rs/zerolog"
+)
+
+// modulePath is the module the driver must run in.
+const modulePath = "github.com/edgeshard/edgeshard"
+
+// findRoot returns the repository root: the nearest directory at or above
+// dir whose go.mod declares modulePath.
+func findRoot(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), "module "+modulePath) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod of %s at or above the working directory; run from the repository", modulePath)
+		}
+		dir = parent
+	}
+}
+
+// builder builds the plugins and the edgeshard binary the figures run, once
+// per driver run.
+type builder struct {
+	root string
+	mu   sync.Mutex
+	done map[string]string
+}
+
+// wasm builds the Go plugin in package dir pkg (relative to the root) for
+// wasip1 with the same flags as `make plugins` and internal/testutil (so
+// the compilation cache is shared with the tests) and returns its path.
+func (b *builder) wasm(pkg string, ldflags ...string) (string, error) {
+	key := pkg + "\x00" + strings.Join(ldflags, " ")
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p, ok := b.done[key]; ok {
+		return p, nil
+	}
+	name := strings.ReplaceAll(strings.Trim(pkg, "/."), "/", "_")
+	if len(ldflags) > 0 {
+		name += "-" + strconv.Itoa(len(b.done))
+	}
+	dir := filepath.Join(b.root, "build", "bench", "wasm")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, name+".wasm")
+	args := []string{"build", "-buildmode=c-shared", "-trimpath"}
+	if len(ldflags) > 0 {
+		args = append(args, "-ldflags", strings.Join(ldflags, " "))
+	}
+	args = append(args, "-o", out, "./"+pkg)
+	cmd := exec.Command("go", args...)
+	cmd.Dir = b.root
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, o)
+	}
+	if b.done == nil {
+		b.done = map[string]string{}
+	}
+	b.done[key] = out
+	return out, nil
+}
+
+// binary builds cmd/edgeshard (no -race: it runs as its own process).
+func (b *builder) binary() (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p, ok := b.done["\x00bin"]; ok {
+		return p, nil
+	}
+	out := filepath.Join(b.root, "build", "bench", "edgeshard")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/edgeshard")
+	cmd.Dir = b.root
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/edgeshard: %v\n%s", err, o)
+	}
+	if b.done == nil {
+		b.done = map[string]string{}
+	}
+	b.done["\x00bin"] = out
+	return out, nil
+}
+
+// logSink receives the logs of the hosts and edge APIs a figure starts. It
+// counts warnings, errors and the seed's E-VIBECODR codes (a fallback
+// during a measurement means the path measured was not the one intended)
+// and keeps the first few error lines for the report.
+type logSink struct {
+	mu     sync.Mutex
+	warns  int
+	errs   int
+	codes  map[string]int
+	sample []string
+}
+
+var codeRe = regexp.MustCompile(`"code":"(E-VIBECODR-\d+)"`)
+
+func (s *logSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case bytes.Contains(p, []byte(`"level":"warn"`)):
+		s.warns++
+	case bytes.Contains(p, []byte(`"level":"error"`)):
+		s.errs++
+		if len(s.sample) < 3 {
+			s.sample = append(s.sample, strings.TrimSpace(string(p)))
+		}
+	}
+	if m := codeRe.FindSubmatch(p); m != nil {
+		if s.codes == nil {
+			s.codes = map[string]int{}
+		}
+		s.codes[string(m[1])]++
+	}
+	return len(p), nil
+}
+
+// code returns how many log lines carried code.
+func (s *logSink) code(code string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.codes[code]
+}
+
+// errors returns the count of error lines and a few of them.
+func (s *logSink) errors() (int, []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.errs, slices.Clone(s.sample)
+}
+
+// logger returns a logger writing to the sink (info and above).
+func (s *logSink) logger() zerolog.Logger { return zerolog.New(s).Level(zerolog.InfoLevel) }
+
+// hostConfig returns a durable host configuration: Badger storage in dir
+// with fsync on every group commit, the shared compilation cache.
+func (r *runner) hostConfig(dir string, logs *logSink) host.Config {
+	cfg := host.DefaultConfig()
+	cfg.DataDir = dir
+	cfg.CacheDir = r.cacheDir
+	cfg.SyncWrites = true
+	cfg.Logger = logs.logger()
+	cfg.IdleTimeout = time.Hour // nothing is evicted mid-measurement
+	return cfg
+}
+
+// openSQL opens a migrated SQLite file database with synchronous=FULL (the
+// default, spelled out: equal durability with SyncWrites shard storage).
+func openSQL(path string) (*sqldb.DB, error) {
+	db, err := sqldb.Open("sqlite://"+path, sqldb.Options{Synchronous: "FULL"})
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(context.Background()); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// newServer serves h on a fresh 127.0.0.1 port (httptest listens on
+// loopback only).
+func newServer(h http.Handler) *httptest.Server {
+	s := httptest.NewUnstartedServer(h)
+	s.Config.ReadHeaderTimeout = 10 * time.Second
+	s.Start()
+	return s
+}
+
+// newClient returns an HTTP client keeping up to conns idle connections to
+// one loopback server.
+func newClient(conns int) *http.Client {
+	return &http.Client{
+		Timeout: time.Minute,
+		Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			MaxIdleConns:        conns,
+			MaxIdleConnsPerHost: conns,
+			DisableCompression:  true,
+		},
+	}
+}
+
+// load is the outcome of one closed-loop run.
+type load struct {
+	OK, Errors int
+	Span       time.Duration // first start to last end
+	FirstErr   error
+	Stats      loadgen.Stats
+}
+
+// rate returns acknowledged operations per second over the span plus
+// extra (work the side owes after the load, e.g. a final flush).
+func (l load) rate(extra time.Duration) float64 {
+	d := l.Span + extra
+	if d <= 0 {
+		return 0
+	}
+	return float64(l.OK) / d.Seconds()
+}
+
+// closedLoop runs op with workers concurrent callers for d.
+func closedLoop(workers int, d time.Duration, op loadgen.Op) load {
+	run := loadgen.Start(context.Background(), loadgen.Options{Workers: workers}, op)
+	time.Sleep(d)
+	res := run.Stop()
+	st := res.All()
+	l := load{OK: st.Requests - st.Errors, Errors: st.Errors, Span: st.Span, Stats: st}
+	if errs := res.Errors(); len(errs) > 0 {
+		l.FirstErr = errs[0].Err
+	}
+	return l
+}
+
+// side is one side of a comparison: one measured run returning its rate.
+type side struct {
+	name string
+	run  func(round int) (float64, error)
+}
+
+// compare runs a and b alternately rounds times — a b, b a, a b, ... so
+// neither always runs first — and returns every rate of each side.
+func (r *runner) compare(fig string, rounds int, a, b side) (ra, rb []float64, err error) {
+	for i := 0; i < rounds; i++ {
+		order := []*side{&a, &b}
+		if i%2 == 1 {
+			order = []*side{&b, &a}
+		}
+		for _, s := range order {
+			v, err := s.run(i)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s round %d: %w", s.name, i+1, err)
+			}
+			r.logf("%s round %d: %s %.0f/s", fig, i+1, s.name, v)
+			if s == &a {
+				ra = append(ra, v)
+			} else {
+				rb = append(rb, v)
+			}
+		}
+	}
+	return ra, rb, nil
+}
+
+// median returns the median of xs (the mean of the middle two for an even
+// count), or 0 for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	} else {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+}
+
+// spread returns (max−min)/median of xs: how far the rounds disagree.
+func spread(xs []float64) float64 {
+	m := median(xs)
+	if m == 0 || len(xs) < 2 {
+		return 0
+	}
+	return (slices.Max(xs) - slices.Min(xs)) / m
+}
+
+// rssBytes returns the process's resident set (VmRSS of /proc/self/status)
+// after a full GC that returns freed memory to the OS.
+func rssBytes() (uint64, error) {
+	runtime.GC()
+	debug.FreeOSMemory()
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, err
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/self/status")
+}

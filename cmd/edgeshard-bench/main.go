@@ -1,0 +1,291 @@
+// Command edgeshard-bench is edgeshard's benchmark driver: it measures the
+// figures of docs/BENCHMARKS.md — each headline a ratio of two sides run
+// alternately in the same process, so a noisy shared machine slows both
+// alike — and prints one line per figure:
+//
+//	BENCH <name> <figure>=<value> [<figure>=<value> ...]
+//
+// Every figure starts its own host (real Badger storage with fsync, real
+// SQLite files with synchronous=FULL, the real plugins built from this
+// repository) in a temporary directory, listens on 127.0.0.1 only, and
+// stops by itself. Usage:
+//
+//	go run ./cmd/edgeshard-bench [-quick] [-rounds N] [-only a,b] [-update-docs] [-cpuprofile f]
+//
+// -quick runs every figure in under three minutes on two cores; the
+// default (make bench) runs longer rounds and more of them.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// sizes are the knobs of one driver run.
+type sizes struct {
+	Rounds   int           // rounds of each comparison (each side runs once a round)
+	Side     time.Duration // one side of one round
+	Warmup   time.Duration // before the first round of each side
+	Workers  int           // concurrent callers of the throughput figures
+	Posts    int           // counters: posts the Zipf distribution draws from
+	ZipfS    float64       // counters: Zipf exponent
+	Batch    int           // events: events per POST /runtime-events
+	Buckets  int           // rate limits: distinct user buckets
+	Shards   int           // shards of the sharded bindings
+	Hot      int           // shard_events_per_s: concurrent callers of the one shard
+	SwapLoad time.Duration // swap: steady load before the push
+	SwapTail time.Duration // swap: load after the push
+	MemN     int           // mem_per_shard: live per-name shards
+	MemLow   int           // mem_per_shard: calls before the first reading
+	MemHigh  int           // mem_per_shard: calls before the second reading
+	Startups int           // startup: cold+warm pairs
+}
+
+// fullSizes is `make bench`.
+func fullSizes() sizes {
+	return sizes{Rounds: 5, Side: 3 * time.Second, Warmup: 500 * time.Millisecond, Workers: 64,
+		Posts: 1000, ZipfS: 1.1, Batch: 1, Buckets: 10000, Shards: 32, Hot: 512,
+		SwapLoad: 3 * time.Second, SwapTail: 1500 * time.Millisecond,
+		MemN: 200, MemLow: 10_000, MemHigh: 1_000_000, Startups: 5}
+}
+
+// quickSizes is `make bench-quick`: the same figures, shorter.
+func quickSizes() sizes {
+	s := fullSizes()
+	s.Rounds, s.Side, s.Warmup = 3, time.Second, 300*time.Millisecond
+	s.SwapLoad, s.SwapTail = 1500*time.Millisecond, time.Second
+	s.MemHigh, s.Startups = 100_000, 3
+	return s
+}
+
+// figure is one line of output.
+type figure struct {
+	name string
+	goal string // as the issue states it, for the docs table
+	run  func(r *runner) (*result, error)
+}
+
+// figures in output order.
+var figures = []figure{
+	{"counters", "shard/legacy ≥ 20× (in-process and HTTP)", (*runner).counters},
+	{"events", "primary/off ≥ 10×", (*runner).events},
+	{"ratelimit_wasm_vs_native", "wasm/native ≥ 0.5", (*runner).ratelimitWasmVsNative},
+	{"ratelimit_http", "shard/bare ≥ 0.6", (*runner).ratelimitHTTP},
+	{"shard_events_per_s", "≥ 100,000/s (100× the DO soft limit)", (*runner).shardEvents},
+	{"swap_p99_ratio", "≤ 3, zero errors", (*runner).swap},
+	{"startup", "warm ≤ 1 s", (*runner).startup},
+	{"mem_per_shard", "≤ 4 MiB; flat", (*runner).memPerShard},
+}
+
+// result is a figure's measured values, in output order, and its verdict.
+type result struct {
+	name     string
+	fields   [][2]string
+	headline string // the value the docs table shows
+	met      bool
+	note     string // one line for the docs table
+}
+
+func (res *result) add(k string, v any) {
+	var s string
+	switch v := v.(type) {
+	case float64:
+		s = fmtNum(v)
+	case time.Duration:
+		s = strconv.FormatFloat(v.Seconds()*1000, 'f', 2, 64) // ms
+	default:
+		s = fmt.Sprint(v)
+	}
+	res.fields = append(res.fields, [2]string{k, s})
+}
+
+// fmtNum formats a measured number: integers for large values, three
+// significant digits for small ones.
+func fmtNum(v float64) string {
+	switch {
+	case v >= 1000 || v <= -1000:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10 || v <= -10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(v, 'f', 3, 64)
+	}
+}
+
+// line renders the BENCH line.
+func (res *result) line() string {
+	var b strings.Builder
+	b.WriteString("BENCH ")
+	b.WriteString(res.name)
+	for _, f := range res.fields {
+		b.WriteString(" ")
+		b.WriteString(f[0])
+		b.WriteString("=")
+		b.WriteString(f[1])
+	}
+	return b.String()
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "no"
+}
+
+// runner runs figures.
+type runner struct {
+	sz       sizes
+	root     string
+	cacheDir string
+	build    *builder
+	out      io.Writer // BENCH lines
+	progress io.Writer // per-round progress
+}
+
+func (r *runner) logf(format string, args ...any) {
+	if r.progress != nil {
+		fmt.Fprintf(r.progress, "  "+format+"\n", args...)
+	}
+}
+
+// options are the command line.
+type options struct {
+	quick      bool
+	rounds     int
+	only       []string
+	updateDocs bool
+	cpuprofile string
+	docs       string
+	verbose    bool
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("edgeshard-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.BoolVar(&o.quick, "quick", false, "short rounds: every figure in under 3 minutes on 2 cores")
+	fs.IntVar(&o.rounds, "rounds", 0, "rounds per comparison (default 5, or 3 with -quick)")
+	only := fs.String("only", "", "comma-separated figures to run (default all): "+strings.Join(figureNames(), ","))
+	fs.BoolVar(&o.updateDocs, "update-docs", false, "rewrite the tables of docs/BENCHMARKS.md with this run")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	fs.StringVar(&o.docs, "docs", "docs/BENCHMARKS.md", "the document -update-docs rewrites (relative to the repository root)")
+	fs.BoolVar(&o.verbose, "v", true, "print per-round progress on stderr")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *only != "" {
+		for _, n := range strings.Split(*only, ",") {
+			n = strings.TrimSpace(n)
+			if !slices.Contains(figureNames(), n) {
+				fmt.Fprintf(stderr, "edgeshard-bench: unknown figure %q (have %s)\n", n, strings.Join(figureNames(), ", "))
+				return 2
+			}
+			o.only = append(o.only, n)
+		}
+	}
+	sz := fullSizes()
+	if o.quick {
+		sz = quickSizes()
+	}
+	if o.rounds > 0 {
+		sz.Rounds = o.rounds
+		sz.Startups = o.rounds
+	}
+	root, err := findRoot(".")
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard-bench: %v\n", err)
+		return 1
+	}
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			fmt.Fprintf(stderr, "edgeshard-bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "edgeshard-bench: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	r := &runner{sz: sz, root: root, cacheDir: cacheDir(root), build: &builder{root: root}, out: stdout}
+	if o.verbose {
+		r.progress = stderr
+	}
+	env := captureEnv(root, args)
+	results, failed := r.runAll(o.only, stderr)
+	if o.updateDocs {
+		if err := updateDocs(root, o.docs, env, results, o.quick, sz); err != nil {
+			fmt.Fprintf(stderr, "edgeshard-bench: update docs: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "edgeshard-bench: updated %s\n", o.docs)
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+func figureNames() []string {
+	var names []string
+	for _, f := range figures {
+		names = append(names, f.name)
+	}
+	return names
+}
+
+// cacheDir is the shared wazero compilation cache of the tests
+// (internal/testutil.CacheDir): $EDGESHARD_TEST_CACHE or
+// build/test-cache/wazero.
+func cacheDir(root string) string {
+	if d := os.Getenv("EDGESHARD_TEST_CACHE"); d != "" {
+		return d
+	}
+	return root + "/build/test-cache/wazero"
+}
+
+// runAll runs the selected figures (all when only is empty), printing each
+// BENCH line as soon as it is known.
+func (r *runner) runAll(only []string, stderr io.Writer) (results []*result, failed bool) {
+	for _, f := range figures {
+		if len(only) > 0 && !slices.Contains(only, f.name) {
+			continue
+		}
+		t0 := time.Now()
+		r.logf("%s: running", f.name)
+		res, err := f.run(r)
+		if err == nil && res == nil {
+			err = errors.New("no result")
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "edgeshard-bench: %s: %v\n", f.name, err)
+			res = &result{name: f.name, headline: "error", note: firstLine(err.Error())}
+			res.add("status", "error")
+			failed = true
+		}
+		fmt.Fprintln(r.out, res.line())
+		r.logf("%s: done in %v", f.name, time.Since(t0).Round(100*time.Millisecond))
+		results = append(results, res)
+	}
+	return results, failed
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/loadgen"
+)
+
+// limitHost starts a host with RATE_LIMIT_SHARD (the wasm plugin) and
+// RATE_LIMIT_NATIVE (nativeLimiter), both sharded alike, in dir.
+func (r *runner) limitHost(dir string, logs *logSink) (*host.Host, error) {
+	mod, err := r.build.wasm("plugins/ratelimit")
+	if err != nil {
+		return nil, err
+	}
+	cfg := r.hostConfig(dir, logs)
+	cfg.Bindings = []host.Binding{
+		{Name: "RATE_LIMIT_SHARD", Module: mod, Shards: r.sz.Shards},
+		{Name: "RATE_LIMIT_NATIVE", Native: newNativeLimiter(clock.Real{}), Shards: r.sz.Shards},
+	}
+	return host.New(context.Background(), cfg)
+}
+
+// limitKeys returns, per worker, a generator of check bodies for user
+// buckets drawn uniformly from n, with a limit no test run reaches (every
+// decision allows, so every call writes its bucket), and the bucket key.
+func limitKeys(workers, n int, seed uint64) []func() (key string, body []byte) {
+	keys := make([]string, n)
+	bodies := make([][]byte, n)
+	for i := range keys {
+		keys[i] = "user:u" + strconv.Itoa(i)
+		bodies[i] = []byte(keys[i] + "\t1000000000\t60000\n")
+	}
+	out := make([]func() (string, []byte), workers)
+	for w := range out {
+		rng := rand.New(rand.NewPCG(seed, uint64(w)))
+		out[w] = func() (string, []byte) { i := rng.IntN(n); return keys[i], bodies[i] }
+	}
+	return out
+}
+
+var allowedPrefix = []byte(`{"allowed":true`)
+
+// ratelimitWasmVsNative: rate-limit decisions/s through RateLimitShard
+// (wasm) versus nativeLimiter (the same algorithm, package window, in Go)
+// behind the same host: Namespace.Fetch of POST /check, the same actor,
+// storage (Badger, SyncWrites; window writes are unconfirmed in both) and
+// output gate. 64 callers over Buckets user buckets.
+func (r *runner) ratelimitWasmVsNative() (*result, error) {
+	sz := r.sz
+	dir, err := os.MkdirTemp("", "edgeshard-bench-ratelimit-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	logs := &logSink{}
+	h, err := r.limitHost(filepath.Join(dir, "host"), logs)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close(context.Background())
+	var seed uint64
+	op := func(binding string) loadgen.Op {
+		ns, _ := h.Namespace(binding)
+		seed++
+		gen := limitKeys(sz.Workers, sz.Buckets, seed)
+		return func(ctx context.Context, w, _ int) error {
+			key, body := gen[w]()
+			resp, err := ns.Fetch(ctx, key, &abi.Request{Method: "POST", Path: "/check", Body: body})
+			if err != nil {
+				return err
+			}
+			if resp.Status != 200 || !bytes.HasPrefix(resp.Body, allowedPrefix) {
+				return fmt.Errorf("status %d: %s", resp.Status, resp.Body)
+			}
+			return nil
+		}
+	}
+	measure := func(d time.Duration, op loadgen.Op) (float64, error) {
+		l := closedLoop(sz.Workers, d, op)
+		if l.Errors > 0 {
+			return 0, fmt.Errorf("%d of %d checks failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
+		}
+		return l.rate(0), nil
+	}
+	opW, opN := op("RATE_LIMIT_SHARD"), op("RATE_LIMIT_NATIVE")
+	for _, o := range []loadgen.Op{opW, opN} {
+		if _, err := measure(sz.Warmup, o); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	wr, nr, err := r.compare("ratelimit_wasm_vs_native", sz.Rounds,
+		side{"wasm", func(int) (float64, error) { return measure(sz.Side, opW) }},
+		side{"native", func(int) (float64, error) { return measure(sz.Side, opN) }})
+	if err != nil {
+		return nil, err
+	}
+	wm, nm := median(wr), median(nr)
+	ratio := wm / nm
+	res := &result{name: "ratelimit_wasm_vs_native", met: ratio >= 0.5}
+	res.add("wasm_per_s", wm)
+	res.add("native_per_s", nm)
+	res.add("ratio", ratio)
+	res.add("spread", max(spread(wr), spread(nr)))
+	res.add("rounds", sz.Rounds)
+	res.add("goal_min", 0.5)
+	res.add("met", yesNo(res.met))
+	res.headline = fmt.Sprintf("%.2f", ratio)
+	res.note = fmt.Sprintf("%s vs %s decisions/s, in-process Namespace.Fetch, %d callers, %d buckets",
+		fmtNum(wm), fmtNum(nm), sz.Workers, sz.Buckets)
+	return res, nil
+}
+
+// checkReply is the /check answer as a client decodes it.
+type checkReply struct {
+	Allowed *bool         `json:"allowed"`
+	Buckets []checkBucket `json:"buckets"`
+}
+
+type checkBucket struct {
+	Key          string `json:"key"`
+	Allowed      bool   `json:"allowed"`
+	Limit        int64  `json:"limit"`
+	Remaining    int64  `json:"remaining"`
+	WindowMS     int64  `json:"window_ms"`
+	ResetMS      int64  `json:"reset_ms"`
+	RetryAfterMS int64  `json:"retry_after_ms"`
+}
+
+// bareCheck is the floor of ratelimit_http: a plain net/http handler that
+// reads the same /check body, parses it with the same parser, and encodes
+// an answer of the same shape with encoding/json — everything an HTTP
+// rate-limit endpoint does except deciding (no shard, no storage).
+func bareCheck(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ls, bad := parseCheck(string(body))
+	if bad != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(bad.Status)
+		w.Write(bad.Body)
+		return
+	}
+	now := time.Now().UnixMilli()
+	allowed := true
+	rep := checkReply{Allowed: &allowed, Buckets: make([]checkBucket, len(ls))}
+	for i, l := range ls {
+		rep.Buckets[i] = checkBucket{Key: l.key, Allowed: true, Limit: l.limit, Remaining: l.limit - l.cost,
+			WindowMS: l.window, ResetMS: now - now%l.window + l.window}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(rep)
+}
+
+// ratelimitHTTP: rate-limit decisions/s over loopback HTTP through the
+// host's /do/RATE_LIMIT_SHARD/{key}/check route (wasm shard, Badger
+// storage) versus bareCheck, with the same client, callers and requests;
+// the client decodes every JSON answer on both sides.
+func (r *runner) ratelimitHTTP() (*result, error) {
+	sz := r.sz
+	dir, err := os.MkdirTemp("", "edgeshard-bench-ratelimit-http-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	logs := &logSink{}
+	h, err := r.limitHost(filepath.Join(dir, "host"), logs)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close(context.Background())
+	srvS := newServer(h.Handler())
+	defer srvS.Close()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /check", bareCheck)
+	srvB := newServer(mux)
+	defer srvB.Close()
+	client := newClient(sz.Workers)
+	defer client.CloseIdleConnections()
+
+	var seed uint64
+	op := func(url func(key string) string) loadgen.Op {
+		seed++
+		gen := limitKeys(sz.Workers, sz.Buckets, seed)
+		return func(ctx context.Context, w, _ int) error {
+			key, body := gen[w]()
+			st, b, err := callHTTP(ctx, client, "POST", url(key), body)
+			if err != nil {
+				return err
+			}
+			var rep checkReply
+			if err := json.Unmarshal(b, &rep); err != nil || st != 200 || rep.Allowed == nil || !*rep.Allowed || len(rep.Buckets) != 1 {
+				return fmt.Errorf("status %d: %s", st, b)
+			}
+			return nil
+		}
+	}
+	opS := op(func(key string) string { return srvS.URL + "/do/RATE_LIMIT_SHARD/" + key + "/check" })
+	opB := op(func(string) string { return srvB.URL + "/check" })
+	measure := func(d time.Duration, op loadgen.Op) (float64, error) {
+		l := closedLoop(sz.Workers, d, op)
+		if l.Errors > 0 {
+			return 0, fmt.Errorf("%d of %d checks failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
+		}
+		return l.rate(0), nil
+	}
+	for _, o := range []loadgen.Op{opS, opB} {
+		if _, err := measure(sz.Warmup, o); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	sr, br, err := r.compare("ratelimit_http", sz.Rounds,
+		side{"shard", func(int) (float64, error) { return measure(sz.Side, opS) }},
+		side{"bare", func(int) (float64, error) { return measure(sz.Side, opB) }})
+	if err != nil {
+		return nil, err
+	}
+	sm, bm := median(sr), median(br)
+	ratio := sm / bm
+	res := &result{name: "ratelimit_http", met: ratio >= 0.6}
+	res.add("shard_per_s", sm)
+	res.add("bare_per_s", bm)
+	res.add("ratio", ratio)
+	res.add("spread", max(spread(sr), spread(br)))
+	res.add("rounds", sz.Rounds)
+	res.add("goal_min", 0.6)
+	res.add("met", yesNo(res.met))
+	res.headline = fmt.Sprintf("%.2f", ratio)
+	res.note = fmt.Sprintf("%s vs %s decisions/s over loopback HTTP, %d callers", fmtNum(sm), fmtNum(bm), sz.Workers)
+	return res, nil
+}
