@@ -239,11 +239,11 @@ func TestParseSuiteErrors(t *testing.T) {
 			`steps[0].expect: unknown key "staus"`},
 		{"unknown key in repeated step", scen(`{"repeat": 2, "step": {"fetch": {"key": "a"}, "expct": {}}}`),
 			`steps[0].step: unknown step key "expct" (did you mean "expect"?)`},
-		{"wrong type", scen(`{"repeat": "2", "step": {"advance": "1s"}}`), `steps[0].repeat: value: want int, got JSON string`},
+		{"wrong type", scen(`{"repeat": "2", "step": {"advance": "1s"}}`), `steps[0].repeat: value: want an integer, got JSON string`},
 		{"bad duration", scen(`{"advance": "5 seconds"}`), `steps[0].advance: duration "5 seconds": want a Go duration`},
 		{"sub-millisecond advance", scen(`{"advance": "1.5ms"}`), `steps[0] (advance): advance 1.5ms: alarms have millisecond resolution`},
 		{"bad status", scen(`{"fetch": {"key": "a"}, "expect": {"status": "6xx"}}`), `status "6xx": want 100..599`},
-		{"no action", scen(`{"comment": "nothing"}`), `steps[0] (): no action`},
+		{"no action", scen(`{"comment": "nothing"}`), `steps[0]: no action: a step needs one of fetch, repeat, advance, fire_alarm,`},
 		{"two actions", scen(`{"advance": "1s", "restart": {"key": "a"}}`), `several actions (advance, restart)`},
 		{"expect without fetch", scen(`{"restart": {"key": "a"}, "expect": {"status": 200}}`), `"expect" belongs to a "fetch" step`},
 		{"repeat without step", scen(`{"repeat": 2}`), `repeat needs a "step"`},
@@ -263,6 +263,8 @@ func TestParseSuiteErrors(t *testing.T) {
 		{"duplicate scenario", `{` + head + `, "scenarios": [{"name": "s", "steps": [{"advance": "1s"}]}, {"name": "s", "steps": [{"advance": "1s"}]}]}`,
 			`scenario "s": two scenarios have this name`},
 		{"no scenarios", `{` + head + `, "scenarios": []}`, `the suite has no scenarios`},
+		{"not an object", `[]`, `value: want an object, got JSON array`},
+		{"wrong field type", scen(`{"fetch": {"key": 3}}`), `steps[0].fetch: key: want a string, got JSON number`},
 		{"trailing data", `{` + head + `, "scenarios": []} {}`, `after top-level value`},
 	}
 	for _, c := range cases {

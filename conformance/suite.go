@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -383,6 +384,13 @@ var stepKeys = []string{
 	"expect_log", "expect_no_log", "expect_analytics",
 }
 
+// actionKeys are the step keys that are actions; a step has exactly one.
+var actionKeys = []string{
+	"fetch", "repeat", "advance", "fire_alarm", "sql_fail", "restart",
+	"expect_sql", "expect_storage", "expect_alarm", "expect_log",
+	"expect_no_log", "expect_analytics",
+}
+
 // decodeStep decodes one step strictly; path ("steps[3]", "steps[3].step")
 // prefixes its errors.
 func decodeStep(b []byte, path string) (Step, error) {
@@ -476,7 +484,7 @@ func jsonError(b []byte, err error) error {
 		if where == "" {
 			where = "value"
 		}
-		return fmt.Errorf("%s: want %s, got JSON %s", where, te.Type, te.Value)
+		return fmt.Errorf("%s: want %s, got JSON %s", where, jsonKind(te.Type), te.Value)
 	}
 	msg := err.Error()
 	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
@@ -486,6 +494,29 @@ func jsonError(b []byte, err error) error {
 		return errors.New("empty JSON")
 	}
 	return err
+}
+
+// jsonKind names what JSON a Go type is decoded from.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return t.String()
 }
 
 func lineCol(b []byte, off int64) (int, int) {
@@ -618,9 +649,11 @@ func (st *Step) kinds() []string {
 }
 
 func (st *Step) validate(b Binding, path string) error {
-	err := st.check(b, path)
-	if err != nil {
-		return fmt.Errorf("%s (%s): %w", path, st.Kind(), err)
+	if err := st.check(b); err != nil {
+		if k := st.Kind(); k != "" {
+			return fmt.Errorf("%s (%s): %w", path, k, err)
+		}
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	if st.Step != nil {
 		return st.Step.validate(b, path+".step")
@@ -628,11 +661,11 @@ func (st *Step) validate(b Binding, path string) error {
 	return nil
 }
 
-func (st *Step) check(b Binding, path string) error {
+func (st *Step) check(b Binding) error {
 	kinds := st.kinds()
 	switch {
 	case len(kinds) == 0:
-		return fmt.Errorf("no action: a step needs one of %s", strings.Join(stepKeys[1:], ", "))
+		return fmt.Errorf("no action: a step needs one of %s", strings.Join(actionKeys, ", "))
 	case len(kinds) > 1:
 		return fmt.Errorf("several actions (%s): a step has exactly one", strings.Join(kinds, ", "))
 	case st.Expect != nil && st.Fetch == nil:

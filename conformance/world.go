@@ -77,6 +77,9 @@ func newWorld(ctx context.Context, r *runner, sc *Scenario, logf func(string, ..
 	cfg := host.DefaultConfig()
 	cfg.DataDir = ""
 	cfg.CacheDir = r.cacheDir
+	if cfg.Engine, err = sharedEngine(ctx, r.cacheDir); err != nil {
+		return nil, fmt.Errorf("wasm engine: %w", err)
+	}
 	sqlURL := sqldb.Scheme + ":memory:"
 	switch r.opts.Backend {
 	case "", BackendMemory:

@@ -95,6 +95,11 @@ type Config struct {
 	// Registerer receives the host's Prometheus metrics; nil keeps them
 	// unregistered.
 	Registerer prometheus.Registerer
+	// Engine, when set, is a shared engine the host uses (and does not
+	// close) instead of starting its own; CacheDir is then the engine's. A
+	// MemoryLimitMiB different from the engine's makes the host start its
+	// own engine with that cap.
+	Engine *Engine
 }
 
 // DefaultConfig returns a configuration with durable defaults.
@@ -152,6 +157,7 @@ type Host struct {
 	cfg     Config
 	log     zerolog.Logger
 	engine  *wasm.Engine
+	ownEng  bool // the host started engine and closes it
 	store   *storage.Engine
 	alarms  *scheduler
 	mu      sync.RWMutex
@@ -177,17 +183,24 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 			return nil, fmt.Errorf("compilation cache: %w", err)
 		}
 	}
-	eng, err := wasm.NewEngine(ctx, wasm.Config{CacheDir: cfg.CacheDir, MemoryLimitMiB: cfg.MemoryLimitMiB})
-	if err != nil {
-		return nil, err
+	var err error
+	if cfg.Engine != nil && (cfg.MemoryLimitMiB == 0 || cfg.MemoryLimitMiB == cfg.Engine.memLimit) {
+		h.engine = cfg.Engine.e
+	} else {
+		h.engine, err = wasm.NewEngine(ctx, wasm.Config{CacheDir: cfg.CacheDir, MemoryLimitMiB: cfg.MemoryLimitMiB})
+		if err != nil {
+			return nil, err
+		}
+		h.ownEng = true
 	}
-	h.engine = eng
 	backend := cfg.Storage
 	if backend == nil {
 		dir := filepath.Join(cfg.DataDir, "shards")
 		backend, err = storage.OpenBadger(storage.BadgerOptions{Dir: dir, SyncWrites: cfg.SyncWrites})
 		if err != nil {
-			eng.Close(ctx)
+			if h.ownEng {
+				h.engine.Close(ctx)
+			}
 			return nil, fmt.Errorf("open shard storage %s: %w", dir, err)
 		}
 	}
@@ -311,7 +324,7 @@ func (h *Host) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("close storage: %w", err))
 		}
 	}
-	if h.engine != nil {
+	if h.engine != nil && h.ownEng {
 		if err := h.engine.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}

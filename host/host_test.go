@@ -50,6 +50,7 @@ func counterConfig(t *testing.T, mutate func(*host.Config)) host.Config {
 	cfg := host.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.CacheDir = testutil.CacheDir()
+	cfg.Engine = testutil.Engine(t)
 	cfg.Bindings = []host.Binding{{Name: "COUNTER", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test")}}
 	if mutate != nil {
 		mutate(&cfg)

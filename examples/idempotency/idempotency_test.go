@@ -36,6 +36,7 @@ func startHost(t *testing.T, mutate func(*host.Config)) *host.Host {
 	cfg := host.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.CacheDir = testutil.CacheDir()
+	cfg.Engine = testutil.Engine(t)
 	cfg.Bindings = []host.Binding{{Name: "IDEMPOTENCY", Module: testutil.Plugin(t, "examples/idempotency")}}
 	if mutate != nil {
 		mutate(&cfg)

@@ -124,6 +124,7 @@ func startHost(t *testing.T, wasm, dir string, c clock.Clock) *host.Host {
 	cfg := host.DefaultConfig()
 	cfg.DataDir = dir
 	cfg.CacheDir = testutil.CacheDir()
+	cfg.Engine = testutil.Engine(t)
 	cfg.Clock = c
 	cfg.SQL = map[string]host.SQLDB{"DB": db}
 	cfg.Bindings = []host.Binding{{Name: "LEADERBOARD", Module: wasm, SQL: "DB"}}

@@ -89,6 +89,7 @@ func startHost(t *testing.T, wasm, dir string, c clock.Clock) *host.Host {
 	cfg := host.DefaultConfig()
 	cfg.DataDir = dir
 	cfg.CacheDir = testutil.CacheDir()
+	cfg.Engine = testutil.Engine(t)
 	cfg.Clock = c
 	cfg.Bindings = []host.Binding{{Name: "PRESENCE", Module: wasm}}
 	h, err := host.New(context.Background(), cfg)

@@ -52,6 +52,7 @@ func startReal(t *testing.T, o envOpts) *realEnv {
 	cfg := host.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.CacheDir = testutil.CacheDir()
+	cfg.Engine = testutil.Engine(t)
 	cfg.SQL = map[string]host.SQLDB{"DB": e.db}
 	cfg.Analytics = map[string]host.AnalyticsBinding{"AE": {Dataset: "runtime_events", Sink: e.ae}}
 	cfg.Logger = zerolog.New(e.logs)

@@ -5,6 +5,7 @@
 package testutil
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/edgeshard/edgeshard/host"
 )
 
 // RepoRoot returns the repository root (the directory holding go.mod).
@@ -88,4 +91,27 @@ func BuildPlugin(pkg string, ldflags ...string) (string, error) {
 	}
 	built[key] = out
 	return out, nil
+}
+
+var (
+	engineMu sync.Mutex
+	engine   *host.Engine
+)
+
+// Engine returns a wasm engine shared by every host a test binary starts
+// (host.Config.Engine): each plugin version is then compiled, or loaded
+// from CacheDir, once per test binary instead of once per host. It is never
+// closed; the process's exit releases it.
+func Engine(tb testing.TB) *host.Engine {
+	tb.Helper()
+	engineMu.Lock()
+	defer engineMu.Unlock()
+	if engine == nil {
+		e, err := host.NewEngine(context.Background(), host.EngineConfig{CacheDir: CacheDir()})
+		if err != nil {
+			tb.Fatalf("shared wasm engine: %v", err)
+		}
+		engine = e
+	}
+	return engine
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/abi/sdk"
 	"github.com/edgeshard/edgeshard/plugins/internal/shardkit"
+	"github.com/edgeshard/edgeshard/plugins/ratelimit/window"
 )
 
 func main() {}
@@ -52,7 +53,7 @@ type line struct {
 	key                   string
 	limit, window, cost   int64
 	no                    int
-	st                    Window
+	st                    window.Window
 	fresh                 bool
 	allowed               bool
 	remaining, retryAfter int64
@@ -74,17 +75,17 @@ func parseCheck(body string) ([]line, *sdk.Response) {
 			return nil, shardkit.BadLine("bad_line", no, "want key\\tlimit\\twindow_ms[\\tcost], got "+strconv.Itoa(n)+" fields")
 		}
 		l := line{key: f[0], no: no, cost: 1}
-		if l.key == "" || len(l.key) > MaxKeyBytes {
-			return nil, shardkit.BadLine("bad_key", no, "key must be 1.."+strconv.Itoa(MaxKeyBytes)+" bytes")
+		if l.key == "" || len(l.key) > window.MaxKeyBytes {
+			return nil, shardkit.BadLine("bad_key", no, "key must be 1.."+strconv.Itoa(window.MaxKeyBytes)+" bytes")
 		}
 		var ok1, ok2 bool
 		l.limit, ok1 = shardkit.ParseInt(f[1])
-		if !ok1 || l.limit < 1 || l.limit > MaxLimit {
-			return nil, shardkit.BadLine("bad_limit", no, "limit must be an integer in 1.."+strconv.Itoa(MaxLimit))
+		if !ok1 || l.limit < 1 || l.limit > window.MaxLimit {
+			return nil, shardkit.BadLine("bad_limit", no, "limit must be an integer in 1.."+strconv.Itoa(window.MaxLimit))
 		}
 		l.window, ok2 = shardkit.ParseInt(f[2])
-		if !ok2 || l.window < MinWindowMs || l.window > MaxWindowMs {
-			return nil, shardkit.BadLine("bad_window", no, "window_ms must be an integer in "+strconv.Itoa(MinWindowMs)+".."+strconv.Itoa(MaxWindowMs))
+		if !ok2 || l.window < window.MinWindowMs || l.window > window.MaxWindowMs {
+			return nil, shardkit.BadLine("bad_window", no, "window_ms must be an integer in "+strconv.Itoa(window.MinWindowMs)+".."+strconv.Itoa(window.MaxWindowMs))
 		}
 		if n == 4 {
 			c, ok := shardkit.ParseInt(f[3])
@@ -128,11 +129,11 @@ func check(req *sdk.Request) *sdk.Response {
 	all := true
 	for i := range ls {
 		l := &ls[i]
-		var stored Window
+		var stored window.Window
 		exists := false
 		for _, kv := range kvs {
 			if kv.Key == keys[i] {
-				if w, err := DecodeWindow(string(kv.Value)); err == nil {
+				if w, err := window.DecodeWindow(string(kv.Value)); err == nil {
 					stored, exists = w, true
 				} else {
 					sdk.Warn("bucket state unreadable; starting it afresh", "bucket", l.key, "error", err.Error())
@@ -140,7 +141,7 @@ func check(req *sdk.Request) *sdk.Response {
 				break
 			}
 		}
-		l.st, l.fresh = Roll(stored, exists, now, l.window)
+		l.st, l.fresh = window.Roll(stored, exists, now, l.window)
 		l.allowed = l.st.Allows(now, l.limit, l.cost)
 		all = all && l.allowed
 	}
@@ -220,8 +221,8 @@ func appendCheck(b []byte, all bool, ls []line) []byte {
 // now (windows rolled forward, nothing written).
 func bucketState(req *sdk.Request) *sdk.Response {
 	key := sdk.Query(req, "key")
-	if key == "" || len(key) > MaxKeyBytes {
-		return sdk.ErrorJSON(400, "bad_key", "query parameter key must be 1.."+strconv.Itoa(MaxKeyBytes)+" bytes")
+	if key == "" || len(key) > window.MaxKeyBytes {
+		return sdk.ErrorJSON(400, "bad_key", "query parameter key must be 1.."+strconv.Itoa(window.MaxKeyBytes)+" bytes")
 	}
 	v, ok, err := sdk.Storage().Get(bucketPrefix + key)
 	if err != nil {
@@ -230,12 +231,12 @@ func bucketState(req *sdk.Request) *sdk.Response {
 	if !ok {
 		return sdk.ErrorJSON(404, "bucket_not_found", "no bucket "+strconv.Quote(key))
 	}
-	st, err := DecodeWindow(string(v))
+	st, err := window.DecodeWindow(string(v))
 	if err != nil {
 		return shardkit.Internal("bad_state", err)
 	}
 	now := shardkit.NowMs()
-	st, _ = Roll(st, true, now, st.W)
+	st, _ = window.Roll(st, true, now, st.W)
 	b := append(make([]byte, 0, 192), '{')
 	b = shardkit.AppendStr(b, "key", key)
 	b = shardkit.AppendInt(b, "window_ms", st.W)
@@ -265,7 +266,7 @@ func alarm(sdk.AlarmInfo) error {
 			return err
 		}
 		for _, kv := range kvs {
-			st, err := DecodeWindow(string(kv.Value))
+			st, err := window.DecodeWindow(string(kv.Value))
 			if err != nil || now >= st.ExpiresAt() {
 				idle = append(idle, kv.Key)
 				if len(idle) == abi.MaxMultiKeys {

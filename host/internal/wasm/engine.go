@@ -26,6 +26,10 @@ type Config struct {
 	// Interpreter selects wazero's interpreter instead of the compiler
 	// (for platforms without the compiler; much slower).
 	Interpreter bool
+	// KeepModules keeps compiled modules after their last user closes them,
+	// until the engine closes: an engine shared by many short-lived hosts
+	// (tests, the conformance kit) then compiles each module version once.
+	KeepModules bool
 	// StartTimeout bounds instantiation: the start functions, the ABI
 	// version probe and edgeshard_init (default 10s). A caller's earlier
 	// context deadline still wins.

@@ -11,6 +11,7 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 )
 
@@ -84,6 +85,9 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 	// when this deadline passes (WithCloseOnContextDone), as for an event.
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.StartTimeout)
 	defer cancel()
+	// Linear memory in its own mapping: grows without copying, costs RSS
+	// only for touched pages (memory_unix.go).
+	ctx = experimental.WithMemoryAllocator(ctx, mmapAllocator)
 	// Init may call host functions (a plugin reading a var in init); give
 	// it an empty call state so they answer "not granted" instead of crashing.
 	ictx := withCall(ctx, &call{})

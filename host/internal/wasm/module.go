@@ -228,7 +228,7 @@ func (e *Engine) validate(ctx context.Context, c wazero.CompiledModule, grants [
 func (m *Module) Close(ctx context.Context) error {
 	m.engine.mu.Lock()
 	m.refs--
-	last := m.refs == 0
+	last := m.refs == 0 && !m.engine.cfg.KeepModules
 	if last && m.engine.modules[m.SHA256] == m {
 		delete(m.engine.modules, m.SHA256)
 	}

@@ -69,6 +69,7 @@ func New(t testing.TB, o Options) *Fixture {
 	f := &Fixture{Opts: o, Clock: clock.NewVirtual(Start), AE: &analytics.Recorder{}, Logs: &LogBuf{}}
 	cfg := host.Config{
 		CacheDir:    testutil.CacheDir(),
+		Engine:      testutil.Engine(t),
 		Clock:       f.Clock,
 		Logger:      zerolog.New(f.Logs).Level(zerolog.DebugLevel),
 		IdleTimeout: time.Hour,

@@ -1,4 +1,10 @@
-package main
+// Package window is the sliding-window-counter arithmetic of RateLimitShard
+// (plugins/ratelimit): a bucket's stored state, how it rolls forward in
+// time, the allow/remaining/retry-after decisions in exact integer
+// arithmetic, and its stored form. It has no dependency on the guest SDK,
+// so the wasm plugin and a native Go shard (the benchmark baseline in
+// cmd/edgeshard-bench) run the very same code.
+package window
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package main
+package window
 
 import (
 	"math/rand/v2"
