@@ -9,7 +9,7 @@ EXAMPLES  := counter leaderboard idempotency presence tutorial
 CONFIG    ?= edgeshard.toml
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: help build plugins run test check fuzz bench bench-quick clean
+.PHONY: help build plugins run test check fuzz crash-test bench bench-quick clean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,7 @@ FUZZTARGETS := \
 	./abi:FuzzRoundTrip \
 	./host/internal/wasm:FuzzHostFunctions \
 	./host/internal/wasm:FuzzLoad \
+	./host/internal/wasm:FuzzPreflight \
 	./host/config:FuzzParse \
 	./host:FuzzDO \
 	./host/edge:FuzzParseEvents
@@ -57,6 +58,19 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 		echo "fuzz  $$pkg $$name ($(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
+
+# Crash test: kill -9 the real host under load, restart, compare SQL with
+# the clients' ledger (cmd/edgeshard-crashtest). Defaults take about a
+# minute per mode; raise CYCLES, DURATION (longest load stretch before a
+# random kill) and CLIENTS for a soak, e.g.
+#   make crash-test CYCLES=40 DURATION=10s CLIENTS=32
+CYCLES   ?= 5
+DURATION ?= 3s
+CLIENTS  ?= 8
+MODES    ?= primary,counter-shadow,event-shadow
+
+crash-test: ## kill -9 the host under load for CYCLES cycles per mode; fails unless lost=0 duplicated=0
+	$(GO) run ./cmd/edgeshard-crashtest -cycles $(CYCLES) -duration $(DURATION) -clients $(CLIENTS) -modes $(MODES)
 
 bench: build ## run the full benchmark driver
 	@echo "benchmarks: see docs/BENCHMARKS.md"

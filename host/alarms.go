@@ -23,6 +23,9 @@ type scheduler struct {
 	stopped bool
 }
 
+// maxTimerWaitMs bounds one scheduler timer (a day); later alarms re-arm.
+const maxTimerWaitMs = 24 * 3600 * 1000
+
 type alarmEntry struct {
 	id    storage.ShardID
 	at    int64 // unix ms
@@ -99,10 +102,16 @@ func (s *scheduler) arm() {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
-	d := time.Duration(first-s.h.cfg.Clock.Now().UnixMilli()) * time.Millisecond
-	if d < 0 {
-		d = 0
+	wait := first - s.h.cfg.Clock.Now().UnixMilli()
+	if wait < 0 {
+		wait = 0
 	}
+	// Clamp: a far-future alarm (or one restored from storage) must not
+	// overflow time.Duration; the timer re-arms when it fires early.
+	if wait > maxTimerWaitMs {
+		wait = maxTimerWaitMs
+	}
+	d := time.Duration(wait) * time.Millisecond
 	s.timerAt = first
 	s.timer = s.h.cfg.Clock.AfterFunc(d, s.fire)
 }

@@ -12,6 +12,11 @@ type EngineConfig struct {
 	CacheDir string
 	// MemoryLimitMiB caps each instance's memory (default 128).
 	MemoryLimitMiB int
+	// UnsafeNoTerminationChecks turns off the interruption of guest code
+	// at its event deadline, to measure what wazero's termination checks
+	// cost (cmd/edgeshard-bench -unchecked). A runaway guest is then never
+	// stopped. Benchmarks only.
+	UnsafeNoTerminationChecks bool
 }
 
 // Engine is a wasm runtime with its compiled modules that several hosts in
@@ -29,7 +34,8 @@ func NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, error) {
 	if cfg.MemoryLimitMiB <= 0 {
 		cfg.MemoryLimitMiB = 128
 	}
-	e, err := wasm.NewEngine(ctx, wasm.Config{CacheDir: cfg.CacheDir, MemoryLimitMiB: cfg.MemoryLimitMiB, KeepModules: true})
+	e, err := wasm.NewEngine(ctx, wasm.Config{CacheDir: cfg.CacheDir, MemoryLimitMiB: cfg.MemoryLimitMiB, KeepModules: true,
+		UnsafeNoTerminationChecks: cfg.UnsafeNoTerminationChecks})
 	if err != nil {
 		return nil, err
 	}

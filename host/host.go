@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -47,6 +48,12 @@ type Binding struct {
 	SQL string
 	// Analytics names the dataset binding in Config.Analytics; "" grants none.
 	Analytics string
+	// Internal keeps the namespace off the HTTP route /do/{binding}/...:
+	// only in-process callers (Fetch, the edge API, the admin API) reach
+	// it. The shards behind the edge API are internal, so an edge client
+	// cannot speak their protocols directly (inject counter deltas or
+	// events, reset a rate-limit bucket).
+	Internal bool
 	// Native, when set, serves the namespace with Go code inside the host
 	// instead of a wasm module (a baseline for benchmarks and tests); it
 	// returns the handler of one shard. Module is ignored.
@@ -207,19 +214,54 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	h.store = storage.NewEngine(backend, storage.EngineOptions{})
 	h.alarms = newScheduler(h)
 	h.metrics = newMetrics(h, cfg.Registerer)
-	for _, b := range cfg.Bindings {
-		ns, err := h.newNamespace(ctx, b)
-		if err != nil {
-			h.Close(ctx)
-			return nil, err
+	nss, err := h.loadNamespaces(ctx, cfg.Bindings)
+	for _, ns := range nss {
+		if ns != nil {
+			h.ns[ns.name] = ns // so that Close below releases them on error
 		}
-		h.ns[b.Name] = ns
+	}
+	if err != nil {
+		h.Close(ctx)
+		return nil, err
 	}
 	if err := h.restoreAlarms(); err != nil {
 		h.Close(ctx)
 		return nil, err
 	}
 	return h, nil
+}
+
+// loadNamespaces reads, validates and compiles (or loads from the cache)
+// the bindings' modules concurrently, up to GOMAXPROCS at a time, with
+// wazero compiling each module on GOMAXPROCS workers: a warm start is
+// bounded by the slowest module rather than by their sum. It returns every
+// namespace that loaded and the first error in binding order.
+func (h *Host) loadNamespaces(ctx context.Context, bs []Binding) ([]*Namespace, error) {
+	ctx = wasm.WithCompileWorkers(ctx, runtime.GOMAXPROCS(0))
+	nss := make([]*Namespace, len(bs))
+	errs := make([]error, len(bs))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, b := range bs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			nss[i], errs[i] = h.newNamespace(ctx, b)
+		}()
+	}
+	wg.Wait()
+	return nss, firstErr(errs)
+}
+
+func firstErr(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func validateBindings(cfg Config) error {

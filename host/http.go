@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/internal/httpx"
@@ -45,6 +46,7 @@ func ErrorStatus(err error) (int, string) {
 // Routes registers the host's own routes on r:
 //
 //	ANY /do/{binding}/{key}/{rest...}  the shard for key sees path /{rest...}
+//	                                   (404 unknown_binding for an Internal binding)
 //	GET /healthz                       liveness
 func (h *Host) Routes(r *mux.Router) {
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -65,6 +67,11 @@ func (h *Host) Handler() http.Handler {
 func (h *Host) serveDO(w http.ResponseWriter, r *http.Request) {
 	vars := mux.Vars(r)
 	binding, key := vars["binding"], vars["key"]
+	if ns, ok := h.namespace(binding); ok && ns.binding.Internal {
+		// Answered exactly like a binding that does not exist.
+		httpx.WriteError(w, http.StatusNotFound, "unknown_binding", fmt.Sprintf("%v %q", ErrUnknownBinding, binding))
+		return
+	}
 	// The shard sees the path after /do/{binding}/{key}, from the raw
 	// (escaped) path so keys and rest keep their encoding.
 	raw := r.URL.EscapedPath()
@@ -99,6 +106,9 @@ func (h *Host) serveDO(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, hd := range resp.Header {
+		if hopByHop(hd.Name) || strings.ContainsAny(hd.Value, "\x00\r\n") {
+			continue // the host owns framing; a shard cannot set it
+		}
 		w.Header().Add(hd.Name, hd.Value)
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(resp.Body)))
@@ -131,4 +141,15 @@ func indexFrom(s string, c byte, from int) int {
 		}
 	}
 	return -1
+}
+
+// hopByHop reports headers that describe the connection, not the message
+// (RFC 9110 §7.6.1), plus Content-Length, which the host sets itself.
+func hopByHop(name string) bool {
+	switch http.CanonicalHeaderKey(name) {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length":
+		return true
+	}
+	return false
 }

@@ -399,7 +399,18 @@ func (a *actor) handleAlarm(retry int) {
 		a.retryAlarm(now, retry, errors.New("alarm handler reported failure"), true)
 		return
 	}
-	a.commit()
+	// An alarm holds no response, yet whether it ran is decided by its
+	// commit: if the handler's writes (and the alarm's own deletion) never
+	// become durable, it did not happen. Nothing else would notice — the
+	// scheduler has forgotten it, and a shard without traffic has no next
+	// event to find its storage failed — so wait for the outcome and retry
+	// a failed commit like a failed handler.
+	if err := a.commit().Wait(context.Background()); err != nil && !a.ns.h.isClosing() {
+		a.log.Error().Err(err).Msg("alarm's storage commit failed; discarding instance and reloading from storage")
+		a.closeInstance()
+		a.store.Reset()
+		a.retryAlarm(now, retry, err, false)
+	}
 }
 
 // retryAlarm schedules retry+1 after exponential backoff, persisting the

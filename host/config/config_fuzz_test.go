@@ -87,8 +87,11 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// equalExtra compares decoded TOML values, NaN equal to NaN.
+// equalExtra compares decoded TOML values, NaN equal to NaN. An inline
+// array of tables ([{}]) decodes as []any and is written back as an array
+// of tables ([[t]]), which decodes as []map[string]any: the same value.
 func equalExtra(a, b any) bool {
+	a, b = tableList(a), tableList(b)
 	switch x := a.(type) {
 	case float64:
 		y, ok := b.(float64)
@@ -100,17 +103,6 @@ func equalExtra(a, b any) bool {
 		}
 		for k, v := range x {
 			if w, ok := y[k]; !ok || !equalExtra(v, w) {
-				return false
-			}
-		}
-		return true
-	case []map[string]any:
-		y, ok := b.([]map[string]any)
-		if !ok || len(x) != len(y) {
-			return false
-		}
-		for i := range x {
-			if !equalExtra(x[i], y[i]) {
 				return false
 			}
 		}
@@ -128,4 +120,15 @@ func equalExtra(a, b any) bool {
 		return true
 	}
 	return reflect.DeepEqual(a, b)
+}
+
+func tableList(v any) any {
+	if ts, ok := v.([]map[string]any); ok {
+		out := make([]any, len(ts))
+		for i, t := range ts {
+			out[i] = t
+		}
+		return out
+	}
+	return v
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/internal/testutil"
+	"github.com/edgeshard/edgeshard/storage"
 	"github.com/edgeshard/edgeshard/storage/analytics"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"github.com/rs/zerolog"
@@ -41,6 +42,13 @@ type envOpts struct {
 	// start, which is slow under -race; the tests of the whole flow use
 	// the default 32).
 	shards int
+	// sql, if set, wraps the database the plugins' SQL binding uses (the
+	// edge API keeps the database itself); storage replaces the shards'
+	// storage backend (fault injection).
+	sql     func(host.SQLDB) host.SQLDB
+	storage storage.Backend
+	// sink replaces the analytics recorder (which keeps every point).
+	sink host.AnalyticsSink
 }
 
 func startReal(t *testing.T, o envOpts) *realEnv {
@@ -53,8 +61,18 @@ func startReal(t *testing.T, o envOpts) *realEnv {
 	cfg.DataDir = t.TempDir()
 	cfg.CacheDir = testutil.CacheDir()
 	cfg.Engine = testutil.Engine(t)
-	cfg.SQL = map[string]host.SQLDB{"DB": e.db}
+	var binding host.SQLDB = e.db
+	if o.sql != nil {
+		binding = o.sql(e.db)
+	}
+	cfg.SQL = map[string]host.SQLDB{"DB": binding}
+	if o.storage != nil {
+		cfg.Storage = o.storage
+	}
 	cfg.Analytics = map[string]host.AnalyticsBinding{"AE": {Dataset: "runtime_events", Sink: e.ae}}
+	if o.sink != nil {
+		cfg.Analytics["AE"] = host.AnalyticsBinding{Dataset: "runtime_events", Sink: o.sink}
+	}
 	cfg.Logger = zerolog.New(e.logs)
 	if o.virtual {
 		e.vc = clock.NewVirtual(time.Now().Truncate(time.Second))

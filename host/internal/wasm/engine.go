@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
@@ -30,6 +31,14 @@ type Config struct {
 	// until the engine closes: an engine shared by many short-lived hosts
 	// (tests, the conformance kit) then compiles each module version once.
 	KeepModules bool
+	// UnsafeNoTerminationChecks compiles modules without wazero's
+	// termination checks (WithCloseOnContextDone): a call past its deadline
+	// is then never interrupted — a runaway guest keeps its goroutine and a
+	// CPU forever. It exists only to measure what the checks cost (wazero
+	// 1.12 leaves the machine code for Go at every loop iteration and starts
+	// a goroutine per call; docs/BENCHMARKS.md); never set it for a host
+	// that serves traffic.
+	UnsafeNoTerminationChecks bool
 	// StartTimeout bounds instantiation: the start functions, the ABI
 	// version probe and edgeshard_init (default 10s). A caller's earlier
 	// context deadline still wins.
@@ -68,7 +77,7 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	} else {
 		rc = wazero.NewRuntimeConfig()
 	}
-	rc = rc.WithCloseOnContextDone(true).WithMemoryLimitPages(uint32(cfg.MemoryLimitMiB) * 16)
+	rc = rc.WithCloseOnContextDone(!cfg.UnsafeNoTerminationChecks).WithMemoryLimitPages(uint32(cfg.MemoryLimitMiB) * 16)
 	var cache wazero.CompilationCache
 	if cfg.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
@@ -106,4 +115,12 @@ func (e *Engine) Close(ctx context.Context) error {
 		err = cerr
 	}
 	return err
+}
+
+// WithCompileWorkers returns ctx asking Load to compile a module's
+// functions on n goroutines (wazero's compilation workers) instead of one.
+// Host startup uses it; a hot swap does not, so that compiling a new
+// version never takes every core from the shards serving meanwhile.
+func WithCompileWorkers(ctx context.Context, n int) context.Context {
+	return experimental.WithCompilationWorkers(ctx, n)
 }

@@ -766,3 +766,28 @@ func TestHostFunctionsDoNotAmplify(t *testing.T) {
 		})
 	}
 }
+
+// FuzzPreflight drives the checks before compilation directly (much faster
+// than FuzzLoad): they never panic, and what they pass on passes them again
+// unchanged.
+func FuzzPreflight(f *testing.F) {
+	f.Add(wasmtest.Plugin().Bytes())
+	f.Add(driverModule())
+	tab := wasmtest.Plugin()
+	tab.Tables = []wasmtest.Limits{{Min: 3, Max: -1}, {Min: 1, Max: 1 << 30}}
+	f.Add(tab.Bytes())
+	f.Add([]byte("\x00asm\x01\x00\x00\x00\x00\x0c\x04name\x01\x05\xff\xff\xff\xff\x0f"))
+	f.Fuzz(func(t *testing.T, bin []byte) {
+		if len(bin) < 8 {
+			return // Load refuses these before preflight
+		}
+		out, err := preflight(bin)
+		if err != nil {
+			return
+		}
+		again, err := preflight(out)
+		if err != nil || !bytes.Equal(again, out) {
+			t.Fatalf("preflight output %x is not a fixed point: %v", out, err)
+		}
+	})
+}

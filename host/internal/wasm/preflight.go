@@ -112,6 +112,9 @@ func (r *reader) leb(maxBytes int) uint64 {
 	var v uint64
 	for i := 0; i < maxBytes; i++ {
 		c := r.byte()
+		if r.err != nil {
+			return 0
+		}
 		if i < 10 {
 			v |= uint64(c&0x7f) << (7 * i)
 		}
@@ -126,7 +129,10 @@ func (r *reader) leb(maxBytes int) uint64 {
 func (r *reader) u32() uint32 { return uint32(r.leb(5)) }
 
 func (r *reader) skip(n uint64) {
-	if r.err == nil && n > uint64(len(r.b)-r.off) {
+	if r.err != nil {
+		return
+	}
+	if n > uint64(len(r.b)-r.off) {
 		r.fail(fmt.Errorf("%d bytes claimed, %d remain", n, len(r.b)-r.off))
 		return
 	}
@@ -288,7 +294,10 @@ func (r *reader) section(id byte) error {
 		n := r.count(1)
 		for i := uint32(0); i < n && r.err == nil; i++ {
 			size := r.u32()
-			if r.err == nil && uint64(size) > uint64(len(r.b)-r.off) {
+			if r.err != nil {
+				break
+			}
+			if uint64(size) > uint64(len(r.b)-r.off) {
 				r.fail(fmt.Errorf("function body of %d bytes, %d remain", size, len(r.b)-r.off))
 				break
 			}
@@ -368,7 +377,10 @@ func (r *reader) nameSection() {
 	for r.off < len(r.b) && r.err == nil {
 		id := r.byte()
 		size := r.u32()
-		if r.err == nil && uint64(size) > uint64(len(r.b)-r.off) {
+		if r.err != nil {
+			return
+		}
+		if uint64(size) > uint64(len(r.b)-r.off) {
 			r.fail(fmt.Errorf("name subsection %d claims %d bytes, %d remain", id, size, len(r.b)-r.off))
 			return
 		}
