@@ -72,8 +72,16 @@ MODES    ?= primary,counter-shadow,event-shadow
 crash-test: ## kill -9 the host under load for CYCLES cycles per mode; fails unless lost=0 duplicated=0
 	$(GO) run ./cmd/edgeshard-crashtest -cycles $(CYCLES) -duration $(DURATION) -clients $(CLIENTS) -modes $(MODES)
 
-bench: build ## run the full benchmark driver
-	@echo "benchmarks: see docs/BENCHMARKS.md"
+# Benchmarks (cmd/edgeshard-bench, docs/BENCHMARKS.md): every figure is a
+# ratio of two sides run alternately in one process on 127.0.0.1. Extra
+# driver flags go in BENCHFLAGS, e.g. BENCHFLAGS="-only counters -rounds 7".
+BENCHFLAGS ?=
+
+bench: plugins ## run every benchmark figure (full rounds) and rewrite docs/BENCHMARKS.md
+	$(GO) run ./cmd/edgeshard-bench -update-docs $(BENCHFLAGS)
+
+bench-quick: plugins ## the same figures in under 3 minutes on 2 cores, then rewrite docs/BENCHMARKS.md
+	$(GO) run ./cmd/edgeshard-bench -quick -update-docs $(BENCHFLAGS)
 
 clean: ## remove build outputs
 	rm -rf $(BUILD)

@@ -230,3 +230,40 @@ func TestStorageFailureDuringAlarmKeepsTheAlarm(t *testing.T) {
 		t.Fatal("the alarm is still set after it ran")
 	}
 }
+
+// slowBackend delays every Apply, as a disk stalling on fsync would.
+type slowBackend struct {
+	storage.Backend
+	delay atomic.Int64 // nanoseconds
+}
+
+func (b *slowBackend) Apply(batches []*storage.Batch) error {
+	time.Sleep(time.Duration(b.delay.Load()))
+	return b.Backend.Apply(batches)
+}
+
+// TestSlowCommitIsNeverAnAmbiguousFailure: a caller whose context ends
+// while its event's writes are being made durable (a stalled fsync) still
+// gets the event's real outcome — success once the writes are durable —
+// rather than a context error for a write that then lands anyway: the edge
+// API takes such an error for a failed shard and applies the write again
+// through its SQL fallback, counting it twice.
+func TestSlowCommitIsNeverAnAmbiguousFailure(t *testing.T) {
+	sb := &slowBackend{Backend: storage.NewMemory()}
+	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = sb }))
+	f.call(t, "s", "POST", "/increment") // the instance is up
+	sb.delay.Store(int64(400 * time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	resp, err := f.h.Fetch(ctx, "COUNTER", "s", &abi.Request{Method: "POST", Path: "/increment"})
+	if err != nil {
+		t.Fatalf("the increment ran and became durable, but the caller was told: %v", err)
+	}
+	if !strings.Contains(string(resp.Body), `"count":2`) {
+		t.Fatalf("answer %s", resp.Body)
+	}
+	sb.delay.Store(0)
+	if got := f.count(t, "s"); got != 2 {
+		t.Fatalf("count %d, want 2", got)
+	}
+}

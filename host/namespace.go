@@ -196,14 +196,19 @@ func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Requ
 		// It is running: wait for its outcome rather than leave the
 		// caller guessing whether it happened (bounded by EventTimeout).
 		r = <-ev.done
-		ctx = context.WithoutCancel(ctx)
 	}
 	if r.err != nil {
 		return nil, r.err
 	}
 	if r.pending != nil {
+		// The event has run: its outcome is now whether its writes become
+		// durable, which the committer always decides (success or
+		// ErrCommit). Waiting for that even past the caller's deadline keeps
+		// the answer definite: a context error here would leave a write
+		// that lands anyway, and a caller with a fallback (the edge API)
+		// would apply it twice.
 		t0 := time.Now()
-		if err := r.pending.Wait(ctx); err != nil {
+		if err := r.pending.Wait(context.WithoutCancel(ctx)); err != nil {
 			return nil, err
 		}
 		ns.metrics.m.commitWait.Observe(time.Since(t0).Seconds())

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/edgeshard/edgeshard/host/internal/wasm"
 )
 
 // Swap replaces the namespace's module with bin, the way Caddy reloads:
@@ -24,7 +26,7 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 	if ns.binding.Native != nil {
 		return nil, fmt.Errorf("binding %q is native: its code is compiled into the host", ns.name)
 	}
-	v, err := ns.load(ctx, bin, source)
+	v, err := ns.loadInBackground(ctx, bin, source)
 	if err != nil {
 		ns.metrics.swap("refused")
 		return nil, fmt.Errorf("binding %q: new module refused, the current version keeps serving: %w", ns.name, err)
@@ -41,6 +43,25 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 	ns.metrics.swap("swapped")
 	ns.h.log.Info().Str("binding", ns.name).Str("from", old.Short()).Str("to", v.Short()).Str("source", source).Msg("module swapped")
 	return v, nil
+}
+
+// loadInBackground is load on a goroutine of its own at the lowest OS
+// scheduling priority: compiling a new version (seconds of CPU for a Go
+// guest) then takes only the CPU the serving shards leave, instead of a
+// core of their two during a hot swap (docs/BENCHMARKS.md, swap_p99_ratio).
+func (ns *Namespace) loadInBackground(ctx context.Context, bin []byte, source string) (*Version, error) {
+	type loaded struct {
+		v   *Version
+		err error
+	}
+	done := make(chan loaded, 1)
+	go func() {
+		wasm.LowerPriority() // the thread ends with this goroutine
+		v, err := ns.load(ctx, bin, source)
+		done <- loaded{v, err}
+	}()
+	l := <-done
+	return l.v, l.err
 }
 
 // ErrNoPrevious is returned by Rollback when no earlier version is kept.
@@ -124,6 +145,7 @@ func (ns *Namespace) prepare(v *Version) {
 		go func(a *actor) {
 			defer wg.Done()
 			defer func() { <-sem }()
+			wasm.LowerPriority() // yield to the shards serving meanwhile
 			inst, err := a.instantiate(v)
 			if err != nil {
 				return

@@ -61,12 +61,14 @@ func cpuModel() string {
 
 // Markers of the regions of docs/BENCHMARKS.md the driver rewrites.
 const (
-	envBegin     = "<!-- bench:env:begin -->"
-	envEnd       = "<!-- bench:env:end -->"
-	resultsBegin = "<!-- bench:results:begin -->"
-	resultsEnd   = "<!-- bench:results:end -->"
-	historyBegin = "<!-- bench:history:begin -->"
-	historyEnd   = "<!-- bench:history:end -->"
+	envBegin       = "<!-- bench:env:begin -->"
+	envEnd         = "<!-- bench:env:end -->"
+	resultsBegin   = "<!-- bench:results:begin -->"
+	resultsEnd     = "<!-- bench:results:end -->"
+	historyBegin   = "<!-- bench:history:begin -->"
+	historyEnd     = "<!-- bench:history:end -->"
+	uncheckedBegin = "<!-- bench:unchecked:begin -->"
+	uncheckedEnd   = "<!-- bench:unchecked:end -->"
 )
 
 // historyRows is how many runs the history table keeps.
@@ -75,7 +77,7 @@ const historyRows = 15
 // updateDocs rewrites the machine block and the results table of the
 // document with this run and appends the run to the history table. Rows
 // of figures this run did not measure keep their earlier values.
-func updateDocs(root, rel string, env runEnv, results []*result, quick bool, sz sizes) error {
+func updateDocs(root, rel string, env runEnv, results []*result, quick, unchecked bool, sz sizes) error {
 	path := filepath.Join(root, rel)
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -85,6 +87,9 @@ func updateDocs(root, rel string, env runEnv, results []*result, quick bool, sz 
 	mode := "full"
 	if quick {
 		mode = "quick"
+	}
+	if unchecked {
+		return updateUnchecked(path, doc, env, results, mode)
 	}
 	envBlock := fmt.Sprintf("| | |\n|---|---|\n| machine | %s, %d cores (shared; load average %s at start) |\n| Go | %s |\n| commit | `%s` |\n| date | %s |\n| command | `%s` (%s: %d rounds × %v per side) |\n",
 		env.CPU, env.Cores, env.LoadAvg, env.Go, env.Commit, env.Date, env.Command, mode, sz.Rounds, sz.Side)
@@ -161,6 +166,31 @@ func updateDocs(root, rel string, env runEnv, results []*result, quick bool, sz 
 		h.WriteString(l + "\n")
 	}
 	if doc, err = replaceRegion(doc, historyBegin, historyEnd, h.String()); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(doc), 0o644)
+}
+
+// updateUnchecked rewrites the table of the -unchecked experiment.
+func updateUnchecked(path, doc string, env runEnv, results []*result, mode string) error {
+	var tbl strings.Builder
+	fmt.Fprintf(&tbl, "Run %s, `%s`, %s, load average %s at start, `%s`.\n\n", env.Date, env.Commit, mode, env.LoadAvg, env.Command)
+	tbl.WriteString("| figure | measured without termination checks | goal | met |\n|---|---|---|---|\n")
+	for _, res := range results {
+		met := "yes"
+		if !res.met {
+			met = "no"
+		}
+		goal := ""
+		for _, f := range figures {
+			if f.name == res.name {
+				goal = f.goal
+			}
+		}
+		fmt.Fprintf(&tbl, "| `%s` | %s | %s | %s |\n", res.name, res.headline, goal, met)
+	}
+	doc, err := replaceRegion(doc, uncheckedBegin, uncheckedEnd, tbl.String())
+	if err != nil {
 		return err
 	}
 	return os.WriteFile(path, []byte(doc), 0o644)

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/edgeshard/edgeshard/host"
@@ -173,6 +174,7 @@ func (r *runner) hostConfig(dir string, logs *logSink) host.Config {
 	cfg := host.DefaultConfig()
 	cfg.DataDir = dir
 	cfg.CacheDir = r.cacheDir
+	cfg.Engine = r.engine
 	cfg.SyncWrites = true
 	cfg.Logger = logs.logger()
 	cfg.IdleTimeout = time.Hour // nothing is evicted mid-measurement
@@ -220,8 +222,19 @@ func newClient(conns int) *http.Client {
 type load struct {
 	OK, Errors int
 	Span       time.Duration // first start to last end
+	CPU        time.Duration // CPU time of the whole process during the run
 	FirstErr   error
 	Stats      loadgen.Stats
+}
+
+// cpuPerOp returns the process CPU time per acknowledged operation: unlike
+// the rate, it barely depends on how much of the machine other tenants
+// take.
+func (l load) cpuPerOp() time.Duration {
+	if l.OK == 0 {
+		return 0
+	}
+	return l.CPU / time.Duration(l.OK)
 }
 
 // rate returns acknowledged operations per second over the span plus
@@ -236,45 +249,70 @@ func (l load) rate(extra time.Duration) float64 {
 
 // closedLoop runs op with workers concurrent callers for d.
 func closedLoop(workers int, d time.Duration, op loadgen.Op) load {
+	c0 := processCPU()
 	run := loadgen.Start(context.Background(), loadgen.Options{Workers: workers}, op)
 	time.Sleep(d)
 	res := run.Stop()
 	st := res.All()
-	l := load{OK: st.Requests - st.Errors, Errors: st.Errors, Span: st.Span, Stats: st}
+	l := load{OK: st.Requests - st.Errors, Errors: st.Errors, Span: st.Span, CPU: processCPU() - c0, Stats: st}
 	if errs := res.Errors(); len(errs) > 0 {
 		l.FirstErr = errs[0].Err
 	}
 	return l
 }
 
-// side is one side of a comparison: one measured run returning its rate.
-type side struct {
-	name string
-	run  func(round int) (float64, error)
+// sample is one measured run of one side.
+type sample struct {
+	rate float64       // operations acknowledged per second
+	cpu  time.Duration // process CPU time per operation
 }
 
-// compare runs a and b alternately rounds times — a b, b a, a b, ... so
-// neither always runs first — and returns every rate of each side.
-func (r *runner) compare(fig string, rounds int, a, b side) (ra, rb []float64, err error) {
+// side is one side of a comparison: run performs one measured run.
+type side struct {
+	name string
+	run  func() (sample, error)
+}
+
+// compare runs the sides in turn, rounds times, rotating which side goes
+// first each round (a b, b a, a b, ... for two), so that a slow phase of
+// the machine does not always hit the same side. It returns every sample
+// of each side, in the order of sides.
+func (r *runner) compare(fig string, rounds int, sides ...side) ([][]sample, error) {
+	out := make([][]sample, len(sides))
 	for i := 0; i < rounds; i++ {
-		order := []*side{&a, &b}
-		if i%2 == 1 {
-			order = []*side{&b, &a}
-		}
-		for _, s := range order {
-			v, err := s.run(i)
+		for k := range sides {
+			j := (k + i) % len(sides)
+			if len(sides) == 2 && i%2 == 1 {
+				j = 1 - k
+			}
+			s := &sides[j]
+			v, err := s.run()
 			if err != nil {
-				return nil, nil, fmt.Errorf("%s round %d: %w", s.name, i+1, err)
+				return nil, fmt.Errorf("%s round %d: %w", s.name, i+1, err)
 			}
-			r.logf("%s round %d: %s %.0f/s", fig, i+1, s.name, v)
-			if s == &a {
-				ra = append(ra, v)
-			} else {
-				rb = append(rb, v)
-			}
+			r.logf("%s round %d: %-8s %8.0f/s  %6.1f µs CPU/op", fig, i+1, s.name, v.rate, float64(v.cpu)/float64(time.Microsecond))
+			out[j] = append(out[j], v)
 		}
 	}
-	return ra, rb, nil
+	return out, nil
+}
+
+// rates returns the rates of samples.
+func rates(ss []sample) []float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = s.rate
+	}
+	return out
+}
+
+// cpuMicros returns the median CPU µs per operation of samples.
+func cpuMicros(ss []sample) float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = float64(s.cpu) / float64(time.Microsecond)
+	}
+	return median(out)
 }
 
 // median returns the median of xs (the mean of the middle two for an even
@@ -299,6 +337,15 @@ func spread(xs []float64) float64 {
 		return 0
 	}
 	return (slices.Max(xs) - slices.Min(xs)) / m
+}
+
+// processCPU returns the user+system CPU time the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rssBytes returns the process's resident set (VmRSS of /proc/self/status)

@@ -17,6 +17,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,43 +28,64 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgeshard/edgeshard/host"
 )
 
 // sizes are the knobs of one driver run.
 type sizes struct {
-	Rounds   int           // rounds of each comparison (each side runs once a round)
-	Side     time.Duration // one side of one round
-	Warmup   time.Duration // before the first round of each side
-	Workers  int           // concurrent callers of the throughput figures
-	Posts    int           // counters: posts the Zipf distribution draws from
-	ZipfS    float64       // counters: Zipf exponent
-	Batch    int           // events: events per POST /runtime-events
-	Buckets  int           // rate limits: distinct user buckets
-	Shards   int           // shards of the sharded bindings
-	Hot      int           // shard_events_per_s: concurrent callers of the one shard
-	SwapLoad time.Duration // swap: steady load before the push
-	SwapTail time.Duration // swap: load after the push
-	MemN     int           // mem_per_shard: live per-name shards
-	MemLow   int           // mem_per_shard: calls before the first reading
-	MemHigh  int           // mem_per_shard: calls before the second reading
-	Startups int           // startup: cold+warm pairs
+	Rounds     int           // rounds of each comparison (each side runs once a round)
+	Side       time.Duration // one side of one round
+	Warmup     time.Duration // before the first round of each side
+	Workers    int           // concurrent callers of the throughput figures
+	Posts      int           // counters: posts the Zipf distribution draws from
+	ZipfS      float64       // counters: Zipf exponent
+	Batch      int           // events: events per POST /runtime-events
+	Buckets    int           // rate limits: distinct user buckets
+	Shards     int           // shards of the sharded bindings
+	Hot        int           // shard_events_per_s: concurrent callers of the one shard
+	SwapRounds int           // swap: pushes (p99s are noisier than rates: more rounds)
+	SwapLoad   time.Duration // swap: steady load before the push
+	SwapTail   time.Duration // swap: load after the push
+	MemN       int           // mem_per_shard: live per-name shards
+	MemLow     int           // mem_per_shard: calls before the first reading
+	MemHigh    int           // mem_per_shard: calls before the second reading
+	Startups   int           // startup: cold+warm pairs
+
+	// FreshSwap makes every pushed version a new build (so every push
+	// compiles, as a real deploy); the smoke test pushes cached ones.
+	FreshSwap bool
+	// NoUnchecked skips the side without termination checks (it needs its
+	// own compilation of the plugin).
+	NoUnchecked bool
+	// MinimalStartup starts the binary with the counter example only.
+	MinimalStartup bool
 }
 
 // fullSizes is `make bench`.
 func fullSizes() sizes {
 	return sizes{Rounds: 5, Side: 3 * time.Second, Warmup: 500 * time.Millisecond, Workers: 64,
 		Posts: 1000, ZipfS: 1.1, Batch: 1, Buckets: 10000, Shards: 32, Hot: 512,
-		SwapLoad: 3 * time.Second, SwapTail: 1500 * time.Millisecond,
-		MemN: 200, MemLow: 10_000, MemHigh: 1_000_000, Startups: 5}
+		SwapRounds: 7, SwapLoad: 3 * time.Second, SwapTail: 1500 * time.Millisecond,
+		MemN: 200, MemLow: 10_000, MemHigh: 1_000_000, Startups: 5, FreshSwap: true}
 }
 
 // quickSizes is `make bench-quick`: the same figures, shorter.
 func quickSizes() sizes {
 	s := fullSizes()
 	s.Rounds, s.Side, s.Warmup = 3, time.Second, 300*time.Millisecond
-	s.SwapLoad, s.SwapTail = 1500*time.Millisecond, time.Second
+	s.SwapRounds, s.SwapLoad, s.SwapTail = 5, 1200*time.Millisecond, 600*time.Millisecond
 	s.MemHigh, s.Startups = 100_000, 3
 	return s
+}
+
+// smokeSizes are the smallest that still exercise every figure's code:
+// the CI smoke test (main_test.go), which checks the output format only.
+func smokeSizes() sizes {
+	return sizes{Rounds: 1, Side: 100 * time.Millisecond, Warmup: 50 * time.Millisecond, Workers: 4,
+		Posts: 20, ZipfS: 1.1, Batch: 1, Buckets: 50, Shards: 2, Hot: 8,
+		SwapRounds: 1, SwapLoad: 300 * time.Millisecond, SwapTail: 200 * time.Millisecond,
+		MemN: 3, MemLow: 20, MemHigh: 60, Startups: 1, NoUnchecked: true, MinimalStartup: true}
 }
 
 // figure is one line of output.
@@ -143,12 +165,45 @@ func yesNo(ok bool) string {
 
 // runner runs figures.
 type runner struct {
-	sz       sizes
-	root     string
-	cacheDir string
-	build    *builder
-	out      io.Writer // BENCH lines
-	progress io.Writer // per-round progress
+	sz        sizes
+	root      string
+	cacheDir  string
+	build     *builder
+	out       io.Writer // BENCH lines
+	progress  io.Writer // per-round progress
+	unchecked bool      // every figure on an engine without termination checks
+
+	// engine is the wasm engine every in-process host of the run shares
+	// (each module compiled or loaded from the cache once per run).
+	engine *host.Engine
+	// noChecks is the engine without termination checks, started on first
+	// use by uncheckedEngine.
+	noChecks *host.Engine
+}
+
+// uncheckedEngine returns an engine that compiles modules without wazero's
+// termination checks (host.EngineConfig.UnsafeNoTerminationChecks).
+func (r *runner) uncheckedEngine() (*host.Engine, error) {
+	if r.unchecked {
+		return r.engine, nil
+	}
+	if r.noChecks == nil {
+		e, err := host.NewEngine(context.Background(), host.EngineConfig{CacheDir: r.cacheDir, UnsafeNoTerminationChecks: true})
+		if err != nil {
+			return nil, err
+		}
+		r.noChecks = e
+	}
+	return r.noChecks, nil
+}
+
+// close releases the run's engines.
+func (r *runner) close() {
+	for _, e := range []*host.Engine{r.engine, r.noChecks} {
+		if e != nil {
+			e.Close(context.Background())
+		}
+	}
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -166,6 +221,7 @@ type options struct {
 	cpuprofile string
 	docs       string
 	verbose    bool
+	unchecked  bool
 }
 
 func main() {
@@ -183,6 +239,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.StringVar(&o.docs, "docs", "docs/BENCHMARKS.md", "the document -update-docs rewrites (relative to the repository root)")
 	fs.BoolVar(&o.verbose, "v", true, "print per-round progress on stderr")
+	fs.BoolVar(&o.unchecked, "unchecked", false, "experiment: run every wasm figure without wazero's termination checks (unsafe: runaway guests are never interrupted); with -update-docs, only the experiment's table is rewritten")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -201,8 +258,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		sz = quickSizes()
 	}
 	if o.rounds > 0 {
-		sz.Rounds = o.rounds
-		sz.Startups = o.rounds
+		sz.Rounds, sz.SwapRounds, sz.Startups = o.rounds, o.rounds, o.rounds
 	}
 	root, err := findRoot(".")
 	if err != nil {
@@ -222,14 +278,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	r := &runner{sz: sz, root: root, cacheDir: cacheDir(root), build: &builder{root: root}, out: stdout}
+	r := &runner{sz: sz, root: root, cacheDir: cacheDir(root), build: &builder{root: root}, out: stdout, unchecked: o.unchecked}
 	if o.verbose {
 		r.progress = stderr
 	}
+	r.engine, err = host.NewEngine(context.Background(), host.EngineConfig{CacheDir: r.cacheDir, UnsafeNoTerminationChecks: o.unchecked})
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard-bench: %v\n", err)
+		return 1
+	}
+	defer r.close()
 	env := captureEnv(root, args)
 	results, failed := r.runAll(o.only, stderr)
 	if o.updateDocs {
-		if err := updateDocs(root, o.docs, env, results, o.quick, sz); err != nil {
+		if err := updateDocs(root, o.docs, env, results, o.quick, o.unchecked, sz); err != nil {
 			fmt.Fprintf(stderr, "edgeshard-bench: update docs: %v\n", err)
 			return 1
 		}
@@ -277,6 +339,9 @@ func (r *runner) runAll(only []string, stderr io.Writer) (results []*result, fai
 			res = &result{name: f.name, headline: "error", note: firstLine(err.Error())}
 			res.add("status", "error")
 			failed = true
+		}
+		if r.unchecked {
+			res.add("checks", "off")
 		}
 		fmt.Fprintln(r.out, res.line())
 		r.logf("%s: done in %v", f.name, time.Since(t0).Round(100*time.Millisecond))

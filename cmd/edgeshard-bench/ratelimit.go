@@ -21,12 +21,13 @@ import (
 
 // limitHost starts a host with RATE_LIMIT_SHARD (the wasm plugin) and
 // RATE_LIMIT_NATIVE (nativeLimiter), both sharded alike, in dir.
-func (r *runner) limitHost(dir string, logs *logSink) (*host.Host, error) {
+func (r *runner) limitHost(dir string, logs *logSink, eng *host.Engine) (*host.Host, error) {
 	mod, err := r.build.wasm("plugins/ratelimit")
 	if err != nil {
 		return nil, err
 	}
 	cfg := r.hostConfig(dir, logs)
+	cfg.Engine = eng
 	cfg.Bindings = []host.Binding{
 		{Name: "RATE_LIMIT_SHARD", Module: mod, Shards: r.sz.Shards},
 		{Name: "RATE_LIMIT_NATIVE", Native: newNativeLimiter(clock.Real{}), Shards: r.sz.Shards},
@@ -54,11 +55,16 @@ func limitKeys(workers, n int, seed uint64) []func() (key string, body []byte) {
 
 var allowedPrefix = []byte(`{"allowed":true`)
 
+// checkRequest is the /check body every shard is primed with.
+var checkRequest = &abi.Request{Method: "POST", Path: "/check", Body: []byte("user:prime\t1000000000\t60000\n")}
+
 // ratelimitWasmVsNative: rate-limit decisions/s through RateLimitShard
 // (wasm) versus nativeLimiter (the same algorithm, package window, in Go)
 // behind the same host: Namespace.Fetch of POST /check, the same actor,
 // storage (Badger, SyncWrites; window writes are unconfirmed in both) and
-// output gate. 64 callers over Buckets user buckets.
+// output gate. 64 callers over Buckets user buckets. A third side runs the
+// wasm plugin on an engine without wazero's termination checks (unsafe:
+// runaway guests are never interrupted) to show what the checks cost.
 func (r *runner) ratelimitWasmVsNative() (*result, error) {
 	sz := r.sz
 	dir, err := os.MkdirTemp("", "edgeshard-bench-ratelimit-")
@@ -67,14 +73,24 @@ func (r *runner) ratelimitWasmVsNative() (*result, error) {
 	}
 	defer os.RemoveAll(dir)
 	logs := &logSink{}
-	h, err := r.limitHost(filepath.Join(dir, "host"), logs)
+	h, err := r.limitHost(filepath.Join(dir, "host"), logs, r.engine)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close(context.Background())
+	var hu *host.Host
+	if !r.unchecked && !sz.NoUnchecked {
+		ue, err := r.uncheckedEngine()
+		if err != nil {
+			return nil, err
+		}
+		if hu, err = r.limitHost(filepath.Join(dir, "unchecked"), logs, ue); err != nil {
+			return nil, err
+		}
+		defer hu.Close(context.Background())
+	}
 	var seed uint64
-	op := func(binding string) loadgen.Op {
-		ns, _ := h.Namespace(binding)
+	op := func(ns *host.Namespace) loadgen.Op {
 		seed++
 		gen := limitKeys(sz.Workers, sz.Buckets, seed)
 		return func(ctx context.Context, w, _ int) error {
@@ -89,38 +105,65 @@ func (r *runner) ratelimitWasmVsNative() (*result, error) {
 			return nil
 		}
 	}
-	measure := func(d time.Duration, op loadgen.Op) (float64, error) {
+	measure := func(d time.Duration, op loadgen.Op) (sample, error) {
 		l := closedLoop(sz.Workers, d, op)
 		if l.Errors > 0 {
-			return 0, fmt.Errorf("%d of %d checks failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
+			return sample{}, fmt.Errorf("%d of %d checks failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
 		}
-		return l.rate(0), nil
+		return sample{rate: l.rate(0), cpu: l.cpuPerOp()}, nil
 	}
-	opW, opN := op("RATE_LIMIT_SHARD"), op("RATE_LIMIT_NATIVE")
-	for _, o := range []loadgen.Op{opW, opN} {
+	nsW, _ := h.Namespace("RATE_LIMIT_SHARD")
+	nsN, _ := h.Namespace("RATE_LIMIT_NATIVE")
+	nss := []*host.Namespace{nsW, nsN}
+	names := []string{"wasm", "native"}
+	if hu != nil {
+		nsU, _ := hu.Namespace("RATE_LIMIT_SHARD")
+		nss = append(nss, nsU)
+		names = append(names, "wasm_unchecked")
+	}
+	var sides []side
+	for i, ns := range nss {
+		if err := primeShards(ns, checkRequest); err != nil {
+			return nil, err
+		}
+		o := op(ns)
 		if _, err := measure(sz.Warmup, o); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
+		sides = append(sides, side{names[i], func() (sample, error) { return measure(sz.Side, o) }})
 	}
-	wr, nr, err := r.compare("ratelimit_wasm_vs_native", sz.Rounds,
-		side{"wasm", func(int) (float64, error) { return measure(sz.Side, opW) }},
-		side{"native", func(int) (float64, error) { return measure(sz.Side, opN) }})
+	out, err := r.compare("ratelimit_wasm_vs_native", sz.Rounds, sides...)
 	if err != nil {
 		return nil, err
 	}
+	wr, nr := rates(out[0]), rates(out[1])
 	wm, nm := median(wr), median(nr)
 	ratio := wm / nm
 	res := &result{name: "ratelimit_wasm_vs_native", met: ratio >= 0.5}
 	res.add("wasm_per_s", wm)
 	res.add("native_per_s", nm)
 	res.add("ratio", ratio)
+	res.add("wasm_cpu_us", cpuMicros(out[0]))
+	res.add("native_cpu_us", cpuMicros(out[1]))
+	if len(out) > 2 {
+		um := median(rates(out[2]))
+		res.add("unchecked_per_s", um)
+		res.add("unchecked_cpu_us", cpuMicros(out[2]))
+		res.add("ratio_unchecked", um/nm)
+	}
 	res.add("spread", max(spread(wr), spread(nr)))
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 0.5)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("%.2f", ratio)
-	res.note = fmt.Sprintf("%s vs %s decisions/s, in-process Namespace.Fetch, %d callers, %d buckets",
-		fmtNum(wm), fmtNum(nm), sz.Workers, sz.Buckets)
+	if len(out) > 2 {
+		res.headline += fmt.Sprintf(" (%.2f unchecked)", median(rates(out[2]))/nm)
+	}
+	res.note = fmt.Sprintf("%s vs %s decisions/s (%.0f vs %.0f µs CPU each), in-process Namespace.Fetch, %d callers, %d buckets",
+		fmtNum(wm), fmtNum(nm), cpuMicros(out[0]), cpuMicros(out[1]), sz.Workers, sz.Buckets)
+	if len(out) > 2 {
+		res.note += fmt.Sprintf("; without wazero's termination checks %.2f", median(rates(out[2]))/nm)
+	}
 	return res, nil
 }
 
@@ -180,11 +223,15 @@ func (r *runner) ratelimitHTTP() (*result, error) {
 	}
 	defer os.RemoveAll(dir)
 	logs := &logSink{}
-	h, err := r.limitHost(filepath.Join(dir, "host"), logs)
+	h, err := r.limitHost(filepath.Join(dir, "host"), logs, r.engine)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close(context.Background())
+	ns, _ := h.Namespace("RATE_LIMIT_SHARD")
+	if err := primeShards(ns, checkRequest); err != nil {
+		return nil, err
+	}
 	srvS := newServer(h.Handler())
 	defer srvS.Close()
 	mux := http.NewServeMux()
@@ -213,35 +260,39 @@ func (r *runner) ratelimitHTTP() (*result, error) {
 	}
 	opS := op(func(key string) string { return srvS.URL + "/do/RATE_LIMIT_SHARD/" + key + "/check" })
 	opB := op(func(string) string { return srvB.URL + "/check" })
-	measure := func(d time.Duration, op loadgen.Op) (float64, error) {
+	measure := func(d time.Duration, op loadgen.Op) (sample, error) {
 		l := closedLoop(sz.Workers, d, op)
 		if l.Errors > 0 {
-			return 0, fmt.Errorf("%d of %d checks failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
+			return sample{}, fmt.Errorf("%d of %d checks failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
 		}
-		return l.rate(0), nil
+		return sample{rate: l.rate(0), cpu: l.cpuPerOp()}, nil
 	}
 	for _, o := range []loadgen.Op{opS, opB} {
 		if _, err := measure(sz.Warmup, o); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	sr, br, err := r.compare("ratelimit_http", sz.Rounds,
-		side{"shard", func(int) (float64, error) { return measure(sz.Side, opS) }},
-		side{"bare", func(int) (float64, error) { return measure(sz.Side, opB) }})
+	out, err := r.compare("ratelimit_http", sz.Rounds,
+		side{"shard", func() (sample, error) { return measure(sz.Side, opS) }},
+		side{"bare", func() (sample, error) { return measure(sz.Side, opB) }})
 	if err != nil {
 		return nil, err
 	}
+	sr, br := rates(out[0]), rates(out[1])
 	sm, bm := median(sr), median(br)
 	ratio := sm / bm
 	res := &result{name: "ratelimit_http", met: ratio >= 0.6}
 	res.add("shard_per_s", sm)
 	res.add("bare_per_s", bm)
 	res.add("ratio", ratio)
+	res.add("shard_cpu_us", cpuMicros(out[0]))
+	res.add("bare_cpu_us", cpuMicros(out[1]))
 	res.add("spread", max(spread(sr), spread(br)))
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 0.6)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("%.2f", ratio)
-	res.note = fmt.Sprintf("%s vs %s decisions/s over loopback HTTP, %d callers", fmtNum(sm), fmtNum(bm), sz.Workers)
+	res.note = fmt.Sprintf("%s vs %s decisions/s over loopback HTTP (%.0f vs %.0f µs CPU each), %d callers",
+		fmtNum(sm), fmtNum(bm), cpuMicros(out[0]), cpuMicros(out[1]), sz.Workers)
 	return res, nil
 }

@@ -56,7 +56,7 @@ func (r *runner) shardEvents() (*result, error) {
 	}
 	defer os.RemoveAll(dir)
 	logs := &logSink{}
-	h, ns, err := r.counterHost(filepath.Join(dir, "host"), "bench", logs)
+	h, ns, err := r.counterHost(filepath.Join(dir, "host"), "test", logs)
 	if err != nil {
 		return nil, err
 	}

@@ -139,7 +139,8 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	hc.Registerer = reg
 	for _, b := range cfg.DurableObjects.Bindings {
-		hc.Bindings = append(hc.Bindings, host.Binding{Name: b.Name, Module: b.Module, Shards: b.Shards, SQL: b.SQL, Analytics: b.Analytics})
+		hc.Bindings = append(hc.Bindings, host.Binding{Name: b.Name, Module: b.Module, Shards: b.Shards, SQL: b.SQL, Analytics: b.Analytics,
+			Internal: edgeOn && isEdgeBinding(ecfg, b.Name)})
 	}
 	h, err := host.New(ctx, hc)
 	if err != nil {
@@ -251,6 +252,13 @@ func newEdgeAPI(ecfg edge.Config, on bool, h *host.Host, dbs map[string]*sqldb.D
 		return nil, nil
 	}
 	return edge.New(ecfg, edge.Deps{Host: h, DB: db, Logger: log, Registerer: reg})
+}
+
+// isEdgeBinding reports whether the edge API uses the binding. Those are
+// internal: not served at /do/{binding}/..., so edge clients reach them
+// only through the edge API's authenticated, validated routes.
+func isEdgeBinding(ecfg edge.Config, name string) bool {
+	return name == ecfg.RateLimitBinding || name == ecfg.EventBinding || name == ecfg.CounterBinding
 }
 
 // startReconcileTicker runs reconcileCounters every interval (none when 0)

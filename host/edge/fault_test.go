@@ -94,6 +94,7 @@ type faultStorage struct {
 	mu      sync.Mutex
 	failing map[string]bool
 	refused atomic.Int64
+	delay   atomic.Int64 // nanoseconds every Apply takes first (a stalling fsync)
 }
 
 func newFaultStorage() *faultStorage {
@@ -107,6 +108,7 @@ func (s *faultStorage) fail(namespace string, on bool) {
 }
 
 func (s *faultStorage) Apply(batches []*storage.Batch) error {
+	time.Sleep(time.Duration(s.delay.Load()))
 	s.mu.Lock()
 	refuse := false
 	for _, b := range batches {
@@ -462,5 +464,30 @@ func TestFaultAlarmRetriesCappedThenRevived(t *testing.T) {
 				checkEventsOnce(t, f, ids)
 			}
 		})
+	}
+}
+
+// TestFaultSlowDiskDoesNotDoubleCount: when the shard's commit outlasts the
+// edge's shard_timeout (a stalling disk), the write is not taken for
+// failed: the edge waits for its real outcome instead of also applying it
+// through the legacy SQL path, which would count it twice once the commit
+// lands.
+func TestFaultSlowDiskDoesNotDoubleCount(t *testing.T) {
+	st := newFaultStorage()
+	e := startReal(t, envOpts{virtual: true, storage: st})
+	cfg := testConfig()
+	cfg.ShardTimeout = 300 * time.Millisecond
+	f := newFixture(t, cfg, e.deps())
+	hit(t, f, "/posts/slow/views", 1) // instances up, alarm set
+	st.delay.Store(int64(time.Second))
+	hit(t, f, "/posts/slow/views", 1)
+	st.delay.Store(0)
+	if n := f.logs.count(CodeCounterEnqueueFailed); n != 0 {
+		t.Fatalf("%d fallbacks for a write the shard made durable", n)
+	}
+	e.settle(t, time.Minute, "views flushed", func() bool { return postStat(t, f, "slow", "views") >= 2 })
+	e.idle(t)
+	if v := postStat(t, f, "slow", "views"); v != 2 {
+		t.Fatalf("views = %d, want 2", v)
 	}
 }

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgeshard/edgeshard/internal/proctest"
+	"github.com/edgeshard/edgeshard/internal/testutil"
+)
+
+// logWriter sends each line to t.Log.
+type logWriter struct {
+	t   *testing.T
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	s := w.buf.String()
+	for {
+		i := strings.IndexByte(s, '\n')
+		if i < 0 {
+			break
+		}
+		w.t.Log(s[:i])
+		s = s[i+1:]
+	}
+	w.buf.Reset()
+	w.buf.WriteString(s)
+	return len(p), nil
+}
+
+// TestCrashLoopLosesNothing is `make crash-test` in small: the real binary
+// under load, killed with SIGKILL twice (right after a counter flush log
+// line, then at a random point), restarted each time; every acknowledged
+// view, run, like and event is in SQL once, nothing beyond the requests
+// whose fate the kills left unknown.
+func TestCrashLoopLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test: kills and restarts the real binary")
+	}
+	o := Options{
+		Bin:           proctest.Binary(t),
+		EventsModule:  testutil.Plugin(t, "plugins/runtimeevents"),
+		CounterModule: testutil.Plugin(t, "plugins/counters"),
+		CacheDir:      testutil.CacheDir(),
+		WorkDir:       t.TempDir(),
+		Modes:         []string{"primary"},
+		Cycles:        2,
+		CycleMax:      2 * time.Second,
+		Clients:       4,
+		Interval:      2 * time.Millisecond,
+		Shards:        8,
+		Posts:         8,
+		Seed:          uint64(time.Now().UnixNano()),
+		Out:           &logWriter{t: t},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	results, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 1 || results[0].Kills != 2 {
+		t.Fatalf("results %+v", results)
+	}
+	for _, s := range results[0].Streams {
+		if !s.ok() {
+			t.Errorf("%s\n%s", s, strings.Join(s.Detail, "\n"))
+		}
+	}
+	for _, f := range results[0].Failed {
+		t.Error(f)
+	}
+	names := map[string]bool{}
+	for _, s := range results[0].Streams {
+		names[s.Name] = true
+		if s.Name != "like_rows" && s.Name != "likes" && s.Acknowledged == 0 {
+			t.Errorf("stream %s: nothing acknowledged, the load did not run", s.Name)
+		}
+	}
+	for _, want := range []string{"views", "runs", "likes", "like_rows", "events"} {
+		if !names[want] {
+			t.Errorf("stream %s missing", want)
+		}
+	}
+}

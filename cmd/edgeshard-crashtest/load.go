@@ -1,0 +1,404 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// outcome is what a client knows about one request.
+type outcome int
+
+const (
+	// notSent: the connection was refused, so the host never saw it.
+	notSent outcome = iota
+	// acked: a 2xx answer. The host promised the write is durable.
+	acked
+	// unknown: no answer (the host was killed mid-request) or a 5xx: it
+	// may or may not have taken effect.
+	unknown
+	// rejected: a 4xx answer; the write did not happen. The crash test
+	// sends only valid requests, so any is a failure.
+	rejected
+)
+
+// bound is what the ledger knows of one counter: requests acknowledged
+// and requests whose fate is unknown.
+type bound struct{ acked, unknown int64 }
+
+// likeBound is what the ledger knows of one post's likes: PUTs and
+// DELETEs of distinct (post, user) pairs, acknowledged or unknown.
+type likeBound struct{ putAcked, putUnknown, delAcked, delUnknown int64 }
+
+// ledger is the client-side record of every write request and its outcome.
+type ledger struct {
+	mu       sync.Mutex
+	counters map[string]*bound // "views/<post>", "runs/<post>"
+	likes    map[string]*likeBound
+	events   map[string]outcome // event id → acked or unknown
+	rejected []string           // first few 4xx answers
+	nReject  int
+	requests [4]int64 // by outcome
+}
+
+func newLedger() *ledger {
+	return &ledger{counters: map[string]*bound{}, likes: map[string]*likeBound{}, events: map[string]outcome{}}
+}
+
+func (l *ledger) reject(what string) {
+	l.nReject++
+	if len(l.rejected) < 5 {
+		l.rejected = append(l.rejected, what)
+	}
+}
+
+func (l *ledger) counter(column, post string, o outcome) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.requests[o]++
+	k := column + "/" + post
+	b := l.counters[k]
+	if b == nil {
+		b = &bound{}
+		l.counters[k] = b
+	}
+	switch o {
+	case acked:
+		b.acked++
+	case unknown:
+		b.unknown++
+	}
+}
+
+func (l *ledger) like(post string, put bool, o outcome) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.requests[o]++
+	b := l.likes[post]
+	if b == nil {
+		b = &likeBound{}
+		l.likes[post] = b
+	}
+	switch {
+	case o == acked && put:
+		b.putAcked++
+	case o == acked:
+		b.delAcked++
+	case o == unknown && put:
+		b.putUnknown++
+	case o == unknown:
+		b.delUnknown++
+	}
+}
+
+func (l *ledger) event(id string, o outcome) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.requests[o]++
+	if o == acked || o == unknown {
+		if prev, ok := l.events[id]; ok && prev == acked {
+			return
+		}
+		l.events[id] = o
+	}
+}
+
+// gate lets clients send only while the host is up; the controller closes
+// it before a kill and opens it once the restarted host is ready.
+type gate struct {
+	mu sync.Mutex
+	up bool
+	ch chan struct{} // closed when up
+}
+
+func newGate() *gate { return &gate{ch: make(chan struct{})} }
+
+func (g *gate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.up {
+		g.up = true
+		close(g.ch)
+	}
+}
+
+func (g *gate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.up {
+		g.up = false
+		g.ch = make(chan struct{})
+	}
+}
+
+func (g *gate) wait(ctx context.Context) bool {
+	g.mu.Lock()
+	ch := g.ch
+	g.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// loadConfig shapes the client load.
+type loadConfig struct {
+	base     string // edge API base URL
+	clients  int
+	interval time.Duration // pause between two requests of one client
+	posts    int           // distinct posts
+	seed     uint64
+}
+
+// load is the running clients.
+type load struct {
+	cfg    loadConfig
+	led    *ledger
+	gate   *gate
+	client *http.Client
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+	sent   atomic.Int64
+	// writes counts acknowledged writes (for "load is flowing" checks).
+	writes atomic.Int64
+}
+
+func startLoad(cfg loadConfig, led *ledger, g *gate) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{cfg: cfg, led: led, gate: g, stop: cancel, client: newClient(cfg.clients)}
+	for c := 0; c < cfg.clients; c++ {
+		l.wg.Add(1)
+		go l.run(ctx, c)
+	}
+	return l
+}
+
+// newClient returns an HTTP client for n concurrent clients.
+func newClient(n int) *http.Client {
+	tr := &http.Transport{MaxIdleConnsPerHost: n * 2, IdleConnTimeout: 30 * time.Second}
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+}
+
+// finish stops the clients after their requests in flight complete.
+func (l *load) finish() {
+	l.stop()
+	l.wg.Wait()
+	l.client.CloseIdleConnections()
+}
+
+// client state: the (post, user) likes this client got acknowledged and
+// may later take back.
+type clientState struct {
+	id    int
+	rng   *rand.Rand
+	users int
+	liked [][2]string // post, user
+}
+
+func (l *load) run(ctx context.Context, id int) {
+	defer l.wg.Done()
+	st := &clientState{id: id, rng: rand.New(rand.NewPCG(l.cfg.seed, uint64(id)+1))}
+	for ctx.Err() == nil {
+		if !l.gate.wait(ctx) {
+			return
+		}
+		var o outcome
+		switch r := st.rng.IntN(100); {
+		case r < 30:
+			o = l.postCounter(st, "views")
+		case r < 45:
+			o = l.postCounter(st, "runs")
+		case r < 65:
+			o = l.like(st)
+		case r < 72 && len(st.liked) > 0:
+			o = l.unlike(st)
+		default:
+			o = l.events(st)
+		}
+		l.sent.Add(1)
+		if o != acked {
+			// The host is probably down: wait a little for the gate.
+			time.Sleep(20 * time.Millisecond)
+		}
+		if l.cfg.interval > 0 {
+			select {
+			case <-time.After(l.cfg.interval):
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
+func (st *clientState) post(n int) string {
+	return fmt.Sprintf("ct-post-%02d", st.rng.IntN(n))
+}
+
+// do sends one request (detached from the load's context: a request once
+// sent runs to its end) and classifies the outcome.
+func (l *load) do(method, path, user string, body []byte) (outcome, int, []byte) {
+	var rd io.Reader
+	if body != nil {
+		rd = strings.NewReader(string(body))
+	}
+	req, err := http.NewRequest(method, l.cfg.base+path, rd)
+	if err != nil {
+		panic(err)
+	}
+	req.Header.Set("X-User-Id", user)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := l.client.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return notSent, 0, nil
+		}
+		return unknown, 0, nil
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	switch {
+	case err != nil:
+		return unknown, resp.StatusCode, nil // the answer was cut: we never saw a 2xx
+	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
+		l.writes.Add(1)
+		return acked, resp.StatusCode, b
+	case resp.StatusCode >= 400 && resp.StatusCode <= 499:
+		l.led.mu.Lock()
+		l.led.reject(fmt.Sprintf("%s %s: %d %s", method, path, resp.StatusCode, b))
+		l.led.mu.Unlock()
+		return rejected, resp.StatusCode, b
+	}
+	return unknown, resp.StatusCode, b
+}
+
+func (l *load) postCounter(st *clientState, column string) outcome {
+	post := st.post(l.cfg.posts)
+	o, _, _ := l.do(http.MethodPost, "/posts/"+post+"/"+column, fmt.Sprintf("viewer-%d", st.id), nil)
+	l.led.counter(column, post, o)
+	return o
+}
+
+func (l *load) like(st *clientState) outcome {
+	post := st.post(l.cfg.posts)
+	st.users++
+	user := fmt.Sprintf("c%d-u%d-%x", st.id, st.users, l.cfg.seed&0xffff)
+	o, _, body := l.do(http.MethodPut, "/posts/"+post+"/like", user, nil)
+	if o == acked {
+		var r struct {
+			Changed bool `json:"changed"`
+		}
+		if json.Unmarshal(body, &r) != nil || !r.Changed {
+			// A fresh (post, user) pair must change something.
+			l.led.mu.Lock()
+			l.led.reject(fmt.Sprintf("PUT like %s by %s: fresh like answered %s", post, user, body))
+			l.led.mu.Unlock()
+			o = rejected
+		} else {
+			st.liked = append(st.liked, [2]string{post, user})
+		}
+	}
+	l.led.like(post, true, o)
+	return o
+}
+
+func (l *load) unlike(st *clientState) outcome {
+	i := st.rng.IntN(len(st.liked))
+	pair := st.liked[i]
+	st.liked[i] = st.liked[len(st.liked)-1]
+	st.liked = st.liked[:len(st.liked)-1]
+	o, _, body := l.do(http.MethodDelete, "/posts/"+pair[0]+"/like", pair[1], nil)
+	if o == acked {
+		var r struct {
+			Changed bool `json:"changed"`
+		}
+		if json.Unmarshal(body, &r) != nil || !r.Changed {
+			l.led.mu.Lock()
+			l.led.reject(fmt.Sprintf("DELETE like %s by %s: acknowledged like not found: %s", pair[0], pair[1], body))
+			l.led.mu.Unlock()
+			o = rejected
+		}
+	}
+	if o == notSent {
+		st.liked = append(st.liked, pair) // never reached the host: still liked
+	}
+	l.led.like(pair[0], false, o)
+	return o
+}
+
+// events posts 1-4 runtime events with ids the client chose, so a request
+// without an answer is still accounted for by id.
+func (l *load) events(st *clientState) outcome {
+	n := 1 + st.rng.IntN(4)
+	ids := make([]string, n)
+	var b strings.Builder
+	b.WriteString(`{"events":[`)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		switch st.rng.IntN(10) {
+		case 0: // routed by its id
+			fmt.Fprintf(&b, `{"id":%q,"type":"crash.orphan","payload":{"c":%d}}`, ids[i], st.id)
+		case 1: // routed by its run
+			fmt.Fprintf(&b, `{"id":%q,"type":"crash.run","run_id":"run-%d","payload":{"c":%d}}`, ids[i], st.rng.IntN(40), st.id)
+		default:
+			fmt.Fprintf(&b, `{"id":%q,"type":"crash.step","capsule_id":"cap-%d","payload":{"c":%d,"i":%d}}`, ids[i], st.rng.IntN(64), st.id, i)
+		}
+	}
+	b.WriteString(`]}`)
+	o, status, body := l.do(http.MethodPost, "/runtime-events", fmt.Sprintf("emitter-%d", st.id), []byte(b.String()))
+	switch {
+	case o == acked:
+		var r struct {
+			Accepted int      `json:"accepted"`
+			IDs      []string `json:"ids"`
+		}
+		if json.Unmarshal(body, &r) != nil || r.Accepted != n || strings.Join(r.IDs, ",") != strings.Join(ids, ",") {
+			l.led.mu.Lock()
+			l.led.reject(fmt.Sprintf("POST /runtime-events: answer %s does not acknowledge ids %v", body, ids))
+			l.led.mu.Unlock()
+			for _, id := range ids {
+				l.led.event(id, unknown)
+			}
+			return rejected
+		}
+	case o == unknown && status == http.StatusServiceUnavailable:
+		// 503 events_unavailable lists the ids that are durable anyway.
+		var r struct {
+			IDs []string `json:"ids"`
+		}
+		if json.Unmarshal(body, &r) == nil {
+			durable := map[string]bool{}
+			for _, id := range r.IDs {
+				durable[id] = true
+			}
+			for _, id := range ids {
+				if durable[id] {
+					l.led.event(id, acked)
+				} else {
+					l.led.event(id, unknown)
+				}
+			}
+			return o
+		}
+	}
+	for _, id := range ids {
+		l.led.event(id, o)
+	}
+	return o
+}

@@ -1,0 +1,57 @@
+package host_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/testutil"
+	"github.com/edgeshard/edgeshard/storage"
+)
+
+// TestInternalBindingIsNotServedOverHTTP: an Internal binding (the edge
+// API's shards) answers /do exactly like a binding that does not exist —
+// whatever the method, key or path — while in-process callers still reach
+// it; other bindings are served as before.
+func TestInternalBindingIsNotServedOverHTTP(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) {
+		c.Storage = storage.NewMemory()
+		c.Bindings = append(c.Bindings, host.Binding{Name: "HIDDEN", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test"), Internal: true})
+	}))
+	srv := httptest.NewServer(f.h.Handler())
+	defer srv.Close()
+	do := func(method, path string) (int, string) {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader("body"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	_, missing := do("POST", "/do/NOPE/k/increment")
+	for _, p := range []string{"/do/HIDDEN/k/increment", "/do/HIDDEN/k/", "/do/HIDDEN/other/x?y=1"} {
+		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
+			st, body := do(m, p)
+			if st != 404 || body != strings.ReplaceAll(missing, "NOPE", "HIDDEN") {
+				t.Fatalf("%s %s: %d %s, want the unknown-binding answer", m, p, st, body)
+			}
+		}
+	}
+	ns, _ := f.h.Namespace("HIDDEN")
+	if _, err := ns.Fetch(context.Background(), "k", &abi.Request{Method: "POST", Path: "/increment"}); err != nil {
+		t.Fatalf("in-process call: %v", err)
+	}
+	if resp, err := ns.Fetch(context.Background(), "k", &abi.Request{Method: "GET", Path: "/"}); err != nil || !strings.Contains(string(resp.Body), `"count":1`) {
+		t.Fatalf("in-process read: %v %s", err, respBody(resp))
+	}
+	if st, body := do("POST", "/do/COUNTER/k/increment"); st != 200 {
+		t.Fatalf("a public binding: %d %s", st, body)
+	}
+}
