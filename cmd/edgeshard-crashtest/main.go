@@ -121,7 +121,9 @@ func run(args []string) int {
 	defer cancel()
 
 	t0 := time.Now()
-	if err := prepare(&o); err != nil {
+	cleanup, err := prepare(&o)
+	defer cleanup()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "edgeshard-crashtest:", err)
 		return 1
 	}
@@ -156,33 +158,35 @@ func run(args []string) int {
 
 // prepare builds what the options leave out: the binary (without -race:
 // it is a separate process) and the two plugins.
-func prepare(o *Options) error {
+// It returns a function that removes what it built.
+func prepare(o *Options) (cleanup func(), err error) {
+	cleanup = func() {}
 	root := testutil.RepoRoot()
 	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		return fmt.Errorf("run from the repository (no go.mod at %s)", root)
+		return cleanup, fmt.Errorf("run from the repository (no go.mod at %s)", root)
 	}
 	if o.Bin == "" {
 		dir, err := os.MkdirTemp("", "edgeshard-crashtest-bin-")
 		if err != nil {
-			return err
+			return cleanup, err
 		}
+		cleanup = func() { os.RemoveAll(dir) }
 		o.Bin = filepath.Join(dir, "edgeshard")
 		cmd := exec.Command("go", "build", "-o", o.Bin, "./cmd/edgeshard")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/edgeshard: %v\n%s", err, out)
+			return cleanup, fmt.Errorf("go build ./cmd/edgeshard: %v\n%s", err, out)
 		}
 	}
-	var err error
 	if o.EventsModule == "" {
 		if o.EventsModule, err = testutil.BuildPlugin("plugins/runtimeevents"); err != nil {
-			return err
+			return cleanup, err
 		}
 	}
 	if o.CounterModule == "" {
 		if o.CounterModule, err = testutil.BuildPlugin("plugins/counters"); err != nil {
-			return err
+			return cleanup, err
 		}
 	}
-	return nil
+	return cleanup, nil
 }

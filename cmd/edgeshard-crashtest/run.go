@@ -113,7 +113,14 @@ type killPlan struct {
 	wait func(ctx context.Context, s *server, rng *mrand.Rand) string
 }
 
-func killPlans(cycleMax time.Duration) []killPlan {
+// killPlans returns the kill points, used in turn. In counter-shadow mode
+// the counter shards persist nothing and never flush, so the plan that
+// waits for a counter flush waits for an event flush instead.
+func killPlans(cycleMax time.Duration, mode string) []killPlan {
+	counters := midFlush("counters", codeCountersFlushed, cycleMax)
+	if mode == "counter-shadow" {
+		counters = midFlush("events", codeEventsFlushed, cycleMax)
+	}
 	uniform := func(rng *mrand.Rand, lo, hi time.Duration) time.Duration {
 		if hi <= lo {
 			return lo
@@ -127,7 +134,7 @@ func killPlans(cycleMax time.Duration) []killPlan {
 		}
 	}
 	return []killPlan{
-		midFlush("counters", codeCountersFlushed, cycleMax),
+		counters,
 		{"random", func(ctx context.Context, s *server, rng *mrand.Rand) string {
 			d := uniform(rng, 300*time.Millisecond, cycleMax)
 			sleep(ctx, d)
@@ -237,7 +244,7 @@ func runMode(ctx context.Context, o Options, mode string, env []string, dir stri
 	g.open()
 	ld := startLoad(loadConfig{base: srv.url(), clients: o.Clients, interval: o.Interval, posts: o.Posts, seed: seed}, led, g)
 	rng := mrand.New(mrand.NewPCG(seed, 7))
-	plans := killPlans(o.CycleMax)
+	plans := killPlans(o.CycleMax, mode)
 	var restartTotal time.Duration
 	for c := 0; c < o.Cycles; c++ {
 		p := plans[c%len(plans)]
@@ -342,10 +349,6 @@ func describeEnv(env []string) string {
 // checkModes asserts the host runs the pipelines in the modes the run is
 // about (the environment wins over [vars]).
 func checkModes(s *server, mode string) error {
-	b, err := os.ReadFile(s.log.Name())
-	if err != nil {
-		return err
-	}
 	ev, ct := "primary", "primary"
 	switch mode {
 	case "counter-shadow":
@@ -354,10 +357,20 @@ func checkModes(s *server, mode string) error {
 		ev = "shadow"
 	}
 	want := fmt.Sprintf(`"runtime_event_mode":%q,"counter_mode":%q`, ev, ct)
-	if !strings.Contains(string(b), want) {
-		return fmt.Errorf("the host's log lacks %s: the modes did not take effect", want)
+	// The log reaches the file through a pipe and a scanner: give it a
+	// moment.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		b, err := os.ReadFile(s.log.Name())
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(b), want) {
+			return nil
+		}
+		if strings.Contains(string(b), `"edge API configured"`) || time.Now().After(deadline) {
+			return fmt.Errorf("the host's log lacks %s: the modes did not take effect", want)
+		}
 	}
-	return nil
 }
 
 // adminDo sends an admin API request and decodes the JSON answer.

@@ -1,0 +1,67 @@
+package host_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/testutil"
+	"github.com/edgeshard/edgeshard/storage"
+)
+
+// TestGuestHasNoFilesystem: a guest's reads, listings and writes of files
+// all fail, because the host mounts no filesystem.
+func TestGuestHasNoFilesystem(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) {
+		c.Storage = storage.NewMemory()
+		c.Bindings = []host.Binding{{Name: "FS", Module: testutil.Plugin(t, "host/testdata/plugins/fsprobe")}}
+	}))
+	resp, err := f.h.Fetch(context.Background(), "FS", "x", &abi.Request{Method: "GET", Path: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != 403 {
+		t.Fatalf("guest reached the filesystem: %d %s", resp.Status, resp.Body)
+	}
+}
+
+type framingShard struct{}
+
+func (framingShard) Fetch(context.Context, host.Env, *abi.Request) (*abi.Response, error) {
+	return &abi.Response{Status: 200, Header: []abi.Header{
+		{Name: "Transfer-Encoding", Value: "chunked"},
+		{Name: "Connection", Value: "close"},
+		{Name: "Content-Length", Value: "999"},
+		{Name: "X-Evil", Value: "a\x00b"},
+		{Name: "X-Fine", Value: "ok"},
+	}, Body: []byte("hello")}, nil
+}
+
+func (framingShard) Alarm(context.Context, host.Env, int) (bool, error) { return true, nil }
+
+// TestShardCannotSetFramingHeaders: hop-by-hop headers, Content-Length and
+// values with NUL from a shard never reach the client.
+func TestShardCannotSetFramingHeaders(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) {
+		c.Storage = storage.NewMemory()
+		c.Bindings = []host.Binding{{Name: "F", Shards: 1, Native: func(string) host.NativeShard { return framingShard{} }}}
+	}))
+	srv := httptest.NewServer(f.h.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/do/F/k/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "hello" || resp.ContentLength != 5 || len(resp.TransferEncoding) != 0 {
+		t.Fatalf("framing leaked: body %q, length %d, transfer-encoding %v", body, resp.ContentLength, resp.TransferEncoding)
+	}
+	if resp.Header.Get("X-Evil") != "" || resp.Header.Get("X-Fine") != "ok" || resp.Close {
+		t.Fatalf("headers: %v (close=%v)", resp.Header, resp.Close)
+	}
+}
