@@ -22,22 +22,8 @@ import (
 	"github.com/rs/zerolog"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuf captures a host log from concurrent writers.
+type syncBuf = testutil.LogBuffer
 
 type fixture struct {
 	h    *host.Host

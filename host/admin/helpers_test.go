@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strings"
-	"sync"
 	"testing"
 
 	"github.com/edgeshard/edgeshard/host"
@@ -20,22 +18,8 @@ import (
 
 const token = "s3cret-admin-token"
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuf captures a host log from concurrent writers.
+type syncBuf = testutil.LogBuffer
 
 // fixture is a host with a per-name COUNTER and a sharded SHARDED binding
 // (both the counter example), its edge API and its admin API, each on its
