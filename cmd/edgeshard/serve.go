@@ -189,6 +189,13 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	}).Methods(http.MethodGet, http.MethodHead)
 
+	// The admin API (and watcher) start before the main listener serves:
+	// once /healthz answers, the admin API answers too.
+	op, err := startOperator(cfg, h, log, opts, reconcile)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() error { op.Stop(context.Background()); return nil })
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
@@ -201,12 +208,6 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 		names = append(names, b.Name)
 	}
 	log.Info().Str("listen", ln.Addr().String()).Strs("bindings", names).Dur("startup", time.Since(t0)).Msg("edgeshard ready")
-	op, err := startOperator(cfg, h, log, opts, reconcile)
-	if err != nil {
-		srv.Close()
-		return err
-	}
-	closers = append(closers, func() error { op.Stop(context.Background()); return nil })
 	if opts.Ready != nil {
 		opts.Ready(ln.Addr().String())
 	}
