@@ -31,13 +31,11 @@ type Config struct {
 	// until the engine closes: an engine shared by many short-lived hosts
 	// (tests, the conformance kit) then compiles each module version once.
 	KeepModules bool
-	// UnsafeNoTerminationChecks compiles modules without wazero's
-	// termination checks (WithCloseOnContextDone): a call past its deadline
-	// is then never interrupted — a runaway guest keeps its goroutine and a
-	// CPU forever. It exists only to measure what the checks cost (wazero
-	// 1.12 leaves the machine code for Go at every loop iteration and starts
-	// a goroutine per call; docs/BENCHMARKS.md); never set it for a host
-	// that serves traffic.
+	// UnsafeNoTerminationChecks loads modules without the interrupt checks
+	// (interrupt.go): a call past its deadline is then never interrupted —
+	// a runaway guest keeps its goroutine and a CPU forever. It exists only
+	// to measure what the checks cost (docs/BENCHMARKS.md); never set it
+	// for a host that serves traffic.
 	UnsafeNoTerminationChecks bool
 	// StartTimeout bounds instantiation: the start functions, the ABI
 	// version probe and edgeshard_init (default 10s). A caller's earlier
@@ -77,7 +75,10 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	} else {
 		rc = wazero.NewRuntimeConfig()
 	}
-	rc = rc.WithCloseOnContextDone(!cfg.UnsafeNoTerminationChecks).WithMemoryLimitPages(uint32(cfg.MemoryLimitMiB) * 16)
+	// No WithCloseOnContextDone: guests are stopped by the interrupt
+	// checks Load compiles into them (interrupt.go), at a fraction of its
+	// cost.
+	rc = rc.WithMemoryLimitPages(uint32(cfg.MemoryLimitMiB) * 16)
 	var cache wazero.CompilationCache
 	if cfg.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)

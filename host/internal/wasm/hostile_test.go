@@ -344,7 +344,7 @@ func TestStartIsBounded(t *testing.T) {
 			idx := uint32(len(m.Imports) + len(m.Funcs))
 			m.Funcs = append(m.Funcs, wasmtest.Func{Body: wasmtest.Forever()})
 			m.Start = &idx
-		}, "start (_initialize) did not return before the start deadline (start timeout 200ms)"},
+		}, "start (start section) did not return before the start deadline (start timeout 200ms)"},
 		{"_initialize", loop(abi.ExportInitialize), "start (_initialize) did not return before the start deadline"},
 		{"abi version", loop(abi.ExportABIVersion, i32), "edgeshard_abi_version did not return before the start deadline"},
 		{"init", loop(abi.ExportInit, i32), "edgeshard_init did not return before the start deadline"},

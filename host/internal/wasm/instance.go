@@ -47,6 +47,7 @@ type Instance struct {
 	stack      [2]uint64
 	reqBuf     []byte
 	dead       error
+	intr       interrupter
 }
 
 // Instantiate creates an instance of m: runs the WASI reactor start
@@ -58,7 +59,7 @@ func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance
 func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg InstanceConfig) (*Instance, error) {
 	mc := wazero.NewModuleConfig().
 		WithName("").
-		WithStartFunctions(abi.ExportInitialize).
+		WithStartFunctions(). // _initialize runs below, under the interrupter
 		WithRandSource(rand.Reader)
 	if cfg.Stdout != nil {
 		mc = mc.WithStdout(cfg.Stdout)
@@ -81,8 +82,8 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 		mc = mc.WithSysNanotime()
 	}
 	// A start function or init that never returns must not wedge its
-	// caller (a shard's actor, a module load): the runtime closes the module
-	// when this deadline passes (WithCloseOnContextDone), as for an event.
+	// caller (a shard's actor, a module load): the interrupter stops it
+	// when this deadline passes, as for an event.
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.StartTimeout)
 	defer cancel()
 	// Linear memory in its own mapping: grows without copying, costs RSS
@@ -93,10 +94,7 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 	ictx := withCall(ctx, &call{})
 	mod, err := e.rt.InstantiateModule(ictx, c, mc)
 	if err != nil {
-		return nil, e.startErr("start (_initialize)", err)
-	}
-	if mod.IsClosed() { // proc_exit(0) in a start function: wazero reports success
-		return nil, fmt.Errorf("start (_initialize): %w: exited with code 0 (a reactor must return, not exit)", ErrTrap)
+		return nil, e.startErr("link", err)
 	}
 	inst := &Instance{
 		mod:     mod,
@@ -108,7 +106,31 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 		mod.Close(ctx)
 		return nil, invalid("missing exports after instantiation")
 	}
-	v, err := callI32(ictx, mod, abi.ExportABIVersion)
+	if !e.cfg.UnsafeNoTerminationChecks {
+		g, ok := mod.ExportedGlobal(InterruptExport).(api.MutableGlobal)
+		if !ok {
+			mod.Close(ctx)
+			return nil, fmt.Errorf("wasm: module compiled without the interrupt global %q", InterruptExport)
+		}
+		inst.intr.flag = g
+	}
+	if fn := mod.ExportedFunction(StartExport); fn != nil {
+		if err := inst.call(ictx, fn, nil); err != nil {
+			mod.Close(ctx)
+			return nil, e.startErr("start (start section)", err)
+		}
+	}
+	if fn := mod.ExportedFunction(abi.ExportInitialize); fn != nil {
+		if err := inst.call(ictx, fn, nil); err != nil {
+			mod.Close(ctx)
+			var ee *sys.ExitError
+			if errors.As(err, &ee) && ee.ExitCode() == 0 {
+				return nil, fmt.Errorf("start (_initialize): %w: exited with code 0 (a reactor must return, not exit)", ErrTrap)
+			}
+			return nil, e.startErr("start (_initialize)", err)
+		}
+	}
+	v, err := inst.callI32(ictx, abi.ExportABIVersion)
 	if err != nil {
 		mod.Close(ctx)
 		return nil, e.startErr(abi.ExportABIVersion, err)
@@ -118,7 +140,7 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 		return nil, invalid("module speaks ABI version %d; this host implements version %d", v, abi.Version)
 	}
 	inst.abiVersion = int(v)
-	if errno, err := callI32(ictx, mod, abi.ExportInit); err != nil {
+	if errno, err := inst.callI32(ictx, abi.ExportInit); err != nil {
 		mod.Close(ctx)
 		return nil, e.startErr(abi.ExportInit, err)
 	} else if errno != 0 {
@@ -128,13 +150,27 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 	return inst, nil
 }
 
-func callI32(ctx context.Context, mod api.Module, name string) (uint32, error) {
-	fn := mod.ExportedFunction(name)
+func (i *Instance) callI32(ctx context.Context, name string) (uint32, error) {
+	fn := i.mod.ExportedFunction(name)
 	var stack [1]uint64
-	if err := fn.CallWithStack(ctx, stack[:]); err != nil {
+	if err := i.call(ctx, fn, stack[:]); err != nil {
 		return 0, err
 	}
 	return uint32(stack[0]), nil
+}
+
+// call runs one exported function with the interrupter armed. A call the
+// interrupter stopped returns an error wrapping ctx's error, which
+// classify maps to ErrTimeout (deadline) or a cancelled ErrTrap.
+func (i *Instance) call(ctx context.Context, fn api.Function, stack []uint64) error {
+	if err := i.intr.arm(ctx); err != nil {
+		return err
+	}
+	err := fn.CallWithStack(ctx, stack)
+	if i.intr.disarm() && err != nil {
+		return fmt.Errorf("%w: stopped by the host (%v)", context.Cause(ctx), err)
+	}
+	return err
 }
 
 // startErr classifies an error of one instantiation phase, naming the
@@ -163,6 +199,9 @@ func classify(err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w (%v)", ErrTimeout, err)
 	}
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w: cancelled (%v)", ErrTrap, err)
+	}
 	return fmt.Errorf("%w: %v", ErrTrap, err)
 }
 
@@ -187,7 +226,7 @@ func (i *Instance) Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.R
 	ctx = withCall(ctx, &call{env: env})
 	i.reqBuf = abi.AppendRequest(i.reqBuf[:0], req)
 	i.stack[0] = uint64(len(i.reqBuf))
-	if err := i.fnAlloc.CallWithStack(ctx, i.stack[:]); err != nil {
+	if err := i.call(ctx, i.fnAlloc, i.stack[:]); err != nil {
 		return nil, i.kill(err)
 	}
 	ptr := uint32(i.stack[0])
@@ -198,7 +237,7 @@ func (i *Instance) Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.R
 		i.reqBuf = nil // do not pin a large request buffer
 	}
 	i.stack[0], i.stack[1] = uint64(ptr), uint64(len(i.reqBuf))
-	if err := i.fnFetch.CallWithStack(ctx, i.stack[:]); err != nil {
+	if err := i.call(ctx, i.fnFetch, i.stack[:]); err != nil {
 		return nil, i.kill(err)
 	}
 	packed := i.stack[0]
@@ -235,7 +274,7 @@ func (i *Instance) Alarm(ctx context.Context, env Env, retryCount int) (ok bool,
 	}
 	ctx = withCall(ctx, &call{env: env})
 	i.stack[0] = uint64(uint32(retryCount))
-	if err := i.fnAlarm.CallWithStack(ctx, i.stack[:]); err != nil {
+	if err := i.call(ctx, i.fnAlarm, i.stack[:]); err != nil {
 		return false, i.kill(err)
 	}
 	return uint32(i.stack[0]) == 0, nil

@@ -99,6 +99,11 @@ func (e *Engine) Load(ctx context.Context, bin []byte, grants []string) (*Module
 	if err != nil {
 		return nil, invalid("malformed binary: %v", err)
 	}
+	if !e.cfg.UnsafeNoTerminationChecks {
+		if code, err = instrument(code); err != nil {
+			return nil, invalid("%v", err)
+		}
+	}
 	compiled, err := e.rt.CompileModule(ctx, code)
 	if err != nil {
 		return nil, invalid("compile: %v", err)
