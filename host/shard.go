@@ -271,8 +271,10 @@ func (a *actor) closeInstance() {
 
 func (a *actor) resetAlarmChange() { a.alarmSet, a.alarmDeleted = false, false }
 
+// eventContext is the context of one event: it ends at the event
+// deadline (the instance watches it with a timer it reuses).
 func (a *actor) eventContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), a.ns.h.cfg.EventTimeout)
+	return context.WithTimeout(wasm.EventRoot, a.ns.h.cfg.EventTimeout)
 }
 
 // crashed logs why the instance died, with the guest's last output (a

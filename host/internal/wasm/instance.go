@@ -48,6 +48,7 @@ type Instance struct {
 	reqBuf     []byte
 	dead       error
 	intr       interrupter
+	cctx       callCtx
 }
 
 // Instantiate creates an instance of m: runs the WASI reactor start
@@ -167,8 +168,8 @@ func (i *Instance) call(ctx context.Context, fn api.Function, stack []uint64) er
 		return err
 	}
 	err := fn.CallWithStack(ctx, stack)
-	if i.intr.disarm() && err != nil {
-		return fmt.Errorf("%w: stopped by the host (%v)", context.Cause(ctx), err)
+	if cause := i.intr.disarm(); cause != nil && err != nil {
+		return fmt.Errorf("%w: stopped by the host (%v)", cause, err)
 	}
 	return err
 }
@@ -223,7 +224,7 @@ func (i *Instance) Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.R
 	if i.dead != nil {
 		return nil, i.dead
 	}
-	ctx = withCall(ctx, &call{env: env})
+	ctx = i.cctx.reset(ctx, env)
 	i.reqBuf = abi.AppendRequest(i.reqBuf[:0], req)
 	i.stack[0] = uint64(len(i.reqBuf))
 	if err := i.call(ctx, i.fnAlloc, i.stack[:]); err != nil {
@@ -272,7 +273,7 @@ func (i *Instance) Alarm(ctx context.Context, env Env, retryCount int) (ok bool,
 	if i.dead != nil {
 		return false, i.dead
 	}
-	ctx = withCall(ctx, &call{env: env})
+	ctx = i.cctx.reset(ctx, env)
 	i.stack[0] = uint64(uint32(retryCount))
 	if err := i.call(ctx, i.fnAlarm, i.stack[:]); err != nil {
 		return false, i.kill(err)
@@ -284,6 +285,7 @@ func (i *Instance) kill(err error) error { return i.killWith(classify(err)) }
 
 func (i *Instance) killWith(err error) error {
 	i.dead = err
+	i.intr.close()
 	i.mod.Close(context.Background())
 	return err
 }
@@ -293,5 +295,6 @@ func (i *Instance) Close(ctx context.Context) error {
 	if i.dead == nil {
 		i.dead = errors.New("instance closed")
 	}
+	i.intr.close()
 	return i.mod.Close(ctx)
 }

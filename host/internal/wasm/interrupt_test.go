@@ -25,11 +25,14 @@ func TestInterruptStopsRunawayGuest(t *testing.T) {
 		export string
 		f      wasmtest.Func
 		cancel bool
+		event  bool // a context of EventRoot: the reusable timer
 		want   error
 	}{
-		{"fetch deadline", abi.ExportFetch, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32, wasmtest.I32}, Results: i64Result, Body: wasmtest.Forever()}, false, ErrTimeout},
-		{"alloc deadline", abi.ExportAlloc, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32}, Results: []wasmtest.ValType{wasmtest.I32}, Body: wasmtest.Forever()}, false, ErrTimeout},
-		{"fetch cancelled", abi.ExportFetch, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32, wasmtest.I32}, Results: i64Result, Body: wasmtest.Forever()}, true, ErrTrap},
+		{"fetch deadline", abi.ExportFetch, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32, wasmtest.I32}, Results: i64Result, Body: wasmtest.Forever()}, false, false, ErrTimeout},
+		{"fetch event deadline", abi.ExportFetch, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32, wasmtest.I32}, Results: i64Result, Body: wasmtest.Forever()}, false, true, ErrTimeout},
+		{"alloc deadline", abi.ExportAlloc, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32}, Results: []wasmtest.ValType{wasmtest.I32}, Body: wasmtest.Forever()}, false, false, ErrTimeout},
+		{"alloc event deadline", abi.ExportAlloc, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32}, Results: []wasmtest.ValType{wasmtest.I32}, Body: wasmtest.Forever()}, false, true, ErrTimeout},
+		{"fetch cancelled", abi.ExportFetch, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32, wasmtest.I32}, Results: i64Result, Body: wasmtest.Forever()}, true, false, ErrTrap},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := wasmtest.Plugin()
@@ -46,10 +49,13 @@ func TestInterruptStopsRunawayGuest(t *testing.T) {
 			defer inst.Close(context.Background())
 			var ctx context.Context
 			var cancel context.CancelFunc
-			if tc.cancel {
+			switch {
+			case tc.cancel:
 				ctx, cancel = context.WithCancel(context.Background())
 				time.AfterFunc(100*time.Millisecond, cancel)
-			} else {
+			case tc.event:
+				ctx, cancel = context.WithTimeout(EventRoot, 100*time.Millisecond)
+			default:
 				ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
 			}
 			defer cancel()
@@ -88,14 +94,15 @@ func TestInterruptLateRaiseKeepsInstance(t *testing.T) {
 	if err := inst.intr.arm(ctx); err != nil {
 		t.Fatal(err)
 	}
-	inst.intr.raise() // what the deadline does, after the guest returned
-	if !inst.intr.disarm() {
+	inst.intr.raise(context.DeadlineExceeded) // what the deadline does, after the guest returned
+	if inst.intr.disarm() == nil {
 		t.Fatal("disarm did not report the raised flag")
 	}
 	if v := inst.intr.flag.Get(); v != 0 {
 		t.Fatalf("flag = %d after disarm, want 0", v)
 	}
-	inst.intr.raise() // a raise after disarm must not touch the flag
+	inst.intr.raise(context.DeadlineExceeded) // a raise after disarm must not touch the flag
+	inst.intr.raiseTimed()
 	if v := inst.intr.flag.Get(); v != 0 {
 		t.Fatalf("flag = %d after a raise outside a call, want 0", v)
 	}
@@ -225,5 +232,61 @@ func TestInstrumentOpcodes(t *testing.T) {
 	defer cancel()
 	if _, err := inst.Alarm(ctx, nil, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestInterruptTimerReuse: with event contexts the instance reuses one
+// timer; a deadline from an earlier event (its timer stopped or firing
+// late) never stops a later event, and a later event's own deadline still
+// does.
+func TestInterruptTimerReuse(t *testing.T) {
+	eng := newTestEngine(t, Config{})
+	m := wasmtest.Plugin()
+	// alarm(n): spin n iterations, return 0 (a bounded loop).
+	m.SetExport(abi.ExportAlarm, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32}, Results: []wasmtest.ValType{wasmtest.I32},
+		Body: wasmtest.Code([]byte{0x03, 0x40}, // loop
+			wasmtest.LocalGet(0), wasmtest.I32Const(1), wasmtest.Op(0x6b), []byte{0x22, 0x00}, // n-- (local.tee)
+			[]byte{0x0d, 0x00, 0x0b}, // br_if 0 while n != 0, end
+			wasmtest.I32Const(0))})
+	mod, err := eng.Load(context.Background(), m.Bytes(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mod.Close(context.Background())
+	inst, err := mod.Instantiate(context.Background(), InstanceConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close(context.Background())
+	// Many short events with deadlines that pass right after each returns.
+	for i := 0; i < 200; i++ {
+		ctx, cancel := context.WithTimeout(EventRoot, time.Duration(i%5)*time.Millisecond+time.Millisecond)
+		_, err := inst.Alarm(ctx, nil, 1000)
+		cancel()
+		if err != nil && !errors.Is(err, ErrTimeout) {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if err != nil { // stopped by its own deadline: start afresh
+			inst.Close(context.Background())
+			if inst, err = mod.Instantiate(context.Background(), InstanceConfig{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Duration(i%3) * time.Millisecond)
+	}
+	// A long deadline is never cut short by the stale timers above.
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(EventRoot, time.Minute)
+		_, err := inst.Alarm(ctx, nil, 100000)
+		cancel()
+		if err != nil {
+			t.Fatalf("long event %d: %v", i, err)
+		}
+	}
+	// And its own deadline still stops a runaway event.
+	ctx, cancel := context.WithTimeout(EventRoot, 50*time.Millisecond)
+	defer cancel()
+	if _, err := inst.Alarm(ctx, nil, 0); !errors.Is(err, ErrTimeout) { // n = 0 wraps: 2^32 iterations
+		t.Fatalf("Alarm = %v, want ErrTimeout", err)
 	}
 }

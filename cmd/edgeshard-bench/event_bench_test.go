@@ -1,0 +1,44 @@
+package main
+
+import (
+	"context"
+	"testing"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/internal/testutil"
+)
+
+// BenchmarkLimitEvent is the per-event cost of one POST /check through
+// Namespace.Fetch on one shard, one caller at a time: the wasm plugin and
+// the native limiter on the same host path. For profiling the hot path:
+//
+//	go test -run - -bench LimitEvent -benchmem -cpuprofile cpu.prof ./cmd/edgeshard-bench/
+func BenchmarkLimitEvent(b *testing.B) {
+	root, err := findRoot(".")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sz := smokeSizes()
+	sz.Shards = 1
+	r := &runner{sz: sz, root: root, cacheDir: testutil.CacheDir(), build: &builder{root: root}}
+	h, err := r.limitHost(b.TempDir(), &logSink{}, testutil.Engine(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close(context.Background())
+	for _, name := range []string{"RATE_LIMIT_SHARD", "RATE_LIMIT_NATIVE"} {
+		b.Run(name, func(b *testing.B) {
+			ns, _ := h.Namespace(name)
+			gen := limitKeys(1, 1000, 1)[0]
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				key, body := gen()
+				resp, err := ns.Fetch(ctx, key, &abi.Request{Method: "POST", Path: "/check", Body: body})
+				if err != nil || resp.Status != 200 {
+					b.Fatal(err, resp)
+				}
+			}
+		})
+	}
+}
