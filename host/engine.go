@@ -13,9 +13,9 @@ type EngineConfig struct {
 	// MemoryLimitMiB caps each instance's memory (default 128).
 	MemoryLimitMiB int
 	// UnsafeNoTerminationChecks turns off the interruption of guest code
-	// at its event deadline, to measure what wazero's termination checks
-	// cost (cmd/edgeshard-bench -unchecked). A runaway guest is then never
-	// stopped. Benchmarks only.
+	// at its event deadline (the interrupt checks compiled into every
+	// module), to measure what they cost (cmd/edgeshard-bench -unchecked).
+	// A runaway guest is then never stopped. Benchmarks only.
 	UnsafeNoTerminationChecks bool
 }
 

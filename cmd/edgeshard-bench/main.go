@@ -181,8 +181,8 @@ type runner struct {
 	noChecks *host.Engine
 }
 
-// uncheckedEngine returns an engine that compiles modules without wazero's
-// termination checks (host.EngineConfig.UnsafeNoTerminationChecks).
+// uncheckedEngine returns an engine that compiles modules without the
+// interrupt checks (host.EngineConfig.UnsafeNoTerminationChecks).
 func (r *runner) uncheckedEngine() (*host.Engine, error) {
 	if r.unchecked {
 		return r.engine, nil
@@ -239,7 +239,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.StringVar(&o.docs, "docs", "docs/BENCHMARKS.md", "the document -update-docs rewrites (relative to the repository root)")
 	fs.BoolVar(&o.verbose, "v", true, "print per-round progress on stderr")
-	fs.BoolVar(&o.unchecked, "unchecked", false, "experiment: run every wasm figure without wazero's termination checks (unsafe: runaway guests are never interrupted); with -update-docs, only the experiment's table is rewritten")
+	fs.BoolVar(&o.unchecked, "unchecked", false, "experiment: run every wasm figure without the interrupt checks (unsafe: runaway guests are never interrupted); with -update-docs, only the experiment's table is rewritten")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

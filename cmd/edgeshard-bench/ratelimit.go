@@ -63,7 +63,7 @@ var checkRequest = &abi.Request{Method: "POST", Path: "/check", Body: []byte("us
 // behind the same host: Namespace.Fetch of POST /check, the same actor,
 // storage (Badger, SyncWrites; window writes are unconfirmed in both) and
 // output gate. 64 callers over Buckets user buckets. A third side runs the
-// wasm plugin on an engine without wazero's termination checks (unsafe:
+// wasm plugin on an engine without the interrupt checks (unsafe:
 // runaway guests are never interrupted) to show what the checks cost.
 func (r *runner) ratelimitWasmVsNative() (*result, error) {
 	sz := r.sz
@@ -162,7 +162,7 @@ func (r *runner) ratelimitWasmVsNative() (*result, error) {
 	res.note = fmt.Sprintf("%s vs %s decisions/s (%.0f vs %.0f µs CPU each), in-process Namespace.Fetch, %d callers, %d buckets",
 		fmtNum(wm), fmtNum(nm), cpuMicros(out[0]), cpuMicros(out[1]), sz.Workers, sz.Buckets)
 	if len(out) > 2 {
-		res.note += fmt.Sprintf("; without wazero's termination checks %.2f", median(rates(out[2]))/nm)
+		res.note += fmt.Sprintf("; without the interrupt checks %.2f", median(rates(out[2]))/nm)
 	}
 	return res, nil
 }
