@@ -8,7 +8,18 @@ import (
 
 // Text returns a text/plain response.
 func Text(status int, body string) *Response {
-	return &Response{Status: status, Header: []Header{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}, Body: []byte(body)}
+	return withContentType(status, "text/plain; charset=utf-8", []byte(body))
+}
+
+// withContentType builds a response with one header in one allocation.
+func withContentType(status int, ctype string, body []byte) *Response {
+	x := &struct {
+		r Response
+		h [1]Header
+	}{}
+	x.h[0] = Header{Name: "Content-Type", Value: ctype}
+	x.r = Response{Status: status, Header: x.h[:], Body: body}
+	return &x.r
 }
 
 // JSON returns an application/json response with v encoded. It uses
@@ -23,7 +34,7 @@ func JSON(status int, v any) *Response {
 
 // RawJSON returns an application/json response with an encoded body.
 func RawJSON(status int, body []byte) *Response {
-	return &Response{Status: status, Header: []Header{{Name: "Content-Type", Value: "application/json"}}, Body: body}
+	return withContentType(status, "application/json", body)
 }
 
 // ErrorJSON returns {"error":{"code":code,"message":msg}} with status.
