@@ -87,10 +87,13 @@ type callCtx struct {
 	c call
 }
 
-// reset prepares the context for an event of env under ctx.
+// reset prepares the context for an event of env under ctx. Only wazero
+// and the host functions see the returned context, during the call; what
+// may outlive the call (database/sql keeps the context of a query's rows
+// in a goroutine) gets ctx itself, through call.ctx.
 func (x *callCtx) reset(ctx context.Context, env Env) context.Context {
 	x.Context = ctx
-	x.c = call{env: env, ctx: x}
+	x.c = call{env: env, ctx: ctx}
 	if t, ok := env.(Tracer); ok && t.Tracing() {
 		x.c.tracer = t
 	}
