@@ -214,14 +214,53 @@ func AppendRequest(b []byte, r *Request) []byte {
 }
 
 // DecodeRequest decodes a request; Body aliases b.
-func DecodeRequest(b []byte) (*Request, error) {
+func DecodeRequest(b []byte) (*Request, error) { return DecodeRequestLike(b, nil) }
+
+// DecodeRequestLike is DecodeRequest reusing the path and header strings of
+// prev (a request decoded earlier) where the bytes are equal: a shard sees
+// the same path and headers event after event, and strings are immutable,
+// so sharing them is safe and saves an allocation each. Body aliases b.
+func DecodeRequestLike(b []byte, prev *Request) (*Request, error) {
 	d := NewDecoder(b)
 	r := &Request{}
 	r.Method = d.Token()
-	r.Path = d.String()
-	r.Header = decodeHeaders(d)
+	if prev != nil {
+		r.Path = d.like(prev.Path)
+	} else {
+		r.Path = d.String()
+	}
+	r.Header = decodeHeadersLike(d, prev)
 	r.Body = d.Bytes()
 	return r, d.Done()
+}
+
+// like reads a string, returning old when the bytes equal it.
+func (d *Decoder) like(old string) string {
+	b := d.Bytes()
+	if string(b) == old { // compared without converting b
+		return old
+	}
+	return string(b)
+}
+
+func decodeHeadersLike(d *Decoder, prev *Request) []Header {
+	if prev == nil {
+		return decodeHeaders(d)
+	}
+	n := d.Count(8)
+	if n == 0 {
+		return nil
+	}
+	h := make([]Header, n)
+	for i := range h {
+		h[i].Name = d.Token()
+		if i < len(prev.Header) && prev.Header[i].Name == h[i].Name {
+			h[i].Value = d.like(prev.Header[i].Value)
+		} else {
+			h[i].Value = d.Token()
+		}
+	}
+	return h
 }
 
 // AppendResponse appends the encoding of r to b.

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"runtime"
 	"testing"
+	"unsafe"
 
 	"github.com/edgeshard/edgeshard/abi"
 )
@@ -526,5 +527,34 @@ func TestGetHeader(t *testing.T) {
 		if got := abi.GetHeader(h, name); got != want {
 			t.Errorf("GetHeader(%q) = %q, want %q", name, got, want)
 		}
+	}
+}
+
+// TestDecodeRequestLike: equal path and header values come back as the
+// previous request's strings (no new allocation); different ones decode as
+// usual; methods and common names come back as constants.
+func TestDecodeRequestLike(t *testing.T) {
+	prev := &abi.Request{Method: "POST", Path: "/check", Header: []abi.Header{{Name: "X-Edgeshard-Shard", Value: "RL/7"}}}
+	enc := abi.AppendRequest(nil, &abi.Request{Method: "POST", Path: "/check", Header: []abi.Header{{Name: "X-Edgeshard-Shard", Value: "RL/7"}}, Body: []byte("b")})
+	r, err := abi.DecodeRequestLike(enc, prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unsafe.StringData(r.Path) != unsafe.StringData(prev.Path) || unsafe.StringData(r.Header[0].Value) != unsafe.StringData(prev.Header[0].Value) {
+		t.Error("equal strings were not reused")
+	}
+	if string(r.Body) != "b" || r.Method != "POST" {
+		t.Errorf("decoded %+v", r)
+	}
+	enc = abi.AppendRequest(nil, &abi.Request{Method: "GET", Path: "/other", Header: []abi.Header{{Name: "X-Edgeshard-Shard", Value: "RL/8"}, {Name: "Accept", Value: "*/*"}}})
+	r, err = abi.DecodeRequestLike(enc, prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Path != "/other" || r.Header[0].Value != "RL/8" || r.Header[1] != (abi.Header{"Accept", "*/*"}) || r.Method != "GET" {
+		t.Errorf("decoded %+v", r)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { abi.DecodeRequestLike(enc, r) }); allocs > 2 {
+		t.Errorf("%v allocations decoding a request like the previous one, want ≤ 2 (request, header slice)", allocs)
 	}
 }

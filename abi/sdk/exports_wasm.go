@@ -48,11 +48,14 @@ func exportFetch(ptr unsafe.Pointer, size int32) int64 {
 	if size > 0 {
 		in = unsafe.Slice((*byte)(ptr), size)
 	}
-	req, err := abi.DecodeRequest(in)
+	req, err := abi.DecodeRequestLike(in, &st.last)
 	var resp *Response
 	if err != nil {
 		resp = Text(400, "sdk: malformed request envelope")
 	} else {
+		// Remember the strings (not the body) for the next decode.
+		st.last.Path = req.Path
+		st.last.Header = append(st.last.Header[:0], req.Header...)
 		req.Body = append([]byte(nil), req.Body...)
 		resp = st.handlers.Fetch(req)
 		if resp == nil {

@@ -16,6 +16,7 @@ type state struct {
 	scratch  []byte // results of host calls
 	enc      []byte // arguments of host calls
 	events   uint32
+	last     abi.Request // path and headers of the previous request (strings only)
 }
 
 var st state

@@ -32,22 +32,21 @@ const (
 // machine code thousands of times per event: ~90% of an event's CPU
 // (docs/BENCHMARKS.md, wazero issue #2466).
 //
-// Instead, Load rewrites each module before compiling it: it appends a
-// mutable i32 global, exports it as InterruptExport, and inserts
-//
-//	global.get $interrupt
-//	if
-//	  unreachable
-//	end
-//
-// after every loop instruction, that is at the top of every iteration. A
-// load and a branch that is never taken cost a few nanoseconds. When an
-// event's context is done, the host sets the global to 1 from another
-// goroutine; the guest traps at its next loop iteration or, when it is
-// inside a host function, right after that returns (host functions honour
-// the context). Straight-line code without loops or calls runs to its end
-// in bounded time anyway, and recursion without loops ends at the stack
-// limit, so every runaway guest stops.
+// Instead, Load rewrites each module before compiling it: it appends two
+// mutable i32 globals — the interrupt flag, exported as InterruptExport, and
+// a budget of loop iterations — and inserts at the top of every loop a
+// decrement of the budget; when it runs out (every checkEvery iterations)
+// the guest leaves its machine code for Go once (a memory.grow of 0 pages),
+// traps if the flag is raised, and refills the budget (loopCheck). When an
+// event's context is done, the host raises the flag from another
+// goroutine; the guest traps within checkEvery iterations (well under a
+// millisecond) or, when it is inside a host function, soon after that
+// returns (host functions honour the context). Straight-line code without
+// loops or calls runs to its end in bounded time anyway, and recursion
+// without loops ends at the stack limit, so every runaway guest stops. The
+// per-iteration cost is a few instructions on a global; the exit to Go
+// every checkEvery iterations is also what lets the Go runtime preempt the
+// goroutine running the guest (see loopCheck).
 //
 // The pass refuses a module whose code names a global index it does not
 // define: after the rewrite that index could name the interrupt flag, and a
@@ -70,6 +69,7 @@ func instrument(bin []byte) ([]byte, error) {
 		codeSec         = -1
 		startSec        = -1
 		startFunc       uint32
+		hasMemory       bool
 	)
 	r := &reader{b: bin, off: 8}
 	for r.off < len(r.b) && r.err == nil {
@@ -94,6 +94,7 @@ func instrument(bin []byte) ([]byte, error) {
 					c.limits()
 				case 2:
 					c.limits()
+					hasMemory = true
 				case 3:
 					c.valtype()
 					c.byte()
@@ -105,6 +106,8 @@ func instrument(bin []byte) ([]byte, error) {
 					return nil, fmt.Errorf("unknown import kind %d", kind)
 				}
 			}
+		case 5:
+			hasMemory = c.u32() > 0
 		case 6:
 			definedGlobals = c.u32()
 			globalSec = len(secs)
@@ -134,15 +137,17 @@ func instrument(bin []byte) ([]byte, error) {
 		secs = append(secs, s)
 		r.off = s.end
 	}
+	if !hasMemory {
+		return nil, errors.New("the module has no memory (the ABI requires it to define and export one)")
+	}
 	flag := importedGlobals + definedGlobals
+	budget := flag + 1
+	check := loopCheck(flag, budget)
 
-	// The check inserted after each loop's block type.
-	check := []byte{0x23}
-	check = appendLEB(check, uint64(flag))
-	check = append(check, 0x04, 0x40, 0x00, 0x0b)
-
-	// The new global: (mut i32) initialised with i32.const 0.
-	newGlobal := []byte{0x7f, 0x01, 0x41, 0x00, 0x0b}
+	// The new globals, both (mut i32): the flag, initialised with 0, and
+	// the budget, with checkEvery.
+	newGlobal := []byte{0x7f, 0x01, 0x41, 0x00, 0x0b, 0x7f, 0x01}
+	newGlobal = append(appendSLEB(append(newGlobal, 0x41), checkEvery), 0x0b)
 	var newExport []byte
 	newExport = appendLEB(newExport, uint64(len(InterruptExport)))
 	newExport = append(newExport, InterruptExport...)
@@ -192,7 +197,7 @@ func instrument(bin []byte) ([]byte, error) {
 	wroteGlobal, wroteExport := globalSec >= 0, exportSec >= 0
 	for i, s := range secs {
 		if !wroteGlobal && rank(s.id) > rank(6) {
-			vecSection(6, 0, 1, nil, newGlobal)
+			vecSection(6, 0, 2, nil, newGlobal)
 			wroteGlobal = true
 		}
 		if !wroteExport && rank(s.id) > rank(7) {
@@ -201,7 +206,7 @@ func instrument(bin []byte) ([]byte, error) {
 		}
 		switch i {
 		case globalSec:
-			vecSection(6, definedGlobals, 1, entries(s), newGlobal)
+			vecSection(6, definedGlobals, 2, entries(s), newGlobal)
 		case exportSec:
 			vecSection(7, exportCount, newExports, entries(s), newExport)
 		case startSec: // dropped: the host calls StartExport
@@ -218,12 +223,64 @@ func instrument(bin []byte) ([]byte, error) {
 		}
 	}
 	if !wroteGlobal {
-		vecSection(6, 0, 1, nil, newGlobal)
+		vecSection(6, 0, 2, nil, newGlobal)
 	}
 	if !wroteExport {
 		vecSection(7, 0, newExports, nil, newExport)
 	}
 	return out, nil
+}
+
+// checkEvery is how many loop iterations pass between two looks at the
+// interrupt flag: ~0.3–1 ms of a Go guest's code.
+const checkEvery = 1 << 16
+
+// loopCheck returns the code inserted at the top of every loop:
+//
+//	global.get $budget
+//	i32.eqz
+//	if                      ;; every checkEvery iterations:
+//	  i32.const 0
+//	  memory.grow 0         ;;   leave machine code for the Go runtime
+//	  drop
+//	  global.get $interrupt
+//	  if unreachable end    ;;   trap if the host raised the flag
+//	  i32.const checkEvery
+//	  global.set $budget
+//	end
+//	global.get $budget
+//	i32.const 1
+//	i32.sub
+//	global.set $budget
+//
+// The memory.grow of 0 pages changes nothing, but wazero runs it in Go:
+// it is where the goroutine running the guest can be preempted. Without
+// it a guest looping in machine code never reaches a Go safe point, and
+// a garbage collection (which needs every goroutine to reach one) would
+// wait for it with both cores held — the timer that raises the flag could
+// then never run.
+func loopCheck(flag, budget uint32) []byte {
+	b := appendLEB([]byte{0x23}, uint64(budget))
+	b = append(b, 0x45, 0x04, 0x40, 0x41, 0x00, 0x40, 0x00, 0x1a, 0x23)
+	b = appendLEB(b, uint64(flag))
+	b = append(b, 0x04, 0x40, 0x00, 0x0b, 0x41)
+	b = appendSLEB(b, checkEvery)
+	b = appendLEB(append(b, 0x24), uint64(budget))
+	b = append(b, 0x0b, 0x23)
+	b = appendLEB(b, uint64(budget))
+	b = append(b, 0x41, 0x01, 0x6b, 0x24)
+	return appendLEB(b, uint64(budget))
+}
+
+func appendSLEB(b []byte, v int64) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
 }
 
 // instrumentCode rewrites the contents of a code section.
