@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 
 	"github.com/edgeshard/edgeshard/host/internal/wasm"
@@ -57,6 +58,7 @@ func (ns *Namespace) loadInBackground(ctx context.Context, bin []byte, source st
 	done := make(chan loaded, 1)
 	go func() {
 		wasm.LowerPriority() // the thread ends with this goroutine
+		defer relaxGC()()
 		v, err := ns.load(ctx, bin, source)
 		done <- loaded{v, err}
 	}()
@@ -159,3 +161,36 @@ func (ns *Namespace) prepare(v *Version) {
 	}
 	wg.Wait()
 }
+
+// relaxGC raises the garbage collector's target while a module compiles
+// (wazero allocates its intermediate code on the Go heap: collections
+// triggered by it would take CPU and assist time from the shards serving
+// meanwhile) and returns the function that restores it. Nested or
+// concurrent calls restore the setting when the last one ends.
+func relaxGC() func() {
+	gcMu.Lock()
+	defer gcMu.Unlock()
+	if gcRelaxed == 0 {
+		gcSaved = debug.SetGCPercent(swapGCPercent)
+		if gcSaved < 0 || gcSaved >= swapGCPercent { // GOGC=off or already higher: keep it
+			debug.SetGCPercent(gcSaved)
+		}
+	}
+	gcRelaxed++
+	return func() {
+		gcMu.Lock()
+		defer gcMu.Unlock()
+		if gcRelaxed--; gcRelaxed == 0 {
+			debug.SetGCPercent(gcSaved)
+		}
+	}
+}
+
+// swapGCPercent is GOGC while a swap compiles.
+const swapGCPercent = 800
+
+var (
+	gcMu      sync.Mutex
+	gcRelaxed int
+	gcSaved   int
+)
