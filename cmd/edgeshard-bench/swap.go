@@ -64,6 +64,10 @@ func (r *runner) swap() (*result, error) {
 	const workers = 8
 	client := newClient(workers)
 	defer client.CloseIdleConnections()
+	// A push answers once the module is compiled, at the lowest priority:
+	// under the race detector on a loaded machine that takes minutes (the
+	// edgeshard push CLI waits 5 too).
+	pushClient := &http.Client{Timeout: 5 * time.Minute}
 	names := []string{"a", "b", "c", "d", "e", "f"}
 	for _, n := range names { // every object warm before steady state
 		if st, b, err := callHTTP(context.Background(), client, "POST", edgeSrv.URL+"/do/COUNTER/"+n+"/increment", nil); err != nil || st != 200 {
@@ -93,7 +97,7 @@ func (r *runner) swap() (*result, error) {
 		})
 		time.Sleep(sz.SwapLoad)
 		swapStart := run.Elapsed()
-		err := push(client, admSrv.URL, versions[i])
+		err := push(pushClient, admSrv.URL, versions[i])
 		swapEnd := run.Elapsed()
 		time.Sleep(sz.SwapTail)
 		out := run.Stop()
