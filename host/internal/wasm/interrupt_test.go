@@ -38,16 +38,7 @@ func TestInterruptStopsRunawayGuest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := wasmtest.Plugin()
 			m.SetExport(tc.export, tc.f)
-			mod, err := eng.Load(context.Background(), m.Bytes(), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer mod.Close(context.Background())
-			inst, err := mod.Instantiate(context.Background(), InstanceConfig{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer inst.Close(context.Background())
+			_, inst := startInstance(t, eng, m.Bytes())
 			var ctx context.Context
 			var cancel context.CancelFunc
 			switch {
@@ -61,7 +52,7 @@ func TestInterruptStopsRunawayGuest(t *testing.T) {
 			}
 			defer cancel()
 			t0 := time.Now()
-			_, err = inst.Fetch(ctx, nil, &abi.Request{Method: "GET", Path: "/"})
+			_, err := inst.Fetch(ctx, nil, &abi.Request{Method: "GET", Path: "/"})
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Fetch = %v, want %v", err, tc.want)
 			}
@@ -80,16 +71,7 @@ func TestInterruptStopsRunawayGuest(t *testing.T) {
 // the next call is not stopped by the stale flag.
 func TestInterruptLateRaiseKeepsInstance(t *testing.T) {
 	eng := newTestEngine(t, Config{})
-	mod, err := eng.Load(context.Background(), wasmtest.Plugin().Bytes(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mod.Close(context.Background())
-	inst, err := mod.Instantiate(context.Background(), InstanceConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inst.Close(context.Background())
+	_, inst := startInstance(t, eng, wasmtest.Plugin().Bytes())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := inst.intr.arm(ctx); err != nil {
@@ -160,16 +142,7 @@ func TestInstrumentStartSection(t *testing.T) {
 	m.SetExport(abi.ExportInitialize, wasmtest.Func{Body: wasmtest.Code(
 		wasmtest.I32Const(4), wasmtest.I32Const(0), wasmtest.Mem(wasmtest.OpI32Load, 0),
 		wasmtest.I32Const(10), wasmtest.Op(0x6c), wasmtest.Mem(wasmtest.OpI32Store, 0))})
-	mod, err := eng.Load(context.Background(), m.Bytes(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mod.Close(context.Background())
-	inst, err := mod.Instantiate(context.Background(), InstanceConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inst.Close(context.Background())
+	_, inst := startInstance(t, eng, m.Bytes())
 	a, _ := inst.mod.Memory().ReadUint32Le(0)
 	b, _ := inst.mod.Memory().ReadUint32Le(4)
 	if a != 1 || b != 10 {
@@ -219,16 +192,7 @@ func TestInstrumentOpcodes(t *testing.T) {
 	}
 	// And it still runs, through the engine.
 	eng := newTestEngine(t, Config{})
-	mod, err := eng.Load(context.Background(), m.Bytes(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mod.Close(context.Background())
-	inst, err := mod.Instantiate(context.Background(), InstanceConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inst.Close(context.Background())
+	_, inst := startInstance(t, eng, m.Bytes())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := inst.Alarm(ctx, nil, 0); err != nil {
@@ -249,16 +213,7 @@ func TestInterruptTimerReuse(t *testing.T) {
 			wasmtest.LocalGet(0), wasmtest.I32Const(1), wasmtest.Op(0x6b), []byte{0x22, 0x00}, // n-- (local.tee)
 			[]byte{0x0d, 0x00, 0x0b}, // br_if 0 while n != 0, end
 			wasmtest.I32Const(0))})
-	mod, err := eng.Load(context.Background(), m.Bytes(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mod.Close(context.Background())
-	inst, err := mod.Instantiate(context.Background(), InstanceConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inst.Close(context.Background())
+	mod, inst := startInstance(t, eng, m.Bytes())
 	// Many short events with deadlines that pass right after each returns.
 	for i := 0; i < 200; i++ {
 		ctx, cancel := context.WithTimeout(EventRoot, time.Duration(i%5)*time.Millisecond+time.Millisecond)
@@ -302,16 +257,7 @@ func TestSpinningGuestDoesNotStallGC(t *testing.T) {
 	eng := newTestEngine(t, Config{})
 	m := wasmtest.Plugin()
 	m.SetExport(abi.ExportFetch, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32, wasmtest.I32}, Results: i64Result, Body: wasmtest.Forever()})
-	mod, err := eng.Load(context.Background(), m.Bytes(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mod.Close(context.Background())
-	inst, err := mod.Instantiate(context.Background(), InstanceConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inst.Close(context.Background())
+	_, inst := startInstance(t, eng, m.Bytes())
 	ctx, cancel := context.WithTimeout(EventRoot, 4*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -335,4 +281,21 @@ func TestSpinningGuestDoesNotStallGC(t *testing.T) {
 	if err := <-done; !errors.Is(err, ErrTimeout) {
 		t.Fatalf("Fetch = %v, want ErrTimeout", err)
 	}
+}
+
+// startInstance loads bin and starts one instance of it; both are closed
+// when the test ends.
+func startInstance(t *testing.T, eng *Engine, bin []byte) (*Module, *Instance) {
+	t.Helper()
+	mod, err := eng.Load(context.Background(), bin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mod.Close(context.Background()) })
+	inst, err := mod.Instantiate(context.Background(), InstanceConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inst.Close(context.Background()) })
+	return mod, inst
 }
