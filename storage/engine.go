@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 )
@@ -21,6 +22,11 @@ type EngineOptions struct {
 	// all shards (default 64 MiB). Commit waits while the bound is exceeded,
 	// which happens only when the disk is far behind; it bounds memory.
 	MaxPendingBytes int
+	// UnconfirmedLinger is how long the committer waits for more batches
+	// when every queued batch holds only unconfirmed writes (nobody waits
+	// for their durability): fewer, larger groups, so fewer fsyncs. 0
+	// disables it; a confirmed write ends the wait at once.
+	UnconfirmedLinger time.Duration
 }
 
 func (o EngineOptions) withDefaults() EngineOptions {
@@ -60,6 +66,8 @@ type Engine struct {
 	shards       map[ShardID]*Shard
 
 	closed    atomic.Bool // the backend is closed
+	lingering bool        // the committer waits for more batches; guarded by mu
+	wake      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 	closeErr  error
@@ -83,8 +91,10 @@ type inflight struct {
 	gen     *generation
 	size    int
 	pending Pending
-	onePut  [1]abi.KV
-	oneDel  [1]string
+	// confirmed: the event's response waits for this batch's durability.
+	confirmed bool
+	onePut    [1]abi.KV
+	oneDel    [1]string
 }
 
 // generation is a shard's life between two Resets. Once a batch of a
@@ -118,6 +128,7 @@ func NewEngine(b Backend, opts EngineOptions) *Engine {
 		opts:   opts.withDefaults(),
 		shards: make(map[ShardID]*Shard),
 		done:   make(chan struct{}),
+		wake:   make(chan struct{}, 1),
 	}
 	e.work.L = &e.mu
 	e.space.L = &e.mu
@@ -167,6 +178,12 @@ func (e *Engine) Close() error {
 		e.closing = true
 		e.work.Signal()
 		e.space.Broadcast()
+		if e.lingering {
+			select {
+			case e.wake <- struct{}{}:
+			default:
+			}
+		}
 		e.mu.Unlock()
 		<-e.done
 		e.closed.Store(true)
@@ -191,6 +208,12 @@ func (e *Engine) submit(w *inflight) error {
 	e.queue = append(e.queue, w)
 	e.pendingBytes += w.size
 	e.work.Signal()
+	if e.lingering && w.confirmed {
+		select {
+		case e.wake <- struct{}{}:
+		default:
+		}
+	}
 	return nil
 }
 
@@ -206,6 +229,16 @@ func (e *Engine) run() {
 		if len(e.queue) == 0 {
 			e.mu.Unlock()
 			return
+		}
+		if e.opts.UnconfirmedLinger > 0 && !e.closing && len(e.queue) < e.opts.MaxGroup && !e.queueConfirmed() {
+			e.lingering = true
+			e.mu.Unlock()
+			select {
+			case <-time.After(e.opts.UnconfirmedLinger):
+			case <-e.wake:
+			}
+			e.mu.Lock()
+			e.lingering = false
 		}
 		var group []*inflight
 		if n := len(e.queue); n <= e.opts.MaxGroup {
@@ -227,6 +260,16 @@ func (e *Engine) run() {
 		e.space.Broadcast()
 		e.mu.Unlock()
 	}
+}
+
+// queueConfirmed reports whether a queued batch is confirmed. e.mu held.
+func (e *Engine) queueConfirmed() bool {
+	for _, w := range e.queue {
+		if w.confirmed {
+			return true
+		}
+	}
+	return false
 }
 
 // commitGroup applies one group with a single Backend.Apply, records

@@ -132,3 +132,46 @@ func TestPendingWaitAfterReset(t *testing.T) {
 	wait(t, s.Commit()) // the new generation commits
 	wantGet(t, s, "a", "", false)
 }
+
+// TestEngineUnconfirmedLinger: with UnconfirmedLinger the committer
+// gathers unconfirmed-only batches into fewer groups (fewer fsyncs), a
+// confirmed write ends the wait at once, and Close does not wait it out.
+func TestEngineUnconfirmedLinger(t *testing.T) {
+	const linger = 2 * time.Second // long enough that only the ends above can cut it
+	e, _ := newEngine(t, NewMemory(), EngineOptions{UnconfirmedLinger: linger})
+	shards := make([]*Shard, 20)
+	for i := range shards {
+		shards[i] = e.Shard(ShardID{"ns", fmt.Sprint(i)})
+	}
+	for i, s := range shards {
+		must(t, s.Put("window", []byte(fmt.Sprint(i)), true))
+		if p := s.Commit(); p != nil {
+			t.Fatal("an unconfirmed-only event was held")
+		}
+	}
+	// A confirmed write arrives while the committer lingers: its response
+	// must not wait for the linger.
+	t0 := time.Now()
+	mustPut(t, shards[0], "count", "1")
+	wait(t, shards[0].Commit())
+	if d := time.Since(t0); d > linger/2 {
+		t.Fatalf("a confirmed commit waited %v behind the linger", d)
+	}
+	if st := e.Stats(); st.Batches != 21 || st.Groups > 2 {
+		t.Fatalf("stats %+v: want the 21 batches in at most 2 groups", st)
+	}
+	for i, s := range shards {
+		wantGet(t, s, "window", fmt.Sprint(i), true)
+	}
+	// Unconfirmed writes alone, then Close: Close commits them without
+	// waiting for the linger to pass.
+	must(t, shards[1].Put("window", []byte("x"), true))
+	shards[1].Commit()
+	t0 = time.Now()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > linger/2 {
+		t.Fatalf("Close waited %v behind the linger", d)
+	}
+}

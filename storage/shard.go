@@ -490,7 +490,7 @@ func (s *Shard) get(key string) ([]byte, bool, error) {
 // build turns the current event into a batch.
 func (s *Shard) build() *inflight {
 	ev := &s.ev
-	w := &inflight{shard: s, seq: s.seq + 1, gen: s.gen}
+	w := &inflight{shard: s, seq: s.seq + 1, gen: s.gen, confirmed: s.ev.confirmed}
 	w.pending = Pending{s: s, seq: w.seq, gen: w.gen}
 	w.Batch.Shard = s.id
 	w.DeleteAll = ev.deleteAll
