@@ -190,7 +190,12 @@ func encodeHeaders(e *Encoder, h []Header) {
 	}
 }
 
-func decodeHeaders(d *Decoder) []Header {
+func decodeHeaders(d *Decoder) []Header { return decodeHeadersLike(d, nil) }
+
+// decodeHeadersLike decodes a header list, reusing the value strings of
+// prev (headers decoded earlier) where the name at the same index matches
+// and the bytes are equal.
+func decodeHeadersLike(d *Decoder, prev []Header) []Header {
 	n := d.Count(8)
 	if n == 0 {
 		return nil
@@ -198,7 +203,11 @@ func decodeHeaders(d *Decoder) []Header {
 	h := make([]Header, n)
 	for i := range h {
 		h[i].Name = d.Token()
-		h[i].Value = d.Token()
+		if i < len(prev) && prev[i].Name == h[i].Name {
+			h[i].Value = d.like(prev[i].Value)
+		} else {
+			h[i].Value = d.Token()
+		}
 	}
 	return h
 }
@@ -224,12 +233,13 @@ func DecodeRequestLike(b []byte, prev *Request) (*Request, error) {
 	d := NewDecoder(b)
 	r := &Request{}
 	r.Method = d.Token()
+	var path string
+	var header []Header
 	if prev != nil {
-		r.Path = d.like(prev.Path)
-	} else {
-		r.Path = d.String()
+		path, header = prev.Path, prev.Header
 	}
-	r.Header = decodeHeadersLike(d, prev)
+	r.Path = d.like(path)
+	r.Header = decodeHeadersLike(d, header)
 	r.Body = d.Bytes()
 	return r, d.Done()
 }
@@ -241,26 +251,6 @@ func (d *Decoder) like(old string) string {
 		return old
 	}
 	return string(b)
-}
-
-func decodeHeadersLike(d *Decoder, prev *Request) []Header {
-	if prev == nil {
-		return decodeHeaders(d)
-	}
-	n := d.Count(8)
-	if n == 0 {
-		return nil
-	}
-	h := make([]Header, n)
-	for i := range h {
-		h[i].Name = d.Token()
-		if i < len(prev.Header) && prev.Header[i].Name == h[i].Name {
-			h[i].Value = d.like(prev.Header[i].Value)
-		} else {
-			h[i].Value = d.Token()
-		}
-	}
-	return h
 }
 
 // AppendResponse appends the encoding of r to b.

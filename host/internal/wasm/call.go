@@ -71,14 +71,6 @@ type call struct {
 
 type callKey struct{}
 
-func withCall(ctx context.Context, c *call) context.Context {
-	c.ctx = ctx
-	if t, ok := c.env.(Tracer); ok && t.Tracing() {
-		c.tracer = t
-	}
-	return context.WithValue(ctx, callKey{}, c)
-}
-
 // callCtx is the context of one call, reused by its instance from event
 // to event: the caller's context, and the call state host functions
 // find through Value. Reusing it saves two allocations per event.
@@ -107,6 +99,8 @@ func (x *callCtx) Value(key any) any {
 	return x.Context.Value(key)
 }
 
+// callFrom returns the call state of ctx, or nil outside an event (during
+// instantiation): host functions then answer "not granted".
 func callFrom(ctx context.Context) *call {
 	if x, ok := ctx.(*callCtx); ok {
 		return &x.c

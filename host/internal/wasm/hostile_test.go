@@ -81,6 +81,7 @@ type driver struct {
 	fns  map[string]api.Function
 	inst *Instance
 	env  *fakeEnv
+	x    callCtx
 	c    *call
 	ctx  context.Context
 }
@@ -111,8 +112,8 @@ func newDriverWith(tb testing.TB, eng *Engine, bin []byte) *driver {
 // reset starts a new event: a fresh call state, storage writes dropped.
 func (d *driver) reset() {
 	d.env.st.Abort()
-	d.c = &call{env: d.env}
-	d.ctx = withCall(context.Background(), d.c)
+	d.ctx = d.x.reset(context.Background(), d.env)
+	d.c = &d.x.c
 }
 
 func (d *driver) mem() api.Memory { return d.inst.mod.Memory() }

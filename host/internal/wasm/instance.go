@@ -89,10 +89,9 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 	defer cancel()
 	// Linear memory in its own mapping: grows without copying, costs RSS
 	// only for touched pages (memory_unix.go).
-	ctx = experimental.WithMemoryAllocator(ctx, mmapAllocator)
-	// Init may call host functions (a plugin reading a var in init); give
-	// it an empty call state so they answer "not granted" instead of crashing.
-	ictx := withCall(ctx, &call{})
+	// Host functions called from init (a plugin reading a var) find no
+	// call state in this context and answer "not granted".
+	ictx := experimental.WithMemoryAllocator(ctx, mmapAllocator)
 	mod, err := e.rt.InstantiateModule(ictx, c, mc)
 	if err != nil {
 		return nil, e.startErr("link", err)

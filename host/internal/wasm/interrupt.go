@@ -82,32 +82,12 @@ func instrument(bin []byte) ([]byte, error) {
 		s := span{id: id, start: start, body: r.off, end: r.off + int(size)}
 		c := &reader{b: bin[s.body:s.end]}
 		switch id {
-		case 2: // import
-			for i := c.count(1); i > 0 && c.err == nil; i-- {
-				c.name()
-				c.name()
-				switch kind := c.byte(); kind {
-				case 0:
-					c.u32()
-				case 1:
-					c.valtype()
-					c.limits()
-				case 2:
-					c.limits()
-					hasMemory = true
-				case 3:
-					c.valtype()
-					c.byte()
-					importedGlobals++
-				case 4:
-					c.byte()
-					c.u32()
-				default:
-					return nil, fmt.Errorf("unknown import kind %d", kind)
-				}
+		case 2, 5: // import, memory: counted by the preflight reader
+			if err := c.section(id); err != nil {
+				return nil, fmt.Errorf("%s section: %w", sectionName(id), err)
 			}
-		case 5:
-			hasMemory = c.u32() > 0
+			importedGlobals += uint32(c.globalImports)
+			hasMemory = hasMemory || c.memories > 0
 		case 6:
 			definedGlobals = c.u32()
 			globalSec = len(secs)

@@ -81,6 +81,8 @@ type reader struct {
 	off    int
 	err    error
 	tables []table // filled by the table section
+	// Counted by the import and memory sections (for instrument).
+	globalImports, memories int
 }
 
 type table struct {
@@ -239,9 +241,11 @@ func (r *reader) section(id byte) error {
 				r.limits()
 			case 2: // memory
 				r.limits()
+				r.memories++
 			case 3: // global
 				r.valtype()
 				r.byte()
+				r.globalImports++
 			case 4: // tag
 				r.byte()
 				r.u32()
@@ -271,6 +275,7 @@ func (r *reader) section(id byte) error {
 	case 5: // memory
 		for i := r.count(1); i > 0 && r.err == nil; i-- {
 			r.limits()
+			r.memories++
 		}
 	case 6: // global
 		for i := r.count(1); i > 0 && r.err == nil; i-- {
