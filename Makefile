@@ -50,7 +50,7 @@ FUZZTARGETS := \
 	./host/internal/wasm:FuzzPreflight \
 	./host/config:FuzzParse \
 	./host:FuzzDO \
-	./host/edge:FuzzParseEvents
+	./edge:FuzzParseEvents
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 	@for t in $(FUZZTARGETS); do \

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/edgeshard/edgeshard/edge/schema"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,8 +23,13 @@ func counterSuite() string { return repoPath("examples/counter/conformance.json"
 
 // opts runs scenarios in parallel: each world loads the plugin afresh,
 // which takes seconds under -race.
+// The plugins' suites need the edge API's tables.
 func opts(backend string) conformance.Options {
-	return conformance.Options{CacheDir: testutil.CacheDir(), Backend: backend, Parallel: true}
+	ms, err := schema.Migrations()
+	if err != nil {
+		panic(err)
+	}
+	return conformance.Options{CacheDir: testutil.CacheDir(), Backend: backend, Parallel: true, Schema: ms}
 }
 
 // TestCounterSuite runs the example counter's suite on both backends:

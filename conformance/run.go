@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"maps"
 	"os"
 	"path/filepath"
@@ -40,6 +41,9 @@ type Options struct {
 	// trace lines carry the scenario's name), Run as parallel subtests.
 	// Logf must then be safe for concurrent use.
 	Parallel bool
+	// Schema is applied to a scenario's SQL database before it starts (the
+	// edge API's plugins need edge/schema's tables); none when empty.
+	Schema []sqldb.Migration
 }
 
 // stepTimeout bounds one step (a repeat bounds each repetition).

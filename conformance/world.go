@@ -101,7 +101,7 @@ func newWorld(ctx context.Context, r *runner, sc *Scenario, logf func(string, ..
 		if err != nil {
 			return nil, err
 		}
-		if err := w.db.Migrate(ctx); err != nil {
+		if _, err := w.db.Migrate(ctx, r.opts.Schema); err != nil {
 			return nil, fmt.Errorf("migrate sql database: %w", err)
 		}
 		w.sql = &faultySQL{db: w.db}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
-	"github.com/edgeshard/edgeshard/host/edge"
+	"github.com/edgeshard/edgeshard/edge"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/edgeshard/edgeshard/storage/sqldb"

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgeshard/edgeshard/edge/schema"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -188,7 +189,7 @@ func openSQL(path string) (*sqldb.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := db.Migrate(context.Background()); err != nil {
+	if _, err := schema.Migrate(context.Background(), db); err != nil {
 		db.Close()
 		return nil, err
 	}

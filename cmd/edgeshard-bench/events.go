@@ -13,7 +13,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
-	"github.com/edgeshard/edgeshard/host/edge"
+	"github.com/edgeshard/edgeshard/edge"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/edgeshard/edgeshard/storage/analytics"

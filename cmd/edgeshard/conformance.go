@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/edgeshard/edgeshard/conformance"
+	"github.com/edgeshard/edgeshard/edge/schema"
+	"github.com/edgeshard/edgeshard/storage/sqldb"
 )
 
 // builtinSuites maps the names --suite accepts to suite files, relative to
@@ -41,9 +43,10 @@ func runConformance(args []string, stdout, stderr io.Writer) int {
 	suite := fs.String("suite", "", "suite: a built-in name (counter, counters, ratelimit, runtimeevents) or a JSON file (default ./"+defaultSuite+")")
 	backend := fs.String("backend", conformance.BackendMemory, "storage backend: memory, or badger (Badger and a SQLite file, as the real host)")
 	filter := fs.String("run", "", "run only the scenarios whose name contains this")
+	schemaDir := fs.String("schema", "", "directory of NNNN_name.sql migrations for the scenarios' SQL database (default: the edge API's schema, which the bundled plugins use)")
 	verbose := fs.Bool("v", false, "trace every step, and print the host log of failed scenarios")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard conformance --plugin FILE.wasm [--suite NAME|FILE] [--backend memory|badger] [--run SUBSTR] [-v]")
+		fmt.Fprintln(stderr, "usage: edgeshard conformance --plugin FILE.wasm [--suite NAME|FILE] [--backend memory|badger] [--schema DIR] [--run SUBSTR] [-v]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -76,7 +79,11 @@ func runConformance(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	opts := conformance.Options{CacheDir: defaultCacheDir(), Backend: *backend, Filter: *filter}
+	migrations, err := loadSchema(*schemaDir)
+	if err != nil {
+		return usageErr("--schema: %v", err)
+	}
+	opts := conformance.Options{CacheDir: defaultCacheDir(), Backend: *backend, Filter: *filter, Schema: migrations}
 	if *verbose {
 		opts.Logf = func(format string, a ...any) { fmt.Fprintf(stdout, "    "+format+"\n", a...) }
 		fmt.Fprintf(stdout, "suite %s (%s), plugin %s, backend %s\n", s.Name, suitePath, *plugin, *backend)
@@ -100,6 +107,15 @@ func runConformance(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// loadSchema reads the migrations in dir, or returns the edge API's schema
+// when dir is empty.
+func loadSchema(dir string) ([]sqldb.Migration, error) {
+	if dir == "" {
+		return schema.Migrations()
+	}
+	return sqldb.LoadMigrations(os.DirFS(dir))
 }
 
 // resolveSuite turns --suite into a file path: a built-in name, a path as

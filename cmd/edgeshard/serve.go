@@ -16,9 +16,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgeshard/edgeshard/edge"
+	"github.com/edgeshard/edgeshard/edge/schema"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/config"
-	"github.com/edgeshard/edgeshard/host/edge"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/storage/analytics"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
@@ -77,6 +78,9 @@ func newLogger(cfg *config.File, w io.Writer) zerolog.Logger {
 // commit storage, close SQL.
 func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serveOptions) error {
 	t0 := time.Now()
+	if err := cfg.CheckExtra(edge.ConfigTables()...); err != nil {
+		return err
+	}
 	ecfg, edgeOn, err := edge.ConfigFromFile(cfg, os.LookupEnv)
 	if err != nil {
 		return err
@@ -98,9 +102,6 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 			return fmt.Errorf("d1 database %s: %w", d.Binding, err)
 		}
 		closers = append(closers, db.Close)
-		if err := db.Migrate(ctx); err != nil {
-			return fmt.Errorf("d1 database %s: migrate: %w", d.Binding, err)
-		}
 		dbs[d.Binding] = db
 		sqlDBs[d.Binding] = db
 	}
@@ -158,7 +159,7 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 	}
 	closers = append(closers, closeHost)
 
-	api, err := newEdgeAPI(ecfg, edgeOn, h, sqlDBs, log, reg)
+	api, err := newEdgeAPI(ctx, ecfg, edgeOn, h, sqlDBs, log, reg)
 	if err != nil {
 		return err
 	}
@@ -237,7 +238,7 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 // database its config names; nil when [edge] enabled = false, or when the
 // config has neither that database nor any of the edge bindings (a config
 // for other shard types only, such as edgeshard.dev-counter.toml).
-func newEdgeAPI(ecfg edge.Config, on bool, h *host.Host, dbs map[string]*sqldb.DB, log zerolog.Logger, reg prometheus.Registerer) (*edge.API, error) {
+func newEdgeAPI(ctx context.Context, ecfg edge.Config, on bool, h *host.Host, dbs map[string]*sqldb.DB, log zerolog.Logger, reg prometheus.Registerer) (*edge.API, error) {
 	if !on {
 		log.Info().Msg("edge API disabled ([edge] enabled = false)")
 		return nil, nil
@@ -251,6 +252,13 @@ func newEdgeAPI(ecfg edge.Config, on bool, h *host.Host, dbs map[string]*sqldb.D
 		}
 		log.Warn().Str("sql", ecfg.SQLBinding).Msg("edge API disabled: the config has no edge bindings and no sql database for it")
 		return nil, nil
+	}
+	rep, err := schema.Migrate(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("d1 database %s: %w", ecfg.SQLBinding, err)
+	}
+	if len(rep.Applied) > 0 {
+		log.Info().Str("sql", ecfg.SQLBinding).Ints("applied", rep.Applied).Int("version", rep.Version).Msg("edge API schema migrated")
 	}
 	return edge.New(ecfg, edge.Deps{Host: h, DB: db, Logger: log, Registerer: reg})
 }

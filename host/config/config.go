@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -126,21 +127,25 @@ func Load(path string) (*File, error) {
 	return f, nil
 }
 
-// knownExtra are top-level tables owned by components outside the core.
-var knownExtra = []string{"auth", "proxy", "runtime_events", "counters", "reconcile", "edge"}
-
-// Parse decodes TOML over the defaults. Unknown keys are errors, except in
-// the tables of knownExtra, which are kept in Extra for their owners.
+// Parse decodes TOML over the defaults. Unknown settings are errors, except
+// unknown top-level tables ([auth], [proxy]… of an application built on the
+// host), which are kept in Extra for their owners; CheckExtra then refuses
+// the tables no owner claimed.
 func Parse(b []byte, name string) (*File, error) {
 	f := Defaults()
 	meta, err := toml.Decode(string(b), &f)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
+	var raw map[string]any
+	if _, err := toml.Decode(string(b), &raw); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	f.Extra = map[string]any{}
 	var unknown []string
 	for _, k := range meta.Undecoded() {
-		top := k[0]
-		if contains(knownExtra, top) {
+		if t, isTable := raw[k[0]].(map[string]any); isTable && !coreKey(k[0]) {
+			f.Extra[k[0]] = t // a whole table the core has no field for
 			continue
 		}
 		unknown = append(unknown, k.String())
@@ -149,20 +154,39 @@ func Parse(b []byte, name string) (*File, error) {
 		sort.Strings(unknown)
 		return nil, fmt.Errorf("config %s: unknown setting(s): %s", name, strings.Join(unknown, ", "))
 	}
-	var raw map[string]any
-	if _, err := toml.Decode(string(b), &raw); err == nil {
-		f.Extra = map[string]any{}
-		for _, k := range knownExtra {
-			if v, ok := raw[k]; ok {
-				f.Extra[k] = v
-			}
-		}
-	}
 	if f.Vars == nil {
 		f.Vars = map[string]string{}
 	}
 	f.meta, f.path = meta, name
 	return &f, nil
+}
+
+// coreKey reports whether File has a field for the top-level key.
+func coreKey(key string) bool {
+	t := reflect.TypeFor[File]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ","); name == key {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckExtra returns an error naming every top-level table of the file that
+// neither the core nor one of the owners' tables (e.g. the edge API's
+// [auth], [proxy]…) claims.
+func (f *File) CheckExtra(owned ...string) error {
+	var unknown []string
+	for k := range f.Extra {
+		if !contains(owned, k) {
+			unknown = append(unknown, "["+k+"]")
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("config %s: unknown table(s): %s", f.path, strings.Join(unknown, ", "))
+	}
+	return nil
 }
 
 // DecodeExtra decodes the [name] table into v (for the edge API's own

@@ -355,5 +355,5 @@ func TestBufferSurvivesHostRestart(t *testing.T) {
 
 func TestConformanceSuite(t *testing.T) {
 	wasm := testutil.Plugin(t, "plugins/counters")
-	conformance.Run(t, wasm, "conformance.json")
+	conformance.Run(t, wasm, "conformance.json", conformance.Options{Schema: plugintest.Schema(t)})
 }

@@ -16,7 +16,7 @@ type Table struct {
 	Columns []string
 }
 
-// Tables is the whitelist (storage/sqldb/migrations/0001_init.sql).
+// Tables is the whitelist (edge/schema/migrations/0001_init.sql).
 var Tables = [...]Table{
 	{Name: "post_stats", KeyCol: "post_id", Columns: []string{"likes", "runs", "views", "comments", "remixes"}},
 	{Name: "user_counters", KeyCol: "user_id", Columns: []string{"followers", "following", "posts", "runs", "likes_received"}},

@@ -252,5 +252,5 @@ func TestCountsSurviveInstanceRestart(t *testing.T) {
 
 func TestConformanceSuite(t *testing.T) {
 	wasm := testutil.Plugin(t, "plugins/ratelimit")
-	conformance.Run(t, wasm, "conformance.json")
+	conformance.Run(t, wasm, "conformance.json", conformance.Options{Schema: plugintest.Schema(t)})
 }

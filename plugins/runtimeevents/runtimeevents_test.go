@@ -338,5 +338,5 @@ func TestBufferSurvivesHostRestart(t *testing.T) {
 
 func TestConformanceSuite(t *testing.T) {
 	wasm := testutil.Plugin(t, "plugins/runtimeevents")
-	conformance.Run(t, wasm, "conformance.json")
+	conformance.Run(t, wasm, "conformance.json", conformance.Options{Schema: plugintest.Schema(t)})
 }

@@ -55,17 +55,17 @@ func TestSQLiteSinkFlushPersists(t *testing.T) {
 		Blobs:   [][]byte{blob, {0xff, 0x00}, {}},
 		Doubles: []float64{1.5, -2},
 	}
-	if err := s.Write("runtime_events", p); err != nil {
+	if err := s.Write("telemetry", p); err != nil {
 		t.Fatal(err)
 	}
 	blob[0] = 'P' // Write copied the point
-	if err := s.Write("runtime_events", abi.DataPoint{}); err != nil {
+	if err := s.Write("telemetry", abi.DataPoint{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Write("other", abi.DataPoint{Doubles: []float64{7}}); err != nil {
 		t.Fatal(err)
 	}
-	if n := count(t, s, "runtime_events"); n != 0 {
+	if n := count(t, s, "telemetry"); n != 0 {
 		t.Fatalf("%d points visible before Flush", n)
 	}
 	if s.Buffered() != 3 {
@@ -79,15 +79,15 @@ func TestSQLiteSinkFlushPersists(t *testing.T) {
 	}
 
 	rows, err := s.Query(ctx, `SELECT dataset, timestamp, index1, blob1, blob2, blob3, blob4, typeof(blob1) AS t1,
-		double1, double2, double3, _sample_interval FROM analytics_events WHERE dataset = ? ORDER BY rowid`, "runtime_events")
+		double1, double2, double3, _sample_interval FROM analytics_events WHERE dataset = ? ORDER BY rowid`, "telemetry")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []map[string]any{
-		{"dataset": "runtime_events", "timestamp": frozen.UnixMilli(), "index1": "capsule-1",
+		{"dataset": "telemetry", "timestamp": frozen.UnixMilli(), "index1": "capsule-1",
 			"blob1": "GET", "blob2": []byte{0xff, 0x00}, "blob3": "", "blob4": nil, "t1": "text",
 			"double1": 1.5, "double2": -2.0, "double3": nil, "_sample_interval": int64(1)},
-		{"dataset": "runtime_events", "timestamp": frozen.UnixMilli(), "index1": "",
+		{"dataset": "telemetry", "timestamp": frozen.UnixMilli(), "index1": "",
 			"blob1": nil, "blob2": nil, "blob3": nil, "blob4": nil, "t1": "null",
 			"double1": nil, "double2": nil, "double3": nil, "_sample_interval": int64(1)},
 	}
@@ -310,7 +310,7 @@ func BenchmarkSQLiteSinkWrite(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := s.Write("runtime_events", p); err != nil {
+		if err := s.Write("telemetry", p); err != nil {
 			b.Fatal(err)
 		}
 	}

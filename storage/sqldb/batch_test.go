@@ -298,13 +298,11 @@ func TestScanSQL(t *testing.T) {
 	}
 }
 
-// BenchmarkBatchInsert measures a runtime-event flush: one batch of 100
-// upserts into runtime_events, one transaction (synchronous=FULL, WAL).
+// BenchmarkBatchInsert measures a flush of buffered events: one batch of
+// 100 upserts, one transaction (synchronous=FULL, WAL).
 func BenchmarkBatchInsert(b *testing.B) {
 	db := openFile(b, Options{})
-	if err := db.Migrate(context.Background()); err != nil {
-		b.Fatal(err)
-	}
+	batch(b, db, st("CREATE TABLE events (id TEXT PRIMARY KEY, capsule_id TEXT, run_id TEXT, type TEXT NOT NULL, ts INTEGER NOT NULL, received_at INTEGER NOT NULL, payload TEXT) STRICT"))
 	const perBatch = 100
 	stmts := make([]abi.Statement, perBatch)
 	payload := `{"status":"ok","durationMs":12}`
@@ -315,7 +313,7 @@ func BenchmarkBatchInsert(b *testing.B) {
 		for i := range stmts {
 			n++
 			stmts[i] = abi.Statement{
-				SQL: "INSERT INTO runtime_events (id, capsule_id, run_id, type, ts, received_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+				SQL: "INSERT INTO events (id, capsule_id, run_id, type, ts, received_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
 				Args: []any{fmt.Sprintf("evt-%09d", n), "capsule-1", "run-1", "run.finished",
 					int64(1_700_000_000_000 + n), int64(1_700_000_000_000 + n), payload},
 			}

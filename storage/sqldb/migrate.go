@@ -2,7 +2,6 @@ package sqldb
 
 import (
 	"context"
-	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,29 +12,23 @@ import (
 	"time"
 )
 
-// SchemaVersion is the version of the newest embedded migration: the schema
-// a migrated database has. Bump it with every new migrations/NNNN_name.sql.
-const SchemaVersion = 1
-
 // ErrSchemaTooNew is matched (errors.Is) by Migrate's error when the
-// database records a migration newer than this binary knows: it was
-// migrated by a newer edgeshard, and this one must not write to it.
+// database records a migration newer than the ones given: it was migrated
+// by a newer binary, and this one must not write to it.
 var ErrSchemaTooNew = errors.New("database schema is newer than this binary")
 
-//go:embed migrations/*.sql
-var migrationFiles embed.FS
-
-// Migration is one embedded schema migration.
+// Migration is one schema migration.
 type Migration struct {
 	Version int    // from the file name's numeric prefix, from 1
 	Name    string // the rest of the file name ("init" for 0001_init.sql)
 	SQL     string
 }
 
-// Migrations returns the embedded migrations in version order. Versions
-// must run 1, 2, 3… without gaps or repeats, the last being SchemaVersion.
-func Migrations() ([]Migration, error) {
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+// LoadMigrations reads the NNNN_name.sql files at the root of fsys (an
+// application's embedded migrations) in version order. Versions must run
+// 1, 2, 3… without gaps or repeats.
+func LoadMigrations(fsys fs.FS) ([]Migration, error) {
+	names, err := fs.Glob(fsys, "*.sql")
 	if err != nil {
 		return nil, fmt.Errorf("list migrations: %w", err)
 	}
@@ -47,7 +40,7 @@ func Migrations() ([]Migration, error) {
 		if !ok || err != nil || v <= 0 || name == "" {
 			return nil, fmt.Errorf("migration file %s: want NNNN_name.sql", n)
 		}
-		b, err := migrationFiles.ReadFile(n)
+		b, err := fs.ReadFile(fsys, n)
 		if err != nil {
 			return nil, fmt.Errorf("read migration %s: %w", n, err)
 		}
@@ -59,9 +52,6 @@ func Migrations() ([]Migration, error) {
 			return nil, fmt.Errorf("migration versions must run 1..n without gaps: found %d at position %d", m.Version, i+1)
 		}
 	}
-	if len(ms) != SchemaVersion {
-		return nil, fmt.Errorf("newest migration is %d but SchemaVersion is %d", len(ms), SchemaVersion)
-	}
 	return ms, nil
 }
 
@@ -71,22 +61,12 @@ type MigrateReport struct {
 	Version int   // the database's schema version afterwards
 }
 
-// Migrate brings the database to SchemaVersion by applying the embedded
-// migrations it lacks, each in its own transaction together with its row in
-// schema_migrations. It is idempotent and safe to run from several
-// processes at once; it logs nothing.
-func (d *DB) Migrate(ctx context.Context) error {
-	_, err := d.MigrateWithReport(ctx)
-	return err
-}
-
-// MigrateWithReport is Migrate, also reporting the versions it applied.
-func (d *DB) MigrateWithReport(ctx context.Context) (MigrateReport, error) {
+// Migrate brings the database to the newest of ms (as LoadMigrations
+// returns them) by applying the migrations it lacks, each in its own
+// transaction together with its row in schema_migrations. It is idempotent
+// and safe to run from several processes at once; it logs nothing.
+func (d *DB) Migrate(ctx context.Context, ms []Migration) (MigrateReport, error) {
 	var rep MigrateReport
-	ms, err := Migrations()
-	if err != nil {
-		return rep, fmt.Errorf("migrate: %w", err)
-	}
 	const createTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,
     name       TEXT,
@@ -99,8 +79,8 @@ func (d *DB) MigrateWithReport(ctx context.Context) (MigrateReport, error) {
 	if err != nil {
 		return rep, fmt.Errorf("migrate: %w", err)
 	}
-	if current > SchemaVersion {
-		return rep, fmt.Errorf("migrate: database is at version %d, this binary knows %d: %w", current, SchemaVersion, ErrSchemaTooNew)
+	if current > len(ms) {
+		return rep, fmt.Errorf("migrate: database is at version %d, this binary knows %d: %w", current, len(ms), ErrSchemaTooNew)
 	}
 	for _, m := range ms {
 		if m.Version <= current {

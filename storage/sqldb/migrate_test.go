@@ -4,21 +4,40 @@ import (
 	"context"
 	"errors"
 	"reflect"
-	"sort"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
-
-	"github.com/edgeshard/edgeshard/abi"
 )
 
-func TestMigrationsEmbedded(t *testing.T) {
-	ms, err := Migrations()
+// testMigrations are two small migrations of a made-up application.
+func testMigrations(t *testing.T) []Migration {
+	t.Helper()
+	ms, err := LoadMigrations(fstest.MapFS{
+		"0001_init.sql":  {Data: []byte("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT) STRICT;")},
+		"0002_stars.sql": {Data: []byte("ALTER TABLE notes ADD COLUMN stars INTEGER NOT NULL DEFAULT 0;")},
+		"README.md":      {Data: []byte("not a migration")},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) != SchemaVersion || ms[0].Version != 1 || ms[0].Name != "init" || ms[0].SQL == "" {
+	return ms
+}
+
+func TestLoadMigrations(t *testing.T) {
+	ms := testMigrations(t)
+	if len(ms) != 2 || ms[0].Version != 1 || ms[0].Name != "init" || ms[1].Name != "stars" || ms[1].SQL == "" {
 		t.Fatalf("migrations %+v", ms)
+	}
+	for name, files := range map[string]fstest.MapFS{
+		"gap":      {"0001_a.sql": {}, "0003_b.sql": {}},
+		"repeat":   {"0001_a.sql": {}, "0001_b.sql": {}},
+		"bad name": {"init.sql": {}},
+		"zero":     {"0000_a.sql": {}},
+	} {
+		if _, err := LoadMigrations(files); err == nil {
+			t.Errorf("%s: LoadMigrations accepted %v", name, files)
+		}
 	}
 }
 
@@ -26,102 +45,57 @@ func TestMigrateIdempotent(t *testing.T) {
 	db := openFile(t, Options{})
 	ctx := context.Background()
 	before := time.Now().UnixMilli()
+	ms := testMigrations(t)
 
-	rep, err := db.MigrateWithReport(ctx)
+	rep, err := db.Migrate(ctx, ms[:1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(rep.Applied, []int{1}) || rep.Version != SchemaVersion {
+	if !reflect.DeepEqual(rep.Applied, []int{1}) || rep.Version != 1 {
 		t.Fatalf("first migrate report %+v", rep)
 	}
-	rep, err = db.MigrateWithReport(ctx)
+	rep, err = db.Migrate(ctx, ms)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Applied) != 0 || rep.Version != SchemaVersion {
-		t.Fatalf("second migrate report %+v, want nothing applied", rep)
+	if !reflect.DeepEqual(rep.Applied, []int{2}) || rep.Version != 2 {
+		t.Fatalf("second migrate report %+v, want version 2 applied", rep)
 	}
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
+	rep, err = db.Migrate(ctx, ms)
+	if err != nil || len(rep.Applied) != 0 || rep.Version != 2 {
+		t.Fatalf("third migrate report %+v, %v: want nothing applied", rep, err)
 	}
-
-	res := batch(t, db, st("SELECT version, name, applied_at FROM schema_migrations"))
+	res := batch(t, db, st("SELECT version, name, applied_at FROM schema_migrations ORDER BY version"))
 	rows := res[0].Rows
-	if len(rows) != 1 || rows[0][0] != int64(1) || rows[0][1] != "init" || rows[0][2].(int64) < before {
+	if len(rows) != 2 || rows[0][0] != int64(1) || rows[0][1] != "init" || rows[1][1] != "stars" || rows[0][2].(int64) < before {
 		t.Fatalf("schema_migrations rows %v", rows)
 	}
-
-	res = batch(t, db, st("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"))
-	var tables []string
-	for _, r := range res[0].Rows {
-		tables = append(tables, r[0].(string))
-	}
-	want := []string{"counter_flushes", "counter_reconcile_log", "follows", "likes", "post_stats",
-		"proxy_rate_limits", "runtime_events", "schema_migrations", "user_counters"}
-	sort.Strings(want)
-	if !reflect.DeepEqual(tables, want) {
-		t.Errorf("tables %v, want %v", tables, want)
-	}
-	res = batch(t, db, st("SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL ORDER BY name"))
-	var indexes []string
-	for _, r := range res[0].Rows {
-		indexes = append(indexes, r[0].(string))
-	}
-	wantIdx := []string{"follows_followee_id", "likes_user_id", "proxy_rate_limits_window_start", "runtime_events_capsule_ts"}
-	if !reflect.DeepEqual(indexes, wantIdx) {
-		t.Errorf("indexes %v, want %v", indexes, wantIdx)
-	}
-}
-
-func TestSchemaConstraints(t *testing.T) {
-	db := openFile(t, Options{})
-	ctx := context.Background()
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	batch(t, db,
-		st("INSERT INTO post_stats (post_id, likes) VALUES ('p1', 1)"),
-		st("INSERT INTO user_counters (user_id) VALUES ('u1')"),
-		st("INSERT INTO counter_flushes VALUES ('shard-3', 7, 1)"),
-	)
-	fails := []struct{ sql, want string }{
-		{"UPDATE post_stats SET likes = likes - 2 WHERE post_id = 'p1'", "CHECK constraint failed: likes >= 0"},
-		{"INSERT INTO post_stats (post_id, remixes) VALUES ('p2', -1)", "CHECK constraint failed: remixes >= 0"},
-		{"UPDATE user_counters SET followers = -1", "CHECK constraint failed: followers >= 0"},
-		{"UPDATE user_counters SET likes_received = -1", "CHECK constraint failed: likes_received >= 0"},
-		{"INSERT INTO proxy_rate_limits VALUES ('ip:1', 0, -1)", "CHECK constraint failed: count >= 0"},
-		{"INSERT INTO runtime_events (id, type, ts, received_at) VALUES ('e1', 'x', 'soon', 1)", "cannot store TEXT value in INTEGER column runtime_events.ts"},
-		{"INSERT INTO runtime_events (id, ts, received_at) VALUES ('e1', 1, 1)", "NOT NULL constraint failed: runtime_events.type"},
-		{"UPDATE counter_flushes SET seq = 7 WHERE shard = 'shard-3'", "counter flush already applied"},
-		{"INSERT INTO counter_flushes VALUES ('shard-3', 6, 2) ON CONFLICT(shard) DO UPDATE SET seq = excluded.seq", "counter flush already applied"},
-	}
-	for _, f := range fails {
-		_, err := db.Batch(ctx, []abi.Statement{st(f.sql)})
-		if err == nil || err.Error() != "statement 0: "+f.want {
-			t.Errorf("%s: error %v, want %q", f.sql, err, f.want)
-		}
-	}
-	// A clamped update never trips the CHECK; the sequence moves forward.
-	batch(t, db,
-		st("UPDATE post_stats SET likes = MAX(0, likes + ?) WHERE post_id = 'p1'", int64(-5)),
-		st("INSERT INTO counter_flushes VALUES ('shard-3', 8, 2) ON CONFLICT(shard) DO UPDATE SET seq = excluded.seq, flushed_at = excluded.flushed_at"),
-	)
-	res := batch(t, db, st("SELECT likes FROM post_stats"), st("SELECT seq FROM counter_flushes"))
-	if res[0].Rows[0][0] != int64(0) || res[1].Rows[0][0] != int64(8) {
-		t.Errorf("after clamped flush: likes %v, seq %v", res[0].Rows, res[1].Rows)
-	}
+	batch(t, db, st("INSERT INTO notes (id, body, stars) VALUES ('n1', 'hi', 3)"))
 }
 
 func TestMigrateRefusesNewerSchema(t *testing.T) {
 	db := openFile(t, Options{})
 	ctx := context.Background()
-	if err := db.Migrate(ctx); err != nil {
+	ms := testMigrations(t)
+	if _, err := db.Migrate(ctx, ms); err != nil {
 		t.Fatal(err)
 	}
-	batch(t, db, st("INSERT INTO schema_migrations VALUES (?, 'future', 0)", int64(SchemaVersion+1)))
-	err := db.Migrate(ctx)
-	if !errors.Is(err, ErrSchemaTooNew) || !strings.Contains(err.Error(), "database is at version 2") {
+	_, err := db.Migrate(ctx, ms[:1])
+	if !errors.Is(err, ErrSchemaTooNew) || !strings.Contains(err.Error(), "database is at version 2, this binary knows 1") {
 		t.Fatalf("Migrate on a newer schema: %v", err)
+	}
+}
+
+func TestMigrateFailureRollsBack(t *testing.T) {
+	db := openFile(t, Options{})
+	ctx := context.Background()
+	ms := []Migration{{Version: 1, Name: "bad", SQL: "CREATE TABLE a (x INTEGER); CREATE TABLE a (y INTEGER);"}}
+	if _, err := db.Migrate(ctx, ms); err == nil || !strings.Contains(err.Error(), "version 1 (bad)") {
+		t.Fatalf("a failing migration: %v", err)
+	}
+	res := batch(t, db, st("SELECT COUNT(*) FROM schema_migrations"), st("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'a'"))
+	if res[0].Rows[0][0] != int64(0) || res[1].Rows[0][0] != int64(0) {
+		t.Fatalf("after a failed migration: %v rows recorded, table a exists %v", res[0].Rows, res[1].Rows)
 	}
 }
 
@@ -134,11 +108,12 @@ func TestMigrateConcurrent(t *testing.T) {
 	}
 	defer other.Close()
 	ctx := context.Background()
+	ms := testMigrations(t)
 	reps := make(chan MigrateReport, 2)
 	errs := make(chan error, 2)
 	for _, d := range []*DB{db, other} {
 		go func() {
-			rep, err := d.MigrateWithReport(ctx)
+			rep, err := d.Migrate(ctx, ms)
 			reps <- rep
 			errs <- err
 		}()
@@ -150,42 +125,7 @@ func TestMigrateConcurrent(t *testing.T) {
 		}
 		applied += len((<-reps).Applied)
 	}
-	if applied != 1 {
-		t.Fatalf("migration applied %d times, want once", applied)
-	}
-}
-
-// TestCounterFlushReplay follows the flush recipe of SCHEMA.md: a replayed
-// flush sequence aborts the batch and counts nothing twice.
-func TestCounterFlushReplay(t *testing.T) {
-	db := openFile(t, Options{})
-	ctx := context.Background()
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	flush := func(seq int64, delta int64) error {
-		_, err := db.Batch(ctx, []abi.Statement{
-			st("INSERT INTO counter_flushes (shard, seq, flushed_at) VALUES (?, ?, ?) ON CONFLICT(shard) DO UPDATE SET seq = excluded.seq, flushed_at = excluded.flushed_at",
-				"counter-7", seq, int64(1000)),
-			st("INSERT INTO post_stats (post_id, likes, updated_at) VALUES (?1, MAX(0, ?2), ?3) ON CONFLICT(post_id) DO UPDATE SET likes = MAX(0, likes + ?2), updated_at = ?3",
-				"p1", delta, int64(1000)),
-		})
-		return err
-	}
-	for _, step := range []struct {
-		seq, delta int64
-		replay     bool
-	}{{1, 3, false}, {2, -1, false}, {2, -1, true}, {1, 3, true}, {3, -10, false}, {4, 2, false}} {
-		err := flush(step.seq, step.delta)
-		switch {
-		case step.replay && (err == nil || err.Error() != "statement 0: counter flush already applied"):
-			t.Fatalf("replay of seq %d: %v", step.seq, err)
-		case !step.replay && err != nil:
-			t.Fatalf("flush seq %d: %v", step.seq, err)
-		}
-	}
-	res := batch(t, db, st("SELECT likes FROM post_stats WHERE post_id = 'p1'"), st("SELECT seq FROM counter_flushes"))
-	if res[0].Rows[0][0] != int64(2) || res[1].Rows[0][0] != int64(4) {
-		t.Fatalf("likes %v seq %v, want 2 and 4 (3-1, clamped at 0, +2)", res[0].Rows, res[1].Rows)
+	if applied != 2 {
+		t.Fatalf("migrations applied %d times, want each of 2 once", applied)
 	}
 }

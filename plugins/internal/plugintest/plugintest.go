@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/edgeshard/edgeshard/edge/schema"
 	"strings"
 	"sync"
 	"testing"
@@ -92,7 +93,7 @@ func New(t testing.TB, o Options) *Fixture {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := db.Migrate(context.Background()); err != nil {
+			if _, err := schema.Migrate(context.Background(), db); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { db.Close() })
@@ -387,4 +388,14 @@ func (l *LogBuf) WithCode(code string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// Schema returns the edge API's SQL schema, which the plugins write to.
+func Schema(t testing.TB) []sqldb.Migration {
+	t.Helper()
+	ms, err := schema.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
 }

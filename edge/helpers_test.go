@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/edgeshard/edgeshard/edge/schema"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -76,7 +77,7 @@ func openDB(t *testing.T) *sqldb.DB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Migrate(context.Background()); err != nil {
+	if _, err := schema.Migrate(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })

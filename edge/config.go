@@ -354,6 +354,12 @@ type (
 	}
 )
 
+// ConfigTables are the top-level tables of the config file the edge API
+// owns (config.File.CheckExtra).
+func ConfigTables() []string {
+	return []string{"edge", "auth", "proxy", "runtime_events", "counters", "reconcile"}
+}
+
 // ConfigFromFile builds the edge configuration from a loaded config file:
 // its [edge], [auth], [proxy], [runtime_events], [counters] and [reconcile]
 // tables, and the rollout modes from [vars] — a variable of the environment
@@ -373,8 +379,9 @@ func ConfigFromFile(f *config.File, lookup func(string) (string, bool)) (cfg Con
 	var evt eventsTable
 	var ct countersTable
 	var rt reconcileTable
-	for name, v := range map[string]any{"edge": &et, "auth": &at, "proxy": &pt, "runtime_events": &evt, "counters": &ct, "reconcile": &rt} {
-		if err := f.DecodeExtra(name, v); err != nil {
+	tables := map[string]any{"edge": &et, "auth": &at, "proxy": &pt, "runtime_events": &evt, "counters": &ct, "reconcile": &rt}
+	for _, name := range ConfigTables() {
+		if err := f.DecodeExtra(name, tables[name]); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -1,0 +1,49 @@
+// Package schema is the edge API's SQL schema: its tables (runtime events,
+// rate-limit windows, counters and their source rows) as embedded,
+// versioned migrations, applied with sqldb's runner. SCHEMA.md describes
+// every table; the statements the edge and the plugins run on them are in
+// plugins/proto.
+package schema
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+
+	"github.com/edgeshard/edgeshard/storage/sqldb"
+)
+
+// Version is the version of the newest migration: the schema a migrated
+// database has. Bump it with every new migrations/NNNN_name.sql.
+const Version = 1
+
+//go:embed migrations/*.sql
+var files embed.FS
+
+// Migrations returns the embedded migrations in version order.
+func Migrations() ([]sqldb.Migration, error) {
+	sub, err := fs.Sub(files, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	ms, err := sqldb.LoadMigrations(sub)
+	if err != nil {
+		return nil, err
+	}
+	if len(ms) != Version {
+		return nil, fmt.Errorf("newest migration is %d but schema.Version is %d", len(ms), Version)
+	}
+	return ms, nil
+}
+
+// Migrate brings db to Version (see sqldb.DB.Migrate): idempotent, safe
+// from several processes at once, and an error matching
+// sqldb.ErrSchemaTooNew on a database a newer binary migrated.
+func Migrate(ctx context.Context, db *sqldb.DB) (sqldb.MigrateReport, error) {
+	ms, err := Migrations()
+	if err != nil {
+		return sqldb.MigrateReport{}, fmt.Errorf("migrate: %w", err)
+	}
+	return db.Migrate(ctx, ms)
+}

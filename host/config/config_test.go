@@ -1,0 +1,25 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestUnknownTablesAreRefusedUnlessOwned(t *testing.T) {
+	f, err := Parse([]byte("[auth]\njwt_secret = \"x\"\n[proxyy]\nmax = 1\n"), "t.toml")
+	if err != nil {
+		t.Fatalf("Parse keeps unknown tables for their owners: %v", err)
+	}
+	if err := f.CheckExtra("auth"); err == nil || !strings.Contains(err.Error(), "[proxyy]") || strings.Contains(err.Error(), "[auth]") {
+		t.Fatalf("CheckExtra(auth) = %v, want an error naming [proxyy] only", err)
+	}
+	if err := f.CheckExtra("auth", "proxyy"); err != nil {
+		t.Fatalf("CheckExtra with both owned: %v", err)
+	}
+	if _, err := Parse([]byte("[durable_objects]\nbogus = 1\n"), "t.toml"); err == nil || !strings.Contains(err.Error(), "durable_objects.bogus") {
+		t.Fatalf("an unknown key in a core table: %v", err)
+	}
+	if _, err := Parse([]byte("bogus = 1\n"), "t.toml"); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Fatalf("an unknown top-level key: %v", err)
+	}
+}
