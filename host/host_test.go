@@ -250,6 +250,47 @@ func TestHTTPRoutes(t *testing.T) {
 	}
 }
 
+// TestDOKeyIsTheDecodedSegment: a key is its path segment percent-decoded,
+// exactly. An encoded slash cannot reach another object, and an empty key
+// is a 400, never a redirect to a shard of a shorter path.
+func TestDOKeyIsTheDecodedSegment(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	srv := httptest.NewServer(f.h.Handler())
+	defer srv.Close()
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	do := func(method, path string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, body := do("POST", "/do/COUNTER/victim%2Fattacker/increment"); st != 200 || !strings.Contains(body, `"count":1`) {
+		t.Fatalf("increment victim%%2Fattacker: %d %s", st, body)
+	}
+	if got := f.count(t, "victim"); got != 0 {
+		t.Fatalf("an encoded slash reached object victim: count %d", got)
+	}
+	if got := f.count(t, "victim/attacker"); got != 1 {
+		t.Fatalf("object %q count %d, want 1", "victim/attacker", got)
+	}
+	if st, body := do("POST", "/do/COUNTER/caf%C3%A9%20x/increment"); st != 200 || f.count(t, "café x") != 1 {
+		t.Fatalf("escaped key: %d %s", st, body)
+	}
+	for _, path := range []string{"/do/COUNTER//increment", "/do/COUNTER/", "/do/COUNTER", "/do/COUNTER/./increment", "/do/COUNTER/%2E%2E/increment"} {
+		if st, body := do("POST", path); st != 400 || !strings.Contains(body, `"code":"bad_key"`) {
+			t.Errorf("POST %s: %d %s, want 400 bad_key", path, st, body)
+		}
+	}
+	if f.count(t, "increment") != 0 {
+		t.Fatal("an empty key reached the object named after the rest of the path")
+	}
+}
+
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

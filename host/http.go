@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -48,11 +49,15 @@ func ErrorStatus(err error) (int, string) {
 //	ANY /do/{binding}/{key}/{rest...}  the shard for key sees path /{rest...}
 //	                                   (404 unknown_binding for an Internal binding)
 //	GET /healthz                       liveness
+//
+// It turns off r's path cleaning (mux.Router.SkipClean): an empty key
+// (/do/B//x) is a 400 bad_key, never a redirect to another shard.
 func (h *Host) Routes(r *mux.Router) {
+	r.SkipClean(true)
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}).Methods(http.MethodGet, http.MethodHead)
-	r.PathPrefix("/do/{binding}/{key}").Handler(http.HandlerFunc(h.serveDO))
+	r.PathPrefix("/do/").Handler(http.HandlerFunc(h.serveDO))
 }
 
 // Handler returns a router with only the host's own routes.
@@ -65,20 +70,16 @@ func (h *Host) Handler() http.Handler {
 }
 
 func (h *Host) serveDO(w http.ResponseWriter, r *http.Request) {
-	vars := mux.Vars(r)
-	binding, key := vars["binding"], vars["key"]
+	binding, key, rest, err := parseDOPath(r.URL.EscapedPath())
+	if err != nil {
+		status, code := ErrorStatus(err)
+		httpx.WriteError(w, status, code, err.Error())
+		return
+	}
 	if ns, ok := h.namespace(binding); ok && ns.binding.Internal {
 		// Answered exactly like a binding that does not exist.
 		httpx.WriteError(w, http.StatusNotFound, "unknown_binding", fmt.Sprintf("%v %q", ErrUnknownBinding, binding))
 		return
-	}
-	// The shard sees the path after /do/{binding}/{key}, from the raw
-	// (escaped) path so keys and rest keep their encoding.
-	raw := r.URL.EscapedPath()
-	prefix := len("/do/") + len(escapedSeg(raw, 2)) + 1 + len(escapedSeg(raw, 3))
-	rest := "/"
-	if prefix < len(raw) {
-		rest = raw[prefix:]
 	}
 	if r.URL.RawQuery != "" {
 		rest += "?" + r.URL.RawQuery
@@ -116,31 +117,36 @@ func (h *Host) serveDO(w http.ResponseWriter, r *http.Request) {
 	w.Write(resp.Body)
 }
 
-// escapedSeg returns the n-th "/"-separated segment of p (0 is before the
-// first slash).
-func escapedSeg(p string, n int) string {
-	start := 0
-	for i := 0; i < n; i++ {
-		j := indexFrom(p, '/', start)
-		if j < 0 {
-			return ""
-		}
-		start = j + 1
+// parseDOPath splits an escaped request path /do/{binding}/{key}/{rest...}
+// by the one rule for keys everywhere (the /do route, the admin API): the
+// binding and the key are their path segments percent-decoded, exactly —
+// "a%2Fb" is the key "a/b", not the key "a" with the rest "/b". rest is
+// the remainder, still escaped, from its slash ("/" when there is none).
+// A key that is empty, "." or "..", or badly escaped, is ErrBadKey.
+func parseDOPath(escaped string) (binding, key, rest string, err error) {
+	p, ok := strings.CutPrefix(escaped, "/do/")
+	if !ok {
+		return "", "", "", fmt.Errorf("%w: path %q is not under /do/", ErrBadKey, escaped)
 	}
-	end := indexFrom(p, '/', start)
-	if end < 0 {
-		end = len(p)
+	rawBinding, p, _ := strings.Cut(p, "/")
+	rawKey, after, hasRest := strings.Cut(p, "/")
+	rest = "/"
+	if hasRest {
+		rest += after
 	}
-	return p[start:end]
-}
-
-func indexFrom(s string, c byte, from int) int {
-	for i := from; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
+	if binding, err = url.PathUnescape(rawBinding); err != nil || binding == "" {
+		return "", "", "", fmt.Errorf("%w %q", ErrUnknownBinding, rawBinding)
 	}
-	return -1
+	key, err = url.PathUnescape(rawKey)
+	switch {
+	case err != nil:
+		return "", "", "", fmt.Errorf("%w: key %q is not a valid escaped path segment", ErrBadKey, rawKey)
+	case key == "":
+		return "", "", "", fmt.Errorf("%w: empty key (the path is /do/{binding}/{key}/...)", ErrBadKey)
+	case key == "." || key == "..":
+		return "", "", "", fmt.Errorf("%w: %q cannot be a key (clients and proxies rewrite dot segments)", ErrBadKey, key)
+	}
+	return binding, key, rest, nil
 }
 
 // hopByHop reports headers that describe the connection, not the message
