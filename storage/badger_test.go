@@ -173,3 +173,21 @@ func FuzzShardKey(f *testing.F) {
 		}
 	})
 }
+
+// TestBadgerInMemoryLargeValues: without a value log, Badger refuses values
+// over its value threshold; InMemory must still take values up to
+// abi.MaxValueSize. Found by the storagetest suite (Backend/Limits).
+func TestBadgerInMemoryLargeValues(t *testing.T) {
+	b, err := OpenBadger(BadgerOptions{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	id := ShardID{"ns", "s"}
+	val := bytes.Repeat([]byte{'v'}, abi.MaxValueSize)
+	must(t, b.Apply([]*Batch{{Shard: id, Puts: []abi.KV{{Key: "big", Value: val}, {Key: "small", Value: []byte("1")}}}}))
+	got, ok, err := b.Get(id, "big")
+	if err != nil || !ok || !bytes.Equal(got, val) {
+		t.Fatalf("Get(big) = %d bytes, %v, %v; want %d bytes", len(got), ok, err, len(val))
+	}
+}
