@@ -31,7 +31,6 @@ type testBackend struct {
 	applies atomic.Int64
 	batches atomic.Int64
 	gets    atomic.Int64
-	lists   atomic.Int64
 	entered chan struct{} // one token per Apply call
 
 	mu    sync.Mutex
@@ -48,11 +47,6 @@ func wrap(b storage.Backend) *testBackend {
 func (b *testBackend) Get(id storage.ShardID, key string) ([]byte, bool, error) {
 	b.gets.Add(1)
 	return b.Backend.Get(id, key)
-}
-
-func (b *testBackend) List(id storage.ShardID, o abi.ListOptions) ([]abi.KV, error) {
-	b.lists.Add(1)
-	return b.Backend.List(id, o)
 }
 
 func (b *testBackend) Apply(batches []*storage.Batch) error {
@@ -467,14 +461,6 @@ func listOptionCases(prefixes, bounds []string, limits []uint32) []abi.ListOptio
 				}
 			}
 		}
-	}
-	return out
-}
-
-func clone(m map[string][]byte) map[string][]byte {
-	out := make(map[string][]byte, len(m))
-	for k, v := range m {
-		out[k] = v
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -87,7 +88,7 @@ func randomModel(t *testing.T, c *config, seed uint64) {
 			}
 		case op < 72:
 			s.Abort()
-			event = clone(durable)
+			event = maps.Clone(durable)
 			evAlarm = alarm
 		case op < 73:
 			// Everything committed becomes durable, and equal to the model.
@@ -96,7 +97,7 @@ func randomModel(t *testing.T, c *config, seed uint64) {
 			}
 			pendings = pendings[:0]
 			s.Abort()
-			event = clone(durable)
+			event = maps.Clone(durable)
 			evAlarm = alarm
 			wait(t, s.Commit())
 			settle(t, s, alarm)
@@ -114,7 +115,7 @@ func randomModel(t *testing.T, c *config, seed uint64) {
 			if p := s.Commit(); p != nil {
 				pendings = append(pendings, p)
 			}
-			durable = clone(event)
+			durable = maps.Clone(event)
 			alarm = evAlarm
 		}
 	}

@@ -28,11 +28,13 @@
 // abi.MaxMultiKeys bounds one multi-key call of a shard, which the Shard
 // checks, not an event or a batch.
 //
-// The cases run one after another, each on a store of its own. Some wait
-// for the committer with short timeouts, so a backend whose Apply takes
-// seconds makes them slow, not wrong. The suite starts goroutines only
-// inside cases and stops them before a case ends; callers may check for
-// leaks (goleak) around it.
+// The cases run one after another, each on a store of its own. They reach
+// the in-flight states by holding Apply at a gate, not by racing the
+// backend, so a slow backend makes them slower, not wrong, as long as one
+// Apply of a small group takes well under a second (UnconfirmedLinger
+// checks that a confirmed commit does not wait out a 2 s linger). The
+// suite stops the goroutines it starts before each case ends, so callers
+// may check for leaks (goleak) around it.
 package storagetest
 
 import (
