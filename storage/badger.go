@@ -55,7 +55,11 @@ type BadgerOptions struct {
 	// BlockCacheSize is Badger's block cache (default 32 MiB).
 	BlockCacheSize int64
 	// ValueThreshold: values of at least this many bytes go to the value
-	// log, smaller ones stay in the LSM tree (default 1 KiB).
+	// log, smaller ones stay in the LSM tree (default 1 KiB). InMemory has
+	// no value log and Badger refuses values over the threshold, so there
+	// it is raised above abi.MaxValueSize; every value then counts in
+	// full against the transaction bound (MemTableSize must be at least
+	// about 900 KiB).
 	ValueThreshold int64
 	// ValueLogFileSize is the size of one value log file (default 128 MiB).
 	ValueLogFileSize int64
@@ -73,6 +77,11 @@ func (o BadgerOptions) withDefaults() BadgerOptions {
 	}
 	if o.ValueThreshold <= 0 {
 		o.ValueThreshold = 1 << 10
+	}
+	if o.InMemory && o.ValueThreshold <= abi.MaxValueSize {
+		// No value log: every value must stay under the threshold (a value
+		// of exactly the threshold passes Badger's check, then panics).
+		o.ValueThreshold = abi.MaxValueSize + 1
 	}
 	if o.ValueLogFileSize <= 0 {
 		o.ValueLogFileSize = 128 << 20

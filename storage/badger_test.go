@@ -42,6 +42,20 @@ func countPrefix(t *testing.T, b *badgerBackend, pre []byte) int {
 	return len(keys)
 }
 
+// waitErased waits until the background collector has erased every key of
+// the shard's abandoned epoch and every epoch marker.
+func waitErased(t *testing.T, b *badgerBackend, id ShardID, epoch uint64) {
+	t.Helper()
+	old := appendDataPrefix(nil, id, epoch)
+	deadline := time.Now().Add(10 * time.Second)
+	for countPrefix(t, b, old) > 0 || countPrefix(t, b, []byte{tagGC}) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys of the abandoned epoch %d remain", countPrefix(t, b, old), epoch)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestBadgerSplitsGroupsBetweenBatches(t *testing.T) {
 	b := openSmallBadger(t, t.TempDir())
 	id := ShardID{"ns", "s"}
@@ -86,23 +100,17 @@ func TestBadgerDeleteAllLargeShard(t *testing.T) {
 	// 5000 keys: far more than one transaction could delete, yet DeleteAll
 	// is one atomic batch.
 	must(t, b.Apply([]*Batch{{Shard: id, DeleteAll: true, Puts: []abi.KV{{Key: "fresh", Value: []byte("1")}}}}))
-	got, err := b.List(id, abi.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []abi.KV{{Key: "fresh", Value: []byte("1")}}; !kvsEqual(got, want) {
-		t.Fatalf("List after DeleteAll = %d entries", len(got))
-	}
-	// The abandoned epoch is erased in the background.
-	old := appendDataPrefix(nil, id, 0)
-	deadline := time.Now().Add(10 * time.Second)
-	for countPrefix(t, b, old) > 0 || countPrefix(t, b, []byte{tagGC}) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d keys of the abandoned epoch remain", countPrefix(t, b, old))
+	wantFresh := func(stage string) {
+		t.Helper()
+		got, err := b.List(id, abi.ListOptions{})
+		if err != nil || len(got) != 1 || got[0].Key != "fresh" || string(got[0].Value) != "1" {
+			t.Fatalf("List %s = %d entries, %v; want fresh=1", stage, len(got), err)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	wantBackend(t, b, id, "fresh", "1", true)
+	wantFresh("after DeleteAll")
+	// The abandoned epoch is erased in the background.
+	waitErased(t, b, id, 0)
+	wantFresh("after the erasure")
 }
 
 func TestBadgerResumesEpochCollection(t *testing.T) {
@@ -125,29 +133,27 @@ func TestBadgerResumesEpochCollection(t *testing.T) {
 	must(t, err)
 	must(t, b.Close())
 	b = openSmallBadger(t, dir)
-	deadline := time.Now().Add(10 * time.Second)
-	for countPrefix(t, b, appendDataPrefix(nil, id, 3)) > 0 || countPrefix(t, b, []byte{tagGC}) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("abandoned epoch not erased after reopen")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitErased(t, b, id, 3)
 	if got, _ := b.List(id, abi.ListOptions{}); len(got) != 0 {
-		t.Fatalf("abandoned epoch visible: %s", fmtKVs(got))
+		t.Fatalf("abandoned epoch visible: %q", got)
 	}
 }
 
-func TestBadgerInMemory(t *testing.T) {
+// TestBadgerInMemoryLargeValues: without a value log, Badger refuses values
+// over its value threshold; InMemory must still take values up to
+// abi.MaxValueSize. Found by the storagetest suite (Backend/Limits).
+func TestBadgerInMemoryLargeValues(t *testing.T) {
 	b, err := OpenBadger(BadgerOptions{InMemory: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	id := ShardID{"ns", "s"}
-	must(t, b.Apply([]*Batch{{Shard: id, Puts: []abi.KV{{Key: "k", Value: []byte("v")}}}}))
-	wantBackend(t, b, id, "k", "v", true)
-	if _, err := OpenBadger(BadgerOptions{}); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("OpenBadger without Dir = %v; want ErrInvalid", err)
+	val := bytes.Repeat([]byte{'v'}, abi.MaxValueSize)
+	must(t, b.Apply([]*Batch{{Shard: id, Puts: []abi.KV{{Key: "big", Value: val}, {Key: "small", Value: []byte("1")}}}}))
+	got, ok, err := b.Get(id, "big")
+	if err != nil || !ok || !bytes.Equal(got, val) {
+		t.Fatalf("Get(big) = %d bytes, %v, %v; want %d bytes", len(got), ok, err, len(val))
 	}
 }
 

@@ -23,6 +23,14 @@ func benchEngine(b *testing.B, sync bool) *Engine {
 	return e
 }
 
+// reportEvents stops the timer and reports events per second and per
+// fsync (Backend.Apply) since the engine had done groups.
+func reportEvents(b *testing.B, e *Engine, groups uint64) {
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(b.N)/float64(max(e.Stats().Groups-groups, 1)), "events/fsync")
+}
+
 // BenchmarkShardCommitSync measures one shard running events back to back,
 // each a small confirmed Put and a Commit, on Badger with SyncWrites: the
 // actor never waits for the disk, except on every 4096th event and the
@@ -53,9 +61,7 @@ func BenchmarkShardCommitSync(b *testing.B) {
 	if err := p.Wait(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	b.ReportMetric(float64(b.N)/float64(max(e.Stats().Groups-groups, 1)), "events/fsync")
+	reportEvents(b, e, groups)
 }
 
 // BenchmarkShardsCommitSyncParallel runs many shards at once, each waiting
@@ -86,9 +92,7 @@ func BenchmarkShardsCommitSyncParallel(b *testing.B) {
 			}
 		}
 	})
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	b.ReportMetric(float64(b.N)/float64(max(e.Stats().Groups-groups, 1)), "events/fsync")
+	reportEvents(b, e, groups)
 }
 
 // BenchmarkShardGetHit reads a shard's own durable keys: served by the read

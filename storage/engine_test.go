@@ -1,12 +1,9 @@
 package storage
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 )
@@ -69,109 +66,5 @@ func TestSpan(t *testing.T) {
 		if err != nil || sp.lo != c.lo || sp.hi != c.hi || sp.hasHi != c.hasHi {
 			t.Errorf("makeSpan(%+v) = %+v, %v; want [%q, %q) %v", c.o, sp, err, c.lo, c.hi, c.hasHi)
 		}
-	}
-}
-
-func TestEngineBackpressure(t *testing.T) {
-	e, tb := newEngine(t, NewMemory(), EngineOptions{MaxPendingBytes: 1000})
-	s := e.Shard(ShardID{"ns", "s"})
-	tb.hold()
-	must(t, s.Put("a", make([]byte, 900), false))
-	p1 := s.Commit()
-	tb.waitEntered(t)
-	must(t, s.Put("b", make([]byte, 900), false))
-	committed := make(chan *Pending)
-	go func() { committed <- s.Commit() }()
-	select {
-	case <-committed:
-		t.Fatal("Commit went past MaxPendingBytes while the disk was stuck")
-	case <-time.After(20 * time.Millisecond):
-	}
-	tb.release()
-	p2 := <-committed
-	wait(t, p1)
-	wait(t, p2)
-}
-
-func TestEngineUnconfirmedFailureStillResets(t *testing.T) {
-	e, tb := newEngine(t, NewMemory(), EngineOptions{})
-	s := e.Shard(ShardID{"ns", "s"})
-	tb.failNext(1)
-	must(t, s.Put("window", []byte("1"), true))
-	if p := s.Commit(); p != nil {
-		t.Fatal("an unconfirmed-only event was held")
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Err() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the failure of an unconfirmed write did not fail the shard")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	s.Reset()
-	wantGet(t, s, "window", "", false)
-}
-
-func TestPendingWaitAfterReset(t *testing.T) {
-	e, tb := newEngine(t, NewMemory(), EngineOptions{})
-	s := e.Shard(ShardID{"ns", "s"})
-	tb.hold()
-	tb.failNext(1)
-	mustPut(t, s, "a", "1")
-	p := s.Commit()
-	tb.waitEntered(t)
-	go func() {
-		time.Sleep(10 * time.Millisecond)
-		tb.release()
-	}()
-	s.Reset() // waits for the failing batch to resolve
-	if err := p.Wait(context.Background()); !errors.Is(err, ErrCommitFailed) {
-		t.Fatalf("Wait = %v; want ErrCommitFailed", err)
-	}
-	mustPut(t, s, "b", "2")
-	wait(t, s.Commit()) // the new generation commits
-	wantGet(t, s, "a", "", false)
-}
-
-// TestEngineUnconfirmedLinger: with UnconfirmedLinger the committer
-// gathers unconfirmed-only batches into fewer groups (fewer fsyncs), a
-// confirmed write ends the wait at once, and Close does not wait it out.
-func TestEngineUnconfirmedLinger(t *testing.T) {
-	const linger = 2 * time.Second // long enough that only the ends above can cut it
-	e, _ := newEngine(t, NewMemory(), EngineOptions{UnconfirmedLinger: linger})
-	shards := make([]*Shard, 20)
-	for i := range shards {
-		shards[i] = e.Shard(ShardID{"ns", fmt.Sprint(i)})
-	}
-	for i, s := range shards {
-		must(t, s.Put("window", []byte(fmt.Sprint(i)), true))
-		if p := s.Commit(); p != nil {
-			t.Fatal("an unconfirmed-only event was held")
-		}
-	}
-	// A confirmed write arrives while the committer lingers: its response
-	// must not wait for the linger.
-	t0 := time.Now()
-	mustPut(t, shards[0], "count", "1")
-	wait(t, shards[0].Commit())
-	if d := time.Since(t0); d > linger/2 {
-		t.Fatalf("a confirmed commit waited %v behind the linger", d)
-	}
-	if st := e.Stats(); st.Batches != 21 || st.Groups > 2 {
-		t.Fatalf("stats %+v: want the 21 batches in at most 2 groups", st)
-	}
-	for i, s := range shards {
-		wantGet(t, s, "window", fmt.Sprint(i), true)
-	}
-	// Unconfirmed writes alone, then Close: Close commits them without
-	// waiting for the linger to pass.
-	must(t, shards[1].Put("window", []byte("x"), true))
-	shards[1].Commit()
-	t0 = time.Now()
-	if err := e.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(t0); d > linger/2 {
-		t.Fatalf("Close waited %v behind the linger", d)
 	}
 }
