@@ -61,7 +61,7 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 	}
 	if err := ns.switchTo(ctx, v); err != nil {
 		v.release()
-		ns.metrics.swap("refused")
+		ns.metrics.swap("abandoned")
 		return nil, fmt.Errorf("binding %q: swap abandoned, the current version keeps serving: %w", ns.name, err)
 	}
 	// v's reference (Swap's, from the load) is now the current one; old's
@@ -110,6 +110,7 @@ func (ns *Namespace) Rollback(ctx context.Context) (*Version, error) {
 	}
 	cur, prev := ns.cur.Load(), ns.prev
 	if err := ns.switchTo(ctx, prev); err != nil {
+		ns.metrics.swap("abandoned")
 		return nil, fmt.Errorf("binding %q: rollback abandoned, the current version keeps serving: %w", ns.name, err)
 	}
 	ns.prev = cur // the two references trade roles
