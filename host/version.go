@@ -10,17 +10,18 @@ import (
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
 )
 
-// Version is one loaded module version of a namespace.
-//
-// Its compiled code lives while anything references it, and refs is the
-// only count of that: the namespace holds one reference while the version
-// is current and one while it is kept for rollback, and every instance of
-// it — serving a shard or prepared for a swap — holds one. Whoever drops
-// the last reference frees it; nothing else ever closes a version.
+// Version is one loaded module version of a namespace. A version that is
+// neither current nor kept for rollback is freed as soon as no shard
+// instance uses it.
 type Version struct {
 	mod    *wasm.Module // nil for a native binding
 	native hostinternal.NewNativeShard
-	refs   atomic.Int64
+	// refs is the only count of what keeps the compiled code alive: the
+	// namespace holds one reference while the version is current and one
+	// while it is kept for rollback, and every instance of it — serving a
+	// shard or prepared for a swap — holds one. Whoever drops the last
+	// reference frees it; nothing else ever closes a version.
+	refs atomic.Int64
 
 	// Source is the module's origin: its file path, "config" for bytes
 	// given in the Binding, or what Swap was told ("push", a path).
