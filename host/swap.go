@@ -170,7 +170,8 @@ func (ns *Namespace) switchTo(ctx context.Context, v *Version) error {
 	// Every shard, prepared or not: one that started an instance since the
 	// prepares were sent still runs the old version, and one whose prepare
 	// was abandoned must drop it. A shard whose queue is full switches on
-	// its next event instead (instance).
+	// its next event instead (instance); after an abandoned swap it keeps
+	// what it prepared until its next switch or its exit.
 	for _, shard := range ns.shards(false) {
 		ns.tell(shard, &event{kind: evSwitch})
 	}
