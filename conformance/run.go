@@ -18,7 +18,6 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/httpx"
-	"github.com/edgeshard/edgeshard/storage"
 )
 
 // Options tune a run. The zero value runs every scenario on the memory
@@ -528,7 +527,7 @@ func (w *world) expectStorage(ctx context.Context, e *ExpectStorage) *Failure {
 		return &Failure{Message: err.Error()}
 	}
 	var all []abi.KV
-	err = w.inspect(ctx, shard, func(st *storage.Shard) error {
+	err = w.inspect(ctx, shard, func(st host.StorageView) error {
 		kvs, err := st.List(abi.ListOptions{})
 		for _, kv := range kvs {
 			all = append(all, abi.KV{Key: kv.Key, Value: slices.Clone(kv.Value)})

@@ -15,6 +15,7 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/edgeshard/edgeshard/storage/analytics"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
@@ -180,9 +181,9 @@ func (w *world) shards() []string {
 }
 
 // inspect runs fn on the shard's goroutine between two events.
-func (w *world) inspect(ctx context.Context, shard string, fn func(*storage.Shard) error) error {
+func (w *world) inspect(ctx context.Context, shard string, fn func(host.StorageView) error) error {
 	var ferr error
-	if err := w.ns.Inspect(ctx, shard, func(st *storage.Shard) { ferr = fn(st) }); err != nil {
+	if err := w.ns.Inspect(ctx, shard, func(st host.StorageView) { ferr = fn(st) }); err != nil {
 		return fmt.Errorf("inspect shard %s: %w", shard, err)
 	}
 	return ferr
@@ -193,7 +194,7 @@ func (w *world) inspect(ctx context.Context, shard string, fn func(*storage.Shar
 func (w *world) alarm(ctx context.Context, shard string) (int64, bool, error) {
 	var at int64
 	var ok bool
-	err := w.inspect(ctx, shard, func(st *storage.Shard) error {
+	err := w.inspect(ctx, shard, func(st host.StorageView) error {
 		var err error
 		at, ok, err = st.GetAlarm()
 		return err
@@ -343,7 +344,7 @@ func (f *faultySQL) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Res
 			return res, err
 		}
 		return nil, fmt.Errorf("sql_fail mode %q: the SQL batch committed, then the shard crashed: %w",
-			SQLFailCrashAfterCommit, host.ErrInjectedCrash)
+			SQLFailCrashAfterCommit, hostinternal.ErrInjectedCrash)
 	}
 	return f.db.Batch(ctx, stmts)
 }

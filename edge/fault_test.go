@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/storage"
 )
 
@@ -72,12 +73,12 @@ func (d *faultSQL) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Resu
 	case sqlFail:
 		return nil, errSQLDown
 	case sqlCrashBefore:
-		return nil, fmt.Errorf("injected crash before the SQL commit: %w", host.ErrInjectedCrash)
+		return nil, fmt.Errorf("injected crash before the SQL commit: %w", hostinternal.ErrInjectedCrash)
 	case sqlCrashAfter:
 		if _, err := d.inner.Batch(ctx, stmts); err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("injected crash after the SQL commit: %w", host.ErrInjectedCrash)
+		return nil, fmt.Errorf("injected crash after the SQL commit: %w", hostinternal.ErrInjectedCrash)
 	}
 	return d.inner.Batch(ctx, stmts)
 }
@@ -130,7 +131,7 @@ func (e *realEnv) keys(t *testing.T, binding, prefix string) int {
 	n := 0
 	for i := 0; i < ns.Shards(); i++ {
 		var lerr error
-		err := ns.Inspect(context.Background(), strconv.Itoa(i), func(st *storage.Shard) {
+		err := ns.Inspect(context.Background(), strconv.Itoa(i), func(st host.StorageView) {
 			var kvs []abi.KV
 			kvs, lerr = st.List(abi.ListOptions{Prefix: prefix})
 			n += len(kvs)

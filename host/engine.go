@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/edgeshard/edgeshard/host/internal/wasm"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 )
 
 // EngineConfig configures a shared Engine.
@@ -12,11 +13,6 @@ type EngineConfig struct {
 	CacheDir string
 	// MemoryLimitMiB caps each instance's memory (default 128).
 	MemoryLimitMiB int
-	// UnsafeNoTerminationChecks turns off the interruption of guest code
-	// at its event deadline (the interrupt checks compiled into every
-	// module), to measure what they cost (cmd/edgeshard-bench -unchecked).
-	// A runaway guest is then never stopped. Benchmarks only.
-	UnsafeNoTerminationChecks bool
 }
 
 // Engine is a wasm runtime with its compiled modules that several hosts in
@@ -34,12 +30,20 @@ func NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, error) {
 	if cfg.MemoryLimitMiB <= 0 {
 		cfg.MemoryLimitMiB = 128
 	}
-	e, err := wasm.NewEngine(ctx, wasm.Config{CacheDir: cfg.CacheDir, MemoryLimitMiB: cfg.MemoryLimitMiB, KeepModules: true,
-		UnsafeNoTerminationChecks: cfg.UnsafeNoTerminationChecks})
+	wc := engineConfig(ctx, cfg.CacheDir, cfg.MemoryLimitMiB)
+	wc.KeepModules = true
+	e, err := wasm.NewEngine(ctx, wc)
 	if err != nil {
 		return nil, err
 	}
 	return &Engine{e: e, memLimit: cfg.MemoryLimitMiB}, nil
+}
+
+// engineConfig is the wasm engine configuration of a host's or a shared
+// engine; ctx may carry hostinternal.WithoutTerminationChecks.
+func engineConfig(ctx context.Context, cacheDir string, memLimitMiB int) wasm.Config {
+	return wasm.Config{CacheDir: cacheDir, MemoryLimitMiB: memLimitMiB,
+		UnsafeNoTerminationChecks: hostinternal.NoTerminationChecks(ctx)}
 }
 
 // Close closes the engine; hosts using it must be closed first.

@@ -62,7 +62,7 @@ func storedState(t *testing.T, f *fixture, shard string) (count string, alarm in
 	t.Helper()
 	ns, _ := f.h.Namespace("COUNTER")
 	var gerr, aerr error
-	err := ns.Inspect(context.Background(), shard, func(st *storage.Shard) {
+	err := ns.Inspect(context.Background(), shard, func(st host.StorageView) {
 		var v []byte
 		var ok bool
 		v, ok, gerr = st.Get("count")

@@ -54,10 +54,6 @@ type Binding struct {
 	// cannot speak their protocols directly (inject counter deltas or
 	// events, reset a rate-limit bucket).
 	Internal bool
-	// Native, when set, serves the namespace with Go code inside the host
-	// instead of a wasm module (a baseline for benchmarks and tests); it
-	// returns the handler of one shard. Module is ignored.
-	Native func(shard string) NativeShard
 }
 
 // AnalyticsBinding is a dataset a namespace writes data points to.
@@ -103,9 +99,8 @@ type Config struct {
 	// unregistered.
 	Registerer prometheus.Registerer
 	// Engine, when set, is a shared engine the host uses (and does not
-	// close) instead of starting its own; CacheDir is then the engine's. A
-	// MemoryLimitMiB different from the engine's makes the host start its
-	// own engine with that cap.
+	// close) instead of starting its own; CacheDir is then the engine's,
+	// and MemoryLimitMiB must be 0 or the engine's (New refuses another).
 	Engine *Engine
 }
 
@@ -159,6 +154,10 @@ var (
 	ErrNotRun = errors.New("event not run")
 )
 
+// ErrEngineMismatch is returned by New for a Config that asks the shared
+// Config.Engine for something it was not started with.
+var ErrEngineMismatch = errors.New("config conflicts with the shared engine")
+
 // Host runs namespaces of shards.
 type Host struct {
 	cfg     Config
@@ -185,16 +184,20 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	if err := validateBindings(cfg); err != nil {
 		return nil, err
 	}
+	if e := cfg.Engine; e != nil && cfg.MemoryLimitMiB != 0 && cfg.MemoryLimitMiB != e.memLimit {
+		return nil, fmt.Errorf("%w: MemoryLimitMiB %d differs from the shared engine's %d (set it in EngineConfig, or leave it 0)",
+			ErrEngineMismatch, cfg.MemoryLimitMiB, e.memLimit)
+	}
 	if cfg.CacheDir != "" {
 		if err := os.MkdirAll(cfg.CacheDir, 0o755); err != nil {
 			return nil, fmt.Errorf("compilation cache: %w", err)
 		}
 	}
 	var err error
-	if cfg.Engine != nil && (cfg.MemoryLimitMiB == 0 || cfg.MemoryLimitMiB == cfg.Engine.memLimit) {
+	if cfg.Engine != nil {
 		h.engine = cfg.Engine.e
 	} else {
-		h.engine, err = wasm.NewEngine(ctx, wasm.Config{CacheDir: cfg.CacheDir, MemoryLimitMiB: cfg.MemoryLimitMiB})
+		h.engine, err = wasm.NewEngine(ctx, engineConfig(ctx, cfg.CacheDir, cfg.MemoryLimitMiB))
 		if err != nil {
 			return nil, err
 		}
@@ -361,7 +364,7 @@ func (h *Host) Close(ctx context.Context) error {
 	h.wg.Wait()
 	var errs []error
 	for _, ns := range h.Namespaces() {
-		ns.closeModules(ctx)
+		ns.closeModules()
 	}
 	if h.store != nil {
 		if err := h.store.Close(); err != nil {

@@ -46,9 +46,16 @@ func counterConfig(t *testing.T, mutate func(*host.Config)) host.Config {
 
 func start(t *testing.T, cfg host.Config) *fixture {
 	t.Helper()
+	return startCtx(t, context.Background(), cfg)
+}
+
+// startCtx starts a host with ctx, which may carry hooks of
+// internal/hostinternal.
+func startCtx(t *testing.T, ctx context.Context, cfg host.Config) *fixture {
+	t.Helper()
 	logs := &syncBuf{}
 	cfg.Logger = zerolog.New(logs)
-	h, err := host.New(context.Background(), cfg)
+	h, err := host.New(ctx, cfg)
 	if err != nil {
 		t.Fatalf("host.New: %v", err)
 	}
@@ -344,5 +351,31 @@ func TestTraceShowsDecodedArguments(t *testing.T) {
 	logs := f.logs.String()
 	if !strings.Contains(logs, `"fn":"storage_get"`) || !strings.Contains(logs, `"result":-1`) || !strings.Contains(logs, `"errno":"not found"`) {
 		t.Fatalf("trace of a missing key should show result -1:\n%s", logs)
+	}
+}
+
+// TestSharedEngineMemoryLimitMismatchIsRefused: a host never quietly starts
+// an engine of its own beside the one it was given — a memory cap the
+// shared engine was not started with is an error at New.
+func TestSharedEngineMemoryLimitMismatchIsRefused(t *testing.T) {
+	cfg := counterConfig(t, func(c *host.Config) {
+		c.Storage = storage.NewMemory()
+		c.MemoryLimitMiB = 64 // testutil.Engine caps at the default 128
+	})
+	h, err := host.New(context.Background(), cfg)
+	if err == nil {
+		h.Close(context.Background())
+		t.Fatal("host.New accepted a MemoryLimitMiB the shared engine does not have")
+	}
+	if !errors.Is(err, host.ErrEngineMismatch) {
+		t.Fatalf("error %v, want ErrEngineMismatch", err)
+	}
+	for _, ok := range []int{0, 128} {
+		cfg.MemoryLimitMiB = ok
+		cfg.Storage = storage.NewMemory()
+		f := start(t, cfg)
+		if got := f.count(t, "k"); got != 0 {
+			t.Fatalf("MemoryLimitMiB %d: count %d", ok, got)
+		}
 	}
 }

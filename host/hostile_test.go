@@ -532,6 +532,7 @@ func TestHostileModulesContainedAtRunTime(t *testing.T) {
 		// memory as it grows): a generous deadline, a small cap.
 		c.EventTimeout = 30 * time.Second
 		c.MemoryLimitMiB = 40
+		c.Engine = nil // a cap of its own: the shared engine's is 128 MiB
 		c.Bindings = append(c.Bindings, host.Binding{Name: "RUNAWAY", Module: testutil.Plugin(t, "host/testdata/hostile/runaway")})
 	})
 }
@@ -563,7 +564,7 @@ func TestRunawayShardsHitTheDeadline(t *testing.T) {
 	f := runHostile(t, modules, cases, func(c *host.Config) { c.EventTimeout = 500 * time.Millisecond })
 	ns, _ := f.h.Namespace("PUT_LOOP")
 	var found bool
-	if err := ns.Inspect(context.Background(), "k", func(st *storage.Shard) { _, found, _ = st.Get("k") }); err != nil {
+	if err := ns.Inspect(context.Background(), "k", func(st host.StorageView) { _, found, _ = st.Get("k") }); err != nil {
 		t.Fatal(err)
 	}
 	if found {

@@ -1,24 +1,51 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"time"
 
-	"github.com/edgeshard/edgeshard/host/internal/wasm"
+	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/storage"
 )
 
-// ErrInjectedCrash, returned (wrapped) by a SQL binding or analytics sink,
-// makes the host function trap the calling guest: the instance dies
-// mid-event exactly as in a crash, and the event's storage writes are
-// discarded. Tests and the conformance kit use it to crash a shard between a
-// SQL commit and its own storage commit.
-var ErrInjectedCrash = wasm.ErrCrash
+// StorageView is a read-only view of one shard's storage, as the shard's
+// next event would see it (writes of earlier events included, durable or
+// not yet). It is valid only during the Inspect call that hands it out.
+type StorageView interface {
+	// Get returns the value of key.
+	Get(key string) ([]byte, bool, error)
+	// List returns the entries opts selects, in key order.
+	List(opts abi.ListOptions) ([]abi.KV, error)
+	// GetAlarm returns the shard's alarm (unix ms).
+	GetAlarm() (int64, bool, error)
+}
 
-// Inspect runs fn on the shard's goroutine between two events, with the
-// shard's storage as the next event would see it. It starts the shard's
-// actor if needed (not its instance).
-func (ns *Namespace) Inspect(ctx context.Context, shard string, fn func(st *storage.Shard)) error {
+// storageView hides the writing methods of a shard's storage handle, and
+// hands out copies of values (the handle's may be its cache's).
+type storageView struct{ s *storage.Shard }
+
+func (v storageView) Get(key string) ([]byte, bool, error) {
+	val, ok, err := v.s.Get(key)
+	return bytes.Clone(val), ok, err
+}
+
+func (v storageView) List(opts abi.ListOptions) ([]abi.KV, error) {
+	kvs, err := v.s.List(opts)
+	for i := range kvs {
+		kvs[i].Value = bytes.Clone(kvs[i].Value)
+	}
+	return kvs, err
+}
+
+func (v storageView) GetAlarm() (int64, bool, error) { return v.s.GetAlarm() }
+
+var _ StorageView = storageView{}
+
+// Inspect runs fn on the shard's goroutine between two events, with a
+// read-only view of the shard's storage. It starts the shard's actor if
+// needed (not its instance).
+func (ns *Namespace) Inspect(ctx context.Context, shard string, fn func(StorageView)) error {
 	ev := &event{kind: evInspect, inspect: fn, done: make(chan result, 1)}
 	if err := ns.enqueue(shard, ev); err != nil {
 		return err

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
-	"github.com/edgeshard/edgeshard/host/internal/wasm"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/storage"
 )
 
@@ -27,61 +27,6 @@ func HashToShard(key string) uint32 {
 	return f.Sum32()
 }
 
-// Version is one loaded module version of a namespace.
-type Version struct {
-	mod      *wasm.Module // nil for a native binding
-	native   func(shard string) NativeShard
-	users    atomic.Int64 // live instances of this version
-	Source   string       // file path or "push"
-	LoadedAt time.Time
-}
-
-// SHA256 is the module's hex sha256 ("native" for a native binding).
-func (v *Version) SHA256() string {
-	if v.mod == nil {
-		return "native"
-	}
-	return v.mod.SHA256
-}
-
-// Short is the first 12 hex digits of SHA256.
-func (v *Version) Short() string {
-	if v.mod == nil {
-		return "native"
-	}
-	return v.mod.Short()
-}
-
-// Size is the module's size in bytes.
-func (v *Version) Size() int {
-	if v.mod == nil {
-		return 0
-	}
-	return v.mod.Size
-}
-
-// ABIVersion is the ABI version the module reported.
-func (v *Version) ABIVersion() int {
-	if v.mod == nil {
-		return abi.Version
-	}
-	return v.mod.ABIVersion
-}
-
-// Imports lists the module's imports.
-func (v *Version) Imports() []string {
-	if v.mod == nil {
-		return nil
-	}
-	return v.mod.Imports
-}
-
-func (v *Version) close(ctx context.Context) {
-	if v.mod != nil {
-		v.mod.Close(ctx)
-	}
-}
-
 // Namespace is one binding: a module and its shards.
 type Namespace struct {
 	h         *Host
@@ -91,10 +36,10 @@ type Namespace struct {
 	sql       SQLDB
 	analytics AnalyticsBinding
 
-	cur     atomic.Pointer[Version]
-	swapMu  sync.Mutex // serialises Swap/Rollback
-	prev    *Version
-	retired []*Version // versions replaced, closed when the host closes
+	// cur and prev each hold a reference to their version (Version).
+	cur    atomic.Pointer[Version]
+	swapMu sync.Mutex // serialises Swap, Rollback and closeModules
+	prev   *Version
 
 	mu      sync.RWMutex
 	actors  map[string]*actor
@@ -114,12 +59,18 @@ func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) 
 		ns.grants = append(ns.grants, abi.GroupAnalytics)
 		ns.analytics = h.cfg.Analytics[b.Analytics]
 	}
-	if b.Native != nil {
-		ns.cur.Store(&Version{native: b.Native, Source: "native", LoadedAt: time.Now()})
+	if native := hostinternal.Native(ctx, b.Name); native != nil {
+		if b.Module != "" || b.ModuleBytes != nil {
+			return nil, fmt.Errorf("binding %q: native, yet has a module", b.Name)
+		}
+		ns.cur.Store(newVersion(nil, native, "native"))
 		return ns, nil
 	}
 	bin, source := b.ModuleBytes, "config"
 	if bin == nil {
+		if b.Module == "" {
+			return nil, fmt.Errorf("binding %q: no module", b.Name)
+		}
 		var err error
 		bin, err = os.ReadFile(b.Module)
 		if err != nil {
@@ -140,7 +91,7 @@ func (ns *Namespace) load(ctx context.Context, bin []byte, source string) (*Vers
 	if err != nil {
 		return nil, err
 	}
-	return &Version{mod: m, Source: source, LoadedAt: time.Now()}, nil
+	return newVersion(m, nil, source), nil
 }
 
 // Name returns the binding name.
@@ -254,6 +205,49 @@ func (ns *Namespace) enqueue(shard string, ev *event) error {
 	}
 }
 
+// tell delivers a control event to the shard's actor if it has one and
+// its queue has room; unlike enqueue it never starts an actor.
+func (ns *Namespace) tell(shard string, ev *event) bool {
+	ns.mu.RLock()
+	defer ns.mu.RUnlock()
+	a := ns.actors[shard]
+	if a == nil || ns.stopped {
+		return false
+	}
+	select {
+	case a.queue <- ev:
+		return true
+	default:
+		return false
+	}
+}
+
+// shards returns the names of the shards that have an actor; live only
+// those whose instance is running.
+func (ns *Namespace) shards(live bool) []string {
+	ns.mu.RLock()
+	defer ns.mu.RUnlock()
+	out := make([]string, 0, len(ns.actors))
+	for name, a := range ns.actors {
+		if !live || a.live.Load() {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// acquireCurrent returns the current version with a reference taken for
+// the caller.
+func (ns *Namespace) acquireCurrent() *Version {
+	for {
+		// A version stops being current before its reference as current
+		// is dropped, so a failed acquire finds a new one on the next look.
+		if v := ns.cur.Load(); v.acquire() {
+			return v
+		}
+	}
+}
+
 // evict removes an idle actor; false if an event arrived meanwhile.
 func (ns *Namespace) evict(a *actor) bool {
 	ns.mu.Lock()
@@ -277,15 +271,17 @@ func (ns *Namespace) stopActors() {
 	ns.mu.Unlock()
 }
 
-func (ns *Namespace) closeModules(ctx context.Context) {
+// closeModules drops the namespace's references to its current and
+// previous versions, once its actors have exited: the versions are freed.
+func (ns *Namespace) closeModules() {
 	ns.swapMu.Lock()
 	defer ns.swapMu.Unlock()
-	seen := map[*Version]bool{}
-	for _, v := range append([]*Version{ns.cur.Load(), ns.prev}, ns.retired...) {
-		if v != nil && !seen[v] {
-			seen[v] = true
-			v.close(ctx)
-		}
+	if ns.prev != nil {
+		ns.prev.release()
+		ns.prev = nil
+	}
+	if v := ns.cur.Load(); v != nil {
+		v.release()
 	}
 }
 

@@ -6,26 +6,11 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host/internal/wasm"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 )
 
-// Env is what a shard may reach during one event: storage, its alarm,
-// vars, log, SQL and analytics. Wasm guests reach it through host
-// functions; a NativeShard receives it directly.
-type Env = wasm.Env
-
-// Store is a shard's storage as an Env hands it out.
-type Store = wasm.Store
-
-// NativeShard is a shard written in Go and run inside the host on the same
-// actor, storage, output gate and alarm path as a wasm shard. Its only use
-// is comparison: the benchmark of the same algorithm in wasm and natively.
-type NativeShard interface {
-	Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.Response, error)
-	// Alarm runs the alarm; false reports a failure to retry.
-	Alarm(ctx context.Context, env Env, retryCount int) (bool, error)
-}
-
-// runner is what an actor runs events on: a wasm instance or a native shard.
+// runner is what an actor runs events on: a wasm instance or a native
+// shard (hostinternal.WithNative: benchmarks and tests only).
 type runner interface {
 	Fetch(ctx context.Context, env wasm.Env, req *abi.Request) (*abi.Response, error)
 	Alarm(ctx context.Context, env wasm.Env, retryCount int) (bool, error)
@@ -34,13 +19,19 @@ type runner interface {
 	MemoryBytes() uint64
 }
 
+// nativeRunner runs a hostinternal.NativeShard as if it were an instance.
 type nativeRunner struct {
-	shard NativeShard
+	shard hostinternal.NativeShard
+	env   nativeEnv
 	dead  error
 }
 
-func (n *nativeRunner) Fetch(ctx context.Context, env wasm.Env, req *abi.Request) (*abi.Response, error) {
-	resp, err := n.shard.Fetch(ctx, env, req)
+func newNativeRunner(s hostinternal.NativeShard, a *actor) *nativeRunner {
+	return &nativeRunner{shard: s, env: nativeEnv{a}}
+}
+
+func (n *nativeRunner) Fetch(ctx context.Context, _ wasm.Env, req *abi.Request) (*abi.Response, error) {
+	resp, err := n.shard.Fetch(ctx, n.env, req)
 	if err != nil {
 		n.dead = err
 		return nil, errors.Join(ErrTrap, err)
@@ -48,8 +39,8 @@ func (n *nativeRunner) Fetch(ctx context.Context, env wasm.Env, req *abi.Request
 	return resp, nil
 }
 
-func (n *nativeRunner) Alarm(ctx context.Context, env wasm.Env, retryCount int) (bool, error) {
-	ok, err := n.shard.Alarm(ctx, env, retryCount)
+func (n *nativeRunner) Alarm(ctx context.Context, _ wasm.Env, retryCount int) (bool, error) {
+	ok, err := n.shard.Alarm(ctx, n.env, retryCount)
 	if err != nil {
 		n.dead = err
 		return false, errors.Join(ErrTrap, err)
@@ -61,7 +52,14 @@ func (n *nativeRunner) Err() error                      { return n.dead }
 func (n *nativeRunner) Close(ctx context.Context) error { n.dead = errors.New("closed"); return nil }
 func (n *nativeRunner) MemoryBytes() uint64             { return 0 }
 
+// nativeEnv is the actor's guest environment as a native shard sees it:
+// only Store's result type differs from wasm.Env.
+type nativeEnv struct{ *actor }
+
+func (e nativeEnv) Store() hostinternal.Store { return e.actor.store }
+
 var (
-	_ runner = (*wasm.Instance)(nil)
-	_ runner = (*nativeRunner)(nil)
+	_ runner           = (*wasm.Instance)(nil)
+	_ runner           = (*nativeRunner)(nil)
+	_ hostinternal.Env = nativeEnv{}
 )

@@ -7,12 +7,13 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/storage"
 )
 
 type nativeCounter struct{}
 
-func (nativeCounter) Fetch(_ context.Context, env host.Env, req *abi.Request) (*abi.Response, error) {
+func (nativeCounter) Fetch(_ context.Context, env hostinternal.Env, req *abi.Request) (*abi.Response, error) {
 	v, _, err := env.Store().Get("n")
 	if err != nil {
 		return nil, err
@@ -25,12 +26,13 @@ func (nativeCounter) Fetch(_ context.Context, env host.Env, req *abi.Request) (*
 	return &abi.Response{Status: 200, Body: []byte(strconv.Itoa(n))}, nil
 }
 
-func (nativeCounter) Alarm(context.Context, host.Env, int) (bool, error) { return true, nil }
+func (nativeCounter) Alarm(context.Context, hostinternal.Env, int) (bool, error) { return true, nil }
 
 func TestNativeShardRunsOnTheSamePath(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) {
+	ctx := hostinternal.WithNative(context.Background(), "NATIVE", func(string) hostinternal.NativeShard { return nativeCounter{} })
+	f := startCtx(t, ctx, counterConfig(t, func(c *host.Config) {
 		c.Storage = storage.NewMemory()
-		c.Bindings = []host.Binding{{Name: "NATIVE", Shards: 4, Native: func(string) host.NativeShard { return nativeCounter{} }}}
+		c.Bindings = []host.Binding{{Name: "NATIVE", Shards: 4}}
 	}))
 	var last string
 	for i := 0; i < 5; i++ {
@@ -51,17 +53,18 @@ func TestNativeShardRunsOnTheSamePath(t *testing.T) {
 
 type nameShard struct{}
 
-func (nameShard) Fetch(_ context.Context, env host.Env, _ *abi.Request) (*abi.Response, error) {
+func (nameShard) Fetch(_ context.Context, env hostinternal.Env, _ *abi.Request) (*abi.Response, error) {
 	v, _ := env.Var(host.VarShardName)
 	return &abi.Response{Status: 200, Body: []byte(v)}, nil
 }
 
-func (nameShard) Alarm(context.Context, host.Env, int) (bool, error) { return true, nil }
+func (nameShard) Alarm(context.Context, hostinternal.Env, int) (bool, error) { return true, nil }
 
 func TestReservedShardNameVar(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) {
+	ctx := hostinternal.WithNative(context.Background(), "N", func(string) hostinternal.NativeShard { return nameShard{} })
+	f := startCtx(t, ctx, counterConfig(t, func(c *host.Config) {
 		c.Storage = storage.NewMemory()
-		c.Bindings = []host.Binding{{Name: "N", Shards: 8, Native: func(string) host.NativeShard { return nameShard{} }}}
+		c.Bindings = []host.Binding{{Name: "N", Shards: 8}}
 	}))
 	resp, err := f.h.Fetch(context.Background(), "N", "some-key", &abi.Request{Method: "GET", Path: "/"})
 	if err != nil {

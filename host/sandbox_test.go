@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
 )
@@ -31,7 +32,7 @@ func TestGuestHasNoFilesystem(t *testing.T) {
 
 type framingShard struct{}
 
-func (framingShard) Fetch(context.Context, host.Env, *abi.Request) (*abi.Response, error) {
+func (framingShard) Fetch(context.Context, hostinternal.Env, *abi.Request) (*abi.Response, error) {
 	return &abi.Response{Status: 200, Header: []abi.Header{
 		{Name: "Transfer-Encoding", Value: "chunked"},
 		{Name: "Connection", Value: "close"},
@@ -41,14 +42,15 @@ func (framingShard) Fetch(context.Context, host.Env, *abi.Request) (*abi.Respons
 	}, Body: []byte("hello")}, nil
 }
 
-func (framingShard) Alarm(context.Context, host.Env, int) (bool, error) { return true, nil }
+func (framingShard) Alarm(context.Context, hostinternal.Env, int) (bool, error) { return true, nil }
 
 // TestShardCannotSetFramingHeaders: hop-by-hop headers, Content-Length and
 // values with NUL from a shard never reach the client.
 func TestShardCannotSetFramingHeaders(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) {
+	ctx := hostinternal.WithNative(context.Background(), "F", func(string) hostinternal.NativeShard { return framingShard{} })
+	f := startCtx(t, ctx, counterConfig(t, func(c *host.Config) {
 		c.Storage = storage.NewMemory()
-		c.Bindings = []host.Binding{{Name: "F", Shards: 1, Native: func(string) host.NativeShard { return framingShard{} }}}
+		c.Bindings = []host.Binding{{Name: "F", Shards: 1}}
 	}))
 	srv := httptest.NewServer(f.h.Handler())
 	defer srv.Close()

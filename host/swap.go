@@ -4,27 +4,50 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
-	"sync"
 
 	"github.com/edgeshard/edgeshard/host/internal/wasm"
 )
 
-// Swap replaces the namespace's module with bin, the way Caddy reloads:
-// the new version is compiled, validated and initialised once before any
-// shard sees it; only then does the namespace point at it. Each shard
-// switches between two events — the event in progress finishes on the old
-// instance, the next starts on the new one — so no request is failed or
-// dropped, and storage and alarms carry over untouched. If anything about
-// the new module is wrong, Swap returns the error and the old version keeps
-// serving. The replaced version is kept for Rollback.
+// A swap, as Caddy reloads: the new version is compiled, validated and
+// initialised once before any shard sees it; then each live shard prepares
+// an instance of it; only then does the namespace point at it, and each
+// shard switches. Preparing and switching are events of the shard's own
+// queue (evPrepare, evSwitch), handled by its actor between two others, so
+// the actor stays the only goroutine that touches its instances:
+//
+//  1. Swap sends "prepare v" to every live shard, a few at a time, and
+//     waits for each to be done. The actor instantiates v and keeps it,
+//     still serving on its current instance.
+//  2. Swap makes v current and sends "switch" to every shard. The actor
+//     closes its old instance and installs the prepared one, so its first
+//     event on v does not wait for an instantiation. An event that arrives
+//     before the switch message finds v current and installs the prepared
+//     instance itself.
+//
+// No event is failed or dropped: each runs whole on one version. If the
+// swap stops before step 2, "switch" tells the shards to drop what they
+// prepared and the old version keeps serving.
+
+// prepareAhead is how many shards prepare an instance at once: a shard
+// preparing holds its own queue for one instantiation, so a few at a time
+// keep the rest serving and leave CPU for them.
+const prepareAhead = 2
+
+// Swap replaces the namespace's module with bin. Each shard switches
+// between two events — the event in progress finishes on the old instance,
+// the next starts on an instance of the new version prepared ahead — so no
+// request is failed or dropped, and storage and alarms carry over untouched.
+// If anything about the new module is wrong, or ctx ends before the switch,
+// Swap returns the error and the old version keeps serving. The replaced
+// version is kept for Rollback.
 func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Version, error) {
 	ns.swapMu.Lock()
 	defer ns.swapMu.Unlock()
 	if ns.h.isClosing() {
 		return nil, ErrClosed
 	}
-	if ns.binding.Native != nil {
+	old := ns.cur.Load()
+	if old.native != nil {
 		return nil, fmt.Errorf("binding %q is native: its code is compiled into the host", ns.name)
 	}
 	v, err := ns.loadInBackground(ctx, bin, source)
@@ -32,14 +55,20 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 		ns.metrics.swap("refused")
 		return nil, fmt.Errorf("binding %q: new module refused, the current version keeps serving: %w", ns.name, err)
 	}
-	old := ns.cur.Load()
 	if v.mod == old.mod {
-		v.close(ctx) // same bytes: drop the extra reference, nothing to swap
+		v.release() // same bytes: nothing to swap
 		return old, nil
 	}
-	ns.prepare(v)
-	ns.cur.Store(v)
-	ns.retire(ctx, ns.prev)
+	if err := ns.switchTo(ctx, v); err != nil {
+		v.release()
+		ns.metrics.swap("abandoned")
+		return nil, fmt.Errorf("binding %q: swap abandoned, the current version keeps serving: %w", ns.name, err)
+	}
+	// v's reference (Swap's, from the load) is now the current one; old's
+	// becomes the previous one; the version kept before is dropped.
+	if ns.prev != nil {
+		ns.prev.release()
+	}
 	ns.prev = old
 	ns.metrics.swap("swapped")
 	ns.h.log.Info().Str("binding", ns.name).Str("from", old.Short()).Str("to", v.Short()).Str("source", source).Msg("module swapped")
@@ -58,7 +87,6 @@ func (ns *Namespace) loadInBackground(ctx context.Context, bin []byte, source st
 	done := make(chan loaded, 1)
 	go func() {
 		wasm.LowerPriority() // the thread ends with this goroutine
-		defer relaxGC()()
 		v, err := ns.load(ctx, bin, source)
 		done <- loaded{v, err}
 	}()
@@ -70,19 +98,25 @@ func (ns *Namespace) loadInBackground(ctx context.Context, bin []byte, source st
 var ErrNoPrevious = errors.New("no previous module version to roll back to")
 
 // Rollback makes the previous version current again (and the current one
-// the previous), with the same per-shard switch as Swap.
+// the previous), with the same per-shard prepare and switch as Swap.
 func (ns *Namespace) Rollback(ctx context.Context) (*Version, error) {
 	ns.swapMu.Lock()
 	defer ns.swapMu.Unlock()
+	if ns.h.isClosing() {
+		return nil, ErrClosed
+	}
 	if ns.prev == nil {
 		return nil, fmt.Errorf("binding %q: %w", ns.name, ErrNoPrevious)
 	}
-	cur := ns.cur.Load()
-	ns.cur.Store(ns.prev)
-	ns.prev = cur
+	cur, prev := ns.cur.Load(), ns.prev
+	if err := ns.switchTo(ctx, prev); err != nil {
+		ns.metrics.swap("abandoned")
+		return nil, fmt.Errorf("binding %q: rollback abandoned, the current version keeps serving: %w", ns.name, err)
+	}
+	ns.prev = cur // the two references trade roles
 	ns.metrics.swap("rolled_back")
-	ns.h.log.Info().Str("binding", ns.name).Str("from", cur.Short()).Str("to", ns.cur.Load().Short()).Msg("module rolled back")
-	return ns.cur.Load(), nil
+	ns.h.log.Info().Str("binding", ns.name).Str("from", cur.Short()).Str("to", prev.Short()).Msg("module rolled back")
+	return prev, nil
 }
 
 // Previous returns the version kept for rollback, or nil.
@@ -92,105 +126,54 @@ func (ns *Namespace) Previous() *Version {
 	return ns.prev
 }
 
-// retire drops a version no longer current nor kept for rollback. Its
-// compiled code is freed once no shard instance uses it. Called with swapMu.
-func (ns *Namespace) retire(ctx context.Context, v *Version) {
-	if v == nil || v == ns.cur.Load() {
-		return
+// switchTo makes v current: every live shard prepares an instance of v
+// (prepareAhead at a time), then the namespace points at v, then every
+// shard is told to switch. If ctx ends while shards prepare, v does not
+// become current, the shards drop what they prepared, and ctx's error is
+// returned. The caller holds swapMu and a reference to v.
+func (ns *Namespace) switchTo(ctx context.Context, v *Version) error {
+	var (
+		inflight []chan result
+		err      error
+	)
+	wait := func() {
+		select {
+		case <-inflight[0]:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		inflight = inflight[1:]
 	}
-	ns.retired = append(ns.retired, v)
-	ns.sweepRetired(ctx)
-}
-
-// sweepRetired closes retired versions without instances. Called with swapMu.
-func (ns *Namespace) sweepRetired(ctx context.Context) {
-	keep := ns.retired[:0]
-	for _, v := range ns.retired {
-		if v.users.Load() == 0 && v != ns.prev && v != ns.cur.Load() {
-			v.close(ctx)
+	for _, shard := range ns.shards(true) {
+		if len(inflight) == prepareAhead {
+			if wait(); err != nil {
+				break
+			}
+		}
+		v.acquire() // for the event; cannot fail, the caller holds one
+		ev := &event{kind: evPrepare, ver: v, done: make(chan result, 1)}
+		if !ns.tell(shard, ev) {
+			v.release() // evicted meanwhile, or its queue is full: it starts v when it needs it
 			continue
 		}
-		keep = append(keep, v)
+		inflight = append(inflight, ev.done)
 	}
-	ns.retired = keep
+	for len(inflight) > 0 && err == nil {
+		wait()
+	}
+	if err == nil {
+		err = ctx.Err() // the last word, whatever the prepares' timing
+	}
+	if err == nil {
+		ns.cur.Store(v)
+	}
+	// Every shard, prepared or not: one that started an instance since the
+	// prepares were sent still runs the old version, and one whose prepare
+	// was abandoned must drop it. A shard whose queue is full switches on
+	// its next event instead (instance); after an abandoned swap it keeps
+	// what it prepared until its next switch or its exit.
+	for _, shard := range ns.shards(false) {
+		ns.tell(shard, &event{kind: evSwitch})
+	}
+	return err
 }
-
-// sweepLater frees retired versions from outside the actor goroutine (an
-// actor must not wait on swapMu, which a Swap may hold while compiling).
-func (ns *Namespace) sweepLater() {
-	go func() {
-		ns.swapMu.Lock()
-		defer ns.swapMu.Unlock()
-		if !ns.h.isClosing() {
-			ns.sweepRetired(context.Background())
-		}
-	}()
-}
-
-// prepare instantiates v for every live shard before the switch, a few at a
-// time, so a shard's first event on the new version does not pay for the
-// instantiation. A shard whose preparation fails instantiates inline later.
-func (ns *Namespace) prepare(v *Version) {
-	ns.mu.RLock()
-	var live []*actor
-	for _, a := range ns.actors {
-		if a.live.Load() {
-			live = append(live, a)
-		}
-	}
-	ns.mu.RUnlock()
-	sem := make(chan struct{}, 2)
-	var wg sync.WaitGroup
-	for _, a := range live {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(a *actor) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			wasm.LowerPriority() // yield to the shards serving meanwhile
-			inst, err := a.instantiate(v)
-			if err != nil {
-				return
-			}
-			v.users.Add(1)
-			if old := a.next.Swap(&prepared{ver: v, inst: inst}); old != nil {
-				old.inst.Close(context.Background())
-				old.ver.users.Add(-1)
-			}
-		}(a)
-	}
-	wg.Wait()
-}
-
-// relaxGC raises the garbage collector's target while a module compiles
-// (wazero allocates its intermediate code on the Go heap: collections
-// triggered by it would take CPU and assist time from the shards serving
-// meanwhile) and returns the function that restores it. Nested or
-// concurrent calls restore the setting when the last one ends.
-func relaxGC() func() {
-	gcMu.Lock()
-	defer gcMu.Unlock()
-	if gcRelaxed == 0 {
-		gcSaved = debug.SetGCPercent(swapGCPercent)
-		if gcSaved < 0 || gcSaved >= swapGCPercent { // GOGC=off or already higher: keep it
-			debug.SetGCPercent(gcSaved)
-		}
-	}
-	gcRelaxed++
-	return func() {
-		gcMu.Lock()
-		defer gcMu.Unlock()
-		if gcRelaxed--; gcRelaxed == 0 {
-			debug.SetGCPercent(gcSaved)
-		}
-	}
-}
-
-// swapGCPercent is GOGC while a swap compiles.
-const swapGCPercent = 800
-
-var (
-	gcMu      sync.Mutex
-	gcRelaxed int
-	gcSaved   int
-)

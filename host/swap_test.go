@@ -15,6 +15,7 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/testutil"
+	"github.com/edgeshard/edgeshard/storage"
 )
 
 // TestHotSwapUnderLoad pushes a new module version while clients increment
@@ -123,5 +124,160 @@ func TestSwapRefusesBrokenModuleAndKeepsServing(t *testing.T) {
 	}
 	if got := f.count(t, "k"); got != 1 {
 		t.Fatalf("count = %d after refused swaps, want 1", got)
+	}
+}
+
+// touch makes each shard live, one event each.
+func (f *fixture) touch(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if resp, err := f.call(t, n, "POST", "/increment"); err != nil || resp.Status != 200 {
+			t.Fatalf("increment %s: %v %v", n, resp, err)
+		}
+	}
+}
+
+// versionOf returns the version string the shard's instance answers with;
+// since a shard handles its events in order, it also waits for every event
+// queued to the shard before it (a swap's switch among them).
+func (f *fixture) versionOf(t *testing.T, name string) string {
+	t.Helper()
+	resp, err := f.call(t, name, "GET", "/")
+	if err != nil {
+		t.Fatalf("GET %s: %v", name, err)
+	}
+	var r counterReply
+	if err := json.Unmarshal(resp.Body, &r); err != nil {
+		t.Fatalf("decode %q: %v", resp.Body, err)
+	}
+	return r.Version
+}
+
+func counterBin(t *testing.T, version string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(testutil.Plugin(t, "examples/counter", "-X main.version="+version))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestSwapPreparesEveryLiveShard: a swap and a rollback each have every
+// live shard instantiate the new version on its own goroutine before the
+// switch, so no shard instantiates inline when its next event comes.
+func TestSwapPreparesEveryLiveShard(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	ns, _ := f.h.Namespace("COUNTER")
+	names := []string{"a", "b", "c"}
+	f.touch(t, names...)
+	started := func() int { return strings.Count(f.logs.String(), "shard instance started") }
+	prepared := func() int { return strings.Count(f.logs.String(), "new version prepared") }
+	if started() != 3 || prepared() != 0 {
+		t.Fatalf("before the swap: %d started, %d prepared", started(), prepared())
+	}
+	check := func(step, want string, wantPrepared int) {
+		t.Helper()
+		for _, n := range names {
+			if got := f.versionOf(t, n); got != want {
+				t.Fatalf("%s: shard %s answers %q, want %q", step, n, got, want)
+			}
+		}
+		if started() != 3 || prepared() != wantPrepared {
+			t.Fatalf("%s: %d started inline (want 3, all before the swap), %d prepared (want %d)", step, started(), prepared(), wantPrepared)
+		}
+	}
+	if _, err := ns.Swap(context.Background(), counterBin(t, "v2"), "test"); err != nil {
+		t.Fatal(err)
+	}
+	check("after the swap", "v2", 3)
+	if _, err := ns.Rollback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	check("after the rollback", "test", 6)
+}
+
+// TestVersionsAreFreedWithTheirLastReference: the namespace holds a
+// reference to its current and previous versions and every instance one
+// to its version; a version neither current nor previous is freed once its
+// last shard has switched away, and the host's close frees the rest.
+func TestVersionsAreFreedWithTheirLastReference(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	ns, _ := f.h.Namespace("COUNTER")
+	names := []string{"a", "b", "c"}
+	f.touch(t, names...)
+	v1 := ns.Current()
+	refs := func(step string, want map[*host.Version]int64) {
+		t.Helper()
+		for _, n := range names {
+			f.versionOf(t, n) // every shard past its switch
+		}
+		for v, n := range want {
+			if got := host.VersionRefs(v); got != n {
+				t.Fatalf("%s: version %s has %d references, want %d", step, v.Source, got, n)
+			}
+		}
+	}
+	refs("v1 serving", map[*host.Version]int64{v1: 1 + 3})
+	v2, err := ns.Swap(context.Background(), counterBin(t, "v2"), "v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs("v2 swapped in", map[*host.Version]int64{v1: 1, v2: 1 + 3})
+	v3, err := ns.Swap(context.Background(), counterBin(t, "v3"), "v3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs("v3 swapped in", map[*host.Version]int64{v1: 0, v2: 1, v3: 1 + 3})
+	if _, err := ns.Rollback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	refs("rolled back to v2", map[*host.Version]int64{v2: 1 + 3, v3: 1})
+	if err := f.h.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*host.Version{v1, v2, v3} {
+		if got := host.VersionRefs(v); got != 0 {
+			t.Fatalf("after Close: version %s has %d references", v.Source, got)
+		}
+	}
+}
+
+// TestSwapAbandonedWhilePreparing: a swap whose context ends while shards
+// prepare leaves the old version current; the shards drop what they
+// prepared and keep serving, and a later swap goes through.
+func TestSwapAbandonedWhilePreparing(t *testing.T) {
+	v2 := counterBin(t, "v2")
+	f := start(t, counterConfig(t, func(c *host.Config) {
+		c.Storage = storage.NewMemory()
+		// v2 compiled at start, so the swap below reaches the prepare step.
+		c.Bindings = append(c.Bindings, host.Binding{Name: "V2", ModuleBytes: v2})
+	}))
+	ns, _ := f.h.Namespace("COUNTER")
+	names := []string{"a", "b", "c"}
+	f.touch(t, names...)
+	before := ns.Current()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := ns.Swap(ctx, v2, "cancelled"); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "swap abandoned") {
+		t.Fatalf("swap with an ended context: %v, want it abandoned with context.Canceled", err)
+	}
+	if ns.Current() != before || ns.Previous() != nil {
+		t.Fatal("an abandoned swap changed the versions")
+	}
+	for _, n := range names {
+		if got := f.versionOf(t, n); got != "test" {
+			t.Fatalf("shard %s answers %q after an abandoned swap", n, got)
+		}
+	}
+	if got := host.VersionRefs(before); got != 1+3 {
+		t.Fatalf("current version has %d references, want 4", got)
+	}
+	if _, err := ns.Swap(context.Background(), v2, "v2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if got := f.versionOf(t, n); got != "v2" {
+			t.Fatalf("shard %s answers %q after the swap", n, got)
+		}
 	}
 }

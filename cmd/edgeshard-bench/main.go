@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 )
 
 // sizes are the knobs of one driver run.
@@ -182,13 +183,13 @@ type runner struct {
 }
 
 // uncheckedEngine returns an engine that compiles modules without the
-// interrupt checks (host.EngineConfig.UnsafeNoTerminationChecks).
+// interrupt checks (hostinternal.WithoutTerminationChecks).
 func (r *runner) uncheckedEngine() (*host.Engine, error) {
 	if r.unchecked {
 		return r.engine, nil
 	}
 	if r.noChecks == nil {
-		e, err := host.NewEngine(context.Background(), host.EngineConfig{CacheDir: r.cacheDir, UnsafeNoTerminationChecks: true})
+		e, err := host.NewEngine(hostinternal.WithoutTerminationChecks(context.Background()), host.EngineConfig{CacheDir: r.cacheDir})
 		if err != nil {
 			return nil, err
 		}
@@ -282,7 +283,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.verbose {
 		r.progress = stderr
 	}
-	r.engine, err = host.NewEngine(context.Background(), host.EngineConfig{CacheDir: r.cacheDir, UnsafeNoTerminationChecks: o.unchecked})
+	ectx := context.Background()
+	if o.unchecked {
+		ectx = hostinternal.WithoutTerminationChecks(ectx)
+	}
+	r.engine, err = host.NewEngine(ectx, host.EngineConfig{CacheDir: r.cacheDir})
 	if err != nil {
 		fmt.Fprintf(stderr, "edgeshard-bench: %v\n", err)
 		return 1

@@ -13,6 +13,7 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/rs/zerolog"
@@ -71,9 +72,9 @@ func TestNativeLimiterMatchesPlugin(t *testing.T) {
 		Logger: zerolog.Nop(), IdleTimeout: time.Hour}
 	cfg.Bindings = []host.Binding{
 		{Name: "WASM", Module: testutil.Plugin(t, "plugins/ratelimit"), Shards: 2},
-		{Name: "NATIVE", Native: newNativeLimiter(vc), Shards: 2},
+		{Name: "NATIVE", Shards: 2},
 	}
-	h, err := host.New(context.Background(), cfg)
+	h, err := host.New(hostinternal.WithNative(context.Background(), "NATIVE", newNativeLimiter(vc)), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,13 +10,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/edgeshard/edgeshard/abi"
-	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/plugins/ratelimit/window"
 )
 
 // nativeLimiter is RateLimitShard (plugins/ratelimit) written as a
-// host.NativeShard: the same protocol, the same storage layout and alarm
+// hostinternal.NativeShard: the same protocol, the same storage layout and alarm
 // cadence, the same window arithmetic (package window, shared with the
 // plugin), run in the host process on the same actor, storage and output
 // gate as the wasm plugin. It is the baseline of ratelimit_wasm_vs_native;
@@ -30,8 +30,8 @@ type nativeLimiter struct {
 
 // newNativeLimiter returns the factory of a native rate-limit binding whose
 // shards read the time from clk (the host's clock).
-func newNativeLimiter(clk clock.Clock) func(shard string) host.NativeShard {
-	return func(string) host.NativeShard { return &nativeLimiter{clk: clk} }
+func newNativeLimiter(clk clock.Clock) hostinternal.NewNativeShard {
+	return func(string) hostinternal.NativeShard { return &nativeLimiter{clk: clk} }
 }
 
 // Mirrors of the plugin's constants.
@@ -44,7 +44,7 @@ const (
 func (n *nativeLimiter) now() int64 { return n.clk.Now().UnixMilli() }
 
 // Fetch routes like the plugin's fetch.
-func (n *nativeLimiter) Fetch(_ context.Context, env host.Env, req *abi.Request) (*abi.Response, error) {
+func (n *nativeLimiter) Fetch(_ context.Context, env hostinternal.Env, req *abi.Request) (*abi.Response, error) {
 	switch pathOnly(req.Path) {
 	case "/check":
 		if req.Method != "POST" {
@@ -153,7 +153,7 @@ func splitTabs(s string, dst []string) int {
 }
 
 // check counts the request in every bucket of the call, or in none.
-func (n *nativeLimiter) check(env host.Env, req *abi.Request) (*abi.Response, error) {
+func (n *nativeLimiter) check(env hostinternal.Env, req *abi.Request) (*abi.Response, error) {
 	ls, bad := parseCheck(string(req.Body))
 	if bad != nil {
 		return bad, nil
@@ -209,7 +209,7 @@ func (n *nativeLimiter) check(env host.Env, req *abi.Request) (*abi.Response, er
 
 // commitCounts stores the counted buckets (unconfirmed writes, as the
 // plugin) and arms the cleanup alarm for buckets the call created.
-func (n *nativeLimiter) commitCounts(env host.Env, ls []nlLine, keys []string, now int64) error {
+func (n *nativeLimiter) commitCounts(env hostinternal.Env, ls []nlLine, keys []string, now int64) error {
 	earliest := int64(-1)
 	st := env.Store()
 	for i := range ls {
@@ -265,7 +265,7 @@ func appendCheck(b []byte, all bool, ls []nlLine) []byte {
 }
 
 // bucketState answers GET /bucket?key=K like the plugin.
-func (n *nativeLimiter) bucketState(env host.Env, req *abi.Request) (*abi.Response, error) {
+func (n *nativeLimiter) bucketState(env hostinternal.Env, req *abi.Request) (*abi.Response, error) {
 	key := query(req.Path, "key")
 	if key == "" || len(key) > window.MaxKeyBytes {
 		return errorJSON(400, "bad_key", "query parameter key must be 1.."+strconv.Itoa(window.MaxKeyBytes)+" bytes"), nil
@@ -298,7 +298,7 @@ func (n *nativeLimiter) bucketState(env host.Env, req *abi.Request) (*abi.Respon
 
 // Alarm deletes idle buckets and re-arms while buckets remain, like the
 // plugin's alarm.
-func (n *nativeLimiter) Alarm(_ context.Context, env host.Env, _ int) (bool, error) {
+func (n *nativeLimiter) Alarm(_ context.Context, env hostinternal.Env, _ int) (bool, error) {
 	now := n.now()
 	st := env.Store()
 	opts := abi.ListOptions{Prefix: nlBucketPrefix, Limit: nlSweepPage}

@@ -16,6 +16,7 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 )
 
@@ -30,9 +31,10 @@ func (r *runner) limitHost(dir string, logs *logSink, eng *host.Engine) (*host.H
 	cfg.Engine = eng
 	cfg.Bindings = []host.Binding{
 		{Name: "RATE_LIMIT_SHARD", Module: mod, Shards: r.sz.Shards},
-		{Name: "RATE_LIMIT_NATIVE", Native: newNativeLimiter(clock.Real{}), Shards: r.sz.Shards},
+		{Name: "RATE_LIMIT_NATIVE", Shards: r.sz.Shards},
 	}
-	return host.New(context.Background(), cfg)
+	ctx := hostinternal.WithNative(context.Background(), "RATE_LIMIT_NATIVE", newNativeLimiter(clock.Real{}))
+	return host.New(ctx, cfg)
 }
 
 // limitKeys returns, per worker, a generator of check bodies for user

@@ -132,7 +132,7 @@ func countRecords(t *testing.T, h *host.Host) int {
 	ns, _ := h.Namespace("IDEMPOTENCY")
 	n := 0
 	var lerr error
-	err := ns.Inspect(context.Background(), "acct-1", func(st *storage.Shard) {
+	err := ns.Inspect(context.Background(), "acct-1", func(st host.StorageView) {
 		kvs, err := st.List(abi.ListOptions{Prefix: "r:"})
 		n, lerr = len(kvs), err
 	})

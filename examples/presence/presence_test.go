@@ -15,7 +15,6 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/edgeshard/edgeshard/storage"
 )
 
 // TestConformance runs the example's suite on the real host's storage
@@ -125,7 +124,7 @@ func storedMembers(t *testing.T, h *host.Host) int {
 	ns, _ := h.Namespace("PRESENCE")
 	n := 0
 	var lerr error
-	err := ns.Inspect(context.Background(), "lobby", func(st *storage.Shard) {
+	err := ns.Inspect(context.Background(), "lobby", func(st host.StorageView) {
 		kvs, err := st.List(abi.ListOptions{Prefix: "m:"})
 		n, lerr = len(kvs), err
 	})

@@ -29,7 +29,6 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/httpx"
-	"github.com/edgeshard/edgeshard/storage"
 	"github.com/gorilla/mux"
 	"github.com/rs/zerolog"
 )
@@ -272,7 +271,7 @@ func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
 		err     error
 	}
 	ch := make(chan snapshot, 1)
-	err = ns.Inspect(r.Context(), shard, func(st *storage.Shard) {
+	err = ns.Inspect(r.Context(), shard, func(st host.StorageView) {
 		var sn snapshot
 		kvs, err := st.List(opts)
 		if err != nil {

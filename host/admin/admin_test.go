@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/admin"
 	"github.com/edgeshard/edgeshard/storage"
 )
@@ -143,25 +145,23 @@ func TestBindingsStatus(t *testing.T) {
 }
 
 func TestShardListing(t *testing.T) {
-	f := newFixture(t, admin.Options{})
+	// Seed entries the counter never writes straight into the shard's
+	// storage, before the host starts.
+	big := strings.Repeat("é", admin.ValuePreviewBytes) // 2 bytes a rune: cut on a rune boundary
+	seed := &storage.Batch{Shard: storage.ShardID{Namespace: "COUNTER", Name: "alice"}}
+	for i := 0; i < 25; i++ {
+		seed.Puts = append(seed.Puts, abi.KV{Key: fmt.Sprintf("item:%03d", i), Value: []byte(fmt.Sprint(i))})
+	}
+	seed.Puts = append(seed.Puts, abi.KV{Key: "bin:\xff\xfe", Value: []byte{0, 1, 2, 0xff}}, abi.KV{Key: "big", Value: []byte(big)})
+	backend := storage.NewMemory()
+	if err := backend.Apply([]*storage.Batch{seed}); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, admin.Options{}, func(c *host.Config) { c.Storage = backend })
 	for i := 0; i < 3; i++ {
 		f.edgeCall(t, "POST", "/do/COUNTER/alice/increment")
 	}
 	f.edgeCall(t, "POST", "/do/COUNTER/alice/reset-after?ms=600000")
-	ns, _ := f.h.Namespace("COUNTER")
-	// Seed more entries straight into the shard's storage, on its goroutine.
-	big := strings.Repeat("é", admin.ValuePreviewBytes) // 2 bytes a rune: cut on a rune boundary
-	err := ns.Inspect(context.Background(), "alice", func(st *storage.Shard) {
-		for i := 0; i < 25; i++ {
-			st.Put(fmt.Sprintf("item:%03d", i), []byte(fmt.Sprint(i)), false)
-		}
-		st.Put("bin:\xff\xfe", []byte{0, 1, 2, 0xff}, false)
-		st.Put("big", []byte(big), false)
-		st.Commit().Wait(context.Background())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	var l admin.ShardListing
 	if st, b := f.do(t, "GET", "/admin/bindings/COUNTER/shards/alice", nil, &l); st != 200 {

@@ -40,7 +40,9 @@ func counterWasm(t testing.TB, version string) []byte {
 	return b
 }
 
-func newFixture(t *testing.T, opts admin.Options) *fixture {
+// newFixture starts the fixture; mutate, if given, adjusts the host's
+// configuration first.
+func newFixture(t *testing.T, opts admin.Options, mutate ...func(*host.Config)) *fixture {
 	t.Helper()
 	logs := &syncBuf{}
 	cfg := host.DefaultConfig()
@@ -51,6 +53,9 @@ func newFixture(t *testing.T, opts admin.Options) *fixture {
 	cfg.Bindings = []host.Binding{
 		{Name: "COUNTER", Module: v1},
 		{Name: "SHARDED", Module: v1, Shards: 4},
+	}
+	for _, m := range mutate {
+		m(&cfg)
 	}
 	h, err := host.New(context.Background(), cfg)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/edgeshard/edgeshard/storage/analytics"
@@ -179,7 +180,7 @@ func (f *Fixture) Storage(t testing.TB, key string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	var lerr error
-	err := f.NS.Inspect(context.Background(), f.Shard(t, key), func(st *storage.Shard) {
+	err := f.NS.Inspect(context.Background(), f.Shard(t, key), func(st host.StorageView) {
 		kvs, err := st.List(abi.ListOptions{})
 		lerr = err
 		for _, kv := range kvs {
@@ -213,7 +214,7 @@ func (f *Fixture) Alarm(t testing.TB, key string) (time.Time, bool) {
 	var at int64
 	var ok bool
 	var aerr error
-	err := f.NS.Inspect(context.Background(), f.Shard(t, key), func(st *storage.Shard) {
+	err := f.NS.Inspect(context.Background(), f.Shard(t, key), func(st host.StorageView) {
 		at, ok, aerr = st.GetAlarm()
 	})
 	if err == nil {
@@ -298,7 +299,7 @@ var ErrInjected = errors.New("plugintest: injected SQL failure")
 
 // FailingDB wraps a database and injects failures: Fail makes every batch
 // fail before it runs; CrashAfterCommit commits the batch and then returns
-// host.ErrInjectedCrash, which traps the guest right after the commit (the
+// hostinternal.ErrInjectedCrash, which traps the guest right after the commit (the
 // event's storage writes are lost), Times times.
 type FailingDB struct {
 	DB    host.SQLDB
@@ -345,7 +346,7 @@ func (d *FailingDB) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Res
 		if _, err := d.DB.Batch(ctx, stmts); err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("committed, then: %w", host.ErrInjectedCrash)
+		return nil, fmt.Errorf("committed, then: %w", hostinternal.ErrInjectedCrash)
 	}
 	return d.DB.Batch(ctx, stmts)
 }

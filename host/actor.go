@@ -1,12 +1,10 @@
 package host
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,18 +18,21 @@ import (
 type eventKind int
 
 const (
-	evFetch eventKind = iota
-	evAlarm
-	evInspect
-	evRestart
+	evFetch   eventKind = iota
+	evAlarm             // the shard's alarm is due
+	evInspect           // run inspect on the shard's storage
+	evRestart           // discard the instance
+	evPrepare           // instantiate ver ahead of a swap and keep it ready
+	evSwitch            // move onto the current version, with the prepared instance
 )
 
 type event struct {
 	kind    eventKind
 	req     *abi.Request
-	retry   int                  // alarm retry count
-	inspect func(*storage.Shard) // evInspect: runs on the actor goroutine
-	state   atomic.Int32         // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
+	retry   int               // evAlarm: retry count
+	inspect func(StorageView) // evInspect: runs on the actor goroutine
+	ver     *Version          // evPrepare: the event holds a reference for the actor
+	state   atomic.Int32      // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
 	done    chan result
 }
 
@@ -52,7 +53,8 @@ type result struct {
 
 // actor owns one shard: its instance, its storage handle, its queue. All
 // of them are touched only by the actor's goroutine, so events of a shard
-// never overlap (the input gate) and no locks guard them.
+// never overlap (the input gate) and no locks guard them. Its side of the
+// guest's host functions is in env.go, its alarm retries in alarmretry.go.
 type actor struct {
 	ns    *Namespace
 	shard string
@@ -62,11 +64,12 @@ type actor struct {
 	log   zerolog.Logger
 	glog  zerolog.Logger // for guest records: binding only, shard added unless the guest names one
 
-	store   *storage.Shard
-	inst    runner
-	instVer *Version
-	out     *guestOutput
-	last    *storage.Pending // most recent commit, awaited before eviction
+	store *storage.Shard
+	inst  runner
+	ver   *Version  // the version inst runs; the actor holds a reference
+	next  *prepared // made by evPrepare, installed by evSwitch (or the next event)
+	out   *guestOutput
+	last  *storage.Pending // most recent commit, awaited before eviction
 
 	// Alarm changes made by the current event, applied to the scheduler
 	// once the event commits.
@@ -77,7 +80,14 @@ type actor struct {
 	live     atomic.Bool
 	memBytes atomic.Uint64
 	trace    bool // log every host call (Config.TraceShard)
-	next     atomic.Pointer[prepared]
+}
+
+// prepared is an instance of a version about to become current, made
+// ready before a swap switches the namespace to it. It holds a reference
+// to its version.
+type prepared struct {
+	ver  *Version
+	inst runner
 }
 
 func newActor(ns *Namespace, shard string) *actor {
@@ -92,37 +102,6 @@ func newActor(ns *Namespace, shard string) *actor {
 		out:   &guestOutput{},
 		trace: traced(ns.h.cfg.TraceShard, ns.name, shard),
 	}
-}
-
-// traced reports whether spec ("binding/shard", "binding/*" or "*")
-// selects the shard for host-call tracing.
-func traced(spec, binding, shard string) bool {
-	switch spec {
-	case "":
-		return false
-	case "*", binding + "/*", binding + "/" + shard:
-		return true
-	}
-	return false
-}
-
-// Tracing and TraceHostCall implement wasm.Tracer.
-func (a *actor) Tracing() bool { return a.trace }
-
-func (a *actor) TraceHostCall(fn string, params []uint64, result uint64, errMsg string) {
-	ev := a.log.Info().Str("component", "trace").Str("fn", fn)
-	args := make([]int64, len(params))
-	for i, p := range params {
-		args[i] = int64(p)
-	}
-	ev = ev.Ints64("args", args).Int64("result", int64(result))
-	if r := int64(result); r < 0 && r > -100 {
-		ev = ev.Str("errno", abi.Errno(-r).Error())
-	}
-	if errMsg != "" {
-		ev = ev.Str("error", errMsg)
-	}
-	ev.Msg("host call")
 }
 
 func (a *actor) run() {
@@ -140,9 +119,7 @@ func (a *actor) run() {
 		case <-timer.C:
 			a.waitLast()
 			if a.ns.evict(a) {
-				a.closeInstance()
-				a.dropPrepared()
-				a.store.Close() // frees the shard's overlay and read cache
+				a.exit()
 				return
 			}
 			timer.Reset(idle)
@@ -157,12 +134,17 @@ func (a *actor) run() {
 				break
 			}
 			a.waitLast()
-			a.closeInstance()
-			a.dropPrepared()
-			a.store.Close()
+			a.exit()
 			return
 		}
 	}
+}
+
+// exit releases everything the actor holds once no event can reach it.
+func (a *actor) exit() {
+	a.closeInstance()
+	a.dropPrepared()
+	a.store.Close() // frees the shard's overlay and read cache
 }
 
 func (a *actor) waitLast() {
@@ -184,52 +166,59 @@ func (a *actor) handle(ev *event) {
 	case evAlarm:
 		a.handleAlarm(ev.retry)
 	case evInspect:
-		ev.inspect(a.store)
+		ev.inspect(storageView{a.store})
 		ev.done <- result{}
 	case evRestart:
 		a.closeInstance()
 		ev.done <- result{}
+	case evPrepare:
+		a.prepare(ev.ver)
+		ev.done <- result{}
+	case evSwitch:
+		a.switchVersion()
 	}
 }
 
+// instance returns the instance to run the next event on: that of the
+// current version, started now unless it is running or was prepared.
 func (a *actor) instance() (runner, error) {
 	cur := a.ns.cur.Load()
-	if a.inst != nil && a.instVer == cur && a.inst.Err() == nil {
+	if a.inst != nil && a.ver == cur && a.inst.Err() == nil {
 		return a.inst, nil
 	}
 	a.closeInstance()
-	var inst runner
-	if p := a.next.Swap(nil); p != nil {
-		if p.ver == cur {
-			inst = p.inst // prepared by Swap off this goroutine
-		} else {
-			p.inst.Close(context.Background())
-			p.ver.users.Add(-1)
-		}
+	if a.next != nil && a.next.ver == cur {
+		// The namespace switched before this shard's evSwitch arrived.
+		a.install(a.next)
+		a.next = nil
+		return a.inst, nil
 	}
-	if inst == nil {
-		t0 := time.Now()
-		var err error
-		inst, err = a.instantiate(cur)
-		if err != nil {
-			a.log.Error().Err(err).Str("guest_output", a.out.take()).Msg("shard instance failed to start")
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		cur.users.Add(1)
-		a.log.Debug().Str("module", cur.Short()).Dur("took", time.Since(t0)).Msg("shard instance started")
+	v := a.ns.acquireCurrent()
+	t0 := time.Now()
+	inst, err := a.instantiate(v)
+	if err != nil {
+		v.release()
+		a.log.Error().Err(err).Str("guest_output", a.out.take()).Msg("shard instance failed to start")
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	a.inst, a.instVer = inst, cur
-	a.ns.metrics.starts.Inc()
-	a.live.Store(true)
-	a.memBytes.Store(inst.MemoryBytes())
+	a.log.Debug().Str("module", v.Short()).Dur("took", time.Since(t0)).Msg("shard instance started")
+	a.install(&prepared{ver: v, inst: inst})
 	return inst, nil
 }
 
+// install makes p the shard's instance (the actor has none).
+func (a *actor) install(p *prepared) {
+	a.inst, a.ver = p.inst, p.ver
+	a.ns.metrics.starts.Inc()
+	a.live.Store(true)
+	a.memBytes.Store(p.inst.MemoryBytes())
+}
+
 // instantiate starts an instance of v wired to this shard's output and
-// clock. It may run on any goroutine (Swap prepares instances ahead).
+// clock.
 func (a *actor) instantiate(v *Version) (runner, error) {
 	if v.native != nil {
-		return &nativeRunner{shard: v.native(a.shard)}, nil
+		return newNativeRunner(v.native(a.shard), a), nil
 	}
 	cfg := wasm.InstanceConfig{Stdout: a.out, Stderr: a.out}
 	if _, real := a.ns.h.cfg.Clock.(clock.Real); !real {
@@ -242,28 +231,63 @@ func (a *actor) instantiate(v *Version) (runner, error) {
 	return v.mod.Instantiate(context.Background(), cfg)
 }
 
-// prepared is an instance of a new version made ready before a swap.
-type prepared struct {
-	ver  *Version
-	inst runner
+// prepare is the first half of a swap (evPrepare): it starts an instance
+// of v, which is not current yet, and keeps it for switchVersion, so the
+// shard's first event on v does not wait for the instantiation. It takes
+// over the event's reference to v. A failure is only logged: the shard
+// then instantiates v when it needs it.
+func (a *actor) prepare(v *Version) {
+	if a.ns.h.isClosing() || a.ver == v {
+		v.release()
+		return
+	}
+	a.dropPrepared()
+	t0 := time.Now()
+	inst, err := a.instantiate(v)
+	if err != nil {
+		v.release()
+		a.log.Warn().Err(err).Str("module", v.Short()).Str("guest_output", a.out.take()).Msg("preparing the new version failed; the shard will start it when it switches")
+		return
+	}
+	a.log.Debug().Str("module", v.Short()).Dur("took", time.Since(t0)).Msg("new version prepared")
+	a.next = &prepared{ver: v, inst: inst}
 }
 
-// dropPrepared releases an instance Swap prepared but the shard never used.
+// switchVersion is the second half of a swap (evSwitch), sent once the
+// namespace points at its new version (or a swap was abandoned): the shard
+// closes an instance of any other version and installs the one it
+// prepared, if that is of the current version; a prepared instance of any
+// other version is dropped.
+func (a *actor) switchVersion() {
+	cur := a.ns.cur.Load()
+	if a.ver != nil && a.ver != cur {
+		a.closeInstance()
+	}
+	if a.next == nil {
+		return
+	}
+	if a.next.ver == cur && a.inst == nil {
+		a.install(a.next)
+		a.next = nil
+		return
+	}
+	a.dropPrepared()
+}
+
+// dropPrepared discards an instance prepared for a swap.
 func (a *actor) dropPrepared() {
-	if p := a.next.Swap(nil); p != nil {
+	if p := a.next; p != nil {
+		a.next = nil
 		p.inst.Close(context.Background())
-		p.ver.users.Add(-1)
+		p.ver.release()
 	}
 }
 
 func (a *actor) closeInstance() {
 	if a.inst != nil {
 		a.inst.Close(context.Background())
-		v := a.instVer
-		a.inst, a.instVer = nil, nil
-		if v.users.Add(-1) == 0 && v != a.ns.cur.Load() {
-			a.ns.sweepLater()
-		}
+		a.ver.release()
+		a.inst, a.ver = nil, nil
 	}
 	a.live.Store(false)
 	a.memBytes.Store(0)
@@ -414,165 +438,3 @@ func (a *actor) handleAlarm(retry int) {
 		a.retryAlarm(now, retry, err, false)
 	}
 }
-
-// retryAlarm schedules retry+1 after exponential backoff, persisting the
-// retry time with the event's other writes (inEvent) or on its own, or
-// gives up after AlarmRetries retries.
-func (a *actor) retryAlarm(now time.Time, retry int, cause error, inEvent bool) {
-	cfg := a.ns.h.cfg
-	if retry >= cfg.AlarmRetries {
-		a.ns.metrics.alarmAbandoned.Inc()
-		a.log.Error().Err(cause).Int("retries", retry).Msg("alarm abandoned after its last retry")
-		if !inEvent {
-			a.store.Abort()
-			a.resetAlarmChange()
-		}
-		a.store.DeleteAlarm()
-		a.alarmDeleted = true
-		a.commit()
-		return
-	}
-	a.ns.metrics.alarmRetry.Inc()
-	next := now.Add(cfg.AlarmBackoff << retry).UnixMilli()
-	a.log.Warn().Err(cause).Int("retry", retry+1).Time("at", time.UnixMilli(next)).Msg("alarm failed; retrying with backoff")
-	if !inEvent {
-		a.store.Abort()
-		a.resetAlarmChange()
-	}
-	a.store.SetAlarm(next) // persisted, so a restart still fires it
-	a.commit()
-	a.ns.h.alarms.schedule(a.id, next, retry+1)
-}
-
-// Env for the wasm host functions.
-
-func (a *actor) Store() wasm.Store { return a.store }
-
-func (a *actor) SetAlarm(ms int64) error {
-	if err := a.store.SetAlarm(ms); err != nil {
-		return err
-	}
-	a.alarmSet, a.alarmAt, a.alarmDeleted = true, ms, false
-	return nil
-}
-
-func (a *actor) GetAlarm() (int64, bool, error) { return a.store.GetAlarm() }
-
-func (a *actor) DeleteAlarm() error {
-	if err := a.store.DeleteAlarm(); err != nil {
-		return err
-	}
-	a.alarmSet, a.alarmDeleted = false, true
-	return nil
-}
-
-// VarShardName is a reserved var that always answers the asking shard's
-// "<binding>/<shard>" (in fetch and alarm events alike).
-const VarShardName = "edgeshard.shard"
-
-func (a *actor) Var(name string) (string, bool) {
-	if name == VarShardName {
-		return a.id.String(), true
-	}
-	v, ok := a.ns.h.cfg.Vars[name]
-	return v, ok
-}
-
-func (a *actor) Log(level int32, rec abi.LogRecord) {
-	var code, dur string
-	for _, f := range rec.Fields {
-		switch f.Name {
-		case "code":
-			code = f.Value
-		case "duration_ms":
-			dur = f.Value
-		}
-	}
-	if code != "" {
-		a.ns.metrics.guestCode(code, dur)
-	}
-	var ev *zerolog.Event
-	switch level {
-	case abi.LogDebug:
-		ev = a.glog.Debug()
-	case abi.LogWarn:
-		ev = a.glog.Warn()
-	case abi.LogError:
-		ev = a.glog.Error()
-	default:
-		ev = a.glog.Info()
-	}
-	if ev == nil {
-		return
-	}
-	ev = ev.Str("component", "guest")
-	ownShard := false
-	for _, f := range rec.Fields {
-		if f.Name == "binding" || f.Name == "component" {
-			continue // the host's own fields win
-		}
-		ownShard = ownShard || f.Name == "shard"
-		ev = ev.Str(f.Name, f.Value)
-	}
-	if !ownShard {
-		ev = ev.Str("shard", a.shard)
-	}
-	ev.Msg(rec.Message)
-}
-
-func (a *actor) SQL(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error) {
-	if a.ns.sql == nil {
-		return nil, fmt.Errorf("%w: no sql database is bound to %s", wasm.ErrNotGranted, a.ns.name)
-	}
-	// Output gate for side effects: SQL leaves the shard only after every
-	// write of earlier events is durable, so a flush never reaches SQL
-	// ahead of the storage state it was computed from.
-	if a.last != nil {
-		if err := a.last.Wait(ctx); err != nil {
-			return nil, fmt.Errorf("earlier storage commit failed: %w", err)
-		}
-		a.last = nil
-	}
-	return a.ns.sql.Batch(ctx, stmts)
-}
-
-func (a *actor) WriteDataPoint(p abi.DataPoint) error {
-	if a.ns.analytics.Sink == nil {
-		return fmt.Errorf("%w: no analytics dataset is bound to %s", wasm.ErrNotGranted, a.ns.name)
-	}
-	return a.ns.analytics.Sink.Write(a.ns.analytics.Dataset, p)
-}
-
-// guestOutput keeps the tail of what a guest wrote to stdout/stderr, so a
-// crash report can include the panic message and stack.
-type guestOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-const guestOutputTail = 16 << 10
-
-func (g *guestOutput) Write(p []byte) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.buf.Write(p)
-	if g.buf.Len() > 2*guestOutputTail {
-		tail := append([]byte(nil), g.buf.Bytes()[g.buf.Len()-guestOutputTail:]...)
-		g.buf.Reset()
-		g.buf.Write(tail)
-	}
-	return len(p), nil
-}
-
-func (g *guestOutput) take() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	s := g.buf.String()
-	g.buf.Reset()
-	if len(s) > guestOutputTail {
-		s = s[len(s)-guestOutputTail:]
-	}
-	return strings.TrimSpace(s)
-}
-
-var _ wasm.Env = (*actor)(nil)
