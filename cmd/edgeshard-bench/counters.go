@@ -16,40 +16,16 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
-	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/edge"
+	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
-	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"github.com/gorilla/mux"
 )
 
 // userHeader is the trusted user-id header the benchmark's edge APIs use
 // (as behind an authenticating gateway).
 const userHeader = "X-User-Id"
-
-// edgeAPI is an edge API with its router.
-type edgeAPI struct {
-	api    *edge.API
-	router http.Handler
-}
-
-// newEdge builds an edge API over h and db; mut adjusts its config (modes).
-func newEdge(h *host.Host, db *sqldb.DB, logs *logSink, mut func(*edge.Config)) (*edgeAPI, error) {
-	c := edge.DefaultConfig()
-	c.Auth.TrustUserHeader = userHeader
-	c.Reconcile.Interval = 0
-	mut(&c)
-	api, err := edge.New(c, edge.Deps{Host: h, DB: db, Logger: logs.logger()})
-	if err != nil {
-		return nil, err
-	}
-	r := mux.NewRouter()
-	r.NotFoundHandler = httpx.NotFound()
-	r.MethodNotAllowedHandler = httpx.MethodNotAllowed()
-	api.Routes(r)
-	return &edgeAPI{api: api, router: r}, nil
-}
 
 // serveInProcess runs one request through handler without a network: the
 // edge API's own code path, minus HTTP parsing and the socket.
@@ -181,8 +157,9 @@ func floorRouter() http.Handler {
 // counters: acknowledged durable increments/s of POST /posts/{id}/views,
 // COUNTER_DO_MODE=primary (CounterShard) versus off (the legacy clamped
 // UPDATE, one SQLite transaction per increment), 64 callers, Zipf over
-// 1,000 posts; in-process (the edge API's handler called directly) and over
-// loopback HTTP. The shard side's time includes flushing every shard to
+// 1,000 posts; in-process (the handler of the server's main listener,
+// internal/server as `edgeshard serve` runs it, called directly) and over
+// loopback HTTP to that listener. The shard side's time includes flushing every shard to
 // SQL at the end of its run, so it is charged for the SQL work it defers.
 func (r *runner) counters() (*result, error) {
 	sz := r.sz
@@ -192,53 +169,48 @@ func (r *runner) counters() (*result, error) {
 	}
 	defer os.RemoveAll(dir)
 	logs := &logSink{}
-	shardDB, err := openSQL(filepath.Join(dir, "shard.db"))
-	if err != nil {
-		return nil, err
-	}
-	defer shardDB.Close()
-	legacyDB, err := openSQL(filepath.Join(dir, "legacy.db"))
-	if err != nil {
-		return nil, err
-	}
-	defer legacyDB.Close()
 	mod, err := r.build.wasm("plugins/counters")
 	if err != nil {
 		return nil, err
 	}
-	cfg := r.hostConfig(filepath.Join(dir, "host"), logs)
-	cfg.SQL = map[string]host.SQLDB{"DB": shardDB}
-	cfg.Bindings = []host.Binding{{Name: "COUNTER_SHARD", Module: mod, Shards: sz.Shards, SQL: "DB"}}
-	h, err := host.New(context.Background(), cfg)
+	// Two servers as `edgeshard serve` runs them, each with its own SQL
+	// file: COUNTER_DO_MODE=primary (the CounterShard binding) and off
+	// (the legacy UPDATE; no shard binding).
+	primary, err := r.startServer(filepath.Join(dir, "primary"), logs, fmt.Sprintf(`
+[[durable_objects.bindings]]
+name = "COUNTER_SHARD"
+module = %q
+shards = %d
+sql = "DB"
+
+[vars]
+COUNTER_DO_MODE = "primary"
+`, mod, sz.Shards)+sqlConfig(filepath.Join(dir, "shard.db")))
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close(context.Background())
-	ns, _ := h.Namespace("COUNTER_SHARD")
-	primary, err := newEdge(h, shardDB, logs, func(c *edge.Config) { c.CounterMode = edge.ModePrimary })
+	defer primary.Stop(context.Background())
+	legacy, err := r.startServer(filepath.Join(dir, "legacy"), logs, `
+[vars]
+COUNTER_DO_MODE = "off"
+`+sqlConfig(filepath.Join(dir, "legacy.db")))
 	if err != nil {
 		return nil, err
 	}
-	defer primary.api.Close()
-	legacy, err := newEdge(h, legacyDB, logs, func(c *edge.Config) { c.CounterMode = edge.ModeOff })
-	if err != nil {
-		return nil, err
-	}
-	defer legacy.api.Close()
-	floor := &edgeAPI{router: floorRouter()}
-	srvP, srvL, srvF := newServer(primary.router), newServer(legacy.router), newServer(floor.router)
-	defer srvP.Close()
-	defer srvL.Close()
+	defer legacy.Stop(context.Background())
+	ns, _ := primary.Host().Namespace("COUNTER_SHARD")
+	srvF := newServer(floorRouter())
 	defer srvF.Close()
+	urlP, urlL := "http://"+primary.Addr(), "http://"+legacy.Addr()
 	client := newClient(sz.Workers)
 	defer client.CloseIdleConnections()
 
 	var seed uint64
-	inProc := func(api *edgeAPI) loadgen.Op {
+	inProc := func(h http.Handler) loadgen.Op {
 		seed++
 		posts := zipfPosts(sz.Workers, sz.Posts, sz.ZipfS, seed)
 		return func(ctx context.Context, w, _ int) error {
-			st, b := serveInProcess(ctx, api.router, "POST", "/posts/"+posts[w]()+"/views", nil)
+			st, b := serveInProcess(ctx, h, "POST", "/posts/"+posts[w]()+"/views", nil)
 			if st != http.StatusAccepted {
 				return fmt.Errorf("status %d: %s", st, b)
 			}
@@ -282,7 +254,7 @@ func (r *runner) counters() (*result, error) {
 	for _, w := range []struct {
 		op    loadgen.Op
 		shard bool
-	}{{inProc(primary), true}, {inProc(legacy), false}, {overHTTP(srvP.URL), true}, {overHTTP(srvL.URL), false}} {
+	}{{inProc(primary.Handler()), true}, {inProc(legacy.Handler()), false}, {overHTTP(urlP), true}, {overHTTP(urlL), false}} {
 		if _, err := measure(sz.Warmup, w.op, w.shard); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
@@ -292,8 +264,8 @@ func (r *runner) counters() (*result, error) {
 		shard, legacy, floor loadgen.Op
 		res                  [][]sample
 	}{
-		{label: "inproc", shard: inProc(primary), legacy: inProc(legacy), floor: inProc(floor)},
-		{label: "http", shard: overHTTP(srvP.URL), legacy: overHTTP(srvL.URL), floor: overHTTP(srvF.URL)},
+		{label: "inproc", shard: inProc(primary.Handler()), legacy: inProc(legacy.Handler()), floor: inProc(floorRouter())},
+		{label: "http", shard: overHTTP(urlP), legacy: overHTTP(urlL), floor: overHTTP(srvF.URL)},
 	}
 	for i := range pairs {
 		p := &pairs[i]

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/edgeshard/edgeshard/edge/schema"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,8 +23,9 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/host/config"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
-	"github.com/edgeshard/edgeshard/storage/sqldb"
+	"github.com/edgeshard/edgeshard/internal/server"
 	"github.com/rs/zerolog"
 )
 
@@ -182,18 +182,55 @@ func (r *runner) hostConfig(dir string, logs *logSink) host.Config {
 	return cfg
 }
 
-// openSQL opens a migrated SQLite file database with synchronous=FULL (the
-// default, spelled out: equal durability with SyncWrites shard storage).
-func openSQL(path string) (*sqldb.DB, error) {
-	db, err := sqldb.Open("sqlite://"+path, sqldb.Options{Synchronous: "FULL"})
+// serverConfig is the part of every config a figure's server runs with:
+// loopback ports, durable storage (sync_writes, as the default), the shared
+// compilation cache, nothing evicted mid-measurement, the edge API trusting
+// the user header (as behind an authenticating gateway) and no reconcile
+// ticker. The figure appends its bindings, databases and [vars].
+const serverConfig = `listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+admin_token = %q
+data_dir = %q
+cache_dir = %q
+sync_writes = true
+idle_timeout = "1h"
+
+[auth]
+trust_user_header = %q
+
+[reconcile]
+interval = "0s"
+`
+
+// sqlConfig declares the D1 database DB in a SQLite file with
+// synchronous=FULL (the default, spelled out: equal durability with the
+// fsync'd shard storage).
+func sqlConfig(path string) string {
+	return fmt.Sprintf("\n[[d1_databases]]\nbinding = \"DB\"\nurl = %q\nsynchronous = \"FULL\"\n", "sqlite://"+path)
+}
+
+// startServer starts, in dir, the server `edgeshard serve` runs
+// (internal/server) from serverConfig plus body, on the runner's shared
+// engine, logging to logs. The environment is not read: a COUNTER_DO_MODE
+// of the shell must not change what a figure measures.
+func (r *runner) startServer(dir string, logs *logSink, body string) (*server.Server, error) {
+	text := fmt.Sprintf(serverConfig, adminToken, dir, r.cacheDir, userHeader) + body
+	cfg, err := config.Parse([]byte(text), filepath.Join(dir, "edgeshard.toml"))
 	if err != nil {
 		return nil, err
 	}
-	if _, err := schema.Migrate(context.Background(), db); err != nil {
-		db.Close()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return db, nil
+	s, err := server.New(cfg, server.Options{Logger: logs.logger(), Engine: r.engine,
+		LookupEnv: func(string) (string, bool) { return "", false }})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Start(context.Background()); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // newServer serves h on a fresh 127.0.0.1 port (httptest listens on

@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
-	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/edge"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
-	"github.com/edgeshard/edgeshard/storage/analytics"
 )
 
 // eventBody returns a POST /runtime-events body of n events for capsules
@@ -60,49 +58,46 @@ func (r *runner) events() (*result, error) {
 	}
 	defer os.RemoveAll(dir)
 	logs := &logSink{}
-	shardDB, err := openSQL(filepath.Join(dir, "shard.db"))
-	if err != nil {
-		return nil, err
-	}
-	defer shardDB.Close()
-	legacyDB, err := openSQL(filepath.Join(dir, "legacy.db"))
-	if err != nil {
-		return nil, err
-	}
-	defer legacyDB.Close()
-	sink, err := analytics.OpenSQLite("sqlite://"+filepath.Join(dir, "analytics.db"), analytics.SinkOptions{})
-	if err != nil {
-		return nil, err
-	}
-	defer sink.Close()
 	mod, err := r.build.wasm("plugins/runtimeevents")
 	if err != nil {
 		return nil, err
 	}
-	cfg := r.hostConfig(filepath.Join(dir, "host"), logs)
-	cfg.SQL = map[string]host.SQLDB{"DB": shardDB}
-	cfg.Analytics = map[string]host.AnalyticsBinding{"AE": {Dataset: "runtime_events", Sink: sink}}
-	cfg.Bindings = []host.Binding{{Name: "RUNTIME_EVENT_SHARD", Module: mod, Shards: sz.Shards, SQL: "DB", Analytics: "AE"}}
-	h, err := host.New(context.Background(), cfg)
+	// Two servers as `edgeshard serve` runs them, each with its own SQL
+	// file: RUNTIME_EVENT_DO_MODE=primary (the RuntimeEventShard binding,
+	// with its analytics dataset) and off (inline INSERTs; no shard
+	// binding).
+	primary, err := r.startServer(filepath.Join(dir, "primary"), logs, fmt.Sprintf(`
+[[durable_objects.bindings]]
+name = "RUNTIME_EVENT_SHARD"
+module = %q
+shards = %d
+sql = "DB"
+analytics = "AE"
+
+[[analytics_engine_datasets]]
+binding = "AE"
+dataset = "runtime_events"
+url = %q
+
+[vars]
+RUNTIME_EVENT_DO_MODE = "primary"
+`, mod, sz.Shards, "sqlite://"+filepath.Join(dir, "analytics.db"))+sqlConfig(filepath.Join(dir, "shard.db")))
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close(context.Background())
-	ns, _ := h.Namespace("RUNTIME_EVENT_SHARD")
-	primary, err := newEdge(h, shardDB, logs, func(c *edge.Config) { c.EventMode = edge.ModePrimary })
+	defer primary.Stop(context.Background())
+	off, err := r.startServer(filepath.Join(dir, "off"), logs, `
+[vars]
+RUNTIME_EVENT_DO_MODE = "off"
+`+sqlConfig(filepath.Join(dir, "legacy.db")))
 	if err != nil {
 		return nil, err
 	}
-	defer primary.api.Close()
-	off, err := newEdge(h, legacyDB, logs, func(c *edge.Config) { c.EventMode = edge.ModeOff })
-	if err != nil {
-		return nil, err
-	}
-	defer off.api.Close()
-	srvP, srvO, srvF := newServer(primary.router), newServer(off.router), newServer(http.HandlerFunc(floorEvents))
-	defer srvP.Close()
-	defer srvO.Close()
+	defer off.Stop(context.Background())
+	ns, _ := primary.Host().Namespace("RUNTIME_EVENT_SHARD")
+	srvF := newServer(http.HandlerFunc(floorEvents))
 	defer srvF.Close()
+	urlP, urlO := "http://"+primary.Addr(), "http://"+off.Addr()
 	client := newClient(sz.Workers)
 	defer client.CloseIdleConnections()
 
@@ -144,13 +139,13 @@ func (r *runner) events() (*result, error) {
 	if err := primeShards(ns, &abi.Request{Method: "GET", Path: "/stats"}); err != nil {
 		return nil, err
 	}
-	if _, err := measure(sz.Warmup, op(srvP.URL), true); err != nil {
+	if _, err := measure(sz.Warmup, op(urlP), true); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
-	if _, err := measure(sz.Warmup, op(srvO.URL), false); err != nil {
+	if _, err := measure(sz.Warmup, op(urlO), false); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
-	opP, opO, opF := op(srvP.URL), op(srvO.URL), op(srvF.URL)
+	opP, opO, opF := op(urlP), op(urlO), op(srvF.URL)
 	res2, err := r.compare("events", sz.Rounds,
 		side{"primary", func() (sample, error) { return measure(sz.Side, opP, true) }},
 		side{"off", func() (sample, error) { return measure(sz.Side, opO, false) }},

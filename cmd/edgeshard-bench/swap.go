@@ -33,11 +33,21 @@ func (r *runner) swap() (*result, error) {
 	}
 	defer os.RemoveAll(dir)
 	logs := &logSink{}
-	h, _, err := r.counterHost(filepath.Join(dir, "host"), "test", logs)
+	mod, err := r.build.wasm("examples/counter", "-X main.version=test")
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close(context.Background())
+	// The server `edgeshard serve` runs: the counter example on the main
+	// listener (/do), pushes through its admin API.
+	s, err := r.startServer(filepath.Join(dir, "host"), logs, fmt.Sprintf(`
+[[durable_objects.bindings]]
+name = "COUNTER"
+module = %q
+`, mod))
+	if err != nil {
+		return nil, err
+	}
+	defer s.Stop(context.Background())
 	// Each round pushes a version never seen before (its own build stamped
 	// with this run's id), so every push compiles, as a real deploy does.
 	suffix := ""
@@ -54,13 +64,7 @@ func (r *runner) swap() (*result, error) {
 			return nil, err
 		}
 	}
-	adm, err := admin.New(h, admin.Options{Token: adminToken, Logger: logs.logger()})
-	if err != nil {
-		return nil, err
-	}
-	edgeSrv, admSrv := newServer(h.Handler()), newServer(adm.Handler())
-	defer edgeSrv.Close()
-	defer admSrv.Close()
+	edgeURL, adminURL := "http://"+s.Addr(), "http://"+s.AdminAddr()
 	const workers = 8
 	client := newClient(workers)
 	defer client.CloseIdleConnections()
@@ -70,7 +74,7 @@ func (r *runner) swap() (*result, error) {
 	pushClient := &http.Client{Timeout: 5 * time.Minute}
 	names := []string{"a", "b", "c", "d", "e", "f"}
 	for _, n := range names { // every object warm before steady state
-		if st, b, err := callHTTP(context.Background(), client, "POST", edgeSrv.URL+"/do/COUNTER/"+n+"/increment", nil); err != nil || st != 200 {
+		if st, b, err := callHTTP(context.Background(), client, "POST", edgeURL+"/do/COUNTER/"+n+"/increment", nil); err != nil || st != 200 {
 			return nil, fmt.Errorf("warm-up %s: %d %s %v", n, st, b, err)
 		}
 	}
@@ -82,7 +86,7 @@ func (r *runner) swap() (*result, error) {
 		run := loadgen.New(loadgen.Options{Workers: workers, Interval: 2 * time.Millisecond})
 		run.Go(context.Background(), func(ctx context.Context, w, k int) error {
 			n := names[(w+k)%len(names)]
-			st, b, err := callHTTP(ctx, client, "POST", edgeSrv.URL+"/do/COUNTER/"+n+"/increment", nil)
+			st, b, err := callHTTP(ctx, client, "POST", edgeURL+"/do/COUNTER/"+n+"/increment", nil)
 			if err != nil {
 				return err
 			}
@@ -97,7 +101,7 @@ func (r *runner) swap() (*result, error) {
 		})
 		time.Sleep(sz.SwapLoad)
 		swapStart := run.Elapsed()
-		err := push(pushClient, admSrv.URL, versions[i])
+		err := push(pushClient, adminURL, versions[i])
 		swapEnd := run.Elapsed()
 		time.Sleep(sz.SwapTail)
 		out := run.Stop()

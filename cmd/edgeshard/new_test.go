@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/conformance"
 	"github.com/edgeshard/edgeshard/host/config"
+	"github.com/edgeshard/edgeshard/internal/server"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/rs/zerolog"
 )
@@ -99,7 +100,7 @@ func TestNewProjectBuildsPassesAndServes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, zerolog.Nop(), serveOptions{Ready: func(a string) { ready <- a }}) }()
+	go func() { done <- serve(ctx, cfg, zerolog.Nop(), server.Options{Ready: func(a string) { ready <- a }}) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

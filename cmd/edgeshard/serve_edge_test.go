@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/host/config"
+	"github.com/edgeshard/edgeshard/internal/server"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/rs/zerolog"
 )
@@ -67,7 +68,7 @@ trust_user_header = "X-User-Id"
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, zerolog.Nop(), serveOptions{Ready: func(a string) { ready <- a }}) }()
+	go func() { done <- serve(ctx, cfg, zerolog.Nop(), server.Options{Ready: func(a string) { ready <- a }}) }()
 	stopped := false
 	defer func() {
 		cancel()

@@ -1,0 +1,320 @@
+// Package server wires a running edgeshard from its config file: the
+// components `edgeshard serve`, the benchmark driver and the tests start
+// alike. Each component has Start and Stop; a Server starts them in order
+//
+//	databases  the [[d1_databases]] and [[analytics_engine_datasets]]
+//	host       the shard runtime (storage, modules, alarms)
+//	edge       the edge API (its schema migrated first), unless disabled
+//	reconcile  the reconcileCounters ticker, when the edge API runs and [reconcile] interval > 0
+//	admin      the admin API on admin_listen, when a token is set
+//	watch      the module file watcher (--watch)
+//	http       the main listener: /do, the edge routes, /healthz, /readyz, /metrics
+//
+// and stops them in reverse, each within the config's shutdown_grace. If one
+// fails to start, the started ones are stopped in reverse and nothing is
+// left running. The admin API starts before the main listener, so once
+// /healthz answers the admin API answers too; the main listener stops
+// first, so requests in flight drain before the host drains its shards.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/edgeshard/edgeshard/edge"
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/host/config"
+	"github.com/edgeshard/edgeshard/host/watch"
+	"github.com/edgeshard/edgeshard/internal/httpx"
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+)
+
+// Options are the choices of a run that are not settings of the config
+// file.
+type Options struct {
+	// Logger receives every component's logs; the zero value discards them.
+	Logger zerolog.Logger
+	// Watch reloads a binding when its module file changes (serve --watch).
+	Watch bool
+	// LookupEnv reads the environment variables that override the edge
+	// API's settings (rollout modes, JWT secret); os.LookupEnv when nil.
+	LookupEnv func(string) (string, bool)
+	// Engine, when set, is a compilation engine the host shares (tests,
+	// benchmarks) and does not close.
+	Engine *host.Engine
+	// Ready, when set, is called by Run with the main listener's address
+	// once it serves.
+	Ready func(addr string)
+}
+
+// Server is one edgeshard: its components and their state. Create it with
+// New, then Run it, or Start and Stop it.
+type Server struct {
+	cfg      *config.File
+	opts     Options
+	log      zerolog.Logger
+	reg      *prometheus.Registry
+	bindings []string
+
+	dbs   *databases
+	rt    *hostRuntime
+	edge  *edgeAPI // nil when the edge API is off
+	admin *adminAPI
+	http  *listener
+
+	mu      sync.Mutex
+	group   group
+	state   int // stateNew, stateRunning, stateStopped
+	handler http.Handler
+}
+
+const (
+	stateNew = iota
+	stateRunning
+	stateStopped
+)
+
+// New builds the components cfg describes, without starting any: it checks
+// what can be checked before anything opens (tables no one owns, the edge
+// API's settings, an edge binding without its SQL database) and logs which
+// optional components stay off and why.
+func New(cfg *config.File, opts Options) (*Server, error) {
+	if err := cfg.CheckExtra(edge.ConfigTables()...); err != nil {
+		return nil, err
+	}
+	lookup := opts.LookupEnv
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	ecfg, edgeOn, err := edge.ConfigFromFile(cfg, lookup)
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	s := &Server{cfg: cfg, opts: opts, log: log, reg: prometheus.NewRegistry()}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if edgeOn {
+		edgeOn, err = edgeWanted(cfg, ecfg, log)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		log.Info().Msg("edge API disabled ([edge] enabled = false)")
+	}
+
+	hc := host.DefaultConfig()
+	hc.DataDir = cfg.DataDir
+	hc.CacheDir = cfg.CacheDir
+	hc.SyncWrites = cfg.SyncWrites == nil || *cfg.SyncWrites
+	hc.Vars = cfg.Vars
+	hc.EventTimeout = cfg.EventTimeout.Duration
+	hc.IdleTimeout = cfg.IdleTimeout.Duration
+	hc.QueueDepth = cfg.QueueDepth
+	hc.MemoryLimitMiB = cfg.MemoryLimitMB
+	hc.MaxBodyBytes = cfg.MaxBodyBytes
+	hc.TraceShard = cfg.Trace
+	hc.Logger = log
+	hc.Registerer = s.reg
+	hc.Engine = opts.Engine
+	for _, b := range cfg.DurableObjects.Bindings {
+		// The edge API's bindings are internal: not served at /do, so edge
+		// clients reach them only through its authenticated routes.
+		hc.Bindings = append(hc.Bindings, host.Binding{Name: b.Name, Module: b.Module, Shards: b.Shards, SQL: b.SQL, Analytics: b.Analytics,
+			Internal: edgeOn && isEdgeBinding(ecfg, b.Name)})
+		s.bindings = append(s.bindings, b.Name)
+	}
+
+	s.dbs = &databases{cfg: cfg}
+	s.rt = &hostRuntime{cfg: hc, dbs: s.dbs}
+	comps := []Component{s.dbs, s.rt}
+	if edgeOn {
+		s.edge = &edgeAPI{cfg: ecfg, dbs: s.dbs, rt: s.rt, log: log, reg: s.reg}
+		comps = append(comps, s.edge)
+		if iv := ecfg.Reconcile.Interval; iv > 0 {
+			comps = append(comps, &reconciler{edge: s.edge, interval: iv})
+		} else {
+			log.Info().Msg("reconcileCounters ticker disabled ([reconcile] interval = 0)")
+		}
+	}
+	switch {
+	case cfg.AdminToken == "":
+		log.Warn().Msg("admin API disabled: set admin_token or EDGESHARD_ADMIN_TOKEN")
+	case cfg.AdminListen == "":
+		log.Warn().Msg("admin API disabled: admin_listen is empty")
+	default:
+		s.admin = &adminAPI{addr: cfg.AdminListen, token: cfg.AdminToken, rt: s.rt, edge: s.edge, log: log}
+		comps = append(comps, s.admin)
+	}
+	if opts.Watch {
+		var targets []watch.Target
+		for _, b := range cfg.DurableObjects.Bindings {
+			targets = append(targets, watch.Target{Binding: b.Name, Path: b.Module})
+		}
+		comps = append(comps, &watcher{targets: targets, rt: s.rt, log: log})
+	}
+	s.http = &listener{addr: cfg.Listen, handler: s.routes}
+	comps = append(comps, s.http)
+	s.group = group{comps: comps, grace: cfg.ShutdownGrace.Duration, log: log}
+	return s, nil
+}
+
+// edgeWanted reports whether the edge API can run: it needs its SQL
+// database. Without one it stays off, unless the config has one of its
+// bindings (then the config is wrong, and New fails): a config for other
+// shard types only, such as edgeshard.dev-counter.toml, runs without it.
+func edgeWanted(cfg *config.File, ecfg edge.Config, log zerolog.Logger) (bool, error) {
+	for _, d := range cfg.D1Databases {
+		if d.Binding == ecfg.SQLBinding {
+			return true, nil
+		}
+	}
+	for _, b := range cfg.DurableObjects.Bindings {
+		if isEdgeBinding(ecfg, b.Name) {
+			return false, fmt.Errorf("edge API: binding %s is configured but the sql database %q is not: add a [[d1_databases]] entry with binding = %q", b.Name, ecfg.SQLBinding, ecfg.SQLBinding)
+		}
+	}
+	log.Warn().Str("sql", ecfg.SQLBinding).Msg("edge API disabled: the config has no edge bindings and no sql database for it")
+	return false, nil
+}
+
+// isEdgeBinding reports whether the edge API uses the binding.
+func isEdgeBinding(ecfg edge.Config, name string) bool {
+	return name == ecfg.RateLimitBinding || name == ecfg.EventBinding || name == ecfg.CounterBinding
+}
+
+// Start creates data_dir and starts the components in order; if one fails,
+// it stops the started ones in reverse and returns the failure. A Server
+// starts at most once.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != stateNew {
+		return errors.New("server: started twice")
+	}
+	s.state = stateStopped // unless everything starts
+	t0 := time.Now()
+	if err := os.MkdirAll(s.cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data_dir %s: %w", s.cfg.DataDir, err)
+	}
+	if err := s.group.start(ctx); err != nil {
+		return err
+	}
+	s.state = stateRunning
+	s.log.Info().Str("listen", s.http.ln.Addr().String()).Strs("bindings", s.bindings).Dur("startup", time.Since(t0)).Msg("edgeshard ready")
+	return nil
+}
+
+// Stop stops the components in reverse order — the main listener first,
+// draining requests in flight, the host late, draining shard events and
+// committing storage, the databases last — each within shutdown_grace, and
+// returns every failure. It is safe to call more than once, and before or
+// instead of Start.
+func (s *Server) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != stateRunning {
+		s.state = stateStopped
+		return nil
+	}
+	s.state = stateStopped
+	s.log.Info().Msg("shutting down: draining in-flight requests and shard events")
+	if err := s.group.stop(ctx); err != nil {
+		return err
+	}
+	s.log.Info().Msg("edgeshard stopped cleanly")
+	return nil
+}
+
+// Run starts the server, serves until ctx ends or the main listener fails,
+// then stops it.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	if s.opts.Ready != nil {
+		s.opts.Ready(s.Addr())
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-s.http.failed:
+		runErr = fmt.Errorf("http server: %w", err)
+	}
+	return errors.Join(runErr, s.Stop(context.Background()))
+}
+
+// routes returns the main listener's handler: the host's routes, the edge
+// API's, /metrics and /readyz.
+func (s *Server) routes() http.Handler {
+	r := mux.NewRouter()
+	r.NotFoundHandler = httpx.NotFound()
+	r.MethodNotAllowedHandler = httpx.MethodNotAllowed()
+	s.rt.h.Routes(r)
+	var api *edge.API
+	if s.edge != nil {
+		api = s.edge.api
+		api.Routes(r)
+	}
+	r.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})).Methods(http.MethodGet)
+	r.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
+		if api != nil {
+			if err := api.Ready(req.Context()); err != nil {
+				httpx.WriteError(w, http.StatusServiceUnavailable, "not_ready", err.Error())
+				return
+			}
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}).Methods(http.MethodGet, http.MethodHead)
+	s.handler = r
+	return r
+}
+
+// Host returns the running host; nil before Start.
+func (s *Server) Host() *host.Host { return s.rt.h }
+
+// Edge returns the running edge API; nil before Start or when it is off.
+func (s *Server) Edge() *edge.API {
+	if s.edge == nil {
+		return nil
+	}
+	return s.edge.api
+}
+
+// Handler returns the main listener's handler, to call in-process; nil
+// before Start.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Addr returns the main listener's bound address; "" before Start.
+func (s *Server) Addr() string {
+	if s.http.ln == nil {
+		return ""
+	}
+	return s.http.ln.Addr().String()
+}
+
+// AdminAddr returns the admin API's bound address; "" before Start or when
+// the admin API is off.
+func (s *Server) AdminAddr() string {
+	if s.admin == nil || s.admin.ln == nil {
+		return ""
+	}
+	return s.admin.ln.Addr().String()
+}
+
+// components returns the names of the components in start order.
+func (s *Server) components() []string {
+	names := make([]string, len(s.group.comps))
+	for i, c := range s.group.comps {
+		names[i] = c.Name()
+	}
+	return names
+}

@@ -1,0 +1,231 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeshard/edgeshard/host/config"
+	"github.com/edgeshard/edgeshard/internal/testutil"
+	"go.uber.org/goleak"
+)
+
+const testToken = "server-test-token"
+
+// testConfig is a config with every component: the counter example, the
+// counters plugin behind the edge API with its SQL database, the reconcile
+// ticker, the admin API, all on free loopback ports in dir. edit, if set,
+// rewrites the text (to break one component).
+func testConfig(t *testing.T, dir string, edit func(string) string) *config.File {
+	t.Helper()
+	text := fmt.Sprintf(`listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+admin_token = %q
+data_dir = %q
+cache_dir = %q
+shutdown_grace = "20s"
+
+[[durable_objects.bindings]]
+name = "COUNTER"
+module = %q
+
+[[durable_objects.bindings]]
+name = "COUNTER_SHARD"
+module = %q
+shards = 2
+sql = "DB"
+
+[[d1_databases]]
+binding = "DB"
+url = %q
+
+[auth]
+trust_user_header = "X-User-Id"
+
+[reconcile]
+interval = "1h"
+`, testToken, filepath.Join(dir, "data"), testutil.CacheDir(), testutil.Plugin(t, "examples/counter", "-X main.version=v1"),
+		testutil.Plugin(t, "plugins/counters"), "sqlite://"+filepath.Join(dir, "d1.db"))
+	if edit != nil {
+		text = edit(text)
+	}
+	cfg, err := config.Parse([]byte(text), "edgeshard.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func noEnv(string) (string, bool) { return "", false }
+
+// TestServerStartsServesAndStops: every component starts in order, the
+// server answers on both listeners, Stop stops them all (nothing keeps
+// running), a second Stop does nothing and a stopped server does not start
+// again.
+func TestServerStartsServesAndStops(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs plugins")
+	}
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, nil)
+	eng := testutil.Engine(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	s, err := New(cfg, Options{Watch: true, LookupEnv: noEnv, Engine: eng})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"databases", "host", "edge", "reconcile", "admin", "watch", "http"}
+	if got := s.components(); !slices.Equal(got, want) {
+		t.Fatalf("components %q, want %q", got, want)
+	}
+	if s.Addr() != "" || s.Host() != nil {
+		t.Fatal("a server that has not started has an address or a host")
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	defer client.CloseIdleConnections()
+	call := func(method, url, token string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, nil)
+		req.Header.Set("X-User-Id", "alice")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	base, adminBase := "http://"+s.Addr(), "http://"+s.AdminAddr()
+	for _, c := range []struct {
+		method, url, token string
+		status             int
+	}{
+		{"GET", base + "/healthz", "", 200},
+		{"GET", base + "/readyz", "", 200},
+		{"GET", base + "/metrics", "", 200},
+		{"POST", base + "/do/COUNTER/a/increment", "", 200},
+		{"POST", base + "/posts/p1/views", "", 202},
+		{"GET", adminBase + "/admin/bindings", "", 401},
+		{"GET", adminBase + "/admin/bindings", testToken, 200},
+		{"POST", adminBase + "/admin/jobs/reconcile-counters", testToken, 200},
+	} {
+		if st, body := call(c.method, c.url, c.token); st != c.status {
+			t.Fatalf("%s %s: %d %s, want %d", c.method, c.url, st, body, c.status)
+		}
+	}
+	if s.Edge() == nil || s.Handler() == nil {
+		t.Fatal("no edge API or handler while running")
+	}
+	client.CloseIdleConnections()
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), time.Second); err == nil {
+		t.Fatal("the main listener still accepts after Stop")
+	}
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatalf("a second Stop: %v", err)
+	}
+	if err := s.Start(context.Background()); err == nil {
+		t.Fatal("a stopped server started again")
+	}
+}
+
+// TestServerFailedStartLeavesNothingRunning breaks one component at a
+// time — the edge API (no way to authenticate users), the admin listener
+// and the main listener (their ports taken) — and checks that Start names
+// it, that the components started before it were stopped (no goroutine
+// left; the data directory opens again), and that the later ones never
+// started.
+func TestServerFailedStartLeavesNothingRunning(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs plugins")
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	takenAddr := taken.Addr().String()
+	eng := testutil.Engine(t)
+	for _, c := range []struct {
+		name, want string
+		edit       func(string) string
+	}{
+		{"edge", "start edge: edge: auth", func(s string) string {
+			return strings.Replace(s, `trust_user_header = "X-User-Id"`, "", 1)
+		}},
+		{"admin", "start admin: admin_listen " + takenAddr, func(s string) string {
+			return strings.Replace(s, `admin_listen = "127.0.0.1:0"`, `admin_listen = "`+takenAddr+`"`, 1)
+		}},
+		{"http", "start http: listen " + takenAddr, func(s string) string {
+			return strings.Replace(s, `listen = "127.0.0.1:0"`+"\n", `listen = "`+takenAddr+`"`+"\n", 1)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			leaks := goleak.IgnoreCurrent()
+			s, err := New(testConfig(t, dir, c.edit), Options{LookupEnv: noEnv, Engine: eng})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = s.Start(context.Background())
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Start: %v, want %q", err, c.want)
+			}
+			if s.Addr() != "" {
+				t.Fatal("the main listener started after an earlier component failed")
+			}
+			if err := s.Stop(context.Background()); err != nil {
+				t.Fatalf("Stop after a failed Start: %v", err)
+			}
+			goleak.VerifyNone(t, leaks)
+			// The host closed its storage and the databases are closed:
+			// the same directory serves again.
+			again, err := New(testConfig(t, dir, nil), Options{LookupEnv: noEnv, Engine: eng})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := again.Start(context.Background()); err != nil {
+				t.Fatalf("restart on the same data: %v", err)
+			}
+			if err := again.Stop(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			goleak.VerifyNone(t, leaks)
+		})
+	}
+}
+
+// TestNewRefusesAnEdgeBindingWithoutItsDatabase: the check happens before
+// anything opens.
+func TestNewRefusesAnEdgeBindingWithoutItsDatabase(t *testing.T) {
+	cfg, err := config.Parse([]byte(`listen = "127.0.0.1:0"
+[[durable_objects.bindings]]
+name = "COUNTER_SHARD"
+module = "counters.wasm"
+shards = 2
+`), "edgeshard.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(cfg, Options{LookupEnv: noEnv}); err == nil || !strings.Contains(err.Error(), `the sql database "DB" is not`) {
+		t.Fatalf("New: %v", err)
+	}
+}
