@@ -29,17 +29,20 @@ func (a *actor) retryAlarm(now time.Time, retry int, cause error, inEvent bool) 
 		a.resetAlarmChange()
 	}
 	at, ok := alarmRetry{a.ns.h.cfg.AlarmRetries, a.ns.h.cfg.AlarmBackoff}.next(now, retry)
+	// Each outcome is logged only once it is in effect (persisted and
+	// scheduled): whoever reads the log — an operator, a test — then finds
+	// the alarm where the line says.
 	if !ok {
-		a.ns.metrics.alarmAbandoned.Inc()
-		a.log.Error().Err(cause).Int("retries", retry).Msg("alarm abandoned after its last retry")
 		a.store.DeleteAlarm()
 		a.alarmDeleted = true
 		a.commit()
+		a.ns.metrics.alarmAbandoned.Inc()
+		a.log.Error().Err(cause).Int("retries", retry).Msg("alarm abandoned after its last retry")
 		return
 	}
-	a.ns.metrics.alarmRetry.Inc()
-	a.log.Warn().Err(cause).Int("retry", retry+1).Time("at", at).Msg("alarm failed; retrying with backoff")
 	a.store.SetAlarm(at.UnixMilli())
 	a.commit()
 	a.ns.h.alarms.schedule(a.id, at.UnixMilli(), retry+1)
+	a.ns.metrics.alarmRetry.Inc()
+	a.log.Warn().Err(cause).Int("retry", retry+1).Time("at", at).Msg("alarm failed; retrying with backoff")
 }
