@@ -8,52 +8,14 @@ import (
 	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmtest"
 )
 
-// loopModule is a valid plugin that also exports loop_<fn>(n, params...)
-// for every host function: it calls fn n times with the given parameters
-// and drops each result. One guest call then measures n host calls
-// without the cost of entering the guest from Go.
-func loopModule() []byte {
-	m := wasmtest.Plugin()
-	m.Memory = &wasmtest.Limits{Min: 8, Max: -1}
-	for _, name := range wasmtest.HostFunctions() {
-		m.AddImport(wasmtest.HostImport(name))
-	}
-	for _, name := range wasmtest.HostFunctions() {
-		im := wasmtest.HostImport(name)
-		var call []byte
-		for i := range im.Params {
-			call = append(call, wasmtest.LocalGet(uint32(i+1))...)
-		}
-		call = append(call, wasmtest.Call(m.Import(im.Module, im.Name))...)
-		body := wasmtest.Code(
-			[]byte{wasmtest.OpLoop, 0x40},
-			call, wasmtest.Op(wasmtest.OpDrop),
-			wasmtest.LocalGet(0), wasmtest.I32Const(1), wasmtest.Op(0x6b), []byte{0x22, 0x00}, // n-- (local.tee)
-			[]byte{wasmtest.OpBrIf, 0x00, wasmtest.OpEnd},
-		)
-		m.SetExport("loop_"+name, wasmtest.Func{Params: append([]wasmtest.ValType{wasmtest.I32}, im.Params...), Body: body})
-	}
-	return m.Bytes()
-}
-
-// BenchmarkHostCall measures one host function call from the guest: the
+// BenchmarkHostCall measures one host function call from the guest (the
+// driver's loop_<fn> exports call it b.N times in one guest call): the
 // wrapper every host function runs in, argument reads, the Env call and
 // the reply. ns/op is per host call; allocs/op must stay 0 for the calls
 // that allocate nothing by contract.
 func BenchmarkHostCall(b *testing.B) {
-	eng := newTestEngine(b, Config{})
-	ctx := context.Background()
-	m, err := eng.Load(ctx, loopModule(), abi.AllGroups)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close(ctx)
-	inst, err := m.Instantiate(ctx, InstanceConfig{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer inst.Close(ctx)
-	env := newFakeEnv(b)
+	d := newDriver(b, newTestEngine(b, Config{}))
+	ctx, inst, env := context.Background(), d.inst, d.env
 	if err := env.st.Put("k", []byte("value"), false); err != nil {
 		b.Fatal(err)
 	}

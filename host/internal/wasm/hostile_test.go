@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmbin"
 	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmtest"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/tetratelabs/wazero/api"
@@ -51,31 +52,10 @@ func (e *fakeEnv) SQL(ctx context.Context, stmts []abi.Statement) ([]abi.Result,
 }
 func (e *fakeEnv) WriteDataPoint(p abi.DataPoint) error { e.points++; return nil }
 
-// driverModule is a valid plugin that also exports call_<fn> for every
-// host function: the same parameters, the result widened to i64. Tests call
-// those exports with any arguments, as a hostile guest would.
-func driverModule() []byte { return driverModuleWith(8) } // 512 KiB: room for over-limit arguments
-
-func driverModuleWith(pages uint32) []byte {
-	m := wasmtest.Plugin()
-	m.Memory = &wasmtest.Limits{Min: pages, Max: -1}
-	for _, name := range wasmtest.HostFunctions() {
-		m.AddImport(wasmtest.HostImport(name))
-	}
-	for _, name := range wasmtest.HostFunctions() {
-		im := wasmtest.HostImport(name)
-		var body []byte
-		for i := range im.Params {
-			body = append(body, wasmtest.LocalGet(uint32(i))...)
-		}
-		body = append(body, wasmtest.Call(m.Import(im.Module, im.Name))...)
-		if im.Results[0] == wasmtest.I32 {
-			body = append(body, wasmtest.OpI64ExtendS)
-		}
-		m.SetExport("call_"+name, wasmtest.Func{Params: im.Params, Results: []wasmtest.ValType{wasmtest.I64}, Body: body})
-	}
-	return m.Bytes()
-}
+// driverModule is wasmtest.DriverPlugin with 512 KiB of memory: room for
+// over-limit arguments. Tests call its call_<fn> exports with any
+// arguments, as a hostile guest would.
+func driverModule() []byte { return wasmtest.DriverPlugin(8).Bytes() }
 
 type driver struct {
 	fns  map[string]api.Function
@@ -588,7 +568,7 @@ func FuzzLoad(f *testing.F) {
 
 // TestTableGrowIsCapped: table.grow allocates host memory outside the
 // memory cap; a table without a declared maximum cannot grow at all, and
-// none past maxTableElems.
+// none past wasmbin.MaxTableElems.
 func TestTableGrowIsCapped(t *testing.T) {
 	eng := newTestEngine(t, Config{})
 	for _, tc := range []struct {
@@ -600,7 +580,7 @@ func TestTableGrowIsCapped(t *testing.T) {
 		{"no maximum, 2^30 more", wasmtest.Limits{Min: 1, Max: -1}, 1 << 30, -1},
 		{"no maximum, one more", wasmtest.Limits{Min: 1, Max: -1}, 1, -1},
 		{"maximum 2^31, 2^30 more", wasmtest.Limits{Min: 1, Max: 1 << 31}, 1 << 30, -1},
-		{"maximum 2^31, to the cap", wasmtest.Limits{Min: 1, Max: 1 << 31}, maxTableElems - 1, 1},
+		{"maximum 2^31, to the cap", wasmtest.Limits{Min: 1, Max: 1 << 31}, wasmbin.MaxTableElems - 1, 1},
 		{"maximum 10, 9 more", wasmtest.Limits{Min: 1, Max: 10}, 9, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -632,7 +612,7 @@ func TestTableGrowIsCapped(t *testing.T) {
 		})
 	}
 	m := wasmtest.Plugin()
-	m.Tables = []wasmtest.Limits{{Min: maxTableElems + 1, Max: -1}}
+	m.Tables = []wasmtest.Limits{{Min: wasmbin.MaxTableElems + 1, Max: -1}}
 	if _, err := eng.Load(context.Background(), m.Bytes(), nil); !errors.Is(err, ErrInvalidModule) || !strings.Contains(err.Error(), "table of 1048577 entries exceeds the limit") {
 		t.Fatalf("Load of a huge table = %v", err)
 	}
@@ -643,43 +623,15 @@ func TestTableGrowIsCapped(t *testing.T) {
 // these killed the process with a fatal out-of-memory, or allocated 4 GiB).
 func TestAllocationBombsAreRefused(t *testing.T) {
 	eng := newTestEngine(t, Config{})
-	const hdr = "\x00asm\x01\x00\x00\x00"
-	ff := "\xff\xff\xff\xff\x0f" // LEB128 2^32-1
-	sec := func(id byte, content string) string {
-		return string(append([]byte{id}, wasmtest.U32(nil, uint32(len(content)))...)) + content
-	}
-	for name, bin := range map[string]string{
-		"2^32-1 imports":             sec(2, ff),
-		"2^32-1 exports":             sec(7, ff),
-		"2^32-1 functions":           sec(3, ff),
-		"2^32-1 globals":             sec(6, ff),
-		"2^32-1 types":               sec(1, ff),
-		"2^32-1 results":             sec(1, "\x01\x60\x00"+ff),
-		"export name of 4 GiB":       sec(7, "\x01"+ff),
-		"import module of 4 GiB":     sec(2, "\x01"+ff),
-		"2^32-1 locals":              sec(1, "\x01\x60\x00\x00") + sec(3, "\x01\x00") + sec(10, "\x01\x08\x01"+ff+"\x7f\x0b"),
-		"function body of 4 GiB":     sec(1, "\x01\x60\x00\x00") + sec(3, "\x01\x00") + sec(10, "\x01"+ff),
-		"data segment of 4 GiB":      sec(11, "\x01\x00\x41\x00\x0b"+ff),
-		"2^32-1 element entries":     sec(9, "\x01\x00\x41\x00\x0b"+ff),
-		"2^32-1 function names":      sec(0, "\x04name\x01\x05"+ff),
-		"2^32-1 local names":         sec(0, "\x04name\x02\x07\x01\x00"+ff),
-		"custom section name of 4G":  sec(0, ff),
-		"section of 4 GiB":           "\x0a" + ff,
-		"table of 2^32-1 entries":    sec(4, "\x01\x70\x00"+ff),
-		"memory64 limits":            sec(5, "\x01\x04\x01"),
-		"long LEB128":                sec(3, "\xff\xff\xff\xff\xff\xff\x00"),
-		"unknown constant opcode":    sec(6, "\x01\x7f\x00\x10\x00\x0b"),
-		"unknown element flags":      sec(9, "\x01\x08"),
-		"leftover bytes in sections": sec(3, "\x00\x00"),
-	} {
+	for name, bin := range wasmtest.AllocationBombs() {
 		t.Run(name, func(t *testing.T) {
 			var err error
-			n := testingAllocBytes(func() { _, err = eng.Load(context.Background(), []byte(hdr+bin), nil) })
+			n := testingAllocBytes(func() { _, err = eng.Load(context.Background(), bin, nil) })
 			if !errors.Is(err, ErrInvalidModule) || !strings.Contains(err.Error(), "malformed binary") {
 				t.Fatalf("Load = %v, want a malformed binary", err)
 			}
 			if n > 1<<20 {
-				t.Fatalf("refusing %d bytes allocated %d bytes", len(hdr+bin), n)
+				t.Fatalf("refusing %d bytes allocated %d bytes", len(bin), n)
 			}
 			t.Log(err)
 		})
@@ -694,39 +646,13 @@ func testingAllocBytes(fn func()) uint64 {
 	return b.TotalAlloc - a.TotalAlloc
 }
 
-// TestPreflightKeepsValidModules: the checks before compilation accept
-// every module the tests build by hand, unchanged unless a table needs its
-// maximum.
-func TestPreflightKeepsValidModules(t *testing.T) {
-	for name, bin := range map[string][]byte{
-		"plugin": wasmtest.Plugin().Bytes(),
-		"driver": driverModule(),
-		"clock":  initLoopsAfter2030(),
-	} {
-		out, err := preflight(bin)
-		if err != nil || !bytes.Equal(out, bin) {
-			t.Errorf("%s: preflight = %v (changed: %v)", name, err, !bytes.Equal(out, bin))
-		}
-	}
-	m := wasmtest.Plugin()
-	m.Tables = []wasmtest.Limits{{Min: 3, Max: -1}, {Min: 2, Max: 7}, {Min: 1, Max: 1 << 30}}
-	out, err := preflight(m.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Tables = []wasmtest.Limits{{Min: 3, Max: 3}, {Min: 2, Max: 7}, {Min: 1, Max: maxTableElems}}
-	if want := m.Bytes(); !bytes.Equal(out, want) {
-		t.Fatalf("capped tables:\n%x\nwant\n%x", out, want)
-	}
-}
-
 // TestHostFunctionsDoNotAmplify: a guest cannot make a host function
 // allocate much more than the ABI limits allow, however large the argument
 // it points at: sizes and counts are checked before anything is copied or
 // decoded.
 func TestHostFunctionsDoNotAmplify(t *testing.T) {
 	eng := newTestEngine(t, Config{})
-	d := newDriverWith(t, eng, driverModuleWith(320)) // 20 MiB
+	d := newDriverWith(t, eng, wasmtest.DriverPlugin(320).Bytes()) // 20 MiB
 	le := binary.LittleEndian
 	const at = 0x10000
 	big := uint64(16 << 20)
@@ -766,29 +692,4 @@ func TestHostFunctionsDoNotAmplify(t *testing.T) {
 			}
 		})
 	}
-}
-
-// FuzzPreflight drives the checks before compilation directly (much faster
-// than FuzzLoad): they never panic, and what they pass on passes them again
-// unchanged.
-func FuzzPreflight(f *testing.F) {
-	f.Add(wasmtest.Plugin().Bytes())
-	f.Add(driverModule())
-	tab := wasmtest.Plugin()
-	tab.Tables = []wasmtest.Limits{{Min: 3, Max: -1}, {Min: 1, Max: 1 << 30}}
-	f.Add(tab.Bytes())
-	f.Add([]byte("\x00asm\x01\x00\x00\x00\x00\x0c\x04name\x01\x05\xff\xff\xff\xff\x0f"))
-	f.Fuzz(func(t *testing.T, bin []byte) {
-		if len(bin) < 8 {
-			return // Load refuses these before preflight
-		}
-		out, err := preflight(bin)
-		if err != nil {
-			return
-		}
-		again, err := preflight(out)
-		if err != nil || !bytes.Equal(again, out) {
-			t.Fatalf("preflight output %x is not a fixed point: %v", out, err)
-		}
-	})
 }
