@@ -2,7 +2,6 @@ package wasmbin
 
 import (
 	"bytes"
-	"runtime"
 	"testing"
 	"time"
 
@@ -55,7 +54,7 @@ func TestPreflightRefusesAllocationBombs(t *testing.T) {
 	for name, bin := range wasmtest.AllocationBombs() {
 		t.Run(name, func(t *testing.T) {
 			var err error
-			n := allocBytes(func() { _, err = Preflight(bin) })
+			n := wasmtest.AllocBytes(func() { _, err = Preflight(bin) })
 			if err == nil {
 				t.Fatal("Preflight passed it")
 			}
@@ -65,14 +64,6 @@ func TestPreflightRefusesAllocationBombs(t *testing.T) {
 			t.Log(err)
 		})
 	}
-}
-
-func allocBytes(fn func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.ReadMemStats(&a)
-	fn()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
 }
 
 // FuzzPreflight drives the checks before compilation directly (much faster

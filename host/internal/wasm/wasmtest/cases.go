@@ -1,6 +1,9 @@
 package wasmtest
 
-import "bytes"
+import (
+	"bytes"
+	"runtime"
+)
 
 // Modules shared by the tests of the binary checks (package wasmbin, which
 // must refuse or rewrite them) and of the engine (package wasm, which must
@@ -136,4 +139,15 @@ func EveryImmediate() (body []byte, loops int) {
 		I32Const(1), I32Const(2), I32Const(1), []byte{0x1c, 0x01, 0x7f}, // select (result i32)
 		[]byte{0x04, 0x7f}, I32Const(3), []byte{0x05}, I32Const(4), []byte{0x0b}, // if/else (result i32)
 	), 2
+}
+
+// AllocBytes reports how many bytes of Go heap were allocated while fn
+// ran (runtime.MemStats.TotalAlloc, process-wide: other goroutines count
+// too), for tests bounding what refusing a hostile input may cost.
+func AllocBytes(fn func()) uint64 {
+	var a, b runtime.MemStats
+	runtime.ReadMemStats(&a)
+	fn()
+	runtime.ReadMemStats(&b)
+	return b.TotalAlloc - a.TotalAlloc
 }
