@@ -64,10 +64,16 @@ func (e *CallError) Unwrap() error { return e.Err }
 type call struct {
 	env     Env
 	pending []byte // a result too large for the guest's buffer
-	errMsg  string // detail of the last failed call, for error_message
+	errMsg  string // detail of the last failed call that had one, for error_message
+	msgSet  bool   // errMsg was set by the call in progress (for its trace)
 	crash   error  // set by errno for ErrCrash: trap the guest after the call
 	ctx     context.Context
 	tracer  Tracer // non-nil while tracing this event
+}
+
+// setMsg records the detail of the failed call in progress.
+func (c *call) setMsg(msg string) {
+	c.errMsg, c.msgSet = msg, true
 }
 
 type callKey struct{}
@@ -112,7 +118,7 @@ func callFrom(ctx context.Context) *call {
 
 // errno maps an error to its errno and records its message.
 func (c *call) errno(err error) abi.Errno {
-	c.errMsg = err.Error()
+	c.setMsg(err.Error())
 	if errors.Is(err, ErrCrash) {
 		c.crash = err
 	}
@@ -155,7 +161,7 @@ func arg(mod api.Module, s []uint64, i int) ([]byte, bool) {
 
 // fail answers -e, with msg for error_message.
 func (c *call) fail(s []uint64, e abi.Errno, msg string) {
-	c.errMsg = msg
+	c.setMsg(msg)
 	s[0] = neg(e)
 }
 

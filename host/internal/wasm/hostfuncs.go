@@ -104,8 +104,12 @@ func wrap(hf hostFunc) api.GoModuleFunc {
 					params[i] = uint64(uint32(stack[i])) // the upper half of an i32 slot is garbage
 				}
 			}
-			c.errMsg = ""
+			c.msgSet = false
 			fn(c, mod, stack)
+			var msg string
+			if c.msgSet {
+				msg = c.errMsg // this call's failure, not an earlier one's
+			}
 			var res uint64
 			if len(rtypes) > 0 {
 				res = stack[0]
@@ -113,7 +117,7 @@ func wrap(hf hostFunc) api.GoModuleFunc {
 					res = uint64(int64(int32(uint32(res))))
 				}
 			}
-			c.tracer.TraceHostCall(name, params, res, c.errMsg)
+			c.tracer.TraceHostCall(name, params, res, msg)
 		} else {
 			fn(c, mod, stack)
 		}

@@ -53,9 +53,19 @@ func TestResultHeldAndTaken(t *testing.T) {
 
 // TestErrorMessageStays: the message of the last failure with one stays
 // through successful calls and failures without one, and a new event
-// starts without it.
+// starts without it; the same when the event is traced.
 func TestErrorMessageStays(t *testing.T) {
+	t.Run("untraced", func(t *testing.T) { checkErrorMessageStays(t, false) })
+	t.Run("traced", func(t *testing.T) { checkErrorMessageStays(t, true) })
+}
+
+func checkErrorMessageStays(t *testing.T, traced bool) {
 	d := newHostileDriver(t)
+	reset := d.reset
+	if traced {
+		reset = func() { d.resetWith(&tracingEnv{fakeEnv: d.env}) }
+	}
+	reset()
 	const msg = "key of 2049 bytes exceeds 2048"
 	runSteps(t, d, []step{
 		{"key too large", nil, "storage_delete", []uint64{offBig, abi.MaxKeySize + 1}, eTooLarge, ""},
@@ -65,6 +75,6 @@ func TestErrorMessageStays(t *testing.T) {
 		{"not found", nil, "var_get", []uint64{offKey, 1, buf, 16}, eNotFound, ""},
 		{"message still", nil, "error_message", []uint64{buf, 100}, int64(len(msg)), msg},
 	})
-	d.reset()
+	reset()
 	runSteps(t, d, []step{{"a new event", nil, "error_message", []uint64{buf, 100}, 0, ""}})
 }

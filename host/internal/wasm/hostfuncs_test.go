@@ -431,7 +431,8 @@ func (e *tracingEnv) TraceHostCall(fn string, params []uint64, result uint64, er
 
 // TestHostCallTrace: a traced event reports every host call with its
 // parameters (an i32's upper half cleared), its result (an i32 one
-// sign-extended) and the message of that call's failure, if any.
+// sign-extended) and the message of that call's failure, if any (not an
+// earlier call's, which error_message still answers).
 func TestHostCallTrace(t *testing.T) {
 	d := newHostileDriver(t)
 	env := &tracingEnv{fakeEnv: d.env}
@@ -441,6 +442,7 @@ func TestHostCallTrace(t *testing.T) {
 		{"key past memory", nil, abi.FnStorageDelete, []uint64{neg1, 2}, eFault, ""},
 		{"key too large", nil, abi.FnStorageDelete, []uint64{offBig, abi.MaxKeySize + 1}, eTooLarge, ""},
 		{"get", nil, abi.FnStorageGet, []uint64{offKey, 1, buf, 16}, 1, ""},
+		{"message", nil, abi.FnErrorMessage, []uint64{buf, 100}, 30, ""},
 		{"alarm", nil, abi.FnAlarmSet, []uint64{math.MaxUint64}, eInvalid, ""},
 	} {
 		if got, err := d.call(s.fn, s.args...); err != nil || got != s.want {
@@ -452,6 +454,7 @@ func TestHostCallTrace(t *testing.T) {
 		`storage_delete[4294967295 2] = -11 ""`,
 		`storage_delete[65536 2049] = -3 "key of 2049 bytes exceeds 2048"`,
 		`storage_get[8192 1 1024 16] = 1 ""`,
+		`error_message[1024 100] = 30 ""`,
 		`alarm_set[18446744073709551615] = -2 "alarm time -1 ms is outside 1..9223372036854 (2262-04-11)"`,
 	}
 	if !slices.Equal(env.calls, want) {
