@@ -176,8 +176,14 @@ func (c *call) invalid(s []uint64, err error) bool {
 	if err == nil {
 		return false
 	}
-	c.fail(s, abi.ErrnoInvalid, err.Error())
+	c.failWith(s, abi.ErrnoInvalid, err)
 	return true
+}
+
+// failWith answers -e with err's message (kept out of line: invalid,
+// on every decoding call's success path, stays inlined).
+func (c *call) failWith(s []uint64, e abi.Errno, err error) {
+	c.fail(s, e, err.Error())
 }
 
 // answer answers 0, or the errno of an Env's error.
