@@ -47,7 +47,7 @@ FUZZTARGETS := \
 	./abi:FuzzRoundTrip \
 	./host/internal/wasm:FuzzHostFunctions \
 	./host/internal/wasm:FuzzLoad \
-	./host/internal/wasm:FuzzPreflight \
+	./host/internal/wasm/wasmbin:FuzzPreflight \
 	./host/config:FuzzParse \
 	./host:FuzzDO \
 	./edge:FuzzParseEvents

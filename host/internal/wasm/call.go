@@ -3,6 +3,7 @@ package wasm
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/storage"
@@ -63,10 +64,16 @@ func (e *CallError) Unwrap() error { return e.Err }
 type call struct {
 	env     Env
 	pending []byte // a result too large for the guest's buffer
-	errMsg  string // detail of the last failed call, for error_message
+	errMsg  string // detail of the last failed call that had one, for error_message
+	msgSet  bool   // errMsg was set by the call in progress (for its trace)
 	crash   error  // set by errno for ErrCrash: trap the guest after the call
 	ctx     context.Context
 	tracer  Tracer // non-nil while tracing this event
+}
+
+// setMsg records the detail of the failed call in progress.
+func (c *call) setMsg(msg string) {
+	c.errMsg, c.msgSet = msg, true
 }
 
 type callKey struct{}
@@ -111,7 +118,7 @@ func callFrom(ctx context.Context) *call {
 
 // errno maps an error to its errno and records its message.
 func (c *call) errno(err error) abi.Errno {
-	c.errMsg = err.Error()
+	c.setMsg(err.Error())
 	if errors.Is(err, ErrCrash) {
 		c.crash = err
 	}
@@ -135,12 +142,66 @@ func (c *call) errno(err error) abi.Errno {
 
 func neg(e abi.Errno) uint64 { return uint64(-int64(e)) }
 
-// read returns a view of guest memory (valid until the guest runs again).
-func read(mod api.Module, ptr, n uint32) ([]byte, bool) {
+func u32(v uint64) uint32 { return uint32(v) }
+
+// arg returns the bytes of the (ptr, len) parameter pair s[i], s[i+1]: a
+// view of guest memory, valid until the guest runs again. Outside memory
+// it answers -ErrnoFault and returns false.
+func arg(mod api.Module, s []uint64, i int) ([]byte, bool) {
+	n := u32(s[i+1])
 	if n == 0 {
 		return nil, true
 	}
-	return mod.Memory().Read(ptr, n)
+	b, ok := mod.Memory().Read(u32(s[i]), n)
+	if !ok {
+		s[0] = neg(abi.ErrnoFault)
+	}
+	return b, ok
+}
+
+// fail answers -e, with msg for error_message.
+func (c *call) fail(s []uint64, e abi.Errno, msg string) {
+	c.setMsg(msg)
+	s[0] = neg(e)
+}
+
+// tooLarge answers -ErrnoTooLarge with a message for error_message.
+func (c *call) tooLarge(s []uint64, format string, args ...any) {
+	c.fail(s, abi.ErrnoTooLarge, fmt.Sprintf(format, args...))
+}
+
+// invalid answers -ErrnoInvalid with err's message when err is set (an
+// encoded argument the abi decoder refused), and reports whether it was.
+func (c *call) invalid(s []uint64, err error) bool {
+	if err == nil {
+		return false
+	}
+	c.failWith(s, abi.ErrnoInvalid, err)
+	return true
+}
+
+// failWith answers -e with err's message (kept out of line: invalid,
+// on every decoding call's success path, stays inlined).
+func (c *call) failWith(s []uint64, e abi.Errno, err error) {
+	c.fail(s, e, err.Error())
+}
+
+// answer answers 0, or the errno of an Env's error.
+func (c *call) answer(s []uint64, err error) {
+	if err != nil {
+		s[0] = neg(c.errno(err))
+		return
+	}
+	s[0] = 0
+}
+
+// groupErrno is errno for a group whose own errno (ErrnoSQL,
+// ErrnoAnalytics) stands for what would otherwise be ErrnoIO.
+func (c *call) groupErrno(err error, io abi.Errno) abi.Errno {
+	if e := c.errno(err); e != abi.ErrnoIO {
+		return e
+	}
+	return io
 }
 
 // reply writes a result for the "caller passes a buffer" convention: the

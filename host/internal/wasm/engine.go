@@ -32,7 +32,7 @@ type Config struct {
 	// (tests, the conformance kit) then compiles each module version once.
 	KeepModules bool
 	// UnsafeNoTerminationChecks loads modules without the interrupt checks
-	// (interrupt.go): a call past its deadline is then never interrupted —
+	// (wasmbin.Instrument, interrupt.go): a call past its deadline is then never interrupted —
 	// a runaway guest keeps its goroutine and a CPU forever. It exists only
 	// to measure what the checks cost (docs/BENCHMARKS.md); never set it
 	// for a host that serves traffic.
@@ -76,8 +76,8 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 		rc = wazero.NewRuntimeConfig()
 	}
 	// No WithCloseOnContextDone: guests are stopped by the interrupt
-	// checks Load compiles into them (interrupt.go), at a fraction of its
-	// cost.
+	// checks Load compiles into them (wasmbin.Instrument, interrupt.go),
+	// at a fraction of its cost.
 	rc = rc.WithMemoryLimitPages(uint32(cfg.MemoryLimitMiB) * 16)
 	var cache wazero.CompilationCache
 	if cfg.CacheDir != "" {

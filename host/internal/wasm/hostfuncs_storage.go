@@ -2,17 +2,25 @@ package wasm
 
 import (
 	"encoding/binary"
-	"fmt"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/tetratelabs/wazero/api"
 )
 
-// Storage host functions (group "storage"). Keys are at most
-// abi.MaxKeySize bytes, values abi.MaxValueSize, multi-key calls at most
-// abi.MaxMultiKeys keys; a breach answers -ErrnoTooLarge and changes nothing.
-// Sizes are checked before anything is copied or decoded, so a guest cannot
-// make the host allocate far more than the limits allow.
+// Storage host functions (group "storage"): the shard's key-value store,
+// reached through Env.Store. Keys are at most abi.MaxKeySize bytes, values
+// abi.MaxValueSize, multi-key calls at most abi.MaxMultiKeys keys; a breach
+// answers -ErrnoTooLarge and changes nothing. Sizes are checked before
+// anything is copied or decoded, so a guest cannot make the host allocate
+// far more than the limits allow. Every function answers -ErrnoNotGranted
+// ("storage is not granted to this binding") when the Env has no Store.
+// Encodings (Keys, KVs, ListOptions) are those of abi/ABI.md section 6.
+
+// storageFuncs are the host functions of group "storage".
+var storageFuncs = []hostFunc{
+	storageGet, storageGetMulti, storagePut, storagePutMulti,
+	storageDelete, storageDeleteMulti, storageList, storageDeleteAll,
+}
 
 const (
 	// maxKeysBytes is the largest encoded Keys a multi-key call can need.
@@ -24,10 +32,34 @@ const (
 	maxListOptsBytes = 64 << 10
 )
 
-// tooLarge answers -ErrnoTooLarge with a message for error_message.
-func (c *call) tooLarge(s []uint64, format string, args ...any) {
-	c.errMsg = fmt.Sprintf(format, args...)
-	s[0] = neg(abi.ErrnoTooLarge)
+// store returns the event's Store, or answers -ErrnoNotGranted.
+func (c *call) store(s []uint64) Store {
+	if st := c.env.Store(); st != nil {
+		return st
+	}
+	c.fail(s, abi.ErrnoNotGranted, "storage is not granted to this binding")
+	return nil
+}
+
+// storeArg is the start of most storage calls: the Store, then the bytes
+// of the (ptr, len) parameter pair s[0], s[1] (a key, encoded keys or
+// options). When it reports false it has answered the errno.
+func (c *call) storeArg(mod api.Module, s []uint64) (Store, []byte, bool) {
+	st := c.store(s)
+	if st == nil {
+		return nil, nil, false
+	}
+	b, ok := arg(mod, s, 0)
+	return st, b, ok
+}
+
+// keyTooLarge answers -ErrnoTooLarge for a key over abi.MaxKeySize.
+func (c *call) keyTooLarge(s []uint64, key []byte) bool {
+	if len(key) > abi.MaxKeySize {
+		c.tooLarge(s, "key of %d bytes exceeds %d", len(key), abi.MaxKeySize)
+		return true
+	}
+	return false
 }
 
 // multiTooLarge checks an encoded Keys or KVs argument against its byte
@@ -46,30 +78,51 @@ func (c *call) multiTooLarge(s []uint64, raw []byte, maxBytes int) bool {
 	return false
 }
 
-func (c *call) store(s []uint64) Store {
-	if st := c.env.Store(); st != nil {
-		return st
+// multiArg is the start of a multi-key call: the Store, then the encoded
+// Keys or KVs at (s[0], s[1]) checked by multiTooLarge (at most maxBytes)
+// and decoded. When it reports false it has answered the errno.
+func multiArg[T any](c *call, mod api.Module, s []uint64, maxBytes int, decode func([]byte) (T, error)) (Store, T, bool) {
+	var v T
+	st, raw, ok := c.storeArg(mod, s)
+	if !ok || c.multiTooLarge(s, raw, maxBytes) {
+		return nil, v, false
 	}
-	c.errMsg = "storage is not granted to this binding"
-	s[0] = neg(abi.ErrnoNotGranted)
-	return nil
+	v, err := decode(raw)
+	if c.invalid(s, err) {
+		return nil, v, false
+	}
+	return st, v, true
 }
 
-// storage_get(key_ptr, key_len, buf, cap) -> i64: value length, or
-// -ErrnoNotFound.
-func storageGet(c *call, mod api.Module, s []uint64) {
-	st := c.store(s)
-	if st == nil {
+// replyKVs answers the encoded kvs through the buffer (s[2], s[3]), or
+// the errno of err.
+func (c *call) replyKVs(mod api.Module, s []uint64, kvs []abi.KV, err error) {
+	if err != nil {
+		s[0] = neg(c.errno(err))
 		return
 	}
-	key, ok := read(mod, u32(s[0]), u32(s[1]))
+	s[0] = c.reply(mod, abi.AppendKVs(nil, kvs), u32(s[2]), u32(s[3]))
+}
+
+// storageGet is storage_get(key_ptr, key_len, buf, cap) -> i64: the value
+// of one key.
+//
+// Parameters:
+//   - key_ptr, key_len: the key;
+//   - buf, cap: where the value goes (held for result_take past cap).
+//
+// Result: the value's length. Errnos: ErrnoNotFound when the key is
+// absent; ErrnoFault when the key or the written buffer is outside memory;
+// ErrnoTooLarge for a key over abi.MaxKeySize ("key exceeds 2048 bytes").
+var storageGet = hostFunc{abi.FnStorageGet, storageGetFn, p(i32, i32, i32, i32), p(i64)}
+
+func storageGetFn(c *call, mod api.Module, s []uint64) {
+	st, key, ok := c.storeArg(mod, s)
 	if !ok {
-		s[0] = neg(abi.ErrnoFault)
 		return
 	}
 	if len(key) > abi.MaxKeySize {
-		c.errMsg = "key exceeds 2048 bytes"
-		s[0] = neg(abi.ErrnoTooLarge)
+		c.fail(s, abi.ErrnoTooLarge, "key exceeds 2048 bytes")
 		return
 	}
 	v, found, err := st.Get(string(key))
@@ -83,106 +136,95 @@ func storageGet(c *call, mod api.Module, s []uint64) {
 	}
 }
 
-// storage_get_multi(keys_ptr, keys_len, buf, cap) -> i64: encoded KV list
-// of the keys found, in request order.
-func storageGetMulti(c *call, mod api.Module, s []uint64) {
-	st := c.store(s)
-	if st == nil {
-		return
-	}
-	raw, ok := read(mod, u32(s[0]), u32(s[1]))
+// storageGetMulti is storage_get_multi(keys_ptr, keys_len, buf, cap) ->
+// i64: the values of several keys.
+//
+// Parameters:
+//   - keys_ptr, keys_len: encoded Keys, at most abi.MaxMultiKeys;
+//   - buf, cap: where the encoded KVs of the keys found go, in request
+//     order (held for result_take past cap).
+//
+// Result: the encoded KVs' length. Errnos: ErrnoFault; ErrnoTooLarge for
+// too many keys or more bytes than that many keys can need; ErrnoInvalid
+// for malformed Keys.
+var storageGetMulti = hostFunc{abi.FnStorageGetMulti, storageGetMultiFn, p(i32, i32, i32, i32), p(i64)}
+
+func storageGetMultiFn(c *call, mod api.Module, s []uint64) {
+	st, keys, ok := multiArg(c, mod, s, maxKeysBytes, abi.DecodeKeys)
 	if !ok {
-		s[0] = neg(abi.ErrnoFault)
-		return
-	}
-	if c.multiTooLarge(s, raw, maxKeysBytes) {
-		return
-	}
-	keys, err := abi.DecodeKeys(raw)
-	if err != nil {
-		c.errMsg = err.Error()
-		s[0] = neg(abi.ErrnoInvalid)
 		return
 	}
 	kvs, err := st.GetMulti(keys)
-	if err != nil {
-		s[0] = neg(c.errno(err))
-		return
-	}
-	s[0] = c.reply(mod, abi.AppendKVs(nil, kvs), u32(s[2]), u32(s[3]))
+	c.replyKVs(mod, s, kvs, err)
 }
 
-// storage_put(key_ptr, key_len, val_ptr, val_len, flags) -> i32: 0 or
-// -errno. flags: abi.PutAllowUnconfirmed.
-func storagePut(c *call, mod api.Module, s []uint64) {
-	st := c.store(s)
-	if st == nil {
+// storagePut is storage_put(key_ptr, key_len, val_ptr, val_len, flags) ->
+// i32: writes one key.
+//
+// Parameters:
+//   - key_ptr, key_len: the key;
+//   - val_ptr, val_len: the value (copied);
+//   - flags: abi.PutAllowUnconfirmed (bit 0): the event's response is not
+//     held until the write is durable; other bits are ignored.
+//
+// Result: 0. Errnos: ErrnoFault when the key or the value is outside
+// memory; ErrnoTooLarge for a key over abi.MaxKeySize or a value over
+// abi.MaxValueSize.
+var storagePut = hostFunc{abi.FnStoragePut, storagePutFn, p(i32, i32, i32, i32, i32), p(i32)}
+
+func storagePutFn(c *call, mod api.Module, s []uint64) {
+	st, key, ok := c.storeArg(mod, s)
+	if !ok {
 		return
 	}
-	key, ok1 := read(mod, u32(s[0]), u32(s[1]))
-	val, ok2 := read(mod, u32(s[2]), u32(s[3]))
-	if !ok1 || !ok2 {
-		s[0] = neg(abi.ErrnoFault)
-		return
-	}
-	if len(key) > abi.MaxKeySize {
-		c.tooLarge(s, "key of %d bytes exceeds %d", len(key), abi.MaxKeySize)
+	val, ok := arg(mod, s, 2)
+	if !ok || c.keyTooLarge(s, key) {
 		return
 	}
 	if len(val) > abi.MaxValueSize {
 		c.tooLarge(s, "value of %d bytes exceeds %d", len(val), abi.MaxValueSize)
 		return
 	}
-	if err := st.Put(string(key), append([]byte(nil), val...), u32(s[4])&abi.PutAllowUnconfirmed != 0); err != nil {
-		s[0] = neg(c.errno(err))
-		return
-	}
-	s[0] = 0
+	c.answer(s, st.Put(string(key), append([]byte(nil), val...), u32(s[4])&abi.PutAllowUnconfirmed != 0))
 }
 
-// storage_put_multi(entries_ptr, entries_len, flags) -> i32.
-func storagePutMulti(c *call, mod api.Module, s []uint64) {
-	st := c.store(s)
-	if st == nil {
-		return
-	}
-	raw, ok := read(mod, u32(s[0]), u32(s[1]))
+// storagePutMulti is storage_put_multi(kvs_ptr, kvs_len, flags) -> i32:
+// writes several keys at once.
+//
+// Parameters:
+//   - kvs_ptr, kvs_len: encoded KVs, at most abi.MaxMultiKeys entries
+//     (values copied);
+//   - flags: as storage_put's.
+//
+// Result: 0. Errnos: ErrnoFault; ErrnoTooLarge for too many entries or
+// more bytes than that many entries can need (and, from the store, a key
+// or value over its limit); ErrnoInvalid for malformed KVs.
+var storagePutMulti = hostFunc{abi.FnStoragePutMulti, storagePutMultiFn, p(i32, i32, i32), p(i32)}
+
+func storagePutMultiFn(c *call, mod api.Module, s []uint64) {
+	st, kvs, ok := multiArg(c, mod, s, maxKVsBytes, abi.DecodeKVs)
 	if !ok {
-		s[0] = neg(abi.ErrnoFault)
-		return
-	}
-	if c.multiTooLarge(s, raw, maxKVsBytes) {
-		return
-	}
-	kvs, err := abi.DecodeKVs(raw)
-	if err != nil {
-		c.errMsg = err.Error()
-		s[0] = neg(abi.ErrnoInvalid)
 		return
 	}
 	for i := range kvs {
 		kvs[i].Value = append([]byte(nil), kvs[i].Value...)
 	}
-	if err := st.PutMulti(kvs, u32(s[2])&abi.PutAllowUnconfirmed != 0); err != nil {
-		s[0] = neg(c.errno(err))
-		return
-	}
-	s[0] = 0
+	c.answer(s, st.PutMulti(kvs, u32(s[2])&abi.PutAllowUnconfirmed != 0))
 }
 
-// storage_delete(key_ptr, key_len) -> i32: 1 if the key existed, 0 if not.
-func storageDelete(c *call, mod api.Module, s []uint64) {
-	st := c.store(s)
-	if st == nil {
-		return
-	}
-	key, ok := read(mod, u32(s[0]), u32(s[1]))
-	if !ok {
-		s[0] = neg(abi.ErrnoFault)
-		return
-	}
-	if len(key) > abi.MaxKeySize {
-		c.tooLarge(s, "key of %d bytes exceeds %d", len(key), abi.MaxKeySize)
+// storageDelete is storage_delete(key_ptr, key_len) -> i32: deletes one
+// key.
+//
+// Parameters:
+//   - key_ptr, key_len: the key.
+//
+// Result: 1 if the key existed, 0 if not. Errnos: ErrnoFault;
+// ErrnoTooLarge for a key over abi.MaxKeySize.
+var storageDelete = hostFunc{abi.FnStorageDelete, storageDeleteFn, p(i32, i32), p(i32)}
+
+func storageDeleteFn(c *call, mod api.Module, s []uint64) {
+	st, key, ok := c.storeArg(mod, s)
+	if !ok || c.keyTooLarge(s, key) {
 		return
 	}
 	existed, err := st.Delete(string(key))
@@ -197,24 +239,18 @@ func storageDelete(c *call, mod api.Module, s []uint64) {
 	}
 }
 
-// storage_delete_multi(keys_ptr, keys_len) -> i64: how many existed.
-func storageDeleteMulti(c *call, mod api.Module, s []uint64) {
-	st := c.store(s)
-	if st == nil {
-		return
-	}
-	raw, ok := read(mod, u32(s[0]), u32(s[1]))
+// storageDeleteMulti is storage_delete_multi(keys_ptr, keys_len) -> i64:
+// deletes several keys at once.
+//
+// Parameters:
+//   - keys_ptr, keys_len: encoded Keys, at most abi.MaxMultiKeys.
+//
+// Result: how many of the keys existed. Errnos: as storage_get_multi's.
+var storageDeleteMulti = hostFunc{abi.FnStorageDeleteMulti, storageDeleteMultiFn, p(i32, i32), p(i64)}
+
+func storageDeleteMultiFn(c *call, mod api.Module, s []uint64) {
+	st, keys, ok := multiArg(c, mod, s, maxKeysBytes, abi.DecodeKeys)
 	if !ok {
-		s[0] = neg(abi.ErrnoFault)
-		return
-	}
-	if c.multiTooLarge(s, raw, maxKeysBytes) {
-		return
-	}
-	keys, err := abi.DecodeKeys(raw)
-	if err != nil {
-		c.errMsg = err.Error()
-		s[0] = neg(abi.ErrnoInvalid)
 		return
 	}
 	n, err := st.DeleteMulti(keys)
@@ -225,15 +261,22 @@ func storageDeleteMulti(c *call, mod api.Module, s []uint64) {
 	s[0] = uint64(n)
 }
 
-// storage_list(opts_ptr, opts_len, buf, cap) -> i64: encoded KV list.
-func storageList(c *call, mod api.Module, s []uint64) {
-	st := c.store(s)
-	if st == nil {
-		return
-	}
-	raw, ok := read(mod, u32(s[0]), u32(s[1]))
+// storageList is storage_list(opts_ptr, opts_len, buf, cap) -> i64: the
+// keys and values in a range, in key order (bytewise) or reverse.
+//
+// Parameters:
+//   - opts_ptr, opts_len: encoded ListOptions (prefix, start or
+//     startAfter, end, limit, reverse), at most 64 KiB;
+//   - buf, cap: where the encoded KVs go (held for result_take past cap).
+//
+// Result: the encoded KVs' length. Errnos: ErrnoFault; ErrnoTooLarge for
+// options over 64 KiB; ErrnoInvalid for malformed options or, from the
+// store, both start and startAfter.
+var storageList = hostFunc{abi.FnStorageList, storageListFn, p(i32, i32, i32, i32), p(i64)}
+
+func storageListFn(c *call, mod api.Module, s []uint64) {
+	st, raw, ok := c.storeArg(mod, s)
 	if !ok {
-		s[0] = neg(abi.ErrnoFault)
 		return
 	}
 	if len(raw) > maxListOptsBytes {
@@ -241,28 +284,23 @@ func storageList(c *call, mod api.Module, s []uint64) {
 		return
 	}
 	opts, err := abi.DecodeListOptions(raw)
-	if err != nil {
-		c.errMsg = err.Error()
-		s[0] = neg(abi.ErrnoInvalid)
+	if c.invalid(s, err) {
 		return
 	}
 	kvs, err := st.List(opts)
-	if err != nil {
-		s[0] = neg(c.errno(err))
-		return
-	}
-	s[0] = c.reply(mod, abi.AppendKVs(nil, kvs), u32(s[2]), u32(s[3]))
+	c.replyKVs(mod, s, kvs, err)
 }
 
-// storage_delete_all() -> i32.
-func storageDeleteAll(c *call, mod api.Module, s []uint64) {
+// storageDeleteAll is storage_delete_all() -> i32: deletes every key of the
+// shard (not its alarm).
+//
+// Result: 0.
+var storageDeleteAll = hostFunc{abi.FnStorageDeleteAll, storageDeleteAllFn, nil, p(i32)}
+
+func storageDeleteAllFn(c *call, mod api.Module, s []uint64) {
 	st := c.store(s)
 	if st == nil {
 		return
 	}
-	if err := st.DeleteAll(); err != nil {
-		s[0] = neg(c.errno(err))
-		return
-	}
-	s[0] = 0
+	c.answer(s, st.DeleteAll())
 }

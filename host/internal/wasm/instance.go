@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmbin"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
@@ -107,14 +108,14 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 		return nil, invalid("missing exports after instantiation")
 	}
 	if !e.cfg.UnsafeNoTerminationChecks {
-		g, ok := mod.ExportedGlobal(InterruptExport).(api.MutableGlobal)
+		g, ok := mod.ExportedGlobal(wasmbin.InterruptExport).(api.MutableGlobal)
 		if !ok {
 			mod.Close(ctx)
-			return nil, fmt.Errorf("wasm: module compiled without the interrupt global %q", InterruptExport)
+			return nil, fmt.Errorf("wasm: module compiled without the interrupt global %q", wasmbin.InterruptExport)
 		}
 		inst.intr.flag = g
 	}
-	if fn := mod.ExportedFunction(StartExport); fn != nil {
+	if fn := mod.ExportedFunction(wasmbin.StartExport); fn != nil {
 		if err := inst.call(ictx, fn, nil); err != nil {
 			mod.Close(ctx)
 			return nil, e.startErr("start (start section)", err)

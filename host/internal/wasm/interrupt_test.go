@@ -1,7 +1,6 @@
 package wasm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"runtime"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmtest"
-	"github.com/tetratelabs/wazero"
 )
 
 var i64Result = []wasmtest.ValType{wasmtest.I64}
@@ -96,33 +94,17 @@ func TestInterruptLateRaiseKeepsInstance(t *testing.T) {
 	}
 }
 
-// TestInstrumentRefuses: a module naming a global it does not define (which
-// after the rewrite could be the interrupt flag) or exporting a reserved
-// name is refused at load with the reason.
-func TestInstrumentRefuses(t *testing.T) {
+// TestInstrumentRefusedAtLoad: a module naming a global it does not define
+// (which after the rewrite could be the interrupt flag) or exporting a
+// reserved name is refused at load with the reason (wasmbin's
+// TestInstrumentRefuses checks the rewrite itself).
+func TestInstrumentRefusedAtLoad(t *testing.T) {
 	eng := newTestEngine(t, Config{})
-	for _, tc := range []struct {
-		name   string
-		mutate func(*wasmtest.Module)
-		want   string
-	}{
-		{"global.set of an undefined global", func(m *wasmtest.Module) {
-			m.SetExport(abi.ExportAlarm, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32}, Results: []wasmtest.ValType{wasmtest.I32},
-				Body: wasmtest.Code(wasmtest.I32Const(0), []byte{0x24, 0x00}, wasmtest.I32Const(0))})
-		}, "global 0 does not exist (the module has 0)"},
-		{"reserved export " + InterruptExport, func(m *wasmtest.Module) {
-			m.Exports[InterruptExport] = m.Exports[abi.ExportInitialize]
-		}, `exports "edgeshard_interrupt", a name the host reserves`},
-		{"reserved export " + StartExport, func(m *wasmtest.Module) {
-			m.Exports[StartExport] = m.Exports[abi.ExportInitialize]
-		}, `exports "edgeshard_start_section", a name the host reserves`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			m := wasmtest.Plugin()
-			tc.mutate(m)
-			_, err := eng.Load(context.Background(), m.Bytes(), nil)
-			if !errors.Is(err, ErrInvalidModule) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Load = %v, want ErrInvalidModule containing %q", err, tc.want)
+	for _, tc := range wasmtest.Uninstrumentable() {
+		t.Run(tc.Name, func(t *testing.T) {
+			_, err := eng.Load(context.Background(), tc.Module.Bytes(), nil)
+			if !errors.Is(err, ErrInvalidModule) || !strings.Contains(err.Error(), tc.Want) {
+				t.Fatalf("Load = %v, want ErrInvalidModule containing %q", err, tc.Want)
 			}
 		})
 	}
@@ -150,47 +132,13 @@ func TestInstrumentStartSection(t *testing.T) {
 	}
 }
 
-// TestInstrumentOpcodes: the rewrite walks every kind of immediate (block
-// types, br_table, memargs, constants, bulk memory, SIMD, typed select)
-// and puts one check after each loop; wazero compiles the result.
-func TestInstrumentOpcodes(t *testing.T) {
-	v128 := func(b byte) []byte { return append([]byte{0xfd, 12}, bytes.Repeat([]byte{b}, 16)...) }
-	shuffle := append([]byte{0xfd, 13}, []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}...)
-	body := wasmtest.Code(
-		[]byte{0x02, 0x40, 0x03, 0x40},                             // block, loop
-		wasmtest.I32Const(0), []byte{0x0e, 0x02, 0x01, 0x00, 0x01}, // br_table [1 0] 1: out of the block
-		[]byte{0x0b, 0x0b},                                                                       // end, end
-		wasmtest.I32Const(0), wasmtest.I32Const(0), wasmtest.I32Const(0), []byte{0xfc, 10, 0, 0}, // memory.copy
-		wasmtest.I32Const(0), wasmtest.I32Const(0), wasmtest.I32Const(0), []byte{0xfc, 11, 0}, // memory.fill
-		[]byte{0x43, 0, 0, 0x80, 0x3f, 0x1a},             // f32.const 1 drop
-		[]byte{0x44, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x1a}, // f64.const 1 drop
-		wasmtest.I64Const(-1<<40), []byte{0x1a},
-		v128(1), v128(2), shuffle, []byte{0xfd, 27, 0}, []byte{0x1a}, // i32x4.extract_lane 0, drop
-		wasmtest.I32Const(0), []byte{0xfd, 0, 0x04, 0x00, 0x1a}, // v128.load, drop
-		[]byte{0x03, 0x7f}, wasmtest.I32Const(7), []byte{0x0b, 0x1a}, // loop (result i32) 7 end drop
-		wasmtest.I32Const(1), wasmtest.I32Const(2), wasmtest.I32Const(1), []byte{0x1c, 0x01, 0x7f}, // select (result i32)
-		[]byte{0x04, 0x7f}, wasmtest.I32Const(3), []byte{0x05}, wasmtest.I32Const(4), []byte{0x0b}, // if/else (result i32)
-	)
+// TestInstrumentedOpcodesRun: a function using every kind of immediate
+// the rewrite steps over still runs after the rewrite, through the engine
+// (wasmbin's TestInstrumentOpcodes checks the rewrite itself).
+func TestInstrumentedOpcodesRun(t *testing.T) {
+	body, _ := wasmtest.EveryImmediate()
 	m := wasmtest.Plugin()
 	m.SetExport(abi.ExportAlarm, wasmtest.Func{Params: []wasmtest.ValType{wasmtest.I32}, Results: []wasmtest.ValType{wasmtest.I32}, Body: body})
-	out, err := instrument(m.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	check := loopCheck(0, 1) // the module had no globals: the flag is 0, the budget 1
-	if n := bytes.Count(out, check); n != 2 {
-		t.Fatalf("%d checks inserted, want 2 (one per loop)", n)
-	}
-	rt := wazero.NewRuntime(context.Background())
-	defer rt.Close(context.Background())
-	c, err := rt.CompileModule(context.Background(), out)
-	if err != nil {
-		t.Fatalf("the instrumented module does not compile: %v", err)
-	}
-	if _, ok := c.ExportedFunctions()[abi.ExportAlarm]; !ok {
-		t.Fatal("exports lost")
-	}
-	// And it still runs, through the engine.
 	eng := newTestEngine(t, Config{})
 	_, inst := startInstance(t, eng, m.Bytes())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -249,7 +197,7 @@ func TestInterruptTimerReuse(t *testing.T) {
 
 // TestSpinningGuestDoesNotStallGC: a garbage collection needs every
 // goroutine at a safe point; a guest spinning in machine code gives the
-// Go runtime one every checkEvery iterations, so a collection started
+// Go runtime one every few thousand iterations (wasmbin's loop check), so a collection started
 // while a guest spins finishes at once rather than waiting for (or, with
 // every P taken, dead-locking against) the event deadline.
 func TestSpinningGuestDoesNotStallGC(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmbin"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 )
@@ -95,12 +96,12 @@ func (e *Engine) Load(ctx context.Context, bin []byte, grants []string) (*Module
 	}
 	e.mu.Unlock()
 
-	code, err := preflight(bin)
+	code, err := wasmbin.Preflight(bin)
 	if err != nil {
 		return nil, invalid("malformed binary: %v", err)
 	}
 	if !e.cfg.UnsafeNoTerminationChecks {
-		if code, err = instrument(code); err != nil {
+		if code, err = wasmbin.Instrument(code); err != nil {
 			return nil, invalid("%v", err)
 		}
 	}

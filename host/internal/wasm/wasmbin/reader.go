@@ -1,67 +1,19 @@
-package wasm
+// Package wasmbin reads and rewrites WebAssembly binaries before wazero
+// compiles them, apart from the runtime (package wasm) as wazero's
+// internal/wasm/binary is apart from its engine:
+//
+//   - Preflight checks the sizes and counts a module's sections claim (and
+//     caps its tables) so that decoding it cannot exhaust the host;
+//   - Instrument adds the interrupt flag and a loop budget checked at the
+//     top of every loop, by which the host stops a guest at its deadline.
+//
+// Both walk the binary with one reader (this file).
+package wasmbin
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 )
-
-// Limits preflight enforces before wazero sees a module.
-const (
-	// maxTableElems caps the entries of one table: 8 bytes of host memory
-	// each, outside the linear-memory cap. A Go plugin's one table holds a
-	// few thousand.
-	maxTableElems = 1 << 20
-	// maxLocals caps the locals one function declares (V8's limit).
-	maxLocals = 50000
-)
-
-// preflight walks the binary's structure before wazero decodes it, for
-// the numbers wazero 1.12 trusts:
-//
-//   - every vector count and byte length must fit in the bytes after it:
-//     the decoder allocates count-sized slices before reading elements, so
-//     a 15-byte module claiming 2^32-1 imports made it ask for ~480 GB,
-//     a fatal out-of-memory that ends the whole host;
-//   - a function declares at most maxLocals locals: one 6-byte declaration
-//     of 2^32-1 locals made the decoder allocate and fill 4 GiB;
-//   - a table holds at most maxTableElems entries, and every table gets a
-//     maximum (its minimum when it declares none): table.grow allocates
-//     host memory outside the memory cap, so a plugin growing a table by
-//     2^30 entries asked for 8 GiB at run time.
-//
-// It returns the binary to compile: bin, or a copy whose table section
-// declares those maximums. The module keeps the sha256 of bin.
-func preflight(bin []byte) ([]byte, error) {
-	r := &reader{b: bin, off: 8}
-	var tables *tableSection
-	for r.off < len(r.b) && r.err == nil {
-		start := r.off
-		id := r.byte()
-		size := r.u32()
-		if r.err != nil {
-			break
-		}
-		if uint64(size) > uint64(len(r.b)-r.off) {
-			return nil, fmt.Errorf("%s section claims %d bytes, %d remain", sectionName(id), size, len(r.b)-r.off)
-		}
-		s := &reader{b: r.b[r.off : r.off+int(size)]}
-		if err := s.section(id); err != nil {
-			return nil, fmt.Errorf("%s section: %w", sectionName(id), err)
-		}
-		if id == 4 {
-			tables = &tableSection{start: start, end: r.off + int(size), tables: s.tables}
-		}
-		r.off += int(size)
-	}
-	if r.err != nil {
-		return nil, fmt.Errorf("section header: %w", r.err)
-	}
-	if tables == nil {
-		return bin, nil
-	}
-	return tables.capped(bin)
-}
 
 var errShort = errors.New("unexpected end")
 
@@ -81,14 +33,8 @@ type reader struct {
 	off    int
 	err    error
 	tables []table // filled by the table section
-	// Counted by the import and memory sections (for instrument).
+	// Counted by the import and memory sections (for Instrument).
 	globalImports, memories int
-}
-
-type table struct {
-	reftype  []byte
-	min, max uint32
-	hasMax   bool
 }
 
 func (r *reader) fail(err error) {
@@ -267,8 +213,8 @@ func (r *reader) section(id byte) error {
 			r.valtype()
 			t := table{reftype: r.b[from:r.off]}
 			t.min, t.max, t.hasMax = r.limits()
-			if r.err == nil && t.min > maxTableElems {
-				r.fail(fmt.Errorf("table of %d entries exceeds the limit of %d", t.min, maxTableElems))
+			if r.err == nil && t.min > MaxTableElems {
+				r.fail(fmt.Errorf("table of %d entries exceeds the limit of %d", t.min, MaxTableElems))
 			}
 			r.tables = append(r.tables, t)
 		}
@@ -413,51 +359,22 @@ func (r *reader) nameSection() {
 	}
 }
 
-// tableSection is where the table section lies in the binary.
-type tableSection struct {
-	start, end int // the whole section, id and size included
-	tables     []table
-}
-
-// capped returns bin with every table's maximum set to its minimum when it
-// declares none, and to maxTableElems at most, or bin if nothing changes.
-func (ts *tableSection) capped(bin []byte) ([]byte, error) {
-	change := false
-	for _, t := range ts.tables {
-		if !t.hasMax || t.max > maxTableElems {
-			change = true
-		}
-	}
-	if !change {
-		return bin, nil
-	}
-	var content []byte
-	content = appendLEB(content, uint64(len(ts.tables)))
-	for _, t := range ts.tables {
-		limit := t.min
-		if t.hasMax {
-			limit = min(max(t.max, t.min), maxTableElems)
-		}
-		content = append(content, t.reftype...)
-		content = append(content, 0x01)
-		content = appendLEB(content, uint64(t.min))
-		content = appendLEB(content, uint64(limit))
-	}
-	var out bytes.Buffer
-	out.Grow(len(bin) + 16)
-	out.Write(bin[:ts.start])
-	out.WriteByte(4)
-	out.Write(appendLEB(nil, uint64(len(content))))
-	out.Write(content)
-	out.Write(bin[ts.end:])
-	return out.Bytes(), nil
-}
-
 func appendLEB(b []byte, v uint64) []byte {
 	for {
 		c := byte(v & 0x7f)
 		v >>= 7
 		if v == 0 {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}
+
+func appendSLEB(b []byte, v int64) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
 			return append(b, c)
 		}
 		b = append(b, c|0x80)

@@ -1,0 +1,43 @@
+package wasm
+
+import (
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/tetratelabs/wazero/api"
+)
+
+// Log host functions (group "log"): structured records for the host log,
+// through Env.Log (the host adds binding, shard and component=guest).
+
+// logFuncs are the host functions of group "log".
+var logFuncs = []hostFunc{logWrite}
+
+// logWrite is log_write(level i32, rec_ptr, rec_len) -> i32: writes one
+// record to the host log.
+//
+// Parameters:
+//   - level: 0 debug, 1 info, 2 warn, 3 error (any other value is passed
+//     on as is);
+//   - rec_ptr, rec_len: an encoded abi.LogRecord (a message, then
+//     key/value fields), at most abi.MaxLogMessage bytes.
+//
+// Result: 0. Errnos: ErrnoFault; ErrnoTooLarge for a record over
+// abi.MaxLogMessage (no message); ErrnoInvalid for a malformed record.
+var logWrite = hostFunc{abi.FnLogWrite, logWriteFn, p(i32, i32, i32), p(i32)}
+
+func logWriteFn(c *call, mod api.Module, s []uint64) {
+	level := int32(u32(s[0]))
+	raw, ok := arg(mod, s, 1)
+	if !ok {
+		return
+	}
+	if len(raw) > abi.MaxLogMessage {
+		s[0] = neg(abi.ErrnoTooLarge)
+		return
+	}
+	rec, err := abi.DecodeLogRecord(raw)
+	if c.invalid(s, err) {
+		return
+	}
+	c.env.Log(level, rec)
+	s[0] = 0
+}
