@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgeshard/edgeshard/internal/httpx"
 	"io"
 	"net"
 	"net/http"
@@ -280,7 +281,10 @@ func (a *API) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusGatewayTimeout, "upstream_timeout", "upstream did not answer in time")
 	default:
 		a.m.refused.WithLabelValues("unreachable").Inc()
-		writeError(w, http.StatusBadGateway, "upstream_unreachable", "upstream request failed: "+err.Error())
+		// The cause (a resolver's address, an internal host name) is for the
+		// log, not for the client.
+		id := httpx.WriteInternal(w, http.StatusBadGateway, "upstream_unreachable", "upstream request failed")
+		a.log.Warn().Err(err).Str("request_id", id).Str("user", userFrom(r)).Msg("proxy: upstream unreachable")
 	}
 }
 

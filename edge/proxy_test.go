@@ -398,3 +398,19 @@ func TestDialTimeGuard(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestProxyUnreachableKeepsTheCauseInTheLog: an upstream that refuses the
+// connection answers 502 with a request id; the cause (here a loopback
+// address, elsewhere a resolver's) stays in the log.
+func TestProxyUnreachableKeepsTheCauseInTheLog(t *testing.T) {
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedURL, hostPort := closed.URL, closed.Listener.Addr().String()
+	closed.Close()
+	f, _, _ := proxyFixture(t, func(c *Config) { c.Proxy.AllowHosts = append(c.Proxy.AllowHosts, hostPort) })
+	r := f.do("GET", proxyPath(closedURL+"/x"), "alice", nil)
+	body := string(r.body)
+	if r.status != 502 || r.errCode() != "upstream_unreachable" || strings.Contains(body, hostPort) ||
+		strings.Contains(body, "connect") || !strings.Contains(body, "request id "+r.header.Get("X-Request-Id")) {
+		t.Fatalf("unreachable upstream: %d %s", r.status, body)
+	}
+}

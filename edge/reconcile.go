@@ -110,7 +110,7 @@ UNION ALL SELECT c.id, NULL, c.n FROM c WHERE NOT EXISTS (SELECT 1 FROM user_cou
 	rep.Duration = time.Since(t0)
 	if err != nil {
 		a.m.reconciles.WithLabelValues("error").Inc()
-		a.log.Error().Err(err).Dur("duration", rep.Duration).Msg("reconcileCounters failed; nothing was changed")
+		a.log.Error().Err(err).Dur("duration_ms", rep.Duration).Msg("reconcileCounters failed; nothing was changed")
 		return Report{RanAt: rep.RanAt, Duration: rep.Duration, Corrections: []Correction{}, SkippedShards: rep.SkippedShards},
 			fmt.Errorf("reconcile counters: %w", err)
 	}

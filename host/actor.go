@@ -201,7 +201,7 @@ func (a *actor) instance() (runner, error) {
 		a.log.Error().Err(err).Str("guest_output", a.out.take()).Msg("shard instance failed to start")
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	a.log.Debug().Str("module", v.Short()).Dur("took", time.Since(t0)).Msg("shard instance started")
+	a.log.Debug().Str("module", v.Short()).Dur("took_ms", time.Since(t0)).Msg("shard instance started")
 	a.install(&prepared{ver: v, inst: inst})
 	return inst, nil
 }
@@ -249,7 +249,7 @@ func (a *actor) prepare(v *Version) {
 		a.log.Warn().Err(err).Str("module", v.Short()).Str("guest_output", a.out.take()).Msg("preparing the new version failed; the shard will start it when it switches")
 		return
 	}
-	a.log.Debug().Str("module", v.Short()).Dur("took", time.Since(t0)).Msg("new version prepared")
+	a.log.Debug().Str("module", v.Short()).Dur("took_ms", time.Since(t0)).Msg("new version prepared")
 	a.next = &prepared{ver: v, inst: inst}
 }
 

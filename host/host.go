@@ -243,6 +243,12 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 // namespace that loaded and the first error in binding order.
 func (h *Host) loadNamespaces(ctx context.Context, bs []Binding) ([]*Namespace, error) {
 	ctx = wasm.WithCompileWorkers(ctx, runtime.GOMAXPROCS(0))
+	if len(bs) > 0 {
+		// A cold start compiles every module to machine code (seconds each
+		// for a Go guest); say so rather than stay silent.
+		h.log.Info().Int("modules", len(bs)).Str("cache_dir", h.cfg.CacheDir).
+			Msg("loading modules: compiling those not in the compilation cache (seconds per module on a cold start)")
+	}
 	nss := make([]*Namespace, len(bs))
 	errs := make([]error, len(bs))
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
@@ -253,7 +259,13 @@ func (h *Host) loadNamespaces(ctx context.Context, bs []Binding) ([]*Namespace, 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			t0 := time.Now()
 			nss[i], errs[i] = h.newNamespace(ctx, b)
+			if errs[i] == nil {
+				v := nss[i].Current()
+				h.log.Info().Str("binding", b.Name).Str("module", v.Short()).Str("source", v.Source).
+					Dur("took_ms", time.Since(t0)).Msg("module ready")
+			}
 		}()
 	}
 	wg.Wait()

@@ -379,3 +379,27 @@ func TestSharedEngineMemoryLimitMismatchIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestDOServerErrorsKeepDetailsInTheLog: a shard's crash answers 500 with a
+// request id and no stack trace; the log has the details under that id.
+func TestDOServerErrorsKeepDetailsInTheLog(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	srv := httptest.NewServer(f.h.Handler())
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/do/COUNTER/a/panic", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	id := resp.Header.Get("X-Request-Id")
+	if resp.StatusCode != 500 || !strings.Contains(string(b), `"code":"shard_crashed"`) || id == "" || !strings.Contains(string(b), id) {
+		t.Fatalf("panic: %d %s (request id %q)", resp.StatusCode, b, id)
+	}
+	for _, leak := range []string{"wasm", "goroutine", "panic", ".go:"} {
+		if strings.Contains(string(b), leak) {
+			t.Fatalf("the error body leaks %q: %s", leak, b)
+		}
+	}
+	waitFor(t, func() bool { return strings.Contains(f.logs.String(), `"request_id":"`+id+`"`) }, "the log line with the request id")
+}

@@ -102,8 +102,7 @@ func (h *Host) serveDO(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := h.Fetch(r.Context(), binding, key, req)
 	if err != nil {
-		status, code := ErrorStatus(err)
-		httpx.WriteError(w, status, code, err.Error())
+		h.writeFetchError(w, binding, key, err)
 		return
 	}
 	for _, hd := range resp.Header {
@@ -115,6 +114,37 @@ func (h *Host) serveDO(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	w.WriteHeader(resp.Status)
 	w.Write(resp.Body)
+}
+
+// writeFetchError answers a failed Fetch. A client error (4xx, 503 of a
+// full queue…) says what was wrong; a failure inside the host or the shard
+// (5xx: a trap's stack, a commit error) keeps its details in the log, under
+// a request id the answer gives.
+func (h *Host) writeFetchError(w http.ResponseWriter, binding, key string, err error) {
+	status, code := ErrorStatus(err)
+	if status < 500 || code == "shard_overloaded" || code == "shutting_down" || code == "not_run" || code == "cancelled" {
+		httpx.WriteError(w, status, code, err.Error())
+		return
+	}
+	id := httpx.WriteInternal(w, status, code, publicMessage(code))
+	h.log.Warn().Err(err).Str("request_id", id).Str("binding", binding).Str("key", key).Int("status", status).Str("code", code).Msg("/do request failed")
+}
+
+// publicMessage is what a client learns of a 5xx failure.
+func publicMessage(code string) string {
+	switch code {
+	case "shard_timeout":
+		return "the shard did not answer within event_timeout"
+	case "shard_crashed":
+		return "the shard crashed handling the request; it restarts from storage"
+	case "shard_bad_response":
+		return "the shard returned a response the host cannot decode"
+	case "storage_commit_failed":
+		return "the request's writes could not be made durable"
+	case "shard_unavailable":
+		return "the shard could not start"
+	}
+	return "internal error"
 }
 
 // parseDOPath splits an escaped request path /do/{binding}/{key}/{rest...}

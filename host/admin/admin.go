@@ -182,7 +182,7 @@ func (s *Server) putModule(w http.ResponseWriter, r *http.Request) {
 	t0 := time.Now()
 	v, err := ns.Swap(r.Context(), bin, "push")
 	d := time.Since(t0)
-	log := s.log.With().Str("binding", ns.Name()).Str("remote", r.RemoteAddr).Int("size", len(bin)).Dur("duration", d).Logger()
+	log := s.log.With().Str("binding", ns.Name()).Str("remote", r.RemoteAddr).Int("size", len(bin)).Dur("duration_ms", d).Logger()
 	if err != nil {
 		status, code := swapErrorStatus(err)
 		log.Warn().Err(err).Msg("module push refused; the current version keeps serving")
@@ -363,10 +363,10 @@ func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {
 	res, err := s.opts.Reconcile(r.Context())
 	d := time.Since(t0)
 	if err != nil {
-		s.log.Error().Err(err).Dur("duration", d).Msg("reconcile-counters job failed")
+		s.log.Error().Err(err).Dur("duration_ms", d).Msg("reconcile-counters job failed")
 		httpx.WriteError(w, http.StatusInternalServerError, "reconcile_failed", err.Error())
 		return
 	}
-	s.log.Info().Dur("duration", d).Str("remote", r.RemoteAddr).Msg("reconcile-counters job done")
+	s.log.Info().Dur("duration_ms", d).Str("remote", r.RemoteAddr).Msg("reconcile-counters job done")
 	httpx.WriteJSON(w, http.StatusOK, ReconcileResult{Job: "reconcile-counters", Result: res, Duration: d.String()})
 }

@@ -34,18 +34,28 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 
 // File is the whole configuration.
 type File struct {
-	Listen         string             `toml:"listen"`
-	AdminListen    string             `toml:"admin_listen"`
-	AdminToken     string             `toml:"admin_token"`
-	DataDir        string             `toml:"data_dir"`
-	CacheDir       string             `toml:"cache_dir"` // wazero compilation cache; default data_dir/cache
-	Trace          string             `toml:"trace"`     // BINDING/SHARD whose host calls are logged
-	LogLevel       string             `toml:"log_level"`
-	LogFormat      string             `toml:"log_format"` // json (default) or console
-	SyncWrites     *bool              `toml:"sync_writes"`
-	EventTimeout   Duration           `toml:"event_timeout"`
-	IdleTimeout    Duration           `toml:"idle_timeout"`
-	ShutdownGrace  Duration           `toml:"shutdown_grace"`
+	Listen        string   `toml:"listen"`
+	AdminListen   string   `toml:"admin_listen"`
+	AdminToken    string   `toml:"admin_token"`
+	DataDir       string   `toml:"data_dir"`
+	CacheDir      string   `toml:"cache_dir"` // wazero compilation cache; default data_dir/cache
+	Trace         string   `toml:"trace"`     // BINDING/SHARD whose host calls are logged
+	LogLevel      string   `toml:"log_level"`
+	LogFormat     string   `toml:"log_format"` // json (default) or console
+	SyncWrites    *bool    `toml:"sync_writes"`
+	EventTimeout  Duration `toml:"event_timeout"`
+	IdleTimeout   Duration `toml:"idle_timeout"`
+	ShutdownGrace Duration `toml:"shutdown_grace"`
+	// ShutdownTimeout bounds the whole shutdown; past it serve exits
+	// non-zero naming what was still stopping.
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// ReadTimeout bounds reading one request, body included (slow clients).
+	ReadTimeout Duration `toml:"read_timeout"`
+	// Metrics says where /metrics is served: "main" (the main listener,
+	// behind MetricsToken when set), "admin" (the admin listener, behind
+	// the admin token) or "off".
+	Metrics        string             `toml:"metrics"`
+	MetricsToken   string             `toml:"metrics_token"`
 	MemoryLimitMB  int                `toml:"memory_limit_mb"`
 	QueueDepth     int                `toml:"queue_depth"`
 	MaxBodyBytes   int64              `toml:"max_body_bytes"`
@@ -93,19 +103,22 @@ type AnalyticsDataset struct {
 func Defaults() File {
 	t := true
 	return File{
-		Listen:        "127.0.0.1:8787",
-		AdminListen:   "127.0.0.1:8788",
-		DataDir:       "./data",
-		LogLevel:      "info",
-		LogFormat:     "json",
-		SyncWrites:    &t,
-		EventTimeout:  Duration{10 * time.Second},
-		IdleTimeout:   Duration{2 * time.Minute},
-		ShutdownGrace: Duration{30 * time.Second},
-		MemoryLimitMB: 128,
-		QueueDepth:    1024,
-		MaxBodyBytes:  1 << 20,
-		Vars:          map[string]string{},
+		Listen:          "127.0.0.1:8787",
+		AdminListen:     "127.0.0.1:8788",
+		DataDir:         "./data",
+		LogLevel:        "info",
+		LogFormat:       "json",
+		SyncWrites:      &t,
+		EventTimeout:    Duration{10 * time.Second},
+		IdleTimeout:     Duration{2 * time.Minute},
+		ShutdownGrace:   Duration{30 * time.Second},
+		ShutdownTimeout: Duration{time.Minute},
+		ReadTimeout:     Duration{30 * time.Second},
+		Metrics:         "main",
+		MemoryLimitMB:   128,
+		QueueDepth:      1024,
+		MaxBodyBytes:    1 << 20,
+		Vars:            map[string]string{},
 	}
 }
 
@@ -239,6 +252,7 @@ func (f *File) ApplyEnv(lookup func(string) (string, bool)) {
 	set("EDGESHARD_DATA_DIR", &f.DataDir)
 	set("EDGESHARD_CACHE_DIR", &f.CacheDir)
 	set("EDGESHARD_LOG_LEVEL", &f.LogLevel)
+	set("EDGESHARD_METRICS_TOKEN", &f.MetricsToken)
 	for k := range f.Vars {
 		if v, ok := lookup(k); ok {
 			f.Vars[k] = v
@@ -276,6 +290,20 @@ func (f *File) Validate() error {
 	}
 	if f.IdleTimeout.Duration <= 0 {
 		bad("idle_timeout must be positive")
+	}
+	if f.ReadTimeout.Duration <= 0 {
+		bad("read_timeout must be positive")
+	}
+	if f.ShutdownTimeout.Duration < f.ShutdownGrace.Duration {
+		bad("shutdown_timeout = %v must be at least shutdown_grace = %v", f.ShutdownTimeout.Duration, f.ShutdownGrace.Duration)
+	}
+	switch f.Metrics {
+	case "main", "admin", "off":
+	default:
+		bad("metrics = %q: want main, admin or off", f.Metrics)
+	}
+	if f.Metrics == "admin" && f.AdminToken == "" {
+		bad("metrics = \"admin\" needs the admin API: set admin_token or EDGESHARD_ADMIN_TOKEN")
 	}
 	if f.MemoryLimitMB < 16 || f.MemoryLimitMB > 4096 {
 		bad("memory_limit_mb = %d: want 16..4096", f.MemoryLimitMB)

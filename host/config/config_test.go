@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestUnknownTablesAreRefusedUnlessOwned(t *testing.T) {
@@ -21,5 +22,26 @@ func TestUnknownTablesAreRefusedUnlessOwned(t *testing.T) {
 	}
 	if _, err := Parse([]byte("bogus = 1\n"), "t.toml"); err == nil || !strings.Contains(err.Error(), "bogus") {
 		t.Fatalf("an unknown top-level key: %v", err)
+	}
+}
+
+func TestTimeoutsAndMetricsSettings(t *testing.T) {
+	for _, tc := range []struct{ text, want string }{
+		{"read_timeout = \"0s\"\n", "read_timeout must be positive"},
+		{"shutdown_grace = \"30s\"\nshutdown_timeout = \"10s\"\n", "shutdown_timeout = 10s must be at least shutdown_grace = 30s"},
+		{"metrics = \"public\"\n", "metrics = \"public\": want main, admin or off"},
+		{"metrics = \"admin\"\n", "metrics = \"admin\" needs the admin API"},
+	} {
+		f, err := Parse([]byte(tc.text), "t.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.text, err, tc.want)
+		}
+	}
+	f, _ := Parse(nil, "t.toml")
+	if f.ReadTimeout.Duration != 30*time.Second || f.ShutdownTimeout.Duration != time.Minute || f.Metrics != "main" {
+		t.Fatalf("defaults: read_timeout %v, shutdown_timeout %v, metrics %q", f.ReadTimeout, f.ShutdownTimeout, f.Metrics)
 	}
 }

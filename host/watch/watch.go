@@ -95,7 +95,7 @@ func New(h *host.Host, targets []Target, opts Options) (*Watcher, error) {
 // Run polls until ctx is done.
 func (w *Watcher) Run(ctx context.Context) {
 	for _, f := range w.targets {
-		w.log.Info().Str("binding", f.Binding).Str("path", f.Path).Dur("debounce", w.opts.Debounce).Msg("watching module file")
+		w.log.Info().Str("binding", f.Binding).Str("path", f.Path).Dur("debounce_ms", w.opts.Debounce).Msg("watching module file")
 	}
 	tick := time.NewTicker(w.opts.Interval)
 	defer tick.Stop()
@@ -163,7 +163,7 @@ func (w *Watcher) poll(ctx context.Context, f *file, now time.Time) {
 	}
 	t0 := time.Now()
 	v, err := f.ns.Swap(ctx, bin, f.Path)
-	log := w.log.With().Str("binding", f.Binding).Str("path", f.Path).Str("sha256", sum).Int("size", len(bin)).Dur("duration", time.Since(t0)).Logger()
+	log := w.log.With().Str("binding", f.Binding).Str("path", f.Path).Str("sha256", sum).Int("size", len(bin)).Dur("duration_ms", time.Since(t0)).Logger()
 	if err != nil {
 		if ctx.Err() != nil {
 			return // shutting down

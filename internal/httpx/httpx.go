@@ -3,6 +3,9 @@
 package httpx
 
 import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 )
@@ -46,4 +49,43 @@ func MethodNotAllowed() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method "+r.Method+" is not allowed on "+r.URL.Path)
 	})
+}
+
+// RequireBearer serves h only to requests carrying "Authorization: Bearer
+// token"; others get 401 unauthorized.
+func RequireBearer(token string, h http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="edgeshard"`)
+			WriteError(w, http.StatusUnauthorized, "unauthorized", "this route needs Authorization: Bearer <token>")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// RequestIDHeader carries the id of a request in its response, so that a
+// client can quote it and an operator find the request's log lines.
+const RequestIDHeader = "X-Request-Id"
+
+// NewRequestID returns a random request id (16 hex digits).
+func NewRequestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// WriteInternal answers a failure whose details are not for the client
+// (stack traces, internal addresses): it sets a request id header, writes
+// the error envelope with msg and that id, and returns the id for the log
+// line that keeps the details.
+func WriteInternal(w http.ResponseWriter, status int, code, msg string) string {
+	id := w.Header().Get(RequestIDHeader)
+	if id == "" {
+		id = NewRequestID()
+		w.Header().Set(RequestIDHeader, id)
+	}
+	WriteError(w, status, code, msg+" (request id "+id+"; details are in the host log)")
+	return id
 }

@@ -41,14 +41,17 @@ func (g *group) start(ctx context.Context) error {
 			return errors.Join(err, g.stop(context.Background()))
 		}
 		g.up++
-		g.log.Debug().Str("component", c.Name()).Dur("took", time.Since(t0)).Msg("component started")
+		g.log.Debug().Str("component", c.Name()).Dur("took_ms", time.Since(t0)).Msg("component started")
 	}
 	return nil
 }
 
 // stop stops the started components in reverse order, each within grace
 // (and ctx), and goes on past failures: every started component gets its
-// Stop. It returns every failure, naming the component.
+// Stop. A Stop that has not returned shortly after its deadline is left
+// behind, named as stuck — a shutdown never hangs on one component (Badger
+// retrying a flush to a vanished directory, say). It returns every
+// failure, naming the component.
 func (g *group) stop(ctx context.Context) error {
 	var errs []error
 	for g.up > 0 {
@@ -59,14 +62,41 @@ func (g *group) stop(ctx context.Context) error {
 		if g.grace > 0 {
 			cctx, cancel = context.WithTimeout(ctx, g.grace)
 		}
-		err := c.Stop(cctx)
+		err := stopWithin(cctx, c)
 		cancel()
 		if err != nil {
-			g.log.Warn().Err(err).Str("component", c.Name()).Dur("took", time.Since(t0)).Msg("component did not stop cleanly")
+			g.log.Warn().Err(err).Str("component", c.Name()).Dur("took_ms", time.Since(t0)).Msg("component did not stop cleanly")
 			errs = append(errs, fmt.Errorf("stop %s: %w", c.Name(), err))
 			continue
 		}
-		g.log.Debug().Str("component", c.Name()).Dur("took", time.Since(t0)).Msg("component stopped")
+		g.log.Debug().Str("component", c.Name()).Dur("took_ms", time.Since(t0)).Msg("component stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// stuckSlack is how long past its deadline a Stop may take to notice it.
+const stuckSlack = time.Second
+
+// ErrStuck is matched by stop's error for a component whose Stop did not
+// return after its deadline.
+var ErrStuck = errors.New("still stopping after its deadline; left behind")
+
+// stopWithin runs c.Stop(ctx) and waits for it until stuckSlack past
+// ctx's end.
+func stopWithin(ctx context.Context, c Component) error {
+	done := make(chan error, 1)
+	go func() { done <- c.Stop(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(stuckSlack)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w (%v)", ErrStuck, context.Cause(ctx))
+	}
 }

@@ -142,3 +142,44 @@ func TestGroupStopBoundsEachByGraceAndGoesOn(t *testing.T) {
 		t.Fatalf("journal %q, want %q", got, want)
 	}
 }
+
+// stuck is a component whose Stop ignores its context and never returns
+// until released (Badger retrying a flush forever).
+type stuck struct {
+	fake
+	release chan struct{}
+}
+
+func (s *stuck) Stop(context.Context) error {
+	s.j.add("stop " + s.name)
+	<-s.release
+	return nil
+}
+
+// TestGroupStopLeavesAStuckComponentBehind: a Stop that ignores its
+// deadline is left behind shortly after it, named as stuck (ErrStuck), and
+// the components started before it still stop.
+func TestGroupStopLeavesAStuckComponentBehind(t *testing.T) {
+	j := &journal{}
+	comps := fakes(j, "a", "b")
+	st := &stuck{fake: fake{name: "storage", j: j}, release: make(chan struct{})}
+	defer close(st.release)
+	comps = []Component{comps[0], st, comps[1]}
+	g := group{comps: comps, grace: 50 * time.Millisecond}
+	if err := g.start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	j.take()
+	t0 := time.Now()
+	err := g.stop(context.Background())
+	if took := time.Since(t0); took > stuckSlack+5*time.Second {
+		t.Fatalf("stop took %v with a grace of 50ms", took)
+	}
+	if !errors.Is(err, ErrStuck) || !strings.Contains(err.Error(), "stop storage") {
+		t.Fatalf("stop: %v, want stop storage: ErrStuck", err)
+	}
+	if got, want := j.take(), []string{"stop b", "stop storage", "stop a"}; !slices.Equal(got, want) {
+		t.Fatalf("journal %q, want %q", got, want)
+	}
+	st.fake.quit <- struct{}{} // end the stuck component's own goroutine
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgeshard/edgeshard/internal/httpx"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -182,6 +183,8 @@ func (r *reconciler) Stop(ctx context.Context) error {
 // listener, so that once /healthz answers the admin API answers too.
 type adminAPI struct {
 	addr, token string
+	readTimeout time.Duration
+	metrics     http.Handler // served at /metrics behind the token; nil: none
 	rt          *hostRuntime
 	edge        *edgeAPI // nil without an edge API: no reconcile job
 	log         zerolog.Logger
@@ -206,8 +209,15 @@ func (a *adminAPI) Start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("admin_listen %s: %w", a.addr, err)
 	}
+	handler := srv.Handler()
+	if a.metrics != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", httpx.RequireBearer(a.token, a.metrics))
+		mux.Handle("/", handler)
+		handler = mux
+	}
 	// No WriteTimeout: a push answers only once the module is compiled.
-	a.srv = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	a.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: a.readTimeout, IdleTimeout: 2 * time.Minute}
 	a.ln, a.done = ln, make(chan struct{})
 	go func() {
 		defer close(a.done)
@@ -254,12 +264,13 @@ func (w *watcher) Stop(ctx context.Context) error {
 // /readyz and /metrics (Server.routes). It starts last, so that everything
 // it routes to is up, and stops first, draining requests in flight.
 type listener struct {
-	addr    string
-	handler func() http.Handler
-	srv     *http.Server
-	ln      net.Listener
-	done    chan struct{}
-	failed  chan error // Serve's error, other than a shutdown
+	addr        string
+	readTimeout time.Duration
+	handler     func() http.Handler
+	srv         *http.Server
+	ln          net.Listener
+	done        chan struct{}
+	failed      chan error // Serve's error, other than a shutdown
 }
 
 func (l *listener) Name() string { return "http" }
@@ -269,7 +280,9 @@ func (l *listener) Start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", l.addr, err)
 	}
-	l.srv = &http.Server{Handler: l.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	// ReadTimeout bounds a whole request, body included: a client trickling
+	// its body cannot hold a connection (or delay shutdown) longer.
+	l.srv = &http.Server{Handler: l.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: l.readTimeout, IdleTimeout: 2 * time.Minute}
 	l.ln, l.done, l.failed = ln, make(chan struct{}), make(chan error, 1)
 	go func() {
 		defer close(l.done)

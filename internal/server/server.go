@@ -75,6 +75,8 @@ type Server struct {
 	group   group
 	state   int // stateNew, stateRunning, stateStopped
 	handler http.Handler
+
+	shutdownTimeout time.Duration // bounds Stop as a whole (0: none)
 }
 
 const (
@@ -151,7 +153,10 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	case cfg.AdminListen == "":
 		log.Warn().Msg("admin API disabled: admin_listen is empty")
 	default:
-		s.admin = &adminAPI{addr: cfg.AdminListen, token: cfg.AdminToken, rt: s.rt, edge: s.edge, log: log}
+		s.admin = &adminAPI{addr: cfg.AdminListen, token: cfg.AdminToken, readTimeout: cfg.ReadTimeout.Duration, rt: s.rt, edge: s.edge, log: log}
+		if cfg.Metrics == "admin" {
+			s.admin.metrics = s.metricsHandler()
+		}
 		comps = append(comps, s.admin)
 	}
 	if opts.Watch {
@@ -161,9 +166,10 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 		}
 		comps = append(comps, &watcher{targets: targets, rt: s.rt, log: log})
 	}
-	s.http = &listener{addr: cfg.Listen, handler: s.routes}
+	s.http = &listener{addr: cfg.Listen, readTimeout: cfg.ReadTimeout.Duration, handler: s.routes}
 	comps = append(comps, s.http)
 	s.group = group{comps: comps, grace: cfg.ShutdownGrace.Duration, log: log}
+	s.shutdownTimeout = cfg.ShutdownTimeout.Duration
 	return s, nil
 }
 
@@ -209,7 +215,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.state = stateRunning
-	s.log.Info().Str("listen", s.http.ln.Addr().String()).Strs("bindings", s.bindings).Dur("startup", time.Since(t0)).Msg("edgeshard ready")
+	s.log.Info().Str("listen", s.http.ln.Addr().String()).Strs("bindings", s.bindings).Dur("startup_ms", time.Since(t0)).Msg("edgeshard ready")
 	return nil
 }
 
@@ -226,8 +232,14 @@ func (s *Server) Stop(ctx context.Context) error {
 		return nil
 	}
 	s.state = stateStopped
-	s.log.Info().Msg("shutting down: draining in-flight requests and shard events")
+	s.log.Info().Dur("shutdown_grace_ms", s.group.grace).Dur("shutdown_timeout_ms", s.shutdownTimeout).Msg("shutting down: draining in-flight requests and shard events")
+	if s.shutdownTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.shutdownTimeout)
+		defer cancel()
+	}
 	if err := s.group.stop(ctx); err != nil {
+		s.log.Error().Err(err).Msg("edgeshard did not stop cleanly")
 		return err
 	}
 	s.log.Info().Msg("edgeshard stopped cleanly")
@@ -264,7 +276,13 @@ func (s *Server) routes() http.Handler {
 		api = s.edge.api
 		api.Routes(r)
 	}
-	r.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})).Methods(http.MethodGet)
+	if s.cfg.Metrics == "main" {
+		m := s.metricsHandler()
+		if s.cfg.MetricsToken != "" {
+			m = httpx.RequireBearer(s.cfg.MetricsToken, m)
+		}
+		r.Handle("/metrics", m).Methods(http.MethodGet)
+	}
 	r.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
 		if api != nil {
 			if err := api.Ready(req.Context()); err != nil {
@@ -276,6 +294,11 @@ func (s *Server) routes() http.Handler {
 	}).Methods(http.MethodGet, http.MethodHead)
 	s.handler = r
 	return r
+}
+
+// metricsHandler serves the host's Prometheus metrics.
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})
 }
 
 // Host returns the running host; nil before Start.

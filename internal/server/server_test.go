@@ -229,3 +229,90 @@ shards = 2
 		t.Fatalf("New: %v", err)
 	}
 }
+
+// TestServerSlowBodyAndMetricsPlacement: a client trickling its body is
+// cut off at read_timeout (and so cannot delay shutdown); /metrics moves
+// to the admin listener behind the admin token, or stays on the main
+// listener behind metrics_token.
+func TestServerSlowBodyAndMetricsPlacement(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs plugins")
+	}
+	eng := testutil.Engine(t)
+	for _, tc := range []struct {
+		name, settings         string
+		mainNoToken, mainToken int // /metrics on the main listener, without and with "Bearer m-token"
+		admin                  int // /metrics on the admin listener with the admin token
+	}{
+		{"admin", "metrics = \"admin\"\n", 404, 404, 200},
+		{"main with token", "metrics_token = \"m-token\"\n", 401, 200, 404},
+		{"off", "metrics = \"off\"\n", 404, 404, 404},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := testConfig(t, dir, func(s string) string { return "read_timeout = \"1s\"\n" + tc.settings + s })
+			s, err := New(cfg, Options{LookupEnv: noEnv, Engine: eng})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Stop(context.Background())
+			get := func(url, token string) int {
+				t.Helper()
+				req, _ := http.NewRequest("GET", url, nil)
+				if token != "" {
+					req.Header.Set("Authorization", "Bearer "+token)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			if got := get("http://"+s.Addr()+"/metrics", ""); got != tc.mainNoToken {
+				t.Errorf("main /metrics without a token: %d, want %d", got, tc.mainNoToken)
+			}
+			if got := get("http://"+s.Addr()+"/metrics", "m-token"); got != tc.mainToken {
+				t.Errorf("main /metrics with metrics_token: %d, want %d", got, tc.mainToken)
+			}
+			if got := get("http://"+s.AdminAddr()+"/metrics", testToken); got != tc.admin {
+				t.Errorf("admin /metrics with the admin token: %d, want %d", got, tc.admin)
+			}
+			if tc.admin == 200 {
+				if got := get("http://"+s.AdminAddr()+"/metrics", ""); got != 401 {
+					t.Errorf("admin /metrics without a token: %d, want 401", got)
+				}
+			}
+			if tc.name != "admin" {
+				return
+			}
+			// A body promised at 100 bytes, sent at one byte per 300 ms.
+			conn, err := net.Dial("tcp", s.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST /do/COUNTER/slow/increment HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+			t0 := time.Now()
+			closed := false
+			for i := 0; i < 100 && time.Since(t0) < 10*time.Second; i++ {
+				if _, err := conn.Write([]byte("x")); err != nil {
+					closed = true
+					break
+				}
+				time.Sleep(300 * time.Millisecond)
+			}
+			if !closed {
+				conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+				_, err := conn.Read(make([]byte, 1024))
+				closed = err != nil
+			}
+			if took := time.Since(t0); !closed || took > 8*time.Second {
+				t.Fatalf("a trickling client kept its connection %v (read_timeout 1s)", took)
+			}
+		})
+	}
+}
