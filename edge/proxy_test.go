@@ -363,6 +363,37 @@ func TestBlockedAddresses(t *testing.T) {
 	}
 }
 
+// TestBlockedAddressesIPv4Mapped: every IPv4 address has an IPv4-mapped
+// IPv6 form (::ffff:a.b.c.d) that reaches the same host; the guard must
+// judge each alike, for every blocked range and for public addresses.
+func TestBlockedAddressesIPv4Mapped(t *testing.T) {
+	g, err := newAddrGuard(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v4 := range []string{
+		"127.0.0.1", "127.255.255.254", "0.0.0.0", "0.1.2.3", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.0.1",
+		"169.254.169.254", "169.254.1.1", "100.64.0.1", "100.127.255.254", "100.100.100.200", "224.0.0.1", "239.255.255.255",
+		"255.255.255.255", "240.0.0.1", "192.0.2.1", "198.51.100.7", "203.0.113.9", "198.18.0.1",
+		"8.8.8.8", "1.1.1.1",
+	} {
+		a := netip.MustParseAddr(v4)
+		mapped := netip.AddrFrom16(a.As16())
+		want := g.blocked(a)
+		if got := g.blocked(mapped); got != want {
+			t.Errorf("%s is %q but its mapped form %s is %q", v4, want, mapped, got)
+		}
+		if want == "" && v4 != "8.8.8.8" && v4 != "1.1.1.1" {
+			t.Errorf("%s is not blocked", v4)
+		}
+	}
+	for addr, want := range map[string]string{"::ffff:100.64.0.1": "cgnat", "::ffff:0.0.0.0": "unspecified", "::ffff:100.100.100.200": "metadata"} {
+		if got := g.blocked(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("%s: %q, want %q", addr, got, want)
+		}
+	}
+}
+
 // TestDialTimeGuard: a host name that resolves to a refused address is
 // caught by the dialer's Control hook (the check runs on the address being
 // connected, after resolution, so DNS rebinding cannot slip past).
