@@ -37,9 +37,10 @@ type Namespace struct {
 	analytics AnalyticsBinding
 
 	// cur and prev each hold a reference to their version (Version).
-	cur    atomic.Pointer[Version]
-	swapMu sync.Mutex // serialises Swap, Rollback and closeModules
-	prev   *Version
+	cur       atomic.Pointer[Version]
+	configSHA string     // sha256 of the config's module (pushed.go)
+	swapMu    sync.Mutex // serialises Swap, Rollback and closeModules
+	prev      *Version
 
 	mu      sync.RWMutex
 	actors  map[string]*actor
@@ -66,17 +67,13 @@ func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) 
 		ns.cur.Store(newVersion(nil, native, "native"))
 		return ns, nil
 	}
-	bin, source := b.ModuleBytes, "config"
-	if bin == nil {
-		if b.Module == "" {
-			return nil, fmt.Errorf("binding %q: no module", b.Name)
-		}
-		var err error
-		bin, err = os.ReadFile(b.Module)
-		if err != nil {
-			return nil, fmt.Errorf("binding %q: read module: %w", b.Name, err)
-		}
-		source = b.Module
+	bin, source, err := ns.configModule()
+	if err != nil {
+		return nil, err
+	}
+	ns.configSHA = sha256Hex(bin)
+	if kb, ok := ns.restoreKept(); ok {
+		bin, source = kb, SourceRestored
 	}
 	v, err := ns.load(ctx, bin, source)
 	if err != nil {
@@ -84,6 +81,109 @@ func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) 
 	}
 	ns.cur.Store(v)
 	return ns, nil
+}
+
+// configModule reads the binding's module as the config gives it.
+func (ns *Namespace) configModule() (bin []byte, source string, err error) {
+	b := ns.binding
+	if b.ModuleBytes != nil {
+		return b.ModuleBytes, "config", nil
+	}
+	if b.Module == "" {
+		return nil, "", fmt.Errorf("binding %q: no module", b.Name)
+	}
+	bin, err = os.ReadFile(b.Module)
+	if err != nil {
+		return nil, "", fmt.Errorf("binding %q: read module: %w", b.Name, err)
+	}
+	return bin, b.Module, nil
+}
+
+// restoreKept returns the bytes of the version a swap made current before
+// a restart, when it should serve instead of the config's module (see
+// pushed.go), and says so in the log either way.
+func (ns *Namespace) restoreKept() ([]byte, bool) {
+	k, ok := ns.h.kept(ns.name)
+	if !ok {
+		return nil, false
+	}
+	log := ns.h.log.With().Str("binding", ns.name).Str("dir", k.dir).Logger()
+	st, ok, err := k.load()
+	switch {
+	case err != nil:
+		log.Error().Err(err).Msg("kept module versions unreadable; serving the config's module")
+		return nil, false
+	case !ok || st.Current == ns.configSHA:
+		return nil, false
+	case st.ConfigSHA != ns.configSHA:
+		log.Info().Str("kept", short(st.Current)).Str("config_module", short(ns.configSHA)).
+			Msg("the config's module changed since a module was pushed: serving the config's module, the pushed one is dropped")
+		if err := k.forget(); err != nil {
+			log.Warn().Err(err).Msg("could not remove the dropped module versions")
+		}
+		return nil, false
+	}
+	bin, err := k.module(st.Current)
+	if err != nil {
+		log.Error().Err(err).Msg("kept module version unreadable; serving the config's module")
+		return nil, false
+	}
+	log.Info().Str("module", short(st.Current)).Str("source", st.Source).Time("since", st.At).Str("config_module", short(ns.configSHA)).
+		Msg("serving the module version kept from before the restart, not the config's (edgeshard rollback, or a changed config module, returns to it)")
+	return bin, true
+}
+
+// keep records the current and previous versions after a swap or rollback,
+// so that a restart serves the same. bin is the current version's bytes
+// when the caller has them. A failure is logged: the swap has happened.
+func (ns *Namespace) keep(cur, prev *Version, bin []byte, source string) {
+	k, ok := ns.h.kept(ns.name)
+	if !ok {
+		return
+	}
+	st := keptState{Current: cur.SHA256(), ConfigSHA: ns.configSHA, Source: source, At: time.Now().UTC()}
+	var prevBytes []byte
+	if prev != nil {
+		st.Previous = prev.SHA256()
+		if st.Previous == ns.configSHA {
+			if b, _, err := ns.configModule(); err == nil && sha256Hex(b) == st.Previous {
+				prevBytes = b
+			}
+		}
+	}
+	if err := k.save(st, bin, prevBytes); err != nil {
+		ns.h.log.Error().Err(err).Str("binding", ns.name).Str("dir", k.dir).
+			Msg("module swapped, but it could not be kept in data_dir: a restart will serve the config's module")
+	}
+}
+
+// restorePrevious loads the version kept for rollback before a restart.
+// Called with swapMu.
+func (ns *Namespace) restorePrevious(ctx context.Context) {
+	k, ok := ns.h.kept(ns.name)
+	if !ok {
+		return
+	}
+	st, ok, err := k.load()
+	if err != nil || !ok || st.Previous == "" || st.Current != ns.cur.Load().SHA256() {
+		return
+	}
+	bin, err := k.module(st.Previous)
+	if err == nil {
+		var v *Version
+		if v, err = ns.loadInBackground(ctx, bin, SourceRestored); err == nil {
+			ns.prev = v
+			return
+		}
+	}
+	ns.h.log.Warn().Err(err).Str("binding", ns.name).Msg("the version kept for rollback could not be loaded")
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
 }
 
 func (ns *Namespace) load(ctx context.Context, bin []byte, source string) (*Version, error) {

@@ -70,6 +70,7 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 		ns.prev.release()
 	}
 	ns.prev = old
+	ns.keep(v, old, bin, source)
 	ns.metrics.swap("swapped")
 	ns.h.log.Info().Str("binding", ns.name).Str("from", old.Short()).Str("to", v.Short()).Str("source", source).Msg("module swapped")
 	return v, nil
@@ -106,6 +107,9 @@ func (ns *Namespace) Rollback(ctx context.Context) (*Version, error) {
 		return nil, ErrClosed
 	}
 	if ns.prev == nil {
+		ns.restorePrevious(ctx)
+	}
+	if ns.prev == nil {
 		return nil, fmt.Errorf("binding %q: %w", ns.name, ErrNoPrevious)
 	}
 	cur, prev := ns.cur.Load(), ns.prev
@@ -114,6 +118,7 @@ func (ns *Namespace) Rollback(ctx context.Context) (*Version, error) {
 		return nil, fmt.Errorf("binding %q: rollback abandoned, the current version keeps serving: %w", ns.name, err)
 	}
 	ns.prev = cur // the two references trade roles
+	ns.keep(prev, cur, nil, "rollback")
 	ns.metrics.swap("rolled_back")
 	ns.h.log.Info().Str("binding", ns.name).Str("from", cur.Short()).Str("to", prev.Short()).Msg("module rolled back")
 	return prev, nil

@@ -281,3 +281,59 @@ func TestSwapAbandonedWhilePreparing(t *testing.T) {
 		}
 	}
 }
+
+// TestPushedModuleSurvivesRestart: a pushed version serves again after a
+// restart (not the config's module), and so does the rollback target; a
+// config whose module changed since the push wins over it.
+func TestPushedModuleSurvivesRestart(t *testing.T) {
+	cfg := counterConfig(t, nil) // module: the counter built with version "test"
+	v2, err := os.ReadFile(testutil.Plugin(t, "examples/counter", "-X main.version=v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := func(f *fixture) string {
+		t.Helper()
+		resp, err := f.call(t, "a", "GET", "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r counterReply
+		json.Unmarshal(resp.Body, &r)
+		return r.Version
+	}
+	f := start(t, cfg)
+	ns, _ := f.h.Namespace("COUNTER")
+	if _, err := ns.Swap(context.Background(), v2, "push"); err != nil {
+		t.Fatal(err)
+	}
+	f.h.Close(context.Background())
+
+	f = start(t, cfg)
+	ns, _ = f.h.Namespace("COUNTER")
+	if got := version(f); got != "v2" || ns.Current().Source != host.SourceRestored {
+		t.Fatalf("after a restart: version %q from %q, want the pushed v2 from %q", got, ns.Current().Source, host.SourceRestored)
+	}
+	if !strings.Contains(f.logs.String(), "serving the module version kept from before the restart") {
+		t.Fatal("the start-up log does not say a kept version serves")
+	}
+	if _, err := ns.Rollback(context.Background()); err != nil {
+		t.Fatalf("rollback after a restart: %v", err)
+	}
+	if got := version(f); got != "test" {
+		t.Fatalf("after rollback: version %q, want the config's %q", got, "test")
+	}
+	if _, err := ns.Swap(context.Background(), v2, "push"); err != nil {
+		t.Fatal(err)
+	}
+	f.h.Close(context.Background())
+
+	// A new deploy: the config names another module. It wins.
+	cfg.Bindings[0].Module = testutil.Plugin(t, "examples/counter", "-X main.version=v3")
+	f = start(t, cfg)
+	if got := version(f); got != "v3" {
+		t.Fatalf("after the config's module changed: version %q, want v3", got)
+	}
+	if !strings.Contains(f.logs.String(), "the config's module changed since a module was pushed") {
+		t.Fatal("the start-up log does not say the config's module won")
+	}
+}

@@ -198,14 +198,14 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 // printStatus writes the bindings table.
 func printStatus(w io.Writer, list admin.BindingList) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "BINDING\tMODULE\tSIZE\tABI\tSHARDS\tLIVE\tQUEUED\tALARMS\tLOADED AT\tPREVIOUS")
+	fmt.Fprintln(tw, "BINDING\tMODULE\tSOURCE\tSIZE\tABI\tSHARDS\tLIVE\tQUEUED\tALARMS\tLOADED AT\tPREVIOUS")
 	for _, b := range list.Bindings {
 		shards := fmt.Sprint(b.ShardCount)
 		if b.ShardCount == 0 {
 			shards = "per-name"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\tv%d\t%s\t%d\t%d\t%d\t%s\t%s\n",
-			b.Name, short(b.Module.SHA256), size(b.Module.Size), b.Module.ABIVersion, shards,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\tv%d\t%s\t%d\t%d\t%d\t%s\t%s\n",
+			b.Name, short(b.Module.SHA256), b.Module.Source, size(b.Module.Size), b.Module.ABIVersion, shards,
 			b.LiveInstances, b.QueuedEvents, b.AlarmsPending,
 			b.Module.LoadedAt.Local().Format(time.DateTime), shortVersion(b.Previous))
 	}
