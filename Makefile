@@ -9,7 +9,7 @@ EXAMPLES  := counter leaderboard idempotency presence tutorial
 CONFIG    ?= edgeshard.toml
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: help build plugins run test check fuzz crash-test bench bench-quick clean
+.PHONY: help build plugins deps run test check fuzz crash-test bench bench-quick clean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -29,7 +29,10 @@ plugins: ## build plugins and examples to build/plugins and build/examples
 run: build ## start the host with the default config (edgeshard.toml)
 	$(BUILD)/edgeshard serve --config $(CONFIG)
 
-test: plugins ## build plugins and run every test (with -race)
+deps: ## install the real components tests start (PostgreSQL) when missing: apt-get as root, else says what to install
+	@scripts/deps.sh
+
+test: plugins deps ## build plugins, install test components if missing, run every test (with -race)
 	$(GO) test $(TESTFLAGS) ./...
 
 check: ## gofmt, go vet, go mod tidy; fails on a dirty tree
