@@ -1,4 +1,4 @@
-package shardkit
+package proto
 
 import (
 	"encoding/json"
