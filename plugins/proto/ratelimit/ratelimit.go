@@ -10,6 +10,7 @@ package ratelimit
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/plugins/proto"
@@ -72,7 +73,7 @@ type Bucket struct {
 // bad_key, bad_limit, bad_window, bad_cost, duplicate_key,
 // too_many_buckets.
 func ParseCheck(body string) ([]Bucket, *proto.LineError) {
-	var out []Bucket
+	out := make([]Bucket, 0, min(strings.Count(body, "\n")+1, MaxBuckets))
 	var f [4]string
 	lines := proto.NewLines(body)
 	for {
