@@ -16,10 +16,10 @@ import (
 )
 
 // nativeLimiter is RateLimitShard (plugins/ratelimit) written as a
-// host.NativeShard: the same protocol, the same storage layout and alarm
-// cadence, the same window arithmetic (package window, shared with the
-// plugin), run in the host process on the same actor, storage and output
-// gate as the wasm plugin. It is the baseline of ratelimit_wasm_vs_native;
+// host.NativeShard: the same protocol, decision, storage layout and alarm
+// cadence (plugins/proto/ratelimit and its window arithmetic, shared with
+// the plugin), run in the host process on the same actor, storage and
+// output gate as the wasm plugin. It is the baseline of ratelimit_wasm_vs_native;
 // TestNativeLimiterMatchesPlugin checks that it answers byte for byte what
 // the plugin answers.
 type nativeLimiter struct {
@@ -33,12 +33,6 @@ type nativeLimiter struct {
 func newNativeLimiter(clk clock.Clock) func(shard string) host.NativeShard {
 	return func(string) host.NativeShard { return &nativeLimiter{clk: clk} }
 }
-
-// Mirrors of the plugin's constants.
-const (
-	nlBucketPrefix = "b:"
-	nlSweepPage    = 512
-)
 
 func (n *nativeLimiter) now() int64 { return n.clk.Now().UnixMilli() }
 
@@ -67,7 +61,7 @@ func (n *nativeLimiter) check(env host.Env, req *abi.Request) (*abi.Response, er
 	}
 	keys := n.keys[:0]
 	for i := range bs {
-		keys = append(keys, nlBucketPrefix+bs[i].Key)
+		keys = append(keys, ratelimit.KeyPrefix+bs[i].Key)
 	}
 	n.keys = keys
 	st := env.Store()
@@ -75,20 +69,10 @@ func (n *nativeLimiter) check(env host.Env, req *abi.Request) (*abi.Response, er
 	if err != nil {
 		return errorJSON(500, "storage", err.Error()), nil
 	}
-	for i := range bs {
-		b := &bs[i]
-		for _, kv := range kvs {
-			if kv.Key == keys[i] {
-				if w, err := window.DecodeWindow(string(kv.Value)); err == nil {
-					b.Stored, b.Exists = w, true
-				} else {
-					env.Log(abi.LogWarn, abi.LogRecord{Message: "bucket state unreadable; starting it afresh",
-						Fields: []abi.Header{{Name: "bucket", Value: b.Key}, {Name: "error", Value: err.Error()}}})
-				}
-				break
-			}
-		}
-	}
+	ratelimit.Load(bs, keys, kvs, func(b *ratelimit.Bucket, err error) {
+		env.Log(abi.LogWarn, abi.LogRecord{Message: "bucket state unreadable; starting it afresh",
+			Fields: []abi.Header{{Name: "bucket", Value: b.Key}, {Name: "error", Value: err.Error()}}})
+	})
 	all := ratelimit.Decide(bs, n.now())
 	if all {
 		if err := n.store(env, bs, keys); err != nil {
@@ -103,21 +87,15 @@ func (n *nativeLimiter) check(env host.Env, req *abi.Request) (*abi.Response, er
 // store writes the counted buckets (unconfirmed writes, as the plugin) and
 // arms the cleanup alarm for buckets the call created.
 func (n *nativeLimiter) store(env host.Env, bs []ratelimit.Bucket, keys []string) error {
-	earliest := int64(-1)
 	st := env.Store()
 	for i := range bs {
-		b := &bs[i]
-		n.buf = b.State.Encode(n.buf[:0]) // Put copies the value
+		n.buf = bs[i].State.Encode(n.buf[:0]) // Put copies the value
 		if err := st.Put(keys[i], n.buf, true); err != nil {
-			return fmt.Errorf("aborting event: store bucket %s: %w", b.Key, err)
-		}
-		if b.Fresh {
-			if exp := b.State.ExpiresAt(); earliest < 0 || exp < earliest {
-				earliest = exp
-			}
+			return fmt.Errorf("aborting event: store bucket %s: %w", bs[i].Key, err)
 		}
 	}
-	if earliest < 0 {
+	earliest, ok := ratelimit.CleanupAt(bs)
+	if !ok {
 		return nil
 	}
 	at, ok, err := env.GetAlarm()
@@ -138,7 +116,7 @@ func (n *nativeLimiter) bucketState(env host.Env, req *abi.Request) (*abi.Respon
 	if key == "" || len(key) > ratelimit.MaxKeyBytes {
 		return errorJSON(400, "bad_key", "query parameter key must be 1.."+strconv.Itoa(ratelimit.MaxKeyBytes)+" bytes"), nil
 	}
-	v, ok, err := env.Store().Get(nlBucketPrefix + key)
+	v, ok, err := env.Store().Get(ratelimit.KeyPrefix + key)
 	if err != nil {
 		return errorJSON(500, "storage", err.Error()), nil
 	}
@@ -156,40 +134,31 @@ func (n *nativeLimiter) bucketState(env host.Env, req *abi.Request) (*abi.Respon
 // Alarm deletes idle buckets and re-arms while buckets remain, like the
 // plugin's alarm.
 func (n *nativeLimiter) Alarm(_ context.Context, env host.Env, _ int) (bool, error) {
-	now := n.now()
+	sw := ratelimit.Sweep{Now: n.now()}
 	st := env.Store()
-	opts := abi.ListOptions{Prefix: nlBucketPrefix, Limit: nlSweepPage}
+	opts := abi.ListOptions{Prefix: ratelimit.KeyPrefix, Limit: ratelimit.SweepPage}
 	var idle []string
-	deleted, kept := 0, 0
-	next, minW := int64(-1), int64(-1)
+	deleted := 0
 	for {
 		kvs, err := st.List(opts)
 		if err != nil {
 			return false, nil
 		}
 		for _, kv := range kvs {
-			w, err := window.DecodeWindow(string(kv.Value))
-			if err != nil || now >= w.ExpiresAt() {
-				idle = append(idle, kv.Key)
-				if len(idle) == abi.MaxMultiKeys {
-					d, err := st.DeleteMulti(idle)
-					if err != nil {
-						return false, nil
-					}
-					deleted += d
-					idle = idle[:0]
-				}
+			if !sw.Idle(kv) {
 				continue
 			}
-			kept++
-			if exp := w.ExpiresAt(); next < 0 || exp < next {
-				next = exp
-			}
-			if minW < 0 || w.W < minW {
-				minW = w.W
+			idle = append(idle, kv.Key)
+			if len(idle) == abi.MaxMultiKeys {
+				d, err := st.DeleteMulti(idle)
+				if err != nil {
+					return false, nil
+				}
+				deleted += d
+				idle = idle[:0]
 			}
 		}
-		if len(kvs) < nlSweepPage {
+		if len(kvs) < ratelimit.SweepPage {
 			break
 		}
 		opts.StartAfter, opts.HasStartAfter = kvs[len(kvs)-1].Key, true
@@ -201,16 +170,13 @@ func (n *nativeLimiter) Alarm(_ context.Context, env host.Env, _ int) (bool, err
 		}
 		deleted += d
 	}
-	if kept > 0 {
-		if floor := now + minW; next < floor {
-			next = floor
-		}
+	if next, ok := sw.Next(); ok {
 		if err := env.SetAlarm(next); err != nil {
 			return false, nil
 		}
 	}
 	env.Log(abi.LogDebug, abi.LogRecord{Message: "rate-limit sweep",
-		Fields: []abi.Header{{Name: "deleted", Value: strconv.Itoa(deleted)}, {Name: "kept", Value: strconv.Itoa(kept)}}})
+		Fields: []abi.Header{{Name: "deleted", Value: strconv.Itoa(deleted)}, {Name: "kept", Value: strconv.Itoa(sw.Kept)}}})
 	return true, nil
 }
 

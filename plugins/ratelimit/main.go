@@ -25,12 +25,6 @@ func init() {
 	sdk.Serve(sdk.Handlers{Fetch: fetch, Alarm: alarm})
 }
 
-// bucketPrefix prefixes the storage key of every bucket.
-const bucketPrefix = "b:"
-
-// sweepPage is how many buckets the cleanup alarm reads per List call.
-const sweepPage = 512
-
 func fetch(req *sdk.Request) *sdk.Response {
 	switch sdk.PathOnly(req) {
 	case "/check":
@@ -56,25 +50,13 @@ func check(req *sdk.Request) *sdk.Response {
 	}
 	keys := make([]string, len(bs))
 	for i := range bs {
-		keys[i] = bucketPrefix + bs[i].Key
+		keys[i] = ratelimit.KeyPrefix + bs[i].Key
 	}
 	kvs, err := sdk.Storage().GetMulti(keys)
 	if err != nil {
 		return shardkit.Internal("storage", err)
 	}
-	for i := range bs {
-		b := &bs[i]
-		for _, kv := range kvs {
-			if kv.Key == keys[i] {
-				if w, err := window.DecodeWindow(string(kv.Value)); err == nil {
-					b.Stored, b.Exists = w, true
-				} else {
-					sdk.Warn("bucket state unreadable; starting it afresh", "bucket", b.Key, "error", err.Error())
-				}
-				break
-			}
-		}
-	}
+	ratelimit.Load(bs, keys, kvs, unreadable)
 	now := shardkit.NowMs()
 	all := ratelimit.Decide(bs, now)
 	if all {
@@ -83,26 +65,24 @@ func check(req *sdk.Request) *sdk.Response {
 	return sdk.RawJSON(200, ratelimit.AppendReply(make([]byte, 0, 64+160*len(bs)), all, bs))
 }
 
+func unreadable(b *ratelimit.Bucket, err error) {
+	sdk.Warn("bucket state unreadable; starting it afresh", "bucket", b.Key, "error", err.Error())
+}
+
 // store writes the counted buckets (unconfirmed writes: see README.md),
 // then makes sure the cleanup alarm covers every bucket this call created.
 // A storage failure part-way aborts the event so no bucket is counted
 // alone.
 func store(bs []ratelimit.Bucket, keys []string) {
 	var buf []byte
-	earliest := int64(-1)
 	for i := range bs {
-		b := &bs[i]
-		buf = b.State.Encode(buf[:0])
+		buf = bs[i].State.Encode(buf[:0])
 		if err := sdk.Storage().PutUnconfirmed(keys[i], buf); err != nil {
-			shardkit.Abort("store bucket "+b.Key, err)
-		}
-		if b.Fresh {
-			if exp := b.State.ExpiresAt(); earliest < 0 || exp < earliest {
-				earliest = exp
-			}
+			shardkit.Abort("store bucket "+bs[i].Key, err)
 		}
 	}
-	if earliest < 0 {
+	earliest, ok := ratelimit.CleanupAt(bs)
+	if !ok {
 		return
 	}
 	at, ok, err := sdk.GetAlarm()
@@ -123,7 +103,7 @@ func bucketState(req *sdk.Request) *sdk.Response {
 	if key == "" || len(key) > ratelimit.MaxKeyBytes {
 		return sdk.ErrorJSON(400, "bad_key", "query parameter key must be 1.."+strconv.Itoa(ratelimit.MaxKeyBytes)+" bytes")
 	}
-	v, ok, err := sdk.Storage().Get(bucketPrefix + key)
+	v, ok, err := sdk.Storage().Get(ratelimit.KeyPrefix + key)
 	if err != nil {
 		return shardkit.Internal("storage", err)
 	}
@@ -143,39 +123,30 @@ func bucketState(req *sdk.Request) *sdk.Response {
 // sooner than the smallest remaining window from now (so a shard with many
 // buckets sweeps at most once per window).
 func alarm(sdk.AlarmInfo) error {
-	now := shardkit.NowMs()
-	opts := sdk.ListOptions{Prefix: bucketPrefix, Limit: sweepPage}
+	sw := ratelimit.Sweep{Now: shardkit.NowMs()}
+	opts := sdk.ListOptions{Prefix: ratelimit.KeyPrefix, Limit: ratelimit.SweepPage}
 	var idle []string
-	deleted, kept := 0, 0
-	next, minW := int64(-1), int64(-1)
+	deleted := 0
 	for {
 		kvs, err := sdk.Storage().List(opts)
 		if err != nil {
 			return err
 		}
 		for _, kv := range kvs {
-			st, err := window.DecodeWindow(string(kv.Value))
-			if err != nil || now >= st.ExpiresAt() {
-				idle = append(idle, kv.Key)
-				if len(idle) == abi.MaxMultiKeys {
-					n, err := sdk.Storage().DeleteMulti(idle)
-					if err != nil {
-						return err
-					}
-					deleted += n
-					idle = idle[:0]
-				}
+			if !sw.Idle(kv) {
 				continue
 			}
-			kept++
-			if exp := st.ExpiresAt(); next < 0 || exp < next {
-				next = exp
-			}
-			if minW < 0 || st.W < minW {
-				minW = st.W
+			idle = append(idle, kv.Key)
+			if len(idle) == abi.MaxMultiKeys {
+				n, err := sdk.Storage().DeleteMulti(idle)
+				if err != nil {
+					return err
+				}
+				deleted += n
+				idle = idle[:0]
 			}
 		}
-		if len(kvs) < sweepPage {
+		if len(kvs) < ratelimit.SweepPage {
 			break
 		}
 		opts.StartAfter, opts.HasStartAfter = kvs[len(kvs)-1].Key, true
@@ -187,14 +158,11 @@ func alarm(sdk.AlarmInfo) error {
 		}
 		deleted += n
 	}
-	if kept > 0 {
-		if floor := now + minW; next < floor {
-			next = floor
-		}
+	if next, ok := sw.Next(); ok {
 		if err := sdk.SetAlarm(time.UnixMilli(next)); err != nil {
 			return err
 		}
 	}
-	sdk.Debug("rate-limit sweep", "deleted", strconv.Itoa(deleted), "kept", strconv.Itoa(kept))
+	sdk.Debug("rate-limit sweep", "deleted", strconv.Itoa(deleted), "kept", strconv.Itoa(sw.Kept))
 	return nil
 }

@@ -7,22 +7,9 @@ import (
 	"testing"
 
 	"github.com/edgeshard/edgeshard/abi"
-	"github.com/edgeshard/edgeshard/edge/schema"
+	"github.com/edgeshard/edgeshard/plugins/internal/plugintest"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
 )
-
-func openDB(t *testing.T) *sqldb.DB {
-	t.Helper()
-	db, err := sqldb.Open("sqlite://:memory:", sqldb.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := schema.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
 
 func run(t *testing.T, db *sqldb.DB, stmts ...abi.Statement) []abi.Result {
 	t.Helper()
@@ -55,7 +42,7 @@ func value(t *testing.T, db *sqldb.DB, q string, args ...any) any {
 // clamped upserts, the guarded flush and its replay, the reconcile job's
 // recounts, corrections and log.
 func TestStatementsOnTheSchema(t *testing.T) {
-	db := openDB(t)
+	db := plugintest.OpenDB(t)
 	for _, n := range []int64{-5, 3, -1} {
 		run(t, db, stmt(t, func() (string, []any, error) {
 			return Upsert([]Delta{{Table: PostStats, ID: "p1", Column: Likes, N: n}}, 10)

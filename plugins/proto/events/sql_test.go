@@ -7,23 +7,15 @@ import (
 	"testing"
 
 	"github.com/edgeshard/edgeshard/abi"
-	"github.com/edgeshard/edgeshard/edge/schema"
-	"github.com/edgeshard/edgeshard/storage/sqldb"
+	"github.com/edgeshard/edgeshard/plugins/internal/plugintest"
 )
 
 // TestInsertOnTheSchema: the insert stores absent fields as NULL and a
 // repeated id once (a flush's retry, or the edge's inline write of an
 // event the shard also holds).
 func TestInsertOnTheSchema(t *testing.T) {
-	db, err := sqldb.Open("sqlite://:memory:", sqldb.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := plugintest.OpenDB(t)
 	ctx := context.Background()
-	if _, err := schema.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
 	evs := []Event{
 		{ID: "e1", CapsuleID: "c1", Type: "run.start", TsMs: 1, ReceivedMs: 2, Payload: `{"a":1}`},
 		{ID: "e2", RunID: "r1", Type: "run.end", TsMs: 3, ReceivedMs: 4},

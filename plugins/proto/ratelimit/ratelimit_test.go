@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/plugins/proto/window"
 )
 
@@ -120,5 +121,39 @@ func TestStateFromRows(t *testing.T) {
 	st, _ := StateFromRows([]Row{{120000, 0, 3}})
 	if _, fresh := window.Roll(st, true, 130000, 60000); !fresh {
 		t.Fatal("a row without window_ms did not start afresh")
+	}
+}
+
+// TestStoreLoadAndSweep: states round-trip through the storage form; the
+// cleanup alarm deletes idle or unreadable buckets and re-arms for the
+// rest.
+func TestStoreLoadAndSweep(t *testing.T) {
+	bs := []Bucket{{Line: Line{Key: "a", Limit: 5, WindowMs: 1000}}, {Line: Line{Key: "b", Limit: 5, WindowMs: 60000}}, {Line: Line{Key: "c", Limit: 5, WindowMs: 1000}}}
+	if !Decide(bs, 10_500) {
+		t.Fatal("refused")
+	}
+	if at, ok := CleanupAt(bs); !ok || at != 10_500+2*1000+1 {
+		t.Fatalf("cleanup at %d %v", at, ok)
+	}
+	keys := []string{KeyPrefix + "a", KeyPrefix + "b", KeyPrefix + "c"}
+	kvs := []abi.KV{{Key: keys[0], Value: bs[0].State.Encode(nil)}, {Key: keys[1], Value: bs[1].State.Encode(nil)}, {Key: keys[2], Value: []byte("garbage")}}
+	again := []Bucket{{Line: bs[0].Line}, {Line: bs[1].Line}, {Line: bs[2].Line}}
+	var bad []string
+	Load(again, keys, kvs, func(b *Bucket, err error) { bad = append(bad, b.Key) })
+	if again[0].Stored != bs[0].State || again[1].Stored != bs[1].State || !again[1].Exists || again[2].Exists || len(bad) != 1 || bad[0] != "c" {
+		t.Fatalf("loaded %+v, unreadable %v", again, bad)
+	}
+	sw := Sweep{Now: 12_501} // a: idle since 10_500 for more than two 1 s windows
+	var idle []string
+	for _, kv := range kvs {
+		if sw.Idle(kv) {
+			idle = append(idle, kv.Key)
+		}
+	}
+	if next, ok := sw.Next(); !reflect.DeepEqual(idle, []string{KeyPrefix + "a", KeyPrefix + "c"}) || sw.Kept != 1 || !ok || next != 10_500+2*60000+1 {
+		t.Fatalf("idle %v kept %d next %d %v", idle, sw.Kept, next, ok)
+	}
+	if _, ok := (&Sweep{}).Next(); ok {
+		t.Fatal("an empty sweep re-arms")
 	}
 }

@@ -7,23 +7,15 @@ import (
 	"testing"
 
 	"github.com/edgeshard/edgeshard/abi"
-	"github.com/edgeshard/edgeshard/edge/schema"
-	"github.com/edgeshard/edgeshard/storage/sqldb"
+	"github.com/edgeshard/edgeshard/plugins/internal/plugintest"
 )
 
 // TestStatementsOnTheSchema keeps one bucket in proxy_rate_limits through
 // the statements: store, read back as the state Decide left, reset on a
 // new window length, sweep what no decision reads.
 func TestStatementsOnTheSchema(t *testing.T) {
-	db, err := sqldb.Open("sqlite://:memory:", sqldb.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := plugintest.OpenDB(t)
 	ctx := context.Background()
-	if _, err := schema.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
 	exec := func(q string, args ...any) [][]any {
 		rs, err := db.Batch(ctx, []abi.Statement{{SQL: q, Args: args}})
 		if err != nil {
