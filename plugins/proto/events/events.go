@@ -79,20 +79,21 @@ func (ev *Event) AppendLine(b []byte) []byte {
 	return append(b, '\n')
 }
 
-// CheckType returns why s is not a valid event type ("" if it is):
-// 1..MaxTypeBytes bytes of valid UTF-8 without control characters.
+// CheckType returns why s is not a valid event type, as the end of a
+// sentence starting "type " ("" if it is valid): 1..MaxTypeBytes bytes of
+// valid UTF-8 without control characters.
 func CheckType(s string) string {
 	switch {
 	case s == "":
 		return "is required"
 	case len(s) > MaxTypeBytes:
-		return strconv.Itoa(len(s)) + " bytes, at most " + strconv.Itoa(MaxTypeBytes)
+		return "is " + strconv.Itoa(len(s)) + " bytes, at most " + strconv.Itoa(MaxTypeBytes)
 	case !utf8.ValidString(s):
-		return "not valid UTF-8"
+		return "is not valid UTF-8"
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c == 0x7f {
-			return "control characters are not allowed"
+			return "has control characters"
 		}
 	}
 	return ""
