@@ -134,49 +134,17 @@ func (n *nativeLimiter) bucketState(env host.Env, req *abi.Request) (*abi.Respon
 // Alarm deletes idle buckets and re-arms while buckets remain, like the
 // plugin's alarm.
 func (n *nativeLimiter) Alarm(_ context.Context, env host.Env, _ int) (bool, error) {
-	sw := ratelimit.Sweep{Now: n.now()}
-	st := env.Store()
-	opts := abi.ListOptions{Prefix: ratelimit.KeyPrefix, Limit: ratelimit.SweepPage}
-	var idle []string
-	deleted := 0
-	for {
-		kvs, err := st.List(opts)
-		if err != nil {
-			return false, nil
-		}
-		for _, kv := range kvs {
-			if !sw.Idle(kv) {
-				continue
-			}
-			idle = append(idle, kv.Key)
-			if len(idle) == abi.MaxMultiKeys {
-				d, err := st.DeleteMulti(idle)
-				if err != nil {
-					return false, nil
-				}
-				deleted += d
-				idle = idle[:0]
-			}
-		}
-		if len(kvs) < ratelimit.SweepPage {
-			break
-		}
-		opts.StartAfter, opts.HasStartAfter = kvs[len(kvs)-1].Key, true
+	deleted, kept, next, ok, err := ratelimit.Sweep(env.Store(), n.now())
+	if err != nil {
+		return false, nil
 	}
-	if len(idle) > 0 {
-		d, err := st.DeleteMulti(idle)
-		if err != nil {
-			return false, nil
-		}
-		deleted += d
-	}
-	if next, ok := sw.Next(); ok {
+	if ok {
 		if err := env.SetAlarm(next); err != nil {
 			return false, nil
 		}
 	}
 	env.Log(abi.LogDebug, abi.LogRecord{Message: "rate-limit sweep",
-		Fields: []abi.Header{{Name: "deleted", Value: strconv.Itoa(deleted)}, {Name: "kept", Value: strconv.Itoa(sw.Kept)}}})
+		Fields: []abi.Header{{Name: "deleted", Value: strconv.Itoa(deleted)}, {Name: "kept", Value: strconv.Itoa(kept)}}})
 	return true, nil
 }
 

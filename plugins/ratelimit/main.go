@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/abi/sdk"
 	"github.com/edgeshard/edgeshard/plugins/internal/shardkit"
 	"github.com/edgeshard/edgeshard/plugins/proto/ratelimit"
@@ -123,46 +122,15 @@ func bucketState(req *sdk.Request) *sdk.Response {
 // sooner than the smallest remaining window from now (so a shard with many
 // buckets sweeps at most once per window).
 func alarm(sdk.AlarmInfo) error {
-	sw := ratelimit.Sweep{Now: shardkit.NowMs()}
-	opts := sdk.ListOptions{Prefix: ratelimit.KeyPrefix, Limit: ratelimit.SweepPage}
-	var idle []string
-	deleted := 0
-	for {
-		kvs, err := sdk.Storage().List(opts)
-		if err != nil {
-			return err
-		}
-		for _, kv := range kvs {
-			if !sw.Idle(kv) {
-				continue
-			}
-			idle = append(idle, kv.Key)
-			if len(idle) == abi.MaxMultiKeys {
-				n, err := sdk.Storage().DeleteMulti(idle)
-				if err != nil {
-					return err
-				}
-				deleted += n
-				idle = idle[:0]
-			}
-		}
-		if len(kvs) < ratelimit.SweepPage {
-			break
-		}
-		opts.StartAfter, opts.HasStartAfter = kvs[len(kvs)-1].Key, true
+	deleted, kept, next, ok, err := ratelimit.Sweep(sdk.Storage(), shardkit.NowMs())
+	if err != nil {
+		return err
 	}
-	if len(idle) > 0 {
-		n, err := sdk.Storage().DeleteMulti(idle)
-		if err != nil {
-			return err
-		}
-		deleted += n
-	}
-	if next, ok := sw.Next(); ok {
+	if ok {
 		if err := sdk.SetAlarm(time.UnixMilli(next)); err != nil {
 			return err
 		}
 	}
-	sdk.Debug("rate-limit sweep", "deleted", strconv.Itoa(deleted), "kept", strconv.Itoa(sw.Kept))
+	sdk.Debug("rate-limit sweep", "deleted", strconv.Itoa(deleted), "kept", strconv.Itoa(kept))
 	return nil
 }

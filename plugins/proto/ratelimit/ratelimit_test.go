@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/edgeshard/edgeshard/abi"
@@ -143,17 +144,34 @@ func TestStoreLoadAndSweep(t *testing.T) {
 	if again[0].Stored != bs[0].State || again[1].Stored != bs[1].State || !again[1].Exists || again[2].Exists || len(bad) != 1 || bad[0] != "c" {
 		t.Fatalf("loaded %+v, unreadable %v", again, bad)
 	}
-	sw := Sweep{Now: 12_501} // a: idle since 10_500 for more than two 1 s windows
-	var idle []string
-	for _, kv := range kvs {
-		if sw.Idle(kv) {
-			idle = append(idle, kv.Key)
-		}
+	st := &memStorage{kvs: kvs}
+	deleted, kept, next, ok, err := Sweep(st, 12_501) // a: idle since 10_500 for more than two 1 s windows
+	if err != nil || deleted != 2 || kept != 1 || !ok || next != 10_500+2*60000+1 ||
+		!reflect.DeepEqual(st.deleted, []string{KeyPrefix + "a", KeyPrefix + "c"}) {
+		t.Fatalf("deleted %d %v kept %d next %d %v %v", deleted, st.deleted, kept, next, ok, err)
 	}
-	if next, ok := sw.Next(); !reflect.DeepEqual(idle, []string{KeyPrefix + "a", KeyPrefix + "c"}) || sw.Kept != 1 || !ok || next != 10_500+2*60000+1 {
-		t.Fatalf("idle %v kept %d next %d %v", idle, sw.Kept, next, ok)
-	}
-	if _, ok := (&Sweep{}).Next(); ok {
+	if _, _, _, ok, _ := Sweep(&memStorage{}, 0); ok {
 		t.Fatal("an empty sweep re-arms")
 	}
+}
+
+// memStorage is a Storage over a sorted slice.
+type memStorage struct {
+	kvs     []abi.KV
+	deleted []string
+}
+
+func (m *memStorage) List(opts abi.ListOptions) ([]abi.KV, error) {
+	var out []abi.KV
+	for _, kv := range m.kvs {
+		if strings.HasPrefix(kv.Key, opts.Prefix) && (!opts.HasStartAfter || kv.Key > opts.StartAfter) && len(out) < int(opts.Limit) {
+			out = append(out, kv)
+		}
+	}
+	return out, nil
+}
+
+func (m *memStorage) DeleteMulti(keys []string) (int, error) {
+	m.deleted = append(m.deleted, keys...)
+	return len(keys), nil
 }

@@ -48,38 +48,64 @@ func CleanupAt(bs []Bucket) (at int64, ok bool) {
 	return at, ok
 }
 
-// Sweep is one pass of the cleanup alarm over the stored buckets, at Now.
-type Sweep struct {
-	Now  int64
-	Kept int // buckets that stay
-	next int64
-	minW int64
+// Storage is what the cleanup alarm needs of a shard's storage (the guest
+// SDK's sdk.Store and the host's Store both have it).
+type Storage interface {
+	List(opts abi.ListOptions) ([]abi.KV, error)
+	DeleteMulti(keys []string) (int, error)
 }
 
-// Idle reports whether the stored bucket kv is to be deleted: idle for
-// more than two windows, or unreadable. A bucket that stays counts towards
-// Next.
-func (s *Sweep) Idle(kv abi.KV) bool {
-	st, err := window.DecodeWindow(string(kv.Value))
-	if err != nil || s.Now >= st.ExpiresAt() {
-		return true
+// Sweep is the cleanup alarm: at now it deletes the buckets idle for more
+// than two of their windows (and unreadable ones), a page at a time. It
+// returns how many it deleted and kept, and when to sweep again while
+// buckets remain (ok): at the earliest expiry, but not sooner than the
+// smallest window from now, so a shard with many buckets sweeps at most
+// once per window.
+func Sweep(st Storage, now int64) (deleted, kept int, next int64, ok bool, err error) {
+	opts := abi.ListOptions{Prefix: KeyPrefix, Limit: SweepPage}
+	var idle []string
+	var minW int64
+	flush := func() error {
+		n, err := st.DeleteMulti(idle)
+		deleted += n
+		idle = idle[:0]
+		return err
 	}
-	if exp := st.ExpiresAt(); s.Kept == 0 || exp < s.next {
-		s.next = exp
+	for {
+		kvs, err := st.List(opts)
+		if err != nil {
+			return deleted, kept, 0, false, err
+		}
+		for _, kv := range kvs {
+			w, err := window.DecodeWindow(string(kv.Value))
+			if err != nil || now >= w.ExpiresAt() {
+				if idle = append(idle, kv.Key); len(idle) == abi.MaxMultiKeys {
+					if err := flush(); err != nil {
+						return deleted, kept, 0, false, err
+					}
+				}
+				continue
+			}
+			if exp := w.ExpiresAt(); kept == 0 || exp < next {
+				next = exp
+			}
+			if kept == 0 || w.W < minW {
+				minW = w.W
+			}
+			kept++
+		}
+		if len(kvs) < SweepPage {
+			break
+		}
+		opts.StartAfter, opts.HasStartAfter = kvs[len(kvs)-1].Key, true
 	}
-	if s.Kept == 0 || st.W < s.minW {
-		s.minW = st.W
+	if len(idle) > 0 {
+		if err := flush(); err != nil {
+			return deleted, kept, 0, false, err
+		}
 	}
-	s.Kept++
-	return false
-}
-
-// Next returns when to sweep again while buckets remain: at the earliest
-// expiry, but not sooner than the smallest window from now (a shard with
-// many buckets sweeps at most once per window).
-func (s *Sweep) Next() (at int64, ok bool) {
-	if s.Kept == 0 {
-		return 0, false
+	if kept == 0 {
+		return deleted, 0, 0, false, nil
 	}
-	return max(s.next, s.Now+s.minW), true
+	return deleted, kept, max(next, now+minW), true, nil
 }
