@@ -7,30 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeshard/edgeshard/plugins/proto"
 	"github.com/golang-jwt/jwt/v5"
 )
-
-// maxIDLen bounds user, post, capsule and run ids.
-const maxIDLen = 128
-
-// validID reports whether s is a usable id: 1..128 bytes of
-// [A-Za-z0-9._:@+=~|-]. Ids travel in shard protocol lines (tab-separated)
-// and rate-limit bucket keys, so whitespace and control bytes are refused.
-func validID(s string) bool {
-	if s == "" || len(s) > maxIDLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("._:@+=~|-", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
 
 // authenticator establishes the caller's user id.
 type authenticator struct {
@@ -65,8 +44,8 @@ func (e *authError) Error() string { return e.msg }
 func (au *authenticator) userID(r *http.Request) (string, error) {
 	if h := au.cfg.TrustUserHeader; h != "" {
 		if vals := r.Header.Values(h); len(vals) > 0 {
-			if len(vals) > 1 || !validID(vals[0]) {
-				return "", &authError{h + " header: want one user id of 1-128 characters [A-Za-z0-9._:@+=~|-]"}
+			if len(vals) > 1 || !proto.ValidID(vals[0]) {
+				return "", &authError{h + " header: want one user id of " + proto.IDRule}
 			}
 			return vals[0], nil
 		}
@@ -103,8 +82,8 @@ func (au *authenticator) userID(r *http.Request) (string, error) {
 		}
 		return "", &authError{msg}
 	}
-	if !validID(claims.Subject) {
-		return "", &authError{"token sub: want a user id of 1-128 characters [A-Za-z0-9._:@+=~|-]"}
+	if !proto.ValidID(claims.Subject) {
+		return "", &authError{"token sub: want a user id of " + proto.IDRule}
 	}
 	return claims.Subject, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/host/config"
+	"github.com/edgeshard/edgeshard/plugins/proto/window"
 )
 
 // Mode is a rollout mode of a pipeline (RUNTIME_EVENT_DO_MODE,
@@ -74,7 +75,7 @@ func ParseLimit(s string) (Limit, error) {
 		return Limit{}, fmt.Errorf("limit %q: want N/s, N/m, N/h or N/<duration>", s)
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(num))
-	if err != nil || n < 1 || n > 1_000_000_000 {
+	if err != nil || n < 1 || n > window.MaxLimit {
 		return Limit{}, fmt.Errorf("limit %q: count must be an integer from 1 to 1e9", s)
 	}
 	var w time.Duration
@@ -90,7 +91,7 @@ func ParseLimit(s string) (Limit, error) {
 			return Limit{}, fmt.Errorf("limit %q: window must be s, m, h or a duration like 10s", s)
 		}
 	}
-	if w < time.Second || w > 24*time.Hour || w%time.Millisecond != 0 {
+	if w < window.MinWindowMs*time.Millisecond || w > 24*time.Hour || w%time.Millisecond != 0 {
 		return Limit{}, fmt.Errorf("limit %q: window must be whole milliseconds between 1s and 24h", s)
 	}
 	return Limit{N: n, Window: w}, nil

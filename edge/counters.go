@@ -8,42 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/httpx"
+	"github.com/edgeshard/edgeshard/plugins/proto"
+	"github.com/edgeshard/edgeshard/plugins/proto/counters"
 	"github.com/gorilla/mux"
 )
 
-// Counter tables and the key column of each.
-const (
-	tablePosts = "post_stats"
-	tableUsers = "user_counters"
-)
-
-// delta is one counter change: table, row id, column, amount.
-type delta struct {
-	Table  string
-	ID     string
-	Column string
-	N      int64
-}
-
-// keyColumn returns the id column of a counter table.
-func keyColumn(table string) string {
-	if table == tableUsers {
-		return "user_id"
-	}
-	return "post_id"
-}
-
-// legacyUpdate is the clamped upsert of the legacy path: the counter never
-// goes below 0. Column names come from constants, never from input.
-func legacyUpdate(table, column string) string {
-	return "INSERT INTO " + table + " (" + keyColumn(table) + ", " + column + ", updated_at) VALUES (?1, MAX(0, ?2), ?3) " +
-		"ON CONFLICT(" + keyColumn(table) + ") DO UPDATE SET " + column + " = MAX(0, " + column + " + ?2), updated_at = ?3"
-}
+// delta is one counter change: table, row id, column, amount (the
+// /increment line of COUNTER_SHARD, proto/counters).
+type delta = counters.Delta
 
 // errCountersUnavailable is the client-facing cause of a 503 on counters.
 var errCountersUnavailable = errors.New("counters are unavailable; retry later")
@@ -191,22 +167,15 @@ type incrementReply struct {
 
 // incrementShard sends deltas to one shard: POST /increment[?mode=shadow].
 func (a *API) incrementShard(ctx context.Context, shard int, ds []delta, shadow bool) error {
-	var b bytes.Buffer
-	for _, d := range ds {
-		b.WriteString(d.Table)
-		b.WriteByte('\t')
-		b.WriteString(d.ID)
-		b.WriteByte('\t')
-		b.WriteString(d.Column)
-		b.WriteByte('\t')
-		b.WriteString(strconv.FormatInt(d.N, 10))
-		b.WriteByte('\n')
+	var b []byte
+	for i := range ds {
+		b = ds[i].AppendLine(b)
 	}
 	path := "/increment"
 	if shadow {
 		path += "?mode=shadow"
 	}
-	resp, err := a.callShard(ctx, a.counter, shard, http.MethodPost, path, b.Bytes())
+	resp, err := a.callShard(ctx, a.counter, shard, http.MethodPost, path, b)
 	if err != nil {
 		return err
 	}
@@ -222,8 +191,13 @@ func (a *API) incrementShard(ctx context.Context, shard int, ds []delta, shadow 
 
 // applyLegacy applies deltas with the clamped legacy update in tx.
 func applyLegacy(ctx context.Context, tx *sql.Tx, ds []delta, now time.Time) error {
-	for _, d := range ds {
-		if _, err := tx.ExecContext(ctx, legacyUpdate(d.Table, d.Column), d.ID, d.N, now.UnixMilli()); err != nil {
+	for i := range ds {
+		d := &ds[i]
+		q, args, err := counters.Upsert(ds[i:i+1], now.UnixMilli())
+		if err == nil {
+			_, err = tx.ExecContext(ctx, q, args...)
+		}
+		if err != nil {
 			return fmt.Errorf("legacy update %s.%s of %s: %w", d.Table, d.Column, d.ID, err)
 		}
 	}
@@ -262,8 +236,8 @@ func describeDeltas(ds []delta) string {
 // pathID returns the mux variable name, validated, or answers 400.
 func pathID(w http.ResponseWriter, r *http.Request, name string) (string, bool) {
 	id := mux.Vars(r)[name]
-	if !validID(id) {
-		writeError(w, http.StatusBadRequest, "bad_id", name+": want 1-128 characters [A-Za-z0-9._:@+=~|-]")
+	if !proto.ValidID(id) {
+		writeError(w, http.StatusBadRequest, "bad_id", name+": want "+proto.IDRule)
 		return "", false
 	}
 	return id, true
@@ -304,7 +278,7 @@ func (a *API) serveLike(w http.ResponseWriter, r *http.Request) {
 		if !like {
 			n = -1
 		}
-		return []delta{{Table: tablePosts, ID: post, Column: "likes", N: n}}, nil
+		return []delta{{Table: counters.PostStats, ID: post, Column: counters.Likes, N: n}}, nil
 	}
 	ds, err := a.applyCounters(r.Context(), counterWrite{source: source})
 	if err != nil {
@@ -357,8 +331,8 @@ func (a *API) serveFollow(w http.ResponseWriter, r *http.Request) {
 			n = -1
 		}
 		return []delta{
-			{Table: tableUsers, ID: followee, Column: "followers", N: n},
-			{Table: tableUsers, ID: follower, Column: "following", N: n},
+			{Table: counters.UserCounters, ID: followee, Column: counters.Followers, N: n},
+			{Table: counters.UserCounters, ID: follower, Column: counters.Following, N: n},
 		}, nil
 	}
 	ds, err := a.applyCounters(r.Context(), counterWrite{source: source})
@@ -378,7 +352,7 @@ func (a *API) servePostCounter(column string) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		_, err := a.applyCounters(r.Context(), counterWrite{fixed: []delta{{Table: tablePosts, ID: post, Column: column, N: 1}}})
+		_, err := a.applyCounters(r.Context(), counterWrite{fixed: []delta{{Table: counters.PostStats, ID: post, Column: column, N: 1}}})
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
 			writeError(w, http.StatusServiceUnavailable, "counters_unavailable", err.Error())

@@ -152,6 +152,14 @@ func TestRuntimeEventsBadInput(t *testing.T) {
 		{"bad ts", `{"type":"t","ts":"yesterday"}`, 400, "invalid_event"},
 		{"negative ts", `{"type":"t","ts":-5}`, 400, "invalid_event"},
 		{"bad id", `{"type":"t","id":"not-a-uuid"}`, 400, "invalid_event"},
+		{"type too long", `{"type":"` + strings.Repeat("t", 129) + `"}`, 400, "invalid_event"},
+		{"empty run_id", `{"type":"t","run_id":""}`, 400, "invalid_event"},
+		{"empty capsule_id", `{"type":"t","capsule_id":""}`, 400, "invalid_event"},
+		{"capsule_id too long", `{"type":"t","capsule_id":"` + strings.Repeat("c", 129) + `"}`, 400, "invalid_event"},
+		{"capsule_id with a space", `{"type":"t","capsule_id":"a b"}`, 400, "invalid_event"},
+		{"capsule_id with a slash", `{"type":"t","capsule_id":"../.."}`, 400, "invalid_event"},
+		{"run_id with an emoji", `{"type":"t","run_id":"r😀"}`, 400, "invalid_event"},
+		{"run_id with U+202E", `{"type":"t","run_id":"r‮1"}`, 400, "invalid_event"},
 		{"events not array", `{"events":{}}`, 400, "bad_json"},
 		{"events and more", `{"events":[],"type":"t"}`, 400, "bad_json"},
 		{"empty batch", `{"events":[]}`, 400, "no_events"},
@@ -177,7 +185,7 @@ func TestRuntimeEventNormalised(t *testing.T) {
 	r := f.do("POST", "/runtime-events", "u1", `{"events":[
 		{"type":"run.start","capsule_id":"cap1","payload":{ "a" : [1, 2] }},
 		{"type":"run.end","run_id":"r1","ts":"2026-01-02T03:04:05Z","id":"0B6F7C8E-5D3A-4E7B-9A51-2F0C1D9E8A7B"},
-		{"type":"x","ts":1700000000123,"payload":null}]}`)
+		{"type":"x","ts":1700000000123,"payload":null,"capsule_id":null,"run_id":"r.1:a@b+c=d~e|f-G"}]}`)
 	if r.status != 202 {
 		t.Fatalf("status %d: %s", r.status, r.body)
 	}
@@ -208,7 +216,7 @@ func TestRuntimeEventNormalised(t *testing.T) {
 	if b.capsule != nil || *b.run != "r1" || b.ts != time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixMilli() || b.payload != nil {
 		t.Fatalf("event 1 stored as %+v", b)
 	}
-	if c := get(rep.IDs[2]); c.ts != 1700000000123 || c.payload != nil {
+	if c := get(rep.IDs[2]); c.ts != 1700000000123 || c.payload != nil || c.capsule != nil || *c.run != "r.1:a@b+c=d~e|f-G" {
 		t.Fatalf("event 2 stored as %+v", c)
 	}
 }

@@ -3,7 +3,6 @@ package edge
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,59 +13,16 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/edgeshard/edgeshard/internal/httpx"
+	"github.com/edgeshard/edgeshard/plugins/proto"
+	"github.com/edgeshard/edgeshard/plugins/proto/events"
 	"github.com/google/uuid"
 )
 
-// Limits of one runtime event's fields.
-const (
-	maxEventType = 128
-	maxEventRef  = 256 // capsule_id, run_id
-	maxTSMillis  = 253402300799999
-	insertChunk  = 100 // rows per INSERT statement
-)
-
-// event is a validated, normalised runtime event.
-type event struct {
-	ID         string
-	CapsuleID  string
-	RunID      string
-	Type       string
-	TS         int64 // unix ms
-	ReceivedAt int64 // unix ms
-	Payload    string
-}
-
-// routingKey is the key RUNTIME_EVENT_SHARD routes the event by.
-func (e *event) routingKey() string {
-	switch {
-	case e.CapsuleID != "":
-		return e.CapsuleID
-	case e.RunID != "":
-		return e.RunID
-	}
-	return e.ID
-}
-
-// appendLine appends the event's /enqueue line.
-func (e *event) appendLine(b *bytes.Buffer) {
-	b.WriteString(e.ID)
-	b.WriteByte('\t')
-	b.WriteString(e.CapsuleID)
-	b.WriteByte('\t')
-	b.WriteString(e.RunID)
-	b.WriteByte('\t')
-	b.WriteString(e.Type)
-	b.WriteByte('\t')
-	b.WriteString(strconv.FormatInt(e.TS, 10))
-	b.WriteByte('\t')
-	b.WriteString(strconv.FormatInt(e.ReceivedAt, 10))
-	b.WriteByte('\t')
-	b.WriteString(e.Payload)
-	b.WriteByte('\n')
-}
+// event is a validated, normalised runtime event: the /enqueue line of
+// RUNTIME_EVENT_SHARD and a runtime_events row (proto/events).
+type event = events.Event
 
 // inputError is a client error: status, code and a message naming the
 // offending input.
@@ -188,23 +144,25 @@ func (a *API) parseEvent(raw json.RawMessage, now time.Time) (event, *inputError
 		}
 		return event{}, badInput("invalid_event", "%v", err)
 	}
-	ev := event{ReceivedAt: now.UnixMilli()}
-	if in.Type == nil || *in.Type == "" {
+	ev := event{ReceivedMs: now.UnixMilli()}
+	if in.Type == nil {
 		return event{}, badInput("invalid_event", "type is required")
 	}
-	if ie := checkText("type", *in.Type, maxEventType); ie != nil {
-		return event{}, ie
+	if why := events.CheckType(*in.Type); why != "" {
+		return event{}, badInput("invalid_event", "type %s", why)
 	}
 	ev.Type = *in.Type
+	// An absent (or null) capsule_id or run_id is stored as NULL; one that
+	// is present, even "", must be an id.
 	if in.CapsuleID != nil {
-		if ie := checkText("capsule_id", *in.CapsuleID, maxEventRef); ie != nil {
-			return event{}, ie
+		if !proto.ValidID(*in.CapsuleID) {
+			return event{}, badInput("invalid_event", "capsule_id: want %s (omit it when there is none)", proto.IDRule)
 		}
 		ev.CapsuleID = *in.CapsuleID
 	}
 	if in.RunID != nil {
-		if ie := checkText("run_id", *in.RunID, maxEventRef); ie != nil {
-			return event{}, ie
+		if !proto.ValidID(*in.RunID) {
+			return event{}, badInput("invalid_event", "run_id: want %s (omit it when there is none)", proto.IDRule)
 		}
 		ev.RunID = *in.RunID
 	}
@@ -212,7 +170,7 @@ func (a *API) parseEvent(raw json.RawMessage, now time.Time) (event, *inputError
 	if ie != nil {
 		return event{}, ie
 	}
-	ev.TS = ts
+	ev.TsMs = ts
 	if p := bytes.TrimSpace(in.Payload); len(p) > 0 && !bytes.Equal(p, []byte("null")) {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, p); err != nil {
@@ -250,23 +208,6 @@ func jsonKind(k string) string {
 	return k
 }
 
-// checkText refuses text with control characters, invalid UTF-8 or over max
-// bytes (fields travel tab-separated in shard lines).
-func checkText(field, s string, max int) *inputError {
-	if len(s) > max {
-		return badInput("invalid_event", "%s: %d bytes, at most %d", field, len(s), max)
-	}
-	if !utf8.ValidString(s) {
-		return badInput("invalid_event", "%s: not valid UTF-8", field)
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return badInput("invalid_event", "%s: control characters are not allowed", field)
-		}
-	}
-	return nil
-}
-
 // parseTS reads ts: unix milliseconds (a JSON number) or an RFC 3339
 // string; absent or null is now.
 func parseTS(raw json.RawMessage, now time.Time) (int64, *inputError) {
@@ -290,12 +231,12 @@ func parseTS(raw json.RawMessage, now time.Time) (int64, *inputError) {
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 			return 0, badInput("invalid_event", "ts: want unix milliseconds or an RFC 3339 time")
 		}
-		if f < 0 || f > maxTSMillis {
+		if f < 0 || f > events.MaxTSMillis {
 			return 0, badInput("invalid_event", "ts: %s is out of range (unix milliseconds)", raw)
 		}
 		ms = int64(f)
 	}
-	if ms < 0 || ms > maxTSMillis {
+	if !events.ValidTS(ms) {
 		return 0, badInput("invalid_event", "ts: out of range")
 	}
 	return ms, nil
@@ -454,7 +395,7 @@ func (a *API) groupEvents(evs []event) (map[int][]int, []int) {
 	groups := map[int][]int{}
 	var order []int
 	for i := range evs {
-		s := shardOf(evs[i].routingKey(), n)
+		s := shardOf(evs[i].RoutingKey(), n)
 		if _, ok := groups[s]; !ok {
 			order = append(order, s)
 		}
@@ -468,13 +409,20 @@ type enqueueReply struct {
 	Accepted *int `json:"accepted"`
 }
 
-// enqueueEvents sends events idx to one shard: POST /enqueue.
+// enqueueEvents sends events idx to one shard: POST /enqueue, at most
+// events.MaxPerCall a call.
 func (a *API) enqueueEvents(ctx context.Context, shard int, evs []event, idx []int) error {
-	var b bytes.Buffer
-	for _, i := range idx {
-		evs[i].appendLine(&b)
+	for len(idx) > events.MaxPerCall {
+		if err := a.enqueueEvents(ctx, shard, evs, idx[:events.MaxPerCall]); err != nil {
+			return err
+		}
+		idx = idx[events.MaxPerCall:]
 	}
-	resp, err := a.callShard(ctx, a.events, shard, http.MethodPost, "/enqueue", b.Bytes())
+	var b []byte
+	for _, i := range idx {
+		b = evs[i].AppendLine(b)
+	}
+	resp, err := a.callShard(ctx, a.events, shard, http.MethodPost, "/enqueue", b)
 	if err != nil {
 		return err
 	}
@@ -501,21 +449,14 @@ func (a *API) insertEvents(ctx context.Context, evs []event, idx []int) error {
 		return fmt.Errorf("insert runtime events: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	for start := 0; start < len(idx); start += insertChunk {
-		chunk := idx[start:min(len(idx), start+insertChunk)]
-		var q strings.Builder
-		q.WriteString("INSERT INTO runtime_events (id, capsule_id, run_id, type, ts, received_at, payload) VALUES ")
-		args := make([]any, 0, 7*len(chunk))
-		for k, i := range chunk {
-			if k > 0 {
-				q.WriteByte(',')
-			}
-			q.WriteString("(?, ?, ?, ?, ?, ?, ?)")
-			e := &evs[i]
-			args = append(args, e.ID, nullable(e.CapsuleID), nullable(e.RunID), e.Type, e.TS, e.ReceivedAt, nullable(e.Payload))
+	args := make([]any, 0, events.RowsPerInsert*events.NumFields)
+	for start := 0; start < len(idx); start += events.RowsPerInsert {
+		chunk := idx[start:min(len(idx), start+events.RowsPerInsert)]
+		args = args[:0]
+		for _, i := range chunk {
+			args = evs[i].AppendArgs(args)
 		}
-		q.WriteString(" ON CONFLICT(id) DO NOTHING")
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+		if _, err := tx.ExecContext(ctx, events.InsertSQL(len(chunk)), args...); err != nil {
 			return fmt.Errorf("insert runtime events: %w", err)
 		}
 	}
@@ -523,12 +464,4 @@ func (a *API) insertEvents(ctx context.Context, evs []event, idx []int) error {
 		return fmt.Errorf("insert runtime events: commit: %w", err)
 	}
 	return nil
-}
-
-// nullable maps "" to SQL NULL.
-func nullable(s string) any {
-	if s == "" {
-		return sql.NullString{}
-	}
-	return s
 }

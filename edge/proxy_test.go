@@ -302,37 +302,33 @@ func TestRateLimitFallbacks(t *testing.T) {
 	}
 }
 
+// TestSlidingWindow checks the in-memory limiter's verdicts on the
+// sliding window (the same decision as the shard: proto/ratelimit).
 func TestSlidingWindow(t *testing.T) {
 	b := bucket{Policy: "user", Key: "user:a", Limit: Limit{3, time.Minute}}
-	// 3 in the window starting at 0: the 4th waits for the next window and
-	// for the 3 to decay to 2: 60 s + 20 s.
-	st := slide(b, window{start: 0, cur: 3}, 0)
-	if st.Allowed || st.RetryAfter != 80*time.Second {
-		t.Fatalf("%+v", st)
-	}
-	// At 80 s: prev 3 weighs 3·40/60 = 2, so one more fits.
-	st = slide(b, window{start: 60000, prev: 3}, 80000)
-	if !st.Allowed || st.Remaining != 0 {
-		t.Fatalf("%+v", st)
-	}
-	// At 70 s with prev 3: 3·50/60 = 2.5 → not allowed until 80 s.
-	st = slide(b, window{start: 60000, prev: 3}, 70000)
-	if st.Allowed || st.RetryAfter != 10*time.Second {
-		t.Fatalf("%+v", st)
-	}
 	m := newMemLimiter(4)
-	at := time.UnixMilli(0)
+	at := func(ms int64) time.Time { return time.UnixMilli(ms) }
 	for i := 0; i < 3; i++ {
-		if !m.check([]bucket{b}, at)[0].Allowed {
-			t.Fatalf("request %d refused", i)
+		if st := m.check([]bucket{b}, at(0))[0]; !st.Allowed || st.Remaining != 2-i {
+			t.Fatalf("request %d: %+v", i, st)
 		}
 	}
-	if m.check([]bucket{b}, at)[0].Allowed {
-		t.Fatal("4th allowed")
+	// 3 in the window starting at 0: the 4th waits for the next window and
+	// for the 3 to decay to 2: 60 s + 20 s.
+	if st := m.check([]bucket{b}, at(0))[0]; st.Allowed || st.RetryAfter != 80*time.Second || st.Reset != at(60000) {
+		t.Fatalf("4th: %+v", st)
+	}
+	// At 70 s the previous 3 weigh 3·50/60 = 2.5: not allowed until 80 s.
+	if st := m.check([]bucket{b}, at(70000))[0]; st.Allowed || st.RetryAfter != 10*time.Second {
+		t.Fatalf("at 70 s: %+v", st)
+	}
+	// At 80 s they weigh 3·40/60 = 2, so one more fits.
+	if st := m.check([]bucket{b}, at(80000))[0]; !st.Allowed || st.Remaining != 0 {
+		t.Fatalf("at 80 s: %+v", st)
 	}
 	// The table stays bounded.
 	for i := 0; i < 100; i++ {
-		m.check([]bucket{{Policy: "ip", Key: fmt.Sprint("ip:", i), Limit: b.Limit}}, at)
+		m.check([]bucket{{Policy: "ip", Key: fmt.Sprint("ip:", i), Limit: b.Limit}}, at(80000))
 	}
 	if len(m.windows) > 4 {
 		t.Fatalf("memory limiter holds %d keys, cap 4", len(m.windows))

@@ -1,8 +1,8 @@
 package edge
 
 import (
-	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -12,6 +12,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeshard/edgeshard/plugins/proto/ratelimit"
+	"github.com/edgeshard/edgeshard/plugins/proto/window"
 )
 
 // bucket is one rate-limit bucket a request is counted in.
@@ -19,6 +22,42 @@ type bucket struct {
 	Policy string // "user", "ip" or "host": the RateLimit-Policy name
 	Key    string // "user:<id>", "ip:<addr>", "host:<hostname>"
 	Limit  Limit
+	Cost   int64 // what the request counts for; 0 means 1
+}
+
+// line is the bucket's /check line.
+func (b bucket) line() ratelimit.Line {
+	return ratelimit.Line{Key: b.Key, Limit: int64(b.Limit.N), WindowMs: b.Limit.Window.Milliseconds(), Cost: max(1, b.Cost)}
+}
+
+// stateOf is the bucket after a call decided all (the shard's answer or
+// a fallback's ratelimit.Decide): a bucket allows only an allowed call.
+func stateOf(b bucket, r ratelimit.BucketReply, all bool) bucketState {
+	return bucketState{
+		bucket: b, Allowed: all && r.Allowed, Remaining: int(max(0, r.Remaining)),
+		Reset: time.UnixMilli(r.ResetMs), RetryAfter: time.Duration(max(0, r.RetryAfterMs)) * time.Millisecond,
+	}
+}
+
+// decideLocal is a fallback's decision: bs with their stored state
+// (ratelimit.Bucket Stored/Exists filled) decided by the shard's own
+// ratelimit.Decide.
+func decideLocal(bs []bucket, rbs []ratelimit.Bucket, now int64) ([]bucketState, bool) {
+	all := ratelimit.Decide(rbs, now)
+	out := make([]bucketState, len(bs))
+	for i, b := range bs {
+		out[i] = stateOf(b, rbs[i].Reply(), all)
+	}
+	return out, all
+}
+
+// localBuckets returns the ratelimit.Buckets of bs, state not yet filled.
+func localBuckets(bs []bucket) []ratelimit.Bucket {
+	out := make([]ratelimit.Bucket, len(bs))
+	for i, b := range bs {
+		out[i] = ratelimit.Bucket{Line: b.line(), No: i + 1}
+	}
+	return out
 }
 
 // bucketState is a bucket after a check.
@@ -38,7 +77,9 @@ type decision struct {
 
 // limiter checks buckets in order RateLimitShard → SQL proxy_rate_limits →
 // memory. Buckets are grouped by shard; each group is one atomic /check,
-// and a group whose shard fails falls back on its own. Groups are checked
+// and a group whose shard fails falls back on its own. The fallbacks keep
+// the shard's state and decide with its code (proto/ratelimit.Decide), so
+// they answer exactly what the shard would have. Groups are checked
 // in the order of their first bucket (user, ip, host) and the check stops
 // at the first group that refuses: a user over their own limit does not
 // use up the shared ip and host buckets. (A group refusing after an
@@ -137,31 +178,17 @@ func keysOf(bs []bucket) string {
 	return strings.Join(keys, ",")
 }
 
-// checkReply is RATE_LIMIT_SHARD's /check answer.
-type checkReply struct {
-	Allowed *bool `json:"allowed"`
-	Buckets []struct {
-		Key          string `json:"key"`
-		Allowed      bool   `json:"allowed"`
-		Limit        int    `json:"limit"`
-		Remaining    int    `json:"remaining"`
-		WindowMS     int64  `json:"window_ms"`
-		ResetMS      int64  `json:"reset_ms"`
-		RetryAfterMS int64  `json:"retry_after_ms"`
-	} `json:"buckets"`
-}
-
 // checkShard asks RATE_LIMIT_SHARD: POST /check, one bucket per line.
 func (l *limiter) checkShard(ctx context.Context, shard int, bs []bucket) ([]bucketState, error) {
-	var body bytes.Buffer
+	var body []byte
 	for _, b := range bs {
-		fmt.Fprintf(&body, "%s\t%d\t%d\n", b.Key, b.Limit.N, b.Limit.Window.Milliseconds())
+		body = b.line().AppendLine(body)
 	}
-	resp, err := l.a.callShard(ctx, l.a.ratel, shard, http.MethodPost, "/check", body.Bytes())
+	resp, err := l.a.callShard(ctx, l.a.ratel, shard, http.MethodPost, "/check", body)
 	if err != nil {
 		return nil, err
 	}
-	var rep checkReply
+	var rep ratelimit.Reply
 	if err := json.Unmarshal(resp.Body, &rep); err != nil {
 		return nil, fmt.Errorf("decode /check answer: %w", err)
 	}
@@ -170,115 +197,47 @@ func (l *limiter) checkShard(ctx context.Context, shard int, bs []bucket) ([]buc
 	}
 	out := make([]bucketState, len(bs))
 	for i, b := range bs {
-		rb := rep.Buckets[i]
-		if rb.Key != b.Key {
+		if rb := rep.Buckets[i]; rb.Key != b.Key {
 			return nil, fmt.Errorf("/check answered bucket %q in place of %q", rb.Key, b.Key)
 		}
-		out[i] = bucketState{
-			bucket: b, Allowed: *rep.Allowed && rb.Allowed, Remaining: max(0, rb.Remaining),
-			Reset: time.UnixMilli(rb.ResetMS), RetryAfter: time.Duration(max(0, rb.RetryAfterMS)) * time.Millisecond,
-		}
+		out[i] = stateOf(b, rep.Buckets[i], *rep.Allowed)
 	}
 	return out, nil
 }
 
-// window is the sliding-window-counter state of one bucket: the counts of
-// the current and previous fixed windows. The estimate of requests in the
-// last Window is prev·(1 − elapsed/w) + cur.
-type window struct {
-	start int64 // unix ms of the current window's start
-	cur   int64
-	prev  int64
-}
-
-// slide evaluates one request against the window at now (ms), returning
-// whether it is allowed and the bucket state. It does not count it.
-func slide(b bucket, wd window, now int64) bucketState {
-	w := b.Limit.Window.Milliseconds()
-	limit := int64(b.Limit.N)
-	elapsed := now - wd.start
-	est := float64(wd.prev)*float64(w-elapsed)/float64(w) + float64(wd.cur)
-	st := bucketState{bucket: b, Reset: time.UnixMilli(wd.start + w)}
-	if est+1 <= float64(limit) {
-		st.Allowed = true
-		st.Remaining = int(max(0, limit-int64(math.Ceil(est))-1))
-		return st
-	}
-	var wait int64
-	if wd.cur+1 > limit {
-		// Wait for the next window, then until this window's count has
-		// decayed enough: cur·(1 − e/w) ≤ limit − 1.
-		e := float64(w) * (1 - float64(limit-1)/float64(wd.cur))
-		wait = (wd.start + w - now) + ceilMillis(e)
-	} else {
-		// Within this window, until prev·(1 − e/w) + cur ≤ limit − 1.
-		e := float64(w) * (1 - float64(limit-1-wd.cur)/float64(wd.prev))
-		wait = wd.start + ceilMillis(e) - now
-	}
-	st.RetryAfter = time.Duration(max(1, wait)) * time.Millisecond
-	return st
-}
-
-// ceilMillis rounds up, ignoring floating-point noise below a microsecond.
-func ceilMillis(ms float64) int64 { return int64(math.Ceil(ms - 1e-3)) }
-
-// align returns the window of bucket b at now given the counts stored for
-// the windows starting at start and start−w (absent windows count 0).
-func align(b bucket, now int64, counts map[int64]int64) window {
-	w := b.Limit.Window.Milliseconds()
-	start := now - now%w
-	return window{start: start, cur: counts[start], prev: counts[start-w]}
-}
-
-// checkSQL checks and counts bs in proxy_rate_limits in one transaction:
-// read both windows of every bucket, and only if all allow, upsert the
-// current windows.
+// checkSQL checks and counts bs in proxy_rate_limits in one transaction,
+// as the shard would: read every bucket's state (its two newest windows),
+// ratelimit.Decide, and only if all allow, store the counted windows.
 func (l *limiter) checkSQL(ctx context.Context, bs []bucket, at time.Time) ([]bucketState, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	now := at.UnixMilli()
-	tx, err := l.a.db.BeginTx(ctx, nil)
+	tx, err := l.a.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE (sqldb): decisions are serialised
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	out := make([]bucketState, len(bs))
-	all := true
-	for i, b := range bs {
-		w := b.Limit.Window.Milliseconds()
-		start := now - now%w
-		rows, err := tx.QueryContext(ctx, `SELECT window_start, count FROM proxy_rate_limits WHERE bucket = ? AND window_start IN (?, ?)`, b.Key, start, start-w)
+	rbs := localBuckets(bs)
+	var rows []ratelimit.Row
+	for i := range rbs {
+		rows, err = readWindows(ctx, tx, rbs[i].Key, rows[:0])
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", b.Key, err)
+			return nil, err
 		}
-		counts := map[int64]int64{}
-		for rows.Next() {
-			var ws, c int64
-			if err := rows.Scan(&ws, &c); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("read %s: %w", b.Key, err)
-			}
-			counts[ws] = c
-		}
-		if err := rows.Close(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", b.Key, err)
-		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", b.Key, err)
-		}
-		out[i] = slide(b, align(b, now, counts), now)
-		all = all && out[i].Allowed
+		rbs[i].Stored, rbs[i].Exists = ratelimit.StateFromRows(rows)
 	}
+	out, all := decideLocal(bs, rbs, now)
 	if !all {
-		for i := range out {
-			out[i].Allowed = false
-		}
 		return out, tx.Commit()
 	}
-	for _, b := range bs {
-		w := b.Limit.Window.Milliseconds()
-		if _, err := tx.ExecContext(ctx, `INSERT INTO proxy_rate_limits (bucket, window_start, count) VALUES (?, ?, 1)
-ON CONFLICT(bucket, window_start) DO UPDATE SET count = count + 1`, b.Key, now-now%w); err != nil {
+	for i := range rbs {
+		b := &rbs[i]
+		if b.Fresh && b.Exists {
+			if _, err := tx.ExecContext(ctx, ratelimit.SQLReset, b.Key); err != nil {
+				return nil, fmt.Errorf("reset %s: %w", b.Key, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, ratelimit.SQLStore, b.StoreArgs()...); err != nil {
 			return nil, fmt.Errorf("count %s: %w", b.Key, err)
 		}
 	}
@@ -288,38 +247,55 @@ ON CONFLICT(bucket, window_start) DO UPDATE SET count = count + 1`, b.Key, now-n
 	return out, nil
 }
 
-// sweepSQL deletes windows older than two days, at most once a minute.
+// readWindows appends the rows ratelimit.SQLRead returns for key.
+func readWindows(ctx context.Context, tx *sql.Tx, key string, rows []ratelimit.Row) ([]ratelimit.Row, error) {
+	rs, err := tx.QueryContext(ctx, ratelimit.SQLRead, key)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	defer rs.Close()
+	for rs.Next() {
+		var r ratelimit.Row
+		if err := rs.Scan(&r.Start, &r.WindowMs, &r.Count); err != nil {
+			return nil, fmt.Errorf("read %s: %w", key, err)
+		}
+		rows = append(rows, r)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	return rows, nil
+}
+
+// sweepSQL deletes windows no decision reads any more, at most once a
+// minute.
 func (l *limiter) sweepSQL(ctx context.Context, at time.Time) {
 	now := at.UnixMilli()
 	last := l.lastSweep.Load()
 	if now-last < time.Minute.Milliseconds() || !l.lastSweep.CompareAndSwap(last, now) {
 		return
 	}
-	cutoff := now - (48 * time.Hour).Milliseconds() // windows are at most 24h
-	if _, err := l.a.db.ExecContext(ctx, `DELETE FROM proxy_rate_limits WHERE window_start < ?`, cutoff); err != nil {
+	if _, err := l.a.db.ExecContext(ctx, ratelimit.SQLSweep, ratelimit.SweepArgs(now)...); err != nil {
 		l.a.log.Warn().Err(err).Msg("rate-limit SQL cleanup failed")
 	}
 }
 
-// memLimiter is the last-resort limiter: sliding windows in this process's
-// memory, bounded to maxKeys buckets (expired ones are swept first; if all
-// are live the table is reset, failing open rather than growing).
+// memLimiter is the last-resort limiter: each bucket's state, as the shard
+// keeps it, in this process's memory, bounded to maxKeys buckets (idle
+// ones are swept first; if all are live the table is reset, failing open
+// rather than growing).
 type memLimiter struct {
 	mu      sync.Mutex
 	maxKeys int
-	windows map[string]*memWindow
-}
-
-type memWindow struct {
-	w     window
-	width int64
+	windows map[string]window.Window
 }
 
 func newMemLimiter(maxKeys int) *memLimiter {
-	return &memLimiter{maxKeys: maxKeys, windows: map[string]*memWindow{}}
+	return &memLimiter{maxKeys: maxKeys, windows: map[string]window.Window{}}
 }
 
-// check counts one request in every bucket if all allow it.
+// check counts one request in every bucket if all allow it
+// (ratelimit.Decide over the kept states).
 func (m *memLimiter) check(bs []bucket, at time.Time) []bucketState {
 	now := at.UnixMilli()
 	m.mu.Lock()
@@ -327,48 +303,24 @@ func (m *memLimiter) check(bs []bucket, at time.Time) []bucketState {
 	if len(m.windows)+len(bs) > m.maxKeys {
 		m.sweep(now)
 	}
-	out := make([]bucketState, len(bs))
-	ws := make([]*memWindow, len(bs))
-	all := true
-	for i, b := range bs {
-		w := b.Limit.Window.Milliseconds()
-		mw := m.windows[b.Key]
-		if mw == nil || mw.width != w {
-			mw = &memWindow{width: w, w: window{start: now - now%w}}
-			m.windows[b.Key] = mw
-		}
-		advance(&mw.w, w, now)
-		ws[i] = mw
-		out[i] = slide(b, mw.w, now)
-		all = all && out[i].Allowed
+	rbs := localBuckets(bs)
+	for i := range rbs {
+		rbs[i].Stored, rbs[i].Exists = m.windows[rbs[i].Key]
 	}
-	for i := range out {
-		if all {
-			ws[i].w.cur++
-		} else {
-			out[i].Allowed = false
+	out, all := decideLocal(bs, rbs, now)
+	if all {
+		for i := range rbs {
+			m.windows[rbs[i].Key] = rbs[i].State
 		}
 	}
 	return out
 }
 
-// advance moves a window forward to the one holding now.
-func advance(wd *window, w, now int64) {
-	start := now - now%w
-	switch {
-	case start == wd.start:
-	case start == wd.start+w:
-		wd.prev, wd.cur, wd.start = wd.cur, 0, start
-	case start > wd.start:
-		wd.prev, wd.cur, wd.start = 0, 0, start
-	}
-}
-
-// sweep drops windows with nothing left in them; if the table is still
-// full it is reset.
+// sweep drops the buckets the shard's cleanup alarm would (idle for more
+// than two windows); if the table is still full it is reset.
 func (m *memLimiter) sweep(now int64) {
-	for k, mw := range m.windows {
-		if now-mw.w.start >= 2*mw.width {
+	for k, st := range m.windows {
+		if now >= st.ExpiresAt() {
 			delete(m.windows, k)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/plugins/proto/counters"
 )
 
 // maxReportedCorrections bounds Report.Corrections (all are logged and
@@ -77,20 +78,9 @@ func (a *API) ReconcileCounters(ctx context.Context) (Report, error) {
 
 	ranAt := rep.RanAt.UnixMilli()
 	err := a.inTx(ctx, func(tx *sql.Tx) error {
-		for _, job := range []struct {
-			table, column, query string
-		}{
-			{tablePosts, "likes", `WITH c AS (SELECT post_id AS id, COUNT(*) AS n FROM likes GROUP BY post_id)
-SELECT p.post_id, p.likes, COALESCE(c.n, 0) FROM post_stats p LEFT JOIN c ON c.id = p.post_id
-UNION ALL SELECT c.id, NULL, c.n FROM c WHERE NOT EXISTS (SELECT 1 FROM post_stats p WHERE p.post_id = c.id)`},
-			{tableUsers, "followers", `WITH c AS (SELECT followee_id AS id, COUNT(*) AS n FROM follows GROUP BY followee_id)
-SELECT u.user_id, u.followers, COALESCE(c.n, 0) FROM user_counters u LEFT JOIN c ON c.id = u.user_id
-UNION ALL SELECT c.id, NULL, c.n FROM c WHERE NOT EXISTS (SELECT 1 FROM user_counters u WHERE u.user_id = c.id)`},
-			{tableUsers, "following", `WITH c AS (SELECT follower_id AS id, COUNT(*) AS n FROM follows GROUP BY follower_id)
-SELECT u.user_id, u.following, COALESCE(c.n, 0) FROM user_counters u LEFT JOIN c ON c.id = u.user_id
-UNION ALL SELECT c.id, NULL, c.n FROM c WHERE NOT EXISTS (SELECT 1 FROM user_counters u WHERE u.user_id = c.id)`},
-		} {
-			fixes, checked, err := a.diff(ctx, tx, job.table, job.column, job.query, skip)
+		for i := range counters.Recounts {
+			job := &counters.Recounts[i]
+			fixes, checked, err := a.diff(ctx, tx, job.Table.Name, job.Column, job.SQL(), skip)
 			if err != nil {
 				return err
 			}
@@ -154,13 +144,14 @@ func (a *API) diff(ctx context.Context, tx *sql.Tx, table, column, query string,
 
 // correct sets one counter and records it in counter_reconcile_log.
 func (a *API) correct(ctx context.Context, tx *sql.Tx, c Correction, ranAt int64) error {
-	q := "INSERT INTO " + c.Table + " (" + keyColumn(c.Table) + ", " + c.Column + ", updated_at) VALUES (?1, ?2, ?3) " +
-		"ON CONFLICT(" + keyColumn(c.Table) + ") DO UPDATE SET " + c.Column + " = ?2, updated_at = ?3"
-	if _, err := tx.ExecContext(ctx, q, c.ID, c.New, ranAt); err != nil {
+	q, err := counters.SetSQL(c.Table, c.Column)
+	if err == nil {
+		_, err = tx.ExecContext(ctx, q, c.ID, c.New, ranAt)
+	}
+	if err != nil {
 		return fmt.Errorf("correct %s.%s of %s: %w", c.Table, c.Column, c.ID, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO counter_reconcile_log (ran_at, table_name, row_id, column_name, old_value, new_value) VALUES (?, ?, ?, ?, ?, ?)`,
-		ranAt, c.Table, c.ID, c.Column, c.Old, c.New); err != nil {
+	if _, err := tx.ExecContext(ctx, counters.LogCorrectionSQL, ranAt, c.Table, c.ID, c.Column, c.Old, c.New); err != nil {
 		return fmt.Errorf("log correction of %s.%s of %s: %w", c.Table, c.Column, c.ID, err)
 	}
 	a.log.Info().Str("table", c.Table).Str("id", c.ID).Str("column", c.Column).Int64("old", c.Old).Int64("new", c.New).

@@ -18,6 +18,7 @@ import (
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
+	"github.com/edgeshard/edgeshard/plugins/proto/ratelimit"
 )
 
 // limitHost starts a host with RATE_LIMIT_SHARD (the wasm plugin) and
@@ -169,22 +170,6 @@ func (r *runner) ratelimitWasmVsNative() (*result, error) {
 	return res, nil
 }
 
-// checkReply is the /check answer as a client decodes it.
-type checkReply struct {
-	Allowed *bool         `json:"allowed"`
-	Buckets []checkBucket `json:"buckets"`
-}
-
-type checkBucket struct {
-	Key          string `json:"key"`
-	Allowed      bool   `json:"allowed"`
-	Limit        int64  `json:"limit"`
-	Remaining    int64  `json:"remaining"`
-	WindowMS     int64  `json:"window_ms"`
-	ResetMS      int64  `json:"reset_ms"`
-	RetryAfterMS int64  `json:"retry_after_ms"`
-}
-
 // bareCheck is the floor of ratelimit_http: a plain net/http handler that
 // reads the same /check body, parses it with the same parser, and encodes
 // an answer of the same shape with encoding/json — everything an HTTP
@@ -195,8 +180,9 @@ func bareCheck(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	ls, bad := parseCheck(string(body))
-	if bad != nil {
+	bs, le := ratelimit.ParseCheck(string(body))
+	if le != nil {
+		bad := errorJSON(400, le.Code, le.Error())
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(bad.Status)
 		w.Write(bad.Body)
@@ -204,10 +190,10 @@ func bareCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().UnixMilli()
 	allowed := true
-	rep := checkReply{Allowed: &allowed, Buckets: make([]checkBucket, len(ls))}
-	for i, l := range ls {
-		rep.Buckets[i] = checkBucket{Key: l.key, Allowed: true, Limit: l.limit, Remaining: l.limit - l.cost,
-			WindowMS: l.window, ResetMS: now - now%l.window + l.window}
+	rep := ratelimit.Reply{Allowed: &allowed, Buckets: make([]ratelimit.BucketReply, len(bs))}
+	for i, b := range bs {
+		rep.Buckets[i] = ratelimit.BucketReply{Key: b.Key, Allowed: true, Limit: b.Limit, Remaining: b.Limit - b.Cost,
+			WindowMs: b.WindowMs, ResetMs: now - now%b.WindowMs + b.WindowMs}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(rep)
@@ -253,7 +239,7 @@ func (r *runner) ratelimitHTTP() (*result, error) {
 			if err != nil {
 				return err
 			}
-			var rep checkReply
+			var rep ratelimit.Reply
 			if err := json.Unmarshal(b, &rep); err != nil || st != 200 || rep.Allowed == nil || !*rep.Allowed || len(rep.Buckets) != 1 {
 				return fmt.Errorf("status %d: %s", st, b)
 			}

@@ -16,7 +16,7 @@ import (
 
 // Version is the version of the newest migration: the schema a migrated
 // database has. Bump it with every new migrations/NNNN_name.sql.
-const Version = 1
+const Version = 2
 
 //go:embed migrations/*.sql
 var files embed.FS

@@ -41,7 +41,8 @@ func TestMigrationsEmbedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) != schema.Version || ms[0].Version != 1 || ms[0].Name != "init" || ms[0].SQL == "" {
+	if len(ms) != schema.Version || ms[0].Version != 1 || ms[0].Name != "init" || ms[0].SQL == "" ||
+		ms[1].Version != 2 || ms[1].Name != "rate_limit_window" {
 		t.Fatalf("migrations %+v", ms)
 	}
 }
@@ -87,7 +88,8 @@ func TestSchemaConstraints(t *testing.T) {
 		{"INSERT INTO post_stats (post_id, remixes) VALUES ('p2', -1)", "CHECK constraint failed: remixes >= 0"},
 		{"UPDATE user_counters SET followers = -1", "CHECK constraint failed: followers >= 0"},
 		{"UPDATE user_counters SET likes_received = -1", "CHECK constraint failed: likes_received >= 0"},
-		{"INSERT INTO proxy_rate_limits VALUES ('ip:1', 0, -1)", "CHECK constraint failed: count >= 0"},
+		{"INSERT INTO proxy_rate_limits (bucket, window_start, count) VALUES ('ip:1', 0, -1)", "CHECK constraint failed: count >= 0"},
+		{"INSERT INTO proxy_rate_limits (bucket, window_start, window_ms, count) VALUES ('ip:1', 0, -1, 1)", "CHECK constraint failed: window_ms >= 0"},
 		{"INSERT INTO runtime_events (id, type, ts, received_at) VALUES ('e1', 'x', 'soon', 1)", "cannot store TEXT value in INTEGER column runtime_events.ts"},
 		{"INSERT INTO runtime_events (id, ts, received_at) VALUES ('e1', 1, 1)", "NOT NULL constraint failed: runtime_events.type"},
 		{"UPDATE counter_flushes SET seq = 7 WHERE shard = 'shard-3'", "counter flush already applied"},
@@ -139,5 +141,33 @@ func TestCounterFlushReplay(t *testing.T) {
 	res := batch(t, db, st("SELECT likes FROM post_stats WHERE post_id = 'p1'"), st("SELECT seq FROM counter_flushes"))
 	if res[0].Rows[0][0] != int64(2) || res[1].Rows[0][0] != int64(4) {
 		t.Fatalf("likes %v seq %v, want 2 and 4 (3-1, clamped at 0, +2)", res[0].Rows, res[1].Rows)
+	}
+}
+
+// TestRateLimitWindowMigration: 0002 adds proxy_rate_limits.window_ms to a
+// database at version 1; rows from before read window_ms 0, which the SQL
+// fallback starts afresh (plugins/proto/ratelimit.StateFromRows).
+func TestRateLimitWindowMigration(t *testing.T) {
+	ms, err := schema.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqldb.Open("sqlite://"+filepath.Join(t.TempDir(), "d1.db"), sqldb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if _, err := db.Migrate(ctx, ms[:1]); err != nil {
+		t.Fatal(err)
+	}
+	batch(t, db, st("INSERT INTO proxy_rate_limits (bucket, window_start, count) VALUES ('user:a', 60000, 3)"))
+	rep, err := schema.Migrate(ctx, db)
+	if err != nil || !reflect.DeepEqual(rep.Applied, []int{2}) {
+		t.Fatalf("migrate to 2: %+v, %v", rep, err)
+	}
+	res := batch(t, db, st("SELECT window_ms, count FROM proxy_rate_limits WHERE bucket = 'user:a'"))
+	if len(res[0].Rows) != 1 || res[0].Rows[0][0] != int64(0) || res[0].Rows[0][1] != int64(3) {
+		t.Fatalf("old row after 0002: %v", res[0].Rows)
 	}
 }

@@ -1,7 +1,8 @@
 // Command counters is CounterShard: a durable, coalescing buffer of
 // counter deltas (post_stats, user_counters) flushed to SQL on an alarm as
-// clamped updates, exactly once, with a two-phase protocol. See README.md
-// and ../PROTOCOLS.md.
+// clamped updates, exactly once, with a two-phase protocol. The delta line,
+// the table whitelist and the statements are plugins/proto/counters'; see
+// README.md and ../PROTOCOLS.md.
 //
 // Build: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared \
 //
@@ -18,6 +19,8 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/abi/sdk"
 	"github.com/edgeshard/edgeshard/plugins/internal/shardkit"
+	"github.com/edgeshard/edgeshard/plugins/proto"
+	"github.com/edgeshard/edgeshard/plugins/proto/counters"
 )
 
 func main() {}
@@ -36,10 +39,10 @@ const (
 const (
 	FlushDelay      = 5 * time.Second
 	RetryDelay      = 1 * time.Second
-	MaxPerIncrement = 1000      // delta lines one /increment may carry
-	MaxBatchRows    = 900       // rows (statements) one flush carries
-	MaxBatchBytes   = 100 << 10 // encoded inflight batch (a storage value ≤ 128 KiB)
-	freezeList      = 2000      // buffered keys read per freeze
+	MaxPerIncrement = counters.MaxPerCall // delta lines one /increment may carry
+	MaxBatchRows    = 900                 // rows (statements) one flush carries
+	MaxBatchBytes   = 100 << 10           // encoded inflight batch (a storage value ≤ 128 KiB)
+	freezeList      = 2000                // buffered keys read per freeze
 )
 
 // Storage keys.
@@ -114,7 +117,7 @@ func increment(req *sdk.Request) *sdk.Response {
 			return shardkit.Internal("storage", err)
 		}
 		for _, kv := range kvs {
-			old, ok := shardkit.ParseInt(string(kv.Value))
+			old, ok := proto.ParseInt(string(kv.Value))
 			if !ok {
 				return shardkit.Internal("bad_state", errors.New("buffered delta "+strconv.Quote(kv.Key)+" is not an integer"))
 			}
@@ -153,7 +156,7 @@ func increment(req *sdk.Request) *sdk.Response {
 		setAlarm(shardkit.NowMs() + FlushDelay.Milliseconds())
 	}
 	b := append(make([]byte, 0, 32), `{"ok":true`...)
-	b = shardkit.AppendInt(b, "buffered", int64(lines))
+	b = proto.AppendInt(b, "buffered", int64(lines))
 	return sdk.RawJSON(202, append(b, '}'))
 }
 
@@ -162,24 +165,25 @@ func increment(req *sdk.Request) *sdk.Response {
 // of lines.
 func parseIncrement(body string) (keys []string, sums []int64, n int, bad *sdk.Response) {
 	idx := map[string]int{}
-	lines := shardkit.NewLines(body)
+	lines := proto.NewLines(body)
 	for {
 		s, no, ok := lines.Next()
 		if !ok {
 			break
 		}
 		if n == MaxPerIncrement {
-			return nil, nil, 0, shardkit.BadLine("too_many_deltas", no, "at most "+strconv.Itoa(MaxPerIncrement)+" deltas per call")
+			return nil, nil, 0, shardkit.Refuse(&proto.LineError{Line: no, Code: "too_many_deltas", Msg: "at most " + strconv.Itoa(MaxPerIncrement) + " deltas per call"})
 		}
-		d, le := ParseDelta(s)
+		d, le := counters.ParseDelta(s)
 		if le != nil {
-			return nil, nil, 0, shardkit.BadLine(le.code, no, le.msg)
+			le.Line = no
+			return nil, nil, 0, shardkit.Refuse(le)
 		}
 		n++
 		k := deltaPrefix + d.Key()
 		if j, seen := idx[k]; seen {
 			if addOverflows(sums[j], d.N) {
-				return nil, nil, 0, shardkit.BadLine("delta_overflow", no, "deltas for "+strconv.Quote(d.Key())+" overflow int64")
+				return nil, nil, 0, shardkit.Refuse(&proto.LineError{Line: no, Code: "delta_overflow", Msg: "deltas for " + strconv.Quote(d.Key()) + " overflow int64"})
 			}
 			sums[j] += d.N
 			continue
@@ -270,7 +274,7 @@ func step(shard string) (stepResult, error) {
 		// resumes from the one SQL recorded, so its first batch is never
 		// mistaken for a replay.
 		t0 := time.Now()
-		rs, err := sdk.SQL().Query(seqSQL, shard)
+		rs, err := sdk.SQL().Query(counters.SeqSQL, shard)
 		if err != nil {
 			logFailed(shard, len(kvs), 0, t0, err)
 			setAlarm(now + RetryDelay.Milliseconds())
@@ -288,15 +292,15 @@ func step(shard string) (stepResult, error) {
 	rows, size := 0, 16
 	prevRow := ""
 	for _, kv := range kvs {
-		d, le := ParseDelta(strings.TrimPrefix(kv.Key, deltaPrefix) + "\t" + string(kv.Value))
+		d, le := counters.ParseDelta(strings.TrimPrefix(kv.Key, deltaPrefix) + "\t" + string(kv.Value))
 		if le != nil {
-			sdk.Error("dropping an unreadable buffered delta", "key", kv.Key, "error", le.msg)
+			sdk.Error("dropping an unreadable buffered delta", "key", kv.Key, "error", le.Msg)
 			frozen = append(frozen, kv.Key)
 			continue
 		}
-		row := d.Table.Name + "\t" + d.ID
+		row := d.Table + "\t" + d.ID
 		if row != prevRow {
-			if rows == MaxBatchRows || size+len(kv.Key)+len(kv.Value)+MaxIDBytes > MaxBatchBytes {
+			if rows == MaxBatchRows || size+len(kv.Key)+len(kv.Value)+proto.MaxIDBytes > MaxBatchBytes {
 				break // a row's columns stay together in one batch
 			}
 			rows++
@@ -335,13 +339,17 @@ func send(shard string, b *Batch, now int64) (int64, error) {
 		for j < len(b.Deltas) && b.Deltas[j].Table == b.Deltas[i].Table && b.Deltas[j].ID == b.Deltas[i].ID && !hasColumn(b.Deltas[i:j], b.Deltas[j].Column) {
 			j++
 		}
-		sql, args := rowStatement(b.Deltas[i:j], shard, b.Seq, now)
+		sql, args, err := counters.FlushUpsert(b.Deltas[i:j], shard, b.Seq, now)
+		if err != nil { // deltas of a batch were parsed from the whitelist
+			logFailed(shard, len(b.Deltas), b.Seq, t0, err)
+			return 0, err
+		}
 		stmts = append(stmts, sdk.Statement{SQL: sql, Args: args})
 		i = j
 	}
 	stmts = append(stmts,
-		sdk.Statement{SQL: markSQL, Args: []any{shard, b.Seq, now}},
-		sdk.Statement{SQL: seqSQL, Args: []any{shard}})
+		sdk.Statement{SQL: counters.MarkSQL, Args: []any{shard, b.Seq, now}},
+		sdk.Statement{SQL: counters.SeqSQL, Args: []any{shard}})
 	rs, err := sdk.SQL().Batch(stmts)
 	if err != nil {
 		logFailed(shard, len(b.Deltas), b.Seq, t0, err)
@@ -370,7 +378,7 @@ func send(shard string, b *Batch, now int64) (int64, error) {
 	return sqlSeq, nil
 }
 
-func hasColumn(ds []Delta, col string) bool {
+func hasColumn(ds []counters.Delta, col string) bool {
 	for i := range ds {
 		if ds[i].Column == col {
 			return true
@@ -390,7 +398,7 @@ func loadSeq() (int64, bool, error) {
 	if err != nil || !ok {
 		return 0, false, err
 	}
-	n, good := shardkit.ParseInt(string(v))
+	n, good := proto.ParseInt(string(v))
 	if !good {
 		return 0, false, errors.New("malformed " + seqKey + ": " + string(v))
 	}
@@ -435,10 +443,10 @@ func flushNow(req *sdk.Request) *sdk.Response {
 		return shardkit.Internal("storage", err)
 	}
 	b := append(make([]byte, 0, 96), `{"ok":true`...)
-	b = shardkit.AppendInt(b, "flushed", int64(r.sent))
-	b = shardkit.AppendInt(b, "seq", r.seq)
-	b = shardkit.AppendInt(b, "inflight", int64(r.frozen))
-	b = shardkit.AppendInt(b, "buffered", int64(n))
+	b = proto.AppendInt(b, "flushed", int64(r.sent))
+	b = proto.AppendInt(b, "seq", r.seq)
+	b = proto.AppendInt(b, "inflight", int64(r.frozen))
+	b = proto.AppendInt(b, "buffered", int64(n))
 	return sdk.RawJSON(200, append(b, '}'))
 }
 
@@ -466,9 +474,9 @@ func pending() *sdk.Response {
 		return shardkit.Internal("bad_state", err)
 	}
 	b := append(make([]byte, 0, 64), '{')
-	b = shardkit.AppendInt(b, "buffered", int64(n))
-	b = shardkit.AppendInt(b, "inflight", int64(inflight))
-	b = shardkit.AppendInt(b, "seq", seq)
+	b = proto.AppendInt(b, "buffered", int64(n))
+	b = proto.AppendInt(b, "inflight", int64(inflight))
+	b = proto.AppendInt(b, "seq", seq)
 	return sdk.RawJSON(200, append(b, '}'))
 }
 

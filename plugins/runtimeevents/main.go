@@ -1,6 +1,7 @@
 // Command runtimeevents is RuntimeEventShard: a durable buffer of
 // normalised runtime events that flushes them to the SQL table
-// runtime_events (deduplicated by id) and to analytics, in batches. See
+// runtime_events (deduplicated by id) and to analytics, in batches. The
+// line format, field limits and insert are plugins/proto/events'; see
 // README.md and ../PROTOCOLS.md.
 //
 // Build: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared \
@@ -17,6 +18,8 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/abi/sdk"
 	"github.com/edgeshard/edgeshard/plugins/internal/shardkit"
+	"github.com/edgeshard/edgeshard/plugins/proto"
+	"github.com/edgeshard/edgeshard/plugins/proto/events"
 )
 
 func main() {}
@@ -37,9 +40,9 @@ const (
 	FlushAt       = 100
 	FlushDelay    = 5 * time.Second
 	RetryDelay    = 1 * time.Second
-	MaxPerEnqueue = 1000    // events one /enqueue may carry
-	MaxPerFlush   = 1000    // events one flush (one SQL batch) carries at most
-	MaxFlushBytes = 8 << 20 // and at most this many bytes of event lines
+	MaxPerEnqueue = events.MaxPerCall // events one /enqueue may carry
+	MaxPerFlush   = 1000              // events one flush (one SQL batch) carries at most
+	MaxFlushBytes = 8 << 20           // and at most this many bytes of event lines
 )
 
 // Storage keys.
@@ -91,8 +94,8 @@ func loadSeq() (head, next int64, err error) {
 		return 0, 0, err
 	}
 	h, n, found := strings.Cut(string(v), ",")
-	hv, ok1 := shardkit.ParseInt(h)
-	nv, ok2 := shardkit.ParseInt(n)
+	hv, ok1 := proto.ParseInt(h)
+	nv, ok2 := proto.ParseInt(n)
 	if !found || !ok1 || !ok2 || hv > nv {
 		return 0, 0, errors.New("malformed " + seqKey + ": " + string(v))
 	}
@@ -110,7 +113,7 @@ func getInt(key string) (int64, bool, error) {
 	if err != nil || !ok {
 		return 0, false, err
 	}
-	n, good := shardkit.ParseInt(string(v))
+	n, good := proto.ParseInt(string(v))
 	return n, good, nil
 }
 
@@ -179,9 +182,9 @@ func enqueue(req *sdk.Request) *sdk.Response {
 
 func accepted(n int, buffered int64, flushed int) *sdk.Response {
 	b := append(make([]byte, 0, 64), '{')
-	b = shardkit.AppendInt(b, "accepted", int64(n))
-	b = shardkit.AppendInt(b, "buffered", buffered)
-	b = shardkit.AppendInt(b, "flushed", int64(flushed))
+	b = proto.AppendInt(b, "accepted", int64(n))
+	b = proto.AppendInt(b, "buffered", buffered)
+	b = proto.AppendInt(b, "flushed", int64(flushed))
 	return sdk.RawJSON(202, append(b, '}'))
 }
 
@@ -218,7 +221,7 @@ func flush(shard string, head, next, now int64) (int, error) {
 	if err != nil {
 		return 0, flushFailed(shard, int(next-head), t0, now, err)
 	}
-	events := make([]Event, 0, len(kvs))
+	evs := make([]events.Event, 0, len(kvs))
 	take, size := 0, 0
 	seen := make(map[string]struct{}, len(kvs))
 	for _, kv := range kvs {
@@ -227,18 +230,18 @@ func flush(shard string, head, next, now int64) (int, error) {
 		}
 		take++
 		size += len(kv.Value)
-		ev, le := ParseEvent(string(kv.Value))
+		ev, le := events.ParseLine(string(kv.Value))
 		if le != nil {
 			// Lines are validated before they are stored, so this is
 			// corruption: drop the event rather than block the buffer.
-			sdk.Error("dropping an unreadable buffered event", "key", kv.Key, "error", le.msg)
+			sdk.Error("dropping an unreadable buffered event", "key", kv.Key, "error", le.Msg)
 			continue
 		}
 		if _, dup := seen[ev.ID]; dup {
 			continue // the same id twice in one flush: one row, one point
 		}
 		seen[ev.ID] = struct{}{}
-		events = append(events, ev)
+		evs = append(evs, ev)
 	}
 	kvs = kvs[:take]
 	if take == 0 {
@@ -250,15 +253,15 @@ func flush(shard string, head, next, now int64) (int, error) {
 		}
 		return int(next - head), nil
 	}
-	if len(events) > 0 {
-		stmts := make([]sdk.Statement, 0, (len(events)+RowsPerInsert-1)/RowsPerInsert)
-		for i := 0; i < len(events); i += RowsPerInsert {
-			chunk := events[i:min(i+RowsPerInsert, len(events))]
-			args := make([]any, 0, len(chunk)*eventFields)
+	if len(evs) > 0 {
+		stmts := make([]sdk.Statement, 0, (len(evs)+events.RowsPerInsert-1)/events.RowsPerInsert)
+		for i := 0; i < len(evs); i += events.RowsPerInsert {
+			chunk := evs[i:min(i+events.RowsPerInsert, len(evs))]
+			args := make([]any, 0, len(chunk)*events.NumFields)
 			for j := range chunk {
 				args = chunk[j].AppendArgs(args)
 			}
-			stmts = append(stmts, sdk.Statement{SQL: InsertSQL(len(chunk)), Args: args})
+			stmts = append(stmts, sdk.Statement{SQL: events.InsertSQL(len(chunk)), Args: args})
 		}
 		if _, err := sdk.SQL().Batch(stmts); err != nil {
 			return 0, flushFailed(shard, take, t0, now, err)
@@ -266,8 +269,8 @@ func flush(shard string, head, next, now int64) (int, error) {
 		rejected := 0
 		var lastErr error
 		ae := sdk.Analytics()
-		for i := range events {
-			if err := ae.WriteDataPoint(events[i].DataPoint()); err != nil {
+		for i := range evs {
+			if err := ae.WriteDataPoint(dataPoint(&evs[i])); err != nil {
 				rejected++
 				lastErr = err
 			}
@@ -286,7 +289,7 @@ func flush(shard string, head, next, now int64) (int, error) {
 			keys = keys[:0]
 		}
 	}
-	last, _ := shardkit.ParseInt(strings.TrimPrefix(kvs[take-1].Key, eventPrefix))
+	last, _ := proto.ParseInt(strings.TrimPrefix(kvs[take-1].Key, eventPrefix))
 	newHead := max(head+int64(take), last+1)
 	if err := storeSeq(min(newHead, next), next); err != nil {
 		shardkit.Abort("store sequence", err)
@@ -338,8 +341,8 @@ func flushNow(req *sdk.Request) *sdk.Response {
 		}
 	}
 	b := append(make([]byte, 0, 48), '{')
-	b = shardkit.AppendInt(b, "flushed", int64(flushed))
-	b = shardkit.AppendInt(b, "buffered", next-head)
+	b = proto.AppendInt(b, "flushed", int64(flushed))
+	b = proto.AppendInt(b, "buffered", next-head)
 	return sdk.RawJSON(200, append(b, '}'))
 }
 
@@ -354,8 +357,8 @@ func stats() *sdk.Response {
 		return shardkit.Internal("storage", err)
 	}
 	b := append(make([]byte, 0, 48), '{')
-	b = shardkit.AppendInt(b, "buffered", next-head)
-	b = shardkit.AppendInt(b, "last_flush_ms", last)
+	b = proto.AppendInt(b, "buffered", next-head)
+	b = proto.AppendInt(b, "last_flush_ms", last)
 	return sdk.RawJSON(200, append(b, '}'))
 }
 

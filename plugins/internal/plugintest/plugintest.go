@@ -90,15 +90,7 @@ func New(t testing.TB, o Options) *Fixture {
 	if o.SQL {
 		f.DB = o.DB
 		if f.DB == nil {
-			db, err := sqldb.Open("sqlite://:memory:", sqldb.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := schema.Migrate(context.Background(), db); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
-			f.DB = db
+			f.DB = OpenDB(t)
 		}
 		f.SQL = &FailingDB{DB: f.DB}
 		cfg.SQL = map[string]host.SQLDB{"DB": f.SQL}
@@ -389,6 +381,21 @@ func (l *LogBuf) WithCode(code string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// OpenDB returns a private in-memory SQLite database migrated to the edge
+// API's schema; it closes with the test.
+func OpenDB(t testing.TB) *sqldb.DB {
+	t.Helper()
+	db, err := sqldb.Open("sqlite://:memory:", sqldb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := schema.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }
 
 // Schema returns the edge API's SQL schema, which the plugins write to.

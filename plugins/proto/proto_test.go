@@ -1,7 +1,8 @@
-package shardkit
+package proto
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -60,5 +61,29 @@ func TestAppendFields(t *testing.T) {
 	b = append(b, '}')
 	if string(b) != `{"n":-3,"ok":true,"s":"x"}` {
 		t.Fatal(string(b))
+	}
+}
+
+// TestValidID is the one id rule: 1-128 bytes of [A-Za-z0-9._:@+=~|-].
+func TestValidID(t *testing.T) {
+	for _, s := range []string{"a", "Z9", "user.1", "cap:2026-01-01", "a@b+c=d~e|f-g", "snake_case", "0b6f7c8e-5d3a-4e7b-9a51-2f0c1d9e8a7b", strings.Repeat("x", MaxIDBytes)} {
+		if !ValidID(s) {
+			t.Errorf("ValidID(%q) = false", s)
+		}
+	}
+	for _, s := range []string{"", strings.Repeat("x", MaxIDBytes+1), "a b", "a/b", "../..", "a\tb", "a\nb", "r😀", "r\u202e1",
+		"é", "a\x00", "a\x7f", `a"b`, "a\\b", "a,b", "a;b", "a?b", "a#b", "a%2f"} {
+		if ValidID(s) {
+			t.Errorf("ValidID(%q) = true", s)
+		}
+	}
+}
+
+func TestLineError(t *testing.T) {
+	if s := (&LineError{Line: 3, Code: "bad_id", Msg: "id must be x"}).Error(); s != "line 3: id must be x" {
+		t.Fatal(s)
+	}
+	if s := (&LineError{Code: "empty_body", Msg: "no lines"}).Error(); s != "no lines" {
+		t.Fatal(s)
 	}
 }

@@ -1,9 +1,10 @@
-// Package window is the sliding-window-counter arithmetic of RateLimitShard
-// (plugins/ratelimit): a bucket's stored state, how it rolls forward in
-// time, the allow/remaining/retry-after decisions in exact integer
-// arithmetic, and its stored form. It has no dependency on the guest SDK,
-// so the wasm plugin and a native Go shard (the benchmark baseline in
-// cmd/edgeshard-bench) run the very same code.
+// Package window is the sliding-window-counter arithmetic of rate limits:
+// a bucket's state, how it rolls forward in time, the allow/remaining/
+// retry-after decisions in exact integer arithmetic, and its stored form.
+// RateLimitShard (plugins/ratelimit), its native benchmark baseline
+// (cmd/edgeshard-bench) and the edge's SQL and in-memory fallbacks
+// (edge/ratelimit.go, through proto/ratelimit) all decide with this code,
+// so a fallback never decides differently from the shard.
 package window
 
 import (
@@ -29,13 +30,12 @@ type Window struct {
 	Last  int64 // unix ms of the last counted request
 }
 
-// Limits on request fields. They keep every product below 2^63:
-// MaxLimit·MaxWindowMs·2 < 1.3e18.
+// Limits on a bucket's limit and window. They keep every product below
+// 2^63: MaxLimit·MaxWindowMs·2 < 1.3e18.
 const (
 	MinWindowMs = 1000
 	MaxWindowMs = 7 * 24 * 3600 * 1000
 	MaxLimit    = 1_000_000_000
-	MaxKeyBytes = 512
 )
 
 // windowStart returns the start of the fixed window of length w holding now.

@@ -1,0 +1,84 @@
+package counters
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// TestLineRoundTrip: what the edge encodes, the plugin parses back, with
+// the whitelisted spellings.
+func TestLineRoundTrip(t *testing.T) {
+	for _, d := range []Delta{
+		{Table: PostStats, ID: "post-1", Column: Likes, N: 1},
+		{Table: UserCounters, ID: "u.2:x@y", Column: LikesReceived, N: -9223372036854775808},
+		{Table: UserCounters, ID: strings.Repeat("i", 128), Column: Following, N: 9223372036854775807},
+	} {
+		line := string(d.AppendLine(nil))
+		got, le := ParseDelta(strings.TrimSuffix(line, "\n"))
+		if le != nil || got != d {
+			t.Fatalf("%q: %+v %v, want %+v", line, got, le, d)
+		}
+		if got.Key() != strings.Join(strings.Split(line, "\t")[:3], "\t") {
+			t.Fatalf("key %q of %q", got.Key(), line)
+		}
+	}
+}
+
+func TestParseDeltaRefuses(t *testing.T) {
+	for _, c := range []struct{ line, code string }{
+		{"post_stats\tp\tlikes", "bad_line"},
+		{"post_stats\tp\tlikes\t1\tx", "bad_line"},
+		{"posts\tp\tlikes\t1", "unknown_table"},
+		{"post_stats\t\tlikes\t1", "bad_id"},
+		{"post_stats\ta b\tlikes\t1", "bad_id"},
+		{"post_stats\t../..\tlikes\t1", "bad_id"},
+		{"post_stats\t" + strings.Repeat("i", 129) + "\tlikes\t1", "bad_id"},
+		{"post_stats\tp\tfollowers\t1", "unknown_column"},
+		{"post_stats\tp\tlikes\t0", "bad_delta"},
+		{"post_stats\tp\tlikes\t1.5", "bad_delta"},
+		{"post_stats\tp\tlikes\t9223372036854775808", "bad_delta"},
+	} {
+		if _, le := ParseDelta(c.line); le == nil || le.Code != c.code {
+			t.Errorf("%q: %v, want %s", c.line, le, c.code)
+		}
+	}
+}
+
+// TestStatementText pins the statements' text (SCHEMA.md quotes it).
+func TestStatementText(t *testing.T) {
+	q, args, err := Upsert([]Delta{{Table: PostStats, ID: "p1", Column: Likes, N: -1}}, 5)
+	if err != nil || q != "INSERT INTO post_stats (post_id, likes, updated_at) VALUES (?1, MAX(0, ?2), ?3) ON CONFLICT(post_id) DO UPDATE SET likes = MAX(0, likes + ?2), updated_at = ?3" ||
+		len(args) != 3 || args[0] != "p1" || args[1] != int64(-1) || args[2] != int64(5) {
+		t.Fatalf("%s %v %v", q, args, err)
+	}
+	q, args, err = FlushUpsert([]Delta{{Table: PostStats, ID: "p1", Column: Likes, N: 2}, {Table: PostStats, ID: "p1", Column: Views, N: 3}}, "COUNTER_SHARD/4", 7, 9)
+	want := "INSERT INTO post_stats (post_id, likes, views, updated_at) SELECT ?1, MAX(0, ?2), MAX(0, ?3), ?4 WHERE " +
+		"(SELECT COALESCE(MAX(seq), 0) FROM counter_flushes WHERE shard = ?5) < ?6 ON CONFLICT(post_id) DO UPDATE SET " +
+		"likes = MAX(0, likes + ?2), views = MAX(0, views + ?3), updated_at = ?4"
+	if err != nil || q != want || len(args) != 6 || args[4] != "COUNTER_SHARD/4" || args[5] != int64(7) {
+		t.Fatalf("%s %v %v", q, args, err)
+	}
+}
+
+// TestOnlyWhitelistedNamesReachSQL: a name outside Tables never becomes
+// SQL text, however the Delta was built.
+func TestOnlyWhitelistedNamesReachSQL(t *testing.T) {
+	for _, ds := range [][]Delta{
+		{{Table: "post_stats; DROP TABLE likes", ID: "p", Column: Likes, N: 1}},
+		{{Table: PostStats, ID: "p", Column: "likes = 0, views", N: 1}},
+		{{Table: PostStats, ID: "p", Column: Followers, N: 1}},
+		{{Table: PostStats, ID: "p", Column: Likes, N: 1}, {Table: UserCounters, ID: "p", Column: Posts, N: 1}},
+		{{Table: PostStats, ID: "p", Column: Likes, N: 1}, {Table: PostStats, ID: "q", Column: Views, N: 1}},
+	} {
+		if _, _, err := Upsert(ds, 1); !errors.Is(err, ErrNotWhitelisted) {
+			t.Errorf("Upsert(%+v): %v", ds, err)
+		}
+		if _, _, err := FlushUpsert(ds, "s", 1, 1); !errors.Is(err, ErrNotWhitelisted) {
+			t.Errorf("FlushUpsert(%+v): %v", ds, err)
+		}
+	}
+	if _, err := SetSQL(UserCounters, Likes); !errors.Is(err, ErrNotWhitelisted) {
+		t.Error("SetSQL of user_counters.likes")
+	}
+}

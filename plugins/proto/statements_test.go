@@ -1,0 +1,199 @@
+//go:build !wasip1
+
+package proto_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/plugins/internal/plugintest"
+	"github.com/edgeshard/edgeshard/plugins/proto/counters"
+	"github.com/edgeshard/edgeshard/plugins/proto/events"
+	"github.com/edgeshard/edgeshard/plugins/proto/ratelimit"
+	"github.com/edgeshard/edgeshard/storage/sqldb"
+)
+
+// The statements of plugins/proto, run on the edge schema as the plugins'
+// SQL binding and the edge run them (a migrated in-memory SQLite).
+
+func run(t *testing.T, db *sqldb.DB, stmts ...abi.Statement) []abi.Result {
+	t.Helper()
+	rs, err := db.Batch(context.Background(), stmts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+func stmt(t *testing.T, f func() (string, []any, error)) abi.Statement {
+	t.Helper()
+	q, args, err := f()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abi.Statement{SQL: q, Args: args}
+}
+
+func value(t *testing.T, db *sqldb.DB, q string, args ...any) any {
+	t.Helper()
+	rs := run(t, db, abi.Statement{SQL: q, Args: args})
+	if len(rs[0].Rows) != 1 {
+		t.Fatalf("%s: %d rows", q, len(rs[0].Rows))
+	}
+	return rs[0].Rows[0][0]
+}
+
+// TestStatementsOnTheSchema runs every statement on the migrated schema:
+// clamped upserts, the guarded flush and its replay, the reconcile job's
+// recounts, corrections and log.
+func TestCounterStatementsOnTheSchema(t *testing.T) {
+	db := plugintest.OpenDB(t)
+	for _, n := range []int64{-5, 3, -1} {
+		run(t, db, stmt(t, func() (string, []any, error) {
+			return counters.Upsert([]counters.Delta{{Table: counters.PostStats, ID: "p1", Column: counters.Likes, N: n}}, 10)
+		}))
+	}
+	if v := value(t, db, "SELECT likes FROM post_stats WHERE post_id = 'p1'"); v != int64(2) {
+		t.Fatalf("likes after -5, +3, -1: %v, want 2 (clamped at 0)", v)
+	}
+	flush := func(seq int64) []abi.Result {
+		ds := []counters.Delta{{Table: counters.UserCounters, ID: "u1", Column: counters.Followers, N: 4}, {Table: counters.UserCounters, ID: "u1", Column: counters.Posts, N: -2}}
+		return run(t, db,
+			stmt(t, func() (string, []any, error) { return counters.FlushUpsert(ds, "COUNTER_SHARD/1", seq, 20) }),
+			abi.Statement{SQL: counters.MarkSQL, Args: []any{"COUNTER_SHARD/1", seq, int64(20)}},
+			abi.Statement{SQL: counters.SeqSQL, Args: []any{"COUNTER_SHARD/1"}})
+	}
+	if rs := flush(1); rs[1].RowsAffected != 1 || rs[2].Rows[0][0] != int64(1) {
+		t.Fatalf("flush 1: %+v", rs)
+	}
+	if rs := flush(1); rs[0].RowsAffected != 0 || rs[1].RowsAffected != 0 {
+		t.Fatalf("replay of flush 1 changed something: %+v", rs)
+	}
+	if v := value(t, db, "SELECT followers || ',' || posts FROM user_counters WHERE user_id = 'u1'"); v != "4,0" {
+		t.Fatalf("after a flush and its replay: %v, want 4,0", v)
+	}
+
+	run(t, db,
+		abi.Statement{SQL: "INSERT INTO likes VALUES ('p1', 'u1', 0), ('p1', 'u2', 0), ('p9', 'u1', 0)"},
+		abi.Statement{SQL: "INSERT INTO follows VALUES ('u2', 'u1', 0), ('u1', 'u3', 0)"})
+	want := map[string]map[string][2]any{ // per recount: id → stored, counted
+		"post_stats.likes":        {"p1": {int64(2), int64(2)}, "p9": {nil, int64(1)}},
+		"user_counters.followers": {"u1": {int64(4), int64(1)}, "u3": {nil, int64(1)}},
+		"user_counters.following": {"u1": {int64(0), int64(1)}, "u2": {nil, int64(1)}},
+	}
+	for i := range counters.Recounts {
+		r := &counters.Recounts[i]
+		name := r.Table.Name + "." + r.Column
+		rs := run(t, db, abi.Statement{SQL: r.SQL()})
+		got := map[string][2]any{}
+		for _, row := range rs[0].Rows {
+			got[row[0].(string)] = [2]any{row[1], row[2]}
+		}
+		if len(got) != len(want[name]) {
+			t.Fatalf("%s: %v, want %v", name, got, want[name])
+		}
+		for id, w := range want[name] {
+			if got[id] != w {
+				t.Fatalf("%s of %s: %v, want %v", name, id, got[id], w)
+			}
+		}
+	}
+	q, err := counters.SetSQL(counters.UserCounters, counters.Followers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, db, abi.Statement{SQL: q, Args: []any{"u1", int64(1), int64(30)}},
+		abi.Statement{SQL: counters.LogCorrectionSQL, Args: []any{int64(30), counters.UserCounters, "u1", counters.Followers, int64(4), int64(1)}})
+	if v := value(t, db, "SELECT followers FROM user_counters WHERE user_id = 'u1'"); v != int64(1) {
+		t.Fatalf("corrected followers %v", v)
+	}
+	if v := value(t, db, "SELECT COUNT(*) FROM counter_reconcile_log"); v != int64(1) {
+		t.Fatalf("reconcile log rows %v", v)
+	}
+}
+
+// TestInsertOnTheSchema: the insert stores absent fields as NULL and a
+// repeated id once (a flush's retry, or the edge's inline write of an
+// event the shard also holds).
+func TestEventInsertOnTheSchema(t *testing.T) {
+	db := plugintest.OpenDB(t)
+	ctx := context.Background()
+	evs := []events.Event{
+		{ID: "e1", CapsuleID: "c1", Type: "run.start", TsMs: 1, ReceivedMs: 2, Payload: `{"a":1}`},
+		{ID: "e2", RunID: "r1", Type: "run.end", TsMs: 3, ReceivedMs: 4},
+	}
+	var args []any
+	for i := range evs {
+		args = evs[i].AppendArgs(args)
+	}
+	for range 2 {
+		if _, err := db.Batch(ctx, []abi.Statement{{SQL: events.InsertSQL(len(evs)), Args: args}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs, err := db.Batch(ctx, []abi.Statement{{SQL: "SELECT id, capsule_id IS NULL, run_id IS NULL, payload IS NULL FROM runtime_events ORDER BY id"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := rs[0].Rows
+	if len(rows) != 2 || rows[0][1] != int64(0) || rows[0][2] != int64(1) || rows[0][3] != int64(0) ||
+		rows[1][1] != int64(1) || rows[1][2] != int64(0) || rows[1][3] != int64(1) {
+		t.Fatalf("rows %v", rows)
+	}
+}
+
+// TestStatementsOnTheSchema keeps one bucket in proxy_rate_limits through
+// the statements: store, read back as the state ratelimit.Decide left, reset on a
+// new window length, sweep what no decision reads.
+func TestRateLimitStatementsOnTheSchema(t *testing.T) {
+	db := plugintest.OpenDB(t)
+	ctx := context.Background()
+	exec := func(q string, args ...any) [][]any {
+		rs, err := db.Batch(ctx, []abi.Statement{{SQL: q, Args: args}})
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return rs[0].Rows
+	}
+	// call decides one bucket at now the way the edge's SQL fallback does.
+	call := func(key string, limit, w, now int64) *ratelimit.Bucket {
+		bs := []ratelimit.Bucket{{Line: ratelimit.Line{Key: key, Limit: limit, WindowMs: w}}}
+		var rows []ratelimit.Row
+		for _, r := range exec(ratelimit.SQLRead, key) {
+			rows = append(rows, ratelimit.Row{Start: r[0].(int64), WindowMs: r[1].(int64), Count: r[2].(int64)})
+		}
+		bs[0].Stored, bs[0].Exists = ratelimit.StateFromRows(rows)
+		if ratelimit.Decide(bs, now) {
+			if bs[0].Fresh && bs[0].Exists {
+				exec(ratelimit.SQLReset, key)
+			}
+			exec(ratelimit.SQLStore, bs[0].StoreArgs()...)
+		}
+		return &bs[0]
+	}
+	for i := range 3 {
+		if b := call("user:a", 3, 1000, 10_100+int64(i)); !b.Allowed || b.State.Cur != int64(i+1) {
+			t.Fatalf("call %d: %+v", i, b)
+		}
+	}
+	if b := call("user:a", 3, 1000, 10_200); b.Allowed {
+		t.Fatalf("4th call allowed: %+v", b)
+	}
+	// Next window: the 3 weigh 3·(1000−500)/1000 = 1.5, so one more fits.
+	if b := call("user:a", 3, 1000, 11_500); !b.Allowed || b.State.Prev != 3 || b.State.Cur != 1 {
+		t.Fatalf("next window: %+v", b)
+	}
+	// Another window length: the bucket starts afresh, its old rows go.
+	if b := call("user:a", 3, 2000, 11_600); !b.Allowed || !b.Fresh || b.State.Cur != 1 || b.State.Prev != 0 {
+		t.Fatalf("new window length: %+v", b)
+	}
+	if rows := exec("SELECT window_start, window_ms, count FROM proxy_rate_limits"); len(rows) != 1 || rows[0][0] != int64(10_000) || rows[0][1] != int64(2000) {
+		t.Fatalf("rows after the reset %v", rows)
+	}
+	call("ip:b", 5, 1000, 11_600)
+	exec(ratelimit.SQLSweep, ratelimit.SweepArgs(13_000)...) // ip:b's window [11000, 12000) ended over a window ago
+	if rows := exec("SELECT bucket FROM proxy_rate_limits ORDER BY bucket"); len(rows) != 1 || rows[0][0] != "user:a" {
+		t.Fatalf("rows after the sweep %v", rows)
+	}
+}
