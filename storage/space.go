@@ -162,5 +162,6 @@ func (g *spaceGuard) gone() error {
 	return nil
 }
 
-// mib formats a byte count in MiB.
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+// mib formats a byte count in MiB, rounded down to a tenth (so that a
+// free space just under the reserve never prints as equal to it).
+func mib(n int64) string { return fmt.Sprintf("%d.%d MiB", n>>20, (n&(1<<20-1))*10>>20) }

@@ -21,6 +21,7 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/config"
 	"github.com/edgeshard/edgeshard/internal/httpx"
+	"github.com/edgeshard/edgeshard/storage"
 	"github.com/edgeshard/edgeshard/storage/analytics"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"github.com/gorilla/mux"
@@ -126,6 +127,7 @@ func serve(ctx context.Context, cfg *config.File, log zerolog.Logger, opts serve
 	hc.DataDir = cfg.DataDir
 	hc.CacheDir = cfg.CacheDir
 	hc.SyncWrites = cfg.SyncWrites == nil || *cfg.SyncWrites
+	hc.Badger = storage.BadgerOptions{MinFreeBytes: int64(cfg.Storage.MinFreeMB) << 20, ValueLogFileSize: int64(cfg.Storage.ValueLogFileMB) << 20}
 	hc.Vars = cfg.Vars
 	hc.SQL = dbs
 	hc.Analytics = sinks
