@@ -190,8 +190,9 @@ func OpenBadger(opts BadgerOptions) (Backend, error) {
 		WithDetectConflicts(false)
 	var space *spaceGuard
 	if !opts.InMemory {
-		// Check the filesystem before Badger maps its first files: opening
-		// on a full disk must fail cleanly, not fault.
+		// Look at the directory before Badger maps its first files: a
+		// read-only one fails the open; on a full disk the host opens and
+		// serves reads, and writes wait for space.
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("open badger: %w", err)
 		}
@@ -212,6 +213,9 @@ func OpenBadger(opts BadgerOptions) (Backend, error) {
 	}
 	db, err := badger.Open(bo)
 	if err != nil {
+		if space != nil {
+			space.close()
+		}
 		return nil, fmt.Errorf("open badger %q: %w", opts.Dir, err)
 	}
 	b := &badgerBackend{
