@@ -70,6 +70,9 @@ type Config struct {
 	CacheDir string
 	// Storage overrides the Badger backend (e.g. storage.NewMemory()).
 	Storage storage.Backend
+	// Badger configures the Badger backend (when Storage is nil): the host
+	// sets Dir (DataDir/shards) and SyncWrites, and Logger unless set.
+	Badger storage.BadgerOptions
 	// SyncWrites makes every commit fsync (default true via DefaultConfig).
 	SyncWrites bool
 	Bindings   []Binding
@@ -206,7 +209,12 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	backend := cfg.Storage
 	if backend == nil {
 		dir := filepath.Join(cfg.DataDir, "shards")
-		backend, err = storage.OpenBadger(storage.BadgerOptions{Dir: dir, SyncWrites: cfg.SyncWrites})
+		bo := cfg.Badger
+		bo.Dir, bo.SyncWrites = dir, cfg.SyncWrites
+		if bo.Logger == nil {
+			bo.Logger = &h.log
+		}
+		backend, err = storage.OpenBadger(bo)
 		if err != nil {
 			if h.ownEng {
 				h.engine.Close(ctx)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/internal/httpx"
+	"github.com/edgeshard/edgeshard/storage"
 	"github.com/gorilla/mux"
 )
 
@@ -32,6 +33,10 @@ func ErrorStatus(err error) (int, string) {
 		return http.StatusInternalServerError, "shard_crashed"
 	case errors.Is(err, ErrBadResponse):
 		return http.StatusBadGateway, "shard_bad_response"
+	case errors.Is(err, storage.ErrStorageFull):
+		return http.StatusInsufficientStorage, "storage_full"
+	case errors.Is(err, storage.ErrStorageUnavailable):
+		return http.StatusServiceUnavailable, "storage_unavailable"
 	case errors.Is(err, ErrCommit):
 		return http.StatusInternalServerError, "storage_commit_failed"
 	case errors.Is(err, ErrNotRun):

@@ -4,8 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -46,7 +49,8 @@ type BadgerOptions struct {
 	SyncWrites bool
 	// InMemory keeps everything in memory (tests, ephemeral hosts).
 	InMemory bool
-	// Logger receives Badger's warnings and errors; nil silences Badger.
+	// Logger receives Badger's warnings and errors, and its informational
+	// and debug messages at debug level; nil silences Badger.
 	Logger *zerolog.Logger
 	// MemTableSize is the size of one memtable (default 32 MiB). One Badger
 	// transaction holds at most 15% of it, which bounds a single event's
@@ -61,11 +65,36 @@ type BadgerOptions struct {
 	// full against the transaction bound (MemTableSize must be at least
 	// about 900 KiB).
 	ValueThreshold int64
-	// ValueLogFileSize is the size of one value log file (default 128 MiB).
+	// ValueLogFileSize is the size of one value log file (default 64 MiB,
+	// Badger accepts 1 MiB to 2 GiB). The free-space reserve grows with it.
 	ValueLogFileSize int64
 	// ValueLogGCInterval is how often value log garbage collection runs
-	// (default 10 minutes; negative disables it).
+	// (default 10 minutes; negative disables it). While writes are refused
+	// for want of space it also runs, at most once a minute.
 	ValueLogGCInterval time.Duration
+	// MinFreeBytes is the free-space reserve: Apply refuses writes with
+	// ErrStorageFull while the filesystem under Dir has less available, and
+	// accepts them again once it has the reserve plus a sixteenth. Badger
+	// writes through memory-mapped files, where running out of space kills
+	// the process (SIGBUS) instead of failing a write, and it writes on its
+	// own after our writes stop — memtable flushes, compactions, value log
+	// GC — so the reserve must cover those. Default (0): the larger of
+	// 256 MiB and 2×ValueLogFileSize + 4×MemTableSize (256 MiB with the
+	// default sizes). Negative disables the reserve; the directory checks
+	// (ErrStorageUnavailable) stay.
+	MinFreeBytes int64
+	// StallTimeout bounds how long one Apply waits for Badger (default
+	// 30 s; negative: forever). Badger blocks writes while it cannot flush
+	// a memtable, and retries the flush forever; past the bound Apply fails
+	// with ErrStorageUnavailable, and so does every Apply until the stuck
+	// commit returns. Its writes may still land: their outcome is unknown,
+	// like that of a write whose acknowledgement was lost.
+	StallTimeout time.Duration
+	// CloseTimeout bounds Close (default 30 s; 2 s once the directory is
+	// gone, when Badger's final flush cannot succeed). Past it Close
+	// returns an error naming what was stuck and leaves Badger's goroutines
+	// behind; the next open replays Badger's log.
+	CloseTimeout time.Duration
 }
 
 func (o BadgerOptions) withDefaults() BadgerOptions {
@@ -84,10 +113,19 @@ func (o BadgerOptions) withDefaults() BadgerOptions {
 		o.ValueThreshold = abi.MaxValueSize + 1
 	}
 	if o.ValueLogFileSize <= 0 {
-		o.ValueLogFileSize = 128 << 20
+		o.ValueLogFileSize = 64 << 20
 	}
 	if o.ValueLogGCInterval == 0 {
 		o.ValueLogGCInterval = 10 * time.Minute
+	}
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = max(256<<20, 2*o.ValueLogFileSize+4*o.MemTableSize)
+	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = 30 * time.Second
+	}
+	if o.CloseTimeout <= 0 {
+		o.CloseTimeout = 30 * time.Second
 	}
 	return o
 }
@@ -95,8 +133,10 @@ func (o BadgerOptions) withDefaults() BadgerOptions {
 // badgerBackend is the Badger Backend. Apply calls are serialised; reads run
 // concurrently with them on Badger snapshots.
 type badgerBackend struct {
-	db   *badger.DB
-	opts BadgerOptions
+	db    *badger.DB
+	opts  BadgerOptions
+	log   *badgerLogger
+	space *spaceGuard // nil when InMemory
 
 	mu     sync.RWMutex // read-held by every call, write-held by Close
 	closed bool
@@ -104,10 +144,24 @@ type badgerBackend struct {
 	wmu    sync.Mutex // serialises Apply
 	arena  keyArena   // under wmu
 	epochs map[ShardID]uint64
+	// stuck is set while a commit that outlived StallTimeout is still
+	// inside Badger: every call is refused until it returns.
+	stuck      atomic.Pointer[stuckCommit]
+	commitReq  chan *badger.Txn // to the committer goroutine
+	commitRes  chan error       // from it; one result per request
+	stallTimer *time.Timer      // under wmu
 
-	gcWake chan struct{}
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	gcWake   chan struct{}
+	vlogWake chan struct{} // run value log GC now (writes refused for space)
+	lastVGC  time.Time     // under wmu: when a value log GC was last requested
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	phase    atomic.Pointer[string] // what the maintenance goroutine is doing
+	dbClosed chan struct{}          // closed when Badger's Close has returned
+}
+
+type stuckCommit struct {
+	since time.Time
 }
 
 // OpenBadger opens (or creates) a Badger database as a Backend.
@@ -119,10 +173,11 @@ func OpenBadger(opts BadgerOptions) (Backend, error) {
 	} else if dir == "" {
 		return nil, fmt.Errorf("open badger: no directory: %w", ErrInvalid)
 	}
+	bl := &badgerLogger{l: opts.Logger}
 	bo := badger.DefaultOptions(dir).
 		WithInMemory(opts.InMemory).
 		WithSyncWrites(opts.SyncWrites).
-		WithLogger(badgerLogger{opts.Logger}).
+		WithLogger(bl).
 		WithMemTableSize(opts.MemTableSize).
 		WithNumMemtables(3).
 		WithBlockCacheSize(opts.BlockCacheSize).
@@ -133,16 +188,53 @@ func OpenBadger(opts BadgerOptions) (Backend, error) {
 		// Apply is serialised and the epoch collector never writes what
 		// Apply reads, so Badger's conflict tracking would be pure cost.
 		WithDetectConflicts(false)
+	var space *spaceGuard
+	if !opts.InMemory {
+		// Look at the directory before Badger maps its first files: a
+		// read-only one fails the open; on a full disk the host opens and
+		// serves reads, and writes wait for space.
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("open badger: %w", err)
+		}
+		reserve := max(opts.MinFreeBytes, 0)
+		var err error
+		if space, err = newSpaceGuard(dir, reserve, opts.Logger); err != nil {
+			return nil, fmt.Errorf("open badger: %w", err)
+		}
+		if err := space.check(); err != nil && !errors.Is(err, ErrStorageFull) {
+			return nil, fmt.Errorf("open badger: %w", err)
+		}
+		if l := opts.Logger; l != nil && opts.MinFreeBytes >= 0 {
+			if need := 2*opts.ValueLogFileSize + 4*opts.MemTableSize; opts.MinFreeBytes < need {
+				l.Warn().Str("component", "storage").Str("reserve", mib(opts.MinFreeBytes)).Str("recommended", mib(need)).
+					Msg("the free-space reserve is smaller than what Badger may write after writes stop (2 value log files + 4 memtables); a full disk may still crash the host")
+			}
+		}
+	}
 	db, err := badger.Open(bo)
 	if err != nil {
+		if space != nil {
+			space.close()
+		}
 		return nil, fmt.Errorf("open badger %q: %w", opts.Dir, err)
 	}
 	b := &badgerBackend{
-		db:     db,
-		opts:   opts,
-		epochs: make(map[ShardID]uint64),
-		gcWake: make(chan struct{}, 1),
-		stop:   make(chan struct{}),
+		db:       db,
+		opts:     opts,
+		log:      bl,
+		space:    space,
+		epochs:   make(map[ShardID]uint64),
+		gcWake:   make(chan struct{}, 1),
+		vlogWake: make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		dbClosed: make(chan struct{}),
+	}
+	if opts.StallTimeout >= 0 {
+		b.commitReq, b.commitRes = make(chan *badger.Txn), make(chan error, 1)
+		go b.committer()
+	}
+	if space != nil {
+		space.onRoom = b.wakeGC // resume erasing epochs paused for want of space
 	}
 	b.wg.Add(1)
 	go b.maintain()
@@ -155,6 +247,9 @@ func (b *badgerBackend) Get(id ShardID, key string) (val []byte, found bool, err
 	defer b.mu.RUnlock()
 	if b.closed {
 		return nil, false, ErrClosed
+	}
+	if err := b.stuckErr(); err != nil {
+		return nil, false, err
 	}
 	err = b.db.View(func(txn *badger.Txn) error {
 		ep, err := readEpoch(txn, id)
@@ -188,6 +283,9 @@ func (b *badgerBackend) List(id ShardID, opts abi.ListOptions) ([]abi.KV, error)
 	defer b.mu.RUnlock()
 	if b.closed {
 		return nil, ErrClosed
+	}
+	if err := b.stuckErr(); err != nil {
+		return nil, err
 	}
 	if sp.empty() {
 		return nil, nil
@@ -249,6 +347,9 @@ func (b *badgerBackend) GetAlarm(id ShardID) (at int64, found bool, err error) {
 	if b.closed {
 		return 0, false, ErrClosed
 	}
+	if err := b.stuckErr(); err != nil {
+		return 0, false, err
+	}
 	err = b.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(appendShardKey(nil, tagAlarm, id))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -276,6 +377,9 @@ func (b *badgerBackend) Alarms() ([]Alarm, error) {
 	defer b.mu.RUnlock()
 	if b.closed {
 		return nil, ErrClosed
+	}
+	if err := b.stuckErr(); err != nil {
+		return nil, err
 	}
 	var out []Alarm
 	err := b.db.View(func(txn *badger.Txn) error {
@@ -307,10 +411,12 @@ func (b *badgerBackend) Alarms() ([]Alarm, error) {
 }
 
 func (b *badgerBackend) Apply(batches []*Batch) error {
+	size := int64(0)
 	for _, bt := range batches {
 		if err := checkBatch(bt); err != nil {
 			return err
 		}
+		size += batchBytes(bt)
 	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -319,10 +425,24 @@ func (b *badgerBackend) Apply(batches []*Batch) error {
 	}
 	b.wmu.Lock()
 	defer b.wmu.Unlock()
+	if err := b.stuckErr(); err != nil {
+		return err
+	}
+	if b.space != nil {
+		if err := b.space.admit(size); err != nil {
+			if errors.Is(err, ErrStorageFull) {
+				b.requestValueLogGC()
+			}
+			return err
+		}
+	}
 	for done := 0; done < len(batches); {
 		n, err := b.commitChunk(batches[done:])
 		done += n
 		if err != nil {
+			if errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrStorageFull) {
+				err = fmt.Errorf("%w: %w", ErrStorageFull, err)
+			}
 			if done == 0 {
 				return err
 			}
@@ -330,6 +450,33 @@ func (b *badgerBackend) Apply(batches []*Batch) error {
 		}
 	}
 	return nil
+}
+
+// batchBytes estimates what a batch writes to disk, for the space guard.
+func batchBytes(bt *Batch) int64 {
+	n := int64(64)
+	for i := range bt.Puts {
+		n += int64(len(bt.Puts[i].Key)+len(bt.Puts[i].Value)) + 64
+	}
+	for _, k := range bt.Deletes {
+		n += int64(len(k)) + 64
+	}
+	return n
+}
+
+// requestValueLogGC asks the maintenance goroutine for a value log GC, at
+// most once a minute: while writes are refused for want of space, garbage
+// in the value log (values deleted or overwritten since) may be what fills
+// the disk. The reserve leaves room for its rewrites. b.wmu held.
+func (b *badgerBackend) requestValueLogGC() {
+	if b.opts.ValueLogGCInterval < 0 || time.Since(b.lastVGC) < time.Minute {
+		return
+	}
+	b.lastVGC = time.Now()
+	select {
+	case b.vlogWake <- struct{}{}:
+	default:
+	}
 }
 
 // commitChunk commits as many leading batches as fit in one transaction
@@ -356,12 +503,12 @@ func (b *badgerBackend) commitChunk(batches []*Batch) (int, error) {
 // number of batches that fitted whole, having committed nothing.
 func (b *badgerBackend) tryCommit(batches []*Batch, max int) (int, error) {
 	txn := b.db.NewTransaction(true)
-	defer txn.Discard()
 	b.arena.reset()
 	clear(b.epochs)
 	gc := false
 	for i, bt := range batches[:max] {
 		if err := b.addBatch(txn, bt); err != nil {
+			txn.Discard()
 			if errors.Is(err, badger.ErrTxnTooBig) {
 				return i, err
 			}
@@ -369,13 +516,66 @@ func (b *badgerBackend) tryCommit(batches []*Batch, max int) (int, error) {
 		}
 		gc = gc || bt.DeleteAll
 	}
-	if err := txn.Commit(); err != nil {
+	if err := b.commit(txn); err != nil {
 		return 0, fmt.Errorf("commit: %w", err)
 	}
 	if gc {
 		b.wakeGC()
 	}
 	return max, nil
+}
+
+// stuckErr refuses calls while a commit is stuck in Badger: a read would
+// wait for it too (a Badger read waits until every earlier commit is done).
+func (b *badgerBackend) stuckErr() error {
+	if sc := b.stuck.Load(); sc != nil {
+		return fmt.Errorf("%w: a commit has been stuck in badger for %s (%s)", ErrStorageUnavailable,
+			time.Since(sc.since).Round(time.Second), b.log.lastError())
+	}
+	return nil
+}
+
+// commit commits txn (Commit discards it), waiting at most StallTimeout.
+// The commit runs on the committer goroutine; past the bound it is left to
+// finish there and b.stuck refuses every call until it does. The arena it
+// may still read is never reused: reset allocates new chunks. b.wmu held.
+func (b *badgerBackend) commit(txn *badger.Txn) error {
+	if b.opts.StallTimeout < 0 {
+		return txn.Commit()
+	}
+	b.commitReq <- txn
+	if b.stallTimer == nil {
+		b.stallTimer = time.NewTimer(b.opts.StallTimeout)
+	} else {
+		b.stallTimer.Reset(b.opts.StallTimeout)
+	}
+	select {
+	case err := <-b.commitRes:
+		b.stallTimer.Stop()
+		return err
+	case <-b.stallTimer.C:
+	}
+	b.stuck.Store(&stuckCommit{since: time.Now().Add(-b.opts.StallTimeout)})
+	err := fmt.Errorf("%w: badger did not finish a commit within %s (%s); writes are refused until it does",
+		ErrStorageUnavailable, b.opts.StallTimeout, b.log.lastError())
+	if l := b.opts.Logger; l != nil {
+		l.Error().Str("component", "storage").Err(err).Msg("commit stuck")
+	}
+	go func() {
+		cerr := <-b.commitRes
+		b.stuck.Store(nil)
+		if l := b.opts.Logger; l != nil {
+			l.Warn().Str("component", "storage").AnErr("commit_error", cerr).Msg("the stuck badger commit returned; writes are accepted again")
+		}
+	}()
+	return err
+}
+
+// committer runs Badger commits for commit until Close.
+func (b *badgerBackend) committer() {
+	for txn := range b.commitReq {
+		b.commitRes <- txn.Commit()
+	}
 }
 
 func (b *badgerBackend) addBatch(txn *badger.Txn, bt *Batch) error {
@@ -425,8 +625,13 @@ func (b *badgerBackend) addBatch(txn *badger.Txn, bt *Batch) error {
 	return nil
 }
 
+// Close closes Badger within CloseTimeout. Badger's own Close flushes the
+// memtable and retries a failing flush forever (a removed directory, a
+// failing disk): past the bound Close returns an error naming the step that
+// was stuck and Badger's last error, and leaves the rest to the process's
+// exit.
 func (b *badgerBackend) Close() error {
-	b.mu.Lock()
+	b.mu.Lock() // waits for an Apply, which StallTimeout bounds
 	if b.closed {
 		b.mu.Unlock()
 		return nil
@@ -434,11 +639,48 @@ func (b *badgerBackend) Close() error {
 	b.closed = true
 	b.mu.Unlock()
 	close(b.stop)
-	b.wg.Wait()
-	if err := b.db.Close(); err != nil {
-		return fmt.Errorf("close badger: %w", err)
+	if b.commitReq != nil {
+		close(b.commitReq) // the committer ends, or ends once its stuck commit returns
 	}
-	return nil
+	bound, why := b.opts.CloseTimeout, ""
+	if b.space != nil {
+		if err := b.space.gone(); err != nil {
+			// Badger's final flush cannot succeed: give it a moment to say
+			// so in the log, not the whole bound.
+			bound, why = min(bound, 2*time.Second), err.Error()+"; "
+		}
+	}
+	var step atomic.Pointer[string]
+	set := func(s string) { step.Store(&s) }
+	set("waiting for the maintenance goroutine")
+	done := make(chan error, 1)
+	go func() {
+		b.wg.Wait()
+		set("closing badger (flushing its memtable, stopping compactions)")
+		done <- b.db.Close()
+		close(b.dbClosed)
+	}()
+	t := time.NewTimer(bound)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if b.space != nil {
+			b.space.close()
+		}
+		if err != nil {
+			return fmt.Errorf("close badger: %w", err)
+		}
+		return nil
+	case <-t.C:
+	}
+	if b.space != nil {
+		b.space.close()
+	}
+	what := *step.Load()
+	if p := b.phase.Load(); p != nil && strings.HasPrefix(what, "waiting") {
+		what += " (" + *p + ")"
+	}
+	return fmt.Errorf("close badger %s: gave up after %s %s: %s%s", b.opts.Dir, bound, what, why, b.log.lastError())
 }
 
 func (b *badgerBackend) wakeGC() {
@@ -449,7 +691,7 @@ func (b *badgerBackend) wakeGC() {
 }
 
 // maintain erases abandoned epochs when woken and runs value log GC
-// periodically, until Close.
+// periodically (and when asked, for want of space), until Close.
 func (b *badgerBackend) maintain() {
 	defer b.wg.Done()
 	var tick <-chan time.Time
@@ -459,25 +701,46 @@ func (b *badgerBackend) maintain() {
 		tick = t.C
 	}
 	for {
+		b.setPhase("idle")
 		select {
 		case <-b.stop:
 			return
 		case <-b.gcWake:
+			b.setPhase("erasing abandoned epochs")
 			if err := b.collectEpochs(); err != nil {
 				b.warn(err, "erase abandoned epochs")
 			}
 		case <-tick:
-			for b.stopped() == nil {
-				if err := b.db.RunValueLogGC(0.5); err != nil {
-					if !errors.Is(err, badger.ErrNoRewrite) {
-						b.warn(err, "value log gc")
-					}
-					break
-				}
+			b.valueLogGC()
+		case <-b.vlogWake:
+			if !b.opts.InMemory {
+				b.valueLogGC()
 			}
 		}
 	}
 }
+
+// valueLogGC runs Badger's value log GC until it finds nothing to rewrite.
+// It runs while writes are refused for want of space (the reserve is for
+// such work), not while the directory is unusable.
+func (b *badgerBackend) valueLogGC() {
+	b.setPhase("value log gc")
+	for b.stopped() == nil {
+		if b.space != nil {
+			if err := b.space.admit(0); err != nil && !errors.Is(err, ErrStorageFull) {
+				return
+			}
+		}
+		if err := b.db.RunValueLogGC(0.5); err != nil {
+			if !errors.Is(err, badger.ErrNoRewrite) {
+				b.warn(err, "value log gc")
+			}
+			break
+		}
+	}
+}
+
+func (b *badgerBackend) setPhase(s string) { b.phase.Store(&s) }
 
 func (b *badgerBackend) stopped() error {
 	select {
@@ -518,6 +781,11 @@ func (b *badgerBackend) collectEpochs() error {
 			keys, err := b.keysWithPrefix(pre, eraseChunk)
 			if err != nil {
 				return err
+			}
+			if b.space != nil {
+				if err := b.space.admit(int64(64 * (len(keys) + 1))); err != nil {
+					return nil // resumed when writes are accepted again (onRoom)
+				}
 			}
 			err = b.db.Update(func(txn *badger.Txn) error {
 				for _, k := range keys {
@@ -659,26 +927,50 @@ func (a *keyArena) entry(k, v []byte) *badger.Entry {
 	return &a.ents[len(a.ents)-1]
 }
 
-// badgerLogger forwards Badger's warnings and errors to zerolog and drops
-// its chatter.
-type badgerLogger struct{ l *zerolog.Logger }
+// badgerLogger forwards Badger's log to zerolog: errors and warnings at
+// their level, the rest at debug. It keeps the last error, which Close and
+// a stuck Apply quote.
+type badgerLogger struct {
+	l    *zerolog.Logger
+	last atomic.Pointer[string]
+}
 
-func (b badgerLogger) Errorf(f string, args ...any) {
+func (b *badgerLogger) Errorf(f string, args ...any) {
+	msg := strings.TrimSpace(fmt.Sprintf(f, args...))
+	b.last.Store(&msg)
 	if b.l != nil {
-		b.l.Error().Str("component", "badger").Msg(strings.TrimSpace(fmt.Sprintf(f, args...)))
+		b.l.Error().Str("component", "badger").Msg(msg)
 	}
 }
 
-func (b badgerLogger) Warningf(f string, args ...any) {
+func (b *badgerLogger) Warningf(f string, args ...any) {
 	if b.l != nil {
 		b.l.Warn().Str("component", "badger").Msg(strings.TrimSpace(fmt.Sprintf(f, args...)))
 	}
 }
 
-func (badgerLogger) Infof(string, ...any)  {}
-func (badgerLogger) Debugf(string, ...any) {}
+func (b *badgerLogger) Infof(f string, args ...any) { b.debug(f, args) }
+
+func (b *badgerLogger) Debugf(f string, args ...any) { b.debug(f, args) }
+
+func (b *badgerLogger) debug(f string, args []any) {
+	if b.l == nil {
+		return
+	}
+	if e := b.l.Debug(); e.Enabled() {
+		e.Str("component", "badger").Msg(strings.TrimSpace(fmt.Sprintf(f, args...)))
+	}
+}
+
+// lastError describes Badger's last logged error, for error messages.
+func (b *badgerLogger) lastError() string {
+	if m := b.last.Load(); m != nil {
+		return "badger's last error: " + *m
+	}
+	return "badger logged no error"
+}
 
 var (
 	_ Backend       = (*badgerBackend)(nil)
-	_ badger.Logger = badgerLogger{}
+	_ badger.Logger = (*badgerLogger)(nil)
 )

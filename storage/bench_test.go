@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
 )
 
 func benchEngine(b *testing.B, sync bool) *Engine {
@@ -136,5 +139,69 @@ func BenchmarkBackendGetBadger(b *testing.B) {
 		if _, ok, err := be.Get(id, fmt.Sprintf("key/%06d", i%256)); !ok || err != nil {
 			b.Fatal("miss", err)
 		}
+	}
+}
+
+// BenchmarkBackendApplyNoSync is one small batch per Apply without fsync:
+// what the space guard's checks (an fstat per Apply, a statfs and a stat
+// every 50 ms) and the stall watchdog (a goroutine per commit) cost a group
+// commit, at its cheapest; "unguarded" turns both off.
+func BenchmarkBackendApplyNoSync(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		opts BadgerOptions
+	}{{"default", BadgerOptions{}}, {"unguarded", BadgerOptions{MinFreeBytes: -1, StallTimeout: -1}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			opts := bc.opts
+			opts.Dir = b.TempDir()
+			be, err := OpenBadger(opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer be.Close()
+			if bc.opts.MinFreeBytes < 0 {
+				be.(*badgerBackend).space = nil
+			}
+			id := ShardID{"bench", "apply"}
+			val := []byte("0123456789abcdef")
+			keys := make([]string, 1024)
+			for i := range keys {
+				keys[i] = "counter/" + strconv.Itoa(i)
+			}
+			batch := &Batch{Shard: id, Puts: make([]abi.KV, 1)}
+			bs := []*Batch{batch}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				batch.Puts[0] = abi.KV{Key: keys[i%len(keys)], Value: val}
+				if err := be.Apply(bs); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkSpaceGuardAdmit is the space guard's cost per Apply: an fstat of
+// the directory, plus a statfs and a stat of the path once per interval.
+func BenchmarkSpaceGuardAdmit(b *testing.B) {
+	for _, bc := range []struct {
+		name     string
+		interval time.Duration
+	}{{"cached", 50 * time.Millisecond}, {"every-time", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			g, err := newSpaceGuard(b.TempDir(), 1<<20, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer g.close()
+			g.interval = bc.interval
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := g.admit(100); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

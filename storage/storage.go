@@ -57,6 +57,18 @@ var (
 	ErrBatchTooLarge = errors.New("storage: batch too large for one transaction")
 	// ErrClosed reports use of a closed Engine or Backend.
 	ErrClosed = errors.New("storage: closed")
+	// ErrStorageFull reports writes refused because the filesystem under
+	// the storage has less free space than its reserve
+	// (BadgerOptions.MinFreeBytes), or failed with ENOSPC. Nothing of them
+	// was applied; reads still work, and writes are accepted again as soon
+	// as space is freed. Commit failures wrap it with ErrCommitFailed.
+	ErrStorageFull = errors.New("storage: full")
+	// ErrStorageUnavailable reports writes refused because the storage
+	// cannot take them: its directory was removed or replaced while open
+	// (until a restart), its filesystem is read-only, or a commit has been
+	// stuck in the backend past BadgerOptions.StallTimeout (until it
+	// returns). Commit failures wrap it with ErrCommitFailed.
+	ErrStorageUnavailable = errors.New("storage: unavailable")
 )
 
 // ShardID names one shard: its namespace and its name within the namespace.

@@ -59,6 +59,7 @@ type File struct {
 	MemoryLimitMB  int                `toml:"memory_limit_mb"`
 	QueueDepth     int                `toml:"queue_depth"`
 	MaxBodyBytes   int64              `toml:"max_body_bytes"`
+	Storage        Storage            `toml:"storage"`
 	DurableObjects DurableObjects     `toml:"durable_objects"`
 	D1Databases    []D1Database       `toml:"d1_databases"`
 	Analytics      []AnalyticsDataset `toml:"analytics_engine_datasets"`
@@ -69,6 +70,17 @@ type File struct {
 	Extra map[string]any `toml:"-"`
 	meta  toml.MetaData
 	path  string
+}
+
+// Storage is the [storage] table: the shards' Badger storage in data_dir.
+type Storage struct {
+	// MinFreeMB is the free space kept on data_dir's filesystem for what
+	// Badger writes on its own: below it shard writes are refused (507
+	// storage_full) until space is freed. 0: the default, 256 (or 2 value
+	// log files + 4 memtables of 32 MiB, if more).
+	MinFreeMB int `toml:"min_free_mb"`
+	// ValueLogFileMB is the size of one Badger value log file (0: 64).
+	ValueLogFileMB int `toml:"value_log_file_mb"`
 }
 
 // DurableObjects is the [durable_objects] table.
@@ -313,6 +325,12 @@ func (f *File) Validate() error {
 	}
 	if f.MaxBodyBytes < 1 {
 		bad("max_body_bytes must be ≥ 1")
+	}
+	if f.Storage.MinFreeMB < 0 {
+		bad("storage.min_free_mb = %d: want ≥ 0 (0: the default, 256)", f.Storage.MinFreeMB)
+	}
+	if v := f.Storage.ValueLogFileMB; v < 0 || v > 2047 {
+		bad("storage.value_log_file_mb = %d: want 1..2047 (0: the default, 64)", v)
 	}
 	dbs := map[string]bool{}
 	for i, d := range f.D1Databases {

@@ -45,3 +45,21 @@ func TestTimeoutsAndMetricsSettings(t *testing.T) {
 		t.Fatalf("defaults: read_timeout %v, shutdown_timeout %v, metrics %q", f.ReadTimeout, f.ShutdownTimeout, f.Metrics)
 	}
 }
+
+func TestStorageTable(t *testing.T) {
+	f, err := Parse([]byte("[storage]\nmin_free_mb = 512\nvalue_log_file_mb = 16\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Validate(); err != nil || f.Storage.MinFreeMB != 512 || f.Storage.ValueLogFileMB != 16 {
+		t.Fatalf("[storage] = %+v, %v", f.Storage, err)
+	}
+	if err := f.CheckExtra(); err != nil {
+		t.Fatalf("[storage] is a core table: %v", err)
+	}
+	f, _ = Parse([]byte("[storage]\nmin_free_mb = -1\nvalue_log_file_mb = 4096\n"), "t.toml")
+	err = f.Validate()
+	if err == nil || !strings.Contains(err.Error(), "storage.min_free_mb = -1") || !strings.Contains(err.Error(), "storage.value_log_file_mb = 4096") {
+		t.Fatalf("Validate of bad [storage] = %v; want both settings named", err)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgeshard/edgeshard/storage"
 	"net/http"
 	"os"
 	"sync"
@@ -124,6 +125,7 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	hc.MemoryLimitMiB = cfg.MemoryLimitMB
 	hc.MaxBodyBytes = cfg.MaxBodyBytes
 	hc.TraceShard = cfg.Trace
+	hc.Badger = storage.BadgerOptions{MinFreeBytes: int64(cfg.Storage.MinFreeMB) << 20, ValueLogFileSize: int64(cfg.Storage.ValueLogFileMB) << 20}
 	hc.Logger = log
 	hc.Registerer = s.reg
 	hc.Engine = opts.Engine
