@@ -111,6 +111,9 @@ type Config struct {
 	// It should exceed the host's event_timeout, so that a slow shard fails
 	// with the host's own (unambiguous) timeout first.
 	ShardTimeout time.Duration
+	// SQLBudget bounds all the SQL work of one request together (not each
+	// step): past it the request fails over or answers 503 (sqlguard.go).
+	SQLBudget time.Duration
 
 	EventMode   Mode
 	CounterMode Mode
@@ -179,6 +182,7 @@ func DefaultConfig() Config {
 		CounterBinding:   "COUNTER_SHARD",
 		SQLBinding:       "DB",
 		ShardTimeout:     15 * time.Second,
+		SQLBudget:        2 * time.Second,
 		EventMode:        ModePrimary,
 		CounterMode:      ModePrimary,
 		Auth:             AuthConfig{Leeway: 30 * time.Second},
@@ -212,6 +216,9 @@ func (c Config) withDefaults() Config {
 	str(&c.SQLBinding, d.SQLBinding)
 	if c.ShardTimeout <= 0 {
 		c.ShardTimeout = d.ShardTimeout
+	}
+	if c.SQLBudget <= 0 {
+		c.SQLBudget = d.SQLBudget
 	}
 	if c.EventMode == "" {
 		c.EventMode = ModePrimary
@@ -325,6 +332,7 @@ type (
 		CounterBinding   string          `toml:"counter_binding"`
 		SQL              string          `toml:"sql"`
 		ShardTimeout     config.Duration `toml:"shard_timeout"`
+		SQLBudget        config.Duration `toml:"sql_budget"`
 	}
 	authTable struct {
 		JWTSecret       string          `toml:"jwt_secret"`
@@ -398,6 +406,9 @@ func ConfigFromFile(f *config.File, lookup func(string) (string, bool)) (cfg Con
 	set(&cfg.SQLBinding, et.SQL)
 	if et.ShardTimeout.Duration > 0 {
 		cfg.ShardTimeout = et.ShardTimeout.Duration
+	}
+	if et.SQLBudget.Duration > 0 {
+		cfg.SQLBudget = et.SQLBudget.Duration
 	}
 
 	cfg.Auth.JWTSecret, cfg.Auth.Issuer, cfg.Auth.Audience = at.JWTSecret, at.Issuer, at.Audience

@@ -49,7 +49,7 @@ func (a *API) applyCounters(ctx context.Context, cw counterWrite) ([]delta, erro
 	mode := a.cfg.CounterMode
 	if mode == ModeOff || mode == ModeShadow {
 		var ds []delta
-		err := a.inTx(ctx, func(tx *sql.Tx) error {
+		err := a.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			var err error
 			if ds, err = cw.deltas(ctx, tx); err != nil {
 				return err
@@ -68,14 +68,16 @@ func (a *API) applyCounters(ctx context.Context, cw counterWrite) ([]delta, erro
 
 	ds := cw.fixed
 	if cw.source != nil {
-		err := a.inTx(ctx, func(tx *sql.Tx) error {
+		err := a.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			var err error
 			ds, err = cw.source(ctx, tx)
 			return err
 		})
 		if err != nil {
-			a.log.Error().Err(err).Msg("counter source-row write failed")
-			return nil, errCountersUnavailable
+			// Nothing was written: the source row (like, follow) and so its
+			// counter deltas are lost to this request — E-VIBECODR-2145, the
+			// runbook's "counter write failed" alert.
+			return nil, a.countersLost("primary", nil, fmt.Errorf("source-row write: %w", err))
 		}
 	}
 	if len(ds) == 0 {
@@ -101,7 +103,7 @@ func (a *API) applyCounters(ctx context.Context, cw counterWrite) ([]delta, erro
 		a.m.fallback("counters", CodeCounterEnqueueFailed)
 		a.log.Warn().Str("code", CodeCounterEnqueueFailed).Int("shard", s).Int("count", len(groups[s])).
 			Str("deltas", describeDeltas(groups[s])).Err(errs[gi]).Msg("counter shard enqueue failed; applying the legacy SQL update")
-		err := a.inTx(ctx, func(tx *sql.Tx) error { return applyLegacy(ctx, tx, groups[s], a.now()) })
+		err := a.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error { return applyLegacy(ctx, tx, groups[s], a.now()) })
 		if err != nil {
 			lost = a.countersLost("primary", groups[s], err)
 			continue
@@ -115,7 +117,7 @@ func (a *API) applyCounters(ctx context.Context, cw counterWrite) ([]delta, erro
 func (a *API) countersLost(mode string, ds []delta, err error) error {
 	a.m.fallback("counters", CodeCounterLegacyFailed)
 	a.log.Error().Str("code", CodeCounterLegacyFailed).Str("mode", mode).Str("deltas", describeDeltas(ds)).Err(err).
-		Msg("counter update failed: the legacy SQL update failed too")
+		Msg("counter update failed: SQL could not take it")
 	return errCountersUnavailable
 }
 
@@ -204,16 +206,20 @@ func applyLegacy(ctx context.Context, tx *sql.Tx, ds []delta, now time.Time) err
 	return nil
 }
 
-// inTx runs fn in a write transaction (BEGIN IMMEDIATE) bounded to 10 s.
-func (a *API) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
+// inTx runs fn in a write transaction (BEGIN IMMEDIATE) under the SQL
+// circuit breaker and the request's SQL budget (sqlguard.go).
+func (a *API) inTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return a.guarded(ctx, func(ctx context.Context) error { return a.tx(ctx, fn) })
+}
+
+// tx runs fn in a write transaction bounded by ctx alone.
+func (a *API) tx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	tx, err := a.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if err := fn(tx); err != nil {
+	if err := fn(ctx, tx); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -391,8 +397,14 @@ func (a *API) servePostStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := PostStats{PostID: post}
-	err := a.db.QueryRowContext(r.Context(), `SELECT likes, runs, views, comments, remixes, updated_at FROM post_stats WHERE post_id = ?`, post).
-		Scan(&s.Likes, &s.Runs, &s.Views, &s.Comments, &s.Remixes, &s.UpdatedAt)
+	err := a.guarded(r.Context(), func(ctx context.Context) error {
+		err := a.db.QueryRowContext(ctx, `SELECT likes, runs, views, comments, remixes, updated_at FROM post_stats WHERE post_id = ?`, post).
+			Scan(&s.Likes, &s.Runs, &s.Views, &s.Comments, &s.Remixes, &s.UpdatedAt)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		a.log.Error().Err(err).Str("post_id", post).Msg("read post_stats failed")
 		writeError(w, http.StatusServiceUnavailable, "sql_unavailable", "could not read the counters; retry later")
@@ -409,8 +421,14 @@ func (a *API) serveUserCounters(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := UserCounters{UserID: user}
-	err := a.db.QueryRowContext(r.Context(), `SELECT followers, following, posts, runs, likes_received, updated_at FROM user_counters WHERE user_id = ?`, user).
-		Scan(&c.Followers, &c.Following, &c.Posts, &c.Runs, &c.LikesReceived, &c.UpdatedAt)
+	err := a.guarded(r.Context(), func(ctx context.Context) error {
+		err := a.db.QueryRowContext(ctx, `SELECT followers, following, posts, runs, likes_received, updated_at FROM user_counters WHERE user_id = ?`, user).
+			Scan(&c.Followers, &c.Following, &c.Posts, &c.Runs, &c.LikesReceived, &c.UpdatedAt)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		a.log.Error().Err(err).Str("user_id", user).Msg("read user_counters failed")
 		writeError(w, http.StatusServiceUnavailable, "sql_unavailable", "could not read the counters; retry later")

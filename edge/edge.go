@@ -84,6 +84,8 @@ type API struct {
 	limiter *limiter
 	proxy   *proxyClient
 	m       *metrics
+	guard   *sqlGuard
+	sqlDB   *sqldb.DB
 
 	// writeMu orders counter writes against ReconcileCounters: every counter
 	// write holds it shared from its source-row change until its delta is
@@ -106,7 +108,15 @@ func New(cfg Config, deps Deps) (*API, error) {
 	if deps.DB == nil {
 		return nil, fmt.Errorf("edge: sql database %q is required", cfg.SQLBinding)
 	}
-	a := &API{cfg: cfg, log: deps.Logger.With().Str("component", "edge").Logger(), now: deps.Now, db: deps.DB.SQL()}
+	a := &API{cfg: cfg, log: deps.Logger.With().Str("component", "edge").Logger(), now: deps.Now, db: deps.DB.SQL(), sqlDB: deps.DB}
+	a.guard = &sqlGuard{now: time.Now, onChange: func(open bool) {
+		if open {
+			a.log.Error().Int("failures", sqlTripAfter).Dur("cooldown_ms", sqlCooldown).
+				Msg("SQL database known down: skipping it (fallbacks and 503s at once) until a retry succeeds")
+		} else {
+			a.log.Info().Msg("SQL database answers again")
+		}
+	}}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -194,11 +204,16 @@ func (a *API) Routes(r *mux.Router) {
 	r.HandleFunc("/users/{userId}/counters", a.serveUserCounters).Methods(http.MethodGet, http.MethodHead)
 }
 
-// Ready reports whether the edge API can serve: the SQL database answers.
+// Ready reports whether the edge API can serve: its SQL database accepts
+// writes now (its file is still there, a write transaction can begin) and
+// is not known down.
 func (a *API) Ready(ctx context.Context) error {
+	if a.guard.open() {
+		return errSQLDown
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := a.db.PingContext(ctx); err != nil {
+	if err := a.sqlDB.Writable(ctx); err != nil {
 		return fmt.Errorf("sql database: %w", err)
 	}
 	return nil

@@ -442,26 +442,26 @@ func (a *API) enqueueEvents(ctx context.Context, shard int, evs []event, idx []i
 // insertEvents writes events idx to runtime_events in one transaction,
 // ON CONFLICT(id) DO NOTHING (a shard flush may write the same ids).
 func (a *API) insertEvents(ctx context.Context, evs []event, idx []int) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	tx, err := a.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("insert runtime events: begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	args := make([]any, 0, events.RowsPerInsert*events.NumFields)
-	for start := 0; start < len(idx); start += events.RowsPerInsert {
-		chunk := idx[start:min(len(idx), start+events.RowsPerInsert)]
-		args = args[:0]
-		for _, i := range chunk {
-			args = evs[i].AppendArgs(args)
+	return a.guarded(ctx, func(ctx context.Context) error {
+		tx, err := a.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("insert runtime events: begin: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, events.InsertSQL(len(chunk)), args...); err != nil {
-			return fmt.Errorf("insert runtime events: %w", err)
+		defer func() { _ = tx.Rollback() }()
+		args := make([]any, 0, events.RowsPerInsert*events.NumFields)
+		for start := 0; start < len(idx); start += events.RowsPerInsert {
+			chunk := idx[start:min(len(idx), start+events.RowsPerInsert)]
+			args = args[:0]
+			for _, i := range chunk {
+				args = evs[i].AppendArgs(args)
+			}
+			if _, err := tx.ExecContext(ctx, events.InsertSQL(len(chunk)), args...); err != nil {
+				return fmt.Errorf("insert runtime events: %w", err)
+			}
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("insert runtime events: commit: %w", err)
-	}
-	return nil
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("insert runtime events: commit: %w", err)
+		}
+		return nil
+	})
 }

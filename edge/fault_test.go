@@ -34,7 +34,7 @@ const (
 	sqlCrashAfter  = "crash-after"  // the batch commits, then the guest traps
 )
 
-var errSQLDown = errors.New("injected: database is unavailable")
+var errInjectedSQLDown = errors.New("injected: database is unavailable")
 
 // faultSQL wraps the plugins' SQL binding.
 type faultSQL struct {
@@ -71,7 +71,7 @@ func (d *faultSQL) take() string {
 func (d *faultSQL) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error) {
 	switch d.take() {
 	case sqlFail:
-		return nil, errSQLDown
+		return nil, errInjectedSQLDown
 	case sqlCrashBefore:
 		return nil, fmt.Errorf("injected crash before the SQL commit: %w", hostinternal.ErrInjectedCrash)
 	case sqlCrashAfter:

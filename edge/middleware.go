@@ -22,7 +22,7 @@ func (a *API) middleware(next http.Handler) http.Handler {
 				route = t
 			}
 		}
-		a.serveInstrumented(route, next, w, r)
+		a.serveInstrumented(route, next, w, r.WithContext(a.withSQLBudget(r.Context())))
 	})
 }
 
@@ -30,7 +30,7 @@ func (a *API) middleware(next http.Handler) http.Handler {
 // allowed) with the same recover and metrics.
 func (a *API) instrument(route string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.serveInstrumented(route, next, w, r)
+		a.serveInstrumented(route, next, w, r.WithContext(a.withSQLBudget(r.Context())))
 	})
 }
 

@@ -208,9 +208,15 @@ func (l *limiter) checkShard(ctx context.Context, shard int, bs []bucket) ([]buc
 // checkSQL checks and counts bs in proxy_rate_limits in one transaction,
 // as the shard would: read every bucket's state (its two newest windows),
 // ratelimit.Decide, and only if all allow, store the counted windows.
-func (l *limiter) checkSQL(ctx context.Context, bs []bucket, at time.Time) ([]bucketState, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
+func (l *limiter) checkSQL(ctx context.Context, bs []bucket, at time.Time) (out []bucketState, err error) {
+	err = l.a.guarded(ctx, func(ctx context.Context) error {
+		out, err = l.checkSQLTx(ctx, bs, at)
+		return err
+	})
+	return out, err
+}
+
+func (l *limiter) checkSQLTx(ctx context.Context, bs []bucket, at time.Time) ([]bucketState, error) {
 	now := at.UnixMilli()
 	tx, err := l.a.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE (sqldb): decisions are serialised
 	if err != nil {

@@ -223,7 +223,7 @@ func TestRateLimitFallbacksDecideLikeTheShard(t *testing.T) {
 		if _, err := db.SQL().Exec(`DELETE FROM proxy_rate_limits`); err != nil {
 			t.Fatal(err)
 		}
-		l := &limiter{a: &API{db: db.SQL(), log: zerolog.Nop()}}
+		l := &limiter{a: &API{cfg: DefaultConfig().withDefaults(), db: db.SQL(), log: zerolog.Nop(), guard: &sqlGuard{now: time.Now}}}
 		allowed := runRL(t, newRLGen(seed, true), steps, localStores(t, l))
 		t.Logf("seed %d: %d of %d calls allowed", seed, allowed, steps)
 		// The sequences must exercise both verdicts.
@@ -254,7 +254,9 @@ func TestRateLimitPluginDecidesLikeTheFallbacks(t *testing.T) {
 	t.Cleanup(func() { h.Close(context.Background()) })
 	ns, _ := h.Namespace("RATE_LIMIT_SHARD")
 	db := openMemoryDB(t)
-	l := &limiter{a: &API{cfg: Config{ShardTimeout: 30 * time.Second}, ratel: ns, db: db.SQL(), log: zerolog.Nop()}}
+	cfg := DefaultConfig().withDefaults()
+	cfg.ShardTimeout = 30 * time.Second
+	l := &limiter{a: &API{cfg: cfg, ratel: ns, db: db.SQL(), log: zerolog.Nop(), guard: &sqlGuard{now: time.Now}}}
 	plugin := rlStore{"wasm plugin", func(bs []bucket, now int64) ([]bucketState, error) {
 		vc.Set(time.UnixMilli(now))
 		return l.checkShard(context.Background(), 0, bs)

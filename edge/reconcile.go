@@ -60,6 +60,9 @@ type pendingReply struct {
 // show nothing buffered or in flight), so no delta is outstanding while it
 // counts; rows of a shard that cannot be drained are skipped. The
 // recomputation runs in one SQL transaction. Runs do not overlap.
+// reconcileSQLTimeout bounds reconcileCounters' one transaction.
+const reconcileSQLTimeout = time.Minute
+
 func (a *API) ReconcileCounters(ctx context.Context) (Report, error) {
 	a.reconcileMu.Lock()
 	defer a.reconcileMu.Unlock()
@@ -77,7 +80,10 @@ func (a *API) ReconcileCounters(ctx context.Context) (Report, error) {
 	skip := func(id string) bool { return skipped[shardOf(id, n)] }
 
 	ranAt := rep.RanAt.UnixMilli()
-	err := a.inTx(ctx, func(tx *sql.Tx) error {
+	// A job, not a request: its own bound, outside the request budget.
+	tctx, cancel := context.WithTimeout(ctx, reconcileSQLTimeout)
+	defer cancel()
+	err := a.tx(tctx, func(ctx context.Context, tx *sql.Tx) error {
 		for i := range counters.Recounts {
 			job := &counters.Recounts[i]
 			fixes, checked, err := a.diff(ctx, tx, job.Table.Name, job.Column, job.SQL(), skip)

@@ -22,6 +22,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	watchFiles := fs.Bool("watch", false, "reload a binding when its module file changes (debounced; same validation as a push)")
 	dev := fs.Bool("dev", false, "development mode: human-readable debug logs")
 	trace := fs.String("trace", "", "log every host call of a shard: BINDING/SHARD, BINDING/* or *")
+	initSQL := fs.Bool("init-sql", os.Getenv("EDGESHARD_INIT_SQL") == "1", "initialise the edge API's SQL database even if it is empty while data_dir shows it had been initialised (env EDGESHARD_INIT_SQL=1)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -39,7 +40,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, log, server.Options{Watch: *watchFiles}); err != nil {
+	if err := serve(ctx, cfg, log, server.Options{Watch: *watchFiles, InitSQL: *initSQL}); err != nil {
 		log.Error().Err(err).Msg("edgeshard stopped with an error")
 		return 1
 	}

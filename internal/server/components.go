@@ -2,11 +2,14 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/edgeshard/edgeshard/internal/httpx"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -108,20 +111,28 @@ func (r *hostRuntime) Stop(ctx context.Context) error { return r.h.Close(ctx) }
 // database its config names, then serves its routes over the host's
 // namespaces (Server.Handler).
 type edgeAPI struct {
-	cfg edge.Config
-	dbs *databases
-	rt  *hostRuntime
-	log zerolog.Logger
-	reg prometheus.Registerer
-	api *edge.API
+	cfg     edge.Config
+	dataDir string
+	initSQL bool // Options.InitSQL
+	dbs     *databases
+	rt      *hostRuntime
+	log     zerolog.Logger
+	reg     prometheus.Registerer
+	api     *edge.API
 }
 
 func (e *edgeAPI) Name() string { return "edge" }
 
 func (e *edgeAPI) Start(ctx context.Context) error {
 	db := e.dbs.sql[e.cfg.SQLBinding]
+	if err := e.refuseEmptyDatabase(ctx, db); err != nil {
+		return err
+	}
 	rep, err := schema.Migrate(ctx, db)
 	if err != nil {
+		return fmt.Errorf("d1 database %s: %w", e.cfg.SQLBinding, err)
+	}
+	if err := e.markInitialised(rep.Version); err != nil {
 		return fmt.Errorf("d1 database %s: %w", e.cfg.SQLBinding, err)
 	}
 	if len(rep.Applied) > 0 {
@@ -133,6 +144,48 @@ func (e *edgeAPI) Start(ctx context.Context) error {
 	}
 	e.api = api
 	return nil
+}
+
+// sqlMarker is the file in data_dir recording that the edge API's
+// database was initialised, and to which schema version.
+func (e *edgeAPI) sqlMarker() string {
+	return filepath.Join(e.dataDir, "edge-sql-"+e.cfg.SQLBinding+".json")
+}
+
+// refuseEmptyDatabase refuses to start on an empty SQL database when
+// data_dir shows this host had initialised one: the database was deleted,
+// replaced or pointed elsewhere, and starting would silently create empty
+// tables (every counter reads 0, flushes land in the wrong place) — unless
+// told to initialise (serve --init-sql).
+func (e *edgeAPI) refuseEmptyDatabase(ctx context.Context, db *sqldb.DB) error {
+	b, err := os.ReadFile(e.sqlMarker())
+	if errors.Is(err, fs.ErrNotExist) || e.initSQL {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", e.sqlMarker(), err)
+	}
+	var m struct {
+		Version int       `json:"schema_version"`
+		At      time.Time `json:"initialised_at"`
+	}
+	json.Unmarshal(b, &m)
+	if err := db.SQL().PingContext(ctx); err != nil {
+		return fmt.Errorf("d1 database %s: %w", e.cfg.SQLBinding, err)
+	}
+	var v int
+	if err := db.SQL().QueryRowContext(ctx, "SELECT version FROM schema_migrations LIMIT 1").Scan(&v); err == nil {
+		return nil // it has a schema
+	}
+	return fmt.Errorf("d1 database %s is empty, but %s says this host initialised it (schema version %d, %s): "+
+		"it was deleted, replaced or its url changed; restore it, or start with --init-sql (EDGESHARD_INIT_SQL=1) to initialise an empty one",
+		e.cfg.SQLBinding, e.sqlMarker(), m.Version, m.At.Format(time.RFC3339))
+}
+
+// markInitialised records the database's schema version in data_dir.
+func (e *edgeAPI) markInitialised(version int) error {
+	b, _ := json.Marshal(map[string]any{"schema_version": version, "initialised_at": time.Now().UTC()})
+	return os.WriteFile(e.sqlMarker(), b, 0o644)
 }
 
 // Stop releases the proxy's idle upstream connections; requests in flight

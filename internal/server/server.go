@@ -52,6 +52,9 @@ type Options struct {
 	// Engine, when set, is a compilation engine the host shares (tests,
 	// benchmarks) and does not close.
 	Engine *host.Engine
+	// InitSQL lets the edge API initialise an empty SQL database even when
+	// data_dir shows it had initialised one before (serve --init-sql).
+	InitSQL bool
 	// Ready, when set, is called by Run with the main listener's address
 	// once it serves.
 	Ready func(addr string)
@@ -141,7 +144,7 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	s.rt = &hostRuntime{cfg: hc, dbs: s.dbs}
 	comps := []Component{s.dbs, s.rt}
 	if edgeOn {
-		s.edge = &edgeAPI{cfg: ecfg, dbs: s.dbs, rt: s.rt, log: log, reg: s.reg}
+		s.edge = &edgeAPI{cfg: ecfg, dataDir: cfg.DataDir, initSQL: opts.InitSQL, dbs: s.dbs, rt: s.rt, log: log, reg: s.reg}
 		comps = append(comps, s.edge)
 		if iv := ecfg.Reconcile.Interval; iv > 0 {
 			comps = append(comps, &reconciler{edge: s.edge, interval: iv})

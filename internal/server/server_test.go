@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -314,5 +315,44 @@ func TestServerSlowBodyAndMetricsPlacement(t *testing.T) {
 				t.Fatalf("a trickling client kept its connection %v (read_timeout 1s)", took)
 			}
 		})
+	}
+}
+
+// TestServerRefusesAnEmptyDatabaseItHadInitialised: after the edge API's
+// SQL database file is deleted, a restart refuses to start (and says why)
+// rather than create empty tables; --init-sql initialises it on purpose.
+func TestServerRefusesAnEmptyDatabaseItHadInitialised(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs plugins")
+	}
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, nil)
+	eng := testutil.Engine(t)
+	run := func(opts Options) error {
+		opts.LookupEnv, opts.Engine = noEnv, eng
+		s, err := New(cfg, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(context.Background()); err != nil {
+			return err
+		}
+		return s.Stop(context.Background())
+	}
+	if err := run(Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Remove(filepath.Join(dir, "d1.db") + suffix)
+	}
+	err := run(Options{})
+	if err == nil || !strings.Contains(err.Error(), "is empty, but") || !strings.Contains(err.Error(), "--init-sql") {
+		t.Fatalf("start on a deleted database: %v", err)
+	}
+	if err := run(Options{InitSQL: true}); err != nil {
+		t.Fatalf("start with InitSQL: %v", err)
+	}
+	if err := run(Options{}); err != nil {
+		t.Fatalf("start after initialising: %v", err)
 	}
 }
