@@ -25,6 +25,9 @@ func newAuthenticator(cfg AuthConfig, now func() time.Time) *authenticator {
 		jwt.WithTimeFunc(now),
 		jwt.WithIssuedAt(),
 	}
+	if !cfg.AllowNoExp {
+		opts = append(opts, jwt.WithExpirationRequired())
+	}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}
@@ -33,6 +36,9 @@ func newAuthenticator(cfg AuthConfig, now func() time.Time) *authenticator {
 	}
 	return &authenticator{cfg: cfg, parser: jwt.NewParser(opts...), key: []byte(cfg.JWTSecret)}
 }
+
+// errCritHeader refuses a token with a "crit" header.
+var errCritHeader = errors.New("token has a crit header: critical extensions are not supported")
 
 // authError is the cause of every 401; its message is safe to show.
 type authError struct{ msg string }
@@ -65,10 +71,21 @@ func (au *authenticator) userID(r *http.Request) (string, error) {
 		return "", &authError{"bearer tokens are not accepted (no jwt_secret configured)"}
 	}
 	var claims jwt.RegisteredClaims
-	_, err := au.parser.ParseWithClaims(strings.TrimSpace(tok), &claims, func(*jwt.Token) (any, error) { return au.key, nil })
+	_, err := au.parser.ParseWithClaims(strings.TrimSpace(tok), &claims, func(t *jwt.Token) (any, error) {
+		// RFC 7515 §4.1.11: a "crit" header names extensions the recipient
+		// must understand; this host understands none.
+		if _, ok := t.Header["crit"]; ok {
+			return nil, errCritHeader
+		}
+		return au.key, nil
+	})
 	if err != nil {
 		msg := "invalid token"
 		switch {
+		case errors.Is(err, errCritHeader):
+			msg = errCritHeader.Error()
+		case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+			msg = "token has no exp (expiry); tokens without one are refused unless [auth] allow_tokens_without_exp = true"
 		case errors.Is(err, jwt.ErrTokenExpired):
 			msg = "token expired"
 		case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):

@@ -133,6 +133,9 @@ type AuthConfig struct {
 	Audience string
 	// Leeway tolerates clock skew when checking exp/nbf/iat.
 	Leeway time.Duration
+	// AllowNoExp accepts tokens without an exp claim (refused by default:
+	// such a token never expires).
+	AllowNoExp bool
 	// TrustUserHeader, when set (e.g. "X-User-Id"), takes the user id from
 	// that header as set by an authenticating gateway in front of us.
 	TrustUserHeader string
@@ -340,6 +343,7 @@ type (
 		Audience        string          `toml:"audience"`
 		Leeway          config.Duration `toml:"leeway"`
 		TrustUserHeader string          `toml:"trust_user_header"`
+		AllowNoExp      bool            `toml:"allow_tokens_without_exp"`
 	}
 	proxyTable struct {
 		AllowHosts        []string          `toml:"allow_hosts"`
@@ -418,6 +422,7 @@ func ConfigFromFile(f *config.File, lookup func(string) (string, bool)) (cfg Con
 	if at.Leeway.Duration > 0 {
 		cfg.Auth.Leeway = at.Leeway.Duration
 	}
+	cfg.Auth.AllowNoExp = at.AllowNoExp
 	cfg.Auth.TrustUserHeader = http.CanonicalHeaderKey(strings.TrimSpace(at.TrustUserHeader))
 
 	p := &cfg.Proxy

@@ -49,6 +49,7 @@ func TestAuth(t *testing.T) {
 		}
 		return tok
 	}
+	soon := time.Now().Add(time.Hour)
 	cases := []struct {
 		name   string
 		authz  string
@@ -63,8 +64,10 @@ func TestAuth(t *testing.T) {
 		{"expired", "Bearer " + sign(testSecret, "alice", "edgeshard-test", time.Now().Add(-time.Hour)), nil, 401},
 		{"hs512", "Bearer " + hs512(t, testSecret, "alice"), nil, 401},
 		{"alg none", "Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSJ9.", nil, 401},
-		{"bad sub", "Bearer " + sign(testSecret, "al ice", "edgeshard-test", time.Time{}), nil, 401},
-		{"valid", "Bearer " + sign(testSecret, "alice", "edgeshard-test", time.Time{}), nil, 202},
+		{"bad sub", "Bearer " + sign(testSecret, "al ice", "edgeshard-test", soon), nil, 401},
+		{"no exp", "Bearer " + sign(testSecret, "alice", "edgeshard-test", time.Time{}), nil, 401},
+		{"crit header", "Bearer " + signCrit(t, testSecret, "alice", soon), nil, 401},
+		{"valid", "Bearer " + sign(testSecret, "alice", "edgeshard-test", soon), nil, 202},
 		{"trusted header", "", map[string]string{"X-User-Id": "bob"}, 202},
 		{"bad trusted header", "", map[string]string{"X-User-Id": "b\tob"}, 401},
 	}
@@ -81,6 +84,26 @@ func TestAuth(t *testing.T) {
 	}
 	if !strings.Contains(f.logs.String(), "trusting the user id from a request header") {
 		t.Fatal("no warning logged for trust_user_header")
+	}
+}
+
+// signCrit signs a valid token whose header has a "crit" parameter.
+func signCrit(t *testing.T, secret, sub string, exp time.Time) string {
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: sub, Issuer: "edgeshard-test", ExpiresAt: jwt.NewNumericDate(exp)})
+	tok.Header["crit"] = []string{"exp"}
+	s, err := tok.SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestAuthAllowsNoExpWhenConfigured: [auth] allow_tokens_without_exp.
+func TestAuthAllowsNoExpWhenConfigured(t *testing.T) {
+	f, _ := fakeFixture(t, func(c *Config, _ *Deps, _ *fakeShards) { c.Auth.AllowNoExp = true })
+	tok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "alice"}).SignedString([]byte(testSecret))
+	if r := f.doH("POST", "/runtime-events", map[string]string{"Authorization": "Bearer " + tok}, `{"type":"t"}`); r.status != 202 {
+		t.Fatalf("a token without exp, allowed: %d %s", r.status, r.body)
 	}
 }
 
@@ -129,6 +152,19 @@ func TestUnknownRouteMethodAndPanicAreJSON(t *testing.T) {
 	}
 }
 
+// TestRuntimeEventsDuplicateIDInBatch: the same event twice in one batch
+// (a retry within it) is accepted once, not a failed batch.
+func TestRuntimeEventsDuplicateIDInBatch(t *testing.T) {
+	f, _ := fakeFixture(t, nil)
+	const id = "0b6f7c8e-5d3a-4e7b-9a51-2f0c1d9e8a7b"
+	r := f.do("POST", "/runtime-events", "u1", `{"events":[{"type":"t","id":"`+id+`"},{"type":"u"},{"type":"t","id":"`+id+`"}]}`)
+	var rep eventsReply
+	r.json(t, &rep)
+	if r.status != 202 || rep.Accepted != 2 || rep.IDs[0] != id {
+		t.Fatalf("batch with a repeated id: %d %s", r.status, r.body)
+	}
+}
+
 func TestRuntimeEventsBadInput(t *testing.T) {
 	f, _ := fakeFixture(t, func(c *Config, _ *Deps, _ *fakeShards) {
 		c.Events.MaxEvents = 10
@@ -167,7 +203,9 @@ func TestRuntimeEventsBadInput(t *testing.T) {
 		{"too many", many, 413, "too_many_events"},
 		{"payload too big", `{"type":"t","payload":"` + strings.Repeat("x", 100) + `"}`, 413, "payload_too_large"},
 		{"body too big", `{"type":"t","payload":"` + strings.Repeat("x", 5000) + `"}`, 413, "body_too_large"},
-		{"duplicate ids", `{"events":[{"type":"t","id":"0b6f7c8e-5d3a-4e7b-9a51-2f0c1d9e8a7b"},{"type":"t","id":"0b6f7c8e-5d3a-4e7b-9a51-2f0c1d9e8a7b"}]}`, 400, "invalid_event"},
+		{"fractional ts", `{"type":"t","ts":1.5}`, 400, "invalid_event"},
+		{"nested too deep", `{"type":"t","payload":` + strings.Repeat("[", 65) + strings.Repeat("]", 65) + `}`, 400, "bad_json"},
+		{"empty run_id", `{"type":"t","run_id":""}`, 400, "invalid_event"},
 	} {
 		r := f.do("POST", "/runtime-events", "u1", c.body)
 		if r.status != c.status || r.errCode() != c.code {

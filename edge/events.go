@@ -71,6 +71,9 @@ func (a *API) parseEvents(body []byte, now time.Time) ([]event, *inputError) {
 	if len(trimmed) == 0 {
 		return nil, badInput("bad_json", "empty body: want an event object or {\"events\":[...]}")
 	}
+	if d := jsonDepth(trimmed); d > maxJSONDepth {
+		return nil, badInput("bad_json", "body nests arrays and objects %d deep, at most %d", d, maxJSONDepth)
+	}
 	if !json.Valid(trimmed) {
 		return nil, badInput("bad_json", "body is not valid JSON")
 	}
@@ -108,7 +111,7 @@ func (a *API) parseEvents(body []byte, now time.Time) ([]event, *inputError) {
 		return nil, &inputError{http.StatusRequestEntityTooLarge, "too_many_events",
 			fmt.Sprintf("%d events in one request, at most %d", len(raws), a.cfg.Events.MaxEvents)}
 	}
-	out := make([]event, len(raws))
+	out := make([]event, 0, len(raws))
 	seen := make(map[string]int, len(raws))
 	for i, raw := range raws {
 		ev, ie := a.parseEvent(raw, now)
@@ -116,13 +119,48 @@ func (a *API) parseEvents(body []byte, now time.Time) ([]event, *inputError) {
 			ie.msg = where(i) + ": " + ie.msg
 			return nil, ie
 		}
-		if j, dup := seen[ev.ID]; dup {
-			return nil, badInput("invalid_event", "%s: id %s repeats %s", where(i), ev.ID, where(j))
+		if _, dup := seen[ev.ID]; dup {
+			continue // the same event sent twice (a retry within the batch): accepted once
 		}
 		seen[ev.ID] = i
-		out[i] = ev
+		out = append(out, ev)
 	}
 	return out, nil
+}
+
+// maxJSONDepth bounds how deep a request body may nest arrays and objects
+// (an event's payload included).
+const maxJSONDepth = 64
+
+// jsonDepth returns how deep b nests arrays and objects, outside strings;
+// it stops counting past maxJSONDepth+1.
+func jsonDepth(b []byte) int {
+	depth, most, inString, escaped := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			if depth > most {
+				if most = depth; most > maxJSONDepth {
+					return most
+				}
+			}
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return most
 }
 
 // parseEvent validates one event and normalises it: a UUID (the client's
@@ -233,6 +271,9 @@ func parseTS(raw json.RawMessage, now time.Time) (int64, *inputError) {
 		}
 		if f < 0 || f > events.MaxTSMillis {
 			return 0, badInput("invalid_event", "ts: %s is out of range (unix milliseconds)", raw)
+		}
+		if f != math.Trunc(f) {
+			return 0, badInput("invalid_event", "ts: want whole unix milliseconds, got %s", raw)
 		}
 		ms = int64(f)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -266,5 +267,27 @@ func TestRateLimitPluginDecidesLikeTheFallbacks(t *testing.T) {
 	t.Logf("%d of %d calls allowed", allowed, steps)
 	if allowed < steps/10 || allowed > steps*9/10 {
 		t.Fatalf("%d of %d calls allowed: the sequence does not exercise both verdicts", allowed, steps)
+	}
+}
+
+// TestRetryAfterRoundsUp: a retry of 1.5 s is "Retry-After: 2" (whole
+// seconds, rounded up, so a client that waits that long is allowed), and
+// the bucket's RateLimit t= is rounded the same way.
+func TestRetryAfterRoundsUp(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	b := bucket{Policy: "user", Key: "user:alice", Limit: Limit{N: 2, Window: time.Minute}}
+	for _, tc := range []struct {
+		retry time.Duration
+		want  string
+	}{{1500 * time.Millisecond, "2"}, {time.Second, "1"}, {time.Millisecond, "1"}, {59001 * time.Millisecond, "60"}} {
+		h := http.Header{}
+		d := decision{Allowed: false, Buckets: []bucketState{{bucket: b, Allowed: false, Reset: now.Add(tc.retry), RetryAfter: tc.retry}}}
+		setRateLimitHeaders(h, []bucket{b}, d, now)
+		if got := h.Get("Retry-After"); got != tc.want {
+			t.Errorf("retry %v: Retry-After %q, want %q", tc.retry, got, tc.want)
+		}
+		if got, want := h.Get("RateLimit"), `"user";r=0;t=`+tc.want; got != want {
+			t.Errorf("retry %v: RateLimit %q, want %q", tc.retry, got, want)
+		}
 	}
 }

@@ -142,3 +142,23 @@ func TestReadyChecksSQLTakesWrites(t *testing.T) {
 		t.Fatalf("ready after the database file was deleted: %v", err)
 	}
 }
+
+// TestLegacyDecrementClampsAtZero: through the legacy path (COUNTER_DO_MODE
+// off), a decrement of a counter already at 0 leaves 0 and answers 200.
+func TestLegacyDecrementClampsAtZero(t *testing.T) {
+	f, _ := fakeFixture(t, func(c *Config, _ *Deps, _ *fakeShards) { c.CounterMode = ModeOff })
+	if r := f.do("PUT", "/posts/p1/like", "alice", nil); r.status != 200 {
+		t.Fatalf("like: %d %s", r.status, r.body)
+	}
+	if _, err := f.db.SQL().Exec("UPDATE post_stats SET likes = 0 WHERE post_id = 'p1'"); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.do("DELETE", "/posts/p1/like", "alice", nil); r.status != 200 {
+		t.Fatalf("unlike of a counter at 0: %d %s", r.status, r.body)
+	}
+	var st PostStats
+	f.do("GET", "/posts/p1/stats", "", nil).json(t, &st)
+	if st.Likes != 0 {
+		t.Fatalf("likes = %d after a decrement at 0, want 0 (clamped)", st.Likes)
+	}
+}
