@@ -127,7 +127,14 @@ func (h *Host) serveDO(w http.ResponseWriter, r *http.Request) {
 // a request id the answer gives.
 func (h *Host) writeFetchError(w http.ResponseWriter, binding, key string, err error) {
 	status, code := ErrorStatus(err)
-	if status < 500 || code == "shard_overloaded" || code == "shutting_down" || code == "not_run" || code == "cancelled" {
+	switch code {
+	case "shard_overloaded", "shutting_down", "not_run", "cancelled", "storage_full", "storage_unavailable":
+		// Conditions of the host a client may act on (retry later); their
+		// messages name no internals.
+		httpx.WriteError(w, status, code, err.Error())
+		return
+	}
+	if status < 500 {
 		httpx.WriteError(w, status, code, err.Error())
 		return
 	}

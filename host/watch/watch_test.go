@@ -134,6 +134,10 @@ func TestWatchReloadsDebouncedAndRefusesBrokenFiles(t *testing.T) {
 	if v := version(); v != "test" {
 		t.Fatalf("version after second reload = %q", v)
 	}
+	// The version is current inside Swap; the watcher logs once Swap returns.
+	waitFor(t, "the second reload to be logged", time.Minute, func() bool {
+		return strings.Count(logs.String(), "module reloaded from file") >= 2
+	})
 	if n := strings.Count(logs.String(), "module reloaded from file"); n != 2 {
 		t.Fatalf("%d reloads logged, want 2:\n%s", n, logs)
 	}
