@@ -14,13 +14,11 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/watch"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
-
-// syncBuf captures a host log from concurrent writers.
-type syncBuf = testutil.LogBuffer
 
 func sum(b []byte) string {
 	s := sha256.Sum256(b)
@@ -59,17 +57,9 @@ func TestWatchReloadsDebouncedAndRefusesBrokenFiles(t *testing.T) {
 	if err := os.WriteFile(path, v1, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuf{}
-	cfg := host.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.CacheDir = testutil.CacheDir()
-	cfg.Logger = zerolog.New(logs)
-	cfg.Bindings = []host.Binding{{Name: "COUNTER", Module: path}}
-	h, err := host.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close(context.Background())
+	env := testutil.Host(t, harness.Bindings(host.Binding{Name: "COUNTER", Module: path}))
+	defer env.Close() // before goleak looks
+	h, logs := env.Host, env.Logs
 	ns, _ := h.Namespace("COUNTER")
 
 	w, err := watch.New(h, []watch.Target{{Binding: "COUNTER", Path: path}}, watch.Options{Interval: 20 * time.Millisecond, Debounce: 400 * time.Millisecond, Logger: zerolog.New(logs)})
@@ -140,15 +130,7 @@ func TestWatchReloadsDebouncedAndRefusesBrokenFiles(t *testing.T) {
 }
 
 func TestWatchUnknownBinding(t *testing.T) {
-	cfg := host.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.CacheDir = testutil.CacheDir()
-	cfg.Bindings = []host.Binding{{Name: "COUNTER", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test")}}
-	h, err := host.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close(context.Background())
+	h := testutil.Host(t, harness.Bindings(host.Binding{Name: "COUNTER", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test")})).Host
 	if _, err := watch.New(h, []watch.Target{{Binding: "NOPE", Path: "x.wasm"}}, watch.Options{}); err == nil || !strings.Contains(err.Error(), "NOPE") {
 		t.Fatalf("err = %v, want one naming the binding", err)
 	}
