@@ -56,7 +56,7 @@ func testConfig() Config {
 // openDB is a SQLite file migrated with the edge API's schema.
 func openDB(t *testing.T) *sqldb.DB {
 	t.Helper()
-	return testutil.SQL(t, testutil.EdgeSchema(t))
+	return testutil.SQL(t, "", testutil.EdgeSchema(t))
 }
 
 // newFixture starts the API; deps.DB, Logger and Registerer are filled in
