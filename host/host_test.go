@@ -63,7 +63,8 @@ func (f *fixture) call(t *testing.T, name, method, path string) (*abi.Response, 
 	return f.h.Fetch(context.Background(), "COUNTER", name, &abi.Request{Method: method, Path: path})
 }
 
-func (f *fixture) count(t *testing.T, name string) int {
+// reply returns the counter's answer to GET / on the object name.
+func (f *fixture) reply(t *testing.T, name string) counterReply {
 	t.Helper()
 	resp, err := f.call(t, name, "GET", "/")
 	if err != nil {
@@ -73,7 +74,12 @@ func (f *fixture) count(t *testing.T, name string) int {
 	if err := json.Unmarshal(resp.Body, &r); err != nil {
 		t.Fatalf("decode %q: %v", resp.Body, err)
 	}
-	return r.Count
+	return r
+}
+
+func (f *fixture) count(t *testing.T, name string) int {
+	t.Helper()
+	return f.reply(t, name).Count
 }
 
 func TestConcurrentIncrementsArePersisted(t *testing.T) {
@@ -290,14 +296,7 @@ func TestDOKeyIsTheDecodedSegment(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	testutil.WaitFor(t, 10*time.Second, what, cond)
 }
 
 func TestTraceLogsHostCalls(t *testing.T) {

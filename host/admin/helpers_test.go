@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"testing"
 
 	"github.com/edgeshard/edgeshard/host"
@@ -28,11 +27,7 @@ type fixture struct {
 
 func counterWasm(t testing.TB, version string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(testutil.Plugin(t, "examples/counter", "-X main.version="+version))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testutil.PluginBytes(t, "examples/counter", "-X main.version="+version)
 }
 
 // newFixture starts the fixture; mutate, if given, adjusts the host's

@@ -25,32 +25,17 @@ func sum(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-func read(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, timeout, what, cond)
 }
 
 // TestWatchReloadsDebouncedAndRefusesBrokenFiles writes a module in two
 // halves (never loaded half-written), then garbage (refused once, the
 // current version keeps serving), then the first version again.
 func TestWatchReloadsDebouncedAndRefusesBrokenFiles(t *testing.T) {
-	v1 := read(t, testutil.Plugin(t, "examples/counter", "-X main.version=test"))
-	v2 := read(t, testutil.Plugin(t, "examples/counter", "-X main.version=v2"))
+	v1 := testutil.PluginBytes(t, "examples/counter", "-X main.version=test")
+	v2 := testutil.PluginBytes(t, "examples/counter", "-X main.version=v2")
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
 	path := filepath.Join(t.TempDir(), "counter.wasm")

@@ -107,3 +107,13 @@ func Engine(tb testing.TB) *host.Engine {
 	}
 	return e
 }
+
+// PluginBytes returns the module Plugin builds.
+func PluginBytes(tb testing.TB, pkg string, ldflags ...string) []byte {
+	tb.Helper()
+	b, err := os.ReadFile(Plugin(tb, pkg, ldflags...))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}

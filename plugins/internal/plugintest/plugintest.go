@@ -246,14 +246,7 @@ func (f *Fixture) Advance(t testing.TB, key string, d time.Duration) {
 // WaitFor polls cond until it holds (alarms run asynchronously).
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	testutil.WaitFor(t, 30*time.Second, what, cond)
 }
 
 // QueryInt runs a query returning one integer (or -1 for no row).
