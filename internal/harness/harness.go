@@ -35,8 +35,8 @@ import (
 // Env is a running host and what it was started with.
 type Env struct {
 	Host *host.Host
-	// Config is the configuration host.New was given: start another host
-	// on the same data (a restart) with HostConfig(env.Config).
+	// Config is the configuration host.New was given. A restart starts
+	// another Env with the same options and Dir(env.Dir).
 	Config host.Config
 	// Dir is the data directory: Config.DataDir, a temporary directory
 	// that Close removes unless Dir or HostConfig named one.
@@ -106,9 +106,14 @@ type Database struct {
 }
 
 // HostConfig starts from cfg instead of host.DefaultConfig(); its DataDir,
-// if set, is the data directory. Give it before the options it should not
-// undo.
-func HostConfig(cfg host.Config) Option { return func(s *settings) { s.cfg = cfg } }
+// if set, is the data directory, and its clock, if virtual, is Env.Clock.
+// Give it before the options it should not undo.
+func HostConfig(cfg host.Config) Option {
+	return func(s *settings) {
+		s.cfg = cfg
+		s.clock, _ = cfg.Clock.(*clock.Virtual)
+	}
+}
 
 // Context is the context host.New starts with (it may carry the hooks of
 // internal/hostinternal); context.Background() by default.
