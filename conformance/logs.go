@@ -6,33 +6,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
+
+	"github.com/edgeshard/edgeshard/internal/harness"
 )
 
-// logRecorder keeps the host's JSON log lines of one scenario.
-type logRecorder struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-// Write records each line of p (zerolog writes one record per call).
-func (r *logRecorder) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, line := range bytes.Split(p, []byte{'\n'}) {
-		if len(bytes.TrimSpace(line)) > 0 {
-			r.lines = append(r.lines, string(line))
-		}
-	}
-	return len(p), nil
-}
-
-// Lines returns a copy of the lines recorded so far.
-func (r *logRecorder) Lines() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.lines)
-}
+// logRecorder reads the host's JSON log of one scenario.
+type logRecorder struct{ *harness.LogBuffer }
 
 // logRecord is one decoded log line.
 type logRecord struct {
@@ -40,7 +19,7 @@ type logRecord struct {
 	fields map[string]any
 }
 
-func (r *logRecorder) records() []logRecord {
+func (r logRecorder) records() []logRecord {
 	lines := r.Lines()
 	out := make([]logRecord, 0, len(lines))
 	for _, l := range lines {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
@@ -15,8 +13,8 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
-	"github.com/edgeshard/edgeshard/storage"
 	"github.com/edgeshard/edgeshard/storage/analytics"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"github.com/rs/zerolog"
@@ -47,112 +45,75 @@ const (
 // world is one scenario's host and everything around it.
 type world struct {
 	binding Binding
+	env     *harness.Env
 	clock   *clock.Virtual
 	h       *host.Host
 	ns      *host.Namespace
 	db      *sqldb.DB // nil unless the binding has SQL
 	sql     *faultySQL
 	rec     *analytics.Recorder
-	logs    *logRecorder
-	dir     string // temporary directory of the badger backend
+	logs    logRecorder
 	logf    func(string, ...any)
 
 	names map[string]bool // per-name shards addressed so far
 }
 
-// newWorld builds a fresh world for one scenario.
-func newWorld(ctx context.Context, r *runner, sc *Scenario, logf func(string, ...any)) (_ *world, err error) {
-	w := &world{
-		binding: r.suite.Binding,
-		clock:   clock.NewVirtual(StartTime()),
-		rec:     &analytics.Recorder{},
-		logs:    &logRecorder{},
-		logf:    logf,
-		names:   map[string]bool{},
-	}
-	defer func() {
-		if err != nil {
-			w.close()
-		}
-	}()
-	cfg := host.DefaultConfig()
-	cfg.DataDir = ""
-	cfg.CacheDir = r.cacheDir
-	if cfg.Engine, err = sharedEngine(ctx, r.cacheDir); err != nil {
+// newWorld builds a fresh world for one scenario: a host of the harness
+// with the binding, on the backend the options name (in-memory storage and
+// SQLite, or Badger and a SQLite file in a temporary directory).
+func newWorld(ctx context.Context, r *runner, sc *Scenario, logf func(string, ...any)) (*world, error) {
+	w := &world{binding: r.suite.Binding, rec: &analytics.Recorder{}, logf: logf, names: map[string]bool{}}
+	eng, err := harness.SharedEngine(ctx, r.cacheDir)
+	if err != nil {
 		return nil, fmt.Errorf("wasm engine: %w", err)
 	}
-	sqlURL := sqldb.Scheme + ":memory:"
+	vars := maps.Clone(r.suite.Vars)
+	if vars == nil {
+		vars = map[string]string{}
+	}
+	maps.Copy(vars, sc.Vars)
+	opts := []harness.Option{
+		harness.Context(ctx),
+		harness.Engine(eng, r.cacheDir),
+		harness.VirtualClock(StartTime()),
+		harness.LogLevel(zerolog.DebugLevel),
+		harness.Configure(func(c *host.Config) {
+			c.Vars = vars
+			// Instances live for the whole scenario unless a step restarts them.
+			c.IdleTimeout = time.Hour
+		}),
+	}
 	switch r.opts.Backend {
 	case "", BackendMemory:
-		cfg.Storage = storage.NewMemory()
-	case BackendBadger:
-		w.dir, err = os.MkdirTemp("", "edgeshard-conformance-*")
-		if err != nil {
-			return nil, fmt.Errorf("temporary directory: %w", err)
-		}
-		cfg.DataDir = w.dir
-		cfg.SyncWrites = true
-		sqlURL = sqldb.Scheme + filepath.Join(w.dir, "d1.db")
+		opts = append(opts, harness.Memory())
+	case BackendBadger: // the harness's default
 	default:
 		return nil, fmt.Errorf("unknown backend %q", r.opts.Backend)
 	}
 	b := host.Binding{Name: w.binding.name(), ModuleBytes: r.bin, Shards: w.binding.Shards}
 	if w.binding.SQL {
-		w.db, err = sqldb.Open(sqlURL, sqldb.Options{})
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.db.Migrate(ctx, r.opts.Schema); err != nil {
-			return nil, fmt.Errorf("migrate sql database: %w", err)
-		}
-		w.sql = &faultySQL{db: w.db}
-		cfg.SQL = map[string]host.SQLDB{sqlBindingName: w.sql}
+		opts = append(opts, harness.SQL(harness.Database{Name: sqlBindingName, Schema: r.opts.Schema,
+			Wrap: func(db host.SQLDB) host.SQLDB { w.sql = &faultySQL{db: db}; return w.sql }}))
 		b.SQL = sqlBindingName
 	}
 	if w.binding.Analytics {
-		cfg.Analytics = map[string]host.AnalyticsBinding{
-			analyticsBindingName: {Dataset: w.binding.dataset(), Sink: w.rec},
-		}
+		opts = append(opts, harness.Analytics(analyticsBindingName, w.binding.dataset(), w.rec))
 		b.Analytics = analyticsBindingName
 	}
-	cfg.Bindings = []host.Binding{b}
-	cfg.Vars = maps.Clone(r.suite.Vars)
-	if cfg.Vars == nil {
-		cfg.Vars = map[string]string{}
-	}
-	maps.Copy(cfg.Vars, sc.Vars)
-	cfg.Clock = w.clock
-	cfg.Logger = zerolog.New(w.logs).Level(zerolog.DebugLevel)
-	// Instances live for the whole scenario unless a step restarts them.
-	cfg.IdleTimeout = time.Hour
-	w.h, err = host.New(ctx, cfg)
-	if err != nil {
+	if w.env, err = harness.Start(append(opts, harness.Bindings(b))...); err != nil {
 		return nil, fmt.Errorf("start host: %w", err)
 	}
+	w.h, w.clock, w.db, w.logs = w.env.Host, w.env.Clock, w.env.DB, logRecorder{w.env.Logs}
 	ns, ok := w.h.Namespace(b.Name)
 	if !ok {
-		return nil, fmt.Errorf("host has no namespace %q", b.Name)
+		return nil, errors.Join(fmt.Errorf("host has no namespace %q", b.Name), w.close())
 	}
 	w.ns = ns
 	return w, nil
 }
 
 // close stops the host and removes what the world created.
-func (w *world) close() error {
-	var errs []error
-	if w.h != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		errs = append(errs, w.h.Close(ctx))
-		cancel()
-	}
-	if w.db != nil {
-		errs = append(errs, w.db.Close())
-	}
-	if w.dir != "" {
-		errs = append(errs, os.RemoveAll(w.dir))
-	}
-	return errors.Join(errs...)
-}
+func (w *world) close() error { return w.env.Close() }
 
 // shard returns the shard key routes to, remembering per-name shards so
 // alarms on them are waited for.

@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/edgeshard/edgeshard/edge/schema"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/internal/httpx"
+	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,28 +26,11 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// syncBuf is a log sink safe for concurrent writers.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuf is the tests' log sink, testutil.LogBuffer.
+type syncBuf struct{ testutil.LogBuffer }
 
 // count returns how many log lines carry code.
-func (s *syncBuf) count(code string) int {
-	return strings.Count(s.String(), `"code":"`+code+`"`)
-}
+func (s *syncBuf) count(code string) int { return s.Count(code) }
 
 // fixture is an edge API behind a real HTTP server on 127.0.0.1:0, over a
 // real SQLite file.
@@ -71,17 +53,10 @@ func testConfig() Config {
 	return c
 }
 
+// openDB is a SQLite file migrated with the edge API's schema.
 func openDB(t *testing.T) *sqldb.DB {
 	t.Helper()
-	db, err := sqldb.Open("sqlite://"+filepath.Join(t.TempDir(), "d1.db"), sqldb.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := schema.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	return testutil.SQL(t, "", testutil.EdgeSchema(t))
 }
 
 // newFixture starts the API; deps.DB, Logger and Registerer are filled in
@@ -196,13 +171,7 @@ func (f *fixture) scalar(q string, args ...any) int64 {
 // waitFor polls cond for up to d.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, d, what, cond)
 }
 
 // fakeShards is an in-memory stand-in for the three plugins, speaking

@@ -16,11 +16,11 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/edgeshard/edgeshard/storage/analytics"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
-	"github.com/rs/zerolog"
 )
 
 // These tests run the real plugins (built by testutil) in a real host over
@@ -32,7 +32,7 @@ type realEnv struct {
 	vc   *clock.Virtual // nil: real clock
 	db   *sqldb.DB
 	ae   *analytics.Recorder
-	logs *syncBuf
+	logs *testutil.LogBuffer
 }
 
 type envOpts struct {
@@ -56,27 +56,20 @@ func startReal(t *testing.T, o envOpts) *realEnv {
 	if testing.Short() {
 		t.Skip("integration test: builds and runs the plugins")
 	}
-	e := &realEnv{db: openDB(t), ae: &analytics.Recorder{}, logs: &syncBuf{}}
-	cfg := host.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.CacheDir = testutil.CacheDir()
-	cfg.Engine = testutil.Engine(t)
-	var binding host.SQLDB = e.db
-	if o.sql != nil {
-		binding = o.sql(e.db)
-	}
-	cfg.SQL = map[string]host.SQLDB{"DB": binding}
-	if o.storage != nil {
-		cfg.Storage = o.storage
-	}
-	cfg.Analytics = map[string]host.AnalyticsBinding{"AE": {Dataset: "runtime_events", Sink: e.ae}}
+	e := &realEnv{db: openDB(t), ae: &analytics.Recorder{}}
+	sink := host.AnalyticsSink(e.ae)
 	if o.sink != nil {
-		cfg.Analytics["AE"] = host.AnalyticsBinding{Dataset: "runtime_events", Sink: o.sink}
+		sink = o.sink
 	}
-	cfg.Logger = zerolog.New(e.logs)
+	opts := []harness.Option{
+		harness.SQL(harness.Database{DB: e.db, Wrap: o.sql}),
+		harness.Analytics("AE", "runtime_events", sink),
+	}
+	if o.storage != nil {
+		opts = append(opts, harness.Storage(o.storage))
+	}
 	if o.virtual {
-		e.vc = clock.NewVirtual(time.Now().Truncate(time.Second))
-		cfg.Clock = e.vc
+		opts = append(opts, harness.VirtualClock(time.Now().Truncate(time.Second)))
 	}
 	n := o.shards
 	if n == 0 {
@@ -88,15 +81,11 @@ func startReal(t *testing.T, o envOpts) *realEnv {
 		{Name: "COUNTER_SHARD", Module: testutil.Plugin(t, "plugins/counters"), Shards: n, SQL: "DB"},
 	} {
 		if b.Name != o.omit {
-			cfg.Bindings = append(cfg.Bindings, b)
+			opts = append(opts, harness.Bindings(b))
 		}
 	}
-	h, err := host.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("host.New: %v", err)
-	}
-	t.Cleanup(func() { h.Close(context.Background()) })
-	e.h = h
+	env := testutil.Host(t, opts...)
+	e.h, e.vc, e.logs = env.Host, env.Clock, env.Logs
 	return e
 }
 

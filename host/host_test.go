@@ -17,27 +17,23 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
-	"github.com/rs/zerolog"
 )
 
-// syncBuf captures a host log from concurrent writers.
-type syncBuf = testutil.LogBuffer
-
+// fixture is a host of the harness (testutil.Host).
 type fixture struct {
 	h    *host.Host
-	logs *syncBuf
+	logs *testutil.LogBuffer
 	cfg  host.Config
 }
 
+// counterConfig is a host configuration on a temporary directory with the
+// counter example as COUNTER, edited by mutate.
 func counterConfig(t *testing.T, mutate func(*host.Config)) host.Config {
 	t.Helper()
-	cfg := host.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.CacheDir = testutil.CacheDir()
-	cfg.Engine = testutil.Engine(t)
-	cfg.Bindings = []host.Binding{{Name: "COUNTER", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test")}}
+	cfg := testutil.HostConfig(t, harness.Bindings(host.Binding{Name: "COUNTER", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test")}))
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -53,14 +49,8 @@ func start(t *testing.T, cfg host.Config) *fixture {
 // internal/hostinternal.
 func startCtx(t *testing.T, ctx context.Context, cfg host.Config) *fixture {
 	t.Helper()
-	logs := &syncBuf{}
-	cfg.Logger = zerolog.New(logs)
-	h, err := host.New(ctx, cfg)
-	if err != nil {
-		t.Fatalf("host.New: %v", err)
-	}
-	t.Cleanup(func() { h.Close(context.Background()) })
-	return &fixture{h: h, logs: logs, cfg: cfg}
+	env := testutil.Host(t, harness.HostConfig(cfg), harness.Context(ctx))
+	return &fixture{h: env.Host, logs: env.Logs, cfg: env.Config}
 }
 
 type counterReply struct {
@@ -73,7 +63,8 @@ func (f *fixture) call(t *testing.T, name, method, path string) (*abi.Response, 
 	return f.h.Fetch(context.Background(), "COUNTER", name, &abi.Request{Method: method, Path: path})
 }
 
-func (f *fixture) count(t *testing.T, name string) int {
+// reply returns the counter's answer to GET / on the object name.
+func (f *fixture) reply(t *testing.T, name string) counterReply {
 	t.Helper()
 	resp, err := f.call(t, name, "GET", "/")
 	if err != nil {
@@ -83,7 +74,12 @@ func (f *fixture) count(t *testing.T, name string) int {
 	if err := json.Unmarshal(resp.Body, &r); err != nil {
 		t.Fatalf("decode %q: %v", resp.Body, err)
 	}
-	return r.Count
+	return r
+}
+
+func (f *fixture) count(t *testing.T, name string) int {
+	t.Helper()
+	return f.reply(t, name).Count
 }
 
 func TestConcurrentIncrementsArePersisted(t *testing.T) {
@@ -300,14 +296,7 @@ func TestDOKeyIsTheDecodedSegment(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	testutil.WaitFor(t, 10*time.Second, what, cond)
 }
 
 func TestTraceLogsHostCalls(t *testing.T) {

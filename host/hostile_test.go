@@ -24,6 +24,7 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmtest"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
 )
@@ -244,9 +245,7 @@ func TestHostileModulesRefusedAtLoad(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
-			cfg := host.DefaultConfig()
-			cfg.DataDir, cfg.CacheDir, cfg.Storage = t.TempDir(), testutil.CacheDir(), storage.NewMemory()
-			cfg.Bindings = []host.Binding{{Name: "EVIL", ModuleBytes: tc.bin}}
+			cfg := testutil.HostConfig(t, harness.Memory(), harness.Bindings(host.Binding{Name: "EVIL", ModuleBytes: tc.bin}))
 			h, err := host.New(ctx, cfg)
 			if err == nil {
 				h.Close(context.Background())

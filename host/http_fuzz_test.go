@@ -2,7 +2,6 @@ package host_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -13,8 +12,8 @@ import (
 
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmtest"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/edgeshard/edgeshard/storage"
 	"github.com/rs/zerolog"
 )
 
@@ -43,21 +42,15 @@ func FuzzDO(f *testing.F) {
 	} {
 		f.Add(s[0], s[1], s[2], s[3], s[4])
 	}
-	cfg := host.DefaultConfig()
-	cfg.DataDir, cfg.CacheDir, cfg.Storage = f.TempDir(), testutil.CacheDir(), storage.NewMemory()
-	cfg.EventTimeout, cfg.IdleTimeout, cfg.MaxBodyBytes = 200*time.Millisecond, 100*time.Millisecond, 4096
-	cfg.Logger = zerolog.Nop()
-	cfg.Bindings = []host.Binding{
+	h := testutil.Host(f, harness.Memory(), harness.LogLevel(zerolog.Disabled),
+		harness.Configure(func(c *host.Config) {
+			c.EventTimeout, c.IdleTimeout, c.MaxBodyBytes = 200*time.Millisecond, 100*time.Millisecond, 4096
+		}),
 		// Sharded, so fuzzed keys share four instances of the Go guest.
-		{Name: "COUNTER", Module: testutil.Plugin(f, "examples/counter", "-X main.version=fuzz"), Shards: 4},
+		harness.Bindings(host.Binding{Name: "COUNTER", Module: testutil.Plugin(f, "examples/counter", "-X main.version=fuzz"), Shards: 4}),
 		// One small instance per name, evicted soon after.
-		{Name: "NAMED", ModuleBytes: wasmtest.Plugin().Bytes()},
-	}
-	h, err := host.New(context.Background(), cfg)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { h.Close(context.Background()) })
+		harness.Bindings(host.Binding{Name: "NAMED", ModuleBytes: wasmtest.Plugin().Bytes()}),
+	).Host
 	handler := h.Handler()
 	f.Fuzz(func(t *testing.T, method, target, hname, hval, body string) {
 		var raw strings.Builder

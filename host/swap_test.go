@@ -142,24 +142,12 @@ func (f *fixture) touch(t *testing.T, names ...string) {
 // queued to the shard before it (a swap's switch among them).
 func (f *fixture) versionOf(t *testing.T, name string) string {
 	t.Helper()
-	resp, err := f.call(t, name, "GET", "/")
-	if err != nil {
-		t.Fatalf("GET %s: %v", name, err)
-	}
-	var r counterReply
-	if err := json.Unmarshal(resp.Body, &r); err != nil {
-		t.Fatalf("decode %q: %v", resp.Body, err)
-	}
-	return r.Version
+	return f.reply(t, name).Version
 }
 
 func counterBin(t *testing.T, version string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(testutil.Plugin(t, "examples/counter", "-X main.version="+version))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testutil.PluginBytes(t, "examples/counter", "-X main.version="+version)
 }
 
 // TestSwapPreparesEveryLiveShard: a swap and a rollback each have every

@@ -13,9 +13,9 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/edgeshard/edgeshard/storage"
 	"github.com/rs/zerolog"
 )
 
@@ -68,17 +68,13 @@ func TestNativeLimiterMatchesPlugin(t *testing.T) {
 		t.Skip("runs the rate-limit plugin")
 	}
 	vc := clock.NewVirtual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	cfg := host.Config{CacheDir: testutil.CacheDir(), Engine: testutil.Engine(t), Clock: vc, Storage: storage.NewMemory(),
-		Logger: zerolog.Nop(), IdleTimeout: time.Hour}
-	cfg.Bindings = []host.Binding{
-		{Name: "WASM", Module: testutil.Plugin(t, "plugins/ratelimit"), Shards: 2},
-		{Name: "NATIVE", Shards: 2},
-	}
-	h, err := host.New(hostinternal.WithNative(context.Background(), "NATIVE", newNativeLimiter(vc)), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close(context.Background())
+	h := testutil.Host(t, harness.Context(hostinternal.WithNative(context.Background(), "NATIVE", newNativeLimiter(vc))),
+		harness.Clock(vc), harness.Memory(), harness.LogLevel(zerolog.Disabled),
+		harness.Configure(func(c *host.Config) { c.IdleTimeout = time.Hour }),
+		harness.Bindings(
+			host.Binding{Name: "WASM", Module: testutil.Plugin(t, "plugins/ratelimit"), Shards: 2},
+			host.Binding{Name: "NATIVE", Shards: 2},
+		)).Host
 	type step struct {
 		advance      time.Duration
 		method, path string

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/admin"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/rs/zerolog"
 )
@@ -19,22 +19,9 @@ import (
 // and admin API.
 func TestAdminCLI(t *testing.T) {
 	const tok = "cli-token"
-	cfg := host.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.CacheDir = testutil.CacheDir()
-	cfg.Logger = zerolog.Nop()
-	cfg.Bindings = []host.Binding{{Name: "COUNTER", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test")}}
-	h, err := host.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close(context.Background())
-	srv, err := admin.New(h, admin.Options{Token: tok})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	defer ts.Close()
+	env := testutil.Host(t, harness.LogLevel(zerolog.Disabled), harness.Admin(admin.Options{Token: tok}),
+		harness.Bindings(host.Binding{Name: "COUNTER", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test")}))
+	h, ts := env.Host, env.Admin
 	ns, _ := h.Namespace("COUNTER")
 	ns.Fetch(context.Background(), "k", &abi.Request{Method: "POST", Path: "/increment"})
 	sha1 := ns.Current().SHA256()

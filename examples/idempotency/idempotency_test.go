@@ -15,6 +15,7 @@ import (
 	"github.com/edgeshard/edgeshard/conformance"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/rs/zerolog"
@@ -31,22 +32,15 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// startHost starts a host (testutil.Host), the example as IDEMPOTENCY,
+// its configuration edited by mutate.
 func startHost(t *testing.T, mutate func(*host.Config)) *host.Host {
 	t.Helper()
-	cfg := host.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.CacheDir = testutil.CacheDir()
-	cfg.Engine = testutil.Engine(t)
-	cfg.Bindings = []host.Binding{{Name: "IDEMPOTENCY", Module: testutil.Plugin(t, "examples/idempotency")}}
+	opts := []harness.Option{harness.Bindings(host.Binding{Name: "IDEMPOTENCY", Module: testutil.Plugin(t, "examples/idempotency")})}
 	if mutate != nil {
-		mutate(&cfg)
+		opts = append(opts, harness.Configure(mutate))
 	}
-	h, err := host.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("host.New: %v", err)
-	}
-	t.Cleanup(func() { h.Close(context.Background()) })
-	return h
+	return testutil.Host(t, opts...).Host
 }
 
 func run(h *host.Host, key, path, body string) (*abi.Response, error) {
@@ -142,22 +136,7 @@ func countRecords(t *testing.T, h *host.Host) int {
 	return n
 }
 
-// syncBuffer collects the host's log; the host writes from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects the host's log.
+type syncBuffer = testutil.LogBuffer
 
 func newLogger(w *syncBuffer) zerolog.Logger { return zerolog.New(w) }

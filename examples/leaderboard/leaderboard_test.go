@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -17,8 +16,8 @@ import (
 	"github.com/edgeshard/edgeshard/conformance"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/edgeshard/edgeshard/storage/sqldb"
 )
 
 // TestConformance runs the example's suite on the real host's storage
@@ -115,29 +114,12 @@ func TestTopMatchesModel(t *testing.T) {
 	check(startHost(t, wasm, dir, vc))
 }
 
+// startHost starts a host on dir (testutil.Host), the example as
+// LEADERBOARD with the SQL database dir/d1.db.
 func startHost(t *testing.T, wasm, dir string, c clock.Clock) *host.Host {
 	t.Helper()
-	db, err := sqldb.Open(sqldb.Scheme+filepath.Join(dir, "d1.db"), sqldb.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := host.DefaultConfig()
-	cfg.DataDir = dir
-	cfg.CacheDir = testutil.CacheDir()
-	cfg.Engine = testutil.Engine(t)
-	cfg.Clock = c
-	cfg.SQL = map[string]host.SQLDB{"DB": db}
-	cfg.Bindings = []host.Binding{{Name: "LEADERBOARD", Module: wasm, SQL: "DB"}}
-	h, err := host.New(context.Background(), cfg)
-	if err != nil {
-		db.Close()
-		t.Fatalf("host.New: %v", err)
-	}
-	t.Cleanup(func() {
-		h.Close(context.Background())
-		db.Close()
-	})
-	return h
+	return testutil.Host(t, harness.Dir(dir), harness.Clock(c), harness.SQL(harness.Database{}),
+		harness.Bindings(host.Binding{Name: "LEADERBOARD", Module: wasm, SQL: "DB"})).Host
 }
 
 func fetch(t *testing.T, h *host.Host, method, path, body string) *abi.Response {

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeshard/edgeshard/conformance"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
@@ -83,20 +84,10 @@ func TestOverdueExpiryFiresAfterRestart(t *testing.T) {
 	}
 }
 
+// startHost starts a host on dir (testutil.Host), the example as PRESENCE.
 func startHost(t *testing.T, wasm, dir string, c clock.Clock) *host.Host {
 	t.Helper()
-	cfg := host.DefaultConfig()
-	cfg.DataDir = dir
-	cfg.CacheDir = testutil.CacheDir()
-	cfg.Engine = testutil.Engine(t)
-	cfg.Clock = c
-	cfg.Bindings = []host.Binding{{Name: "PRESENCE", Module: wasm}}
-	h, err := host.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("host.New: %v", err)
-	}
-	t.Cleanup(func() { h.Close(context.Background()) })
-	return h
+	return testutil.Host(t, harness.Dir(dir), harness.Clock(c), harness.Bindings(host.Binding{Name: "PRESENCE", Module: wasm})).Host
 }
 
 func fetch(h *host.Host, method, path, body string) (*abi.Response, error) {

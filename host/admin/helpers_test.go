@@ -2,80 +2,51 @@ package admin_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"testing"
 
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/admin"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/rs/zerolog"
 )
 
 const token = "s3cret-admin-token"
 
-// syncBuf captures a host log from concurrent writers.
-type syncBuf = testutil.LogBuffer
-
 // fixture is a host with a per-name COUNTER and a sharded SHARDED binding
-// (both the counter example), its edge API and its admin API, each on its
-// own 127.0.0.1:0 listener.
+// (both the counter example), its HTTP routes and its admin API, each on
+// its own 127.0.0.1:0 listener (testutil.Host).
 type fixture struct {
 	h     *host.Host
-	edge  *httptest.Server
-	admin *httptest.Server
-	logs  *syncBuf
+	edge  *harness.Server
+	admin *harness.Server
+	logs  *testutil.LogBuffer
 }
 
 func counterWasm(t testing.TB, version string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(testutil.Plugin(t, "examples/counter", "-X main.version="+version))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testutil.PluginBytes(t, "examples/counter", "-X main.version="+version)
 }
 
 // newFixture starts the fixture; mutate, if given, adjusts the host's
 // configuration first.
 func newFixture(t *testing.T, opts admin.Options, mutate ...func(*host.Config)) *fixture {
 	t.Helper()
-	logs := &syncBuf{}
-	cfg := host.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.CacheDir = testutil.CacheDir()
-	cfg.Logger = zerolog.New(logs)
 	v1 := testutil.Plugin(t, "examples/counter", "-X main.version=test")
-	cfg.Bindings = []host.Binding{
-		{Name: "COUNTER", Module: v1},
-		{Name: "SHARDED", Module: v1, Shards: 4},
-	}
-	for _, m := range mutate {
-		m(&cfg)
-	}
-	h, err := host.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("host.New: %v", err)
-	}
 	if opts.Token == "" {
 		opts.Token = token
 	}
-	opts.Logger = zerolog.New(logs)
-	srv, err := admin.New(h, opts)
-	if err != nil {
-		t.Fatal(err)
+	hopts := []harness.Option{
+		harness.Bindings(host.Binding{Name: "COUNTER", Module: v1}, host.Binding{Name: "SHARDED", Module: v1, Shards: 4}),
+		harness.HTTP(), harness.Admin(opts),
 	}
-	f := &fixture{h: h, edge: httptest.NewServer(h.Handler()), admin: httptest.NewServer(srv.Handler()), logs: logs}
-	t.Cleanup(func() {
-		f.edge.Close()
-		f.admin.Close()
-		h.Close(context.Background())
-	})
-	return f
+	for _, m := range mutate {
+		hopts = append(hopts, harness.Configure(m))
+	}
+	env := testutil.Host(t, hopts...)
+	return &fixture{h: env.Host, edge: env.HTTP, admin: env.Admin, logs: env.Logs}
 }
 
 // do calls the admin API with the token and decodes a JSON answer into out

@@ -14,62 +14,37 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/watch"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
-
-// syncBuf captures a host log from concurrent writers.
-type syncBuf = testutil.LogBuffer
 
 func sum(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
 
-func read(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, timeout, what, cond)
 }
 
 // TestWatchReloadsDebouncedAndRefusesBrokenFiles writes a module in two
 // halves (never loaded half-written), then garbage (refused once, the
 // current version keeps serving), then the first version again.
 func TestWatchReloadsDebouncedAndRefusesBrokenFiles(t *testing.T) {
-	v1 := read(t, testutil.Plugin(t, "examples/counter", "-X main.version=test"))
-	v2 := read(t, testutil.Plugin(t, "examples/counter", "-X main.version=v2"))
+	v1 := testutil.PluginBytes(t, "examples/counter", "-X main.version=test")
+	v2 := testutil.PluginBytes(t, "examples/counter", "-X main.version=v2")
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
 	path := filepath.Join(t.TempDir(), "counter.wasm")
 	if err := os.WriteFile(path, v1, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuf{}
-	cfg := host.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.CacheDir = testutil.CacheDir()
-	cfg.Logger = zerolog.New(logs)
-	cfg.Bindings = []host.Binding{{Name: "COUNTER", Module: path}}
-	h, err := host.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close(context.Background())
+	env := testutil.Host(t, harness.Bindings(host.Binding{Name: "COUNTER", Module: path}))
+	defer env.Close() // before goleak looks
+	h, logs := env.Host, env.Logs
 	ns, _ := h.Namespace("COUNTER")
 
 	w, err := watch.New(h, []watch.Target{{Binding: "COUNTER", Path: path}}, watch.Options{Interval: 20 * time.Millisecond, Debounce: 400 * time.Millisecond, Logger: zerolog.New(logs)})
@@ -144,15 +119,7 @@ func TestWatchReloadsDebouncedAndRefusesBrokenFiles(t *testing.T) {
 }
 
 func TestWatchUnknownBinding(t *testing.T) {
-	cfg := host.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.CacheDir = testutil.CacheDir()
-	cfg.Bindings = []host.Binding{{Name: "COUNTER", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test")}}
-	h, err := host.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close(context.Background())
+	h := testutil.Host(t, harness.Bindings(host.Binding{Name: "COUNTER", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test")})).Host
 	if _, err := watch.New(h, []watch.Target{{Binding: "NOPE", Path: "x.wasm"}}, watch.Options{}); err == nil || !strings.Contains(err.Error(), "NOPE") {
 		t.Fatalf("err = %v, want one naming the binding", err)
 	}

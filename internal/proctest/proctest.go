@@ -4,7 +4,6 @@
 package proctest
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -67,25 +66,8 @@ type Proc struct {
 	Addr   string // listen address
 	Env    []string
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testutil.LogBuffer
 	done   chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Start writes config (with {{LISTEN}} replaced by a free address) into
@@ -109,7 +91,7 @@ func (p *Proc) start() {
 	p.cmd = exec.Command(Binary(p.tb), "serve", "--config", p.Config)
 	p.cmd.Dir = filepath.Dir(p.Config)
 	p.cmd.Env = append(os.Environ(), p.Env...)
-	p.out = &syncBuffer{}
+	p.out = &testutil.LogBuffer{}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		p.tb.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/harness"
 )
 
 // RepoRoot returns the repository root (the directory holding go.mod).
@@ -93,25 +94,26 @@ func BuildPlugin(pkg string, ldflags ...string) (string, error) {
 	return out, nil
 }
 
-var (
-	engineMu sync.Mutex
-	engine   *host.Engine
-)
-
-// Engine returns a wasm engine shared by every host a test binary starts
-// (host.Config.Engine): each plugin version is then compiled, or loaded
-// from CacheDir, once per test binary instead of once per host. It is never
-// closed; the process's exit releases it.
+// Engine returns the wasm engine shared by every host a test binary starts
+// (host.Config.Engine), harness.SharedEngine for CacheDir: each plugin
+// version is then compiled, or loaded from CacheDir, once per test binary
+// instead of once per host. It is never closed; the process's exit
+// releases it.
 func Engine(tb testing.TB) *host.Engine {
 	tb.Helper()
-	engineMu.Lock()
-	defer engineMu.Unlock()
-	if engine == nil {
-		e, err := host.NewEngine(context.Background(), host.EngineConfig{CacheDir: CacheDir()})
-		if err != nil {
-			tb.Fatalf("shared wasm engine: %v", err)
-		}
-		engine = e
+	e, err := harness.SharedEngine(context.Background(), CacheDir())
+	if err != nil {
+		tb.Fatalf("shared wasm engine: %v", err)
 	}
-	return engine
+	return e
+}
+
+// PluginBytes returns the module Plugin builds.
+func PluginBytes(tb testing.TB, pkg string, ldflags ...string) []byte {
+	tb.Helper()
+	b, err := os.ReadFile(Plugin(tb, pkg, ldflags...))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }

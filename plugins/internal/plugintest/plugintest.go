@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/edgeshard/edgeshard/edge/schema"
 	"strings"
 	"sync"
 	"testing"
@@ -21,9 +20,9 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/edgeshard/edgeshard/storage"
 	"github.com/edgeshard/edgeshard/storage/analytics"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"github.com/rs/zerolog"
@@ -56,10 +55,12 @@ type Fixture struct {
 	DB    *sqldb.DB
 	SQL   *FailingDB
 	AE    *analytics.Recorder
-	Logs  *LogBuf
+	Logs  *testutil.LogBuffer
+	env   *harness.Env
 }
 
-// New starts a host running the plugin; it closes with the test.
+// New starts a host running the plugin (testutil.Host); it closes with the
+// test.
 func New(t testing.TB, o Options) *Fixture {
 	t.Helper()
 	if o.Shards == 0 {
@@ -68,51 +69,41 @@ func New(t testing.TB, o Options) *Fixture {
 	if o.Dataset == "" {
 		o.Dataset = "runtime_events"
 	}
-	f := &Fixture{Opts: o, Clock: clock.NewVirtual(Start), AE: &analytics.Recorder{}, Logs: &LogBuf{}}
-	cfg := host.Config{
-		CacheDir:    testutil.CacheDir(),
-		Engine:      testutil.Engine(t),
-		Clock:       f.Clock,
-		Logger:      zerolog.New(f.Logs).Level(zerolog.DebugLevel),
-		IdleTimeout: time.Hour,
-	}
-	if o.Badger {
-		cfg.DataDir = o.DataDir
-		if cfg.DataDir == "" {
-			cfg.DataDir = t.TempDir()
-		}
-		cfg.SyncWrites = true
-		f.Opts.DataDir = cfg.DataDir
-	} else {
-		cfg.Storage = storage.NewMemory()
+	f := &Fixture{Opts: o, AE: &analytics.Recorder{}}
+	opts := []harness.Option{harness.VirtualClock(Start), harness.LogLevel(zerolog.DebugLevel),
+		harness.Configure(func(c *host.Config) { c.IdleTimeout = time.Hour })}
+	switch {
+	case !o.Badger:
+		opts = append(opts, harness.Memory())
+	case o.DataDir != "":
+		opts = append(opts, harness.Dir(o.DataDir))
 	}
 	b := host.Binding{Name: o.Binding, Module: testutil.Plugin(t, o.Plugin), Shards: o.Shards}
 	if o.SQL {
-		f.DB = o.DB
-		if f.DB == nil {
-			f.DB = OpenDB(t)
+		// The database outlives Close: a restart test hands it to the
+		// next fixture.
+		if o.DB == nil {
+			o.DB = testutil.SQL(t, sqldb.Scheme+":memory:", Schema(t))
 		}
-		f.SQL = &FailingDB{DB: f.DB}
-		cfg.SQL = map[string]host.SQLDB{"DB": f.SQL}
+		f.SQL = &FailingDB{DB: o.DB}
+		opts = append(opts, harness.SQL(harness.Database{DB: o.DB, Wrap: func(host.SQLDB) host.SQLDB { return f.SQL }}))
 		b.SQL = "DB"
 	}
 	if o.Analytics {
-		cfg.Analytics = map[string]host.AnalyticsBinding{"AE": {Dataset: o.Dataset, Sink: f.AE}}
+		opts = append(opts, harness.Analytics("AE", o.Dataset, f.AE))
 		b.Analytics = "AE"
 	}
-	cfg.Bindings = []host.Binding{b}
-	h, err := host.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("host.New: %v", err)
+	f.env = testutil.Host(t, append(opts, harness.Bindings(b))...)
+	f.H, f.Clock, f.DB, f.Logs = f.env.Host, f.env.Clock, f.env.DB, f.env.Logs
+	if o.Badger {
+		f.Opts.DataDir = f.env.Dir
 	}
-	f.H = h
-	t.Cleanup(func() { f.Close() })
-	f.NS, _ = h.Namespace(o.Binding)
+	f.NS, _ = f.H.Namespace(o.Binding)
 	return f
 }
 
 // Close stops the host (idempotent).
-func (f *Fixture) Close() { f.H.Close(context.Background()) }
+func (f *Fixture) Close() { f.env.Close() }
 
 // Resp is a decoded response.
 type Resp struct {
@@ -255,14 +246,7 @@ func (f *Fixture) Advance(t testing.TB, key string, d time.Duration) {
 // WaitFor polls cond until it holds (alarms run asynchronously).
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	testutil.WaitFor(t, 30*time.Second, what, cond)
 }
 
 // QueryInt runs a query returning one integer (or -1 for no row).
@@ -343,67 +327,15 @@ func (d *FailingDB) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Res
 	return d.DB.Batch(ctx, stmts)
 }
 
-// LogBuf collects the host's JSON log lines.
-type LogBuf struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *LogBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, s := range strings.Split(string(p), "\n") {
-		if strings.TrimSpace(s) != "" {
-			l.lines = append(l.lines, s)
-		}
-	}
-	return len(p), nil
-}
-
-// String returns the whole log.
-func (l *LogBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
-// WithCode returns the records whose "code" field is code, decoded (a
-// repeated field keeps its last value, as encoding/json does).
-func (l *LogBuf) WithCode(code string) []map[string]any {
-	l.mu.Lock()
-	lines := append([]string(nil), l.lines...)
-	l.mu.Unlock()
-	var out []map[string]any
-	for _, s := range lines {
-		var m map[string]any
-		if json.Unmarshal([]byte(s), &m) == nil && m["code"] == code {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // OpenDB returns a private in-memory SQLite database migrated to the edge
 // API's schema; it closes with the test.
 func OpenDB(t testing.TB) *sqldb.DB {
 	t.Helper()
-	db, err := sqldb.Open("sqlite://:memory:", sqldb.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := schema.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	return db
+	return testutil.SQL(t, sqldb.Scheme+":memory:", Schema(t))
 }
 
 // Schema returns the edge API's SQL schema, which the plugins write to.
 func Schema(t testing.TB) []sqldb.Migration {
 	t.Helper()
-	ms, err := schema.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ms
+	return testutil.EdgeSchema(t)
 }

@@ -1,0 +1,58 @@
+package harness
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+)
+
+// LogBuffer captures a log from concurrent writers: the one log sink of
+// the repository's tests and conformance scenarios.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+// Write appends p.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Lines returns the non-blank lines written so far (a zerolog record
+// each).
+func (l *LogBuffer) Lines() []string {
+	var out []string
+	for _, s := range strings.Split(l.String(), "\n") {
+		if strings.TrimSpace(s) != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Count returns how many times the field "code":"<code>" was logged.
+func (l *LogBuffer) Count(code string) int {
+	return strings.Count(l.String(), `"code":"`+code+`"`)
+}
+
+// WithCode returns the records whose "code" field is code, decoded (a
+// repeated field keeps its last value, as encoding/json does).
+func (l *LogBuffer) WithCode(code string) []map[string]any {
+	var out []map[string]any
+	for _, s := range l.Lines() {
+		var m map[string]any
+		if json.Unmarshal([]byte(s), &m) == nil && m["code"] == code {
+			out = append(out, m)
+		}
+	}
+	return out
+}
