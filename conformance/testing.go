@@ -72,3 +72,17 @@ func Run(t *testing.T, wasmPath string, suitePath string, opts ...Options) {
 		t.Fatal(fmt.Errorf("suite %s: %w %q", suitePath, errNoScenarios, o.Filter))
 	}
 }
+
+// RunEachBackend runs Run once per storage backend — the real host's
+// (Badger and a SQLite file) and the in-memory one — as subtests named
+// after them; opts gives the rest (its Backend is set per subtest).
+func RunEachBackend(t *testing.T, wasmPath, suitePath string, opts Options) {
+	t.Helper()
+	for _, backend := range []string{BackendBadger, BackendMemory} {
+		t.Run(backend, func(t *testing.T) {
+			o := opts
+			o.Backend = backend
+			Run(t, wasmPath, suitePath, o)
+		})
+	}
+}

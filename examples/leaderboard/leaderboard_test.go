@@ -23,12 +23,7 @@ import (
 // TestConformance runs the example's suite on the real host's storage
 // (Badger and a SQLite file) and on the in-memory backend.
 func TestConformance(t *testing.T) {
-	wasm := testutil.Plugin(t, "examples/leaderboard")
-	for _, backend := range []string{conformance.BackendBadger, conformance.BackendMemory} {
-		t.Run(backend, func(t *testing.T) {
-			conformance.Run(t, wasm, "conformance.json", conformance.Options{Backend: backend, CacheDir: testutil.CacheDir()})
-		})
-	}
+	conformance.RunEachBackend(t, testutil.Plugin(t, "examples/leaderboard"), "conformance.json", conformance.Options{CacheDir: testutil.CacheDir()})
 }
 
 type topReply struct {

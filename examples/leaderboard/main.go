@@ -83,11 +83,11 @@ func postScore(req *sdk.Request) *sdk.Response {
 		}
 		best = next
 	}
-	b := appendStr([]byte{'{'}, "board", boardName(req))
-	b = appendStr(b, "player", in.Player)
-	b = appendInt(b, "score", score)
-	b = appendInt(b, "best", best.score)
-	b = appendBool(b, "improved", improved)
+	b := sdk.AppendJSONStr([]byte{'{'}, "board", boardName(req))
+	b = sdk.AppendJSONStr(b, "player", in.Player)
+	b = sdk.AppendJSONInt(b, "score", score)
+	b = sdk.AppendJSONInt(b, "best", best.score)
+	b = sdk.AppendJSONBool(b, "improved", improved)
 	return sdk.RawJSON(200, append(b, '}'))
 }
 
@@ -109,9 +109,9 @@ func getTop(req *sdk.Request) *sdk.Response {
 	if err != nil {
 		return storageError(err)
 	}
-	b := appendStr([]byte{'{'}, "board", boardName(req))
-	b = appendInt(b, "players", players)
-	b = append(appendField(b, "top"), '[')
+	b := sdk.AppendJSONStr([]byte{'{'}, "board", boardName(req))
+	b = sdk.AppendJSONInt(b, "players", players)
+	b = append(sdk.AppendJSONField(b, "top"), '[')
 	for i, kv := range top {
 		e, ok := decodeIndex(kv.Key)
 		if !ok {
@@ -120,9 +120,9 @@ func getTop(req *sdk.Request) *sdk.Response {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendInt(append(b, '{'), "rank", int64(i+1))
-		b = appendStr(b, "player", e.player)
-		b = appendInt(b, "score", e.score)
+		b = sdk.AppendJSONInt(append(b, '{'), "rank", int64(i+1))
+		b = sdk.AppendJSONStr(b, "player", e.player)
+		b = sdk.AppendJSONInt(b, "score", e.score)
 		b = append(b, '}')
 	}
 	return sdk.RawJSON(200, append(b, ']', '}'))
@@ -147,17 +147,17 @@ func getRank(req *sdk.Request) *sdk.Response {
 	if err != nil {
 		return storageError(err)
 	}
-	b := appendStr([]byte{'{'}, "board", boardName(req))
-	b = appendStr(b, "player", player)
-	b = appendInt(b, "score", best.score)
-	b = appendInt(b, "rank", int64(len(ahead)+1))
+	b := sdk.AppendJSONStr([]byte{'{'}, "board", boardName(req))
+	b = sdk.AppendJSONStr(b, "player", player)
+	b = sdk.AppendJSONInt(b, "score", best.score)
+	b = sdk.AppendJSONInt(b, "rank", int64(len(ahead)+1))
 	return sdk.RawJSON(200, append(b, '}'))
 }
 
 // boardName is the shard's name: the host sets X-Edgeshard-Shard to
 // "BINDING/name" on every request.
 func boardName(req *sdk.Request) string {
-	_, name, _ := strings.Cut(header(req.Header, "X-Edgeshard-Shard"), "/")
+	_, name, _ := strings.Cut(sdk.GetHeader(req.Header, "X-Edgeshard-Shard"), "/")
 	return name
 }
 

@@ -69,10 +69,10 @@ func join(req *sdk.Request) *sdk.Response {
 	if err := touch(&m, now, roomName(req)); err != nil {
 		return storageError(err)
 	}
-	b := appendStr([]byte{'{'}, "room", roomName(req))
-	b = appendStr(b, "user", user)
-	b = appendBool(b, "joined", !online)
-	b = appendInt(b, "expires_at", m.expires())
+	b := sdk.AppendJSONStr([]byte{'{'}, "room", roomName(req))
+	b = sdk.AppendJSONStr(b, "user", user)
+	b = sdk.AppendJSONBool(b, "joined", !online)
+	b = sdk.AppendJSONInt(b, "expires_at", m.expires())
 	return sdk.RawJSON(200, append(b, '}'))
 }
 
@@ -92,8 +92,8 @@ func heartbeat(req *sdk.Request) *sdk.Response {
 	if err := touch(&m, now, roomName(req)); err != nil {
 		return storageError(err)
 	}
-	b := appendStr([]byte{'{'}, "user", user)
-	b = appendInt(b, "expires_at", m.expires())
+	b := sdk.AppendJSONStr([]byte{'{'}, "user", user)
+	b = sdk.AppendJSONInt(b, "expires_at", m.expires())
 	return sdk.RawJSON(200, append(b, '}'))
 }
 
@@ -112,8 +112,8 @@ func leave(req *sdk.Request) *sdk.Response {
 			return storageError(err)
 		}
 	}
-	b := appendStr([]byte{'{'}, "user", user)
-	b = appendBool(b, "left", wasOnline)
+	b := sdk.AppendJSONStr([]byte{'{'}, "user", user)
+	b = sdk.AppendJSONBool(b, "left", wasOnline)
 	return sdk.RawJSON(200, append(b, '}'))
 }
 
@@ -122,16 +122,16 @@ func members(req *sdk.Request) *sdk.Response {
 	if err != nil {
 		return storageError(err)
 	}
-	b := appendStr([]byte{'{'}, "room", roomName(req))
-	b = appendInt(b, "count", int64(len(all)))
-	b = append(appendField(b, "members"), '[')
+	b := sdk.AppendJSONStr([]byte{'{'}, "room", roomName(req))
+	b = sdk.AppendJSONInt(b, "count", int64(len(all)))
+	b = append(sdk.AppendJSONField(b, "members"), '[')
 	for i, m := range all {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendStr(append(b, '{'), "user", m.user)
-		b = appendInt(b, "joined_at", m.joined)
-		b = appendInt(b, "last_seen", m.lastSeen)
+		b = sdk.AppendJSONStr(append(b, '{'), "user", m.user)
+		b = sdk.AppendJSONInt(b, "joined_at", m.joined)
+		b = sdk.AppendJSONInt(b, "last_seen", m.lastSeen)
 		b = append(b, '}')
 	}
 	return sdk.RawJSON(200, append(b, ']', '}'))
@@ -154,7 +154,7 @@ func userOf(req *sdk.Request) (string, *sdk.Response) {
 // roomName is the shard's name: the host sets X-Edgeshard-Shard to
 // "BINDING/name" on every request.
 func roomName(req *sdk.Request) string {
-	_, name, _ := strings.Cut(header(req.Header, "X-Edgeshard-Shard"), "/")
+	_, name, _ := strings.Cut(sdk.GetHeader(req.Header, "X-Edgeshard-Shard"), "/")
 	return name
 }
 

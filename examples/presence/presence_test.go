@@ -21,12 +21,7 @@ import (
 // TestConformance runs the example's suite on the real host's storage
 // (Badger) and on the in-memory backend.
 func TestConformance(t *testing.T) {
-	wasm := testutil.Plugin(t, "examples/presence")
-	for _, backend := range []string{conformance.BackendBadger, conformance.BackendMemory} {
-		t.Run(backend, func(t *testing.T) {
-			conformance.Run(t, wasm, "conformance.json", conformance.Options{Backend: backend, CacheDir: testutil.CacheDir()})
-		})
-	}
+	conformance.RunEachBackend(t, testutil.Plugin(t, "examples/presence"), "conformance.json", conformance.Options{CacheDir: testutil.CacheDir()})
 }
 
 // TestOverdueExpiryFiresAfterRestart lets a room's members time out while

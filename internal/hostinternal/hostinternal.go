@@ -15,32 +15,15 @@ import (
 	"errors"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/internal/shardenv"
 )
 
 // Store is a shard's storage as a NativeShard sees it during one event.
-type Store interface {
-	Get(key string) ([]byte, bool, error)
-	GetMulti(keys []string) ([]abi.KV, error)
-	Put(key string, val []byte, unconfirmed bool) error
-	PutMulti(kvs []abi.KV, unconfirmed bool) error
-	Delete(key string) (bool, error)
-	DeleteMulti(keys []string) (int, error)
-	List(opts abi.ListOptions) ([]abi.KV, error)
-	DeleteAll() error
-}
+type Store = shardenv.Store
 
 // Env is what a NativeShard may reach during one event: what a wasm guest
 // reaches through host functions.
-type Env interface {
-	Store() Store
-	SetAlarm(unixMs int64) error
-	GetAlarm() (int64, bool, error)
-	DeleteAlarm() error
-	Var(name string) (string, bool)
-	Log(level int32, rec abi.LogRecord)
-	SQL(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error)
-	WriteDataPoint(p abi.DataPoint) error
-}
+type Env = shardenv.Env
 
 // NativeShard is a shard written in Go and run inside the host on the same
 // actor, storage, output gate and alarm path as a wasm shard. An error

@@ -117,3 +117,4 @@ func PluginBytes(tb testing.TB, pkg string, ldflags ...string) []byte {
 	}
 	return b
 }
+

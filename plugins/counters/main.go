@@ -156,7 +156,7 @@ func increment(req *sdk.Request) *sdk.Response {
 		setAlarm(shardkit.NowMs() + FlushDelay.Milliseconds())
 	}
 	b := append(make([]byte, 0, 32), `{"ok":true`...)
-	b = proto.AppendInt(b, "buffered", int64(lines))
+	b = sdk.AppendJSONInt(b, "buffered", int64(lines))
 	return sdk.RawJSON(202, append(b, '}'))
 }
 
@@ -443,10 +443,10 @@ func flushNow(req *sdk.Request) *sdk.Response {
 		return shardkit.Internal("storage", err)
 	}
 	b := append(make([]byte, 0, 96), `{"ok":true`...)
-	b = proto.AppendInt(b, "flushed", int64(r.sent))
-	b = proto.AppendInt(b, "seq", r.seq)
-	b = proto.AppendInt(b, "inflight", int64(r.frozen))
-	b = proto.AppendInt(b, "buffered", int64(n))
+	b = sdk.AppendJSONInt(b, "flushed", int64(r.sent))
+	b = sdk.AppendJSONInt(b, "seq", r.seq)
+	b = sdk.AppendJSONInt(b, "inflight", int64(r.frozen))
+	b = sdk.AppendJSONInt(b, "buffered", int64(n))
 	return sdk.RawJSON(200, append(b, '}'))
 }
 
@@ -474,9 +474,9 @@ func pending() *sdk.Response {
 		return shardkit.Internal("bad_state", err)
 	}
 	b := append(make([]byte, 0, 64), '{')
-	b = proto.AppendInt(b, "buffered", int64(n))
-	b = proto.AppendInt(b, "inflight", int64(inflight))
-	b = proto.AppendInt(b, "seq", seq)
+	b = sdk.AppendJSONInt(b, "buffered", int64(n))
+	b = sdk.AppendJSONInt(b, "inflight", int64(inflight))
+	b = sdk.AppendJSONInt(b, "seq", seq)
 	return sdk.RawJSON(200, append(b, '}'))
 }
 

@@ -1,25 +1,31 @@
 package proto
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 )
 
-func TestAppendStringIsValidJSON(t *testing.T) {
-	for _, s := range []string{"", "plain", `q"uote\back`, "tab\tnl\ncr\r", "\x00\x1f", "é ü 日本", "bad\xffutf8", "\u2028\u2029"} {
-		b := AppendString(nil, s)
-		var got string
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatalf("%q → %s: %v", s, b, err)
+// TestValidID is the one id rule: 1-128 bytes of [A-Za-z0-9._:@+=~|-].
+func TestValidID(t *testing.T) {
+	for _, s := range []string{"a", "Z9", "user.1", "cap:2026-01-01", "a@b+c=d~e|f-g", "snake_case", "0b6f7c8e-5d3a-4e7b-9a51-2f0c1d9e8a7b", strings.Repeat("x", MaxIDBytes)} {
+		if !ValidID(s) {
+			t.Errorf("ValidID(%q) = false", s)
 		}
-		want := s
-		if s == "bad\xffutf8" {
-			want = "bad\ufffdutf8"
+	}
+	for _, s := range []string{"", strings.Repeat("x", MaxIDBytes+1), "a b", "a/b", "../..", "a\tb", "a\nb", "r😀", "r\u202e1",
+		"é", "a\x00", "a\x7f", `a"b`, "a\\b", "a,b", "a;b", "a?b", "a#b", "a%2f"} {
+		if ValidID(s) {
+			t.Errorf("ValidID(%q) = true", s)
 		}
-		if got != want {
-			t.Fatalf("%q → %s → %q", s, b, got)
-		}
+	}
+}
+
+func TestLineError(t *testing.T) {
+	if s := (&LineError{Line: 3, Code: "bad_id", Msg: "id must be x"}).Error(); s != "line 3: id must be x" {
+		t.Fatal(s)
+	}
+	if s := (&LineError{Code: "empty_body", Msg: "no lines"}).Error(); s != "no lines" {
+		t.Fatal(s)
 	}
 }
 
@@ -50,40 +56,5 @@ func TestFields(t *testing.T) {
 	}
 	if n := Fields("", f[:]); n != 1 {
 		t.Fatalf("empty line: %d fields", n)
-	}
-}
-
-func TestAppendFields(t *testing.T) {
-	b := append([]byte(nil), '{')
-	b = AppendInt(b, "n", -3)
-	b = AppendBool(b, "ok", true)
-	b = AppendStr(b, "s", "x")
-	b = append(b, '}')
-	if string(b) != `{"n":-3,"ok":true,"s":"x"}` {
-		t.Fatal(string(b))
-	}
-}
-
-// TestValidID is the one id rule: 1-128 bytes of [A-Za-z0-9._:@+=~|-].
-func TestValidID(t *testing.T) {
-	for _, s := range []string{"a", "Z9", "user.1", "cap:2026-01-01", "a@b+c=d~e|f-g", "snake_case", "0b6f7c8e-5d3a-4e7b-9a51-2f0c1d9e8a7b", strings.Repeat("x", MaxIDBytes)} {
-		if !ValidID(s) {
-			t.Errorf("ValidID(%q) = false", s)
-		}
-	}
-	for _, s := range []string{"", strings.Repeat("x", MaxIDBytes+1), "a b", "a/b", "../..", "a\tb", "a\nb", "r😀", "r\u202e1",
-		"é", "a\x00", "a\x7f", `a"b`, "a\\b", "a,b", "a;b", "a?b", "a#b", "a%2f"} {
-		if ValidID(s) {
-			t.Errorf("ValidID(%q) = true", s)
-		}
-	}
-}
-
-func TestLineError(t *testing.T) {
-	if s := (&LineError{Line: 3, Code: "bad_id", Msg: "id must be x"}).Error(); s != "line 3: id must be x" {
-		t.Fatal(s)
-	}
-	if s := (&LineError{Code: "empty_body", Msg: "no lines"}).Error(); s != "no lines" {
-		t.Fatal(s)
 	}
 }

@@ -182,9 +182,9 @@ func enqueue(req *sdk.Request) *sdk.Response {
 
 func accepted(n int, buffered int64, flushed int) *sdk.Response {
 	b := append(make([]byte, 0, 64), '{')
-	b = proto.AppendInt(b, "accepted", int64(n))
-	b = proto.AppendInt(b, "buffered", buffered)
-	b = proto.AppendInt(b, "flushed", int64(flushed))
+	b = sdk.AppendJSONInt(b, "accepted", int64(n))
+	b = sdk.AppendJSONInt(b, "buffered", buffered)
+	b = sdk.AppendJSONInt(b, "flushed", int64(flushed))
 	return sdk.RawJSON(202, append(b, '}'))
 }
 
@@ -341,8 +341,8 @@ func flushNow(req *sdk.Request) *sdk.Response {
 		}
 	}
 	b := append(make([]byte, 0, 48), '{')
-	b = proto.AppendInt(b, "flushed", int64(flushed))
-	b = proto.AppendInt(b, "buffered", next-head)
+	b = sdk.AppendJSONInt(b, "flushed", int64(flushed))
+	b = sdk.AppendJSONInt(b, "buffered", next-head)
 	return sdk.RawJSON(200, append(b, '}'))
 }
 
@@ -357,8 +357,8 @@ func stats() *sdk.Response {
 		return shardkit.Internal("storage", err)
 	}
 	b := append(make([]byte, 0, 48), '{')
-	b = proto.AppendInt(b, "buffered", next-head)
-	b = proto.AppendInt(b, "last_flush_ms", last)
+	b = sdk.AppendJSONInt(b, "buffered", next-head)
+	b = sdk.AppendJSONInt(b, "last_flush_ms", last)
 	return sdk.RawJSON(200, append(b, '}'))
 }
 

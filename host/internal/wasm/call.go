@@ -6,35 +6,17 @@ import (
 	"fmt"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/internal/shardenv"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/tetratelabs/wazero/api"
 )
 
-// Store is the shard storage the storage and alarm host functions use
-// (*storage.Shard implements it).
-type Store interface {
-	Get(key string) ([]byte, bool, error)
-	GetMulti(keys []string) ([]abi.KV, error)
-	Put(key string, val []byte, unconfirmed bool) error
-	PutMulti(kvs []abi.KV, unconfirmed bool) error
-	Delete(key string) (bool, error)
-	DeleteMulti(keys []string) (int, error)
-	List(opts abi.ListOptions) ([]abi.KV, error)
-	DeleteAll() error
-}
+// Store is the shard storage the storage and alarm host functions use.
+type Store = shardenv.Store
 
 // Env is what one event of one shard may reach through host functions. A
 // nil Store, or an error wrapping ErrNotGranted, answers ErrnoNotGranted.
-type Env interface {
-	Store() Store
-	SetAlarm(unixMs int64) error
-	GetAlarm() (int64, bool, error)
-	DeleteAlarm() error
-	Var(name string) (string, bool)
-	Log(level int32, rec abi.LogRecord)
-	SQL(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error)
-	WriteDataPoint(p abi.DataPoint) error
-}
+type Env = shardenv.Env
 
 // Tracer is implemented by an Env that wants every host call reported
 // (edgeshard serve --trace). Tracing reports whether it is on; it is asked

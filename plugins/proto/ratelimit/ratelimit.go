@@ -9,6 +9,7 @@
 package ratelimit
 
 import (
+	"github.com/edgeshard/edgeshard/abi/sdk"
 	"strconv"
 	"strings"
 
@@ -188,8 +189,8 @@ func (b *Bucket) Reply() BucketReply {
 // AppendReply appends the JSON answer of a decided call.
 func AppendReply(b []byte, all bool, bs []Bucket) []byte {
 	b = append(b, '{')
-	b = proto.AppendBool(b, "allowed", all)
-	b = proto.AppendField(b, "buckets")
+	b = sdk.AppendJSONBool(b, "allowed", all)
+	b = sdk.AppendJSONField(b, "buckets")
 	b = append(b, '[')
 	for i := range bs {
 		r := bs[i].Reply()
@@ -197,13 +198,13 @@ func AppendReply(b []byte, all bool, bs []Bucket) []byte {
 			b = append(b, ',')
 		}
 		b = append(b, '{')
-		b = proto.AppendStr(b, "key", r.Key)
-		b = proto.AppendBool(b, "allowed", r.Allowed)
-		b = proto.AppendInt(b, "limit", r.Limit)
-		b = proto.AppendInt(b, "remaining", r.Remaining)
-		b = proto.AppendInt(b, "window_ms", r.WindowMs)
-		b = proto.AppendInt(b, "reset_ms", r.ResetMs)
-		b = proto.AppendInt(b, "retry_after_ms", r.RetryAfterMs)
+		b = sdk.AppendJSONStr(b, "key", r.Key)
+		b = sdk.AppendJSONBool(b, "allowed", r.Allowed)
+		b = sdk.AppendJSONInt(b, "limit", r.Limit)
+		b = sdk.AppendJSONInt(b, "remaining", r.Remaining)
+		b = sdk.AppendJSONInt(b, "window_ms", r.WindowMs)
+		b = sdk.AppendJSONInt(b, "reset_ms", r.ResetMs)
+		b = sdk.AppendJSONInt(b, "retry_after_ms", r.RetryAfterMs)
 		b = append(b, '}')
 	}
 	return append(b, ']', '}')
@@ -214,13 +215,13 @@ func AppendReply(b []byte, all bool, bs []Bucket) []byte {
 func AppendState(b []byte, key string, st window.Window, now int64) []byte {
 	st, _ = window.Roll(st, true, now, st.W)
 	b = append(b, '{')
-	b = proto.AppendStr(b, "key", key)
-	b = proto.AppendInt(b, "window_ms", st.W)
-	b = proto.AppendInt(b, "window_start_ms", st.Start)
-	b = proto.AppendInt(b, "count", st.Cur)
-	b = proto.AppendInt(b, "prev_count", st.Prev)
-	b = strconv.AppendFloat(proto.AppendField(b, "estimate"), st.Estimate(now), 'f', -1, 64)
-	b = proto.AppendInt(b, "last_ms", st.Last)
-	b = proto.AppendInt(b, "expires_ms", st.ExpiresAt())
+	b = sdk.AppendJSONStr(b, "key", key)
+	b = sdk.AppendJSONInt(b, "window_ms", st.W)
+	b = sdk.AppendJSONInt(b, "window_start_ms", st.Start)
+	b = sdk.AppendJSONInt(b, "count", st.Cur)
+	b = sdk.AppendJSONInt(b, "prev_count", st.Prev)
+	b = strconv.AppendFloat(sdk.AppendJSONField(b, "estimate"), st.Estimate(now), 'f', -1, 64)
+	b = sdk.AppendJSONInt(b, "last_ms", st.Last)
+	b = sdk.AppendJSONInt(b, "expires_ms", st.ExpiresAt())
 	return append(b, '}')
 }
