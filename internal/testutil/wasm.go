@@ -117,4 +117,3 @@ func PluginBytes(tb testing.TB, pkg string, ldflags ...string) []byte {
 	}
 	return b
 }
-
