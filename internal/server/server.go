@@ -121,6 +121,7 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	hc.QueueDepth = cfg.QueueDepth
 	hc.MemoryLimitMiB = cfg.MemoryLimitMB
 	hc.MaxBodyBytes = cfg.MaxBodyBytes
+	hc.Limits = hostLimits(&cfg.Limits)
 	hc.TraceShard = cfg.Trace
 	hc.Logger = log
 	hc.Registerer = s.reg
@@ -128,8 +129,16 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	for _, b := range cfg.DurableObjects.Bindings {
 		// The edge API's bindings are internal: not served at /do, so edge
 		// clients reach them only through its authenticated routes.
-		hc.Bindings = append(hc.Bindings, host.Binding{Name: b.Name, Module: b.Module, Shards: b.Shards, SQL: b.SQL, Analytics: b.Analytics,
-			Internal: edgeOn && isEdgeBinding(ecfg, b.Name)})
+		hb := host.Binding{Name: b.Name, Module: b.Module, Shards: b.Shards, SQL: b.SQL, Analytics: b.Analytics,
+			Internal: edgeOn && isEdgeBinding(ecfg, b.Name), LogCodes: b.LogCodes}
+		if b.Limits != nil {
+			l := hostLimits(b.Limits)
+			hb.Limits = &l
+		}
+		if hb.LogCodes == nil {
+			hb.LogCodes = defaultLogCodes(edgeOn, ecfg, b.Name)
+		}
+		hc.Bindings = append(hc.Bindings, hb)
 		s.bindings = append(s.bindings, b.Name)
 	}
 
