@@ -75,9 +75,10 @@ func (l Limits) over(o *Limits) Limits {
 	return l
 }
 
-// resolve returns the limits in force for a binding: its own over the
-// host's over the defaults. A negative field stays negative (no limit).
-func resolveLimits(host Limits, binding *Limits) Limits {
+// ResolveLimits returns the limits in force for a binding: its override
+// over the host's limits over DefaultLimits. A negative field stays
+// negative (no limit).
+func ResolveLimits(host Limits, binding *Limits) Limits {
 	return DefaultLimits().over(&host).over(binding)
 }
 
@@ -171,7 +172,7 @@ type guestState struct {
 func (a *actor) guest() *guestState {
 	g := &a.guestLim
 	if !g.ready {
-		g.lim = resolveLimits(a.ns.h.cfg.Limits, a.ns.binding.Limits)
+		g.lim = ResolveLimits(a.ns.h.cfg.Limits, a.ns.binding.Limits)
 		g.ev = g.lim.eventLimits()
 		g.codes = newLogCodes(a.ns.binding.LogCodes)
 		g.store = quotaStore{a: a, s: a.store, quota: g.lim.StorageQuotaBytes}

@@ -131,6 +131,9 @@ func checkLogCodes(where string, codes []string, bad func(string, ...any)) {
 	}
 }
 
+// Path returns the name the file was parsed under.
+func (f *File) Path() string { return f.path }
+
 // Binding returns the binding named name.
 func (f *File) Binding(name string) (Binding, bool) {
 	for _, b := range f.DurableObjects.Bindings {
