@@ -308,6 +308,27 @@ func TestStorageQuota(t *testing.T) {
 	}
 }
 
+// TestStorageQuotaOverwritesDoNotAddUp: below half its quota a shard's
+// count is an upper bound that adds every put in full (no read of the
+// value it replaces); overwriting one key of 1,000 bytes 100 times, in
+// one event and in 100 events — 10 times the quota of 10,000 bytes —
+// must never be refused: the bound is recounted before it could refuse.
+func TestStorageQuotaOverwritesDoNotAddUp(t *testing.T) {
+	f := start(t, counterConfig(t, func(c *host.Config) { c.Bindings = append(c.Bindings, quotaBinding(t, 10_000)) }))
+	if body := f.ask(t, "HOG", "q", "POST", "/overwrite?n=100&size=1000"); body != "written=100 errno=0" {
+		t.Fatalf("one event: %q", body)
+	}
+	for i := 0; i < 100; i++ {
+		if body := f.ask(t, "HOG", "q", "POST", "/overwrite?n=1&size=1000"); body != "written=1 errno=0" {
+			t.Fatalf("event %d: %q", i, body)
+		}
+	}
+	// 1001 stored: 8 keys of 1002 more fit (9017), the ninth not.
+	if body := f.ask(t, "HOG", "q", "POST", "/fill?prefix=a&n=20&size=1000"); !strings.HasPrefix(body, "written=8 errno=14 ") {
+		t.Fatalf("fill: %q", body)
+	}
+}
+
 // TestStorageQuotaCountsShardsWrittenWithoutIt: a shard written with the
 // quota off (before it existed, or turned off since) is counted once on
 // its next write with the quota on, so the quota holds at once.
