@@ -110,14 +110,20 @@ const (
 	ErrnoInternal   Errno = 10 // host bug or unexpected state
 	ErrnoFault      Errno = 11 // pointer/length outside guest memory
 	ErrnoNoResult   Errno = 12 // result_take without a pending result
+	ErrnoLimit      Errno = 13 // a per-event budget is spent; a later event may succeed
+	ErrnoQuota      Errno = 14 // the shard's storage quota is full; delete data first
 )
+
+// ErrnoMax is the largest errno this host returns. Guests must treat any
+// errno they do not know as a failure.
+const ErrnoMax = ErrnoQuota
 
 var errnoNames = map[Errno]string{
 	ErrnoOK: "ok", ErrnoNotFound: "not found", ErrnoInvalid: "invalid argument",
 	ErrnoTooLarge: "too large", ErrnoIO: "storage I/O error", ErrnoNotGranted: "binding not granted",
 	ErrnoSQL: "SQL error", ErrnoAnalytics: "analytics error", ErrnoDeadline: "deadline exceeded",
 	ErrnoCanceled: "cancelled", ErrnoInternal: "internal host error", ErrnoFault: "memory fault",
-	ErrnoNoResult: "no pending result",
+	ErrnoNoResult: "no pending result", ErrnoLimit: "event limit exceeded", ErrnoQuota: "storage quota exceeded",
 }
 
 func (e Errno) Error() string {
@@ -150,9 +156,12 @@ const (
 const (
 	// PutAllowUnconfirmed lets the response leave before this write is durable.
 	PutAllowUnconfirmed uint32 = 1 << 0
+	// PutFlags are every flag bit defined; the host refuses others
+	// (ErrnoInvalid), so a later ABI can give them a meaning.
+	PutFlags = PutAllowUnconfirmed
 )
 
-// Log levels for log_write.
+// Log levels for log_write; the host refuses any other (ErrnoInvalid).
 const (
 	LogDebug int32 = 0
 	LogInfo  int32 = 1

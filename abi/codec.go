@@ -3,6 +3,7 @@ package abi
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 )
 
@@ -33,6 +34,7 @@ const (
 	listHasStartAfter = 1 << 1
 	listHasEnd        = 1 << 2
 	listReverse       = 1 << 3
+	listFlags         = listHasStart | listHasStartAfter | listHasEnd | listReverse
 )
 
 // Encoder appends wire values to a buffer.
@@ -355,7 +357,14 @@ func DecodeListOptions(b []byte) (ListOptions, error) {
 	o.HasStartAfter = flags&listHasStartAfter != 0
 	o.HasEnd = flags&listHasEnd != 0
 	o.Reverse = flags&listReverse != 0
-	return o, d.Done()
+	if err := d.Done(); err != nil {
+		return o, err
+	}
+	if extra := flags &^ listFlags; extra != 0 {
+		// Refused rather than ignored, so a later ABI can give them a meaning.
+		return o, fmt.Errorf("%w: list options flags %#x: bits %#x are not defined", ErrMalformed, flags, extra)
+	}
+	return o, nil
 }
 
 func encodeValue(e *Encoder, v any) bool {

@@ -80,6 +80,8 @@ type actor struct {
 	live     atomic.Bool
 	memBytes atomic.Uint64
 	trace    bool // log every host call (Config.TraceShard)
+
+	guestLim guestState // limits.go: the guest's budgets, quota, alarm pacing and log codes
 }
 
 // prepared is an instance of a version about to become current, made

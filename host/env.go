@@ -18,9 +18,48 @@ import (
 // (wasm.Env), reached only from the actor's goroutine during one of its
 // events, and where the guest's own output goes.
 
-func (a *actor) Store() wasm.Store { return a.store }
+// Store is the shard's storage with the quota enforced (quota.go).
+func (a *actor) Store() wasm.Store { return &a.guest().store }
 
+// BeginEvent implements wasm.Limiter: it starts an event's budgets and
+// returns its limits.
+func (a *actor) BeginEvent(alarm bool) *wasm.EventLimits {
+	g := a.guest()
+	g.inAlarm = alarm
+	g.store.beginEvent()
+	return &g.ev
+}
+
+// LimitReached implements wasm.Limiter.
+func (a *actor) LimitReached(limit, detail string) { a.limitReached(limit, detail) }
+
+// limitReached logs (once per event and limit, the caller sees to it) and
+// counts a guest call refused by a limit.
+func (a *actor) limitReached(limit, detail string) {
+	a.ns.metrics.limitHit(limit)
+	a.log.Warn().Str("limit", limit).Str("detail", detail).Msg("plugin reached a host limit; the call was refused")
+}
+
+// SetAlarm sets the shard's alarm. One that an alarm handler sets sooner
+// than one AlarmRearmInterval ahead is paced (guestState.paceRearm).
 func (a *actor) SetAlarm(ms int64) error {
+	if g := a.guest(); g.inAlarm {
+		now := a.ns.h.cfg.Clock.Now().UnixMilli()
+		at, deferred := g.paceRearm(now, ms)
+		switch {
+		case deferred && !g.pacing:
+			g.pacing = true
+			a.ns.metrics.limitHit(limitRearm)
+			a.log.Warn().Str("limit", limitRearm).Int64("requested_ms", ms).Int64("at_ms", at).
+				Dur("interval", g.lim.AlarmRearmInterval).Int("burst", g.lim.AlarmRearmBurst).
+				Msg("alarm handler re-arms its alarm faster than the host allows; moved later")
+		case deferred:
+			a.ns.metrics.limitHit(limitRearm)
+		default:
+			g.pacing = false
+		}
+		ms = at
+	}
 	if err := a.store.SetAlarm(ms); err != nil {
 		return err
 	}
@@ -50,18 +89,37 @@ func (a *actor) Var(name string) (string, bool) {
 	return v, ok
 }
 
+// Log writes a guest's record to the host log, marked as the guest's: the
+// host sets component=guest, binding and shard, and a guest field that
+// would pass for one of the host's is renamed with the prefix "guest_"
+// (level, time, message, component, binding, any guest_* name, a shard
+// other than the calling shard's). A code field is honoured — logged as
+// code and counted in edgeshard_guest_log_codes_total — only when the
+// binding's LogCodes allow it; otherwise it is logged as guest_code and
+// counted as code "unlisted". So a plugin cannot forge the host's log
+// lines, another binding's codes, or the metrics alerts watch.
 func (a *actor) Log(level int32, rec abi.LogRecord) {
+	g := a.guest()
 	var code, dur string
+	listed, unlisted := false, false
 	for _, f := range rec.Fields {
 		switch f.Name {
 		case "code":
-			code = f.Value
+			switch {
+			case !g.codes.allows(f.Value):
+				unlisted = true
+			case !listed:
+				code, listed = f.Value, true
+			}
 		case "duration_ms":
 			dur = f.Value
 		}
 	}
-	if code != "" {
+	if listed {
 		a.ns.metrics.guestCode(code, dur)
+	}
+	if unlisted {
+		a.ns.metrics.guestCode(unlistedCode, "")
 	}
 	var ev *zerolog.Event
 	switch level {
@@ -78,18 +136,43 @@ func (a *actor) Log(level int32, rec abi.LogRecord) {
 		return
 	}
 	ev = ev.Str("component", "guest")
-	ownShard := false
+	codeSet, shardSet := false, false
 	for _, f := range rec.Fields {
-		if f.Name == "binding" || f.Name == "component" {
-			continue // the host's own fields win
+		name := f.Name
+		switch {
+		case name == "code":
+			if codeSet || !g.codes.allows(f.Value) {
+				name = "guest_code"
+			}
+			codeSet = codeSet || name == "code"
+		case name == "shard":
+			if shardSet || (f.Value != a.shard && f.Value != a.id.String()) {
+				name = "guest_shard"
+			}
+			shardSet = shardSet || name == "shard"
+		case hostLogField(name):
+			name = "guest_" + name
 		}
-		ownShard = ownShard || f.Name == "shard"
-		ev = ev.Str(f.Name, f.Value)
+		ev = ev.Str(name, f.Value)
 	}
-	if !ownShard {
+	if !shardSet {
 		ev = ev.Str("shard", a.shard)
 	}
 	ev.Msg(rec.Message)
+}
+
+// unlistedCode is the code label counting guest codes a binding does not
+// honour.
+const unlistedCode = "unlisted"
+
+// hostLogField reports whether a guest field name would pass for one the
+// host writes on a guest's line.
+func hostLogField(name string) bool {
+	switch name {
+	case zerolog.LevelFieldName, zerolog.TimestampFieldName, zerolog.MessageFieldName, "component", "binding":
+		return true
+	}
+	return strings.HasPrefix(name, "guest_")
 }
 
 func (a *actor) SQL(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error) {
@@ -189,6 +272,7 @@ func (g *guestOutput) take() string {
 }
 
 var (
-	_ wasm.Env    = (*actor)(nil)
-	_ wasm.Tracer = (*actor)(nil)
+	_ wasm.Env     = (*actor)(nil)
+	_ wasm.Tracer  = (*actor)(nil)
+	_ wasm.Limiter = (*actor)(nil)
 )

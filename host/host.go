@@ -54,6 +54,14 @@ type Binding struct {
 	// cannot speak their protocols directly (inject counter deltas or
 	// events, reset a rate-limit bucket).
 	Internal bool
+	// Limits, when set, override Config.Limits for this binding, field by
+	// field: a zero field keeps the host's.
+	Limits *Limits
+	// LogCodes are the code fields of guest log records the host honours:
+	// exact codes, or prefixes ending in "*". A code it does not honour is
+	// logged as guest_code and counted as "unlisted" (env.go, Log). nil
+	// honours every code; an empty list none.
+	LogCodes []string
 }
 
 // AnalyticsBinding is a dataset a namespace writes data points to.
@@ -94,8 +102,11 @@ type Config struct {
 	// (defaults 6 and 2s, doubling).
 	AlarmRetries int
 	AlarmBackoff time.Duration
-	Clock        clock.Clock
-	Logger       zerolog.Logger
+	// Limits bound what each plugin may make the host do, per event and
+	// per shard (zero fields: DefaultLimits); Binding.Limits override them.
+	Limits Limits
+	Clock  clock.Clock
+	Logger zerolog.Logger
 	// TraceShard, "binding/shard", logs every host call that shard makes.
 	TraceShard string
 	// Registerer receives the host's Prometheus metrics; nil keeps them
@@ -303,6 +314,9 @@ func validateBindings(cfg Config) error {
 			return fmt.Errorf("binding %q: sql database %q is not configured", b.Name, b.SQL)
 		case b.Analytics != "" && cfg.Analytics[b.Analytics].Sink == nil:
 			return fmt.Errorf("binding %q: analytics dataset %q is not configured", b.Name, b.Analytics)
+		}
+		if err := checkLogCodes(b.LogCodes); err != nil {
+			return fmt.Errorf("binding %q: %w", b.Name, err)
 		}
 		seen[b.Name] = true
 	}

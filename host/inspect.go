@@ -26,12 +26,15 @@ type StorageView interface {
 type storageView struct{ s *storage.Shard }
 
 func (v storageView) Get(key string) ([]byte, bool, error) {
+	if key == storedKey {
+		return nil, false, nil // the host's, not the shard's (quota.go)
+	}
 	val, ok, err := v.s.Get(key)
 	return bytes.Clone(val), ok, err
 }
 
 func (v storageView) List(opts abi.ListOptions) ([]abi.KV, error) {
-	kvs, err := v.s.List(opts)
+	kvs, err := listHiding(v.s, opts)
 	for i := range kvs {
 		kvs[i].Value = bytes.Clone(kvs[i].Value)
 	}

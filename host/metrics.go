@@ -2,6 +2,7 @@ package host
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ type metrics struct {
 	crashes    *prometheus.CounterVec
 	swaps      *prometheus.CounterVec
 	codes      *prometheus.CounterVec
+	limits     *prometheus.CounterVec
 	flushDur   *prometheus.HistogramVec
 	commitWait prometheus.Histogram
 }
@@ -43,8 +45,11 @@ func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
 			Name: "edgeshard_module_swaps_total", Help: "Module swaps and rollbacks by outcome.",
 		}, []string{"binding", "outcome"}),
 		codes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_guest_log_codes_total", Help: "Guest log records carrying a code field (e.g. E-VIBECODR-2130 flush ok), by binding and code.",
+			Name: "edgeshard_guest_log_codes_total", Help: "Guest log records carrying a code field (e.g. E-VIBECODR-2130 flush ok), by binding and code: codes the binding's log_codes do not allow count as \"unlisted\", codes past the first 32 of a binding as \"other\".",
 		}, []string{"binding", "code"}),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeshard_guest_limit_refusals_total", Help: "Guest calls refused (or alarms moved later) by a host limit, by binding and limit (event_write_bytes, event_write_keys, event_log_lines, event_log_bytes, storage_quota_bytes, alarm_rearm_interval).",
+		}, []string{"binding", "limit"}),
 		flushDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "edgeshard_flush_duration_seconds", Help: "Duration reported by guest flush log records (fields code and duration_ms).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
@@ -57,7 +62,7 @@ func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.events, m.eventDur, m.alarms, m.starts, m.crashes, m.swaps, m.codes, m.flushDur, m.commitWait)
+	reg.MustRegister(m.events, m.eventDur, m.alarms, m.starts, m.crashes, m.swaps, m.codes, m.limits, m.flushDur, m.commitWait)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeshard_uptime_seconds", Help: "Seconds since the host started.",
 	}, func() float64 { return time.Since(h.started).Seconds() }))
@@ -75,6 +80,9 @@ type nsMetrics struct {
 	alarmFired, alarmRetry prometheus.Counter
 	alarmAbandoned         prometheus.Counter
 	starts                 prometheus.Counter
+
+	codesMu sync.Mutex
+	codes   map[string]bool // code labels this binding has created
 }
 
 func (m *metrics) forNamespace(binding string) *nsMetrics {
@@ -90,8 +98,29 @@ func (m *metrics) forNamespace(binding string) *nsMetrics {
 		alarmRetry:     m.alarms.WithLabelValues(binding, "retried"),
 		alarmAbandoned: m.alarms.WithLabelValues(binding, "abandoned"),
 		starts:         m.starts.WithLabelValues(binding),
+		codes:          map[string]bool{},
 	}
 }
+
+// maxGuestCodes bounds the code labels one binding's guests create: a
+// guest choosing its codes must not grow the registry without bound.
+const maxGuestCodes = 32
+
+// codeLabel returns code, or "other" once the binding has maxGuestCodes.
+func (n *nsMetrics) codeLabel(code string) string {
+	n.codesMu.Lock()
+	defer n.codesMu.Unlock()
+	if !n.codes[code] {
+		if len(n.codes) >= maxGuestCodes {
+			return "other"
+		}
+		n.codes[code] = true
+	}
+	return code
+}
+
+// limitHit counts a guest call refused by a limit.
+func (n *nsMetrics) limitHit(limit string) { n.m.limits.WithLabelValues(n.binding, limit).Inc() }
 
 func (n *nsMetrics) crash(reason string) { n.m.crashes.WithLabelValues(n.binding, reason).Inc() }
 
@@ -99,6 +128,7 @@ func (n *nsMetrics) swap(outcome string) { n.m.swaps.WithLabelValues(n.binding, 
 
 // guestCode counts a guest log record's code and its duration_ms.
 func (n *nsMetrics) guestCode(code, durationMs string) {
+	code = n.codeLabel(code)
 	n.m.codes.WithLabelValues(n.binding, code).Inc()
 	if durationMs == "" {
 		return

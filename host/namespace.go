@@ -51,13 +51,11 @@ type Namespace struct {
 
 func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) {
 	ns := &Namespace{h: h, name: b.Name, binding: b, actors: map[string]*actor{}, metrics: h.metrics.forNamespace(b.Name)}
-	ns.grants = []string{abi.GroupStorage, abi.GroupAlarm, abi.GroupVars, abi.GroupLog}
+	ns.grants = b.Grants()
 	if b.SQL != "" {
-		ns.grants = append(ns.grants, abi.GroupSQL)
 		ns.sql = h.cfg.SQL[b.SQL]
 	}
 	if b.Analytics != "" {
-		ns.grants = append(ns.grants, abi.GroupAnalytics)
 		ns.analytics = h.cfg.Analytics[b.Analytics]
 	}
 	if native := hostinternal.Native(ctx, b.Name); native != nil {

@@ -3,7 +3,11 @@ package sdk
 import "github.com/edgeshard/edgeshard/abi"
 
 // Log writes a structured record to the host log. kv holds key/value
-// pairs; the host adds namespace and shard. Logging never fails the caller.
+// pairs; the host adds binding, shard and component=guest, renames fields
+// that would pass for its own (level, message, ...: guest_level, ...),
+// and logs a "code" field as code only if the binding's log_codes list it
+// (abi/ABI.md, section 7). Logging never fails the caller: records past
+// the event's log budget (100 by default) are dropped.
 func Log(level int32, msg string, kv ...string) {
 	rec := abi.LogRecord{Message: msg}
 	for i := 0; i+1 < len(kv); i += 2 {

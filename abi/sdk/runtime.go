@@ -74,7 +74,8 @@ func scratchArgs() (unsafe.Pointer, uint32) {
 
 func hostError(op string, e abi.Errno) error {
 	err := &HostError{Errno: e, Op: op}
-	if e == abi.ErrnoSQL || e == abi.ErrnoAnalytics || e == abi.ErrnoInvalid || e == abi.ErrnoTooLarge || e == abi.ErrnoIO || e == abi.ErrnoNotGranted {
+	switch e {
+	case abi.ErrnoSQL, abi.ErrnoAnalytics, abi.ErrnoInvalid, abi.ErrnoTooLarge, abi.ErrnoIO, abi.ErrnoNotGranted, abi.ErrnoLimit, abi.ErrnoQuota:
 		p, c := scratchArgs()
 		if n := hostErrorMessage(p, c); n > 0 && int(n) <= int(c) {
 			err.Message = string(st.scratch[:n])

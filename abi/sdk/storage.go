@@ -5,6 +5,12 @@ import "github.com/edgeshard/edgeshard/abi"
 // Store is the shard's durable key/value storage. All writes of one event
 // commit together when the event ends; the host releases the response only
 // after they are durable (unless written with PutUnconfirmed).
+//
+// A write fails with errors.Is(err, abi.ErrnoLimit) once the event has
+// written the host's per-event budget (16 MiB, 10,000 keys by default;
+// overwrites count), and with abi.ErrnoQuota when it would grow a shard
+// past its storage quota (1 GiB by default); either way it changes
+// nothing (abi/ABI.md, section 5).
 type Store struct{}
 
 // Storage returns the shard's storage.

@@ -2,7 +2,7 @@
 // plugins. Subcommands:
 //
 //	edgeshard serve [--config edgeshard.toml] [--watch]  run the host
-//	edgeshard validate FILE.wasm                         check a module against ABI v1
+//	edgeshard validate [--config F --binding B] FILE     check a module against ABI v1 (and a binding)
 //	edgeshard conformance --plugin FILE.wasm             run a conformance suite against a plugin
 //	edgeshard new NAME [--dir DIR] [--sdk PATH]          scaffold a shard project
 //	edgeshard push --binding NAME FILE.wasm              hot-swap a binding's module (admin API)

@@ -60,6 +60,7 @@ type File struct {
 	QueueDepth     int                `toml:"queue_depth"`
 	MaxBodyBytes   int64              `toml:"max_body_bytes"`
 	Storage        Storage            `toml:"storage"`
+	Limits         Limits             `toml:"limits"`
 	DurableObjects DurableObjects     `toml:"durable_objects"`
 	D1Databases    []D1Database       `toml:"d1_databases"`
 	Analytics      []AnalyticsDataset `toml:"analytics_engine_datasets"`
@@ -95,6 +96,74 @@ type Binding struct {
 	Shards    int    `toml:"shards"`
 	SQL       string `toml:"sql"`
 	Analytics string `toml:"analytics"`
+	// Limits override [limits] for this binding, setting by setting.
+	Limits *Limits `toml:"limits"`
+	// LogCodes are the code fields of its plugin's log records the host
+	// honours: exact codes or prefixes ending in "*" ("*" for all). Absent
+	// (nil) leaves the choice to the wiring (internal/server: the edge
+	// API's shards get the codes their plugins document, others none).
+	LogCodes []string `toml:"log_codes"`
+}
+
+// Limits is the [limits] table, and a binding's limits: what one plugin
+// may make the host do (host.Limits, docs/SECURITY.md). An absent setting
+// takes the default (for a binding, the [limits] value); 0 (or "0s")
+// removes that limit.
+type Limits struct {
+	EventWriteBytes    *int64    `toml:"event_write_bytes"`
+	EventWriteKeys     *int64    `toml:"event_write_keys"`
+	EventLogLines      *int64    `toml:"event_log_lines"`
+	EventLogBytes      *int64    `toml:"event_log_bytes"`
+	StorageQuotaBytes  *int64    `toml:"storage_quota_bytes"`
+	AlarmRearmInterval *Duration `toml:"alarm_rearm_interval"`
+	AlarmRearmBurst    *int      `toml:"alarm_rearm_burst"`
+}
+
+// check reports every negative setting, naming it under where.
+func (l *Limits) check(where string, bad func(string, ...any)) {
+	if l == nil {
+		return
+	}
+	for _, n := range []struct {
+		name string
+		v    *int64
+	}{
+		{"event_write_bytes", l.EventWriteBytes}, {"event_write_keys", l.EventWriteKeys},
+		{"event_log_lines", l.EventLogLines}, {"event_log_bytes", l.EventLogBytes},
+		{"storage_quota_bytes", l.StorageQuotaBytes},
+	} {
+		if n.v != nil && *n.v < 0 {
+			bad("%s%s = %d: want ≥ 0 (0 removes the limit)", where, n.name, *n.v)
+		}
+	}
+	if d := l.AlarmRearmInterval; d != nil && d.Duration < 0 {
+		bad("%salarm_rearm_interval = %v: want ≥ 0 (\"0s\" removes the pacing)", where, d.Duration)
+	}
+	if b := l.AlarmRearmBurst; b != nil && *b < 1 {
+		bad("%salarm_rearm_burst = %d: want ≥ 1", where, *b)
+	}
+}
+
+// checkLogCodes reports empty patterns and a "*" anywhere but at the end.
+func checkLogCodes(where string, codes []string, bad func(string, ...any)) {
+	for _, c := range codes {
+		if c == "" || strings.Contains(strings.TrimSuffix(c, "*"), "*") {
+			bad("%slog_codes: %q: want a code (E-VIBECODR-2130), or a prefix followed by one final * (E-VIBECODR-21*)", where, c)
+		}
+	}
+}
+
+// Path returns the name the file was parsed under.
+func (f *File) Path() string { return f.path }
+
+// Binding returns the binding named name.
+func (f *File) Binding(name string) (Binding, bool) {
+	for _, b := range f.DurableObjects.Bindings {
+		if b.Name == name {
+			return b, true
+		}
+	}
+	return Binding{}, false
 }
 
 // D1Database is one [[d1_databases]] entry.
@@ -332,6 +401,7 @@ func (f *File) Validate() error {
 	if v := f.Storage.ValueLogFileMB; v < 0 || v > 2047 {
 		bad("storage.value_log_file_mb = %d: want 1..2047 (0: the default, 64)", v)
 	}
+	f.Limits.check("limits.", bad)
 	dbs := map[string]bool{}
 	for i, d := range f.D1Databases {
 		switch {
@@ -388,6 +458,8 @@ func (f *File) Validate() error {
 		if b.Analytics != "" && !ae[b.Analytics] {
 			bad("%s: analytics = %q: no [[analytics_engine_datasets]] with that binding", where, b.Analytics)
 		}
+		b.Limits.check(where+": limits.", bad)
+		checkLogCodes(where+": ", b.LogCodes, bad)
 	}
 	if len(errs) == 0 {
 		return nil

@@ -381,3 +381,58 @@ var (
 	_ Component = (*watcher)(nil)
 	_ Component = (*listener)(nil)
 )
+
+// hostLimits converts [limits] (or a binding's limits) to host.Limits: an
+// absent setting stays 0 (the default, or for a binding the [limits]
+// value), and 0, which in the file removes a limit, becomes -1.
+func hostLimits(l *config.Limits) host.Limits {
+	n := func(p *int64) int64 {
+		switch {
+		case p == nil:
+			return 0
+		case *p == 0:
+			return -1
+		}
+		return *p
+	}
+	h := host.Limits{
+		EventWriteBytes:   n(l.EventWriteBytes),
+		EventWriteKeys:    n(l.EventWriteKeys),
+		EventLogLines:     n(l.EventLogLines),
+		EventLogBytes:     n(l.EventLogBytes),
+		StorageQuotaBytes: n(l.StorageQuotaBytes),
+	}
+	if d := l.AlarmRearmInterval; d != nil {
+		h.AlarmRearmInterval = d.Duration
+		if d.Duration == 0 {
+			h.AlarmRearmInterval = -1
+		}
+	}
+	if b := l.AlarmRearmBurst; b != nil {
+		h.AlarmRearmBurst = *b
+	}
+	return h
+}
+
+// edgeShardLogCodes are the codes the edge API's shard plugins log
+// (docs/OPERATIONS.md, "Fallback order and log codes"), which its runbook
+// alerts on.
+var edgeShardLogCodes = map[string][]string{
+	"events":   {"E-VIBECODR-2130", "E-VIBECODR-2131"},
+	"counters": {"E-VIBECODR-2140", "E-VIBECODR-2141"},
+}
+
+// defaultLogCodes are the log codes a binding without log_codes honours:
+// the documented flush codes for the edge API's event and counter shards,
+// none for any other binding (its plugin's codes are logged as guest_code).
+func defaultLogCodes(edgeOn bool, ecfg edge.Config, binding string) []string {
+	if edgeOn {
+		switch binding {
+		case ecfg.EventBinding:
+			return edgeShardLogCodes["events"]
+		case ecfg.CounterBinding:
+			return edgeShardLogCodes["counters"]
+		}
+	}
+	return []string{}
+}

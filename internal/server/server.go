@@ -127,16 +127,14 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	hc.QueueDepth = cfg.QueueDepth
 	hc.MemoryLimitMiB = cfg.MemoryLimitMB
 	hc.MaxBodyBytes = cfg.MaxBodyBytes
+	hc.Limits = hostLimits(&cfg.Limits)
 	hc.TraceShard = cfg.Trace
 	hc.Badger = storage.BadgerOptions{MinFreeBytes: int64(cfg.Storage.MinFreeMB) << 20, ValueLogFileSize: int64(cfg.Storage.ValueLogFileMB) << 20}
 	hc.Logger = log
 	hc.Registerer = s.reg
 	hc.Engine = opts.Engine
 	for _, b := range cfg.DurableObjects.Bindings {
-		// The edge API's bindings are internal: not served at /do, so edge
-		// clients reach them only through its authenticated routes.
-		hc.Bindings = append(hc.Bindings, host.Binding{Name: b.Name, Module: b.Module, Shards: b.Shards, SQL: b.SQL, Analytics: b.Analytics,
-			Internal: edgeOn && isEdgeBinding(ecfg, b.Name)})
+		hc.Bindings = append(hc.Bindings, hostBinding(b, edgeOn, ecfg))
 		s.bindings = append(s.bindings, b.Name)
 	}
 
@@ -176,6 +174,42 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	s.group = group{comps: comps, grace: cfg.ShutdownGrace.Duration, log: log}
 	s.shutdownTimeout = cfg.ShutdownTimeout.Duration
 	return s, nil
+}
+
+// hostBinding is the host binding a config binding becomes.
+func hostBinding(b config.Binding, edgeOn bool, ecfg edge.Config) host.Binding {
+	// The edge API's bindings are internal: not served at /do, so edge
+	// clients reach them only through its authenticated routes.
+	hb := host.Binding{Name: b.Name, Module: b.Module, Shards: b.Shards, SQL: b.SQL, Analytics: b.Analytics,
+		Internal: edgeOn && isEdgeBinding(ecfg, b.Name), LogCodes: b.LogCodes}
+	if b.Limits != nil {
+		l := hostLimits(b.Limits)
+		hb.Limits = &l
+	}
+	if hb.LogCodes == nil {
+		hb.LogCodes = defaultLogCodes(edgeOn, ecfg, b.Name)
+	}
+	return hb
+}
+
+// HostBinding returns the host binding `serve` makes of the config's
+// binding name (its grants, limits and log codes), and the host-wide
+// limits, for `edgeshard validate --config`. lookup reads the environment.
+func HostBinding(cfg *config.File, name string, lookup func(string) (string, bool)) (host.Binding, host.Limits, error) {
+	b, ok := cfg.Binding(name)
+	if !ok {
+		return host.Binding{}, host.Limits{}, fmt.Errorf("config %s has no binding %q", cfg.Path(), name)
+	}
+	ecfg, edgeOn, err := edge.ConfigFromFile(cfg, lookup)
+	if err != nil {
+		return host.Binding{}, host.Limits{}, err
+	}
+	if edgeOn {
+		if edgeOn, err = edgeWanted(cfg, ecfg, zerolog.Nop()); err != nil {
+			return host.Binding{}, host.Limits{}, err
+		}
+	}
+	return hostBinding(b, edgeOn, ecfg), hostLimits(&cfg.Limits), nil
 }
 
 // edgeWanted reports whether the edge API can run: it needs its SQL

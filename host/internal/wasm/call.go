@@ -26,6 +26,41 @@ type Tracer interface {
 	TraceHostCall(fn string, params []uint64, result uint64, errMsg string)
 }
 
+// EventLimits bound what one event may make the host do through host
+// functions. A field ≤ 0 sets no limit. A call that would pass a limit
+// answers -ErrnoLimit and changes nothing; later events start afresh.
+type EventLimits struct {
+	// WriteBytes bounds the bytes of keys and values handed to storage
+	// writes: every put and delete counts, an overwrite of the same key
+	// included, so it bounds both the event's pending writes and what the
+	// host copies for them.
+	WriteBytes int64
+	// WriteKeys bounds the keys written or deleted (each key of a
+	// multi-key call; storage_delete_all counts one).
+	WriteKeys int64
+	// LogLines and LogBytes bound log_write records and their encoded bytes.
+	LogLines int64
+	LogBytes int64
+}
+
+// Limit names, as the host's settings call them; LimitReached reports them.
+const (
+	LimitWriteBytes = "event_write_bytes"
+	LimitWriteKeys  = "event_write_keys"
+	LimitLogLines   = "event_log_lines"
+	LimitLogBytes   = "event_log_bytes"
+)
+
+// Limiter is implemented by an Env whose events are budgeted.
+type Limiter interface {
+	// BeginEvent is called as each event starts (alarm reports an alarm
+	// event, else a fetch) and returns the event's limits, or nil.
+	BeginEvent(alarm bool) *EventLimits
+	// LimitReached reports the first call of an event refused by a limit:
+	// the limit's name (LimitWriteBytes…) and the message the guest gets.
+	LimitReached(limit, detail string)
+}
+
 // ErrNotGranted is returned by an Env for a binding its namespace lacks.
 var ErrNotGranted = errors.New("binding not granted")
 
@@ -51,6 +86,80 @@ type call struct {
 	crash   error  // set by errno for ErrCrash: trap the guest after the call
 	ctx     context.Context
 	tracer  Tracer // non-nil while tracing this event
+
+	limiter Limiter      // the Env, when it budgets events
+	lim     *EventLimits // this event's limits, nil for none
+	used    EventLimits  // what this event has spent of them
+	reached uint8        // limits already reported this event (limitBit)
+}
+
+// limitBit gives each limit a bit of call.reached.
+var limitBit = map[string]uint8{LimitWriteBytes: 1, LimitWriteKeys: 2, LimitLogLines: 4, LimitLogBytes: 8}
+
+// begin starts the budget of an event: the Env's limits, nothing spent.
+func (c *call) begin(alarm bool) {
+	if c.limiter != nil {
+		c.lim = c.limiter.BeginEvent(alarm)
+	}
+}
+
+// overLimit answers -ErrnoLimit for limit with msg, reporting the first
+// refusal of each limit per event to the Limiter.
+func (c *call) overLimit(s []uint64, limit, msg string) {
+	c.fail(s, abi.ErrnoLimit, msg)
+	if bit := limitBit[limit]; c.reached&bit == 0 {
+		c.reached |= bit
+		c.limiter.LimitReached(limit, msg)
+	}
+}
+
+// spendWrite charges a storage write of n bytes in keys keys to the
+// event's budget, or answers -ErrnoLimit naming the limit it would pass
+// (refundWrite undoes it when the write then fails).
+func (c *call) spendWrite(s []uint64, fn string, n, keys int64) bool {
+	l := c.lim
+	if l == nil {
+		return true
+	}
+	if l.WriteBytes > 0 && c.used.WriteBytes+n > l.WriteBytes {
+		c.overLimit(s, LimitWriteBytes, fmt.Sprintf("%s of %d bytes refused: this event already wrote %d bytes; %s is %d",
+			fn, n, c.used.WriteBytes, LimitWriteBytes, l.WriteBytes))
+		return false
+	}
+	if l.WriteKeys > 0 && c.used.WriteKeys+keys > l.WriteKeys {
+		c.overLimit(s, LimitWriteKeys, fmt.Sprintf("%s of %d keys refused: this event already wrote %d keys; %s is %d",
+			fn, keys, c.used.WriteKeys, LimitWriteKeys, l.WriteKeys))
+		return false
+	}
+	c.used.WriteBytes += n
+	c.used.WriteKeys += keys
+	return true
+}
+
+func (c *call) refundWrite(n, keys int64) {
+	c.used.WriteBytes -= n
+	c.used.WriteKeys -= keys
+}
+
+// spendLog charges one log record of n bytes, or answers -ErrnoLimit.
+func (c *call) spendLog(s []uint64, n int64) bool {
+	l := c.lim
+	if l == nil {
+		return true
+	}
+	if l.LogLines > 0 && c.used.LogLines+1 > l.LogLines {
+		c.overLimit(s, LimitLogLines, fmt.Sprintf("log record dropped: this event already logged %d records; %s is %d",
+			c.used.LogLines, LimitLogLines, l.LogLines))
+		return false
+	}
+	if l.LogBytes > 0 && c.used.LogBytes+n > l.LogBytes {
+		c.overLimit(s, LimitLogBytes, fmt.Sprintf("log record of %d bytes dropped: this event already logged %d bytes; %s is %d",
+			n, c.used.LogBytes, LimitLogBytes, l.LogBytes))
+		return false
+	}
+	c.used.LogLines++
+	c.used.LogBytes += n
+	return true
 }
 
 // setMsg records the detail of the failed call in progress.
@@ -77,6 +186,9 @@ func (x *callCtx) reset(ctx context.Context, env Env) context.Context {
 	x.c = call{env: env, ctx: ctx}
 	if t, ok := env.(Tracer); ok && t.Tracing() {
 		x.c.tracer = t
+	}
+	if l, ok := env.(Limiter); ok {
+		x.c.limiter = l
 	}
 	return x
 }

@@ -18,10 +18,12 @@ func TestLogHostileArguments(t *testing.T) {
 		{"log record past memory", nil, "log_write", []uint64{1, oob, 1}, eFault, ""},
 		{"log record over the limit", nil, "log_write", []uint64{1, offBig, abi.MaxLogMessage + 1}, eTooLarge, ""},
 		{"log record malformed", le32(9), "log_write", []uint64{1, offData, 4}, eInvalid, ""},
-		{"log at level 2^32-1", validLog, "log_write", []uint64{neg1, offData, uint64(len(validLog))}, 0, ""},
+		{"log at level 2^32-1", validLog, "log_write", []uint64{neg1, offData, uint64(len(validLog))}, eInvalid, ""},
+		{"log at level 4", validLog, "log_write", []uint64{4, offData, uint64(len(validLog))}, eInvalid, ""},
+		{"log at level 3", validLog, "log_write", []uint64{3, offData, uint64(len(validLog))}, 0, ""},
 	})
-	if d.env.logs != 1 || d.env.lastLevel != -1 {
-		t.Fatalf("%d records logged, the last at level %d; want 1 at level -1", d.env.logs, d.env.lastLevel)
+	if d.env.logs != 1 || d.env.lastLevel != 3 {
+		t.Fatalf("%d records logged, the last at level %d; want 1 at level 3 (unknown levels refused)", d.env.logs, d.env.lastLevel)
 	}
 }
 

@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"encoding/binary"
+	"fmt"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/tetratelabs/wazero/api"
@@ -15,6 +16,11 @@ import (
 // far more than the limits allow. Every function answers -ErrnoNotGranted
 // ("storage is not granted to this binding") when the Env has no Store.
 // Encodings (Keys, KVs, ListOptions) are those of abi/ABI.md section 6.
+//
+// Writes (puts and deletes) are charged to the event's budget
+// (EventLimits.WriteBytes and WriteKeys): one over it answers -ErrnoLimit
+// and changes nothing. The Store may refuse a write with its own errno
+// (the host's storage quota answers -ErrnoQuota).
 
 // storageFuncs are the host functions of group "storage".
 var storageFuncs = []hostFunc{
@@ -104,6 +110,26 @@ func (c *call) replyKVs(mod api.Module, s []uint64, kvs []abi.KV, err error) {
 	s[0] = c.reply(mod, abi.AppendKVs(nil, kvs), u32(s[2]), u32(s[3]))
 }
 
+// putFlags reads the flags parameter s[i] of a put, answering
+// -ErrnoInvalid for bits the ABI does not define.
+func (c *call) putFlags(s []uint64, i int) (unconfirmed, ok bool) {
+	f := u32(s[i])
+	if extra := f &^ abi.PutFlags; extra != 0 {
+		c.fail(s, abi.ErrnoInvalid, fmt.Sprintf("flags %#x: bits %#x are not defined (bit 0 is allowUnconfirmed)", f, extra))
+		return false, false
+	}
+	return f&abi.PutAllowUnconfirmed != 0, true
+}
+
+// keysBytes is what a multi-key write of keys costs the event's budget.
+func keysBytes(keys []string) int64 {
+	n := 0
+	for _, k := range keys {
+		n += len(k)
+	}
+	return int64(n)
+}
+
 // storageGet is storage_get(key_ptr, key_len, buf, cap) -> i64: the value
 // of one key.
 //
@@ -165,11 +191,13 @@ func storageGetMultiFn(c *call, mod api.Module, s []uint64) {
 //   - key_ptr, key_len: the key;
 //   - val_ptr, val_len: the value (copied);
 //   - flags: abi.PutAllowUnconfirmed (bit 0): the event's response is not
-//     held until the write is durable; other bits are ignored.
+//     held until the write is durable; any other bit answers ErrnoInvalid.
 //
 // Result: 0. Errnos: ErrnoFault when the key or the value is outside
 // memory; ErrnoTooLarge for a key over abi.MaxKeySize or a value over
-// abi.MaxValueSize.
+// abi.MaxValueSize; ErrnoInvalid for undefined flags; ErrnoLimit when the
+// event's write budget is spent; ErrnoQuota (from the Store) when the
+// shard's storage quota is full.
 var storagePut = hostFunc{abi.FnStoragePut, storagePutFn, p(i32, i32, i32, i32, i32), p(i32)}
 
 func storagePutFn(c *call, mod api.Module, s []uint64) {
@@ -185,7 +213,17 @@ func storagePutFn(c *call, mod api.Module, s []uint64) {
 		c.tooLarge(s, "value of %d bytes exceeds %d", len(val), abi.MaxValueSize)
 		return
 	}
-	c.answer(s, st.Put(string(key), append([]byte(nil), val...), u32(s[4])&abi.PutAllowUnconfirmed != 0))
+	unconfirmed, ok := c.putFlags(s, 4)
+	n := int64(len(key) + len(val))
+	if !ok || !c.spendWrite(s, abi.FnStoragePut, n, 1) {
+		return
+	}
+	if err := st.Put(string(key), append([]byte(nil), val...), unconfirmed); err != nil {
+		c.refundWrite(n, 1)
+		s[0] = neg(c.errno(err))
+		return
+	}
+	s[0] = 0
 }
 
 // storagePutMulti is storage_put_multi(kvs_ptr, kvs_len, flags) -> i32:
@@ -198,7 +236,9 @@ func storagePutFn(c *call, mod api.Module, s []uint64) {
 //
 // Result: 0. Errnos: ErrnoFault; ErrnoTooLarge for too many entries or
 // more bytes than that many entries can need (and, from the store, a key
-// or value over its limit); ErrnoInvalid for malformed KVs.
+// or value over its limit); ErrnoInvalid for malformed KVs or undefined
+// flags; ErrnoLimit and ErrnoQuota as storage_put's. All entries are
+// written or none.
 var storagePutMulti = hostFunc{abi.FnStoragePutMulti, storagePutMultiFn, p(i32, i32, i32), p(i32)}
 
 func storagePutMultiFn(c *call, mod api.Module, s []uint64) {
@@ -206,10 +246,26 @@ func storagePutMultiFn(c *call, mod api.Module, s []uint64) {
 	if !ok {
 		return
 	}
+	unconfirmed, ok := c.putFlags(s, 2)
+	if !ok {
+		return
+	}
+	n := int64(0)
+	for i := range kvs {
+		n += int64(len(kvs[i].Key) + len(kvs[i].Value))
+	}
+	if !c.spendWrite(s, abi.FnStoragePutMulti, n, int64(len(kvs))) {
+		return
+	}
 	for i := range kvs {
 		kvs[i].Value = append([]byte(nil), kvs[i].Value...)
 	}
-	c.answer(s, st.PutMulti(kvs, u32(s[2])&abi.PutAllowUnconfirmed != 0))
+	if err := st.PutMulti(kvs, unconfirmed); err != nil {
+		c.refundWrite(n, int64(len(kvs)))
+		s[0] = neg(c.errno(err))
+		return
+	}
+	s[0] = 0
 }
 
 // storageDelete is storage_delete(key_ptr, key_len) -> i32: deletes one
@@ -219,16 +275,19 @@ func storagePutMultiFn(c *call, mod api.Module, s []uint64) {
 //   - key_ptr, key_len: the key.
 //
 // Result: 1 if the key existed, 0 if not. Errnos: ErrnoFault;
-// ErrnoTooLarge for a key over abi.MaxKeySize.
+// ErrnoTooLarge for a key over abi.MaxKeySize; ErrnoLimit when the
+// event's write budget is spent (a delete counts whether or not the key
+// existed).
 var storageDelete = hostFunc{abi.FnStorageDelete, storageDeleteFn, p(i32, i32), p(i32)}
 
 func storageDeleteFn(c *call, mod api.Module, s []uint64) {
 	st, key, ok := c.storeArg(mod, s)
-	if !ok || c.keyTooLarge(s, key) {
+	if !ok || c.keyTooLarge(s, key) || !c.spendWrite(s, abi.FnStorageDelete, int64(len(key)), 1) {
 		return
 	}
 	existed, err := st.Delete(string(key))
 	if err != nil {
+		c.refundWrite(int64(len(key)), 1)
 		s[0] = neg(c.errno(err))
 		return
 	}
@@ -245,7 +304,8 @@ func storageDeleteFn(c *call, mod api.Module, s []uint64) {
 // Parameters:
 //   - keys_ptr, keys_len: encoded Keys, at most abi.MaxMultiKeys.
 //
-// Result: how many of the keys existed. Errnos: as storage_get_multi's.
+// Result: how many of the keys existed. Errnos: as storage_get_multi's,
+// and ErrnoLimit as storage_delete's.
 var storageDeleteMulti = hostFunc{abi.FnStorageDeleteMulti, storageDeleteMultiFn, p(i32, i32), p(i64)}
 
 func storageDeleteMultiFn(c *call, mod api.Module, s []uint64) {
@@ -253,8 +313,13 @@ func storageDeleteMultiFn(c *call, mod api.Module, s []uint64) {
 	if !ok {
 		return
 	}
+	kb, nk := keysBytes(keys), int64(len(keys))
+	if !c.spendWrite(s, abi.FnStorageDeleteMulti, kb, nk) {
+		return
+	}
 	n, err := st.DeleteMulti(keys)
 	if err != nil {
+		c.refundWrite(kb, nk)
 		s[0] = neg(c.errno(err))
 		return
 	}
@@ -294,13 +359,19 @@ func storageListFn(c *call, mod api.Module, s []uint64) {
 // storageDeleteAll is storage_delete_all() -> i32: deletes every key of the
 // shard (not its alarm).
 //
-// Result: 0.
+// Result: 0. Errno: ErrnoLimit when the event's write budget is spent
+// (it counts as one key of no bytes).
 var storageDeleteAll = hostFunc{abi.FnStorageDeleteAll, storageDeleteAllFn, nil, p(i32)}
 
 func storageDeleteAllFn(c *call, mod api.Module, s []uint64) {
 	st := c.store(s)
-	if st == nil {
+	if st == nil || !c.spendWrite(s, abi.FnStorageDeleteAll, 0, 1) {
 		return
 	}
-	c.answer(s, st.DeleteAll())
+	if err := st.DeleteAll(); err != nil {
+		c.refundWrite(0, 1)
+		s[0] = neg(c.errno(err))
+		return
+	}
+	s[0] = 0
 }

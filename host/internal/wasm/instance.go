@@ -146,7 +146,8 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 		return nil, e.startErr(abi.ExportInit, err)
 	} else if errno != 0 {
 		mod.Close(ctx)
-		return nil, invalid("%s returned errno %d (%s): did the plugin call sdk.Serve from an init function?", abi.ExportInit, errno, abi.Errno(errno).Error())
+		return nil, invalid("%s returned errno %d (%s); a plugin is ready only when %s returns 0 (abi/ABI.md, section 2) — a Go plugin must call sdk.Serve from an init function",
+			abi.ExportInit, errno, abi.Errno(errno).Error(), abi.ExportInit)
 	}
 	return inst, nil
 }
@@ -225,14 +226,21 @@ func (i *Instance) Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.R
 		return nil, i.dead
 	}
 	ctx = i.cctx.reset(ctx, env)
+	i.cctx.c.begin(false)
 	i.reqBuf = abi.AppendRequest(i.reqBuf[:0], req)
 	i.stack[0] = uint64(len(i.reqBuf))
 	if err := i.call(ctx, i.fnAlloc, i.stack[:]); err != nil {
 		return nil, i.kill(err)
 	}
 	ptr := uint32(i.stack[0])
+	if ptr == 0 {
+		// Like malloc's NULL: the guest could not allocate. Writing the
+		// request at address 0 would overwrite whatever the guest keeps there.
+		return nil, i.killWith(fmt.Errorf("%w: %s(%d) returned 0: a plugin must return a pointer to %d writable bytes (abi/ABI.md, section 3); 0 means it could not allocate them",
+			ErrTrap, abi.ExportAlloc, len(i.reqBuf), len(i.reqBuf)))
+	}
 	if len(i.reqBuf) > 0 && !i.mod.Memory().Write(ptr, i.reqBuf) {
-		return nil, i.killWith(fmt.Errorf("%w: %s returned pointer %#x outside memory for %d bytes", ErrTrap, abi.ExportAlloc, ptr, len(i.reqBuf)))
+		return nil, i.killWith(fmt.Errorf("%w: %s(%d) returned pointer %#x: the request's %d bytes would lie outside memory (abi/ABI.md, section 3)", ErrTrap, abi.ExportAlloc, len(i.reqBuf), ptr, len(i.reqBuf)))
 	}
 	if cap(i.reqBuf) > 1<<20 {
 		i.reqBuf = nil // do not pin a large request buffer
@@ -274,6 +282,7 @@ func (i *Instance) Alarm(ctx context.Context, env Env, retryCount int) (ok bool,
 		return false, i.dead
 	}
 	ctx = i.cctx.reset(ctx, env)
+	i.cctx.c.begin(true)
 	i.stack[0] = uint64(uint32(retryCount))
 	if err := i.call(ctx, i.fnAlarm, i.stack[:]); err != nil {
 		return false, i.kill(err)

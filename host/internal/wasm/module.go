@@ -25,12 +25,17 @@ type Module struct {
 	SHA256     string
 	Size       int
 	ABIVersion int
-	Imports    []string // "module.name", sorted
+	Imports    []string // "module.name", sorted, each once
 	Groups     []string // binding groups the module imports from, sorted
-	LoadedAt   time.Time
-	compiled   wazero.CompiledModule
-	engine     *Engine
-	refs       int // Load calls not yet matched by Close; guarded by engine.mu
+	// MemoryMinPages and MemoryMaxPages are the linear memory's initial
+	// size and the most it may grow to, in 64 KiB pages. A maximum the
+	// module does not declare, or declares above the engine's cap, is the
+	// cap: memory.grow past it answers -1.
+	MemoryMinPages, MemoryMaxPages uint32
+	LoadedAt                       time.Time
+	compiled                       wazero.CompiledModule
+	engine                         *Engine
+	refs                           int // Load calls not yet matched by Close; guarded by engine.mu
 }
 
 // Short returns the first 12 hex digits of the module's sha256.
@@ -186,22 +191,28 @@ func (e *Engine) validate(ctx context.Context, c wazero.CompiledModule, grants [
 		d, ok := exports[name]
 		if !ok {
 			if name == abi.ExportInitialize {
-				return nil, invalid("missing export %q: build with GOOS=wasip1 GOARCH=wasm -buildmode=c-shared (a reactor)", name)
+				return nil, invalid("missing export %q: a plugin must export %s %s, which the host runs first (abi/ABI.md, section 2); a Go plugin is built with GOOS=wasip1 GOARCH=wasm -buildmode=c-shared",
+					name, name, sigString(want.params, want.results))
 			}
-			return nil, invalid("missing export %q: is the module built with the edgeshard SDK (abi/sdk)?", name)
+			return nil, invalid("missing export %q: a plugin must export %s %s (abi/ABI.md, section 2); a Go plugin gets it from the edgeshard SDK (abi/sdk)",
+				name, name, sigString(want.params, want.results))
 		}
 		if !slices.Equal(d.ParamTypes(), want.params) || !slices.Equal(d.ResultTypes(), want.results) {
 			return nil, invalid("export %q has signature %s, ABI v%d needs %s", name,
 				sigString(d.ParamTypes(), d.ResultTypes()), abi.Version, sigString(want.params, want.results))
 		}
 	}
-	if _, ok := c.ExportedMemories()[abi.ExportMemory]; !ok {
+	mem, ok := c.ExportedMemories()[abi.ExportMemory]
+	if !ok {
 		return nil, invalid("missing exported memory %q", abi.ExportMemory)
 	}
 	if err := e.checkImports(c, grants); err != nil {
 		return nil, err
 	}
-	m := &Module{}
+	m := &Module{MemoryMinPages: mem.Min(), MemoryMaxPages: uint32(e.cfg.MemoryLimitMiB) * 16}
+	if max, ok := mem.Max(); ok && max < m.MemoryMaxPages {
+		m.MemoryMaxPages = max // wazero lowers a larger one to the cap
+	}
 	groups := map[string]bool{}
 	for _, d := range c.ImportedFunctions() {
 		mod, name, _ := d.Import()
@@ -210,7 +221,11 @@ func (e *Engine) validate(ctx context.Context, c wazero.CompiledModule, grants [
 			groups[abi.FunctionGroups[name]] = true
 		}
 	}
+	// A module may import a function twice (a Go guest imports
+	// wasi_snapshot_preview1.fd_write from its runtime and its syscall
+	// package); it is one import of the ABI.
 	sort.Strings(m.Imports)
+	m.Imports = slices.Compact(m.Imports)
 	for g := range groups {
 		m.Groups = append(m.Groups, g)
 	}

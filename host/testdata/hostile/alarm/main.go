@@ -2,7 +2,9 @@
 // /arm?mode=M&at=MS stores the mode and sets the alarm; the alarm handler
 // logs each run with its retry count, then misbehaves as the mode says:
 // "trap" panics, "fail" returns an error, "loop" spins past the event
-// deadline. GET / answers "ok" (tests use it to wait for the shard).
+// deadline, "rearm" sets the alarm again for now (an alarm loop),
+// "rearm-1s" for a second later. GET / answers "ok" (tests use it to wait
+// for the shard).
 package main
 
 import (
@@ -50,6 +52,10 @@ func alarm(info sdk.AlarmInfo) error {
 		}
 	case "fail":
 		return errors.New("hostile alarm: failure on purpose")
+	case "rearm":
+		return sdk.SetAlarm(time.Now())
+	case "rearm-1s":
+		return sdk.SetAlarm(time.Now().Add(time.Second))
 	}
 	return nil
 }
