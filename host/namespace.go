@@ -45,6 +45,10 @@ type Namespace struct {
 	actors  map[string]*actor
 	stopped bool
 
+	// startBytes is the linear memory of the namespace's latest instance
+	// when it started: what the memory budget reserves for the next one.
+	startBytes atomic.Uint64
+
 	metrics *nsMetrics
 }
 
@@ -178,7 +182,7 @@ func (ns *Namespace) enqueue(shard string, ev *event) error {
 			return nil
 		default:
 			ns.mu.RUnlock()
-			return fmt.Errorf("%w: %s/%s", ErrOverloaded, ns.name, shard)
+			return fmt.Errorf("%w: %s/%s: its queue is full", ErrOverloaded, ns.name, shard)
 		}
 	}
 	ns.mu.RUnlock()
@@ -201,7 +205,7 @@ func (ns *Namespace) enqueue(shard string, ev *event) error {
 	case a.queue <- ev:
 		return nil
 	default:
-		return fmt.Errorf("%w: %s/%s", ErrOverloaded, ns.name, shard)
+		return fmt.Errorf("%w: %s/%s: its queue is full", ErrOverloaded, ns.name, shard)
 	}
 }
 
@@ -248,7 +252,9 @@ func (ns *Namespace) acquireCurrent() *Version {
 	}
 }
 
-// evict removes an idle actor; false if an event arrived meanwhile.
+// evict removes an idle actor (its idle timeout passed, or the memory
+// budget needs its instance's memory); false if an event arrived
+// meanwhile.
 func (ns *Namespace) evict(a *actor) bool {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
