@@ -120,6 +120,8 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	hc.IdleTimeout = cfg.IdleTimeout.Duration
 	hc.QueueDepth = cfg.QueueDepth
 	hc.MemoryLimitMiB = cfg.MemoryLimitMB
+	hc.InstanceMemoryBudgetMiB = cfg.InstanceMemoryBudgetMB
+	hc.InstanceStartWait = cfg.InstanceStartWait.Duration
 	hc.MaxBodyBytes = cfg.MaxBodyBytes
 	hc.TraceShard = cfg.Trace
 	hc.Logger = log
