@@ -125,17 +125,9 @@ func (a *actor) run() {
 	for {
 		select {
 		case ev := <-a.queue:
-			if a.parked {
-				a.parked = false
-				a.ns.h.budget.unpark(a)
-			}
-			a.handle(ev)
-			a.settle()
+			a.step(ev)
 			if len(a.queue) == 0 {
-				if a.charge > 0 {
-					a.parked = true
-					a.ns.h.budget.park(a)
-				}
+				a.idle()
 				timer.Reset(idle)
 			}
 		case <-a.evict:
@@ -156,7 +148,7 @@ func (a *actor) run() {
 			for {
 				select {
 				case ev := <-a.queue:
-					a.handle(ev)
+					a.step(ev)
 					continue
 				default:
 				}
@@ -164,8 +156,29 @@ func (a *actor) run() {
 			}
 			a.waitLast()
 			a.exit()
+			a.store.Close() // no other actor of the shard can start now
 			return
 		}
+	}
+}
+
+// step handles one event: the actor is busy, off the budget's idle list,
+// until it is done and the budget knows what its instance holds now.
+func (a *actor) step(ev *event) {
+	if a.parked {
+		a.parked = false
+		a.ns.h.budget.unpark(a)
+	}
+	a.handle(ev)
+	a.settle()
+}
+
+// idle puts the actor on the budget's idle list if it holds an instance
+// and no event is queued: it may be evicted from now on.
+func (a *actor) idle() {
+	if !a.parked && a.charge > 0 && len(a.queue) == 0 {
+		a.parked = true
+		a.ns.h.budget.park(a)
 	}
 }
 
@@ -184,11 +197,12 @@ func (a *actor) leave(reason string) bool {
 	return true
 }
 
-// exit releases everything the actor holds once no event can reach it.
+// exit releases the instances the actor holds once no event can reach
+// it. Its storage handle is released by whoever removed it from the
+// namespace (Namespace.evict, or the stop path of run).
 func (a *actor) exit() {
 	a.closeInstance()
 	a.dropPrepared()
-	a.store.Close() // frees the shard's overlay and read cache
 }
 
 func (a *actor) waitLast() {
@@ -455,6 +469,10 @@ func (a *actor) handleFetch(ev *event) {
 	a.memBytes.Store(inst.MemoryBytes())
 	a.ns.metrics.fetchOK.Inc()
 	p := a.commit()
+	// Idle before the reply leaves, so that callers see the budget's
+	// least-recently-used order in the order of their replies.
+	a.settle()
+	a.idle()
 	ev.done <- result{resp: resp, pending: p}
 }
 

@@ -82,6 +82,7 @@ func (b *memBudget) charged() uint64 {
 func (b *memBudget) reserve(a *actor, extra uint64) (waited bool, err error) {
 	var timer *time.Timer
 	b.mu.Lock()
+	b.leaveIdle(a) // a is busy: never its own victim
 	for {
 		others := b.used - a.charge
 		if b.limit == 0 || b.used+extra <= b.limit || others == 0 {
@@ -173,6 +174,11 @@ func (b *memBudget) park(a *actor) {
 func (b *memBudget) unpark(a *actor) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.leaveIdle(a)
+}
+
+// leaveIdle is unpark with b.mu held.
+func (b *memBudget) leaveIdle(a *actor) {
 	if a.lru != nil {
 		b.idle.Remove(a.lru)
 		a.lru = nil

@@ -264,6 +264,11 @@ func (ns *Namespace) evict(a *actor) bool {
 	if ns.actors[a.shard] == a {
 		delete(ns.actors, a.shard)
 	}
+	// The storage handle (with the shard's overlay and read cache) is
+	// shared with the next actor of the shard (storage.Engine.Shard): it is
+	// released here, before that actor can exist. The actor's last commit
+	// is durable (actor.leave), so this does not wait.
+	a.store.Close()
 	return true
 }
 
