@@ -169,8 +169,9 @@ func (b *memBudget) park(a *actor) {
 	b.shed(b.used)
 }
 
-// unpark takes a off the idle list as an event starts; a victim that has
-// not left yet stays. Only a's goroutine calls it.
+// unpark takes a off the idle list as an event starts; if a was asked to
+// leave and has not yet, it is asked no more (and the start that asked
+// is woken to pick another). Only a's goroutine calls it.
 func (b *memBudget) unpark(a *actor) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
