@@ -1,6 +1,7 @@
 package host
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -82,6 +83,16 @@ type actor struct {
 	trace    bool // log every host call (Config.TraceShard)
 
 	guestLim guestState // limits.go: the guest's budgets, quota, alarm pacing and log codes
+	// The instance memory budget (budget.go). charge, lru and victim are
+	// guarded by the budget's mutex (charge is written only by the actor's
+	// goroutine, which may read it without); parked is the actor's own
+	// note that it parked itself or may have been made a victim since its
+	// last event; evict is where the budget tells it to leave.
+	charge uint64
+	lru    *list.Element
+	victim bool
+	parked bool
+	evict  chan struct{}
 }
 
 // prepared is an instance of a version about to become current, made
@@ -103,6 +114,7 @@ func newActor(ns *Namespace, shard string) *actor {
 		store: ns.h.store.Shard(id),
 		out:   &guestOutput{},
 		trace: traced(ns.h.cfg.TraceShard, ns.name, shard),
+		evict: make(chan struct{}, 1),
 	}
 }
 
@@ -114,14 +126,22 @@ func (a *actor) run() {
 	for {
 		select {
 		case ev := <-a.queue:
-			a.handle(ev)
+			a.step(ev)
 			if len(a.queue) == 0 {
+				a.idle()
 				timer.Reset(idle)
 			}
+		case <-a.evict:
+			if !a.ns.h.budget.isVictim(a) {
+				continue // an event came first: it stays
+			}
+			if a.leave("budget") {
+				return
+			}
+			a.ns.h.budget.unpark(a) // an event is queued: it stays, the start asking picks another
+			a.parked = false
 		case <-timer.C:
-			a.waitLast()
-			if a.ns.evict(a) {
-				a.exit()
+			if a.leave("idle") {
 				return
 			}
 			timer.Reset(idle)
@@ -129,7 +149,7 @@ func (a *actor) run() {
 			for {
 				select {
 				case ev := <-a.queue:
-					a.handle(ev)
+					a.step(ev)
 					continue
 				default:
 				}
@@ -137,16 +157,53 @@ func (a *actor) run() {
 			}
 			a.waitLast()
 			a.exit()
+			a.store.Close() // no other actor of the shard can start now
 			return
 		}
 	}
 }
 
-// exit releases everything the actor holds once no event can reach it.
+// step handles one event: the actor is busy, off the budget's idle list,
+// until it is done and the budget knows what its instance holds now.
+func (a *actor) step(ev *event) {
+	if a.parked {
+		a.parked = false
+		a.ns.h.budget.unpark(a)
+	}
+	a.handle(ev)
+	a.settle()
+}
+
+// idle puts the actor on the budget's idle list if it holds an instance
+// and no event is queued: it may be evicted from now on.
+func (a *actor) idle() {
+	if !a.parked && a.charge > 0 && len(a.queue) == 0 {
+		a.parked = true
+		a.ns.h.budget.park(a)
+	}
+}
+
+// leave ends an idle actor, as its idle timeout or the memory budget
+// (reason) asks, once its last commit is durable; false if an event
+// arrived meanwhile.
+func (a *actor) leave(reason string) bool {
+	a.waitLast()
+	if !a.ns.evict(a) {
+		return false
+	}
+	if a.live.Load() {
+		a.ns.metrics.evicted(reason)
+	}
+	a.exit()
+	return true
+}
+
+// exit releases the instances the actor holds once no event can reach
+// it. Its storage handle is released by whoever removed it from the
+// namespace (Namespace.evict, or the stop path of run).
 func (a *actor) exit() {
 	a.closeInstance()
 	a.dropPrepared()
-	a.store.Close() // frees the shard's overlay and read cache
 }
 
 func (a *actor) waitLast() {
@@ -195,17 +252,67 @@ func (a *actor) instance() (runner, error) {
 		a.next = nil
 		return a.inst, nil
 	}
+	if err := a.reserve(); err != nil {
+		return nil, err
+	}
 	v := a.ns.acquireCurrent()
 	t0 := time.Now()
 	inst, err := a.instantiate(v)
 	if err != nil {
 		v.release()
+		a.recharge() // gives the reservation back
 		a.log.Error().Err(err).Str("guest_output", a.out.take()).Msg("shard instance failed to start")
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	a.log.Debug().Str("module", v.Short()).Dur("took_ms", time.Since(t0)).Msg("shard instance started")
+	a.ns.startBytes.Store(inst.MemoryBytes())
 	a.install(&prepared{ver: v, inst: inst})
+	a.recharge()
 	return inst, nil
+}
+
+// reserve makes room in the memory budget for an instance about to start
+// (budget.go), waiting for it if need be.
+func (a *actor) reserve() error {
+	need := a.ns.startBytes.Load()
+	if need == 0 {
+		need = defaultStartEstimate
+	}
+	waited, err := a.ns.h.budget.reserve(a, need+instanceOverhead)
+	if waited {
+		a.ns.metrics.startWait(err == nil)
+	}
+	if err != nil {
+		a.log.Warn().Err(err).Msg("instance start refused: the instance memory budget is full and no instance is idle")
+	}
+	return err
+}
+
+// footprint is what the actor's instances hold: what the budget charges.
+func (a *actor) footprint() uint64 {
+	var n uint64
+	if a.inst != nil {
+		n += a.memBytes.Load() + instanceOverhead
+	}
+	if a.next != nil {
+		n += a.next.inst.MemoryBytes() + instanceOverhead
+	}
+	return n
+}
+
+// recharge brings the actor's charge in the budget to its footprint.
+func (a *actor) recharge() {
+	if f := a.footprint(); f != a.charge {
+		a.ns.h.budget.set(a, f)
+	}
+}
+
+// settle follows an event: the instance's memory may have grown.
+func (a *actor) settle() {
+	if a.inst != nil && a.inst.Err() == nil {
+		a.memBytes.Store(a.inst.MemoryBytes())
+	}
+	a.recharge()
 }
 
 // install makes p the shard's instance (the actor has none).
@@ -244,15 +351,21 @@ func (a *actor) prepare(v *Version) {
 		return
 	}
 	a.dropPrepared()
+	if err := a.reserve(); err != nil {
+		v.release()
+		return // the shard starts v when it switches
+	}
 	t0 := time.Now()
 	inst, err := a.instantiate(v)
 	if err != nil {
 		v.release()
+		a.recharge()
 		a.log.Warn().Err(err).Str("module", v.Short()).Str("guest_output", a.out.take()).Msg("preparing the new version failed; the shard will start it when it switches")
 		return
 	}
 	a.log.Debug().Str("module", v.Short()).Dur("took_ms", time.Since(t0)).Msg("new version prepared")
 	a.next = &prepared{ver: v, inst: inst}
+	a.recharge()
 }
 
 // switchVersion is the second half of a swap (evSwitch), sent once the
@@ -282,6 +395,7 @@ func (a *actor) dropPrepared() {
 		a.next = nil
 		p.inst.Close(context.Background())
 		p.ver.release()
+		a.recharge()
 	}
 }
 
@@ -293,6 +407,7 @@ func (a *actor) closeInstance() {
 	}
 	a.live.Store(false)
 	a.memBytes.Store(0)
+	a.recharge()
 }
 
 func (a *actor) resetAlarmChange() { a.alarmSet, a.alarmDeleted = false, false }
@@ -325,10 +440,16 @@ func (a *actor) crashed(what string, err error) {
 }
 
 func (a *actor) handleFetch(ev *event) {
-	if !ev.state.CompareAndSwap(evQueued, evRunning) {
+	if ev.state.Load() != evQueued {
 		return // abandoned by its caller before it started: it has no effect
 	}
+	// Starting the instance (and waiting for room in the memory budget)
+	// runs no code of the shard's with access to storage: its caller may
+	// still give up meanwhile, and the event then has no effect.
 	inst, err := a.instance()
+	if !ev.state.CompareAndSwap(evQueued, evRunning) {
+		return
+	}
 	if err != nil {
 		ev.done <- result{err: err}
 		return
@@ -349,6 +470,10 @@ func (a *actor) handleFetch(ev *event) {
 	a.memBytes.Store(inst.MemoryBytes())
 	a.ns.metrics.fetchOK.Inc()
 	p := a.commit()
+	// Idle before the reply leaves, so that callers see the budget's
+	// least-recently-used order in the order of their replies.
+	a.settle()
+	a.idle()
 	ev.done <- result{resp: resp, pending: p}
 }
 
@@ -396,6 +521,12 @@ func (a *actor) handleAlarm(retry int) {
 		return
 	}
 	inst, err := a.instance()
+	if errors.Is(err, ErrOverloaded) {
+		// No room in the memory budget: not the handler's failure, so no
+		// retry is used up; the persisted alarm fires again later.
+		a.ns.h.alarms.schedule(a.id, now.Add(a.ns.h.cfg.AlarmBackoff).UnixMilli(), retry)
+		return
+	}
 	if err != nil {
 		a.retryAlarm(now, retry, err, false)
 		return

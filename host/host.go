@@ -92,6 +92,17 @@ type Config struct {
 	// IdleTimeout evicts an instance after this long without events
 	// (default 2m).
 	IdleTimeout time.Duration
+	// InstanceMemoryBudgetMiB bounds the memory of live instances, all
+	// bindings together: each instance's linear memory plus a fixed
+	// overhead (256 KiB). Past it the least recently used idle instances
+	// are evicted before a new one starts; when none is idle the start
+	// waits up to InstanceStartWait, then fails with ErrOverloaded. 0
+	// takes half of the machine's memory (the smaller of physical memory
+	// and the cgroup limit; 1 GiB when unknown); negative sets no budget.
+	InstanceMemoryBudgetMiB int
+	// InstanceStartWait bounds how long an instance start waits for room
+	// in the memory budget (default 5s).
+	InstanceStartWait time.Duration
 	// QueueDepth bounds each shard's queue of waiting events (default 1024).
 	QueueDepth int
 	// MemoryLimitMiB caps each instance's memory (default 128).
@@ -130,6 +141,9 @@ func (c Config) withDefaults() Config {
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 2 * time.Minute
 	}
+	if c.InstanceStartWait <= 0 {
+		c.InstanceStartWait = 5 * time.Second
+	}
 	if c.QueueDepth <= 0 {
 		c.QueueDepth = 1024
 	}
@@ -151,11 +165,12 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Errors callers of Fetch branch on.
+// Errors callers of Fetch branch on. ErrOverloaded: the shard's queue is
+// full, or its instance found no room in the instance memory budget.
 var (
 	ErrUnknownBinding = errors.New("unknown binding")
 	ErrBadKey         = errors.New("bad shard key")
-	ErrOverloaded     = errors.New("shard queue is full")
+	ErrOverloaded     = errors.New("shard overloaded")
 	ErrClosed         = errors.New("host is shutting down")
 	ErrUnavailable    = errors.New("shard could not start")
 	ErrTimeout        = wasm.ErrTimeout
@@ -179,6 +194,7 @@ type Host struct {
 	engine  *wasm.Engine
 	ownEng  bool // the host started engine and closes it
 	store   *storage.Engine
+	budget  *memBudget
 	alarms  *scheduler
 	mu      sync.RWMutex
 	ns      map[string]*Namespace
@@ -236,6 +252,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	// Unconfirmed writes (rate-limit windows) wait up to 1 ms for company
 	// before their group commits: fewer fsyncs, and nobody waits on them.
 	h.store = storage.NewEngine(backend, storage.EngineOptions{UnconfirmedLinger: time.Millisecond})
+	h.budget = newMemBudget(h.budgetBytes(), cfg.InstanceStartWait)
 	h.alarms = newScheduler(h)
 	h.metrics = newMetrics(h, cfg.Registerer)
 	nss, err := h.loadNamespaces(ctx, cfg.Bindings)

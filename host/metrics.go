@@ -21,6 +21,8 @@ type metrics struct {
 	limits     *prometheus.CounterVec
 	flushDur   *prometheus.HistogramVec
 	commitWait prometheus.Histogram
+	evictions  *prometheus.CounterVec
+	startWaits *prometheus.CounterVec
 }
 
 func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
@@ -54,6 +56,12 @@ func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
 			Name: "edgeshard_flush_duration_seconds", Help: "Duration reported by guest flush log records (fields code and duration_ms).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
 		}, []string{"binding", "code"}),
+		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeshard_instance_evictions_total", Help: "Idle shard instances evicted, by binding and reason: idle (idle_timeout passed) or budget (the instance memory budget needed the room).",
+		}, []string{"binding", "reason"}),
+		startWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeshard_instance_start_waits_total", Help: "Instance starts that waited for room in the instance memory budget, by binding and outcome: started, or overloaded (503 shard_overloaded once instance_start_wait passed).",
+		}, []string{"binding", "outcome"}),
 		commitWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "edgeshard_storage_commit_wait_seconds", Help: "Time a response waited for its writes to become durable (output gate).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
@@ -62,10 +70,19 @@ func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.events, m.eventDur, m.alarms, m.starts, m.crashes, m.swaps, m.codes, m.limits, m.flushDur, m.commitWait)
+	reg.MustRegister(m.events, m.eventDur, m.alarms, m.starts, m.crashes, m.swaps, m.codes, m.limits, m.flushDur, m.commitWait, m.evictions, m.startWaits)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeshard_uptime_seconds", Help: "Seconds since the host started.",
 	}, func() float64 { return time.Since(h.started).Seconds() }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgeshard_instance_memory_budget_bytes", Help: "The instance memory budget (0: none).",
+	}, func() float64 { return float64(h.budget.limit) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgeshard_instance_memory_charged_bytes", Help: "Memory charged to live instances against the budget: linear memory plus a fixed overhead each, every binding.",
+	}, func() float64 { return float64(h.budget.charged()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgeshard_instance_memory_pool_bytes", Help: "Linear memory of closed instances kept, zeroed, for the next ones to start on.",
+	}, func() float64 { return float64(h.engine.PooledMemoryBytes()) }))
 	reg.MustRegister(&shardCollector{h: h})
 	return m
 }
@@ -81,8 +98,10 @@ type nsMetrics struct {
 	alarmAbandoned         prometheus.Counter
 	starts                 prometheus.Counter
 
-	codesMu sync.Mutex
-	codes   map[string]bool // code labels this binding has created
+	codesMu                sync.Mutex
+	codes                  map[string]bool // code labels this binding has created
+	evictIdle, evictBudget prometheus.Counter
+	waitOK, waitRefused    prometheus.Counter
 }
 
 func (m *metrics) forNamespace(binding string) *nsMetrics {
@@ -99,6 +118,28 @@ func (m *metrics) forNamespace(binding string) *nsMetrics {
 		alarmAbandoned: m.alarms.WithLabelValues(binding, "abandoned"),
 		starts:         m.starts.WithLabelValues(binding),
 		codes:          map[string]bool{},
+		evictIdle:      m.evictions.WithLabelValues(binding, "idle"),
+		evictBudget:    m.evictions.WithLabelValues(binding, "budget"),
+		waitOK:         m.startWaits.WithLabelValues(binding, "started"),
+		waitRefused:    m.startWaits.WithLabelValues(binding, "overloaded"),
+	}
+}
+
+// evicted counts an instance evicted for reason ("idle" or "budget").
+func (n *nsMetrics) evicted(reason string) {
+	if reason == "budget" {
+		n.evictBudget.Inc()
+	} else {
+		n.evictIdle.Inc()
+	}
+}
+
+// startWait counts an instance start that waited for room in the budget.
+func (n *nsMetrics) startWait(started bool) {
+	if started {
+		n.waitOK.Inc()
+	} else {
+		n.waitRefused.Inc()
 	}
 }
 

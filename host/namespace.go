@@ -46,6 +46,10 @@ type Namespace struct {
 	actors  map[string]*actor
 	stopped bool
 
+	// startBytes is the linear memory of the namespace's latest instance
+	// when it started: what the memory budget reserves for the next one.
+	startBytes atomic.Uint64
+
 	metrics *nsMetrics
 }
 
@@ -276,7 +280,7 @@ func (ns *Namespace) enqueue(shard string, ev *event) error {
 			return nil
 		default:
 			ns.mu.RUnlock()
-			return fmt.Errorf("%w: %s/%s", ErrOverloaded, ns.name, shard)
+			return fmt.Errorf("%w: %s/%s: its queue is full", ErrOverloaded, ns.name, shard)
 		}
 	}
 	ns.mu.RUnlock()
@@ -299,7 +303,7 @@ func (ns *Namespace) enqueue(shard string, ev *event) error {
 	case a.queue <- ev:
 		return nil
 	default:
-		return fmt.Errorf("%w: %s/%s", ErrOverloaded, ns.name, shard)
+		return fmt.Errorf("%w: %s/%s: its queue is full", ErrOverloaded, ns.name, shard)
 	}
 }
 
@@ -346,7 +350,9 @@ func (ns *Namespace) acquireCurrent() *Version {
 	}
 }
 
-// evict removes an idle actor; false if an event arrived meanwhile.
+// evict removes an idle actor (its idle timeout passed, or the memory
+// budget needs its instance's memory); false if an event arrived
+// meanwhile.
 func (ns *Namespace) evict(a *actor) bool {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
@@ -356,6 +362,11 @@ func (ns *Namespace) evict(a *actor) bool {
 	if ns.actors[a.shard] == a {
 		delete(ns.actors, a.shard)
 	}
+	// The storage handle (with the shard's overlay and read cache) is
+	// shared with the next actor of the shard (storage.Engine.Shard): it is
+	// released here, before that actor can exist. The actor's last commit
+	// is durable (actor.leave), so this does not wait.
+	a.store.Close()
 	return true
 }
 

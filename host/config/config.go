@@ -66,6 +66,11 @@ type File struct {
 	Analytics      []AnalyticsDataset `toml:"analytics_engine_datasets"`
 	Vars           map[string]string  `toml:"vars"`
 
+	// The instance memory budget (host.Config.InstanceMemoryBudgetMiB):
+	// 0 takes half of the machine's memory, -1 sets none.
+	InstanceMemoryBudgetMB int      `toml:"instance_memory_budget_mb"`
+	InstanceStartWait      Duration `toml:"instance_start_wait"`
+
 	// Extra holds tables the core does not know (e.g. [auth], [proxy] of the
 	// edge API), as decoded by toml, for the components that own them.
 	Extra map[string]any `toml:"-"`
@@ -200,6 +205,8 @@ func Defaults() File {
 		QueueDepth:      1024,
 		MaxBodyBytes:    1 << 20,
 		Vars:            map[string]string{},
+
+		InstanceStartWait: Duration{5 * time.Second},
 	}
 }
 
@@ -388,6 +395,12 @@ func (f *File) Validate() error {
 	}
 	if f.MemoryLimitMB < 16 || f.MemoryLimitMB > 4096 {
 		bad("memory_limit_mb = %d: want 16..4096", f.MemoryLimitMB)
+	}
+	if n := f.InstanceMemoryBudgetMB; n < -1 || (n > 0 && n < 16) {
+		bad("instance_memory_budget_mb = %d: want 0 (half of the machine's memory), -1 (no budget) or at least 16", n)
+	}
+	if f.InstanceStartWait.Duration <= 0 {
+		bad("instance_start_wait must be positive")
 	}
 	if f.QueueDepth < 1 {
 		bad("queue_depth must be ≥ 1")

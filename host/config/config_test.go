@@ -63,3 +63,31 @@ func TestStorageTable(t *testing.T) {
 		t.Fatalf("Validate of bad [storage] = %v; want both settings named", err)
 	}
 }
+
+// TestInstanceMemoryBudget: instance_memory_budget_mb is 0 (the default:
+// half of the machine's memory), -1 (none) or at least 16;
+// instance_start_wait a positive duration.
+func TestInstanceMemoryBudget(t *testing.T) {
+	for src, want := range map[string]string{
+		"":                                 "",
+		"instance_memory_budget_mb = 0\n":  "",
+		"instance_memory_budget_mb = -1\n": "",
+		"instance_memory_budget_mb = 512\ninstance_start_wait = \"250ms\"\n": "",
+		"instance_memory_budget_mb = -2\n":                                   "instance_memory_budget_mb = -2",
+		"instance_memory_budget_mb = 8\n":                                    "instance_memory_budget_mb = 8",
+		"instance_start_wait = \"0s\"\n":                                     "instance_start_wait must be positive",
+	} {
+		f, err := Parse([]byte(src), "t.toml")
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		err = f.Validate()
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("%q: Validate = %v, want %q", src, err, want)
+		}
+	}
+	f, _ := Parse([]byte("instance_memory_budget_mb = 512\n"), "t.toml")
+	if f.InstanceMemoryBudgetMB != 512 || f.InstanceStartWait.Duration != 5e9 {
+		t.Fatalf("parsed %d, %v", f.InstanceMemoryBudgetMB, f.InstanceStartWait)
+	}
+}

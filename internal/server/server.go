@@ -126,6 +126,8 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	hc.IdleTimeout = cfg.IdleTimeout.Duration
 	hc.QueueDepth = cfg.QueueDepth
 	hc.MemoryLimitMiB = cfg.MemoryLimitMB
+	hc.InstanceMemoryBudgetMiB = cfg.InstanceMemoryBudgetMB
+	hc.InstanceStartWait = cfg.InstanceStartWait.Duration
 	hc.MaxBodyBytes = cfg.MaxBodyBytes
 	hc.Limits = hostLimits(&cfg.Limits)
 	hc.TraceShard = cfg.Trace

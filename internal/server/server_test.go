@@ -356,3 +356,18 @@ func TestServerRefusesAnEmptyDatabaseItHadInitialised(t *testing.T) {
 		t.Fatalf("start after initialising: %v", err)
 	}
 }
+
+// TestInstanceMemoryBudgetReachesTheHost: instance_memory_budget_mb and
+// instance_start_wait of the file become the host's settings.
+func TestInstanceMemoryBudgetReachesTheHost(t *testing.T) {
+	cfg := testConfig(t, t.TempDir(), func(s string) string {
+		return "instance_memory_budget_mb = 512\ninstance_start_wait = \"250ms\"\n" + s
+	})
+	s, err := New(cfg, Options{LookupEnv: noEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hc := s.rt.cfg; hc.InstanceMemoryBudgetMiB != 512 || hc.InstanceStartWait != 250*time.Millisecond {
+		t.Fatalf("host config: budget %d MiB, wait %v", hc.InstanceMemoryBudgetMiB, hc.InstanceStartWait)
+	}
+}

@@ -41,6 +41,10 @@ type Config struct {
 	// version probe and edgeshard_init (default 10s). A caller's earlier
 	// context deadline still wins.
 	StartTimeout time.Duration
+	// MemoryPoolBytes bounds the released linear memories kept, zeroed,
+	// for the next instances (memory_unix.go), in bytes of memory they
+	// hold (default 16 MiB; negative keeps none).
+	MemoryPoolBytes int64
 }
 
 func (c Config) withDefaults() Config {
@@ -53,6 +57,9 @@ func (c Config) withDefaults() Config {
 	if c.StartTimeout <= 0 {
 		c.StartTimeout = 10 * time.Second
 	}
+	if c.MemoryPoolBytes == 0 {
+		c.MemoryPoolBytes = 16 << 20
+	}
 	return c
 }
 
@@ -61,6 +68,8 @@ type Engine struct {
 	cfg     Config
 	rt      wazero.Runtime
 	cache   wazero.CompilationCache
+	mem     *memoryPool
+	alloc   experimental.MemoryAllocator // mem's
 	mu      sync.Mutex
 	closed  bool
 	modules map[string]*Module // by sha256, compiled once per version
@@ -99,7 +108,8 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 		rt.Close(ctx)
 		return nil, fmt.Errorf("wasm: instantiate host module: %w", err)
 	}
-	return &Engine{cfg: cfg, rt: rt, cache: cache, modules: map[string]*Module{}}, nil
+	mem := newMemoryPool(uint64(max(cfg.MemoryPoolBytes, 0)))
+	return &Engine{cfg: cfg, rt: rt, cache: cache, mem: mem, alloc: mem.allocator(), modules: map[string]*Module{}}, nil
 }
 
 // Close closes every instance and module and the runtime.
@@ -112,11 +122,16 @@ func (e *Engine) Close(ctx context.Context) error {
 	e.closed = true
 	e.mu.Unlock()
 	err := e.rt.Close(ctx)
+	e.mem.close() // after the instances, whose memories it may take
 	if cerr := e.cache.Close(ctx); err == nil {
 		err = cerr
 	}
 	return err
 }
+
+// PooledMemoryBytes returns the bytes of the released linear memories the
+// engine keeps for its next instances (Config.MemoryPoolBytes).
+func (e *Engine) PooledMemoryBytes() uint64 { return e.mem.heldBytes() }
 
 // WithCompileWorkers returns ctx asking Load to compile a module's
 // functions on n goroutines (wazero's compilation workers) instead of one.

@@ -89,10 +89,10 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.StartTimeout)
 	defer cancel()
 	// Linear memory in its own mapping: grows without copying, costs RSS
-	// only for touched pages (memory_unix.go).
+	// only for touched pages, reused once released (memory_unix.go).
 	// Host functions called from init (a plugin reading a var) find no
 	// call state in this context and answer "not granted".
-	ictx := experimental.WithMemoryAllocator(ctx, mmapAllocator)
+	ictx := experimental.WithMemoryAllocator(ctx, e.alloc)
 	mod, err := e.rt.InstantiateModule(ictx, c, mc)
 	if err != nil {
 		return nil, e.startErr("link", err)

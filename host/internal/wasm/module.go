@@ -105,6 +105,7 @@ func (e *Engine) Load(ctx context.Context, bin []byte, grants []string) (*Module
 	if err != nil {
 		return nil, invalid("malformed binary: %v", err)
 	}
+	code = wasmbin.MergeData(code) // cheaper instances: wasmbin/data.go
 	if !e.cfg.UnsafeNoTerminationChecks {
 		if code, err = wasmbin.Instrument(code); err != nil {
 			return nil, invalid("%v", err)

@@ -5,9 +5,11 @@
 //   - Preflight checks the sizes and counts a module's sections claim (and
 //     caps its tables) so that decoding it cannot exhaust the host;
 //   - Instrument adds the interrupt flag and a loop budget checked at the
-//     top of every loop, by which the host stops a guest at its deadline.
+//     top of every loop, by which the host stops a guest at its deadline;
+//   - MergeData joins a Go guest's tens of thousands of data segments into
+//     a few, which halves the cost of each instantiation.
 //
-// Both walk the binary with one reader (this file).
+// They walk the binary with one reader (this file).
 package wasmbin
 
 import (
