@@ -80,6 +80,8 @@ type actor struct {
 	live     atomic.Bool
 	memBytes atomic.Uint64
 	trace    bool // log every host call (Config.TraceShard)
+
+	lastEvent atomic.Int64 // unix ms its last fetch or alarm started (inspect_trace.go: env)
 }
 
 // prepared is an instance of a version about to become current, made
@@ -335,7 +337,7 @@ func (a *actor) handleFetch(ev *event) {
 	setShardHeader(ev.req, a.id.String())
 	ctx, cancel := a.eventContext()
 	t0 := time.Now()
-	resp, err := inst.Fetch(ctx, a, ev.req)
+	resp, err := inst.Fetch(ctx, a.env(), ev.req)
 	cancel()
 	a.ns.metrics.fetchDur.Observe(time.Since(t0).Seconds())
 	if err != nil {
@@ -408,7 +410,7 @@ func (a *actor) handleAlarm(retry int) {
 	ctx, cancel := a.eventContext()
 	t0 := time.Now()
 	a.ns.metrics.alarmFired.Inc()
-	ok, err = inst.Alarm(ctx, a, retry)
+	ok, err = inst.Alarm(ctx, a.env(), retry)
 	cancel()
 	a.ns.metrics.alarmDur.Observe(time.Since(t0).Seconds())
 	if err != nil || !ok {
