@@ -135,16 +135,25 @@
     { key: "errors", label: "Errors/s", color: "#b4232c" },
   ];
 
+  // niceMax is the y axis' top: a round number whose quarters are round.
   function niceMax(v) {
     if (!(v > 0)) return 1;
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
+    for (const m of [1, 2, 4, 6, 8, 10]) if (v <= m * p * 1.0001) return m * p;
     return 10 * p;
   }
 
-  // drawChart draws values (null: a gap) against times t (unix ms) over
-  // the window ending now, with a zero-based y axis.
-  function drawChart(canvas, t, values, color, windowMs, opts) {
+  function spanLabel(ms) {
+    const s = Math.round(ms / 1000);
+    if (s < 120) return s + "s";
+    const m = s / 60;
+    return (Math.round(m * 10) / 10) + "m";
+  }
+
+  // drawChart draws values (null: a gap) against times t (unix ms) ending
+  // now, with a zero-based y axis. The x axis spans the samples there are
+  // (at least ten intervals), up to the whole window.
+  function drawChart(canvas, t, values, color, windowMs, intervalMs, opts) {
     opts = opts || {};
     const dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth || 300, h = canvas.clientHeight || 120;
@@ -156,11 +165,12 @@
     const left = opts.spark ? 1 : 38, right = opts.spark ? 1 : 6, top = opts.spark ? 2 : 6, bottom = opts.spark ? 2 : 18;
     const pw = w - left - right, ph = h - top - bottom;
     const now = t.length ? Math.max(Date.now(), t[t.length - 1]) : Date.now();
-    const t0 = now - windowMs;
+    const span = t.length ? Math.min(windowMs, Math.max(now - t[0] + intervalMs, 10 * intervalMs)) : windowMs;
+    const t0 = now - span;
     let vmax = 0, points = 0;
     values.forEach((v) => { if (v !== null && v !== undefined) { vmax = Math.max(vmax, v); points++; } });
     const ymax = niceMax(vmax);
-    const x = (ts) => left + ((ts - t0) / windowMs) * pw;
+    const x = (ts) => left + ((ts - t0) / span) * pw;
     const y = (v) => top + ph - (v / ymax) * ph;
     if (!opts.spark) {
       g.strokeStyle = "#e6eaf0";
@@ -172,14 +182,13 @@
       for (let i = 0; i <= 4; i++) {
         const v = (ymax * i) / 4, yy = Math.round(y(v)) + 0.5;
         g.beginPath(); g.moveTo(left, yy); g.lineTo(w - right, yy); g.stroke();
-        g.fillText(num(v, ymax < 4 ? 2 : 0), left - 4, yy);
+        g.fillText(num(v, ymax < 4 ? 2 : ymax < 40 ? 1 : 0), left - 4, yy);
       }
       g.textAlign = "center";
       g.textBaseline = "top";
-      const mins = Math.round(windowMs / 60000);
       for (let i = 0; i <= 4; i++) {
-        const ts = t0 + (windowMs * i) / 4;
-        const label = i === 4 ? "now" : "-" + num((mins * (4 - i)) / 4, 1) + "m";
+        const ts = t0 + (span * i) / 4;
+        const label = i === 4 ? "now" : "-" + spanLabel((span * (4 - i)) / 4);
         g.fillText(label, Math.min(Math.max(x(ts), left + 10), w - right - 12), top + ph + 4);
       }
     }
@@ -209,13 +218,17 @@
     });
   }
 
-  function updateCharts(cards, se, windowMs) {
+  function lastValue(vals) {
+    for (let i = vals.length - 1; i >= 0; i--) if (vals[i] !== null) return vals[i];
+    return null;
+  }
+
+  function updateCharts(cards, se, windowMs, intervalMs) {
     for (const c of cards) {
       const vals = se ? se[c.def.key] : [];
       const t = se ? se.t : [];
-      drawChart(c.canvas, t, vals, c.def.color, windowMs);
-      let last = null;
-      for (let i = vals.length - 1; i >= 0; i--) if (vals[i] !== null) { last = vals[i]; break; }
+      drawChart(c.canvas, t, vals, c.def.color, windowMs, intervalMs);
+      const last = lastValue(vals);
       c.value.textContent = last === null ? "—" : num(last);
     }
   }
@@ -298,7 +311,6 @@
       el("h2", {}, "Swap history", el("span", { class: "sub" }, "pushes, reloads and rollbacks since the host started")),
       history);
 
-    let windowMs = 600000;
     const load = guard(gen, async () => {
       try {
         const list = await api("/admin/bindings");
@@ -307,21 +319,24 @@
         const all = [];
         for (const b of list.bindings) {
           let spark = sparks.get(b.name);
-          if (!spark) { spark = el("canvas", { class: "spark", "data-binding": b.name }); sparks.set(b.name, spark); }
+          if (!spark) {
+            spark = { canvas: el("canvas", { class: "spark", "data-binding": b.name }), value: el("span", { class: "spark-value" }, "—") };
+            sparks.set(b.name, spark);
+          }
           rows.push(el("tr", { "data-binding": b.name, class: "clickable", onclick: () => { window.location.hash = "#/b/" + enc(b.name); } },
             el("td", {}, el("a", { href: "#/b/" + enc(b.name), class: "binding-link" }, b.name)),
             el("td", { class: "mono", title: b.module.sha256 }, short(b.module.sha256)),
             el("td", { class: "num" }, bytes(b.module.size)),
             el("td", {}, "v" + b.module.abi_version),
             el("td", { class: "mono" }, b.module.source),
-            el("td", { title: dateTime(b.module.loaded_at) }, ago(b.module.loaded_at)),
-            el("td", {}, b.shard_count ? String(b.shard_count) : "per-name"),
+            el("td", { class: "nowrap", title: dateTime(b.module.loaded_at) }, ago(b.module.loaded_at)),
+            el("td", { class: "nowrap" }, b.shard_count ? String(b.shard_count) : "per-name"),
             el("td", { class: "num" }, num(b.active_shards, 0)),
             el("td", { class: "num" }, num(b.live_instances, 0)),
             el("td", { class: "num" }, num(b.queued_events, 0)),
             el("td", { class: "num" }, num(b.alarms_pending, 0)),
             el("td", { class: "mono", title: b.previous ? b.previous.sha256 : "" }, b.previous ? short(b.previous.sha256) : "—"),
-            el("td", {}, spark)));
+            el("td", { class: "spark-cell" }, spark.canvas, spark.value)));
           for (const h of b.history) all.push(Object.assign({ binding: b.name }, h));
         }
         if (!rows.length) rows.push(el("tr", {}, el("td", { class: "empty", colSpan: 13 }, "No binding is configured.")));
@@ -333,10 +348,12 @@
       try {
         const s = await api("/admin/series");
         if (gen !== generation) return;
-        windowMs = s.window_ms;
         for (const se of s.bindings) {
           const c = sparks.get(se.binding);
-          if (c) drawChart(c, se.t, se.rps, "#2f6fdb", windowMs, { spark: true });
+          if (!c) continue;
+          drawChart(c.canvas, se.t, se.rps, "#2f6fdb", s.window_ms, s.interval_ms, { spark: true });
+          const last = lastValue(se.rps);
+          c.value.textContent = last === null ? "—" : num(last) + "/s";
         }
       } catch (err) { failed(err); }
     });
@@ -423,8 +440,8 @@
       try {
         const s = await api("/admin/series?binding=" + enc(name));
         if (gen !== generation) return;
-        document.getElementById("chart-window").textContent = "last " + Math.round(s.window_ms / 60000) + " minutes, a point every " + (s.interval_ms / 1000) + " s";
-        updateCharts(cards, s.bindings[0], s.window_ms);
+        document.getElementById("chart-window").textContent = "up to the last " + (s.window_ms >= 120000 ? num(s.window_ms / 60000, 1) + " minutes" : num(s.window_ms / 1000, 0) + " seconds") + ", a point every " + num(s.interval_ms / 1000, 1) + " s";
+        updateCharts(cards, s.bindings[0], s.window_ms, s.interval_ms);
       } catch (err) { failed(err); }
     });
 
@@ -449,13 +466,14 @@
   function shardPage(binding, shard) {
     setCrumbs([{ label: "Bindings", href: "#/" }, { label: binding, href: "#/b/" + enc(binding) }, { label: shard }]);
     const gen = generation;
-    const facts = el("dl", { class: "facts", id: "shard-facts" });
+    const facts = el("div", { class: "stats", id: "shard-facts" });
+    const traceFact = el("span", {}, "…");
     const prefixInput = el("input", { type: "text", id: "storage-prefix", placeholder: "Key prefix", "aria-label": "Key prefix" });
     const limitSel = el("select", { id: "storage-limit", "aria-label": "Keys per page" }, [25, 100, 500].map((n) => el("option", { value: String(n), selected: n === 100 }, n + " per page")));
     const prev = el("button", { class: "btn", type: "button", id: "storage-prev" }, "« Previous");
     const next = el("button", { class: "btn", type: "button", id: "storage-next" }, "Next »");
     const reload = el("button", { class: "btn", type: "button", id: "storage-reload" }, "Reload");
-    const count = el("span", { class: "count", id: "storage-count" });
+    const count = el("p", { class: "muted", id: "storage-count" });
     const tbody = el("tbody");
     const valueBox = el("div", { class: "value-view card", id: "value-view", hidden: true });
     const traceBtn = el("button", { class: "btn", type: "button", id: "trace-toggle" }, "Trace: …");
@@ -468,8 +486,9 @@
       el("div", { class: "grid2" },
         el("section", {},
           el("h2", {}, "Storage", el("span", { class: "sub" }, "read-only, as the shard's next event sees it")),
-          el("div", { class: "toolbar" }, prefixInput, limitSel, prev, next, reload, count),
+          el("div", { class: "toolbar" }, prefixInput, limitSel, prev, next, reload),
           el("table", { id: "entries" }, el("thead", {}, el("tr", {}, el("th", {}, "Key"), el("th", { class: "num" }, "Size"), el("th", {}, "Value (preview)"))), tbody),
+          count,
           valueBox),
         el("section", {},
           el("h2", {}, "Log tail", el("span", { class: "sub" }, "the shard's log records and traced host calls")),
@@ -481,14 +500,17 @@
     // A next page's URL comes from the host (next), which escapes any key.
     let pages = [], page = null, lastListing = null, selectedKey = null;
 
+    function stat(label, value, title) {
+      return el("div", { class: "stat", title: title || "" }, el("div", { class: "label" }, label), el("div", { class: "value" }, value));
+    }
     function renderFacts(l) {
       facts.replaceChildren(
-        el("dt", {}, "Instance"), el("dd", {}, el("span", { class: "pill " + l.instance }, l.instance)),
-        el("dt", {}, "Queue depth"), el("dd", {}, num(l.queue_depth, 0)),
-        el("dt", {}, "Memory"), el("dd", {}, l.memory_bytes ? bytes(l.memory_bytes) : "—"),
-        el("dt", {}, "Last event"), el("dd", { title: l.last_event ? dateTime(l.last_event) : "" }, ago(l.last_event)),
-        el("dt", {}, "Alarm"), el("dd", {}, l.alarm ? dateTime(l.alarm) + " (" + ago(l.alarm) + ")" : "none"),
-        el("dt", {}, "Tracing"), el("dd", {}, l.tracing ? "on" : "off"));
+        stat("Instance", el("span", { class: "pill " + l.instance }, l.instance)),
+        stat("Queue depth", num(l.queue_depth, 0)),
+        stat("Memory", l.memory_bytes ? bytes(l.memory_bytes) : "—"),
+        stat("Last event", ago(l.last_event), l.last_event ? dateTime(l.last_event) : ""),
+        stat("Alarm", l.alarm ? ago(l.alarm) : "none", l.alarm ? dateTime(l.alarm) : ""),
+        stat("Tracing", traceFact));
       setTrace(l.tracing);
     }
 
@@ -573,6 +595,7 @@
       traceBtn.textContent = on ? "Tracing host calls: on" : "Tracing host calls: off";
       traceBtn.classList.toggle("on", on);
       traceBtn.dataset.on = on ? "true" : "false";
+      traceFact.textContent = on ? "on" : "off";
     }
     function logLine(l) {
       const li = el("li", { class: "log-line " + l.source, "data-source": l.source, "data-seq": String(l.seq) },
