@@ -239,7 +239,9 @@ func bindingInfo(ns *host.Namespace, withShards bool) BindingInfo {
 		History:       []SwapRecord{},
 	}
 	stats := ns.Stats()
-	sort.Slice(stats, func(i, j int) bool { return host.CompareShards(stats[i].Shard, stats[j].Shard) < 0 })
+	if withShards {
+		sort.Slice(stats, func(i, j int) bool { return host.CompareShards(stats[i].Shard, stats[j].Shard) < 0 })
+	}
 	for _, s := range stats {
 		b.ActiveShards++
 		if s.Live {
