@@ -280,7 +280,7 @@
     if (!rows.length) body.append(el("tr", {}, el("td", { class: "empty", colSpan: withBinding ? 7 : 6 }, "No swap or rollback since the host started.")));
     for (const r of rows) {
       body.append(el("tr", {},
-        el("td", { title: r.time }, dateTime(r.time)),
+        el("td", { class: "nowrap", title: r.time }, dateTime(r.time)),
         withBinding ? el("td", {}, el("a", { href: "#/b/" + enc(r.binding) }, r.binding)) : null,
         el("td", {}, r.action),
         el("td", {}, el("span", { class: "pill " + r.outcome }, r.outcome.replace("_", " "))),
