@@ -29,7 +29,7 @@ plugins: ## build plugins and examples to build/plugins and build/examples
 run: build ## start the host with the default config (edgeshard.toml)
 	$(BUILD)/edgeshard serve --config $(CONFIG)
 
-deps: ## install the real components tests start (PostgreSQL) when missing: apt-get as root, else says what to install
+deps: ## install the real components tests start (PostgreSQL, Chromium) when missing: apt-get as root, else says what to install
 	@scripts/deps.sh
 
 test: plugins deps ## build plugins, install test components if missing, run every test (with -race)

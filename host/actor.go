@@ -88,11 +88,12 @@ type actor struct {
 	// goroutine, which may read it without); parked is the actor's own
 	// note that it parked itself or may have been made a victim since its
 	// last event; evict is where the budget tells it to leave.
-	charge uint64
-	lru    *list.Element
-	victim bool
-	parked bool
-	evict  chan struct{}
+	charge    uint64
+	lru       *list.Element
+	victim    bool
+	parked    bool
+	evict     chan struct{}
+	lastEvent atomic.Int64 // unix ms its last fetch or alarm started (inspect_trace.go: env)
 }
 
 // prepared is an instance of a version about to become current, made
@@ -458,7 +459,7 @@ func (a *actor) handleFetch(ev *event) {
 	setShardHeader(ev.req, a.id.String())
 	ctx, cancel := a.eventContext()
 	t0 := time.Now()
-	resp, err := inst.Fetch(ctx, a, ev.req)
+	resp, err := inst.Fetch(ctx, a.env(), ev.req)
 	cancel()
 	a.ns.metrics.fetchDur.Observe(time.Since(t0).Seconds())
 	if err != nil {
@@ -541,7 +542,7 @@ func (a *actor) handleAlarm(retry int) {
 	ctx, cancel := a.eventContext()
 	t0 := time.Now()
 	a.ns.metrics.alarmFired.Inc()
-	ok, err = inst.Alarm(ctx, a, retry)
+	ok, err = inst.Alarm(ctx, a.env(), retry)
 	cancel()
 	a.ns.metrics.alarmDur.Observe(time.Since(t0).Seconds())
 	if err != nil || !ok {

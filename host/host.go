@@ -204,6 +204,7 @@ type Host struct {
 	closed  bool
 	started time.Time
 	metrics *metrics
+	insp    inspection // inspect_shards.go
 }
 
 // New starts a host: opens storage, compiles every binding's module,

@@ -53,6 +53,7 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 	v, err := ns.loadInBackground(ctx, bin, source)
 	if err != nil {
 		ns.metrics.swap("refused")
+		ns.recordSwap("swap", "refused", old, nil, source, err)
 		return nil, fmt.Errorf("binding %q: new module refused, the current version keeps serving: %w", ns.name, err)
 	}
 	if v.mod == old.mod {
@@ -60,6 +61,7 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 		return old, nil
 	}
 	if err := ns.switchTo(ctx, v); err != nil {
+		ns.recordSwap("swap", "abandoned", old, v, source, err)
 		v.release()
 		ns.metrics.swap("abandoned")
 		return nil, fmt.Errorf("binding %q: swap abandoned, the current version keeps serving: %w", ns.name, err)
@@ -72,6 +74,7 @@ func (ns *Namespace) Swap(ctx context.Context, bin []byte, source string) (*Vers
 	ns.prev = old
 	ns.keep(v, old, bin, source)
 	ns.metrics.swap("swapped")
+	ns.recordSwap("swap", "swapped", old, v, source, nil)
 	ns.h.log.Info().Str("binding", ns.name).Str("from", old.Short()).Str("to", v.Short()).Str("source", source).Msg("module swapped")
 	return v, nil
 }
@@ -115,11 +118,13 @@ func (ns *Namespace) Rollback(ctx context.Context) (*Version, error) {
 	cur, prev := ns.cur.Load(), ns.prev
 	if err := ns.switchTo(ctx, prev); err != nil {
 		ns.metrics.swap("abandoned")
+		ns.recordSwap("rollback", "abandoned", cur, prev, "rollback", err)
 		return nil, fmt.Errorf("binding %q: rollback abandoned, the current version keeps serving: %w", ns.name, err)
 	}
 	ns.prev = cur // the two references trade roles
 	ns.keep(prev, cur, nil, "rollback")
 	ns.metrics.swap("rolled_back")
+	ns.recordSwap("rollback", "rolled_back", cur, prev, "rollback", nil)
 	ns.h.log.Info().Str("binding", ns.name).Str("from", cur.Short()).Str("to", prev.Short()).Msg("module rolled back")
 	return prev, nil
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the real components the tests start (a throwaway PostgreSQL),
-# when they are missing: with apt-get when running as root on Debian,
-# otherwise it says what to install. Under CI=true a component that stays
-# missing fails (a skipped test there would be a test that cannot fail).
+# Installs the real components the tests start (a throwaway PostgreSQL;
+# headless Chromium for the inspector's browser test), when they are
+# missing: with apt-get when running as root on Debian, otherwise it says
+# what to install. Under CI=true a component that stays missing fails (a
+# skipped test there would be a test that cannot fail).
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,10 @@ have_postgres() {
   compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null
 }
 have_postgres || missing+=(postgresql)
+have_chromium() {
+  command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]
+}
+have_chromium || missing+=(chromium)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

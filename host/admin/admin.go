@@ -1,14 +1,23 @@
 // Package admin is edgeshard's operator API: inspect bindings and shards,
-// push a new module version (hot swap), roll back, and run maintenance jobs.
-// It listens apart from the edge API (admin_listen) and every route, known
-// or not, requires "Authorization: Bearer <admin token>".
+// push a new module version (hot swap), roll back, and run maintenance jobs;
+// and the inspector, a web UI over the same API served at /. It listens
+// apart from the edge API (admin_listen) and every route, known or not,
+// requires "Authorization: Bearer <admin token>" — or, for what the
+// inspector does, a browser session started with that token at /login
+// (session.go).
 //
-//	GET  /admin/bindings                     every binding: module version, shards, queues, alarms
-//	GET  /admin/bindings/{name}              one binding, with its running shards
-//	PUT  /admin/bindings/{name}/module       body: the .wasm; validate, compile, swap
-//	POST /admin/bindings/{name}/rollback     make the previous version current again
-//	GET  /admin/bindings/{name}/shards/{id}  storage keys (?prefix=&start_after=&limit=), alarm, instance
-//	POST /admin/jobs/reconcile-counters      recompute counters from their source rows
+//	GET  /admin/bindings                           every binding: module version, swap history, shards, queues, alarms
+//	GET  /admin/bindings/{name}                    one binding, with its running shards
+//	PUT  /admin/bindings/{name}/module             body: the .wasm; validate, compile, swap
+//	POST /admin/bindings/{name}/rollback           make the previous version current again
+//	GET  /admin/bindings/{name}/shards             a page of active shards (?prefix=&after=&limit=)
+//	GET  /admin/bindings/{name}/shards/{id}        storage keys (?prefix=&start_after=&limit=), alarm, instance
+//	GET  /admin/bindings/{name}/shards/{id}/value  one whole value (?key= or ?key_b64=)
+//	GET  /admin/bindings/{name}/shards/{id}/log    the shard's log tap (?after=seq)
+//	PUT  /admin/bindings/{name}/shards/{id}/trace  body {"on":true|false}: trace its host calls
+//	GET  /admin/series                             charts: per-binding rates over the last minutes
+//	POST /admin/jobs/reconcile-counters            recompute counters from their source rows
+//	GET  /, /ui/{file}                             the inspector; GET|POST /login, POST /logout
 package admin
 
 import (
@@ -30,6 +39,7 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -58,6 +68,19 @@ type Options struct {
 	// summary. When nil (no edge API with counters) the route answers 404
 	// with code "reconcile_unavailable".
 	Reconcile func(ctx context.Context) (any, error)
+
+	// Metrics is the registry the inspector's charts sample: the one the
+	// host's metrics (and the edge API's) are registered in. When nil the
+	// host's own collectors are sampled (no fallbacks then).
+	Metrics prometheus.Gatherer
+	// FallbackBindings maps the pipeline label of the edge API's
+	// edgeshard_edge_fallbacks_total to the binding whose chart counts it.
+	FallbackBindings map[string]string
+	// SampleInterval and SampleWindow set the charts' resolution and span
+	// (defaults DefaultSampleInterval, DefaultSampleWindow).
+	SampleInterval, SampleWindow time.Duration
+	// SessionTTL bounds a browser login (default DefaultSessionTTL).
+	SessionTTL time.Duration
 }
 
 // Server serves the admin API of one host.
@@ -67,10 +90,13 @@ type Server struct {
 	log       zerolog.Logger
 	tokenHash [sha256.Size]byte
 	handler   http.Handler
+	sessions  *sessions
+	sampler   *sampler
 }
 
 // New returns the admin API of h. It fails when no token is given: the
-// admin API never runs open.
+// admin API never runs open. It starts the charts' sampler, which ends
+// with Close or with the host.
 func New(h *host.Host, opts Options) (*Server, error) {
 	if h == nil {
 		return nil, errors.New("admin: nil host")
@@ -86,37 +112,36 @@ func New(h *host.Host, opts Options) (*Server, error) {
 	// length too (subtle.ConstantTimeCompare returns early on a length
 	// mismatch).
 	s.tokenHash = sha256.Sum256([]byte(opts.Token))
+	s.sessions = newSessions(opts.SessionTTL)
 
 	r := mux.NewRouter().UseEncodedPath()
 	r.NotFoundHandler = httpx.NotFound()
 	r.MethodNotAllowedHandler = httpx.MethodNotAllowed()
 	r.HandleFunc("/admin/bindings", s.listBindings).Methods(http.MethodGet)
 	r.HandleFunc("/admin/bindings/{name}", s.getBinding).Methods(http.MethodGet)
-	r.HandleFunc("/admin/bindings/{name}/module", s.putModule).Methods(http.MethodPut)
-	r.HandleFunc("/admin/bindings/{name}/rollback", s.rollback).Methods(http.MethodPost)
+	r.HandleFunc("/admin/bindings/{name}/module", bearerOnly(s.putModule)).Methods(http.MethodPut)
+	r.HandleFunc("/admin/bindings/{name}/rollback", bearerOnly(s.rollback)).Methods(http.MethodPost)
+	r.HandleFunc("/admin/bindings/{name}/shards", s.listShards).Methods(http.MethodGet)
 	r.HandleFunc("/admin/bindings/{name}/shards/{id}", s.getShard).Methods(http.MethodGet)
-	r.HandleFunc("/admin/jobs/reconcile-counters", s.reconcile).Methods(http.MethodPost)
+	r.HandleFunc("/admin/bindings/{name}/shards/{id}/value", s.getValue).Methods(http.MethodGet)
+	r.HandleFunc("/admin/bindings/{name}/shards/{id}/log", s.getLog).Methods(http.MethodGet)
+	r.HandleFunc("/admin/bindings/{name}/shards/{id}/trace", s.getTrace).Methods(http.MethodGet)
+	r.HandleFunc("/admin/bindings/{name}/shards/{id}/trace", s.putTrace).Methods(http.MethodPut)
+	r.HandleFunc("/admin/series", s.getSeries).Methods(http.MethodGet)
+	r.HandleFunc("/admin/jobs/reconcile-counters", bearerOnly(s.reconcile)).Methods(http.MethodPost)
+	s.uiRoutes(r)
 	s.handler = s.authenticate(r)
+	s.sampler = newSampler(h, opts, s.log)
+	go s.sampler.run(h.Done())
 	return s, nil
 }
 
 // Handler returns the admin API's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// authenticate refuses every request without the right bearer token before
-// any routing, so not even the existence of a route leaks.
-func (s *Server) authenticate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-store")
-		if !s.authorized(r.Header.Get("Authorization")) {
-			s.log.Warn().Str("remote", r.RemoteAddr).Str("method", r.Method).Str("path", r.URL.Path).Msg("admin request refused: missing or wrong bearer token")
-			w.Header().Set("WWW-Authenticate", `Bearer realm="edgeshard-admin"`)
-			httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid admin token: send Authorization: Bearer <admin token>")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
+// Close stops the charts' sampler. The handler keeps answering (with the
+// charts as they were); the caller shuts its listener down.
+func (s *Server) Close() { s.sampler.close() }
 
 func (s *Server) authorized(header string) bool {
 	const scheme = "bearer "
@@ -226,6 +251,28 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, SwapResult{Binding: ns.Name(), Changed: true, Module: *versionInfo(v), Previous: versionInfo(ns.Previous()), Duration: time.Since(t0).String()})
 }
 
+// shard resolves the {id} route variable to a shard of ns, answering 4xx
+// itself. For a sharded binding it is 0..shards-1; for a per-name binding
+// the object name.
+func (s *Server) shard(w http.ResponseWriter, r *http.Request, ns *host.Namespace) (string, bool) {
+	shard, err := url.PathUnescape(mux.Vars(r)["id"])
+	if err != nil {
+		httpx.WriteError(w, http.StatusBadRequest, "bad_shard", "shard id is not a valid path segment")
+		return "", false
+	}
+	if n := ns.Shards(); n > 0 {
+		if i, err := strconv.Atoi(shard); err != nil || i < 0 || i >= n || strconv.Itoa(i) != shard {
+			httpx.WriteError(w, http.StatusNotFound, "unknown_shard", fmt.Sprintf("binding %q has shards 0..%d; no shard %q", ns.Name(), n-1, shard))
+			return "", false
+		}
+	} else if _, err := ns.ShardFor(shard); err != nil {
+		status, code := host.ErrorStatus(err)
+		httpx.WriteError(w, status, code, err.Error())
+		return "", false
+	}
+	return shard, true
+}
+
 // getShard lists a page of the shard's storage, read on the shard's own
 // goroutine between two events.
 func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
@@ -233,19 +280,8 @@ func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	shard, err := url.PathUnescape(mux.Vars(r)["id"])
-	if err != nil {
-		httpx.WriteError(w, http.StatusBadRequest, "bad_shard", "shard id is not a valid path segment")
-		return
-	}
-	if n := ns.Shards(); n > 0 {
-		if i, err := strconv.Atoi(shard); err != nil || i < 0 || i >= n || strconv.Itoa(i) != shard {
-			httpx.WriteError(w, http.StatusNotFound, "unknown_shard", fmt.Sprintf("binding %q has shards 0..%d; no shard %q", ns.Name(), n-1, shard))
-			return
-		}
-	} else if _, err := ns.ShardFor(shard); err != nil {
-		status, code := host.ErrorStatus(err)
-		httpx.WriteError(w, status, code, err.Error())
+	shard, ok := s.shard(w, r, ns)
+	if !ok {
 		return
 	}
 	q := r.URL.Query()
@@ -271,7 +307,7 @@ func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
 		err     error
 	}
 	ch := make(chan snapshot, 1)
-	err = ns.Inspect(r.Context(), shard, func(st host.StorageView) {
+	err := ns.Inspect(r.Context(), shard, func(st host.StorageView) {
 		var sn snapshot
 		kvs, err := st.List(opts)
 		if err != nil {
@@ -308,10 +344,11 @@ func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusInternalServerError, "storage", fmt.Sprintf("read shard %s/%s: %v", ns.Name(), shard, sn.err))
 		return
 	}
-	st, _ := ns.ShardStat(shard)
+	st, _ := ns.Summary(shard)
 	out := ShardListing{
 		Binding: ns.Name(), Shard: shard,
 		Instance: instanceState(st.Live), QueueDepth: st.QueueDepth, MemoryBytes: st.MemoryBytes,
+		LastEvent: timePtr(st.LastEvent), Tracing: st.Tracing,
 		Prefix: opts.Prefix, Limit: limit, Entries: sn.entries, More: sn.more,
 	}
 	if sn.alarm > 0 {

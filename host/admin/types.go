@@ -49,6 +49,110 @@ type BindingInfo struct {
 	MaxQueueDepth int         `json:"max_queue_depth"`
 	AlarmsPending int         `json:"alarms_pending"`
 	Shards        []ShardInfo `json:"shards,omitempty"`
+	// History lists the binding's recent swaps and rollbacks, newest first
+	// (kept in memory: a restart starts a new one).
+	History []SwapRecord `json:"history"`
+}
+
+// SwapRecord is one swap or rollback of a binding.
+type SwapRecord struct {
+	Time    time.Time `json:"time"`
+	Action  string    `json:"action"`  // "swap" or "rollback"
+	Outcome string    `json:"outcome"` // "swapped", "rolled_back", "refused", "abandoned"
+	From    string    `json:"from"`    // sha256 serving before
+	To      string    `json:"to"`      // sha256 asked for; "" when it never loaded
+	Source  string    `json:"source"`
+	Error   string    `json:"error,omitempty"`
+}
+
+// ShardRow is one active shard in a page of GET /admin/bindings/{name}/shards.
+type ShardRow struct {
+	ShardInfo
+	LastEvent *time.Time `json:"last_event"` // start of its last fetch or alarm; null: none yet
+	Alarm     *time.Time `json:"alarm"`      // null when none is scheduled
+	Tracing   bool       `json:"tracing"`
+}
+
+// ShardPage is the answer of GET /admin/bindings/{name}/shards: one page of
+// the binding's active shards, in host.CompareShards order.
+type ShardPage struct {
+	Binding string `json:"binding"`
+	Prefix  string `json:"prefix"`
+	After   string `json:"after"`
+	Limit   int    `json:"limit"`
+	// Active counts the binding's active shards, Matching those with the
+	// prefix (all pages).
+	Active   int        `json:"active"`
+	Matching int        `json:"matching"`
+	Shards   []ShardRow `json:"shards"`
+	// More is true when shards follow; Next is the URL of the next page.
+	More bool   `json:"more"`
+	Next string `json:"next,omitempty"`
+}
+
+// ShardValue is the answer of GET /admin/bindings/{name}/shards/{id}/value:
+// one whole value, base64.
+type ShardValue struct {
+	Binding     string `json:"binding"`
+	Shard       string `json:"shard"`
+	Key         string `json:"key"`
+	KeyEncoding string `json:"key_encoding"` // "utf8" or "base64"
+	Size        int    `json:"size"`
+	Value       string `json:"value"` // base64
+}
+
+// LogField is one field of a log line.
+type LogField struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// LogLine is one line of a shard's log tap.
+type LogLine struct {
+	Seq     uint64     `json:"seq"`
+	Time    time.Time  `json:"time"`
+	Level   string     `json:"level"`
+	Source  string     `json:"source"` // "guest" or "trace"
+	Message string     `json:"message"`
+	Fields  []LogField `json:"fields"`
+}
+
+// ShardLog is the answer of GET /admin/bindings/{name}/shards/{id}/log.
+type ShardLog struct {
+	Binding string    `json:"binding"`
+	Shard   string    `json:"shard"`
+	Tracing bool      `json:"tracing"`
+	Lines   []LogLine `json:"lines"`
+	// Last is the seq to pass as ?after= next time.
+	Last uint64 `json:"last"`
+}
+
+// TraceState is the answer (and, for PUT, the body) of
+// /admin/bindings/{name}/shards/{id}/trace.
+type TraceState struct {
+	Binding string `json:"binding,omitempty"`
+	Shard   string `json:"shard,omitempty"`
+	On      bool   `json:"on"`
+}
+
+// Series are one binding's charts: per-second rates over each sample
+// interval ending at T (unix ms); P99 is in milliseconds, null when no
+// request ran in the interval.
+type Series struct {
+	Binding   string     `json:"binding"`
+	T         []int64    `json:"t"`
+	RPS       []float64  `json:"rps"`
+	P99       []*float64 `json:"p99_ms"`
+	Flushes   []float64  `json:"flushes"`
+	Fallbacks []float64  `json:"fallbacks"`
+	Errors    []float64  `json:"errors"`
+}
+
+// SeriesList is the answer of GET /admin/series.
+type SeriesList struct {
+	IntervalMS int64    `json:"interval_ms"`
+	WindowMS   int64    `json:"window_ms"`
+	Bindings   []Series `json:"bindings"`
 }
 
 // BindingList is the answer of GET /admin/bindings.
@@ -84,7 +188,9 @@ type ShardListing struct {
 	Instance    string     `json:"instance"` // "live" or "idle"
 	QueueDepth  int        `json:"queue_depth"`
 	MemoryBytes uint64     `json:"memory_bytes"`
-	Alarm       *time.Time `json:"alarm"` // null when no alarm is set
+	Alarm       *time.Time `json:"alarm"`      // null when no alarm is set
+	LastEvent   *time.Time `json:"last_event"` // start of its last fetch or alarm; null: none since it became active
+	Tracing     bool       `json:"tracing"`
 	Prefix      string     `json:"prefix"`
 	Limit       int        `json:"limit"`
 	Entries     []Entry    `json:"entries"`
@@ -130,9 +236,12 @@ func bindingInfo(ns *host.Namespace, withShards bool) BindingInfo {
 		Module:        *versionInfo(ns.Current()),
 		Previous:      versionInfo(ns.Previous()),
 		AlarmsPending: ns.AlarmsPending(),
+		History:       []SwapRecord{},
 	}
 	stats := ns.Stats()
-	sort.Slice(stats, func(i, j int) bool { return shardLess(stats[i].Shard, stats[j].Shard) })
+	if withShards {
+		sort.Slice(stats, func(i, j int) bool { return host.CompareShards(stats[i].Shard, stats[j].Shard) < 0 })
+	}
 	for _, s := range stats {
 		b.ActiveShards++
 		if s.Live {
@@ -144,25 +253,26 @@ func bindingInfo(ns *host.Namespace, withShards bool) BindingInfo {
 			b.Shards = append(b.Shards, ShardInfo{Shard: s.Shard, QueueDepth: s.QueueDepth, Instance: instanceState(s.Live), MemoryBytes: s.MemoryBytes})
 		}
 	}
+	for _, r := range ns.SwapHistory() {
+		b.History = append(b.History, SwapRecord(r))
+	}
 	return b
 }
 
-// shardLess orders numeric shard names numerically, others bytewise.
-func shardLess(a, b string) bool {
-	if len(a) != len(b) && isDigits(a) && isDigits(b) {
-		return len(a) < len(b)
+// shardRow renders a host.ShardSummary.
+func shardRow(s host.ShardSummary) ShardRow {
+	r := ShardRow{
+		ShardInfo: ShardInfo{Shard: s.Shard, QueueDepth: s.QueueDepth, Instance: instanceState(s.Live), MemoryBytes: s.MemoryBytes},
+		LastEvent: timePtr(s.LastEvent), Alarm: timePtr(s.Alarm), Tracing: s.Tracing,
 	}
-	return a < b
+	return r
 }
 
-func isDigits(s string) bool {
-	if s == "" {
-		return false
+// timePtr is t in UTC, nil for the zero time.
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
 	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
+	t = t.UTC()
+	return &t
 }

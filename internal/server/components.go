@@ -232,8 +232,9 @@ func (r *reconciler) Stop(ctx context.Context) error {
 	return wait(ctx, r.done)
 }
 
-// adminAPI serves host/admin on admin_listen. It starts before the main
-// listener, so that once /healthz answers the admin API answers too.
+// adminAPI serves host/admin (the admin API and the inspector) on
+// admin_listen. It starts before the main listener, so that once /healthz
+// answers the admin API answers too.
 type adminAPI struct {
 	addr, token string
 	readTimeout time.Duration
@@ -241,6 +242,9 @@ type adminAPI struct {
 	rt          *hostRuntime
 	edge        *edgeAPI // nil without an edge API: no reconcile job
 	log         zerolog.Logger
+	reg         prometheus.Gatherer // the inspector's charts sample it
+	fallbacks   map[string]string   // edge fallback pipeline → binding, for the charts
+	api         *admin.Server
 	srv         *http.Server
 	ln          net.Listener
 	done        chan struct{}
@@ -249,7 +253,7 @@ type adminAPI struct {
 func (a *adminAPI) Name() string { return "admin" }
 
 func (a *adminAPI) Start(context.Context) error {
-	opts := admin.Options{Token: a.token, Logger: a.log}
+	opts := admin.Options{Token: a.token, Logger: a.log, Metrics: a.reg, FallbackBindings: a.fallbacks}
 	if a.edge != nil {
 		api := a.edge.api
 		opts.Reconcile = func(ctx context.Context) (any, error) { return api.ReconcileCounters(ctx) }
@@ -260,8 +264,10 @@ func (a *adminAPI) Start(context.Context) error {
 	}
 	ln, err := net.Listen("tcp", a.addr)
 	if err != nil {
+		srv.Close()
 		return fmt.Errorf("admin_listen %s: %w", a.addr, err)
 	}
+	a.api = srv
 	handler := srv.Handler()
 	if a.metrics != nil {
 		mux := http.NewServeMux()
@@ -282,8 +288,13 @@ func (a *adminAPI) Start(context.Context) error {
 	return nil
 }
 
-// Stop lets a push in progress finish within ctx.
-func (a *adminAPI) Stop(ctx context.Context) error { return shutdown(ctx, a.srv, a.done) }
+// Stop lets a push in progress finish within ctx, then stops the
+// inspector's sampler.
+func (a *adminAPI) Stop(ctx context.Context) error {
+	err := shutdown(ctx, a.srv, a.done)
+	a.api.Close()
+	return err
+}
 
 // watcher reloads a binding when its module file changes (serve --watch).
 type watcher struct {

@@ -158,7 +158,12 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	case cfg.AdminListen == "":
 		log.Warn().Msg("admin API disabled: admin_listen is empty")
 	default:
-		s.admin = &adminAPI{addr: cfg.AdminListen, token: cfg.AdminToken, readTimeout: cfg.ReadTimeout.Duration, rt: s.rt, edge: s.edge, log: log}
+		s.admin = &adminAPI{addr: cfg.AdminListen, token: cfg.AdminToken, readTimeout: cfg.ReadTimeout.Duration, rt: s.rt, edge: s.edge, log: log, reg: s.reg}
+		if edgeOn {
+			// The inspector charts the edge API's fallbacks on the binding
+			// each pipeline falls back from.
+			s.admin.fallbacks = map[string]string{"ratelimit": ecfg.RateLimitBinding, "runtime_events": ecfg.EventBinding, "counters": ecfg.CounterBinding}
+		}
 		if cfg.Metrics == "admin" {
 			s.admin.metrics = s.metricsHandler()
 		}

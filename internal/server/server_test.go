@@ -125,6 +125,9 @@ func TestServerStartsServesAndStops(t *testing.T) {
 		{"GET", adminBase + "/admin/bindings", "", 401},
 		{"GET", adminBase + "/admin/bindings", testToken, 200},
 		{"POST", adminBase + "/admin/jobs/reconcile-counters", testToken, 200},
+		{"GET", adminBase + "/login", "", 200},               // the inspector's login form
+		{"GET", adminBase + "/admin/series", testToken, 200}, // its charts, sampled from the server's registry
+		{"GET", adminBase + "/ui/app.js", "", 401},           // the rest of it behind the token
 	} {
 		if st, body := call(c.method, c.url, c.token); st != c.status {
 			t.Fatalf("%s %s: %d %s, want %d", c.method, c.url, st, body, c.status)
