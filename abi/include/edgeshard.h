@@ -12,7 +12,7 @@
  * Build a plugin (a WASI reactor) with clang and wasi-libc:
  *
  *   clang --target=wasm32-wasi -mexec-model=reactor -O2 \
- *         -I abi/include -o plugin.wasm plugin.c
+ *         -I abi/include -Wl,--strip-debug -o plugin.wasm plugin.c
  *
  * -mexec-model=reactor makes wasi-libc's crt1-reactor.o define the
  * `_initialize` export the host calls first. Without wasi-libc

@@ -29,7 +29,7 @@ func BuildC(tb testing.TB, out string, srcs ...string) {
 	if err != nil {
 		MissingTool(tb, "clang not found", CInstallHint)
 	}
-	args := append([]string{"--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-Wall", "-Werror",
+	args := append([]string{"--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-Wall", "-Werror", "-Wl,--strip-debug",
 		"-I", filepath.Join(RepoRoot(), "abi", "include"), "-o", out}, srcs...)
 	b, err := exec.Command(clang, args...).CombinedOutput()
 	if err == nil {
