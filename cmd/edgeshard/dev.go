@@ -139,31 +139,41 @@ func dev(ctx context.Context, o devOptions, stdout, stderr io.Writer) error {
 		}
 	}
 
-	srv, err := server.New(cfg, server.Options{Logger: newLogger(cfg, stderr), Ready: func(string) {}})
+	// The server runs until ctx ends or it fails; either ends the loop.
+	ready := make(chan struct{})
+	srv, err := server.New(cfg, server.Options{Logger: newLogger(cfg, stderr), Ready: func(string) { close(ready) }})
 	if err != nil {
 		return err
 	}
-	if err := srv.Start(ctx); err != nil {
+	serving, stopServing := context.WithCancel(ctx)
+	loop, stopLoop := context.WithCancel(serving)
+	defer stopLoop()
+	done := make(chan error, 1)
+	go func() {
+		done <- srv.Run(serving)
+		stopLoop()
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		stopServing()
 		return err
 	}
-	defer func() {
-		if err := srv.Stop(context.Background()); err != nil {
-			fmt.Fprintf(stderr, "edgeshard dev: stop: %v\n", err)
-		}
-	}()
 	ns, ok := srv.Host().Namespace(d.binding)
 	if !ok {
-		return fmt.Errorf("binding %s is not served", d.binding)
+		stopServing()
+		return errors.Join(fmt.Errorf("binding %s is not served", d.binding), <-done)
 	}
+	defer stopServing()
 	fmt.Fprintf(d.out, "built in %s, serving %s at http://%s/do/%s/{name}/, %s\n",
-		round(took), ns.Current().Short(), srv.Addr(), d.binding, d.conformance(ctx))
-
+		round(took), ns.Current().Short(), srv.Addr(), d.binding, d.conformance(loop))
 	for {
-		if seen, err = d.waitForChange(ctx, seen); err != nil {
-			return nil
+		if seen, err = d.waitForChange(loop, seen); err != nil {
+			break
 		}
-		d.rebuild(ctx, ns)
+		d.rebuild(loop, ns)
 	}
+	return <-done
 }
 
 // pickBinding chooses the binding whose module the project builds.
