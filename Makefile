@@ -6,6 +6,8 @@ WASMENV   := GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0
 WASMBUILD := $(WASMENV) $(GO) build -buildmode=c-shared -trimpath
 PLUGINS   := ratelimit runtimeevents counters
 EXAMPLES  := counter leaderboard idempotency presence tutorial
+# The non-Go examples: C with clang and wasi-libc, WAT with wabt (make deps).
+CWASM     := clang --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Werror -Wl,--strip-debug -I abi/include
 CONFIG    ?= edgeshard.toml
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
@@ -17,7 +19,7 @@ help: ## list targets
 build: plugins ## build the edgeshard binary and every plugin
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BUILD)/edgeshard ./cmd/edgeshard
 
-plugins: ## build plugins and examples to build/plugins and build/examples
+plugins: ## build plugins and examples to build/plugins and build/examples (c-counter and wat-counter when clang / wat2wasm exist)
 	@mkdir -p $(BUILD)/plugins $(BUILD)/examples
 	@for p in $(PLUGINS); do \
 		if [ -d plugins/$$p ]; then echo "wasm  plugins/$$p"; $(WASMBUILD) -o $(BUILD)/plugins/$$p.wasm ./plugins/$$p || exit 1; fi; \
@@ -25,11 +27,17 @@ plugins: ## build plugins and examples to build/plugins and build/examples
 	@for e in $(EXAMPLES); do \
 		echo "wasm  examples/$$e"; $(WASMBUILD) -ldflags "-X main.version=$(VERSION)" -o $(BUILD)/examples/$$e.wasm ./examples/$$e || exit 1; \
 	done
+	@if command -v clang >/dev/null 2>&1 && command -v wasm-ld >/dev/null 2>&1; then \
+		echo "wasm  examples/c-counter (clang)"; $(CWASM) -o $(BUILD)/examples/c-counter.wasm examples/c-counter/src/counter.c || exit 1; \
+	else echo "skip  examples/c-counter: no clang/wasm-ld for wasm32-wasi (make deps)"; fi
+	@if command -v wat2wasm >/dev/null 2>&1; then \
+		echo "wasm  examples/wat-counter (wat2wasm)"; wat2wasm -o $(BUILD)/examples/wat-counter.wasm examples/wat-counter/counter.wat || exit 1; \
+	else echo "skip  examples/wat-counter: no wat2wasm (make deps)"; fi
 
 run: build ## start the host with the default config (edgeshard.toml)
 	$(BUILD)/edgeshard serve --config $(CONFIG)
 
-deps: ## install the real components tests start (PostgreSQL, Chromium) when missing: apt-get as root, else says what to install
+deps: ## install what tests use when missing (PostgreSQL, Chromium; clang, lld, wasi-libc, wabt for the C and WAT examples): apt-get as root, else says what to install
 	@scripts/deps.sh
 
 test: plugins deps ## build plugins, install test components if missing, run every test (with -race)

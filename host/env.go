@@ -223,20 +223,14 @@ func traced(spec, binding, shard string) bool {
 // Tracing and TraceHostCall implement wasm.Tracer.
 func (a *actor) Tracing() bool { return a.trace }
 
-func (a *actor) TraceHostCall(fn string, params []uint64, result uint64, errMsg string) {
-	ev := a.log.Info().Str("component", "trace").Str("fn", fn)
-	args := make([]int64, len(params))
-	for i, p := range params {
-		args[i] = int64(p)
+// TraceHostCall logs one host call of a traced shard, decoded:
+// `storage_get key="user:alice" → 42 bytes "…"`.
+func (a *actor) TraceHostCall(hc wasm.HostCall) {
+	ev := a.log.Info().Str("component", "trace").Str("fn", hc.Fn).Int64("result", hc.Result)
+	if hc.Result < 0 && hc.Result > -100 {
+		ev = ev.Str("errno", abi.Errno(-hc.Result).Error())
 	}
-	ev = ev.Ints64("args", args).Int64("result", int64(result))
-	if r := int64(result); r < 0 && r > -100 {
-		ev = ev.Str("errno", abi.Errno(-r).Error())
-	}
-	if errMsg != "" {
-		ev = ev.Str("error", errMsg)
-	}
-	ev.Msg("host call")
+	ev.Msg(hc.String())
 }
 
 // guestOutput keeps the tail of what a guest wrote to stdout/stderr, so a

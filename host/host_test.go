@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -313,6 +314,9 @@ func TestTraceLogsHostCalls(t *testing.T) {
 	if strings.Contains(logs, `"shard":"quiet","component":"trace"`) {
 		t.Fatalf("untraced shard was traced:\n%s", logs)
 	}
+	if strings.Contains(logs, `"args":[`) {
+		t.Fatalf("trace shows raw pointers instead of decoded arguments:\n%s", logs)
+	}
 }
 
 func TestIdleShardsAreEvictedAndRestartFromStorage(t *testing.T) {
@@ -330,16 +334,41 @@ func TestIdleShardsAreEvictedAndRestartFromStorage(t *testing.T) {
 	}
 }
 
+// TestTraceShowsDecodedArguments: a traced shard's host calls are logged in
+// keys, values, times and errno names, not pointers — each line's message is
+// the decoded call, with the raw result and the errno name as fields.
 func TestTraceShowsDecodedArguments(t *testing.T) {
+	vc := clock.NewVirtual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	f := start(t, counterConfig(t, func(c *host.Config) {
 		c.Storage = storage.NewMemory()
+		c.Clock = vc
 		c.TraceShard = "COUNTER/named"
 	}))
 	f.call(t, "named", "GET", "/")
-	// i32 arguments are shown as 32-bit values, negative results sign-extended.
+	f.call(t, "named", "POST", "/increment")
+	f.call(t, "named", "POST", "/reset-after?ms=2500")
+	var lines []string
+	for _, l := range f.logs.Lines() {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["component"] == "trace" {
+			lines = append(lines, m["message"].(string))
+		}
+	}
+	for _, want := range []string{
+		`storage_get key="count" → not found`,
+		`storage_put key="count" value=1 byte "1" → ok`,
+		`storage_get key="count" → 1 byte "1"`,
+		`alarm_set at=2026-01-01T00:00:02.500Z → ok`,
+	} {
+		if !slices.Contains(lines, want) {
+			t.Errorf("no trace line %q in:\n%s", want, strings.Join(lines, "\n"))
+		}
+	}
+	// The raw result and the errno name stay as fields: i32 results
+	// sign-extended.
 	logs := f.logs.String()
-	if !strings.Contains(logs, `"fn":"storage_get"`) || !strings.Contains(logs, `"result":-1`) || !strings.Contains(logs, `"errno":"not found"`) {
-		t.Fatalf("trace of a missing key should show result -1:\n%s", logs)
+	if !strings.Contains(logs, `"fn":"storage_get","result":-1,"errno":"not found"`) {
+		t.Fatalf("trace of a missing key should show result -1 and errno not found:\n%s", logs)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -129,26 +128,19 @@ type shardEnv struct{ *actor }
 
 func (e shardEnv) Tracing() bool { return e.ns.h.insp.tracing(e.id, e.trace) }
 
-func (e shardEnv) TraceHostCall(fn string, params []uint64, result uint64, errMsg string) {
-	e.actor.TraceHostCall(fn, params, result, errMsg)
+func (e shardEnv) TraceHostCall(hc wasm.HostCall) {
+	e.actor.TraceHostCall(hc)
 	if !enabled(e.log, zerolog.InfoLevel) {
 		return
 	}
-	var args strings.Builder
-	for i, p := range params {
-		if i > 0 {
-			args.WriteString(", ")
-		}
-		args.WriteString(strconv.FormatInt(int64(p), 10))
+	fields := []abi.Header{{Name: "fn", Value: hc.Fn}, {Name: "result", Value: strconv.FormatInt(hc.Result, 10)}}
+	if hc.Result < 0 && hc.Result > -100 {
+		fields = append(fields, abi.Header{Name: "errno", Value: abi.Errno(-hc.Result).Error()})
 	}
-	fields := []abi.Header{{Name: "fn", Value: fn}, {Name: "args", Value: args.String()}, {Name: "result", Value: strconv.FormatInt(int64(result), 10)}}
-	if r := int64(result); r < 0 && r > -100 {
-		fields = append(fields, abi.Header{Name: "errno", Value: abi.Errno(-r).Error()})
+	if hc.Err != "" {
+		fields = append(fields, abi.Header{Name: "error", Value: hc.Err})
 	}
-	if errMsg != "" {
-		fields = append(fields, abi.Header{Name: "error", Value: errMsg})
-	}
-	e.ns.h.insp.tap.add(e.id, LogLine{Level: "info", Source: "trace", Message: "host call", Fields: fields})
+	e.ns.h.insp.tap.add(e.id, LogLine{Level: "info", Source: "trace", Message: hc.String(), Fields: fields})
 }
 
 func (e shardEnv) Log(level int32, rec abi.LogRecord) {

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs the real components the tests start (a throwaway PostgreSQL;
-# headless Chromium for the inspector's browser test), when they are
-# missing: with apt-get when running as root on Debian, otherwise it says
-# what to install. Under CI=true a component that stays missing fails (a
-# skipped test there would be a test that cannot fail).
+# Installs the real components and tools the tests use, when they are
+# missing: a throwaway PostgreSQL, headless Chromium for the inspector's
+# browser test, and the compilers of the non-Go examples (clang for
+# wasm32-wasi with wasi-libc for examples/c-counter and abi/include, wabt's
+# wat2wasm for examples/wat-counter). With apt-get when running as root on
+# Debian, otherwise it says what to install. Under CI=true a component that
+# stays missing fails (a skipped test there would be a test that cannot
+# fail).
 set -euo pipefail
 
 missing=()
@@ -16,6 +19,12 @@ have_chromium() {
   command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]
 }
 have_chromium || missing+=(chromium)
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
+# clang's wasm32 driver always links compiler-rt's builtins for wasm32.
+compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a" >/dev/null || missing+=(libclang-rt-dev-wasm32)
+[ -e /usr/lib/wasm32-wasi/libc.a ] || [ -e /usr/share/wasi-sysroot/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)
+command -v wat2wasm >/dev/null 2>&1 || missing+=(wabt)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

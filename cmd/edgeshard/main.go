@@ -5,6 +5,7 @@
 //	edgeshard validate [--config F --binding B] FILE     check a module against ABI v1 (and a binding)
 //	edgeshard conformance --plugin FILE.wasm             run a conformance suite against a plugin
 //	edgeshard new NAME [--dir DIR] [--sdk PATH]          scaffold a shard project
+//	edgeshard dev [--dir DIR]                            build, serve, rebuild + hot-swap + rerun the suite on save
 //	edgeshard push --binding NAME FILE.wasm              hot-swap a binding's module (admin API)
 //	edgeshard rollback --binding NAME                    back to the previous module (admin API)
 //	edgeshard status                                     the bindings table (admin API)
@@ -32,6 +33,7 @@ func commands() []command {
 		{"validate", "check a plugin module against ABI v1", runValidate},
 		{"conformance", "run a conformance suite against a plugin module", runConformance},
 		{"new", "scaffold a shard project (go.mod, main.go, conformance suite, Makefile)", runNew},
+		{"dev", "in a shard project: build, serve, and on every save rebuild, hot-swap and rerun the suite", runDev},
 		{"push", "upload a module to a running host and hot-swap it in (admin API)", runPush},
 		{"rollback", "make a binding's previous module version current again (admin API)", runRollback},
 		{"status", "print the bindings of a running host (admin API)", runStatus},

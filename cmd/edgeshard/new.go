@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -52,7 +53,7 @@ func runNew(args []string, stdout, stderr io.Writer) int {
 	parent := flags.String("dir", ".", "create the project in DIR/NAME")
 	sdkFlag := flags.String("sdk", "", "path of an edgeshard checkout, the SDK the project builds against (default $EDGESHARD_SDK, else the checkout around the current directory)")
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard new NAME [--dir DIR] [--sdk PATH]\n\nCreates a shard project: go.mod, main.go (a small storage + alarm shard),\nconformance.json, edgeshard.toml, Makefile (build, test, serve) and README.md.")
+		fmt.Fprintln(stderr, "usage: edgeshard new NAME [--dir DIR] [--sdk PATH]\n\nCreates a shard project: go.mod and go.sum, main.go (a small storage + alarm\nshard), conformance.json and conformance_test.go (the suite from go test),\nedgeshard.toml, Makefile (build, test, test-badger, dev, serve) and README.md.")
 		flags.PrintDefaults()
 	}
 	if err := parseInterspersed(flags, args); err != nil {
@@ -85,12 +86,19 @@ func runNew(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "created %s: %s\n", target, strings.Join(files, ", "))
-	fmt.Fprintf(stdout, "SDK: %s\n\nnext:\n", sdk)
+	fmt.Fprintf(stdout, "SDK: %s\n", sdk)
+	if _, err := exec.LookPath("edgeshard"); err != nil {
+		fmt.Fprintf(stdout, "\nthe edgeshard binary is not on PATH; install it from the SDK:\n")
+		fmt.Fprintf(stdout, "  (cd %s && go install ./cmd/edgeshard)   # into $(go env GOPATH)/bin\n", sdk)
+	}
+	fmt.Fprintf(stdout, "\nnext:\n")
 	fmt.Fprintf(stdout, "  cd %s\n", target)
 	fmt.Fprintf(stdout, "  go mod tidy\n")
-	fmt.Fprintf(stdout, "  make build   # %s.wasm\n", name)
-	fmt.Fprintf(stdout, "  make test    # edgeshard conformance --plugin %s.wasm --suite conformance.json\n", name)
-	fmt.Fprintf(stdout, "  make serve   # then: curl -X POST localhost:8787/do/%s/alice/hit\n", p.Binding)
+	fmt.Fprintf(stdout, "  edgeshard dev   # build, serve on :8787, rebuild + hot-swap + rerun the suite on every save\n")
+	fmt.Fprintf(stdout, "  make build      # %s.wasm\n", name)
+	fmt.Fprintf(stdout, "  make test       # edgeshard conformance --plugin %s.wasm --suite conformance.json\n", name)
+	fmt.Fprintf(stdout, "  go test ./...   # the same suite from Go, on both storage backends\n")
+	fmt.Fprintf(stdout, "  make serve      # then: curl -X POST localhost:8787/do/%s/alice/hit\n", p.Binding)
 	return 0
 }
 
@@ -215,6 +223,14 @@ func scaffold(dir string, p project) ([]string, error) {
 		}
 		out[file] = b
 		files = append(files, file)
+	}
+	// The SDK's go.sum: the hashes of every module the project can need
+	// through it, so `go mod tidy` verifies them without the checksum
+	// database (and works offline with a warm module cache); tidy drops
+	// the lines the project does not use.
+	if sum, err := os.ReadFile(filepath.Join(p.SDKPath, "go.sum")); err == nil {
+		out["go.sum"] = sum
+		files = append(files, "go.sum")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err

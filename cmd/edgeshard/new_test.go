@@ -53,7 +53,7 @@ func TestNewProjectBuildsPassesAndServes(t *testing.T) {
 		t.Fatalf("edgeshard new: exit %d: %s", code, stderr)
 	}
 	t.Logf("edgeshard new:\n%s", out)
-	for _, f := range []string{"go.mod", "main.go", "conformance.json", "Makefile", "README.md", "edgeshard.toml", ".gitignore"} {
+	for _, f := range []string{"go.mod", "go.sum", "main.go", "conformance.json", "conformance_test.go", "Makefile", "README.md", "edgeshard.toml", ".gitignore"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Fatalf("scaffold lacks %s: %v", f, err)
 		}
@@ -64,13 +64,25 @@ func TestNewProjectBuildsPassesAndServes(t *testing.T) {
 			t.Fatalf("go.mod lacks %q:\n%s", want, gomod)
 		}
 	}
-	src := []byte(read(t, dir, "main.go"))
-	if formatted, err := format.Source(src); err != nil || !bytes.Equal(formatted, src) {
-		t.Fatalf("main.go is not gofmt-clean (%v)", err)
+	for _, f := range []string{"main.go", "conformance_test.go"} {
+		src := []byte(read(t, dir, f))
+		if formatted, err := format.Source(src); err != nil || !bytes.Equal(formatted, src) {
+			t.Fatalf("%s is not gofmt-clean (%v)", f, err)
+		}
+	}
+	if !strings.Contains(out, "go install ./cmd/edgeshard") && !strings.Contains(out, "edgeshard dev") {
+		t.Fatalf("edgeshard new does not say how to get the binary or develop:\n%s", out)
+	}
+	if readme := read(t, dir, "README.md"); !strings.Contains(readme, "(cd "+root+" && go install ./cmd/edgeshard)") || !strings.Contains(readme, "edgeshard dev") {
+		t.Fatalf("README.md lacks how to get the edgeshard binary or edgeshard dev:\n%s", readme)
+	}
+	if toml := read(t, dir, "edgeshard.toml"); !strings.Contains(toml, "# sql = \"DB\"") || !strings.Contains(toml, "# [[d1_databases]]") {
+		t.Fatalf("edgeshard.toml lacks the commented SQL binding:\n%s", toml)
 	}
 	const build = "GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o hits-demo.wasm ."
-	if mk := read(t, dir, "Makefile"); !strings.Contains(mk, "\t"+build+"\n") || !strings.Contains(mk, "conformance --plugin hits-demo.wasm --suite conformance.json") {
-		t.Fatalf("Makefile lacks the build or test recipe:\n%s", mk)
+	if mk := read(t, dir, "Makefile"); !strings.Contains(mk, "\t"+build+"\n") || !strings.Contains(mk, "conformance --plugin hits-demo.wasm --suite conformance.json\n") ||
+		!strings.Contains(mk, "conformance --plugin hits-demo.wasm --suite conformance.json --backend badger\n") || !strings.Contains(mk, "\t$(EDGESHARD) dev\n") {
+		t.Fatalf("Makefile lacks the build, test, test-badger or dev recipe:\n%s", mk)
 	}
 
 	// Offline: the only requirement is the replaced SDK.
@@ -89,6 +101,8 @@ func TestNewProjectBuildsPassesAndServes(t *testing.T) {
 			t.Fatalf("the scaffold's suite on %s:\n%s", backend, rep)
 		}
 	}
+	// Its own Go test runs the same suite through conformance.Run.
+	goCmd(t, dir, offline, "test", "-count=1", "./...")
 
 	// Serve it from its directory with its own config, as `make serve` does.
 	t.Chdir(dir)

@@ -266,7 +266,7 @@ func TestInspectorShardsValuesAndLog(t *testing.T) {
 	}
 	fns := map[string]bool{}
 	for _, l := range lg.Lines {
-		if l.Source != "trace" || l.Message != "host call" || l.Seq == 0 || l.Seq > lg.Last {
+		if l.Source != "trace" || !strings.HasPrefix(l.Message, fieldOf(l.Fields, "fn")+" ") || l.Seq == 0 || l.Seq > lg.Last {
 			t.Fatalf("trace line = %+v", l)
 		}
 		for _, fl := range l.Fields {
@@ -479,4 +479,14 @@ func TestInspectorTenThousandShards(t *testing.T) {
 	if slowest > 2*time.Second {
 		t.Fatalf("a page took %v", slowest)
 	}
+}
+
+// fieldOf returns the value of the named field of a log line.
+func fieldOf(fields []admin.LogField, name string) string {
+	for _, f := range fields {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
 }

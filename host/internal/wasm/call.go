@@ -19,11 +19,11 @@ type Store = shardenv.Store
 type Env = shardenv.Env
 
 // Tracer is implemented by an Env that wants every host call reported
-// (edgeshard serve --trace). Tracing reports whether it is on; it is asked
-// once per event.
+// (edgeshard serve --trace), decoded (HostCall). Tracing reports whether it
+// is on; it is asked once per event.
 type Tracer interface {
 	Tracing() bool
-	TraceHostCall(fn string, params []uint64, result uint64, errMsg string)
+	TraceHostCall(hc HostCall)
 }
 
 // EventLimits bound what one event may make the host do through host

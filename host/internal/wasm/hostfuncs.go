@@ -88,6 +88,7 @@ func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
 // crash into a trap of the calling guest.
 func wrap(hf hostFunc) api.GoModuleFunc {
 	fn, name, ptypes, rtypes := hf.fn, hf.name, hf.params, hf.results
+	dec, decoded := tracers[name]
 	return func(ctx context.Context, mod api.Module, stack []uint64) {
 		c := callFrom(ctx)
 		if c == nil || c.env == nil {
@@ -104,20 +105,29 @@ func wrap(hf hostFunc) api.GoModuleFunc {
 					params[i] = uint64(uint32(stack[i])) // the upper half of an i32 slot is garbage
 				}
 			}
+			// Arguments are decoded before the call, as the function reads
+			// them (its result may land on top of them).
+			var args string
+			switch {
+			case !decoded:
+				args = rawArgs(params)
+			case dec.args != nil:
+				args = dec.args(mod.Memory(), params)
+			}
 			c.msgSet = false
 			fn(c, mod, stack)
 			var msg string
 			if c.msgSet {
 				msg = c.errMsg // this call's failure, not an earlier one's
 			}
-			var res uint64
+			var res int64
 			if len(rtypes) > 0 {
-				res = stack[0]
+				res = int64(stack[0])
 				if rtypes[0] == api.ValueTypeI32 {
-					res = uint64(int64(int32(uint32(res))))
+					res = int64(int32(uint32(stack[0])))
 				}
 			}
-			c.tracer.TraceHostCall(name, params, res, msg)
+			c.tracer.TraceHostCall(traceCall(dec, name, c, mod.Memory(), params, args, res, msg))
 		} else {
 			fn(c, mod, stack)
 		}

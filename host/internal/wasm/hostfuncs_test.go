@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmtest"
@@ -420,45 +421,104 @@ func TestHostFunctionsDuringInitAreNotGranted(t *testing.T) {
 // tracingEnv is the fake Env with tracing on: it records every host call.
 type tracingEnv struct {
 	*fakeEnv
-	calls []string
+	calls []HostCall
 }
 
 func (e *tracingEnv) Tracing() bool { return true }
 
-func (e *tracingEnv) TraceHostCall(fn string, params []uint64, result uint64, errMsg string) {
-	e.calls = append(e.calls, fmt.Sprintf("%s%v = %d %q", fn, params, int64(result), errMsg))
-}
+func (e *tracingEnv) TraceHostCall(hc HostCall) { e.calls = append(e.calls, hc) }
 
-// TestHostCallTrace: a traced event reports every host call with its
-// parameters (an i32's upper half cleared), its result (an i32 one
-// sign-extended) and the message of that call's failure, if any (not an
+// TestHostCallTrace: a traced event reports every host call decoded the
+// way the function reads its arguments — keys and values quoted (values
+// clipped to a preview), encoded lists, statements and data points
+// summarised, alarm times in RFC 3339 — with its result (an i32 one
+// sign-extended), the result decoded (a value, a count, "not found", an
+// errno by name) and the message of that call's failure, if any (not an
 // earlier call's, which error_message still answers).
 func TestHostCallTrace(t *testing.T) {
 	d := newHostileDriver(t)
 	env := &tracingEnv{fakeEnv: d.env}
 	d.resetWith(env)
+	long := strings.Repeat("0123456789", 5)
+	d.write(t, offBig, []byte("user:alice"+long))
+	const offLong = offBig + uint64(len("user:alice"))
+	keys := abi.AppendKeys(nil, []string{"k", "missing"})
+	kvs := abi.AppendKVs(nil, []abi.KV{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("22")}})
+	list := abi.AppendListOptions(nil, &abi.ListOptions{HasStartAfter: true, StartAfter: "a", Reverse: true, Limit: 10})
+	stmts, _ := abi.AppendStatements(nil, []abi.Statement{
+		{SQL: "CREATE TABLE IF NOT EXISTS t (\n\tx INTEGER\n)"},
+		{SQL: "INSERT INTO t VALUES (?, ?, ?)", Args: []any{int64(7), "home", []byte{1, 2}}},
+	})
+	point := abi.AppendDataPoint(nil, &abi.DataPoint{Indexes: []string{"home"}, Blobs: [][]byte{[]byte("home")}, Doubles: []float64{2.5}})
+	rec := abi.AppendLogRecord(nil, &abi.LogRecord{Message: "flushed", Fields: []abi.Header{{Name: "page", Value: "home"}}})
+	at := time.Date(2026, 1, 1, 0, 0, 10, 0, time.UTC).UnixMilli()
 	for _, s := range []step{
 		{"put", nil, abi.FnStoragePut, []uint64{offKey, 1, offVal, 1, 0}, 0, ""},
+		{"put a long value unconfirmed", nil, abi.FnStoragePut, []uint64{offBig, 10, offLong, uint64(len(long)), 1}, 0, ""},
 		{"key past memory", nil, abi.FnStorageDelete, []uint64{neg1, 2}, eFault, ""},
 		{"key too large", nil, abi.FnStorageDelete, []uint64{offBig, abi.MaxKeySize + 1}, eTooLarge, ""},
 		{"get", nil, abi.FnStorageGet, []uint64{offKey, 1, buf, 16}, 1, ""},
+		{"get held", nil, abi.FnStorageGet, []uint64{offBig, 10, buf, 8}, int64(len(long)), ""},
+		{"take", nil, abi.FnResultTake, []uint64{buf, 64}, int64(len(long)), ""},
+		{"get absent", nil, abi.FnStorageGet, []uint64{offVar, 1, buf, 16}, eNotFound, ""},
+		{"put multi", kvs, abi.FnStoragePutMulti, []uint64{offData, uint64(len(kvs)), 0}, 0, ""},
+		{"get multi", keys, abi.FnStorageGetMulti, []uint64{offData, uint64(len(keys)), buf, 64}, 14, ""},
+		{"list", list, abi.FnStorageList, []uint64{offData, uint64(len(list)), buf, 64}, 93, ""},
+		{"delete multi", keys, abi.FnStorageDeleteMulti, []uint64{offData, uint64(len(keys))}, 1, ""},
+		{"delete", nil, abi.FnStorageDelete, []uint64{offKey, 1}, 0, ""},
 		{"message", nil, abi.FnErrorMessage, []uint64{buf, 100}, 30, ""},
-		{"alarm", nil, abi.FnAlarmSet, []uint64{math.MaxUint64}, eInvalid, ""},
+		{"alarm out of range", nil, abi.FnAlarmSet, []uint64{math.MaxUint64}, eInvalid, ""},
+		{"alarm", nil, abi.FnAlarmSet, []uint64{uint64(at)}, 0, ""},
+		{"alarm get", nil, abi.FnAlarmGet, nil, at, ""},
+		{"var", nil, abi.FnVarGet, []uint64{offVar, 1, buf, 16}, 3, ""},
+		{"var unset", nil, abi.FnVarGet, []uint64{offKey, 1, buf, 16}, eNotFound, ""},
+		{"log", rec, abi.FnLogWrite, []uint64{2, offData, uint64(len(rec))}, 0, ""},
+		{"sql", stmts, abi.FnSQLExec, []uint64{offData, uint64(len(stmts)), buf, 4096}, 80, ""},
+		{"analytics", point, abi.FnAnalyticsWrite, []uint64{offData, uint64(len(point))}, 0, ""},
+		{"malformed keys", le32(5), abi.FnStorageGetMulti, []uint64{offData, 4, buf, 64}, eInvalid, ""},
 	} {
+		if s.data != nil {
+			d.write(t, offData, s.data)
+		}
 		if got, err := d.call(s.fn, s.args...); err != nil || got != s.want {
 			t.Fatalf("%s: %s%v = %d, %v; want %d", s.name, s.fn, s.args, got, err, s.want)
 		}
 	}
 	want := []string{
-		`storage_put[8192 1 8448 1 0] = 0 ""`,
-		`storage_delete[4294967295 2] = -11 ""`,
-		`storage_delete[65536 2049] = -3 "key of 2049 bytes exceeds 2048"`,
-		`storage_get[8192 1 1024 16] = 1 ""`,
-		`error_message[1024 100] = 30 ""`,
-		`alarm_set[18446744073709551615] = -2 "alarm time -1 ms is outside 1..9223372036854 (2262-04-11)"`,
+		`storage_put key="k" value=1 byte "v" → ok`,
+		`storage_put key="user:alice" value=50 bytes "01234567890123456789012345678901"… unconfirmed → ok`,
+		`storage_delete key=<outside memory: ptr 4294967295, len 2> → memory fault (errno 11)`,
+		`storage_delete key="user:alice01234567890123456789012345678901234567890123456789\x00\x00\x00\x00"… (2049 bytes) → too large (errno 3): key of 2049 bytes exceeds 2048`,
+		`storage_get key="k" → 1 byte "v"`,
+		`storage_get key="user:alice" → 50 bytes "01234567890123456789012345678901"… (held for result_take, cap 8)`,
+		`result_take cap=64 → 50 bytes`,
+		`storage_get key="A" → not found`,
+		`storage_put_multi 2 entries ["a"=1 byte "1" "b"=2 bytes "22"] → ok`,
+		`storage_get_multi 2 keys ["k" "missing"] → 1 found ["k"=1 byte "v"]`,
+		`storage_list startAfter="a" reverse limit=10 → 3 entries ["user:alice"=50 bytes "01234567890123456789012345678901"… "k"=1 byte "v" "b"=2 bytes "22"] (held for result_take, cap 64)`,
+		`storage_delete_multi 2 keys ["k" "missing"] → 1 deleted`,
+		`storage_delete key="k" → absent`,
+		`error_message cap=100 → "key of 2049 bytes exceeds 2048"`,
+		`alarm_set at=-1 ms → invalid argument (errno 2): alarm time -1 ms is outside 1..9223372036854 (2262-04-11)`,
+		`alarm_set at=2026-01-01T00:00:10.000Z → ok`,
+		`alarm_get → 2026-01-01T00:00:10.000Z`,
+		`var_get name="A" → "abc"`,
+		`var_get name="k" → unset`,
+		`log_write warn "flushed" page="home" → ok`,
+		`sql_exec 2 statements: "CREATE TABLE IF NOT EXISTS t ( x INTEGER )"; "INSERT INTO t VALUES (?, ?, ?)" [7 "home" blob(2 bytes)] → 2 results: 1 row, 1 row`,
+		`analytics_write indexes=["home"] blobs=1 (4 bytes) doubles=[2.5] → ok`,
+		`storage_get_multi <malformed Keys, 4 bytes> → invalid argument (errno 2): abi: malformed message`,
 	}
-	if !slices.Equal(env.calls, want) {
-		t.Fatalf("trace:\n%s\nwant\n%s", strings.Join(env.calls, "\n"), strings.Join(want, "\n"))
+	var got []string
+	for _, c := range env.calls {
+		got = append(got, c.String())
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("trace:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// The raw result stays beside the decoded one.
+	if c := env.calls[7]; c.Result != eNotFound || c.Err != "" {
+		t.Fatalf("storage_get of an absent key: %+v", c)
 	}
 }
 
@@ -502,12 +562,17 @@ func FuzzHostFunctions(f *testing.F) {
 	}
 	eng := newTestEngine(f, Config{})
 	d := newDriver(f, eng)
+	// Every call is traced: decoding a trace must survive what the guest
+	// passes as well as the function does.
+	trace := &tracingEnv{fakeEnv: d.env}
+	d.resetWith(trace)
 	whole := func() []byte { b, _ := d.mem().Read(0, d.mem().Size()); return b }
 	f.Fuzz(func(t *testing.T, sel uint8, a0, a1, a2, a3, a4 uint64, data []byte, newEvent bool) {
 		fn := names[int(sel)%len(names)]
 		if newEvent {
-			d.reset()
+			d.resetWith(trace)
 		}
+		trace.calls = trace.calls[:0]
 		if len(data) > 0 && !d.mem().Write(offData, data) {
 			d.mem().Write(offData, data[:memEnd-offData])
 		}
@@ -530,6 +595,9 @@ func FuzzHostFunctions(f *testing.F) {
 		}
 		if got < 0 && (got < -int64(abi.ErrnoMax) || got == -int64(abi.ErrnoDeadline) || got == -int64(abi.ErrnoCanceled)) {
 			t.Fatalf("%s%v = %d: not an ABI v1 errno", fn, args, got)
+		}
+		if len(trace.calls) != 1 || trace.calls[0].Fn != fn || trace.calls[0].Result != got || trace.calls[0].Outcome == "" {
+			t.Fatalf("%s%v = %d traced as %+v", fn, args, got, trace.calls)
 		}
 		// Only a buffer the call names may change.
 		lo, hi, replies := uint64(0), uint64(0), true
