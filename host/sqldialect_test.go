@@ -14,7 +14,7 @@ import (
 type dialectSQL struct{ dialect string }
 
 func (dialectSQL) Batch(context.Context, []abi.Statement) ([]abi.Result, error) { return nil, nil }
-func (d dialectSQL) Dialect() string                                              { return d.dialect }
+func (d dialectSQL) Dialect() string                                            { return d.dialect }
 
 type dialectShard struct{}
 
