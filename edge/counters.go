@@ -14,6 +14,7 @@ import (
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/plugins/proto"
 	"github.com/edgeshard/edgeshard/plugins/proto/counters"
+	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"github.com/gorilla/mux"
 )
 
@@ -204,22 +205,14 @@ func applyLegacy(ctx context.Context, tx *sql.Tx, ds []delta, now time.Time) err
 	return nil
 }
 
-// inTx runs fn in a write transaction (BEGIN IMMEDIATE) bounded to 10 s.
+// inTx runs fn in a write transaction bounded to 10 s: BEGIN IMMEDIATE on
+// SQLite, SERIALIZABLE on PostgreSQL, where a transaction that lost to a
+// concurrent one runs fn again (sqldb.RunTx), so fn must leave no trace
+// outside tx.
 func (a *API) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	tx, err := a.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+	return sqldb.RunTx(ctx, a.db, fn)
 }
 
 func describeDeltas(ds []delta) string {

@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/plugins/proto"
 	"github.com/edgeshard/edgeshard/plugins/proto/events"
+	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"github.com/google/uuid"
 )
 
@@ -444,24 +446,22 @@ func (a *API) enqueueEvents(ctx context.Context, shard int, evs []event, idx []i
 func (a *API) insertEvents(ctx context.Context, evs []event, idx []int) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	tx, err := a.db.BeginTx(ctx, nil)
+	err := sqldb.RunTx(ctx, a.db, func(tx *sql.Tx) error {
+		args := make([]any, 0, events.RowsPerInsert*events.NumFields)
+		for start := 0; start < len(idx); start += events.RowsPerInsert {
+			chunk := idx[start:min(len(idx), start+events.RowsPerInsert)]
+			args = args[:0]
+			for _, i := range chunk {
+				args = evs[i].AppendArgs(args)
+			}
+			if _, err := tx.ExecContext(ctx, events.InsertSQL(len(chunk)), args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("insert runtime events: begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	args := make([]any, 0, events.RowsPerInsert*events.NumFields)
-	for start := 0; start < len(idx); start += events.RowsPerInsert {
-		chunk := idx[start:min(len(idx), start+events.RowsPerInsert)]
-		args = args[:0]
-		for _, i := range chunk {
-			args = evs[i].AppendArgs(args)
-		}
-		if _, err := tx.ExecContext(ctx, events.InsertSQL(len(chunk)), args...); err != nil {
-			return fmt.Errorf("insert runtime events: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("insert runtime events: commit: %w", err)
+		return fmt.Errorf("insert runtime events: %w", err)
 	}
 	return nil
 }

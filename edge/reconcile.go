@@ -77,7 +77,11 @@ func (a *API) ReconcileCounters(ctx context.Context) (Report, error) {
 	skip := func(id string) bool { return skipped[shardOf(id, n)] }
 
 	ranAt := rep.RanAt.UnixMilli()
+	var all []Correction
 	err := a.inTx(ctx, func(tx *sql.Tx) error {
+		// On PostgreSQL a transaction that lost to a concurrent one runs
+		// again: count afresh.
+		rep.Checked, rep.Corrected, rep.Corrections, all = 0, 0, rep.Corrections[:0], all[:0]
 		for i := range counters.Recounts {
 			job := &counters.Recounts[i]
 			fixes, checked, err := a.diff(ctx, tx, job.Table.Name, job.Column, job.SQL(), skip)
@@ -89,6 +93,7 @@ func (a *API) ReconcileCounters(ctx context.Context) (Report, error) {
 				if err := a.correct(ctx, tx, c, ranAt); err != nil {
 					return err
 				}
+				all = append(all, c)
 				rep.Corrected++
 				if len(rep.Corrections) < maxReportedCorrections {
 					rep.Corrections = append(rep.Corrections, c)
@@ -103,6 +108,10 @@ func (a *API) ReconcileCounters(ctx context.Context) (Report, error) {
 		a.log.Error().Err(err).Dur("duration_ms", rep.Duration).Msg("reconcileCounters failed; nothing was changed")
 		return Report{RanAt: rep.RanAt, Duration: rep.Duration, Corrections: []Correction{}, SkippedShards: rep.SkippedShards},
 			fmt.Errorf("reconcile counters: %w", err)
+	}
+	for _, c := range all {
+		a.log.Info().Str("table", c.Table).Str("id", c.ID).Str("column", c.Column).Int64("old", c.Old).Int64("new", c.New).
+			Msg("reconcileCounters corrected a counter")
 	}
 	a.m.reconciles.WithLabelValues("ok").Inc()
 	a.m.corrections.Add(float64(rep.Corrected))
@@ -142,7 +151,8 @@ func (a *API) diff(ctx context.Context, tx *sql.Tx, table, column, query string,
 	return out, checked, nil
 }
 
-// correct sets one counter and records it in counter_reconcile_log.
+// correct sets one counter and records it in counter_reconcile_log (the
+// run logs the corrections once its transaction committed).
 func (a *API) correct(ctx context.Context, tx *sql.Tx, c Correction, ranAt int64) error {
 	q, err := counters.SetSQL(c.Table, c.Column)
 	if err == nil {
@@ -154,8 +164,6 @@ func (a *API) correct(ctx context.Context, tx *sql.Tx, c Correction, ranAt int64
 	if _, err := tx.ExecContext(ctx, counters.LogCorrectionSQL, ranAt, c.Table, c.ID, c.Column, c.Old, c.New); err != nil {
 		return fmt.Errorf("log correction of %s.%s of %s: %w", c.Table, c.Column, c.ID, err)
 	}
-	a.log.Info().Str("table", c.Table).Str("id", c.ID).Str("column", c.Column).Int64("old", c.Old).Int64("new", c.New).
-		Msg("reconcileCounters corrected a counter")
 	return nil
 }
 
