@@ -2,6 +2,8 @@ package conformance
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,7 +53,8 @@ type world struct {
 	clock   *clock.Virtual
 	h       *host.Host
 	ns      *host.Namespace
-	db      *sqldb.DB // nil unless the binding has SQL
+	db      *sqldb.DB    // nil unless the binding has SQL
+	dropSQL func() error // drops the scenario's PostgreSQL schema (Options.SQLURL)
 	sql     *faultySQL
 	rec     *analytics.Recorder
 	logs    *logRecorder
@@ -98,7 +102,11 @@ func newWorld(ctx context.Context, r *runner, sc *Scenario, logf func(string, ..
 	}
 	b := host.Binding{Name: w.binding.name(), ModuleBytes: r.bin, Shards: w.binding.Shards}
 	if w.binding.SQL {
-		w.db, err = sqldb.Open(sqlURL, sqldb.Options{})
+		if r.opts.SQLURL != "" {
+			w.db, w.dropSQL, err = openScenarioSchema(ctx, r.opts.SQLURL)
+		} else {
+			w.db, err = sqldb.Open(sqlURL, sqldb.Options{})
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -147,6 +155,9 @@ func (w *world) close() error {
 	}
 	if w.db != nil {
 		errs = append(errs, w.db.Close())
+	}
+	if w.dropSQL != nil {
+		errs = append(errs, w.dropSQL())
 	}
 	if w.dir != "" {
 		errs = append(errs, os.RemoveAll(w.dir))
@@ -278,6 +289,45 @@ func fmtTime(t time.Time) string {
 	return fmt.Sprintf("%s (start+%s)", t.UTC().Format(time.RFC3339Nano), t.Sub(StartTime()))
 }
 
+// openScenarioSchema creates a schema of its own for a scenario in the
+// PostgreSQL database at url and opens the database with that schema first
+// on its search_path; drop drops the schema and all in it.
+func openScenarioSchema(ctx context.Context, url string) (db *sqldb.DB, drop func() error, err error) {
+	var b [8]byte
+	rand.Read(b[:])
+	name := "edgeshard_conformance_" + hex.EncodeToString(b[:])
+	admin, err := sqldb.Open(url, sqldb.Options{MaxOpenConns: 1})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer admin.Close()
+	if _, err := admin.SQL().ExecContext(ctx, "CREATE SCHEMA "+name); err != nil {
+		return nil, nil, fmt.Errorf("create schema %s: %w", name, err)
+	}
+	drop = func() error {
+		admin, err := sqldb.Open(url, sqldb.Options{MaxOpenConns: 1})
+		if err != nil {
+			return err
+		}
+		defer admin.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := admin.SQL().ExecContext(ctx, "DROP SCHEMA "+name+" CASCADE"); err != nil {
+			return fmt.Errorf("drop schema %s: %w", name, err)
+		}
+		return nil
+	}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	db, err = sqldb.Open(url+sep+"search_path="+name, sqldb.Options{})
+	if err != nil {
+		return nil, nil, errors.Join(err, drop())
+	}
+	return db, drop, nil
+}
+
 // errInjectedSQL is the error SQL calls fail with in sql_fail mode "error".
 var errInjectedSQL = errors.New("conformance: injected SQL failure")
 
@@ -361,6 +411,15 @@ func sortedHeaders(m map[string]string) []abi.Header {
 		out = append(out, abi.Header{Name: n, Value: m[n]})
 	}
 	return out
+}
+
+// Dialect passes on the database's dialect (the reserved var
+// edgeshard.sql_dialect).
+func (f *faultySQL) Dialect() string {
+	if d, ok := f.db.(interface{ Dialect() string }); ok {
+		return d.Dialect()
+	}
+	return ""
 }
 
 var _ host.SQLDB = (*faultySQL)(nil)
