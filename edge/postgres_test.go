@@ -3,6 +3,8 @@ package edge
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/pgtest"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
+	"github.com/rs/zerolog"
 )
 
 // The edge's flows on PostgreSQL: the same plugins, the same statements
@@ -117,5 +120,50 @@ func TestPostgresFlushExactlyOnce(t *testing.T) {
 	}
 	if n := f.scalar(`SELECT COUNT(*) FROM counter_flushes WHERE seq > 0`); n == 0 {
 		t.Fatal("no flush sequence recorded")
+	}
+}
+
+// TestPostgresRateLimitFallbackDecidesLikeTheShard: the SQL fallback on
+// PostgreSQL decides every call of a seeded sequence as the shard would.
+func TestPostgresRateLimitFallbackDecidesLikeTheShard(t *testing.T) {
+	l := &limiter{a: &API{db: openPostgresDB(t).SQL(), log: zerolog.Nop()}}
+	if allowed := runRL(t, newRLGen(7, true), 300, localStores(t, l)); allowed == 0 {
+		t.Fatal("nothing allowed")
+	}
+}
+
+// TestRateLimitSQLFallbackSerialised: concurrent fallback decisions on one
+// bucket never count from the same state, so exactly the limit is allowed
+// — SQLite queues them, PostgreSQL reruns the losers.
+func TestRateLimitSQLFallbackSerialised(t *testing.T) {
+	for name, open := range map[string]func(*testing.T) *sqldb.DB{sqldb.DialectSQLite: openDB, sqldb.DialectPostgres: openPostgresDB} {
+		t.Run(name, func(t *testing.T) {
+			l := &limiter{a: &API{db: open(t).SQL(), log: zerolog.Nop()}}
+			const limit, workers, calls = 50, 16, 8
+			b := bucket{Policy: "user", Key: "user:hot", Limit: Limit{N: limit, Window: time.Minute}}
+			now := time.UnixMilli(1_767_225_630_000)
+			var allowed atomic.Int64
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range calls {
+						sts, err := l.checkSQL(context.Background(), []bucket{b}, now)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if sts[0].Allowed {
+							allowed.Add(1)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if n := allowed.Load(); n != limit {
+				t.Fatalf("%d of %d concurrent calls allowed, want the limit, %d", n, workers*calls, limit)
+			}
+		})
 	}
 }
