@@ -131,7 +131,10 @@ func redactURL(u string) string {
 type AnalyticsDataset struct {
 	Binding string `toml:"binding"`
 	Dataset string `toml:"dataset"`
-	URL     string `toml:"url"` // sqlite://… where points are stored
+	URL     string `toml:"url"` // sqlite://… or postgres://… where points are stored
+	// PasswordEnv and Password are as in D1Database, for a postgres:// URL.
+	PasswordEnv string `toml:"password_env"`
+	Password    string `toml:"-"`
 }
 
 // Defaults returns the settings used where the file is silent.
@@ -299,6 +302,11 @@ func (f *File) ApplyEnv(lookup func(string) (string, bool)) {
 			d.Password, _ = lookup(d.PasswordEnv)
 		}
 	}
+	for i := range f.Analytics {
+		if a := &f.Analytics[i]; a.PasswordEnv != "" {
+			a.Password, _ = lookup(a.PasswordEnv)
+		}
+	}
 }
 
 // Validate checks the whole file and reports every problem at once.
@@ -406,8 +414,15 @@ func (f *File) Validate() error {
 		case ae[a.Binding]:
 			bad("analytics_engine_datasets[%d]: binding %q declared twice", i, a.Binding)
 		}
-		if a.URL != "" && !strings.HasPrefix(a.URL, "sqlite://") {
-			bad("analytics_engine_datasets[%d] (%s): url = %q: want sqlite://PATH", i, a.Binding, a.URL)
+		pg := strings.HasPrefix(a.URL, "postgres://") || strings.HasPrefix(a.URL, "postgresql://")
+		if a.URL != "" && !pg && !strings.HasPrefix(a.URL, "sqlite://") {
+			bad("analytics_engine_datasets[%d] (%s): url = %q: want sqlite://PATH or postgres://user@host:5432/db", i, a.Binding, redactURL(a.URL))
+		}
+		switch {
+		case a.PasswordEnv != "" && !pg:
+			bad("analytics_engine_datasets[%d] (%s): password_env applies to PostgreSQL only", i, a.Binding)
+		case a.PasswordEnv != "" && a.Password == "":
+			bad("analytics_engine_datasets[%d] (%s): password_env = %q: the environment variable is not set", i, a.Binding, a.PasswordEnv)
 		}
 		ae[a.Binding] = true
 	}

@@ -62,6 +62,11 @@ binding = "LOCAL"
 url = "sqlite://./data/d1.db"
 synchronous = "normal"
 max_conns = 2
+
+[[analytics_engine_datasets]]
+binding = "AE"
+url = "postgresql://edge@db.internal/analytics?sslmode=verify-full"
+password_env = "PGPASSWORD_DB"
 `), "t.toml")
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +81,9 @@ max_conns = 2
 	}
 	if f.D1Databases[1].IsPostgres() {
 		t.Fatal("sqlite entry taken for postgres")
+	}
+	if f.Analytics[0].Password != "s3cret" {
+		t.Fatal("analytics password_env not read")
 	}
 
 	for _, tc := range []struct{ text, want string }{

@@ -62,7 +62,7 @@ func (d *databases) Start(context.Context) error {
 		if url == "" {
 			url = "sqlite://" + filepath.Join(d.cfg.DataDir, "analytics.db")
 		}
-		sink, err := analytics.OpenSQLite(url, analytics.SinkOptions{})
+		sink, err := analytics.OpenSQLite(url, analytics.SinkOptions{SQL: sqldb.Options{Password: a.Password}})
 		if err != nil {
 			return errors.Join(fmt.Errorf("analytics dataset %s: %w", a.Binding, err), d.close())
 		}

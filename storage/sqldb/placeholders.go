@@ -9,8 +9,9 @@ import (
 // PostgreSQL's: ? and ?NNN become $N, numbered as SQLite numbers them (a
 // bare ? takes one more than the largest number so far; ?NNN reuses NNN).
 // Quoted strings ('…', E'…', $tag$…$tag$), quoted identifiers and comments
-// (nested /* */ too) are left alone. A statement without arguments is
-// returned unchanged (a migration's text, which may use ? operators).
+// (nested /* */ too) are left alone. A statement run without arguments is
+// returned unchanged (a migration's text, which may use ? operators); one
+// being prepared (rewritePrepared) is rewritten, without casts.
 //
 // When args are given, a placeholder whose argument is an int64, a float64
 // or a []byte gets a cast, $N::bigint, $N::float8 or $N::bytea: the value
@@ -23,7 +24,18 @@ import (
 // PostgreSQL operators spelt with ? (jsonb ?, ?| and ?&; geometric ?-, ?#…)
 // cannot be written: use their functions (jsonb_exists…).
 func rewrite(q string, args []any) (string, error) {
-	if len(args) == 0 || strings.IndexByte(q, '?') < 0 {
+	if len(args) == 0 {
+		return q, nil
+	}
+	return rewriteArgs(q, args)
+}
+
+// rewritePrepared rewrites a statement prepared before its arguments are
+// known: PostgreSQL infers each parameter's type from its context.
+func rewritePrepared(q string) (string, error) { return rewriteArgs(q, nil) }
+
+func rewriteArgs(q string, args []any) (string, error) {
+	if strings.IndexByte(q, '?') < 0 {
 		return q, nil
 	}
 	var b strings.Builder

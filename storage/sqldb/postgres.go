@@ -93,7 +93,7 @@ func (c *pgConn) Prepare(query string) (driver.Stmt, error) {
 }
 
 func (c *pgConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	q, err := rewrite(query, nil)
+	q, err := rewritePrepared(query)
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,9 @@ func TestRewrite(t *testing.T) {
 			t.Errorf("rewrite(%q) = %q, %v; want %q", tc.sql, got, err, tc.want)
 		}
 	}
+	if got, err := rewritePrepared("SELECT ?, ?5, '?'"); err != nil || got != "SELECT $1, $5, '?'" {
+		t.Errorf("rewritePrepared = %q, %v", got, err)
+	}
 	if _, err := rewrite("SELECT ?0", []any{"a"}); !errors.Is(err, ErrInvalidArg) {
 		t.Errorf("?0: %v", err)
 	}
@@ -146,6 +149,15 @@ func TestSQLPoolPlaceholders(t *testing.T) {
 		}
 		if n != 4 || m != 15 || s != "x" {
 			t.Errorf("got %d %d %q", n, m, s)
+		}
+		// Prepared before its arguments are known, too.
+		stmt, err := db.SQL().Prepare("SELECT ? || ?")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stmt.Close()
+		if err := stmt.QueryRow("a", "b").Scan(&s); err != nil || s != "ab" {
+			t.Errorf("prepared: %q, %v", s, err)
 		}
 	})
 }
