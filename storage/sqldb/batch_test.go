@@ -372,7 +372,11 @@ func BenchmarkFlushEvents(b *testing.B) {
 			if par > 1 {
 				name = fmt.Sprintf("%s/parallel%d", be.name, par)
 			}
-			b.Run(name, func(b *testing.B) { benchmarkFlushEvents(b, be.open(b, Options{MaxOpenConns: par}), par) })
+			// SQLite's 8 writers queue for its lock; on a busy machine
+			// the default 5 s busy timeout is not always enough.
+			b.Run(name, func(b *testing.B) {
+				benchmarkFlushEvents(b, be.open(b, Options{MaxOpenConns: par, BusyTimeout: time.Minute}), par)
+			})
 		}
 	}
 }
