@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"io"
 	"math"
+	"net"
+	neturl "net/url"
 	"reflect"
 	"strings"
 	"sync"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/internal/pgtest"
 )
 
 func TestRewrite(t *testing.T) {
@@ -213,4 +217,123 @@ func TestRunTx(t *testing.T) {
 			t.Fatalf("n = %v after a failed Tx", n)
 		}
 	})
+}
+
+// delayProxy forwards TCP connections to target, holding every chunk the
+// server sends for delay (the client's writes pass at once): a database
+// one round trip of delay away.
+func delayProxy(t *testing.T, target string, delay time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var conns []net.Conn
+	var mu sync.Mutex
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, s)
+			mu.Unlock()
+			type chunk struct {
+				b  []byte
+				at time.Time
+			}
+			ch := make(chan chunk, 1024)
+			wg.Add(3)
+			go func() { defer wg.Done(); io.Copy(s, c); s.Close() }()
+			go func() {
+				defer wg.Done()
+				defer close(ch)
+				for {
+					b := make([]byte, 64<<10)
+					n, err := s.Read(b)
+					if n > 0 {
+						ch <- chunk{b[:n], time.Now().Add(delay)}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				for k := range ch {
+					time.Sleep(time.Until(k.at))
+					if _, err := c.Write(k.b); err != nil {
+						break
+					}
+				}
+				c.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestPostgresBatchOneRoundTrip: a batch costs one round trip to the
+// server however many statements it has (BEGIN, the statements and COMMIT
+// are pipelined), where a transaction sent statement by statement costs
+// one per statement — what a POP far from its database pays per flush.
+func TestPostgresBatchOneRoundTrip(t *testing.T) {
+	const rtt = 100 * time.Millisecond
+	u, err := neturl.Parse(pgtest.DB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = delayProxy(t, u.Host, rtt)
+	db, err := Open(u.String(), Options{MaxOpenConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	batch(t, db, st("CREATE TABLE e (id BIGINT PRIMARY KEY, v TEXT)"))
+	stmts := make([]abi.Statement, 10)
+	for i := range stmts {
+		stmts[i] = st("INSERT INTO e VALUES (?, ?) ON CONFLICT (id) DO NOTHING", int64(i), "x")
+	}
+	start := time.Now()
+	if _, err := db.Batch(ctx, stmts); err != nil {
+		t.Fatal(err)
+	}
+	pipelined := time.Since(start)
+	start = time.Now()
+	err = db.Tx(ctx, func(tx *sql.Tx) error {
+		for _, s := range stmts {
+			if _, err := tx.ExecContext(ctx, s.SQL, s.Args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oneByOne := time.Since(start)
+	t.Logf("10 statements at %v a round trip: batch %v, statement by statement %v", rtt, pipelined.Round(time.Millisecond), oneByOne.Round(time.Millisecond))
+	if pipelined >= 3*rtt || oneByOne < 10*rtt {
+		t.Fatalf("batch took %v (want about one round trip, %v); statement by statement %v", pipelined, rtt, oneByOne)
+	}
 }
