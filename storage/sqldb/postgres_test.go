@@ -111,6 +111,14 @@ func TestPostgresSettings(t *testing.T) {
 	if n := db.SQL().Stats().MaxOpenConnections; n != 3 {
 		t.Errorf("pool size %d, want 3", n)
 	}
+	// Migrate lifts statement_timeout on its connection, and puts it back.
+	one := openPG(t, Options{StatementTimeout: 1500 * time.Millisecond, MaxOpenConns: 1})
+	if _, err := one.Migrate(context.Background(), testMigrations(t)); err != nil {
+		t.Fatal(err)
+	}
+	if v := batch(t, one, st("SELECT current_setting('statement_timeout')"))[0].Rows[0][0]; v != "1500ms" {
+		t.Errorf("statement_timeout after Migrate: %v", v)
+	}
 
 	short := openPG(t, Options{StatementTimeout: 50 * time.Millisecond})
 	_, err := short.Batch(context.Background(), []abi.Statement{st("SELECT 1"), st("SELECT pg_sleep(1)")})
