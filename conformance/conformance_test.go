@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/edgeshard/edgeshard/conformance"
+	"github.com/edgeshard/edgeshard/internal/pgtest"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
@@ -88,6 +89,26 @@ func TestPluginSuites(t *testing.T) {
 				t.Parallel()
 				conformance.Run(t, wasm, filepath.Join(dir, "conformance.json"), opts(conformance.BackendBadger))
 			})
+		})
+	}
+}
+
+// TestPostgresSuites runs the pipeline plugins' suites and the ledger's
+// with their SQL on PostgreSQL (Options.SQLURL; a schema per scenario in
+// one fresh database), the same module and scenarios as on SQLite.
+func TestPostgresSuites(t *testing.T) {
+	t.Parallel()
+	url := pgtest.DB(t)
+	for _, name := range []string{"ratelimit", "runtimeevents", "counters", "ledger"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			pkg, suite := "plugins/"+name, repoPath(filepath.Join("plugins", name, "conformance.json"))
+			if name == "ledger" {
+				pkg, suite = "conformance/testdata/ledger", "testdata/ledger.json"
+			}
+			o := opts(conformance.BackendMemory)
+			o.SQLURL = url
+			conformance.Run(t, testutil.Plugin(t, pkg), suite, o)
 		})
 	}
 }

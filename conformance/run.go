@@ -41,8 +41,14 @@ type Options struct {
 	// Logf must then be safe for concurrent use.
 	Parallel bool
 	// Schema is applied to a scenario's SQL database before it starts (the
-	// edge API's plugins need edge/schema's tables); none when empty.
+	// edge API's plugins need edge/schema's tables); none when empty. The
+	// migrations of the database's dialect are applied (sqldb.ForDialect).
 	Schema []sqldb.Migration
+	// SQLURL, when set, is a PostgreSQL database (postgres://…) that holds
+	// the scenarios' SQL instead of SQLite: each scenario gets a schema of
+	// its own in it (its connections' search_path), dropped afterwards, so
+	// scenarios stay apart and may run in parallel.
+	SQLURL string
 }
 
 // stepTimeout bounds one step (a repeat bounds each repetition).
@@ -71,6 +77,9 @@ func newRunner(wasmPath string, s *Suite, opts Options) (*runner, error) {
 	case "", BackendMemory, BackendBadger:
 	default:
 		return nil, fmt.Errorf("unknown backend %q: want %q or %q", opts.Backend, BackendMemory, BackendBadger)
+	}
+	if opts.SQLURL != "" && !sqldb.IsPostgresURL(opts.SQLURL) {
+		return nil, fmt.Errorf("SQL URL %q: want a PostgreSQL database, postgres://…", sqldb.Redact(opts.SQLURL))
 	}
 	bin, err := os.ReadFile(wasmPath)
 	if err != nil {
@@ -487,32 +496,19 @@ func (w *world) expectSQL(ctx context.Context, e *ExpectSQL) *Failure {
 	for i, a := range e.Args {
 		args[i], _ = sqlArg(a) // checked by Validate
 	}
-	rows, err := w.db.SQL().QueryContext(ctx, e.Query, args...)
+	// The query runs as a plugin's would, through the binding: the same
+	// placeholders and values on SQLite and PostgreSQL.
+	rs, err := w.db.Batch(ctx, []abi.Statement{{SQL: e.Query, Args: args}})
 	if err != nil {
 		return &Failure{Message: "query failed: " + err.Error(), Expected: show(e.Rows)}
 	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return &Failure{Message: "query failed: " + err.Error()}
-	}
+	cols := rs[0].Columns
 	got := [][]any{}
-	for rows.Next() {
-		row := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range row {
-			ptrs[i] = &row[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return &Failure{Message: "scan row: " + err.Error()}
-		}
+	for _, row := range rs[0].Rows {
 		for i := range row {
 			row[i] = sqlValue(row[i])
 		}
 		got = append(got, row)
-	}
-	if err := rows.Err(); err != nil {
-		return &Failure{Message: "query failed: " + err.Error()}
 	}
 	if d := rowsDiff(e.Rows, got); d != "" {
 		return &Failure{Message: d, Expected: "rows " + show(e.Rows), Got: "rows " + show(got),

@@ -2,11 +2,14 @@ package conformance
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,7 +52,9 @@ type world struct {
 	clock   *clock.Virtual
 	h       *host.Host
 	ns      *host.Namespace
-	db      *sqldb.DB // nil unless the binding has SQL
+	db      *sqldb.DB    // nil unless the binding has SQL
+	pgDB    *sqldb.DB    // the scenario's PostgreSQL schema (Options.SQLURL), closed at close
+	dropSQL func() error // drops it
 	sql     *faultySQL
 	rec     *analytics.Recorder
 	logs    logRecorder
@@ -92,8 +97,16 @@ func newWorld(ctx context.Context, r *runner, sc *Scenario, logf func(string, ..
 	}
 	b := host.Binding{Name: w.binding.name(), ModuleBytes: r.bin, Shards: w.binding.Shards}
 	if w.binding.SQL {
-		opts = append(opts, harness.SQL(harness.Database{Name: sqlBindingName, Schema: r.opts.Schema,
-			Wrap: func(db host.SQLDB) host.SQLDB { w.sql = &faultySQL{db: db}; return w.sql }}))
+		d := harness.Database{Name: sqlBindingName, Schema: r.opts.Schema,
+			Wrap: func(db host.SQLDB) host.SQLDB { w.sql = &faultySQL{db: db}; return w.sql }}
+		if r.opts.SQLURL != "" {
+			// A PostgreSQL schema of its own for the scenario, dropped at close.
+			if d.DB, w.dropSQL, err = openScenarioSchema(ctx, r.opts.SQLURL); err != nil {
+				return nil, err
+			}
+			w.pgDB = d.DB
+		}
+		opts = append(opts, harness.SQL(d))
 		b.SQL = sqlBindingName
 	}
 	if w.binding.Analytics {
@@ -101,6 +114,10 @@ func newWorld(ctx context.Context, r *runner, sc *Scenario, logf func(string, ..
 		b.Analytics = analyticsBindingName
 	}
 	if w.env, err = harness.Start(append(opts, harness.Bindings(b))...); err != nil {
+		if w.pgDB != nil {
+			w.pgDB.Close()
+			w.dropSQL()
+		}
 		return nil, fmt.Errorf("start host: %w", err)
 	}
 	w.h, w.clock, w.db, w.logs = w.env.Host, w.env.Clock, w.env.DB, logRecorder{w.env.Logs}
@@ -113,7 +130,16 @@ func newWorld(ctx context.Context, r *runner, sc *Scenario, logf func(string, ..
 }
 
 // close stops the host and removes what the world created.
-func (w *world) close() error { return w.env.Close() }
+func (w *world) close() error {
+	errs := []error{w.env.Close()}
+	if w.pgDB != nil {
+		errs = append(errs, w.pgDB.Close())
+	}
+	if w.dropSQL != nil {
+		errs = append(errs, w.dropSQL())
+	}
+	return errors.Join(errs...)
+}
 
 // shard returns the shard key routes to, remembering per-name shards so
 // alarms on them are waited for.
@@ -239,6 +265,45 @@ func fmtTime(t time.Time) string {
 	return fmt.Sprintf("%s (start+%s)", t.UTC().Format(time.RFC3339Nano), t.Sub(StartTime()))
 }
 
+// openScenarioSchema creates a schema of its own for a scenario in the
+// PostgreSQL database at url and opens the database with that schema first
+// on its search_path; drop drops the schema and all in it.
+func openScenarioSchema(ctx context.Context, url string) (db *sqldb.DB, drop func() error, err error) {
+	var b [8]byte
+	rand.Read(b[:])
+	name := "edgeshard_conformance_" + hex.EncodeToString(b[:])
+	admin, err := sqldb.Open(url, sqldb.Options{MaxOpenConns: 1})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer admin.Close()
+	if _, err := admin.SQL().ExecContext(ctx, "CREATE SCHEMA "+name); err != nil {
+		return nil, nil, fmt.Errorf("create schema %s: %w", name, err)
+	}
+	drop = func() error {
+		admin, err := sqldb.Open(url, sqldb.Options{MaxOpenConns: 1})
+		if err != nil {
+			return err
+		}
+		defer admin.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := admin.SQL().ExecContext(ctx, "DROP SCHEMA "+name+" CASCADE"); err != nil {
+			return fmt.Errorf("drop schema %s: %w", name, err)
+		}
+		return nil
+	}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	db, err = sqldb.Open(url+sep+"search_path="+name, sqldb.Options{})
+	if err != nil {
+		return nil, nil, errors.Join(err, drop())
+	}
+	return db, drop, nil
+}
+
 // errInjectedSQL is the error SQL calls fail with in sql_fail mode "error".
 var errInjectedSQL = errors.New("conformance: injected SQL failure")
 
@@ -322,6 +387,15 @@ func sortedHeaders(m map[string]string) []abi.Header {
 		out = append(out, abi.Header{Name: n, Value: m[n]})
 	}
 	return out
+}
+
+// Dialect passes on the database's dialect (the reserved var
+// edgeshard.sql_dialect).
+func (f *faultySQL) Dialect() string {
+	if d, ok := f.db.(interface{ Dialect() string }); ok {
+		return d.Dialect()
+	}
+	return ""
 }
 
 var _ host.SQLDB = (*faultySQL)(nil)

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/plugins/proto"
 	"github.com/edgeshard/edgeshard/plugins/proto/counters"
+	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"github.com/gorilla/mux"
 )
 
@@ -206,26 +207,18 @@ func applyLegacy(ctx context.Context, tx *sql.Tx, ds []delta, now time.Time) err
 	return nil
 }
 
-// inTx runs fn in a write transaction (BEGIN IMMEDIATE) under the SQL
-// circuit breaker and the request's SQL budget (sqlguard.go).
+// inTx runs fn in a write transaction under the SQL circuit breaker and
+// the request's SQL budget (sqlguard.go).
 func (a *API) inTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	return a.guarded(ctx, func(ctx context.Context) error { return a.tx(ctx, fn) })
 }
 
-// tx runs fn in a write transaction bounded by ctx alone.
+// tx runs fn in a write transaction bounded by ctx alone: BEGIN IMMEDIATE
+// on SQLite, SERIALIZABLE on PostgreSQL, where a transaction that lost to a
+// concurrent one runs fn again (sqldb.RunTx), so fn must leave no trace
+// outside tx.
 func (a *API) tx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	tx, err := a.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if err := fn(ctx, tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+	return sqldb.RunTx(ctx, a.db, func(tx *sql.Tx) error { return fn(ctx, tx) })
 }
 
 func describeDeltas(ds []delta) string {

@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/plugins/proto"
 	"github.com/edgeshard/edgeshard/plugins/proto/events"
+
 	"github.com/google/uuid"
 )
 
@@ -483,12 +485,7 @@ func (a *API) enqueueEvents(ctx context.Context, shard int, evs []event, idx []i
 // insertEvents writes events idx to runtime_events in one transaction,
 // ON CONFLICT(id) DO NOTHING (a shard flush may write the same ids).
 func (a *API) insertEvents(ctx context.Context, evs []event, idx []int) error {
-	return a.guarded(ctx, func(ctx context.Context) error {
-		tx, err := a.db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("insert runtime events: begin: %w", err)
-		}
-		defer func() { _ = tx.Rollback() }()
+	err := a.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		args := make([]any, 0, events.RowsPerInsert*events.NumFields)
 		for start := 0; start < len(idx); start += events.RowsPerInsert {
 			chunk := idx[start:min(len(idx), start+events.RowsPerInsert)]
@@ -497,12 +494,13 @@ func (a *API) insertEvents(ctx context.Context, evs []event, idx []int) error {
 				args = evs[i].AppendArgs(args)
 			}
 			if _, err := tx.ExecContext(ctx, events.InsertSQL(len(chunk)), args...); err != nil {
-				return fmt.Errorf("insert runtime events: %w", err)
+				return err
 			}
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("insert runtime events: commit: %w", err)
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("insert runtime events: %w", err)
+	}
+	return nil
 }

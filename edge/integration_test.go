@@ -49,6 +49,8 @@ type envOpts struct {
 	storage storage.Backend
 	// sink replaces the analytics recorder (which keeps every point).
 	sink host.AnalyticsSink
+	// db opens the database (default openDB: a migrated SQLite file).
+	db func(*testing.T) *sqldb.DB
 }
 
 func startReal(t *testing.T, o envOpts) *realEnv {
@@ -56,7 +58,10 @@ func startReal(t *testing.T, o envOpts) *realEnv {
 	if testing.Short() {
 		t.Skip("integration test: builds and runs the plugins")
 	}
-	e := &realEnv{db: openDB(t), ae: &analytics.Recorder{}}
+	if o.db == nil {
+		o.db = openDB
+	}
+	e := &realEnv{db: o.db(t), ae: &analytics.Recorder{}}
 	sink := host.AnalyticsSink(e.ae)
 	if o.sink != nil {
 		sink = o.sink

@@ -207,48 +207,45 @@ func (l *limiter) checkShard(ctx context.Context, shard int, bs []bucket) ([]buc
 
 // checkSQL checks and counts bs in proxy_rate_limits in one transaction,
 // as the shard would: read every bucket's state (its two newest windows),
-// ratelimit.Decide, and only if all allow, store the counted windows.
-func (l *limiter) checkSQL(ctx context.Context, bs []bucket, at time.Time) (out []bucketState, err error) {
-	err = l.a.guarded(ctx, func(ctx context.Context) error {
-		out, err = l.checkSQLTx(ctx, bs, at)
-		return err
-	})
-	return out, err
-}
-
-func (l *limiter) checkSQLTx(ctx context.Context, bs []bucket, at time.Time) ([]bucketState, error) {
+// ratelimit.Decide, and only if all allow, store the counted windows. The
+// transaction is serialised (sqldb.RunTx: BEGIN IMMEDIATE on SQLite,
+// SERIALIZABLE on PostgreSQL, where one that lost to a concurrent decision
+// decides again), so two decisions never count from the same state. It
+// runs under the SQL circuit breaker and the request's budget (sqlguard.go).
+func (l *limiter) checkSQL(ctx context.Context, bs []bucket, at time.Time) ([]bucketState, error) {
 	now := at.UnixMilli()
-	tx, err := l.a.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE (sqldb): decisions are serialised
-	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	rbs := localBuckets(bs)
-	var rows []ratelimit.Row
-	for i := range rbs {
-		rows, err = readWindows(ctx, tx, rbs[i].Key, rows[:0])
-		if err != nil {
-			return nil, err
+	var out []bucketState
+	err := l.a.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		rbs := localBuckets(bs)
+		var rows []ratelimit.Row
+		var err error
+		for i := range rbs {
+			rows, err = readWindows(ctx, tx, rbs[i].Key, rows[:0])
+			if err != nil {
+				return err
+			}
+			rbs[i].Stored, rbs[i].Exists = ratelimit.StateFromRows(rows)
 		}
-		rbs[i].Stored, rbs[i].Exists = ratelimit.StateFromRows(rows)
-	}
-	out, all := decideLocal(bs, rbs, now)
-	if !all {
-		return out, tx.Commit()
-	}
-	for i := range rbs {
-		b := &rbs[i]
-		if b.Fresh && b.Exists {
-			if _, err := tx.ExecContext(ctx, ratelimit.SQLReset, b.Key); err != nil {
-				return nil, fmt.Errorf("reset %s: %w", b.Key, err)
+		var all bool
+		out, all = decideLocal(bs, rbs, now)
+		if !all {
+			return nil
+		}
+		for i := range rbs {
+			b := &rbs[i]
+			if b.Fresh && b.Exists {
+				if _, err := tx.ExecContext(ctx, ratelimit.SQLReset, b.Key); err != nil {
+					return fmt.Errorf("reset %s: %w", b.Key, err)
+				}
+			}
+			if _, err := tx.ExecContext(ctx, ratelimit.SQLStore, b.StoreArgs()...); err != nil {
+				return fmt.Errorf("count %s: %w", b.Key, err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, ratelimit.SQLStore, b.StoreArgs()...); err != nil {
-			return nil, fmt.Errorf("count %s: %w", b.Key, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -83,7 +83,11 @@ func (a *API) ReconcileCounters(ctx context.Context) (Report, error) {
 	// A job, not a request: its own bound, outside the request budget.
 	tctx, cancel := context.WithTimeout(ctx, reconcileSQLTimeout)
 	defer cancel()
+	var all []Correction
 	err := a.tx(tctx, func(ctx context.Context, tx *sql.Tx) error {
+		// On PostgreSQL a transaction that lost to a concurrent one runs
+		// again: count afresh.
+		rep.Checked, rep.Corrected, rep.Corrections, all = 0, 0, rep.Corrections[:0], all[:0]
 		for i := range counters.Recounts {
 			job := &counters.Recounts[i]
 			fixes, checked, err := a.diff(ctx, tx, job.Table.Name, job.Column, job.SQL(), skip)
@@ -95,6 +99,7 @@ func (a *API) ReconcileCounters(ctx context.Context) (Report, error) {
 				if err := a.correct(ctx, tx, c, ranAt); err != nil {
 					return err
 				}
+				all = append(all, c)
 				rep.Corrected++
 				if len(rep.Corrections) < maxReportedCorrections {
 					rep.Corrections = append(rep.Corrections, c)
@@ -109,6 +114,10 @@ func (a *API) ReconcileCounters(ctx context.Context) (Report, error) {
 		a.log.Error().Err(err).Dur("duration_ms", rep.Duration).Msg("reconcileCounters failed; nothing was changed")
 		return Report{RanAt: rep.RanAt, Duration: rep.Duration, Corrections: []Correction{}, SkippedShards: rep.SkippedShards},
 			fmt.Errorf("reconcile counters: %w", err)
+	}
+	for _, c := range all {
+		a.log.Info().Str("table", c.Table).Str("id", c.ID).Str("column", c.Column).Int64("old", c.Old).Int64("new", c.New).
+			Msg("reconcileCounters corrected a counter")
 	}
 	a.m.reconciles.WithLabelValues("ok").Inc()
 	a.m.corrections.Add(float64(rep.Corrected))
@@ -148,7 +157,8 @@ func (a *API) diff(ctx context.Context, tx *sql.Tx, table, column, query string,
 	return out, checked, nil
 }
 
-// correct sets one counter and records it in counter_reconcile_log.
+// correct sets one counter and records it in counter_reconcile_log (the
+// run logs the corrections once its transaction committed).
 func (a *API) correct(ctx context.Context, tx *sql.Tx, c Correction, ranAt int64) error {
 	q, err := counters.SetSQL(c.Table, c.Column)
 	if err == nil {
@@ -160,8 +170,6 @@ func (a *API) correct(ctx context.Context, tx *sql.Tx, c Correction, ranAt int64
 	if _, err := tx.ExecContext(ctx, counters.LogCorrectionSQL, ranAt, c.Table, c.ID, c.Column, c.Old, c.New); err != nil {
 		return fmt.Errorf("log correction of %s.%s of %s: %w", c.Table, c.Column, c.ID, err)
 	}
-	a.log.Info().Str("table", c.Table).Str("id", c.ID).Str("column", c.Column).Int64("old", c.Old).Int64("new", c.New).
-		Msg("reconcileCounters corrected a counter")
 	return nil
 }
 

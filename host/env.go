@@ -81,9 +81,20 @@ func (a *actor) DeleteAlarm() error {
 // "<binding>/<shard>" (in fetch and alarm events alike).
 const VarShardName = "edgeshard.shard"
 
+// VarSQLDialect is a reserved var that answers the dialect of the SQL
+// database bound to the asking shard's namespace, "sqlite" or "postgres"
+// (unset without a SQL binding, or when the binding does not say).
+const VarSQLDialect = "edgeshard.sql_dialect"
+
 func (a *actor) Var(name string) (string, bool) {
-	if name == VarShardName {
+	switch name {
+	case VarShardName:
 		return a.id.String(), true
+	case VarSQLDialect:
+		if d, ok := a.ns.sql.(interface{ Dialect() string }); ok {
+			return d.Dialect(), true
+		}
+		return "", false
 	}
 	v, ok := a.ns.h.cfg.Vars[name]
 	return v, ok

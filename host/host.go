@@ -23,7 +23,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// SQLDB is the SQL ("D1") binding: a batch runs in one transaction.
+// SQLDB is the SQL ("D1") binding: a batch runs in one transaction. One
+// that also has a method Dialect() string (sqldb.DB: "sqlite" or
+// "postgres") tells its guests through the reserved var
+// edgeshard.sql_dialect (VarSQLDialect).
 type SQLDB interface {
 	Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error)
 }

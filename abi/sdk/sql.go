@@ -15,6 +15,15 @@ type DB struct{}
 // SQL returns the SQL binding.
 func SQL() DB { return DB{} }
 
+// Dialect returns the dialect of the bound database, "sqlite" or
+// "postgres" (the reserved var "edgeshard.sql_dialect"), or "" without a
+// SQL binding. Statements written in SQL both dialects accept, with ? or
+// ?NNN placeholders, need not ask (ABI.md, "SQL dialects").
+func (DB) Dialect() string {
+	v, _ := Var("edgeshard.sql_dialect")
+	return v
+}
+
 // Exec runs one statement and returns its counts.
 func (db DB) Exec(sql string, args ...any) (Result, error) {
 	rs, err := db.Batch([]Statement{{SQL: sql, Args: args}})

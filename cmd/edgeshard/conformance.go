@@ -43,10 +43,11 @@ func runConformance(args []string, stdout, stderr io.Writer) int {
 	suite := fs.String("suite", "", "suite: a built-in name (counter, counters, ratelimit, runtimeevents) or a JSON file (default ./"+defaultSuite+")")
 	backend := fs.String("backend", conformance.BackendMemory, "storage backend: memory, or badger (Badger and a SQLite file, as the real host)")
 	filter := fs.String("run", "", "run only the scenarios whose name contains this")
-	schemaDir := fs.String("schema", "", "directory of NNNN_name.sql migrations for the scenarios' SQL database (default: the edge API's schema, which the bundled plugins use)")
+	schemaDir := fs.String("schema", "", "directory of NNNN_name.sql migrations (or of sqlite/ and postgres/ ones) for the scenarios' SQL database (default: the edge API's schema, which the bundled plugins use)")
+	sqlURL := fs.String("sql-url", "", "PostgreSQL database (postgres://…) for the scenarios' SQL, a schema per scenario, instead of SQLite")
 	verbose := fs.Bool("v", false, "trace every step, and print the host log of failed scenarios")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard conformance --plugin FILE.wasm [--suite NAME|FILE] [--backend memory|badger] [--schema DIR] [--run SUBSTR] [-v]")
+		fmt.Fprintln(stderr, "usage: edgeshard conformance --plugin FILE.wasm [--suite NAME|FILE] [--backend memory|badger] [--schema DIR] [--sql-url postgres://…] [--run SUBSTR] [-v]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -83,7 +84,7 @@ func runConformance(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageErr("--schema: %v", err)
 	}
-	opts := conformance.Options{CacheDir: defaultCacheDir(), Backend: *backend, Filter: *filter, Schema: migrations}
+	opts := conformance.Options{CacheDir: defaultCacheDir(), Backend: *backend, Filter: *filter, Schema: migrations, SQLURL: *sqlURL}
 	if *verbose {
 		opts.Logf = func(format string, a ...any) { fmt.Fprintf(stdout, "    "+format+"\n", a...) }
 		fmt.Fprintf(stdout, "suite %s (%s), plugin %s, backend %s\n", s.Name, suitePath, *plugin, *backend)

@@ -17,13 +17,19 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/internal/harness"
+	"github.com/edgeshard/edgeshard/internal/pgtest"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
 // TestConformance runs the example's suite on the real host's storage
-// (Badger and a SQLite file) and on the in-memory backend.
+// (Badger and a SQLite file), on the in-memory backend, and with its SQL
+// on PostgreSQL: the same module.
 func TestConformance(t *testing.T) {
-	conformance.RunEachBackend(t, testutil.Plugin(t, "examples/leaderboard"), "conformance.json", conformance.Options{CacheDir: testutil.CacheDir()})
+	wasm := testutil.Plugin(t, "examples/leaderboard")
+	conformance.RunEachBackend(t, wasm, "conformance.json", conformance.Options{CacheDir: testutil.CacheDir()})
+	t.Run("postgres", func(t *testing.T) {
+		conformance.Run(t, wasm, "conformance.json", conformance.Options{CacheDir: testutil.CacheDir(), SQLURL: pgtest.DB(t)})
+	})
 }
 
 type topReply struct {

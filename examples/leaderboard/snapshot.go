@@ -16,14 +16,16 @@ const (
 )
 
 // The plugin creates its own table: CREATE TABLE IF NOT EXISTS is cheap,
-// and runs in the same transaction as the snapshot.
+// and runs in the same transaction as the snapshot. BIGINT is 64-bit on
+// SQLite and PostgreSQL alike (PostgreSQL's INTEGER is 32-bit), so the
+// module runs on both.
 const (
 	sqlCreate = `CREATE TABLE IF NOT EXISTS leaderboard_snapshots (
 	board    TEXT    NOT NULL,
 	player   TEXT    NOT NULL,
-	score    INTEGER NOT NULL,
-	rank     INTEGER NOT NULL,
-	taken_at INTEGER NOT NULL,
+	score    BIGINT  NOT NULL,
+	rank     BIGINT  NOT NULL,
+	taken_at BIGINT  NOT NULL,
 	PRIMARY KEY (board, taken_at, player)
 )`
 	sqlDelete = `DELETE FROM leaderboard_snapshots WHERE board = ? AND taken_at = ?`

@@ -10,8 +10,8 @@ import (
 // The shard creates its table itself; IF NOT EXISTS makes that cheap.
 const createTable = `CREATE TABLE IF NOT EXISTS page_views (
 	page       TEXT PRIMARY KEY,
-	views      INTEGER NOT NULL,
-	updated_at INTEGER NOT NULL
+	views      BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL
 )`
 
 // upsert writes the page's total, never a smaller one than SQL has.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/conformance"
+	"github.com/edgeshard/edgeshard/internal/pgtest"
 	"github.com/edgeshard/edgeshard/internal/proctest"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
@@ -141,12 +142,17 @@ func firstDiff(got, want string) string {
 }
 
 // TestConformance runs the tutorial's suite on the real host's storage
-// (Badger and a SQLite file) and on the in-memory backend.
+// (Badger and a SQLite file), on the in-memory backend, and with its SQL
+// on PostgreSQL: the same module.
 func TestConformance(t *testing.T) {
 	wasm := testutil.Plugin(t, "examples/tutorial")
-	for _, backend := range []string{conformance.BackendBadger, conformance.BackendMemory} {
+	for _, backend := range []string{conformance.BackendBadger, conformance.BackendMemory, "postgres"} {
 		t.Run(backend, func(t *testing.T) {
-			conformance.Run(t, wasm, "conformance.json", conformance.Options{Backend: backend, CacheDir: testutil.CacheDir()})
+			o := conformance.Options{Backend: backend, CacheDir: testutil.CacheDir()}
+			if backend == "postgres" {
+				o.Backend, o.SQLURL = conformance.BackendMemory, pgtest.DB(t)
+			}
+			conformance.Run(t, wasm, "conformance.json", o)
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"sort"
@@ -171,18 +172,55 @@ func (f *File) Binding(name string) (Binding, bool) {
 	return Binding{}, false
 }
 
-// D1Database is one [[d1_databases]] entry.
+// D1Database is one [[d1_databases]] entry: an SQLite file
+// (sqlite://PATH) or a PostgreSQL database (postgres://user@host:5432/db?
+// sslmode=verify-full&sslrootcert=…, TLS set in the URL as libpq takes it).
 type D1Database struct {
 	Binding     string `toml:"binding"`
 	URL         string `toml:"url"`
-	Synchronous string `toml:"synchronous"` // FULL (default) or NORMAL
+	Synchronous string `toml:"synchronous"` // SQLite: FULL (default) or NORMAL
+	// MaxConns caps the database's connection pool (0: max(4, GOMAXPROCS)).
+	MaxConns int `toml:"max_conns"`
+	// StatementTimeout is PostgreSQL's statement_timeout for every
+	// connection (0: the server's or role's own).
+	StatementTimeout Duration `toml:"statement_timeout"`
+	// PasswordEnv names the environment variable holding the PostgreSQL
+	// password, so that no secret sits in the file. Without it the URL's
+	// password, libpq's PGPASSWORD or ~/.pgpass apply.
+	PasswordEnv string `toml:"password_env"`
+	// Password is PasswordEnv's value, read by ApplyEnv; never from the file.
+	Password string `toml:"-"`
+}
+
+// IsPostgres reports whether the database is PostgreSQL (postgres:// or
+// postgresql://).
+func (d *D1Database) IsPostgres() bool {
+	return strings.HasPrefix(d.URL, "postgres://") || strings.HasPrefix(d.URL, "postgresql://")
+}
+
+// redactURL returns u with its password, if any, replaced by "xxxxx".
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		if strings.Contains(u, "@") {
+			return "(unparsable URL)"
+		}
+		return u
+	}
+	if _, has := p.User.Password(); !has {
+		return u
+	}
+	return p.Redacted()
 }
 
 // AnalyticsDataset is one [[analytics_engine_datasets]] entry.
 type AnalyticsDataset struct {
 	Binding string `toml:"binding"`
 	Dataset string `toml:"dataset"`
-	URL     string `toml:"url"` // sqlite://… where points are stored
+	URL     string `toml:"url"` // sqlite://… or postgres://… where points are stored
+	// PasswordEnv and Password are as in D1Database, for a postgres:// URL.
+	PasswordEnv string `toml:"password_env"`
+	Password    string `toml:"-"`
 }
 
 // Defaults returns the settings used where the file is silent.
@@ -327,7 +365,8 @@ func contains(list []string, s string) bool {
 // ApplyEnv overrides settings from the environment (env wins over the
 // file): EDGESHARD_LISTEN, EDGESHARD_ADMIN_LISTEN, EDGESHARD_ADMIN_TOKEN,
 // EDGESHARD_DATA_DIR, EDGESHARD_LOG_LEVEL; and any [vars] entry by an
-// environment variable of the same name (e.g. COUNTER_DO_MODE).
+// environment variable of the same name (e.g. COUNTER_DO_MODE). It reads
+// each [[d1_databases]] password_env into Password.
 func (f *File) ApplyEnv(lookup func(string) (string, bool)) {
 	set := func(name string, dst *string) {
 		if v, ok := lookup(name); ok && v != "" {
@@ -344,6 +383,16 @@ func (f *File) ApplyEnv(lookup func(string) (string, bool)) {
 	for k := range f.Vars {
 		if v, ok := lookup(k); ok {
 			f.Vars[k] = v
+		}
+	}
+	for i := range f.D1Databases {
+		if d := &f.D1Databases[i]; d.PasswordEnv != "" {
+			d.Password, _ = lookup(d.PasswordEnv)
+		}
+	}
+	for i := range f.Analytics {
+		if a := &f.Analytics[i]; a.PasswordEnv != "" {
+			a.Password, _ = lookup(a.PasswordEnv)
 		}
 	}
 }
@@ -423,13 +472,38 @@ func (f *File) Validate() error {
 		case dbs[d.Binding]:
 			bad("d1_databases[%d]: binding %q declared twice", i, d.Binding)
 		}
-		if !strings.HasPrefix(d.URL, "sqlite://") {
-			bad("d1_databases[%d] (%s): url = %q: want sqlite://PATH", i, d.Binding, d.URL)
+		where := fmt.Sprintf("d1_databases[%d] (%s)", i, d.Binding)
+		pg := d.IsPostgres()
+		if !pg && !strings.HasPrefix(d.URL, "sqlite://") {
+			bad("%s: url = %q: want sqlite://PATH or postgres://user@host:5432/db", where, redactURL(d.URL))
+		}
+		if pg {
+			if _, err := url.Parse(d.URL); err != nil {
+				bad("%s: url = %q: not a URL", where, redactURL(d.URL))
+			}
 		}
 		switch strings.ToUpper(d.Synchronous) {
 		case "", "FULL", "NORMAL":
 		default:
-			bad("d1_databases[%d] (%s): synchronous = %q: want FULL or NORMAL", i, d.Binding, d.Synchronous)
+			bad("%s: synchronous = %q: want FULL or NORMAL", where, d.Synchronous)
+		}
+		if pg && d.Synchronous != "" {
+			bad("%s: synchronous applies to SQLite only (PostgreSQL commits durably as the server is configured)", where)
+		}
+		if d.MaxConns < 0 || d.MaxConns > 1000 {
+			bad("%s: max_conns = %d: want 0 (the default, max(4, GOMAXPROCS)) or 1..1000", where, d.MaxConns)
+		}
+		switch {
+		case d.StatementTimeout.Duration < 0:
+			bad("%s: statement_timeout must not be negative", where)
+		case !pg && d.StatementTimeout.Duration != 0:
+			bad("%s: statement_timeout applies to PostgreSQL only", where)
+		}
+		switch {
+		case d.PasswordEnv != "" && !pg:
+			bad("%s: password_env applies to PostgreSQL only", where)
+		case d.PasswordEnv != "" && d.Password == "":
+			bad("%s: password_env = %q: the environment variable is not set", where, d.PasswordEnv)
 		}
 		dbs[d.Binding] = true
 	}
@@ -441,8 +515,15 @@ func (f *File) Validate() error {
 		case ae[a.Binding]:
 			bad("analytics_engine_datasets[%d]: binding %q declared twice", i, a.Binding)
 		}
-		if a.URL != "" && !strings.HasPrefix(a.URL, "sqlite://") {
-			bad("analytics_engine_datasets[%d] (%s): url = %q: want sqlite://PATH", i, a.Binding, a.URL)
+		pg := strings.HasPrefix(a.URL, "postgres://") || strings.HasPrefix(a.URL, "postgresql://")
+		if a.URL != "" && !pg && !strings.HasPrefix(a.URL, "sqlite://") {
+			bad("analytics_engine_datasets[%d] (%s): url = %q: want sqlite://PATH or postgres://user@host:5432/db", i, a.Binding, redactURL(a.URL))
+		}
+		switch {
+		case a.PasswordEnv != "" && !pg:
+			bad("analytics_engine_datasets[%d] (%s): password_env applies to PostgreSQL only", i, a.Binding)
+		case a.PasswordEnv != "" && a.Password == "":
+			bad("analytics_engine_datasets[%d] (%s): password_env = %q: the environment variable is not set", i, a.Binding, a.PasswordEnv)
 		}
 		ae[a.Binding] = true
 	}

@@ -91,3 +91,67 @@ func TestInstanceMemoryBudget(t *testing.T) {
 		t.Fatalf("parsed %d, %v", f.InstanceMemoryBudgetMB, f.InstanceStartWait)
 	}
 }
+
+func TestD1Databases(t *testing.T) {
+	env := map[string]string{"PGPASSWORD_DB": "s3cret"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	f, err := Parse([]byte(`
+[[d1_databases]]
+binding = "DB"
+url = "postgres://edge@db.internal:5432/edge?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem"
+max_conns = 16
+statement_timeout = "5s"
+password_env = "PGPASSWORD_DB"
+
+[[d1_databases]]
+binding = "LOCAL"
+url = "sqlite://./data/d1.db"
+synchronous = "normal"
+max_conns = 2
+
+[[analytics_engine_datasets]]
+binding = "AE"
+url = "postgresql://edge@db.internal/analytics?sslmode=verify-full"
+password_env = "PGPASSWORD_DB"
+`), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ApplyEnv(lookup)
+	if err := f.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	pg := f.D1Databases[0]
+	if !pg.IsPostgres() || pg.MaxConns != 16 || pg.StatementTimeout.Duration != 5*time.Second || pg.Password != "s3cret" {
+		t.Fatalf("postgres entry %+v", pg)
+	}
+	if f.D1Databases[1].IsPostgres() {
+		t.Fatal("sqlite entry taken for postgres")
+	}
+	if f.Analytics[0].Password != "s3cret" {
+		t.Fatal("analytics password_env not read")
+	}
+
+	for _, tc := range []struct{ text, want string }{
+		{`url = "mysql://u:pw@h/db"`, `url = "mysql://u:xxxxx@h/db": want sqlite://PATH or postgres://`},
+		{"url = \"postgres://h/db\"\nsynchronous = \"FULL\"", "synchronous applies to SQLite only"},
+		{"url = \"sqlite://x.db\"\nstatement_timeout = \"1s\"", "statement_timeout applies to PostgreSQL only"},
+		{"url = \"sqlite://x.db\"\npassword_env = \"PGPASSWORD_DB\"", "password_env applies to PostgreSQL only"},
+		{"url = \"postgres://h/db\"\npassword_env = \"NOT_SET\"", `password_env = "NOT_SET": the environment variable is not set`},
+		{"url = \"postgres://h/db\"\nmax_conns = -1", "max_conns = -1"},
+		{"url = \"postgres://h/db\"\nstatement_timeout = \"-1s\"", "statement_timeout must not be negative"},
+	} {
+		f, err := Parse([]byte("[[d1_databases]]\nbinding = \"DB\"\n"+tc.text+"\n"), "t.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.ApplyEnv(lookup)
+		err = f.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.text, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "pw@") {
+			t.Errorf("%q: the error shows the password: %v", tc.text, err)
+		}
+	}
+}

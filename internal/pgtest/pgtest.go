@@ -41,8 +41,19 @@ type Server struct {
 	dir  string
 	cmd  *exec.Cmd
 	log  string
-	// admin is a connection to the "postgres" database, for CREATE DATABASE.
-	admin *sql.DB
+}
+
+// admin runs q on the server's "postgres" database, on a pool of its own
+// that it closes: no goroutine of pgtest outlives a call, so packages that
+// check for leaked goroutines (goleak) can use it.
+func (s *Server) admin(ctx context.Context, q string) error {
+	db, err := sql.Open("pgx", s.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	_, err = db.ExecContext(ctx, q)
+	return err
 }
 
 // Install is what to run when PostgreSQL is missing.
@@ -78,13 +89,13 @@ func DB(tb testing.TB) string {
 	name := "t_" + hex.EncodeToString(b[:])
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := s.admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+	if err := s.admin(ctx, "CREATE DATABASE "+name); err != nil {
 		tb.Fatalf("create database: %v", err)
 	}
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		s.admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		s.admin(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 	})
 	return s.URL(name)
 }
@@ -164,14 +175,10 @@ func start() (*Server, error) {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
 	s := &Server{Port: port, dir: dir, cmd: cmd, log: logPath}
-	s.admin, err = sql.Open("pgx", s.URL("postgres"))
-	if err != nil {
-		return nil, err
-	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err = s.admin.PingContext(ctx)
+		err = s.admin(ctx, "SELECT 1")
 		cancel()
 		if err == nil {
 			return s, nil

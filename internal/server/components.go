@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +32,7 @@ import (
 // first and close last.
 type databases struct {
 	cfg    *config.File
+	log    zerolog.Logger
 	sql    map[string]*sqldb.DB
 	sinks  map[string]host.AnalyticsBinding
 	closes []func() error // in opening order
@@ -41,19 +43,28 @@ func (d *databases) Name() string { return "databases" }
 func (d *databases) Start(context.Context) error {
 	d.sql, d.sinks = map[string]*sqldb.DB{}, map[string]host.AnalyticsBinding{}
 	for _, c := range d.cfg.D1Databases {
-		db, err := sqldb.Open(c.URL, sqldb.Options{Synchronous: strings.ToUpper(c.Synchronous)})
+		db, err := sqldb.Open(c.URL, sqldb.Options{
+			Synchronous:      strings.ToUpper(c.Synchronous),
+			MaxOpenConns:     c.MaxConns,
+			StatementTimeout: c.StatementTimeout.Duration,
+			Password:         c.Password,
+		})
 		if err != nil {
 			return errors.Join(fmt.Errorf("d1 database %s: %w", c.Binding, err), d.close())
 		}
 		d.closes = append(d.closes, db.Close)
 		d.sql[c.Binding] = db
+		if c.IsPostgres() && !verifiesServer(c.URL) {
+			d.log.Warn().Str("sql", c.Binding).Str("url", sqldb.Redact(c.URL)).
+				Msg("the PostgreSQL URL does not verify the server (add sslmode=verify-full and sslrootcert=…): traffic may be read or altered on the way")
+		}
 	}
 	for _, a := range d.cfg.Analytics {
 		url := a.URL
 		if url == "" {
 			url = "sqlite://" + filepath.Join(d.cfg.DataDir, "analytics.db")
 		}
-		sink, err := analytics.OpenSQLite(url, analytics.SinkOptions{})
+		sink, err := analytics.OpenSQLite(url, analytics.SinkOptions{SQL: sqldb.Options{Password: a.Password}})
 		if err != nil {
 			return errors.Join(fmt.Errorf("analytics dataset %s: %w", a.Binding, err), d.close())
 		}
@@ -68,6 +79,33 @@ func (d *databases) Start(context.Context) error {
 }
 
 func (d *databases) Stop(context.Context) error { return d.close() }
+
+// verifiesServer reports whether a PostgreSQL URL makes TLS verify the
+// server's certificate (sslmode verify-ca or verify-full), or connects to
+// the loopback or a Unix socket, where there is no network to guard.
+func verifiesServer(raw string) bool {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return false
+	}
+	mode := u.Query().Get("sslmode")
+	if mode == "" {
+		mode = os.Getenv("PGSSLMODE")
+	}
+	switch mode {
+	case "verify-ca", "verify-full":
+		return true
+	}
+	host := u.Query().Get("host")
+	if host == "" {
+		host = u.Hostname()
+	}
+	if host == "localhost" || strings.HasPrefix(host, "/") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
 
 // close closes what is open, last opened first.
 func (d *databases) close() error {

@@ -140,7 +140,7 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 		s.bindings = append(s.bindings, b.Name)
 	}
 
-	s.dbs = &databases{cfg: cfg}
+	s.dbs = &databases{cfg: cfg, log: log}
 	s.rt = &hostRuntime{cfg: hc, dbs: s.dbs}
 	comps := []Component{s.dbs, s.rt}
 	if edgeOn {

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/edge/schema"
+	"github.com/edgeshard/edgeshard/internal/pgtest"
 	"github.com/edgeshard/edgeshard/plugins/internal/plugintest"
 	"github.com/edgeshard/edgeshard/plugins/proto/counters"
 	"github.com/edgeshard/edgeshard/plugins/proto/events"
@@ -15,7 +17,24 @@ import (
 )
 
 // The statements of plugins/proto, run on the edge schema as the plugins'
-// SQL binding and the edge run them (a migrated in-memory SQLite).
+// SQL binding and the edge run them: one text, on a migrated in-memory
+// SQLite and on a migrated PostgreSQL database.
+
+// eachDialect runs f as a subtest per dialect, on a migrated database.
+func eachDialect(t *testing.T, f func(t *testing.T, db *sqldb.DB)) {
+	t.Run(sqldb.DialectSQLite, func(t *testing.T) { f(t, plugintest.OpenDB(t)) })
+	t.Run(sqldb.DialectPostgres, func(t *testing.T) {
+		db, err := sqldb.Open(pgtest.DB(t), sqldb.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if _, err := schema.Migrate(context.Background(), db); err != nil {
+			t.Fatal(err)
+		}
+		f(t, db)
+	})
+}
 
 func run(t *testing.T, db *sqldb.DB, stmts ...abi.Statement) []abi.Result {
 	t.Helper()
@@ -48,7 +67,10 @@ func value(t *testing.T, db *sqldb.DB, q string, args ...any) any {
 // clamped upserts, the guarded flush and its replay, the reconcile job's
 // recounts, corrections and log.
 func TestCounterStatementsOnTheSchema(t *testing.T) {
-	db := plugintest.OpenDB(t)
+	eachDialect(t, testCounterStatements)
+}
+
+func testCounterStatements(t *testing.T, db *sqldb.DB) {
 	for _, n := range []int64{-5, 3, -1} {
 		run(t, db, stmt(t, func() (string, []any, error) {
 			return counters.Upsert([]counters.Delta{{Table: counters.PostStats, ID: "p1", Column: counters.Likes, N: n}}, 10)
@@ -117,7 +139,10 @@ func TestCounterStatementsOnTheSchema(t *testing.T) {
 // repeated id once (a flush's retry, or the edge's inline write of an
 // event the shard also holds).
 func TestEventInsertOnTheSchema(t *testing.T) {
-	db := plugintest.OpenDB(t)
+	eachDialect(t, testEventInsert)
+}
+
+func testEventInsert(t *testing.T, db *sqldb.DB) {
 	ctx := context.Background()
 	evs := []events.Event{
 		{ID: "e1", CapsuleID: "c1", Type: "run.start", TsMs: 1, ReceivedMs: 2, Payload: `{"a":1}`},
@@ -147,7 +172,10 @@ func TestEventInsertOnTheSchema(t *testing.T) {
 // the statements: store, read back as the state ratelimit.Decide left, reset on a
 // new window length, sweep what no decision reads.
 func TestRateLimitStatementsOnTheSchema(t *testing.T) {
-	db := plugintest.OpenDB(t)
+	eachDialect(t, testRateLimitStatements)
+}
+
+func testRateLimitStatements(t *testing.T, db *sqldb.DB) {
 	ctx := context.Background()
 	exec := func(q string, args ...any) [][]any {
 		rs, err := db.Batch(ctx, []abi.Statement{{SQL: q, Args: args}})

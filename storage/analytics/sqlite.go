@@ -22,8 +22,9 @@ type SinkOptions struct {
 	// batch being written; Write fails with ErrBufferFull beyond it
 	// (default 10000).
 	MaxBuffered int
-	// BatchSize is how many points one transaction writes (default 1000).
-	// Reaching it also wakes the writer before FlushInterval.
+	// BatchSize is how many points one transaction writes (default and
+	// most 1000, a batch's statements). Reaching it also wakes the writer
+	// before FlushInterval.
 	BatchSize int
 	// Now stamps each point's timestamp at Write (default time.Now).
 	Now func() time.Time
@@ -31,7 +32,8 @@ type SinkOptions struct {
 	// points stay buffered and are retried at the next flush).
 	OnError func(error)
 	// SQL configures the database OpenSQLite opens (default synchronous
-	// NORMAL: analytics is best-effort, and WAL keeps it crash-safe).
+	// NORMAL on SQLite: analytics is best-effort, and WAL keeps it
+	// crash-safe).
 	SQL sqldb.Options
 }
 
@@ -51,8 +53,8 @@ func (o SinkOptions) withDefaults() (SinkOptions, error) {
 	switch {
 	case o.BatchSize == 0:
 		o.BatchSize = 1000
-	case o.BatchSize < 0:
-		return o, fmt.Errorf("negative BatchSize %d", o.BatchSize)
+	case o.BatchSize < 0 || o.BatchSize > abi.MaxSQLStatements:
+		return o, fmt.Errorf("BatchSize %d: want 1..%d", o.BatchSize, abi.MaxSQLStatements)
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -66,17 +68,23 @@ func (o SinkOptions) withDefaults() (SinkOptions, error) {
 // Table is the name of the table SQLiteSink writes.
 const Table = "analytics_events"
 
-// createTableSQL returns the DDL of the Analytics Engine column layout. The
-// table is not STRICT: a blob is stored as TEXT when it is valid UTF-8 (so
-// ops can write blob1 = 'GET', as in AE's SQL API) and as BLOB otherwise.
-func createTableSQL() string {
+// createTableSQL returns the DDL of the Analytics Engine column layout.
+// On SQLite the table is not STRICT: a blob is stored as TEXT when it is
+// valid UTF-8 (so ops can write blob1 = 'GET', as in AE's SQL API) and as
+// BLOB otherwise. On PostgreSQL blobs are BYTEA (blob1 = 'GET' works too:
+// the literal is read as bytea) and come back as bytes.
+func createTableSQL(dialect string) string {
+	blob, double, integer := "BLOB", "REAL", "INTEGER"
+	if dialect == sqldb.DialectPostgres {
+		blob, double, integer = "BYTEA", "DOUBLE PRECISION", "BIGINT"
+	}
 	var b strings.Builder
-	b.WriteString("CREATE TABLE IF NOT EXISTS " + Table + " (\n    dataset TEXT NOT NULL,\n    timestamp INTEGER NOT NULL,\n    index1 TEXT NOT NULL DEFAULT ''")
+	b.WriteString("CREATE TABLE IF NOT EXISTS " + Table + " (\n    dataset TEXT NOT NULL,\n    timestamp " + integer + " NOT NULL,\n    index1 TEXT NOT NULL DEFAULT ''")
 	for i := 1; i <= abi.MaxAnalyticsBlob; i++ {
-		b.WriteString(",\n    blob" + strconv.Itoa(i) + " BLOB")
+		b.WriteString(",\n    blob" + strconv.Itoa(i) + " " + blob)
 	}
 	for i := 1; i <= abi.MaxAnalyticsDbl; i++ {
-		b.WriteString(",\n    double" + strconv.Itoa(i) + " REAL")
+		b.WriteString(",\n    double" + strconv.Itoa(i) + " " + double)
 	}
 	b.WriteString(",\n    _sample_interval INTEGER NOT NULL DEFAULT 1\n);\n")
 	b.WriteString("CREATE INDEX IF NOT EXISTS " + Table + "_dataset_timestamp ON " + Table + " (dataset, timestamp);")
@@ -106,8 +114,9 @@ type point struct {
 }
 
 // SQLiteSink is a Sink that buffers points in memory and writes them to
-// SQLite in batches from a background goroutine, one transaction per batch,
-// in table analytics_events (see Table). It is safe for concurrent use.
+// SQLite or PostgreSQL in batches from a background goroutine, one
+// transaction per batch (one round trip on PostgreSQL), in table
+// analytics_events (see Table). It is safe for concurrent use.
 type SQLiteSink struct {
 	db     *sqldb.DB
 	ownDB  bool
@@ -129,9 +138,9 @@ type SQLiteSink struct {
 }
 
 // OpenSQLite opens (creating if needed) the database at url, in the form
-// sqldb.Open takes ("sqlite://./data/analytics.db"), creates the
-// analytics_events table and starts the background writer. Close the sink
-// to flush and close the database.
+// sqldb.Open takes ("sqlite://./data/analytics.db", or a postgres:// URL),
+// creates the analytics_events table and starts the background writer.
+// Close the sink to flush and close the database.
 func OpenSQLite(url string, opts SinkOptions) (*SQLiteSink, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -167,7 +176,7 @@ func NewSQLiteSink(db *sqldb.DB, opts SinkOptions) (*SQLiteSink, error) {
 func newSink(db *sqldb.DB, own bool, o SinkOptions) (*SQLiteSink, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := db.SQL().ExecContext(ctx, createTableSQL()); err != nil {
+	if _, err := db.SQL().ExecContext(ctx, createTableSQL(db.Dialect())); err != nil {
 		return nil, fmt.Errorf("create %s: %w", Table, err)
 	}
 	s := &SQLiteSink{
@@ -266,40 +275,33 @@ func (s *SQLiteSink) Flush(ctx context.Context) error {
 	return nil
 }
 
-// write writes pts in one transaction.
+// write writes pts in one transaction: one batch of inserts (prepared
+// once on SQLite, pipelined in one round trip on PostgreSQL).
 func (s *SQLiteSink) write(ctx context.Context, pts []point) error {
-	tx, err := s.db.SQL().BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+	pg := s.db.Dialect() == sqldb.DialectPostgres
+	stmts := make([]abi.Statement, len(pts))
+	for i, pt := range pts {
+		args := make([]any, insertArgs)
+		fillArgs(args, pt, pg)
+		stmts[i] = abi.Statement{SQL: s.insert, Args: args}
 	}
-	defer func() { _ = tx.Rollback() }()
-	stmt, err := tx.PrepareContext(ctx, s.insert)
-	if err != nil {
-		return fmt.Errorf("prepare insert: %w", err)
-	}
-	defer stmt.Close()
-	args := make([]any, insertArgs)
-	for _, pt := range pts {
-		fillArgs(args, pt)
-		if _, err := stmt.ExecContext(ctx, args...); err != nil {
-			return fmt.Errorf("insert: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+	if _, err := s.db.Batch(ctx, stmts); err != nil {
+		return fmt.Errorf("insert: %w", err)
 	}
 	return nil
 }
 
 // fillArgs sets args to the row of pt, in the column order of insertSQL.
-func fillArgs(args []any, pt point) {
+// On SQLite a blob of valid UTF-8 goes as text; on PostgreSQL every blob
+// goes as bytes (a BYTEA column).
+func fillArgs(args []any, pt point, pg bool) {
 	clear(args)
 	args[0], args[1], args[2] = pt.dataset, pt.ts, ""
 	if len(pt.p.Indexes) > 0 {
 		args[2] = pt.p.Indexes[0]
 	}
 	for i, b := range pt.p.Blobs {
-		if utf8.Valid(b) {
+		if !pg && utf8.Valid(b) {
 			args[3+i] = string(b)
 		} else {
 			args[3+i] = b

@@ -246,7 +246,7 @@ func TestSQLiteSinkFlushFailureKeepsPoints(t *testing.T) {
 		t.Errorf("Buffered = %d after failures, want 4", s.Buffered())
 	}
 
-	if _, err := db.SQL().Exec(createTableSQL()); err != nil {
+	if _, err := db.SQL().Exec(createTableSQL(db.Dialect())); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"modernc.org/sqlite"
 
 	"github.com/edgeshard/edgeshard/abi"
@@ -41,11 +42,12 @@ func invalidErr(format string, a ...any) error {
 }
 
 // StatementError reports which statement of a batch failed. Its message is
-// "statement N: " and SQLite's own message ("UNIQUE constraint failed:
-// t.x"), without the driver's decorations.
+// "statement N: " and the database's own message (SQLite's "UNIQUE
+// constraint failed: t.x", PostgreSQL's "duplicate key value violates
+// unique constraint \"t_x_key\""), without the driver's decorations.
 type StatementError struct {
 	Index int   // position of the failing statement in the batch, from 0
-	Err   error // the cause; a *sqlite.Error when SQLite refused it
+	Err   error // the cause; a *sqlite.Error or *pgconn.PgError when the database refused it
 }
 
 func (e *StatementError) Error() string {
@@ -63,10 +65,15 @@ type opError struct {
 func (e *opError) Error() string { return e.op + ": " + Message(e.err) }
 func (e *opError) Unwrap() error { return e.err }
 
-// Message returns SQLite's own message for err ("UNIQUE constraint failed:
-// t.x"), stripped of the driver's generic prefix and result code, or
-// err.Error() when err is not a SQLite error.
+// Message returns the database's own message for err: SQLite's ("UNIQUE
+// constraint failed: t.x") stripped of the driver's generic prefix and
+// result code, PostgreSQL's primary message (a trigger's RAISE text as
+// written), or err.Error() for other errors.
 func Message(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Message
+	}
 	var se *sqlite.Error
 	if !errors.As(err, &se) {
 		return err.Error()
@@ -93,6 +100,16 @@ func Code(err error) int {
 	return 0
 }
 
+// SQLState returns the PostgreSQL SQLSTATE of err (for example "23505",
+// unique_violation), or "" when err is not a PostgreSQL error.
+func SQLState(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
 func isDigits(s string) bool {
 	if s == "" {
 		return false
@@ -113,9 +130,10 @@ func isDigits(s string) bool {
 // SELECT, WITH, PRAGMA, VALUES or EXPLAIN, or has a RETURNING clause) is
 // queried and its rows returned; others report RowsAffected and
 // LastInsertID. If any statement fails, nothing is committed and the error
-// is a *StatementError naming it. A batch of only SELECT/VALUES/EXPLAIN
-// statements runs in a read transaction; any other starts with BEGIN
-// IMMEDIATE, waiting up to the busy timeout for the write lock.
+// is a *StatementError naming it. On SQLite a batch of only
+// SELECT/VALUES/EXPLAIN statements runs in a read transaction; any other
+// starts with BEGIN IMMEDIATE, waiting up to the busy timeout for the write
+// lock. On PostgreSQL see batchPostgres: the same outcome, one round trip.
 //
 // Limits: abi.MaxSQLStatements statements, abi.MaxSQLArgs arguments and
 // abi.MaxSQLText bytes of SQL per statement (errors match ErrLimit).
@@ -132,12 +150,15 @@ func (d *DB) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Result, er
 	plans := make([]plan, len(stmts))
 	readOnly := true
 	for i, st := range stmts {
-		p, err := makePlan(st)
+		p, err := makePlan(st, d.dialect)
 		if err != nil {
 			return nil, &StatementError{Index: i, Err: err}
 		}
 		plans[i] = p
 		readOnly = readOnly && p.kind == kindRead
+	}
+	if d.dialect == DialectPostgres {
+		return d.batchPostgres(ctx, plans, readOnly)
 	}
 
 	tx, err := d.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: readOnly})
@@ -183,7 +204,9 @@ type plan struct {
 	kind stmtKind
 }
 
-func makePlan(st abi.Statement) (plan, error) {
+// makePlan checks a statement against the limits, converts its arguments
+// and, for PostgreSQL, rewrites its placeholders.
+func makePlan(st abi.Statement, dialect string) (plan, error) {
 	if len(st.SQL) > abi.MaxSQLText {
 		return plan{}, limitErr("SQL text is %d bytes, at most %d allowed", len(st.SQL), abi.MaxSQLText)
 	}
@@ -204,6 +227,13 @@ func makePlan(st abi.Statement) (plan, error) {
 			}
 			p.args[j] = v
 		}
+	}
+	if dialect == DialectPostgres {
+		q, err := rewrite(p.sql, p.args)
+		if err != nil {
+			return plan{}, err
+		}
+		p.sql = q
 	}
 	return p, nil
 }

@@ -28,13 +28,18 @@ func (d *DB) Writable(ctx context.Context) error {
 		return fmt.Errorf("%w: %v", ErrNotWritable, err)
 	}
 	defer conn.Close()
-	// BEGIN IMMEDIATE takes the write lock (SQLITE_BUSY while another
-	// writer holds it); the schema write below is refused on a read-only
-	// database; ROLLBACK leaves nothing.
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+	begin := "BEGIN"
+	if !isPostgres(d.db) {
+		// BEGIN IMMEDIATE takes SQLite's write lock (SQLITE_BUSY while
+		// another writer holds it).
+		begin = "BEGIN IMMEDIATE"
+	}
+	if _, err := conn.ExecContext(ctx, begin); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotWritable, err)
 	}
 	defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+	// A schema write is refused by a read-only database (or a PostgreSQL
+	// standby); ROLLBACK leaves nothing.
 	if _, err := conn.ExecContext(ctx, "CREATE TABLE edgeshard_write_probe (x INTEGER)"); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotWritable, err)
 	}

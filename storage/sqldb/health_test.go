@@ -3,6 +3,7 @@ package sqldb
 import (
 	"context"
 	"errors"
+	"github.com/edgeshard/edgeshard/internal/pgtest"
 	"os"
 	"testing"
 	"time"
@@ -59,4 +60,31 @@ func TestWritable(t *testing.T) {
 	if err := db.Writable(ctx); !errors.Is(err, ErrNotWritable) {
 		t.Fatalf("deleted: %v", err)
 	}
+}
+
+func TestWritablePostgres(t *testing.T) {
+	db, err := Open(pgtest.DB(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if err := db.Writable(ctx); err != nil {
+		t.Fatalf("a fresh database: %v", err)
+	}
+	if _, err := db.SQL().ExecContext(ctx, "ALTER DATABASE "+currentDB(t, db)+" SET default_transaction_read_only = on"); err != nil {
+		t.Fatal(err)
+	}
+	db.SQL().SetMaxIdleConns(0) // new connections read the setting
+	if err := db.Writable(ctx); !errors.Is(err, ErrNotWritable) {
+		t.Fatalf("read-only: %v", err)
+	}
+}
+
+func currentDB(t *testing.T, db *DB) string {
+	var name string
+	if err := db.SQL().QueryRow("SELECT current_database()").Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	return name
 }

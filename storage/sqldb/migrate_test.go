@@ -14,7 +14,7 @@ import (
 func testMigrations(t *testing.T) []Migration {
 	t.Helper()
 	ms, err := LoadMigrations(fstest.MapFS{
-		"0001_init.sql":  {Data: []byte("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT) STRICT;")},
+		"0001_init.sql":  {Data: []byte("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT);")},
 		"0002_stars.sql": {Data: []byte("ALTER TABLE notes ADD COLUMN stars INTEGER NOT NULL DEFAULT 0;")},
 		"README.md":      {Data: []byte("not a migration")},
 	})
@@ -30,10 +30,14 @@ func TestLoadMigrations(t *testing.T) {
 		t.Fatalf("migrations %+v", ms)
 	}
 	for name, files := range map[string]fstest.MapFS{
-		"gap":      {"0001_a.sql": {}, "0003_b.sql": {}},
-		"repeat":   {"0001_a.sql": {}, "0001_b.sql": {}},
-		"bad name": {"init.sql": {}},
-		"zero":     {"0000_a.sql": {}},
+		"gap":              {"0001_a.sql": {}, "0003_b.sql": {}},
+		"repeat":           {"0001_a.sql": {}, "0001_b.sql": {}},
+		"bad name":         {"init.sql": {}},
+		"zero":             {"0000_a.sql": {}},
+		"gap in a dialect": {"postgres/0002_b.sql": {}},
+		"root and dialect": {"0001_a.sql": {}, "sqlite/0001_a.sql": {}},
+		"dialects differ":  {"sqlite/0001_a.sql": {}, "postgres/0001_a.sql": {}, "postgres/0002_b.sql": {}},
+		"names differ":     {"sqlite/0001_a.sql": {}, "postgres/0001_b.sql": {}},
 	} {
 		if _, err := LoadMigrations(files); err == nil {
 			t.Errorf("%s: LoadMigrations accepted %v", name, files)
@@ -41,8 +45,37 @@ func TestLoadMigrations(t *testing.T) {
 	}
 }
 
+func TestLoadMigrationsPerDialect(t *testing.T) {
+	ms, err := LoadMigrations(fstest.MapFS{
+		"sqlite/0001_init.sql":   {Data: []byte("CREATE TABLE n (id TEXT PRIMARY KEY) STRICT;")},
+		"postgres/0001_init.sql": {Data: []byte("CREATE TABLE n (id TEXT PRIMARY KEY);")},
+		"sqlite/0002_more.sql":   {Data: []byte("ALTER TABLE n ADD COLUMN c INTEGER;")},
+		"postgres/0002_more.sql": {Data: []byte("ALTER TABLE n ADD COLUMN c BIGINT;")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{DialectSQLite, DialectPostgres} {
+		own, err := ForDialect(ms, d)
+		if err != nil || len(own) != 2 || own[0].Dialect != d || own[1].Version != 2 || own[1].Name != "more" {
+			t.Errorf("%s: %+v, %v", d, own, err)
+		}
+	}
+	if _, err := ForDialect(ms[:2], DialectPostgres); err == nil {
+		t.Error("ForDialect found postgres migrations among sqlite ones")
+	}
+	// Root migrations serve every dialect.
+	root := testMigrations(t)
+	if own, err := ForDialect(root, DialectPostgres); err != nil || len(own) != 2 {
+		t.Errorf("root migrations for postgres: %+v, %v", own, err)
+	}
+}
+
 func TestMigrateIdempotent(t *testing.T) {
-	db := openFile(t, Options{})
+	eachBackend(t, Options{}, testMigrateIdempotent)
+}
+
+func testMigrateIdempotent(t *testing.T, db *DB) {
 	ctx := context.Background()
 	before := time.Now().UnixMilli()
 	ms := testMigrations(t)
@@ -74,7 +107,10 @@ func TestMigrateIdempotent(t *testing.T) {
 }
 
 func TestMigrateRefusesNewerSchema(t *testing.T) {
-	db := openFile(t, Options{})
+	eachBackend(t, Options{}, testMigrateRefusesNewerSchema)
+}
+
+func testMigrateRefusesNewerSchema(t *testing.T, db *DB) {
 	ctx := context.Background()
 	ms := testMigrations(t)
 	if _, err := db.Migrate(ctx, ms); err != nil {
@@ -87,45 +123,80 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 }
 
 func TestMigrateFailureRollsBack(t *testing.T) {
-	db := openFile(t, Options{})
+	eachBackend(t, Options{}, testMigrateFailureRollsBack)
+}
+
+func testMigrateFailureRollsBack(t *testing.T, db *DB) {
 	ctx := context.Background()
 	ms := []Migration{{Version: 1, Name: "bad", SQL: "CREATE TABLE a (x INTEGER); CREATE TABLE a (y INTEGER);"}}
 	if _, err := db.Migrate(ctx, ms); err == nil || !strings.Contains(err.Error(), "version 1 (bad)") {
 		t.Fatalf("a failing migration: %v", err)
 	}
-	res := batch(t, db, st("SELECT COUNT(*) FROM schema_migrations"), st("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'a'"))
+	exists := pick(db, "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'a'", "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'a'")
+	res := batch(t, db, st("SELECT COUNT(*) FROM schema_migrations"), st(exists))
 	if res[0].Rows[0][0] != int64(0) || res[1].Rows[0][0] != int64(0) {
 		t.Fatalf("after a failed migration: %v rows recorded, table a exists %v", res[0].Rows, res[1].Rows)
 	}
 }
 
+// TestMigrateConcurrent starts ten migrators at once, each with its own
+// pool (ten hosts starting together): every version is applied once.
 func TestMigrateConcurrent(t *testing.T) {
-	db := openFile(t, Options{})
-	// A second pool on the same file stands in for a second process.
-	other, err := Open("sqlite://"+db.Path(), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	ctx := context.Background()
-	ms := testMigrations(t)
-	reps := make(chan MigrateReport, 2)
-	errs := make(chan error, 2)
-	for _, d := range []*DB{db, other} {
-		go func() {
-			rep, err := d.Migrate(ctx, ms)
-			reps <- rep
-			errs <- err
-		}()
-	}
-	applied := 0
-	for range 2 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-		applied += len((<-reps).Applied)
-	}
-	if applied != 2 {
-		t.Fatalf("migrations applied %d times, want each of 2 once", applied)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			first := b.open(t, Options{})
+			url := "sqlite://" + first.Path()
+			if first.Dialect() == DialectPostgres {
+				url = first.url
+			}
+			const hosts = 10
+			dbs := []*DB{first}
+			for range hosts - 1 {
+				d, err := Open(url, Options{MaxOpenConns: 2})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer d.Close()
+				dbs = append(dbs, d)
+			}
+			ctx := context.Background()
+			ms := testMigrations(t)
+			// Version 1 sleeps a little on PostgreSQL, so the others queue.
+			if first.Dialect() == DialectPostgres {
+				ms[0].SQL += " SELECT pg_sleep(0.1);"
+			}
+			reps := make(chan MigrateReport, hosts)
+			errs := make(chan error, hosts)
+			start := make(chan struct{})
+			for _, d := range dbs {
+				go func() {
+					<-start
+					rep, err := d.Migrate(ctx, ms)
+					reps <- rep
+					errs <- err
+				}()
+			}
+			close(start)
+			applied := map[int]int{}
+			for range hosts {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+				rep := <-reps
+				for _, v := range rep.Applied {
+					applied[v]++
+				}
+				if rep.Version != 2 {
+					t.Errorf("a migrator ended at version %d", rep.Version)
+				}
+			}
+			if !reflect.DeepEqual(applied, map[int]int{1: 1, 2: 1}) {
+				t.Fatalf("applied %v, want each of 2 versions once", applied)
+			}
+			res := batch(t, first, st("SELECT COUNT(*) FROM schema_migrations"))
+			if res[0].Rows[0][0] != int64(2) {
+				t.Fatalf("schema_migrations has %v rows", res[0].Rows)
+			}
+		})
 	}
 }

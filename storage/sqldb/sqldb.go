@@ -1,10 +1,13 @@
 // Package sqldb is the SQL binding ("D1") of edgeshard: a database/sql pool
-// over an embedded SQLite database (modernc.org/sqlite, pure Go), batches that
-// run all or nothing in one transaction, and the versioned schema of the three
-// pipelines (rate limits, runtime events, counters).
+// over an embedded SQLite database (modernc.org/sqlite, pure Go) or over
+// PostgreSQL (pgx), batches that run all or nothing in one transaction, and
+// a small versioned migration runner.
 //
-// Values crossing Batch are the ABI's SQL values only: nil, int64, float64,
-// string and []byte.
+// One statement text serves both dialects: statements are written in
+// SQLite's placeholders (? and ?NNN), which the PostgreSQL side rewrites to
+// $N, and in SQL both accept (see abi/ABI.md, "SQL dialects"). Values
+// crossing Batch are the ABI's SQL values only: nil, int64, float64, string
+// and []byte, on either side.
 package sqldb
 
 import (
@@ -15,19 +18,28 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
 )
 
-// Scheme is the URL scheme Open accepts.
+// Scheme is the URL scheme of an SQLite database.
 const Scheme = "sqlite://"
+
+// The dialects a DB speaks (DB.Dialect); they also name the subdirectories
+// of per-dialect migrations (LoadMigrations).
+const (
+	DialectSQLite   = "sqlite"
+	DialectPostgres = "postgres"
+)
 
 // memoryPath is the path that selects a private in-memory database.
 const memoryPath = ":memory:"
@@ -42,9 +54,20 @@ type Options struct {
 	// BusyTimeout is how long a statement waits for a lock another
 	// connection holds before failing with SQLITE_BUSY (default 5s).
 	BusyTimeout time.Duration
-	// MaxOpenConns caps the pool (default max(4, GOMAXPROCS)). Writers are
-	// serialised by SQLite anyway; more connections only help readers.
+	// MaxOpenConns caps the pool (default max(4, GOMAXPROCS)). On SQLite
+	// writers are serialised anyway; more connections only help readers.
+	// On PostgreSQL it bounds this host's connections to the server.
 	MaxOpenConns int
+
+	// StatementTimeout is PostgreSQL's statement_timeout for every
+	// connection: the server cancels a statement that runs longer (0: the
+	// server's or role's own setting). SQLite has none: BusyTimeout bounds
+	// the wait for its lock.
+	StatementTimeout time.Duration
+	// Password, when not empty, is the PostgreSQL password, in place of the
+	// URL's and of PGPASSWORD (a secret read from the environment by the
+	// caller, never written in a config file).
+	Password string
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -68,14 +91,20 @@ func (o Options) withDefaults() (Options, error) {
 	case o.MaxOpenConns < 0:
 		return o, fmt.Errorf("negative MaxOpenConns %d", o.MaxOpenConns)
 	}
+	if o.StatementTimeout < 0 {
+		return o, fmt.Errorf("negative statement timeout %v", o.StatementTimeout)
+	}
 	return o, nil
 }
 
 // DB is an open SQL database. It is safe for concurrent use.
 type DB struct {
-	db   *sql.DB
-	url  string
-	path string // file path, or "" for an in-memory database
+	db      *sql.DB
+	url     string // redacted: no password
+	dialect string
+	path    string // SQLite file path, or "" (in-memory database, PostgreSQL)
+	opts    Options
+	retries atomic.Int64 // PostgreSQL batches run again (Retries)
 
 	// keep holds one connection to an in-memory database open for the DB's
 	// lifetime, so the database survives the pool closing all of its own.
@@ -91,24 +120,40 @@ type DB struct {
 //	sqlite:///abs/path.db    an absolute file path
 //	sqlite://:memory:        a private in-memory database, shared by the
 //	                         pool's connections and gone after Close
+//	postgres://user@host:5432/db?sslmode=verify-full
+//	postgresql://…           a PostgreSQL database (see openPostgres)
 //
-// Parent directories of a file are created. Every connection runs with
-// busy_timeout, synchronous and foreign_keys=ON; file databases use WAL, and
-// read-write transactions start with BEGIN IMMEDIATE so that two writers
-// never deadlock upgrading a read lock (the loser would get SQLITE_BUSY at
-// once, without waiting). Open pings the database, so a bad path fails here.
+// SQLite: parent directories of a file are created. Every connection runs
+// with busy_timeout, synchronous and foreign_keys=ON; file databases use
+// WAL, and read-write transactions start with BEGIN IMMEDIATE so that two
+// writers never deadlock upgrading a read lock (the loser would get
+// SQLITE_BUSY at once, without waiting). Open pings the database, so a bad
+// path or an unreachable server fails here. Errors name the URL without its
+// password (Redact).
 func Open(url string, opts Options) (*DB, error) {
 	d, err := open(url, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open sql database %q: %w", url, err)
+		return nil, fmt.Errorf("open sql database %q: %w", Redact(url), err)
 	}
 	return d, nil
+}
+
+// IsPostgresURL reports whether url names a PostgreSQL database
+// (postgres:// or postgresql://).
+func IsPostgresURL(url string) bool {
+	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
 }
 
 func open(url string, opts Options) (*DB, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
+	}
+	if IsPostgresURL(url) {
+		return openPostgres(url, opts)
+	}
+	if opts.StatementTimeout != 0 || opts.Password != "" {
+		return nil, errors.New("statement timeout and password apply to PostgreSQL only")
 	}
 	path, err := parseURL(url)
 	if err != nil {
@@ -121,7 +166,7 @@ func open(url string, opts Options) (*DB, error) {
 		"_foreign_keys=1",
 		"_synchronous=" + opts.Synchronous,
 	}
-	d := &DB{url: url}
+	d := &DB{url: url, dialect: DialectSQLite, opts: opts}
 	var dsn string
 	if path == memoryPath {
 		// The memdb VFS gives a database shared by every connection that
@@ -197,9 +242,9 @@ func parseURL(u string) (string, error) {
 	if !ok {
 		scheme, _, found := strings.Cut(u, "://")
 		if !found {
-			return "", fmt.Errorf("missing scheme, want %s<path>", Scheme)
+			return "", fmt.Errorf("missing scheme, want %s<path> or postgres://…", Scheme)
 		}
-		return "", fmt.Errorf("unknown scheme %q, want %q", scheme+"://", Scheme)
+		return "", fmt.Errorf("unknown scheme %q, want %q or \"postgres://\"", scheme+"://", Scheme)
 	}
 	switch {
 	case path == "":
@@ -221,11 +266,34 @@ func randomName() (string, error) {
 }
 
 // SQL returns the underlying pool, for callers that need database/sql
-// directly. Transactions begun on it are BEGIN IMMEDIATE unless read-only.
+// directly. On SQLite, transactions begun on it are BEGIN IMMEDIATE unless
+// read-only. On PostgreSQL its statements take ? and ?NNN placeholders as
+// on SQLite (rewritten to $N); its transactions have the server's default
+// isolation: use RunTx for one that behaves as on SQLite.
 func (d *DB) SQL() *sql.DB { return d.db }
 
-// Path returns the database file path, or "" for an in-memory database.
+// Dialect returns DialectSQLite or DialectPostgres.
+func (d *DB) Dialect() string { return d.dialect }
+
+// Path returns the SQLite database file path, or "" for an in-memory or a
+// PostgreSQL database.
 func (d *DB) Path() string { return d.path }
+
+// Redact returns url with its password, if any, replaced by "xxxxx", for
+// logs and error messages.
+func Redact(rawURL string) string {
+	u, err := neturl.Parse(rawURL)
+	if err != nil || u.User == nil {
+		if err != nil && strings.Contains(rawURL, "@") {
+			return "(unparsable URL)"
+		}
+		return rawURL
+	}
+	if _, has := u.User.Password(); !has {
+		return rawURL
+	}
+	return u.Redacted()
+}
 
 // Close closes the pool. An in-memory database is discarded. Close is
 // idempotent.
@@ -237,7 +305,7 @@ func (d *DB) Close() error {
 		}
 		errs = append(errs, d.closeKeep())
 		if err := errors.Join(errs...); err != nil {
-			d.closeErr = fmt.Errorf("close sql database %q: %w", d.url, err)
+			d.closeErr = fmt.Errorf("close sql database %q: %w", Redact(d.url), err)
 		}
 	})
 	return d.closeErr

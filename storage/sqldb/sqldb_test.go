@@ -10,7 +10,47 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/internal/pgtest"
 )
+
+// backend is one kind of database the binding's tests run on.
+type backend struct {
+	name string
+	open func(t testing.TB, opts Options) *DB
+}
+
+// backends are SQLite (a file) and PostgreSQL (a fresh database on the test
+// binary's throwaway server; skipped without PostgreSQL, except in CI).
+var backends = []backend{
+	{DialectSQLite, openFile},
+	{DialectPostgres, openPG},
+}
+
+// eachBackend runs f as a subtest per backend.
+func eachBackend(t *testing.T, opts Options, f func(t *testing.T, db *DB)) {
+	t.Helper()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { f(t, b.open(t, opts)) })
+	}
+}
+
+// pick returns the backend's variant of a value that differs by dialect.
+func pick[T any](db *DB, sqlite, postgres T) T {
+	if db.Dialect() == DialectPostgres {
+		return postgres
+	}
+	return sqlite
+}
+
+func openPG(t testing.TB, opts Options) *DB {
+	t.Helper()
+	db, err := Open(pgtest.DB(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
 
 func openFile(t testing.TB, opts Options) *DB {
 	t.Helper()
@@ -35,7 +75,7 @@ func st(sql string, args ...any) abi.Statement { return abi.Statement{SQL: sql, 
 
 func TestOpenURLErrors(t *testing.T) {
 	for _, tc := range []struct{ url, want string }{
-		{"postgres://localhost/db", `unknown scheme "postgres://"`},
+		{"mysql://localhost/db", `unknown scheme "mysql://"`},
 		{"./d1.db", "missing scheme"},
 		{"sqlite://", "empty path"},
 		{"sqlite://./x.db?_pragma=foo", "query or fragment"},
@@ -189,16 +229,18 @@ func TestCloseIdempotent(t *testing.T) {
 }
 
 func TestMessage(t *testing.T) {
-	db := openFile(t, Options{})
-	for _, tc := range []struct{ sql, want string }{
-		{"SELEC 1", `near "SELEC": syntax error`},
-		{"SELECT * FROM nope", "no such table: nope"},
-	} {
-		_, err := db.Batch(context.Background(), []abi.Statement{st(tc.sql)})
-		if err == nil || err.Error() != "statement 0: "+tc.want {
-			t.Errorf("%s: error %v, want %q", tc.sql, err, "statement 0: "+tc.want)
+	eachBackend(t, Options{}, func(t *testing.T, db *DB) {
+		for _, tc := range []struct{ sql, sqlite, postgres string }{
+			{"SELEC 1", `near "SELEC": syntax error`, `syntax error at or near "SELEC"`},
+			{"SELECT * FROM nope", "no such table: nope", `relation "nope" does not exist`},
+		} {
+			want := "statement 0: " + pick(db, tc.sqlite, tc.postgres)
+			_, err := db.Batch(context.Background(), []abi.Statement{st(tc.sql)})
+			if err == nil || err.Error() != want {
+				t.Errorf("%s: error %v, want %q", tc.sql, err, want)
+			}
 		}
-	}
+	})
 	if got := Message(errors.New("plain")); got != "plain" {
 		t.Errorf("Message(plain) = %q", got)
 	}

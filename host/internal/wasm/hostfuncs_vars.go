@@ -7,7 +7,8 @@ import (
 
 // Vars host functions (group "vars"): configuration values, through
 // Env.Var (the host config's [vars], overridden by environment variables;
-// "edgeshard.shard" names the calling shard).
+// "edgeshard.shard" names the calling shard, "edgeshard.sql_dialect" the
+// dialect of its SQL database).
 
 // varsFuncs are the host functions of group "vars".
 var varsFuncs = []hostFunc{varGet}

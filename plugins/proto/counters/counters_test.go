@@ -48,14 +48,17 @@ func TestParseDeltaRefuses(t *testing.T) {
 // TestStatementText pins the statements' text (SCHEMA.md quotes it).
 func TestStatementText(t *testing.T) {
 	q, args, err := Upsert([]Delta{{Table: PostStats, ID: "p1", Column: Likes, N: -1}}, 5)
-	if err != nil || q != "INSERT INTO post_stats (post_id, likes, updated_at) VALUES (?1, MAX(0, ?2), ?3) ON CONFLICT(post_id) DO UPDATE SET likes = MAX(0, likes + ?2), updated_at = ?3" ||
+	if err != nil || q != "INSERT INTO post_stats (post_id, likes, updated_at) VALUES (?1, CASE WHEN ?2 > 0 THEN ?2 ELSE 0 END, ?3) "+
+		"ON CONFLICT(post_id) DO UPDATE SET likes = CASE WHEN post_stats.likes + ?2 > 0 THEN post_stats.likes + ?2 ELSE 0 END, updated_at = ?3" ||
 		len(args) != 3 || args[0] != "p1" || args[1] != int64(-1) || args[2] != int64(5) {
 		t.Fatalf("%s %v %v", q, args, err)
 	}
 	q, args, err = FlushUpsert([]Delta{{Table: PostStats, ID: "p1", Column: Likes, N: 2}, {Table: PostStats, ID: "p1", Column: Views, N: 3}}, "COUNTER_SHARD/4", 7, 9)
-	want := "INSERT INTO post_stats (post_id, likes, views, updated_at) SELECT ?1, MAX(0, ?2), MAX(0, ?3), ?4 WHERE " +
+	want := "INSERT INTO post_stats (post_id, likes, views, updated_at) SELECT ?1, CASE WHEN ?2 > 0 THEN ?2 ELSE 0 END, " +
+		"CASE WHEN ?3 > 0 THEN ?3 ELSE 0 END, ?4 WHERE " +
 		"(SELECT COALESCE(MAX(seq), 0) FROM counter_flushes WHERE shard = ?5) < ?6 ON CONFLICT(post_id) DO UPDATE SET " +
-		"likes = MAX(0, likes + ?2), views = MAX(0, views + ?3), updated_at = ?4"
+		"likes = CASE WHEN post_stats.likes + ?2 > 0 THEN post_stats.likes + ?2 ELSE 0 END, " +
+		"views = CASE WHEN post_stats.views + ?3 > 0 THEN post_stats.views + ?3 ELSE 0 END, updated_at = ?4"
 	if err != nil || q != want || len(args) != 6 || args[4] != "COUNTER_SHARD/4" || args[5] != int64(7) {
 		t.Fatalf("%s %v %v", q, args, err)
 	}

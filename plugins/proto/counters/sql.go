@@ -25,13 +25,21 @@ func lookup(table, column string) (*Table, string, error) {
 
 // Clamped upserts: a counter never goes below 0. The update adds the delta
 // parameter, not excluded.col (which is already clamped).
+//
+// Every statement here is one text for SQLite and PostgreSQL (the binding
+// rewrites ?N to $N): the clamp is CASE WHEN x > 0 THEN x ELSE 0 END, not
+// SQLite's scalar MAX(0, x) (PostgreSQL's GREATEST, which SQLite lacks),
+// and DO UPDATE names the stored value table.column, which PostgreSQL
+// requires (a bare column there is ambiguous with excluded's).
 
 // Upsert returns the clamped upsert of one row's deltas (ds share table
 // and id; their columns are distinct, ds is not empty), as the edge's
 // legacy path runs it:
 //
-//	INSERT INTO post_stats (post_id, likes, updated_at) VALUES (?1, MAX(0, ?2), ?3)
-//	ON CONFLICT(post_id) DO UPDATE SET likes = MAX(0, likes + ?2), updated_at = ?3
+//	INSERT INTO post_stats (post_id, likes, updated_at)
+//	VALUES (?1, CASE WHEN ?2 > 0 THEN ?2 ELSE 0 END, ?3)
+//	ON CONFLICT(post_id) DO UPDATE SET likes = CASE WHEN post_stats.likes + ?2 > 0
+//	  THEN post_stats.likes + ?2 ELSE 0 END, updated_at = ?3
 func Upsert(ds []Delta, now int64) (string, []any, error) {
 	return upsert(ds, now, "", 0)
 }
@@ -40,9 +48,9 @@ func Upsert(ds []Delta, now int64) (string, []any, error) {
 // guarded by the flush's sequence, so a replayed flush changes nothing:
 //
 //	INSERT INTO post_stats (post_id, likes, views, updated_at)
-//	SELECT ?1, MAX(0, ?2), MAX(0, ?3), ?4 WHERE <guard ?5 ?6>
-//	ON CONFLICT(post_id) DO UPDATE SET likes = MAX(0, likes + ?2),
-//	  views = MAX(0, views + ?3), updated_at = ?4
+//	SELECT ?1, <clamp ?2>, <clamp ?3>, ?4 WHERE <guard ?5 ?6>
+//	ON CONFLICT(post_id) DO UPDATE SET likes = <clamp post_stats.likes + ?2>,
+//	  views = <clamp post_stats.views + ?3>, updated_at = ?4
 func FlushUpsert(ds []Delta, shard string, seq, now int64) (string, []any, error) {
 	return upsert(ds, now, shard, seq)
 }
@@ -82,9 +90,8 @@ func upsert(ds []Delta, now int64, shard string, seq int64) (string, []any, erro
 		b.WriteString(", updated_at) VALUES (?1")
 	}
 	for i := range ds {
-		b.WriteString(", MAX(0, ?")
-		b.WriteString(strconv.Itoa(i + 2))
-		b.WriteString(")")
+		b.WriteString(", ")
+		writeClamp(&b, "", i+2)
 		args = append(args, ds[i].N)
 	}
 	b.WriteString(", ?")
@@ -102,15 +109,27 @@ func upsert(ds []Delta, now int64, shard string, seq int64) (string, []any, erro
 	b.WriteString(") DO UPDATE SET ")
 	for i, c := range cols {
 		b.WriteString(c)
-		b.WriteString(" = MAX(0, ")
-		b.WriteString(c)
-		b.WriteString(" + ?")
-		b.WriteString(strconv.Itoa(i + 2))
-		b.WriteString("), ")
+		b.WriteString(" = ")
+		writeClamp(&b, t.Name+"."+c+" + ", i+2)
+		b.WriteString(", ")
 	}
 	b.WriteString("updated_at = ?")
 	b.WriteString(strconv.Itoa(pNow))
 	return b.String(), args, nil
+}
+
+// writeClamp writes CASE WHEN x > 0 THEN x ELSE 0 END for x = base?p.
+func writeClamp(b *strings.Builder, base string, p int) {
+	n := strconv.Itoa(p)
+	b.WriteString("CASE WHEN ")
+	b.WriteString(base)
+	b.WriteString("?")
+	b.WriteString(n)
+	b.WriteString(" > 0 THEN ")
+	b.WriteString(base)
+	b.WriteString("?")
+	b.WriteString(n)
+	b.WriteString(" ELSE 0 END")
 }
 
 // guardSQL is the condition every statement of a flush carries: the
