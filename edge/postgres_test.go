@@ -12,7 +12,6 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/pgtest"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
-	"github.com/rs/zerolog"
 )
 
 // The edge's flows on PostgreSQL: the same plugins, the same statements
@@ -126,7 +125,7 @@ func TestPostgresFlushExactlyOnce(t *testing.T) {
 // TestPostgresRateLimitFallbackDecidesLikeTheShard: the SQL fallback on
 // PostgreSQL decides every call of a seeded sequence as the shard would.
 func TestPostgresRateLimitFallbackDecidesLikeTheShard(t *testing.T) {
-	l := &limiter{a: &API{db: openPostgresDB(t).SQL(), log: zerolog.Nop()}}
+	l := &limiter{a: bareAPI(openPostgresDB(t).SQL())}
 	if allowed := runRL(t, newRLGen(7, true), 300, localStores(t, l)); allowed == 0 {
 		t.Fatal("nothing allowed")
 	}
@@ -138,7 +137,7 @@ func TestPostgresRateLimitFallbackDecidesLikeTheShard(t *testing.T) {
 func TestRateLimitSQLFallbackSerialised(t *testing.T) {
 	for name, open := range map[string]func(*testing.T) *sqldb.DB{sqldb.DialectSQLite: openDB, sqldb.DialectPostgres: openPostgresDB} {
 		t.Run(name, func(t *testing.T) {
-			l := &limiter{a: &API{db: open(t).SQL(), log: zerolog.Nop()}}
+			l := &limiter{a: bareAPI(open(t).SQL())}
 			const limit, workers, calls = 50, 16, 8
 			b := bucket{Policy: "user", Key: "user:hot", Limit: Limit{N: limit, Window: time.Minute}}
 			now := time.UnixMilli(1_767_225_630_000)

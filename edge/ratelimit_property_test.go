@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -224,7 +225,7 @@ func TestRateLimitFallbacksDecideLikeTheShard(t *testing.T) {
 		if _, err := db.SQL().Exec(`DELETE FROM proxy_rate_limits`); err != nil {
 			t.Fatal(err)
 		}
-		l := &limiter{a: &API{cfg: DefaultConfig().withDefaults(), db: db.SQL(), log: zerolog.Nop(), guard: &sqlGuard{now: time.Now}}}
+		l := &limiter{a: bareAPI(db.SQL())}
 		allowed := runRL(t, newRLGen(seed, true), steps, localStores(t, l))
 		t.Logf("seed %d: %d of %d calls allowed", seed, allowed, steps)
 		// The sequences must exercise both verdicts.
@@ -290,4 +291,10 @@ func TestRetryAfterRoundsUp(t *testing.T) {
 			t.Errorf("retry %v: RateLimit %q, want %q", tc.retry, got, want)
 		}
 	}
+}
+
+// bareAPI is an API with only a database, the defaults and the SQL guard:
+// enough for the SQL fallback's code.
+func bareAPI(db *sql.DB) *API {
+	return &API{cfg: DefaultConfig().withDefaults(), db: db, log: zerolog.Nop(), guard: &sqlGuard{now: time.Now}}
 }
