@@ -185,7 +185,7 @@ func DefaultConfig() Config {
 		CounterBinding:   "COUNTER_SHARD",
 		SQLBinding:       "DB",
 		ShardTimeout:     15 * time.Second,
-		SQLBudget:        2 * time.Second,
+		SQLBudget:        5 * time.Second,
 		EventMode:        ModePrimary,
 		CounterMode:      ModePrimary,
 		Auth:             AuthConfig{Leeway: 30 * time.Second},
