@@ -522,14 +522,7 @@ func (w *world) expectStorage(ctx context.Context, e *ExpectStorage) *Failure {
 	if err != nil {
 		return &Failure{Message: err.Error()}
 	}
-	var all []abi.KV
-	err = w.inspect(ctx, shard, func(st host.StorageView) error {
-		kvs, err := st.List(abi.ListOptions{})
-		for _, kv := range kvs {
-			all = append(all, abi.KV{Key: kv.Key, Value: slices.Clone(kv.Value)})
-		}
-		return err
-	})
+	all, err := ShardStorage(ctx, w.ns, shard, abi.ListOptions{})
 	if err != nil {
 		return &Failure{Message: err.Error()}
 	}

@@ -176,6 +176,25 @@ func (w *world) inspect(ctx context.Context, shard string, fn func(host.StorageV
 	return ferr
 }
 
+// ShardStorage returns a copy of the entries of the shard's storage that
+// opts selects, read on the shard's goroutine between two events, as
+// expect_storage reads them. Plugin authors' own tests of a plugin on a
+// real host can check its storage with it.
+func ShardStorage(ctx context.Context, ns *host.Namespace, shard string, opts abi.ListOptions) ([]abi.KV, error) {
+	var out []abi.KV
+	var lerr error
+	if err := ns.Inspect(ctx, shard, func(st host.StorageView) {
+		var kvs []abi.KV
+		kvs, lerr = st.List(opts)
+		for _, kv := range kvs {
+			out = append(out, abi.KV{Key: kv.Key, Value: slices.Clone(kv.Value)})
+		}
+	}); err != nil {
+		return nil, fmt.Errorf("inspect shard %s: %w", shard, err)
+	}
+	return out, lerr
+}
+
 // alarm returns the shard's persisted alarm (unix ms) as its next event
 // would see it.
 func (w *world) alarm(ctx context.Context, shard string) (int64, bool, error) {

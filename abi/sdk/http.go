@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/url"
 	"strings"
+
+	"github.com/edgeshard/edgeshard/abi"
 )
 
 // Text returns a text/plain response.
@@ -62,4 +64,33 @@ func Query(req *Request, name string) string {
 		return ""
 	}
 	return q.Get(name)
+}
+
+// ShardHeader is the request header the host sets on every fetch to
+// "<binding>/<shard>".
+const ShardHeader = "X-Edgeshard-Shard"
+
+// ObjectName returns the part of req's ShardHeader after the binding: the
+// name a per-name binding routed the request by (for a sharded binding the
+// shard's number), or "" when the header is absent. ShardName answers the
+// whole "<binding>/<shard>" without a request, by a host call.
+func ObjectName(req *Request) string {
+	_, name, _ := strings.Cut(abi.GetHeader(req.Header, ShardHeader), "/")
+	return name
+}
+
+// PlainID reports whether s is 1..maxLen bytes of A-Z a-z 0-9 _ - . : @,
+// an id that is safe as a storage key suffix, in a JSON string and in a
+// log line as it is.
+func PlainID(s string, maxLen int) bool {
+	if len(s) == 0 || len(s) > maxLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("_-.:@", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,17 +15,19 @@ import (
 	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
-func counterConfigText(t *testing.T) string {
+// counterConfigText is the config of a process serving examples/counter,
+// built with main.version=version, as COUNTER; settings are more top-level
+// lines (`event_timeout = "2s"`).
+func counterConfigText(t *testing.T, version string, settings ...string) string {
 	return fmt.Sprintf(`listen = "{{LISTEN}}"
 data_dir = "./data"
 cache_dir = %q
-event_timeout = "2s"
-
+%s
 [[durable_objects.bindings]]
 name = "COUNTER"
 module = %q
 shards = 0
-`, testutil.CacheDir(), testutil.Plugin(t, "examples/counter", "-X main.version=e2e"))
+`, testutil.CacheDir(), strings.Join(append(settings, ""), "\n"), testutil.Plugin(t, "examples/counter", "-X main.version="+version))
 }
 
 func post(t *testing.T, url string) (int, string) {
@@ -52,6 +55,31 @@ func countOf(t *testing.T, url string) int {
 	return r.Count
 }
 
+// armAlarmReset makes the counter's shard "alarm" count 1 and sets its
+// alarm to reset the count after ms.
+func armAlarmReset(t *testing.T, p *proctest.Proc, ms int) {
+	t.Helper()
+	if st, body := post(t, p.URL()+"/do/COUNTER/alarm/increment"); st != 200 {
+		t.Fatalf("increment: %d %s", st, body)
+	}
+	if st, body := post(t, p.URL()+"/do/COUNTER/alarm/reset-after?ms="+strconv.Itoa(ms)); st != 200 {
+		t.Fatalf("reset-after: %d %s", st, body)
+	}
+}
+
+// waitAlarmReset waits until armAlarmReset's alarm has reset the count,
+// failing with what and the process's log after timeout.
+func waitAlarmReset(t *testing.T, p *proctest.Proc, timeout time.Duration, what string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for countOf(t, p.URL()+"/do/COUNTER/alarm/") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s:\n%s", what, p.Output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // TestKill9KeepsAcknowledgedWritesAndAlarms is issue 2's check on the real
 // binary: 200 concurrent increments, kill -9, restart: still 200; an alarm
 // set for 2 s, kill -9 at once, restart: it still resets the count.
@@ -60,7 +88,7 @@ func TestKill9KeepsAcknowledgedWritesAndAlarms(t *testing.T) {
 		t.Skip("process test")
 	}
 	dir := t.TempDir()
-	p := proctest.Start(t, dir, counterConfigText(t))
+	p := proctest.Start(t, dir, counterConfigText(t, "e2e", `event_timeout = "2s"`))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failures []string
@@ -82,10 +110,7 @@ func TestKill9KeepsAcknowledgedWritesAndAlarms(t *testing.T) {
 	if got := countOf(t, p.URL()+"/do/COUNTER/c200/"); got != 200 {
 		t.Fatalf("count = %d, want 200", got)
 	}
-	post(t, p.URL()+"/do/COUNTER/alarm/increment")
-	if st, body := post(t, p.URL()+"/do/COUNTER/alarm/reset-after?ms=2000"); st != 200 {
-		t.Fatalf("reset-after: %d %s", st, body)
-	}
+	armAlarmReset(t, p, 2000)
 	p.Kill()
 	p.Restart()
 	if got := countOf(t, p.URL()+"/do/COUNTER/c200/"); got != 200 {
@@ -94,13 +119,7 @@ func TestKill9KeepsAcknowledgedWritesAndAlarms(t *testing.T) {
 	if got := countOf(t, p.URL()+"/do/COUNTER/alarm/"); got != 1 {
 		t.Fatalf("alarm fired too early: count = %d", got)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for countOf(t, p.URL()+"/do/COUNTER/alarm/") != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("alarm did not reset the count after restart:\n%s", p.Output())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitAlarmReset(t, p, 10*time.Second, "alarm did not reset the count after restart")
 }
 
 // TestMisbehavingShardsAnswer5xx: spin and panic answer 5xx while other
@@ -109,7 +128,7 @@ func TestMisbehavingShardsAnswer5xx(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test")
 	}
-	p := proctest.Start(t, t.TempDir(), counterConfigText(t))
+	p := proctest.Start(t, t.TempDir(), counterConfigText(t, "e2e", `event_timeout = "2s"`))
 	type res struct {
 		st   int
 		body string

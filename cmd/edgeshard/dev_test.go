@@ -138,7 +138,16 @@ func TestDevPicksTheBinding(t *testing.T) {
 	}
 }
 
+// get sends a request without a body and returns the answer's body.
 func get(t *testing.T, method, url string) string {
+	t.Helper()
+	_, b := send(t, method, url)
+	return string(b)
+}
+
+// send sends a request without a body and returns the answer's status and
+// body; a request that gets no answer fails the test.
+func send(t *testing.T, method, url string) (int, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -147,5 +156,5 @@ func get(t *testing.T, method, url string) string {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	return resp.StatusCode, b
 }

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"go/format"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,18 +148,12 @@ func read(t *testing.T, dir, name string) string {
 
 func hits(t *testing.T, method, url string) int {
 	t.Helper()
-	req, _ := http.NewRequest(method, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	status, body := send(t, method, url)
 	var r struct {
 		Hits *int `json:"hits"`
 	}
-	if resp.StatusCode != 200 || json.Unmarshal(body, &r) != nil || r.Hits == nil {
-		t.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, body)
+	if status != 200 || json.Unmarshal(body, &r) != nil || r.Hits == nil {
+		t.Fatalf("%s %s: %d %s", method, url, status, body)
 	}
 	return *r.Hits
 }

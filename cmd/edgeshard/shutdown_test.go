@@ -21,16 +21,7 @@ const adminToken = "process-test-token"
 
 // adminConfigText is the counter config with the admin API on adminAddr.
 func adminConfigText(t *testing.T, adminAddr string) string {
-	return fmt.Sprintf(`listen = "{{LISTEN}}"
-admin_listen = %q
-data_dir = "./data"
-cache_dir = %q
-
-[[durable_objects.bindings]]
-name = "COUNTER"
-module = %q
-shards = 0
-`, adminAddr, testutil.CacheDir(), testutil.Plugin(t, "examples/counter", "-X main.version=v1"))
+	return counterConfigText(t, "v1", fmt.Sprintf("admin_listen = %q", adminAddr))
 }
 
 // TestSIGTERMUnderLoadLosesNoAcknowledgedIncrement: clients increment
@@ -42,12 +33,7 @@ func TestSIGTERMUnderLoadLosesNoAcknowledgedIncrement(t *testing.T) {
 		t.Skip("process test")
 	}
 	p := proctest.Start(t, t.TempDir(), adminConfigText(t, proctest.FreeAddr(t)), "EDGESHARD_ADMIN_TOKEN="+adminToken)
-	if st, body := post(t, p.URL()+"/do/COUNTER/alarm/increment"); st != 200 {
-		t.Fatalf("increment: %d %s", st, body)
-	}
-	if st, body := post(t, p.URL()+"/do/COUNTER/alarm/reset-after?ms=4000"); st != 200 {
-		t.Fatalf("reset-after: %d %s", st, body)
-	}
+	armAlarmReset(t, p, 4000)
 
 	names := []string{"n0", "n1", "n2", "n3", "n4"}
 	var acked [5]atomic.Int64
@@ -111,13 +97,7 @@ func TestSIGTERMUnderLoadLosesNoAcknowledgedIncrement(t *testing.T) {
 		total += acked[i].Load()
 	}
 	t.Logf("%d increments acknowledged, all present after restart", total)
-	deadline := time.Now().Add(15 * time.Second)
-	for countOf(t, p.URL()+"/do/COUNTER/alarm/") != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the alarm set before SIGTERM did not fire after restart:\n%s", p.Output())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitAlarmReset(t, p, 15*time.Second, "the alarm set before SIGTERM did not fire after restart")
 }
 
 // TestAdminAPIOnTheBinary: without a token the admin API stays off and says

@@ -30,12 +30,7 @@ func build(t *testing.T) string {
 // TestConformance: the C counter passes the Go counter's suite
 // (examples/counter/conformance.json) on both storage backends.
 func TestConformance(t *testing.T) {
-	wasm := build(t)
-	for _, backend := range []string{conformance.BackendMemory, conformance.BackendBadger} {
-		t.Run(backend, func(t *testing.T) {
-			conformance.Run(t, wasm, "../counter/conformance.json", conformance.Options{Backend: backend, CacheDir: testutil.CacheDir()})
-		})
-	}
+	conformance.RunEachBackend(t, build(t), "../counter/conformance.json", conformance.Options{CacheDir: testutil.CacheDir()})
 }
 
 // TestRunawayIsStopped: POST /spin loops forever in C; the host's deadline

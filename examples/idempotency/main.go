@@ -48,15 +48,10 @@ const (
 func main() {}
 
 func init() {
-	sdk.Serve(sdk.Handlers{Fetch: fetch, Alarm: expire})
+	sdk.Serve(sdk.Handlers{Fetch: router.Fetch, Alarm: expire})
 }
 
-func fetch(req *sdk.Request) *sdk.Response {
-	if sdk.PathOnly(req) == "/run" && req.Method == "POST" {
-		return run(req)
-	}
-	return sdk.ErrorJSON(404, "not_found", "no route "+req.Method+" "+sdk.PathOnly(req))
-}
+var router = sdk.Router{Routes: []sdk.Route{{Method: "POST", Path: "/run", Handle: run}}}
 
 // run answers a repeat from storage, or runs the operation and stores its
 // response. The operation's writes and the stored response commit in one

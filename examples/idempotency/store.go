@@ -23,13 +23,10 @@ const (
 	recordPrefix = "r:"
 	expiryPrefix = "x:"
 	keySeq       = "seq"
-	// sweepBatch keys are expired per storage call: each takes two
-	// deletes, and a multi-key call takes at most 128 keys.
-	sweepBatch = 64
-	// maxSweepRounds bounds one alarm event; if more keys are due, the
-	// alarm re-arms for now and the host runs it again at once.
-	maxSweepRounds = 16
 )
+
+// expiries is the expiry index of the stored responses.
+var expiries = sdk.ExpiryIndex{Prefix: expiryPrefix}
 
 // errCorrupt reports a stored value this code did not write.
 var errCorrupt = errors.New("idempotency: corrupt stored record")
@@ -56,32 +53,7 @@ func (r record) response(replayed bool) *sdk.Response {
 }
 
 // expiryKey is the record's key in the expiry index.
-func (r record) expiryKey(key string) string { return expiryKey(r.expires, key) }
-
-func expiryKey(expires int64, key string) string {
-	b := make([]byte, 0, len(expiryPrefix)+16+len(key))
-	b = append(b, expiryPrefix...)
-	b = appendHex16(b, uint64(expires))
-	return string(append(b, key...))
-}
-
-func appendHex16(b []byte, v uint64) []byte {
-	const digits = "0123456789abcdef"
-	for shift := 60; shift >= 0; shift -= 4 {
-		b = append(b, digits[v>>uint(shift)&0xf])
-	}
-	return b
-}
-
-// parseExpiryKey splits an expiry index key into its time and record key.
-func parseExpiryKey(k string) (int64, string, bool) {
-	const head = len(expiryPrefix) + 16
-	if len(k) <= head || !strings.HasPrefix(k, expiryPrefix) {
-		return 0, "", false
-	}
-	at, err := strconv.ParseUint(k[len(expiryPrefix):head], 16, 64)
-	return int64(at), k[head:], err == nil
-}
+func (r record) expiryKey(key string) string { return expiries.Key(r.expires, key) }
 
 func loadRecord(key string) (record, bool, error) {
 	v, ok, err := sdk.Storage().Get(recordPrefix + key)
@@ -152,47 +124,13 @@ func nextSeq() (int64, error) {
 // passed, then re-arms the alarm for the earliest expiry left. Running it
 // twice (alarms are at-least-once) deletes nothing more.
 func expire(sdk.AlarmInfo) error {
-	st := sdk.Storage()
-	due := sdk.ListOptions{
-		Prefix: expiryPrefix,
-		End:    expiryKey(time.Now().UnixMilli()+1, ""), HasEnd: true, // expires ≤ now
-		Limit: sweepBatch,
-	}
-	expired := 0
-	for range maxSweepRounds {
-		kvs, err := st.List(due)
-		if err != nil {
-			return err
-		}
-		keys := make([]string, 0, 2*len(kvs))
-		for _, kv := range kvs {
-			_, key, ok := parseExpiryKey(kv.Key)
-			if !ok {
-				return errCorrupt
-			}
-			keys = append(keys, kv.Key, recordPrefix+key)
-		}
-		if len(keys) > 0 {
-			if _, err := st.DeleteMulti(keys); err != nil {
-				return err
-			}
-		}
-		expired += len(kvs)
-		if len(kvs) < sweepBatch {
-			break
-		}
-	}
-	if expired > 0 {
-		sdk.Info("idempotency keys expired", "count", strconv.Itoa(expired))
-	}
-	// The host cleared the alarm before calling us; arm the next one.
-	next, err := st.List(sdk.ListOptions{Prefix: expiryPrefix, Limit: 1})
-	if err != nil || len(next) == 0 {
+	expired, err := expiries.Sweep(time.Now().UnixMilli(), func(key string) string { return recordPrefix + key })
+	if err != nil {
 		return err
 	}
-	at, _, ok := parseExpiryKey(next[0].Key)
-	if !ok {
-		return errCorrupt
+	if len(expired) > 0 {
+		sdk.Info("idempotency keys expired", "count", strconv.Itoa(len(expired)))
 	}
-	return sdk.SetAlarm(time.UnixMilli(at))
+	// The host cleared the alarm before calling us; arm the next one.
+	return expiries.ArmNext()
 }

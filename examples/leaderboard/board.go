@@ -26,7 +26,7 @@ const (
 	keyDirty       = "dirty"
 	keySnapshotAt  = "snapshot_at"
 	keyBoard       = "board"
-	indexHeaderLen = len(indexPrefix) + 32
+	indexHeaderLen = len(indexPrefix) + 2*sdk.SortableLen
 )
 
 // entry is a player's best score.
@@ -40,8 +40,8 @@ type entry struct {
 func (e entry) indexKey() string {
 	b := make([]byte, 0, indexHeaderLen+len(e.player))
 	b = append(b, indexPrefix...)
-	b = appendHex16(b, ^uint64(e.score))
-	b = appendHex16(b, uint64(e.at))
+	b = sdk.AppendSortable(b, ^uint64(e.score))
+	b = sdk.AppendSortable(b, uint64(e.at))
 	return string(append(b, e.player...))
 }
 
@@ -50,20 +50,12 @@ func decodeIndex(key string) (entry, bool) {
 	if len(key) <= indexHeaderLen || !strings.HasPrefix(key, indexPrefix) {
 		return entry{}, false
 	}
-	inv, err1 := strconv.ParseUint(key[2:18], 16, 64)
-	at, err2 := strconv.ParseUint(key[18:34], 16, 64)
-	if err1 != nil || err2 != nil {
+	inv, ok1 := sdk.ParseSortable(key[2:18])
+	at, ok2 := sdk.ParseSortable(key[18:34])
+	if !ok1 || !ok2 {
 		return entry{}, false
 	}
 	return entry{player: key[indexHeaderLen:], score: int64(^inv), at: int64(at)}, true
-}
-
-func appendHex16(b []byte, v uint64) []byte {
-	const digits = "0123456789abcdef"
-	for shift := 60; shift >= 0; shift -= 4 {
-		b = append(b, digits[v>>uint(shift)&0xf])
-	}
-	return b
 }
 
 // loadBest returns the player's best score, if any.

@@ -17,7 +17,6 @@ package main
 import (
 	"encoding/json"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi/sdk"
@@ -29,27 +28,22 @@ const (
 	maxTop     = 100
 	// maxScore keeps scores exact in every JSON client (2^53 - 1).
 	maxScore = 1<<53 - 1
-	// maxIDLen bounds player ids.
+	// maxIDLen bounds player ids. Ids are storage key suffixes and appear
+	// in JSON, so they are kept to a plain alphabet (sdk.PlainID).
 	maxIDLen = 64
 )
 
 func main() {}
 
 func init() {
-	sdk.Serve(sdk.Handlers{Fetch: fetch, Alarm: snapshot})
+	sdk.Serve(sdk.Handlers{Fetch: router.Fetch, Alarm: snapshot})
 }
 
-func fetch(req *sdk.Request) *sdk.Response {
-	switch path := sdk.PathOnly(req); {
-	case path == "/score" && req.Method == "POST":
-		return postScore(req)
-	case path == "/top" && req.Method == "GET":
-		return getTop(req)
-	case path == "/rank" && req.Method == "GET":
-		return getRank(req)
-	}
-	return sdk.ErrorJSON(404, "not_found", "no route "+req.Method+" "+sdk.PathOnly(req))
-}
+var router = sdk.Router{Routes: []sdk.Route{
+	{Method: "POST", Path: "/score", Handle: postScore},
+	{Method: "GET", Path: "/top", Handle: getTop},
+	{Method: "GET", Path: "/rank", Handle: getRank},
+}}
 
 // postScore records a score; only a better one than the player's best
 // changes anything.
@@ -61,7 +55,7 @@ func postScore(req *sdk.Request) *sdk.Response {
 	if err := json.Unmarshal(req.Body, &in); err != nil {
 		return sdk.ErrorJSON(400, "bad_body", `want {"player":"...","score":N}: `+err.Error())
 	}
-	if !validID(in.Player) {
+	if !sdk.PlainID(in.Player, maxIDLen) {
 		return sdk.ErrorJSON(400, "bad_player", "player must be 1-64 characters of A-Z a-z 0-9 _ - . : @")
 	}
 	score, err := strconv.ParseInt(in.Score.String(), 10, 64)
@@ -133,7 +127,7 @@ func getTop(req *sdk.Request) *sdk.Response {
 // grows with the rank, fine for boards of thousands.
 func getRank(req *sdk.Request) *sdk.Response {
 	player := sdk.Query(req, "player")
-	if !validID(player) {
+	if !sdk.PlainID(player, maxIDLen) {
 		return sdk.ErrorJSON(400, "bad_player", "player must be 1-64 characters of A-Z a-z 0-9 _ - . : @")
 	}
 	best, known, err := loadBest(player)
@@ -154,27 +148,9 @@ func getRank(req *sdk.Request) *sdk.Response {
 	return sdk.RawJSON(200, append(b, '}'))
 }
 
-// boardName is the shard's name: the host sets X-Edgeshard-Shard to
-// "BINDING/name" on every request.
-func boardName(req *sdk.Request) string {
-	_, name, _ := strings.Cut(sdk.GetHeader(req.Header, "X-Edgeshard-Shard"), "/")
-	return name
-}
-
-// validID reports whether s is a usable player id. Ids are storage key
-// suffixes and appear in JSON, so they are kept to a plain alphabet.
-func validID(s string) bool {
-	if len(s) == 0 || len(s) > maxIDLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("_-.:@", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
+// boardName is the shard's name, the board's: the object name the request
+// was routed by.
+func boardName(req *sdk.Request) string { return sdk.ObjectName(req) }
 
 func storageError(err error) *sdk.Response {
 	return sdk.ErrorJSON(500, "storage", err.Error())

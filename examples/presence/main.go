@@ -17,7 +17,6 @@ package main
 
 import (
 	"encoding/json"
-	"strings"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi/sdk"
@@ -27,40 +26,30 @@ const (
 	// timeout is how long a member stays online after its last join or
 	// heartbeat.
 	timeout = 30 * time.Second
-	// maxIDLen bounds user ids.
+	// maxIDLen bounds user ids. Ids are storage key suffixes and appear
+	// in JSON, so they are kept to a plain alphabet (sdk.PlainID).
 	maxIDLen = 64
 )
 
 func main() {}
 
 func init() {
-	sdk.Serve(sdk.Handlers{Fetch: fetch, Alarm: expire})
+	sdk.Serve(sdk.Handlers{Fetch: router.Fetch, Alarm: expire})
 }
 
-func fetch(req *sdk.Request) *sdk.Response {
-	switch path := sdk.PathOnly(req); {
-	case path == "/join" && req.Method == "POST":
-		return join(req)
-	case path == "/heartbeat" && req.Method == "POST":
-		return heartbeat(req)
-	case path == "/leave" && req.Method == "POST":
-		return leave(req)
-	case path == "/members" && req.Method == "GET":
-		return members(req)
-	}
-	return sdk.ErrorJSON(404, "not_found", "no route "+req.Method+" "+sdk.PathOnly(req))
-}
+var router = sdk.Router{Routes: []sdk.Route{
+	{Method: "POST", Path: "/join", Handle: join},
+	{Method: "POST", Path: "/heartbeat", Handle: heartbeat},
+	{Method: "POST", Path: "/leave", Handle: leave},
+	{Method: "GET", Path: "/members", Handle: members},
+}}
 
 func join(req *sdk.Request) *sdk.Response {
-	user, bad := userOf(req)
+	m, bad := memberOf(req)
 	if bad != nil {
 		return bad
 	}
 	now := time.Now().UnixMilli()
-	m, err := loadMember(user)
-	if err != nil {
-		return storageError(err)
-	}
 	online := m.onlineAt(now)
 	if !online {
 		// New, or timed out and not yet swept: a fresh join.
@@ -70,41 +59,33 @@ func join(req *sdk.Request) *sdk.Response {
 		return storageError(err)
 	}
 	b := sdk.AppendJSONStr([]byte{'{'}, "room", roomName(req))
-	b = sdk.AppendJSONStr(b, "user", user)
+	b = sdk.AppendJSONStr(b, "user", m.user)
 	b = sdk.AppendJSONBool(b, "joined", !online)
 	b = sdk.AppendJSONInt(b, "expires_at", m.expires())
 	return sdk.RawJSON(200, append(b, '}'))
 }
 
 func heartbeat(req *sdk.Request) *sdk.Response {
-	user, bad := userOf(req)
+	m, bad := memberOf(req)
 	if bad != nil {
 		return bad
 	}
 	now := time.Now().UnixMilli()
-	m, err := loadMember(user)
-	if err != nil {
-		return storageError(err)
-	}
 	if !m.onlineAt(now) {
-		return sdk.ErrorJSON(404, "not_member", user+" is not online in this room: join first")
+		return sdk.ErrorJSON(404, "not_member", m.user+" is not online in this room: join first")
 	}
 	if err := touch(&m, now, roomName(req)); err != nil {
 		return storageError(err)
 	}
-	b := sdk.AppendJSONStr([]byte{'{'}, "user", user)
+	b := sdk.AppendJSONStr([]byte{'{'}, "user", m.user)
 	b = sdk.AppendJSONInt(b, "expires_at", m.expires())
 	return sdk.RawJSON(200, append(b, '}'))
 }
 
 func leave(req *sdk.Request) *sdk.Response {
-	user, bad := userOf(req)
+	m, bad := memberOf(req)
 	if bad != nil {
 		return bad
-	}
-	m, err := loadMember(user)
-	if err != nil {
-		return storageError(err)
 	}
 	wasOnline := m.onlineAt(time.Now().UnixMilli())
 	if m.stored {
@@ -112,7 +93,7 @@ func leave(req *sdk.Request) *sdk.Response {
 			return storageError(err)
 		}
 	}
-	b := sdk.AppendJSONStr([]byte{'{'}, "user", user)
+	b := sdk.AppendJSONStr([]byte{'{'}, "user", m.user)
 	b = sdk.AppendJSONBool(b, "left", wasOnline)
 	return sdk.RawJSON(200, append(b, '}'))
 }
@@ -137,41 +118,28 @@ func members(req *sdk.Request) *sdk.Response {
 	return sdk.RawJSON(200, append(b, ']', '}'))
 }
 
-// userOf decodes {"user":"..."} or answers why it cannot.
-func userOf(req *sdk.Request) (string, *sdk.Response) {
+// memberOf decodes {"user":"..."} and loads the user's presence, or
+// answers why it cannot.
+func memberOf(req *sdk.Request) (member, *sdk.Response) {
 	var in struct {
 		User string `json:"user"`
 	}
 	if err := json.Unmarshal(req.Body, &in); err != nil {
-		return "", sdk.ErrorJSON(400, "bad_body", `want {"user":"..."}: `+err.Error())
+		return member{}, sdk.ErrorJSON(400, "bad_body", `want {"user":"..."}: `+err.Error())
 	}
-	if !validID(in.User) {
-		return "", sdk.ErrorJSON(400, "bad_user", "user must be 1-64 characters of A-Z a-z 0-9 _ - . : @")
+	if !sdk.PlainID(in.User, maxIDLen) {
+		return member{}, sdk.ErrorJSON(400, "bad_user", "user must be 1-64 characters of A-Z a-z 0-9 _ - . : @")
 	}
-	return in.User, nil
+	m, err := loadMember(in.User)
+	if err != nil {
+		return member{}, storageError(err)
+	}
+	return m, nil
 }
 
-// roomName is the shard's name: the host sets X-Edgeshard-Shard to
-// "BINDING/name" on every request.
-func roomName(req *sdk.Request) string {
-	_, name, _ := strings.Cut(sdk.GetHeader(req.Header, "X-Edgeshard-Shard"), "/")
-	return name
-}
-
-// validID reports whether s is a usable user id. Ids are storage key
-// suffixes and appear in JSON, so they are kept to a plain alphabet.
-func validID(s string) bool {
-	if len(s) == 0 || len(s) > maxIDLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("_-.:@", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
+// roomName is the shard's name, the room's: the object name the request
+// was routed by.
+func roomName(req *sdk.Request) string { return sdk.ObjectName(req) }
 
 func storageError(err error) *sdk.Response {
 	return sdk.ErrorJSON(500, "storage", err.Error())

@@ -108,14 +108,9 @@ func memberCount(t *testing.T, h *host.Host) int {
 func storedMembers(t *testing.T, h *host.Host) int {
 	t.Helper()
 	ns, _ := h.Namespace("PRESENCE")
-	n := 0
-	var lerr error
-	err := ns.Inspect(context.Background(), "lobby", func(st host.StorageView) {
-		kvs, err := st.List(abi.ListOptions{Prefix: "m:"})
-		n, lerr = len(kvs), err
-	})
-	if err != nil || lerr != nil {
-		t.Fatalf("inspect: %v %v", err, lerr)
+	kvs, err := conformance.ShardStorage(context.Background(), ns, "lobby", abi.ListOptions{Prefix: "m:"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return n
+	return len(kvs)
 }

@@ -22,14 +22,12 @@ const (
 	memberPrefix = "m:"
 	expiryPrefix = "x:"
 	keyRoom      = "room"
-	// sweepBatch members are dropped per storage call (two deletes each;
-	// a multi-key call takes at most 128 keys), at most maxSweepRounds
-	// times per alarm event; if more are due the alarm runs again at once.
-	sweepBatch     = 64
-	maxSweepRounds = 16
 	// maxLoggedUsers bounds the user list in a timeout log record.
 	maxLoggedUsers = 20
 )
+
+// expiries is the expiry index of the members.
+var expiries = sdk.ExpiryIndex{Prefix: expiryPrefix}
 
 // errCorrupt reports a stored value this code did not write.
 var errCorrupt = errors.New("presence: corrupt stored member")
@@ -48,32 +46,7 @@ func (m member) expires() int64 { return m.lastSeen + timeout.Milliseconds() }
 // past its expiry is offline even before the alarm sweeps it.
 func (m member) onlineAt(now int64) bool { return m.stored && m.expires() > now }
 
-func (m member) expiryKey() string { return expiryKey(m.expires(), m.user) }
-
-func expiryKey(expires int64, user string) string {
-	b := make([]byte, 0, len(expiryPrefix)+16+len(user))
-	b = append(b, expiryPrefix...)
-	b = appendHex16(b, uint64(expires))
-	return string(append(b, user...))
-}
-
-func appendHex16(b []byte, v uint64) []byte {
-	const digits = "0123456789abcdef"
-	for shift := 60; shift >= 0; shift -= 4 {
-		b = append(b, digits[v>>uint(shift)&0xf])
-	}
-	return b
-}
-
-// parseExpiryKey splits an expiry index key into its time and user.
-func parseExpiryKey(k string) (int64, string, bool) {
-	const head = len(expiryPrefix) + 16
-	if len(k) <= head || !strings.HasPrefix(k, expiryPrefix) {
-		return 0, "", false
-	}
-	at, err := strconv.ParseUint(k[len(expiryPrefix):head], 16, 64)
-	return int64(at), k[head:], err == nil
-}
+func (m member) expiryKey() string { return expiries.Key(m.expires(), m.user) }
 
 func parseMember(user string, v []byte) (member, error) {
 	j, l, ok := strings.Cut(string(v), " ")
@@ -157,49 +130,15 @@ func online(now int64) ([]member, error) {
 // passed and re-arms the alarm for the earliest expiry left. Running it
 // twice (alarms are at-least-once) drops nobody else.
 func expire(sdk.AlarmInfo) error {
-	st := sdk.Storage()
-	due := sdk.ListOptions{
-		Prefix: expiryPrefix,
-		End:    expiryKey(time.Now().UnixMilli()+1, ""), HasEnd: true, // expires ≤ now
-		Limit: sweepBatch,
-	}
-	var gone []string
-	for range maxSweepRounds {
-		kvs, err := st.List(due)
-		if err != nil {
-			return err
-		}
-		keys := make([]string, 0, 2*len(kvs))
-		for _, kv := range kvs {
-			_, user, ok := parseExpiryKey(kv.Key)
-			if !ok {
-				return errCorrupt
-			}
-			keys = append(keys, kv.Key, memberPrefix+user)
-			gone = append(gone, user)
-		}
-		if len(keys) > 0 {
-			if _, err := st.DeleteMulti(keys); err != nil {
-				return err
-			}
-		}
-		if len(kvs) < sweepBatch {
-			break
-		}
+	gone, err := expiries.Sweep(time.Now().UnixMilli(), func(user string) string { return memberPrefix + user })
+	if err != nil {
+		return err
 	}
 	if len(gone) > 0 {
-		room, _, _ := st.Get(keyRoom)
+		room, _, _ := sdk.Storage().Get(keyRoom)
 		users := gone[:min(len(gone), maxLoggedUsers)]
 		sdk.Info("presence: members timed out", "room", string(room),
 			"count", strconv.Itoa(len(gone)), "users", strings.Join(users, ","))
 	}
-	next, err := st.List(sdk.ListOptions{Prefix: expiryPrefix, Limit: 1})
-	if err != nil || len(next) == 0 {
-		return err
-	}
-	at, _, ok := parseExpiryKey(next[0].Key)
-	if !ok {
-		return errCorrupt
-	}
-	return sdk.SetAlarm(time.UnixMilli(at))
+	return expiries.ArmNext()
 }

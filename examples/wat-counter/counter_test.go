@@ -28,12 +28,7 @@ func build(t *testing.T) string {
 
 // TestConformance runs the example's suite on both storage backends.
 func TestConformance(t *testing.T) {
-	wasm := build(t)
-	for _, backend := range []string{conformance.BackendMemory, conformance.BackendBadger} {
-		t.Run(backend, func(t *testing.T) {
-			conformance.Run(t, wasm, "conformance.json", conformance.Options{Backend: backend, CacheDir: testutil.CacheDir()})
-		})
-	}
+	conformance.RunEachBackend(t, build(t), "conformance.json", conformance.Options{CacheDir: testutil.CacheDir()})
 }
 
 // TestLargeRequestGrowsMemory: a request larger than the module's one page

@@ -164,6 +164,23 @@ func (s *Server) namespace(w http.ResponseWriter, r *http.Request) (*host.Namesp
 	return nil, false
 }
 
+// namespaceShard resolves the {name} and {id} route variables, answering
+// 4xx itself.
+func (s *Server) namespaceShard(w http.ResponseWriter, r *http.Request) (*host.Namespace, string, bool) {
+	ns, ok := s.namespace(w, r)
+	if !ok {
+		return nil, "", false
+	}
+	shard, ok := s.shard(w, r, ns)
+	return ns, shard, ok
+}
+
+// hostError answers err with the status and code host.ErrorStatus gives it.
+func hostError(w http.ResponseWriter, err error) {
+	status, code := host.ErrorStatus(err)
+	httpx.WriteError(w, status, code, err.Error())
+}
+
 func (s *Server) listBindings(w http.ResponseWriter, _ *http.Request) {
 	out := BindingList{Bindings: []BindingInfo{}}
 	for _, ns := range s.h.Namespaces() {
@@ -216,6 +233,11 @@ func (s *Server) putModule(w http.ResponseWriter, r *http.Request) {
 	}
 	changed := v != before
 	log.Info().Str("sha256", v.SHA256()).Bool("changed", changed).Msg("module pushed")
+	writeSwapResult(w, ns, v, changed, d)
+}
+
+// writeSwapResult answers a push or rollback that made v current.
+func writeSwapResult(w http.ResponseWriter, ns *host.Namespace, v *host.Version, changed bool, d time.Duration) {
 	httpx.WriteJSON(w, http.StatusOK, SwapResult{Binding: ns.Name(), Changed: changed, Module: *versionInfo(v), Previous: versionInfo(ns.Previous()), Duration: d.String()})
 }
 
@@ -248,7 +270,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info().Str("binding", ns.Name()).Str("remote", r.RemoteAddr).Str("sha256", v.SHA256()).Msg("module rolled back")
-	httpx.WriteJSON(w, http.StatusOK, SwapResult{Binding: ns.Name(), Changed: true, Module: *versionInfo(v), Previous: versionInfo(ns.Previous()), Duration: time.Since(t0).String()})
+	writeSwapResult(w, ns, v, true, time.Since(t0))
 }
 
 // shard resolves the {id} route variable to a shard of ns, answering 4xx
@@ -266,8 +288,7 @@ func (s *Server) shard(w http.ResponseWriter, r *http.Request, ns *host.Namespac
 			return "", false
 		}
 	} else if _, err := ns.ShardFor(shard); err != nil {
-		status, code := host.ErrorStatus(err)
-		httpx.WriteError(w, status, code, err.Error())
+		hostError(w, err)
 		return "", false
 	}
 	return shard, true
@@ -276,23 +297,14 @@ func (s *Server) shard(w http.ResponseWriter, r *http.Request, ns *host.Namespac
 // getShard lists a page of the shard's storage, read on the shard's own
 // goroutine between two events.
 func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
-	ns, ok := s.namespace(w, r)
-	if !ok {
-		return
-	}
-	shard, ok := s.shard(w, r, ns)
+	ns, shard, ok := s.namespaceShard(w, r)
 	if !ok {
 		return
 	}
 	q := r.URL.Query()
-	limit := DefaultListLimit
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > MaxListLimit {
-			httpx.WriteError(w, http.StatusBadRequest, "bad_limit", fmt.Sprintf("limit = %q: want 1..%d", l, MaxListLimit))
-			return
-		}
-		limit = n
+	limit, ok := limitParam(w, q)
+	if !ok {
+		return
 	}
 	opts := abi.ListOptions{Prefix: q.Get("prefix"), Limit: uint32(limit + 1)}
 	if q.Has("start_after") {
@@ -304,15 +316,12 @@ func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
 		last    string
 		more    bool
 		alarm   int64
-		err     error
 	}
-	ch := make(chan snapshot, 1)
-	err := ns.Inspect(r.Context(), shard, func(st host.StorageView) {
+	sn, ok := inspect(w, r, ns, shard, func(st host.StorageView) (snapshot, error) {
 		var sn snapshot
 		kvs, err := st.List(opts)
 		if err != nil {
-			ch <- snapshot{err: err}
-			return
+			return snapshot{}, err
 		}
 		if len(kvs) > limit {
 			kvs, sn.more = kvs[:limit], true
@@ -326,22 +335,14 @@ func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
 		}
 		at, found, err := st.GetAlarm()
 		if err != nil {
-			ch <- snapshot{err: err}
-			return
+			return snapshot{}, err
 		}
 		if found {
 			sn.alarm = at
 		}
-		ch <- sn
+		return sn, nil
 	})
-	if err != nil {
-		status, code := host.ErrorStatus(err)
-		httpx.WriteError(w, status, code, err.Error())
-		return
-	}
-	sn := <-ch
-	if sn.err != nil {
-		httpx.WriteError(w, http.StatusInternalServerError, "storage", fmt.Sprintf("read shard %s/%s: %v", ns.Name(), shard, sn.err))
+	if !ok {
 		return
 	}
 	st, _ := ns.Summary(shard)
@@ -356,22 +357,59 @@ func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
 		out.Alarm = &t
 	}
 	if sn.more {
-		next := url.Values{"start_after": {sn.last}, "limit": {strconv.Itoa(limit)}}
-		if opts.Prefix != "" {
-			next.Set("prefix", opts.Prefix)
-		}
-		out.Next = r.URL.EscapedPath() + "?" + next.Encode()
+		out.Next = nextPage(r, "start_after", sn.last, limit, opts.Prefix)
 	}
 	httpx.WriteJSON(w, http.StatusOK, out)
+}
+
+// inspect runs read on the shard's own goroutine between two events and
+// returns what it read; it answers a failed inspection or read itself.
+func inspect[T any](w http.ResponseWriter, r *http.Request, ns *host.Namespace, shard string, read func(host.StorageView) (T, error)) (T, bool) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	if err := ns.Inspect(r.Context(), shard, func(st host.StorageView) {
+		v, err := read(st)
+		ch <- result{v, err}
+	}); err != nil {
+		hostError(w, err)
+		var zero T
+		return zero, false
+	}
+	res := <-ch
+	if res.err != nil {
+		httpx.WriteError(w, http.StatusInternalServerError, "storage", fmt.Sprintf("read shard %s/%s: %v", ns.Name(), shard, res.err))
+		return res.v, false
+	}
+	return res.v, true
+}
+
+// nextPage is the link to the page after one that ended at last: r's path
+// with ?{afterParam}=last, the limit and the prefix (when one is set).
+func nextPage(r *http.Request, afterParam, last string, limit int, prefix string) string {
+	next := url.Values{afterParam: {last}, "limit": {strconv.Itoa(limit)}}
+	if prefix != "" {
+		next.Set("prefix", prefix)
+	}
+	return r.URL.EscapedPath() + "?" + next.Encode()
+}
+
+// displayKey renders a storage key for display: UTF-8 as text, anything
+// else as base64; it returns the rendered key and its encoding.
+func displayKey(key string) (string, string) {
+	if utf8.ValidString(key) {
+		return key, "utf8"
+	}
+	return base64.StdEncoding.EncodeToString([]byte(key)), "base64"
 }
 
 // entry renders a storage entry for display: UTF-8 as text, anything else
 // as base64, values cut to ValuePreviewBytes (on a rune boundary for text).
 func entry(kv abi.KV) Entry {
-	e := Entry{Key: kv.Key, KeyEncoding: "utf8", Size: len(kv.Value)}
-	if !utf8.ValidString(kv.Key) {
-		e.Key, e.KeyEncoding = base64.StdEncoding.EncodeToString([]byte(kv.Key)), "base64"
-	}
+	e := Entry{Size: len(kv.Value)}
+	e.Key, e.KeyEncoding = displayKey(kv.Key)
 	v := kv.Value
 	if utf8.Valid(v) {
 		if len(v) > ValuePreviewBytes {

@@ -214,7 +214,7 @@ func TestShardListing(t *testing.T) {
 	if st, b := f.do(t, "GET", "/admin/bindings/COUNTER/shards/"+url.PathEscape("nobody/here"), nil, &l); st != 200 || l.Instance != "idle" || len(l.Entries) != 0 || l.Alarm != nil || l.Shard != "nobody/here" {
 		t.Fatalf("fresh shard: %d %s", st, b)
 	}
-	for path, code := range map[string]string{
+	f.wantErrorCodes(t, map[string]string{
 		"/admin/bindings/COUNTER/shards/alice?limit=0":    "bad_limit",
 		"/admin/bindings/COUNTER/shards/alice?limit=1001": "bad_limit",
 		"/admin/bindings/COUNTER/shards/alice?limit=x":    "bad_limit",
@@ -222,11 +222,7 @@ func TestShardListing(t *testing.T) {
 		"/admin/bindings/SHARDED/shards/01":               "unknown_shard",
 		"/admin/bindings/SHARDED/shards/x":                "unknown_shard",
 		"/admin/bindings/NOPE/shards/0":                   "unknown_binding",
-	} {
-		if st, b := f.do(t, "GET", path, nil, nil); st < 400 || errorOf(t, b).Error.Code != code {
-			t.Errorf("%s: %d %s, want code %s", path, st, b, code)
-		}
-	}
+	})
 	if st, b := f.do(t, "GET", "/admin/bindings/SHARDED/shards/3", nil, &l); st != 200 || l.Shard != "3" {
 		t.Fatalf("sharded shard 3: %d %s", st, b)
 	}

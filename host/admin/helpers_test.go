@@ -72,6 +72,17 @@ func (f *fixture) do(t *testing.T, method, path string, body []byte, out any) (i
 	return resp.StatusCode, b
 }
 
+// wantErrorCodes GETs each path and wants an error (4xx or 5xx) with the
+// path's code.
+func (f *fixture) wantErrorCodes(t *testing.T, codes map[string]string) {
+	t.Helper()
+	for path, code := range codes {
+		if st, b := f.do(t, "GET", path, nil, nil); st < 400 || errorOf(t, b).Error.Code != code {
+			t.Errorf("%s: %d %s, want code %s", path, st, b, code)
+		}
+	}
+}
+
 // edgeCall calls the edge API and decodes the counter's reply.
 func (f *fixture) edgeCall(t *testing.T, method, path string) (counterReply, int) {
 	t.Helper()

@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"path"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/httpx"
@@ -122,11 +121,7 @@ func (s *Server) listShards(w http.ResponseWriter, r *http.Request) {
 		out.Shards = append(out.Shards, shardRow(sh))
 	}
 	if page.More {
-		next := url.Values{"after": {page.Shards[len(page.Shards)-1].Shard}, "limit": {strconv.Itoa(limit)}}
-		if query.Prefix != "" {
-			next.Set("prefix", query.Prefix)
-		}
-		out.Next = r.URL.EscapedPath() + "?" + next.Encode()
+		out.Next = nextPage(r, "after", page.Shards[len(page.Shards)-1].Shard, limit, query.Prefix)
 	}
 	httpx.WriteJSON(w, http.StatusOK, out)
 }
@@ -146,67 +141,58 @@ func limitParam(w http.ResponseWriter, q url.Values) (int, bool) {
 	return n, true
 }
 
-// getValue answers one whole value of a shard's storage, read on the
-// shard's goroutine between two events like a listing.
-func (s *Server) getValue(w http.ResponseWriter, r *http.Request) {
-	ns, ok := s.namespace(w, r)
-	if !ok {
-		return
-	}
-	shard, ok := s.shard(w, r, ns)
-	if !ok {
-		return
-	}
-	q := r.URL.Query()
-	key := q.Get("key")
+// keyParam reads the key of ?key= (UTF-8) or ?key_b64= (standard base64),
+// answering 400 itself.
+func keyParam(w http.ResponseWriter, q url.Values) (string, bool) {
 	if k := q.Get("key_b64"); k != "" {
 		b, err := base64.StdEncoding.DecodeString(k)
 		if err != nil {
 			httpx.WriteError(w, http.StatusBadRequest, "bad_key", "key_b64 is not standard base64")
-			return
+			return "", false
 		}
-		key = string(b)
-	} else if !q.Has("key") {
+		return string(b), true
+	}
+	if !q.Has("key") {
 		httpx.WriteError(w, http.StatusBadRequest, "bad_key", "give the key as ?key= (UTF-8) or ?key_b64= (base64)")
+		return "", false
+	}
+	return q.Get("key"), true
+}
+
+// getValue answers one whole value of a shard's storage, read on the
+// shard's goroutine between two events like a listing.
+func (s *Server) getValue(w http.ResponseWriter, r *http.Request) {
+	ns, shard, ok := s.namespaceShard(w, r)
+	if !ok {
+		return
+	}
+	key, ok := keyParam(w, r.URL.Query())
+	if !ok {
 		return
 	}
 	type got struct {
 		val   []byte
 		found bool
-		err   error
 	}
-	ch := make(chan got, 1)
-	if err := ns.Inspect(r.Context(), shard, func(st host.StorageView) {
+	g, ok := inspect(w, r, ns, shard, func(st host.StorageView) (got, error) {
 		v, found, err := st.Get(key)
-		ch <- got{v, found, err}
-	}); err != nil {
-		status, code := host.ErrorStatus(err)
-		httpx.WriteError(w, status, code, err.Error())
+		return got{v, found}, err
+	})
+	if !ok {
 		return
 	}
-	g := <-ch
-	switch {
-	case g.err != nil:
-		httpx.WriteError(w, http.StatusInternalServerError, "storage", fmt.Sprintf("read shard %s/%s: %v", ns.Name(), shard, g.err))
-		return
-	case !g.found:
+	if !g.found {
 		httpx.WriteError(w, http.StatusNotFound, "no_such_key", fmt.Sprintf("shard %s/%s has no key %q", ns.Name(), shard, key))
 		return
 	}
-	out := ShardValue{Binding: ns.Name(), Shard: shard, Key: key, KeyEncoding: "utf8", Size: len(g.val), Value: base64.StdEncoding.EncodeToString(g.val)}
-	if !utf8.ValidString(key) {
-		out.Key, out.KeyEncoding = base64.StdEncoding.EncodeToString([]byte(key)), "base64"
-	}
+	out := ShardValue{Binding: ns.Name(), Shard: shard, Size: len(g.val), Value: base64.StdEncoding.EncodeToString(g.val)}
+	out.Key, out.KeyEncoding = displayKey(key)
 	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
 // getLog answers the shard's tapped log lines after ?after=.
 func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
-	ns, ok := s.namespace(w, r)
-	if !ok {
-		return
-	}
-	shard, ok := s.shard(w, r, ns)
+	ns, shard, ok := s.namespaceShard(w, r)
 	if !ok {
 		return
 	}
@@ -232,24 +218,21 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getTrace(w http.ResponseWriter, r *http.Request) {
-	ns, ok := s.namespace(w, r)
+	ns, shard, ok := s.namespaceShard(w, r)
 	if !ok {
 		return
 	}
-	shard, ok := s.shard(w, r, ns)
-	if !ok {
-		return
-	}
+	writeTraceState(w, ns, shard)
+}
+
+// writeTraceState answers whether the shard's host calls are traced.
+func writeTraceState(w http.ResponseWriter, ns *host.Namespace, shard string) {
 	httpx.WriteJSON(w, http.StatusOK, TraceState{Binding: ns.Name(), Shard: shard, On: ns.Tracing(shard)})
 }
 
 // putTrace switches the shard's host-call tracing on or off.
 func (s *Server) putTrace(w http.ResponseWriter, r *http.Request) {
-	ns, ok := s.namespace(w, r)
-	if !ok {
-		return
-	}
-	shard, ok := s.shard(w, r, ns)
+	ns, shard, ok := s.namespaceShard(w, r)
 	if !ok {
 		return
 	}
@@ -265,12 +248,11 @@ func (s *Server) putTrace(w http.ResponseWriter, r *http.Request) {
 			httpx.WriteError(w, http.StatusConflict, "too_many_traced", err.Error())
 			return
 		}
-		status, code := host.ErrorStatus(err)
-		httpx.WriteError(w, status, code, err.Error())
+		hostError(w, err)
 		return
 	}
 	s.log.Info().Str("binding", ns.Name()).Str("shard", shard).Bool("on", body.On).Str("remote", r.RemoteAddr).Msg("shard tracing switched")
-	httpx.WriteJSON(w, http.StatusOK, TraceState{Binding: ns.Name(), Shard: shard, On: ns.Tracing(shard)})
+	writeTraceState(w, ns, shard)
 }
 
 // getSeries answers the charts of every binding, or of ?binding=.

@@ -220,7 +220,7 @@ func TestInspectorShardsValuesAndLog(t *testing.T) {
 	if !slices.Equal(names, []string{"alice", "bob", "carol"}) {
 		t.Fatalf("paged shards = %v", names)
 	}
-	for path, code := range map[string]string{
+	f.wantErrorCodes(t, map[string]string{
 		"/admin/bindings/COUNTER/shards?limit=0":                "bad_limit",
 		"/admin/bindings/NOPE/shards":                           "unknown_binding",
 		"/admin/bindings/COUNTER/shards/bob/value":              "bad_key",
@@ -232,11 +232,7 @@ func TestInspectorShardsValuesAndLog(t *testing.T) {
 		"/admin/series?binding=NOPE":                            "unknown_binding",
 		"/admin/bindings/COUNTER/shards/bob/value?key=missing":  "no_such_key",
 		"/admin/bindings/COUNTER/shards/bob/value?key_b64=eA==": "no_such_key",
-	} {
-		if st, b := f.do(t, "GET", path, nil, nil); st < 400 || errorOf(t, b).Error.Code != code {
-			t.Errorf("%s: %d %s, want %s", path, st, b, code)
-		}
-	}
+	})
 
 	// A whole value, base64.
 	var v admin.ShardValue

@@ -311,23 +311,17 @@ func TestFlushEndpoint(t *testing.T) {
 
 func TestBadLinesAreRefused(t *testing.T) {
 	f := start(t)
-	cases := []struct{ body, code, where string }{
-		{"", "empty_body", ""},
-		{"post_stats\tp\tlikes\n", "bad_line", "line 1"},
-		{"post_stats\tp\tlikes\t1\nposts\tp\tlikes\t1\n", "unknown_table", "line 2"},
-		{"post_stats\tp\tfollowers\t1\n", "unknown_column", "line 1"},
-		{"post_stats\tp\tlikes = 0; DROP TABLE post_stats; --\t1\n", "unknown_column", "line 1"},
-		{"post_stats\tp\tlikes\t0\n", "bad_delta", "line 1"},
-		{"post_stats\tp\tlikes\t1.5\n", "bad_delta", "line 1"},
-		{"user_counters\t\tposts\t1\n", "bad_id", "line 1"},
-		{"post_stats\tp\tlikes\t9223372036854775807\npost_stats\tp\tlikes\t1\n", "delta_overflow", "line 2"},
-	}
-	for _, c := range cases {
-		r := f.Fetch(t, "p", "POST", "/increment", c.body)
-		if r.Status != 400 || r.Code() != c.code || !strings.Contains(r.Body, c.where) {
-			t.Errorf("%q: %d %s, want 400 %s at %s", c.body, r.Status, r.Body, c.code, c.where)
-		}
-	}
+	f.WantRefused(t, "p", "/increment", []plugintest.Refusal{
+		{Body: "", Code: "empty_body"},
+		{Body: "post_stats\tp\tlikes\n", Code: "bad_line", Where: "line 1"},
+		{Body: "post_stats\tp\tlikes\t1\nposts\tp\tlikes\t1\n", Code: "unknown_table", Where: "line 2"},
+		{Body: "post_stats\tp\tfollowers\t1\n", Code: "unknown_column", Where: "line 1"},
+		{Body: "post_stats\tp\tlikes = 0; DROP TABLE post_stats; --\t1\n", Code: "unknown_column", Where: "line 1"},
+		{Body: "post_stats\tp\tlikes\t0\n", Code: "bad_delta", Where: "line 1"},
+		{Body: "post_stats\tp\tlikes\t1.5\n", Code: "bad_delta", Where: "line 1"},
+		{Body: "user_counters\t\tposts\t1\n", Code: "bad_id", Where: "line 1"},
+		{Body: "post_stats\tp\tlikes\t9223372036854775807\npost_stats\tp\tlikes\t1\n", Code: "delta_overflow", Where: "line 2"},
+	})
 	incr(t, f, "p", "post_stats\tp\tlikes\t9223372036854775807\n")
 	if r := f.Fetch(t, "p", "POST", "/increment", "post_stats\tp\tlikes\t1\npost_stats\tq\tlikes\t1\n"); r.Status != 400 || r.Code() != "delta_overflow" {
 		t.Fatalf("overflow against the buffer: %d %s", r.Status, r.Body)

@@ -26,8 +26,14 @@ import (
 func main() {}
 
 func init() {
-	sdk.Serve(sdk.Handlers{Fetch: fetch, Alarm: alarm})
+	sdk.Serve(sdk.Handlers{Fetch: router.Fetch, Alarm: alarm})
 }
+
+var router = sdk.Router{Answer405: true, Routes: []sdk.Route{
+	{Method: "POST", Path: "/increment", Handle: increment},
+	{Method: "POST", Path: "/flush", Handle: flushNow},
+	{Method: "GET", Path: "/pending", Handle: pending},
+}}
 
 // Log codes (the seed's contract).
 const (
@@ -51,27 +57,6 @@ const (
 	inflightKey = "inflight" // the frozen batch: "seq\n" + delta lines
 	seqKey      = "seq"      // last sequence this shard knows SQL applied
 )
-
-func fetch(req *sdk.Request) *sdk.Response {
-	switch sdk.PathOnly(req) {
-	case "/increment":
-		if req.Method != "POST" {
-			return shardkit.MethodNotAllowed(req, "POST")
-		}
-		return increment(req)
-	case "/flush":
-		if req.Method != "POST" {
-			return shardkit.MethodNotAllowed(req, "POST")
-		}
-		return flushNow(req)
-	case "/pending":
-		if req.Method != "GET" {
-			return shardkit.MethodNotAllowed(req, "GET")
-		}
-		return pending()
-	}
-	return shardkit.NotFound(req)
-}
 
 // shardName returns the shard's name, which keys its row in
 // counter_flushes. Without the host's header it invents a unique one
@@ -153,7 +138,7 @@ func increment(req *sdk.Request) *sdk.Response {
 	if _, ok, err := sdk.GetAlarm(); err != nil {
 		shardkit.Abort("read alarm", err)
 	} else if !ok && len(puts) > 0 {
-		setAlarm(shardkit.NowMs() + FlushDelay.Milliseconds())
+		shardkit.SetAlarm(shardkit.NowMs() + FlushDelay.Milliseconds())
 	}
 	b := append(make([]byte, 0, 32), `{"ok":true`...)
 	b = sdk.AppendJSONInt(b, "buffered", int64(lines))
@@ -207,12 +192,6 @@ func indexOf(keys []string, k string) int {
 	return -1
 }
 
-func setAlarm(ms int64) {
-	if err := sdk.SetAlarm(time.UnixMilli(ms)); err != nil {
-		shardkit.Abort("set alarm", err)
-	}
-}
-
 // stepResult is what one flush step did.
 type stepResult struct {
 	sent     int   // deltas applied (or recognised as already applied)
@@ -252,7 +231,7 @@ func step(shard string) (stepResult, error) {
 		applied, err := send(shard, &b, now)
 		if err != nil {
 			r.inflight = true
-			setAlarm(now + RetryDelay.Milliseconds())
+			shardkit.SetAlarm(now + RetryDelay.Milliseconds())
 			return r, err
 		}
 		if _, err := sdk.Storage().Delete(inflightKey); err != nil {
@@ -277,7 +256,7 @@ func step(shard string) (stepResult, error) {
 		rs, err := sdk.SQL().Query(counters.SeqSQL, shard)
 		if err != nil {
 			logFailed(shard, len(kvs), 0, t0, err)
-			setAlarm(now + RetryDelay.Milliseconds())
+			shardkit.SetAlarm(now + RetryDelay.Milliseconds())
 			return r, err
 		}
 		if len(rs.Rows) > 0 {
@@ -320,7 +299,7 @@ func step(shard string) (stepResult, error) {
 			shardkit.Abort("store inflight batch", err)
 		}
 		r.frozen, r.inflight = len(b.Deltas), true
-		setAlarm(now) // sent by the next event, once this one is durable
+		shardkit.SetAlarm(now) // sent by the next event, once this one is durable
 	}
 	return r, nil
 }
@@ -452,7 +431,7 @@ func flushNow(req *sdk.Request) *sdk.Response {
 
 // pending answers GET /pending: buffered keys, deltas in the inflight
 // batch, last applied sequence.
-func pending() *sdk.Response {
+func pending(*sdk.Request) *sdk.Response {
 	n, err := countPrefix(deltaPrefix)
 	if err != nil {
 		return shardkit.Internal("storage", err)

@@ -21,24 +21,13 @@ import (
 func main() {}
 
 func init() {
-	sdk.Serve(sdk.Handlers{Fetch: fetch, Alarm: alarm})
+	sdk.Serve(sdk.Handlers{Fetch: router.Fetch, Alarm: alarm})
 }
 
-func fetch(req *sdk.Request) *sdk.Response {
-	switch sdk.PathOnly(req) {
-	case "/check":
-		if req.Method != "POST" {
-			return shardkit.MethodNotAllowed(req, "POST")
-		}
-		return check(req)
-	case "/bucket":
-		if req.Method != "GET" {
-			return shardkit.MethodNotAllowed(req, "GET")
-		}
-		return bucketState(req)
-	}
-	return shardkit.NotFound(req)
-}
+var router = sdk.Router{Answer405: true, Routes: []sdk.Route{
+	{Method: "POST", Path: "/check", Handle: check},
+	{Method: "GET", Path: "/bucket", Handle: bucketState},
+}}
 
 // check counts one request in every bucket of the call, or in none: only
 // if every bucket allows it (ratelimit.Decide).

@@ -140,26 +140,18 @@ func TestBucketsOfOneCallAreAtomic(t *testing.T) {
 
 func TestBadRequests(t *testing.T) {
 	f := start(t)
-	cases := []struct {
-		body, code, msg string
-	}{
-		{"", "empty_body", ""},
-		{"user:a\t10\n", "bad_line", "line 1"},
-		{"user:a\t10\t60000\nuser:b\t0\t60000\n", "bad_limit", "line 2"},
-		{"user:a\t10\t999\n", "bad_window", "line 1"},
-		{"user:a\t10\t60000\t11\n", "bad_cost", "line 1"},
-		{"user:a\t10\t60000\t0\n", "bad_cost", "line 1"},
-		{"user:a\tten\t60000\n", "bad_limit", "line 1"},
-		{"\t10\t60000\n", "bad_key", "line 1"},
-		{"user:a\t10\t60000\n\nuser:a\t5\t1000\n", "duplicate_key", "line 3"},
-		{"user:a\t10\t60000\t1\tx\n", "bad_line", "line 1"},
-	}
-	for _, c := range cases {
-		r := f.Fetch(t, "user:a", "POST", "/check", c.body)
-		if r.Status != 400 || r.Code() != c.code || !strings.Contains(r.Body, c.msg) {
-			t.Errorf("body %q: %d %s, want 400 %s mentioning %q", c.body, r.Status, r.Body, c.code, c.msg)
-		}
-	}
+	f.WantRefused(t, "user:a", "/check", []plugintest.Refusal{
+		{Body: "", Code: "empty_body"},
+		{Body: "user:a\t10\n", Code: "bad_line", Where: "line 1"},
+		{Body: "user:a\t10\t60000\nuser:b\t0\t60000\n", Code: "bad_limit", Where: "line 2"},
+		{Body: "user:a\t10\t999\n", Code: "bad_window", Where: "line 1"},
+		{Body: "user:a\t10\t60000\t11\n", Code: "bad_cost", Where: "line 1"},
+		{Body: "user:a\t10\t60000\t0\n", Code: "bad_cost", Where: "line 1"},
+		{Body: "user:a\tten\t60000\n", Code: "bad_limit", Where: "line 1"},
+		{Body: "\t10\t60000\n", Code: "bad_key", Where: "line 1"},
+		{Body: "user:a\t10\t60000\n\nuser:a\t5\t1000\n", Code: "duplicate_key", Where: "line 3"},
+		{Body: "user:a\t10\t60000\t1\tx\n", Code: "bad_line", Where: "line 1"},
+	})
 	var many strings.Builder
 	for i := 0; i < 129; i++ {
 		fmt.Fprintf(&many, "k%d\t10\t60000\n", i)

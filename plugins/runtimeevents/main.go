@@ -25,8 +25,14 @@ import (
 func main() {}
 
 func init() {
-	sdk.Serve(sdk.Handlers{Fetch: fetch, Alarm: alarm})
+	sdk.Serve(sdk.Handlers{Fetch: router.Fetch, Alarm: alarm})
 }
+
+var router = sdk.Router{Answer405: true, Routes: []sdk.Route{
+	{Method: "POST", Path: "/enqueue", Handle: enqueue},
+	{Method: "POST", Path: "/flush", Handle: flushNow},
+	{Method: "GET", Path: "/stats", Handle: stats},
+}}
 
 // Log codes (the seed's contract).
 const (
@@ -52,27 +58,6 @@ const (
 	lastFlushKey = "meta:last_flush_ms" // unix ms of the last successful flush
 	retryKey     = "meta:retry_at"      // unix ms before which inline flushes are skipped
 )
-
-func fetch(req *sdk.Request) *sdk.Response {
-	switch sdk.PathOnly(req) {
-	case "/enqueue":
-		if req.Method != "POST" {
-			return shardkit.MethodNotAllowed(req, "POST")
-		}
-		return enqueue(req)
-	case "/flush":
-		if req.Method != "POST" {
-			return shardkit.MethodNotAllowed(req, "POST")
-		}
-		return flushNow(req)
-	case "/stats":
-		if req.Method != "GET" {
-			return shardkit.MethodNotAllowed(req, "GET")
-		}
-		return stats()
-	}
-	return shardkit.NotFound(req)
-}
 
 // eventKey returns the storage key of sequence number seq.
 func eventKey(seq int64) string {
@@ -169,12 +154,12 @@ func enqueue(req *sdk.Request) *sdk.Response {
 	case head == next:
 		deleteAlarm()
 	case flushed > 0:
-		setAlarm(now) // more than one flush's worth was buffered: drain
+		shardkit.SetAlarm(now) // more than one flush's worth was buffered: drain
 	case wasEmpty:
-		setAlarm(now + FlushDelay.Milliseconds())
+		shardkit.SetAlarm(now + FlushDelay.Milliseconds())
 	default:
 		if _, ok, err := sdk.GetAlarm(); err == nil && !ok {
-			setAlarm(now + FlushDelay.Milliseconds()) // repair a lost alarm
+			shardkit.SetAlarm(now + FlushDelay.Milliseconds()) // repair a lost alarm
 		}
 	}
 	return accepted(len(lines), next-head, flushed)
@@ -193,12 +178,6 @@ func accepted(n int, buffered int64, flushed int) *sdk.Response {
 func backingOff(now int64) bool {
 	at, ok, err := getInt(retryKey)
 	return err == nil && ok && now < at
-}
-
-func setAlarm(ms int64) {
-	if err := sdk.SetAlarm(time.UnixMilli(ms)); err != nil {
-		shardkit.Abort("set alarm", err)
-	}
 }
 
 func deleteAlarm() {
@@ -314,7 +293,7 @@ func flushFailed(shard string, count int, t0 time.Time, now int64, err error) er
 	if err := sdk.Storage().Put(retryKey, strconv.AppendInt(nil, retry, 10)); err != nil {
 		shardkit.Abort("store retry time", err)
 	}
-	setAlarm(retry)
+	shardkit.SetAlarm(retry)
 	return err
 }
 
@@ -337,7 +316,7 @@ func flushNow(req *sdk.Request) *sdk.Response {
 		if head == next {
 			deleteAlarm()
 		} else {
-			setAlarm(now)
+			shardkit.SetAlarm(now)
 		}
 	}
 	b := append(make([]byte, 0, 48), '{')
@@ -347,7 +326,7 @@ func flushNow(req *sdk.Request) *sdk.Response {
 }
 
 // stats answers GET /stats.
-func stats() *sdk.Response {
+func stats(*sdk.Request) *sdk.Response {
 	head, next, err := loadSeq()
 	if err != nil {
 		return shardkit.Internal("storage", err)
@@ -378,7 +357,7 @@ func alarm(sdk.AlarmInfo) error {
 		return nil // flush set the retry alarm
 	}
 	if head+int64(n) < next {
-		setAlarm(now)
+		shardkit.SetAlarm(now)
 	}
 	return nil
 }

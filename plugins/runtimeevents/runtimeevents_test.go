@@ -279,21 +279,15 @@ func TestCrashAfterCommitDoesNotDuplicate(t *testing.T) {
 
 func TestBadLinesAreRefused(t *testing.T) {
 	f := start(t)
-	cases := []struct{ body, code, where string }{
-		{"", "empty_body", ""},
-		{"e\tc\tr\tt\t1\t2\n", "bad_line", "line 1"},
-		{events("x", 1, 1) + "\tc\tr\tt\t1\t2\t{}\n", "bad_id", "line 2"},
-		{"e\tc\tr\t\t1\t2\t{}\n", "bad_type", "line 1"},
-		{"e\tc\tr\tt\tsoon\t2\t{}\n", "bad_ts", "line 1"},
-		{"e\tc\tr\tt\t1\t-2\t{}\n", "bad_received_at", "line 1"},
-		{"e\t" + strings.Repeat("c", 257) + "\tr\tt\t1\t2\t{}\n", "bad_capsule_id", "line 1"},
-	}
-	for _, c := range cases {
-		r := f.Fetch(t, capsule, "POST", "/enqueue", c.body)
-		if r.Status != 400 || r.Code() != c.code || !strings.Contains(r.Body, c.where) {
-			t.Errorf("%q: %d %s, want 400 %s at %s", c.body, r.Status, r.Body, c.code, c.where)
-		}
-	}
+	f.WantRefused(t, capsule, "/enqueue", []plugintest.Refusal{
+		{Body: "", Code: "empty_body"},
+		{Body: "e\tc\tr\tt\t1\t2\n", Code: "bad_line", Where: "line 1"},
+		{Body: events("x", 1, 1) + "\tc\tr\tt\t1\t2\t{}\n", Code: "bad_id", Where: "line 2"},
+		{Body: "e\tc\tr\t\t1\t2\t{}\n", Code: "bad_type", Where: "line 1"},
+		{Body: "e\tc\tr\tt\tsoon\t2\t{}\n", Code: "bad_ts", Where: "line 1"},
+		{Body: "e\tc\tr\tt\t1\t-2\t{}\n", Code: "bad_received_at", Where: "line 1"},
+		{Body: "e\t" + strings.Repeat("c", 257) + "\tr\tt\t1\t2\t{}\n", Code: "bad_capsule_id", Where: "line 1"},
+	})
 	if n := f.CountPrefix(t, capsule, "ev:"); n != 0 {
 		t.Fatalf("refused bodies buffered %d events", n)
 	}

@@ -113,15 +113,7 @@ var tracers = map[string]tracer{
 	},
 	abi.FnStoragePutMulti: {
 		args: func(mem api.Memory, p []uint64) string {
-			b, okm := read(mem, p[0], p[1])
-			if !okm {
-				return outside(p[0], p[1])
-			}
-			kvs, err := abi.DecodeKVs(b)
-			if err != nil {
-				return undecodable("KVs", b)
-			}
-			return kvList(kvs, "entries") + putFlags(p[2])
+			return decoded(mem, p[0], p[1], "KVs", abi.DecodeKVs, func(kvs []abi.KV) string { return kvList(kvs, "entries") + putFlags(p[2]) })
 		},
 		outcome: ok,
 	},
@@ -140,15 +132,7 @@ var tracers = map[string]tracer{
 	},
 	abi.FnStorageList: {
 		args: func(mem api.Memory, p []uint64) string {
-			b, okm := read(mem, p[0], p[1])
-			if !okm {
-				return outside(p[0], p[1])
-			}
-			o, err := abi.DecodeListOptions(b)
-			if err != nil {
-				return undecodable("ListOptions", b)
-			}
-			return listOptions(o)
+			return decoded(mem, p[0], p[1], "ListOptions", abi.DecodeListOptions, listOptions)
 		},
 		outcome: func(c *call, mem api.Memory, p []uint64, n int64) string {
 			return kvsResult(result(c, mem, p[2], p[3], n), "entries") + held(n, p[3])
@@ -174,44 +158,14 @@ var tracers = map[string]tracer{
 
 	abi.FnLogWrite: {
 		args: func(mem api.Memory, p []uint64) string {
-			b, okm := read(mem, p[1], p[2])
-			if !okm {
-				return outside(p[1], p[2])
-			}
-			rec, err := abi.DecodeLogRecord(b)
-			if err != nil {
-				return undecodable("LogRecord", b)
-			}
-			var s strings.Builder
-			s.WriteString(logLevel(int32(p[0])))
-			s.WriteByte(' ')
-			s.WriteString(text([]byte(rec.Message), traceTextBytes))
-			for i, f := range rec.Fields {
-				if i == 2*traceListItems {
-					s.WriteString(" …")
-					break
-				}
-				s.WriteByte(' ')
-				s.WriteString(clip(f.Name, traceKeyBytes))
-				s.WriteByte('=')
-				s.WriteString(text([]byte(f.Value), traceValueBytes))
-			}
-			return s.String()
+			return decoded(mem, p[1], p[2], "LogRecord", abi.DecodeLogRecord, func(rec abi.LogRecord) string { return logRecord(int32(p[0]), rec) })
 		},
 		outcome: ok,
 	},
 
 	abi.FnSQLExec: {
 		args: func(mem api.Memory, p []uint64) string {
-			b, okm := read(mem, p[0], p[1])
-			if !okm {
-				return outside(p[0], p[1])
-			}
-			stmts, err := abi.DecodeStatements(b)
-			if err != nil {
-				return undecodable("Statements", b)
-			}
-			return statements(stmts)
+			return decoded(mem, p[0], p[1], "Statements", abi.DecodeStatements, statements)
 		},
 		outcome: func(c *call, mem api.Memory, p []uint64, n int64) string {
 			rs, err := abi.DecodeResults(result(c, mem, p[2], p[3], n))
@@ -224,15 +178,7 @@ var tracers = map[string]tracer{
 
 	abi.FnAnalyticsWrite: {
 		args: func(mem api.Memory, p []uint64) string {
-			b, okm := read(mem, p[0], p[1])
-			if !okm {
-				return outside(p[0], p[1])
-			}
-			dp, err := abi.DecodeDataPoint(b)
-			if err != nil {
-				return undecodable("DataPoint", b)
-			}
-			return dataPoint(dp)
+			return decoded(mem, p[0], p[1], "DataPoint", abi.DecodeDataPoint, dataPoint)
 		},
 		outcome: ok,
 	},
@@ -327,6 +273,20 @@ func undecodable(what string, b []byte) string {
 	return "<malformed " + what + ", " + strconv.Itoa(len(b)) + " bytes>"
 }
 
+// decoded is the encoded (ptr, len) argument of type what, read as the
+// host function reads it, decoded with decode and shown with show.
+func decoded[T any](mem api.Memory, ptr, n uint64, what string, decode func([]byte) (T, error), show func(T) string) string {
+	b, okm := read(mem, ptr, n)
+	if !okm {
+		return outside(ptr, n)
+	}
+	v, err := decode(b)
+	if err != nil {
+		return undecodable(what, b)
+	}
+	return show(v)
+}
+
 // key is the (ptr, len) argument as a quoted, clipped string.
 func key(mem api.Memory, ptr, n uint64) string {
 	b, okm := read(mem, ptr, n)
@@ -419,27 +379,14 @@ func putFlags(flags uint64) string {
 
 // keysArg is an encoded Keys argument: `3 keys ["a" "b" "c"]`.
 func keysArg(mem api.Memory, ptr, n uint64) string {
-	b, okm := read(mem, ptr, n)
-	if !okm {
-		return outside(ptr, n)
-	}
-	keys, err := abi.DecodeKeys(b)
-	if err != nil {
-		return undecodable("Keys", b)
-	}
+	return decoded(mem, ptr, n, "Keys", abi.DecodeKeys, keyList)
+}
+
+func keyList(keys []string) string {
 	var s strings.Builder
 	s.WriteString(plural(len(keys), "key"))
 	s.WriteString(" [")
-	for i, k := range keys {
-		if i == traceListItems {
-			s.WriteString(" …")
-			break
-		}
-		if i > 0 {
-			s.WriteByte(' ')
-		}
-		s.WriteString(text([]byte(k), traceKeyBytes))
-	}
+	writeList(&s, len(keys), traceListItems, "", " ", func(i int) string { return text([]byte(keys[i]), traceKeyBytes) })
 	s.WriteByte(']')
 	return s.String()
 }
@@ -464,19 +411,40 @@ func kvList(kvs []abi.KV, what string) string {
 		return s.String()
 	}
 	s.WriteString(" [")
-	for i, kv := range kvs {
-		if i == traceListItems {
-			s.WriteString(" …")
-			break
-		}
-		if i > 0 {
-			s.WriteByte(' ')
-		}
-		s.WriteString(text([]byte(kv.Key), traceKeyBytes))
-		s.WriteByte('=')
-		s.WriteString(value(kv.Value, len(kv.Value)))
-	}
+	writeList(&s, len(kvs), traceListItems, "", " ", func(i int) string {
+		return text([]byte(kvs[i].Key), traceKeyBytes) + "=" + value(kvs[i].Value, len(kvs[i].Value))
+	})
 	s.WriteByte(']')
+	return s.String()
+}
+
+// writeList writes item(i) for at most max of n items: first before the
+// first, sep between two, and sep+"…" after the last shown when there are
+// more.
+func writeList(s *strings.Builder, n, max int, first, sep string, item func(i int) string) {
+	for i := range n {
+		switch i {
+		case max:
+			s.WriteString(sep + "…")
+			return
+		case 0:
+			s.WriteString(first)
+		default:
+			s.WriteString(sep)
+		}
+		s.WriteString(item(i))
+	}
+}
+
+// logRecord is a log_write argument: `info "message" name=value …`.
+func logRecord(level int32, rec abi.LogRecord) string {
+	var s strings.Builder
+	s.WriteString(logLevel(level))
+	s.WriteByte(' ')
+	s.WriteString(text([]byte(rec.Message), traceTextBytes))
+	writeList(&s, len(rec.Fields), 2*traceListItems, " ", " ", func(i int) string {
+		return clip(rec.Fields[i].Name, traceKeyBytes) + "=" + text([]byte(rec.Fields[i].Value), traceValueBytes)
+	})
 	return s.String()
 }
 
@@ -535,32 +503,15 @@ func logLevel(l int32) string {
 func statements(stmts []abi.Statement) string {
 	var s strings.Builder
 	s.WriteString(plural(len(stmts), "statement"))
-	for i, st := range stmts {
-		if i == traceListItems {
-			s.WriteString("; …")
-			break
+	writeList(&s, len(stmts), traceListItems, ": ", "; ", func(i int) string {
+		st := text([]byte(strings.Join(strings.Fields(stmts[i].SQL), " ")), traceSQLBytes)
+		if args := stmts[i].Args; len(args) > 0 {
+			var a strings.Builder
+			writeList(&a, len(args), traceListItems, "", " ", func(j int) string { return sqlValue(args[j]) })
+			st += " [" + a.String() + "]"
 		}
-		if i == 0 {
-			s.WriteString(": ")
-		} else {
-			s.WriteString("; ")
-		}
-		s.WriteString(text([]byte(strings.Join(strings.Fields(st.SQL), " ")), traceSQLBytes))
-		if len(st.Args) > 0 {
-			s.WriteString(" [")
-			for j, a := range st.Args {
-				if j == traceListItems {
-					s.WriteString(" …")
-					break
-				}
-				if j > 0 {
-					s.WriteByte(' ')
-				}
-				s.WriteString(sqlValue(a))
-			}
-			s.WriteByte(']')
-		}
-	}
+		return st
+	})
 	return s.String()
 }
 
@@ -584,22 +535,12 @@ func sqlValue(v any) string {
 func results(rs []abi.Result) string {
 	var s strings.Builder
 	s.WriteString(plural(len(rs), "result"))
-	for i, r := range rs {
-		if i == traceListItems {
-			s.WriteString(", …")
-			break
+	writeList(&s, len(rs), traceListItems, ": ", ", ", func(i int) string {
+		if len(rs[i].Columns) > 0 {
+			return plural(len(rs[i].Rows), "row")
 		}
-		if i == 0 {
-			s.WriteString(": ")
-		} else {
-			s.WriteString(", ")
-		}
-		if len(r.Columns) > 0 {
-			s.WriteString(plural(len(r.Rows), "row"))
-		} else {
-			s.WriteString(strconv.FormatInt(r.RowsAffected, 10) + " affected")
-		}
-	}
+		return strconv.FormatInt(rs[i].RowsAffected, 10) + " affected"
+	})
 	return s.String()
 }
 
@@ -607,27 +548,13 @@ func results(rs []abi.Result) string {
 func dataPoint(p abi.DataPoint) string {
 	var s strings.Builder
 	s.WriteString("indexes=[")
-	for i, x := range p.Indexes {
-		if i > 0 {
-			s.WriteByte(' ')
-		}
-		s.WriteString(text([]byte(x), traceKeyBytes))
-	}
+	writeList(&s, len(p.Indexes), len(p.Indexes), "", " ", func(i int) string { return text([]byte(p.Indexes[i]), traceKeyBytes) })
 	total := 0
 	for _, b := range p.Blobs {
 		total += len(b)
 	}
 	s.WriteString("] blobs=" + strconv.Itoa(len(p.Blobs)) + " (" + plural(total, "byte") + ") doubles=[")
-	for i, d := range p.Doubles {
-		if i == traceListItems {
-			s.WriteString(" …")
-			break
-		}
-		if i > 0 {
-			s.WriteByte(' ')
-		}
-		s.WriteString(strconv.FormatFloat(d, 'g', -1, 64))
-	}
+	writeList(&s, len(p.Doubles), traceListItems, "", " ", func(i int) string { return strconv.FormatFloat(p.Doubles[i], 'g', -1, 64) })
 	s.WriteByte(']')
 	return s.String()
 }

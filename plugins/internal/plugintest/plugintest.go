@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/conformance"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/internal/harness"
@@ -161,22 +162,31 @@ func (f *Fixture) Shard(t testing.TB, key string) string {
 // would see it.
 func (f *Fixture) Storage(t testing.TB, key string) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	var lerr error
-	err := f.NS.Inspect(context.Background(), f.Shard(t, key), func(st host.StorageView) {
-		kvs, err := st.List(abi.ListOptions{})
-		lerr = err
-		for _, kv := range kvs {
-			out[kv.Key] = string(kv.Value)
-		}
-	})
-	if err == nil {
-		err = lerr
-	}
+	kvs, err := conformance.ShardStorage(context.Background(), f.NS, f.Shard(t, key), abi.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		out[kv.Key] = string(kv.Value)
+	}
 	return out
+}
+
+// Refusal is a request body a plugin must refuse: 400 with Code, and a
+// body that mentions Where (a line number, say; "" for anywhere).
+type Refusal struct{ Body, Code, Where string }
+
+// WantRefused POSTs each body to path on the shard key routes to and wants
+// it refused as its Refusal says.
+func (f *Fixture) WantRefused(t testing.TB, key, path string, cases []Refusal) {
+	t.Helper()
+	for _, c := range cases {
+		r := f.Fetch(t, key, "POST", path, c.Body)
+		if r.Status != 400 || r.Code() != c.Code || !strings.Contains(r.Body, c.Where) {
+			t.Errorf("POST %s %q: %d %s, want 400 %s mentioning %q", path, c.Body, r.Status, r.Body, c.Code, c.Where)
+		}
+	}
 }
 
 // CountPrefix counts the shard's keys with prefix.

@@ -1,8 +1,9 @@
 // Package shardkit holds the small guest-side helpers the three edgeshard
-// plugins share: error responses, the clock, aborting an event, and the
-// shard's own name (learned from the X-Edgeshard-Shard request header and
-// kept in storage so alarms can read it). The line framing and the JSON
-// writers are protocol, in plugins/proto.
+// plugins share: error responses, the clock, setting the alarm, aborting an
+// event, and the shard's own name (learned from the X-Edgeshard-Shard
+// request header and kept in storage so alarms can read it). Routing is
+// sdk.Router's; the line framing and the JSON writers are protocol, in
+// plugins/proto.
 //
 // Everything here avoids encoding/json and reflection: it runs on the hot
 // path of a Go guest, where every byte loop costs ~5 ns/byte.
@@ -18,7 +19,7 @@ import (
 
 // ShardHeader is the request header the host sets on every fetch to
 // "<binding>/<shard>".
-const ShardHeader = "X-Edgeshard-Shard"
+const ShardHeader = sdk.ShardHeader
 
 // ShardKey is the storage key holding the shard's name.
 const ShardKey = "meta:shard"
@@ -35,18 +36,6 @@ func NowMs() int64 { return time.Now().UnixMilli() }
 // body the protocol's parser refused.
 func Refuse(le *proto.LineError) *sdk.Response {
 	return sdk.ErrorJSON(400, le.Code, le.Error())
-}
-
-// NotFound answers 404 for a route the plugin does not serve.
-func NotFound(req *sdk.Request) *sdk.Response {
-	return sdk.ErrorJSON(404, "not_found", "no route "+req.Method+" "+sdk.PathOnly(req))
-}
-
-// MethodNotAllowed answers 405 naming the allowed method.
-func MethodNotAllowed(req *sdk.Request, allow string) *sdk.Response {
-	r := sdk.ErrorJSON(405, "method_not_allowed", req.Method+" "+sdk.PathOnly(req)+" is not allowed; use "+allow)
-	r.Header = append(r.Header, sdk.Header{Name: "Allow", Value: allow})
-	return r
 }
 
 // Internal answers 500 with code and the error's text.
@@ -86,6 +75,14 @@ func LogName(name string) string {
 		return UnknownShard
 	}
 	return name
+}
+
+// SetAlarm sets the shard's alarm for unix ms ms, aborting the event if
+// the host refuses.
+func SetAlarm(ms int64) {
+	if err := sdk.SetAlarm(time.UnixMilli(ms)); err != nil {
+		Abort("set alarm", err)
+	}
 }
 
 // Abort ends the current event by trapping the guest, so the host

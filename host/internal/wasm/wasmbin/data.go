@@ -3,6 +3,8 @@ package wasmbin
 import (
 	"bytes"
 	"sort"
+
+	"github.com/edgeshard/edgeshard/host/internal/wasm/leb128"
 )
 
 // A Go guest's data section holds ~37,000 small active segments: the Go
@@ -68,19 +70,19 @@ func MergeData(bin []byte) []byte {
 		return bin
 	}
 	var content []byte
-	content = appendLEB(content, uint64(len(merged)))
+	content = leb128.AppendUint(content, uint64(len(merged)))
 	for _, s := range merged {
 		content = append(content, 0x00, 0x41)
-		content = appendSLEB(content, int64(int32(s.offset)))
+		content = leb128.AppendInt(content, int64(int32(s.offset)))
 		content = append(content, 0x0b)
-		content = appendLEB(content, uint64(len(s.data)))
+		content = leb128.AppendUint(content, uint64(len(s.data)))
 		content = append(content, s.data...)
 	}
 	var out bytes.Buffer
 	out.Grow(start + len(content) + len(bin) - end + 8)
 	out.Write(bin[:start])
 	out.WriteByte(11)
-	out.Write(appendLEB(nil, uint64(len(content))))
+	out.Write(leb128.AppendUint(nil, uint64(len(content))))
 	out.Write(content)
 	out.Write(bin[end:])
 	return out.Bytes()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/edgeshard/edgeshard/host/internal/wasm/leb128"
 	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmtest"
 	"github.com/tetratelabs/wazero"
 )
@@ -17,21 +18,21 @@ func withDataSection(raw []byte, extra ...byte) []byte {
 	m.Data = nil
 	bin := append(m.Bytes(), extra...)
 	bin = append(bin, 11)
-	bin = appendLEB(bin, uint64(len(raw)))
+	bin = leb128.AppendUint(bin, uint64(len(raw)))
 	return append(bin, raw...)
 }
 
 // activeSegment encodes a data segment (flags 0, i32.const offset).
 func activeSegment(b []byte, offset int32, data string) []byte {
 	b = append(b, 0x00, 0x41)
-	b = appendSLEB(b, int64(offset))
+	b = leb128.AppendInt(b, int64(offset))
 	b = append(b, 0x0b)
-	b = appendLEB(b, uint64(len(data)))
+	b = leb128.AppendUint(b, uint64(len(data)))
 	return append(b, data...)
 }
 
 func dataSection(segs ...[]byte) []byte {
-	b := appendLEB(nil, uint64(len(segs)))
+	b := leb128.AppendUint(nil, uint64(len(segs)))
 	for _, s := range segs {
 		b = append(b, s...)
 	}
@@ -97,9 +98,9 @@ func TestMergeDataLeavesOthersAlone(t *testing.T) {
 		// "a" and "b" follow each other in the module, but "c" lies
 		// between them in memory: joining them would write zeros over it.
 		"another segment between": withDataSection(dataSection(activeSegment(nil, 0x10, "c"), activeSegment(nil, 0, "a"), activeSegment(nil, 0x20, "b"))),
-		"passive segment":         withDataSection(append(append(appendLEB(nil, 3), twoSegments...), 0x01, 0x02, 'x', 'y')),
-		"data count section":      withDataSection(append(appendLEB(nil, 2), twoSegments...), 12, 1, 2),
-		"global.get offset":       withDataSection(append(append(appendLEB(nil, 2), activeSegment(nil, 0, "a")...), 0x00, 0x23, 0x00, 0x0b, 1, 'b')),
+		"passive segment":         withDataSection(append(append(leb128.AppendUint(nil, 3), twoSegments...), 0x01, 0x02, 'x', 'y')),
+		"data count section":      withDataSection(append(leb128.AppendUint(nil, 2), twoSegments...), 12, 1, 2),
+		"global.get offset":       withDataSection(append(append(leb128.AppendUint(nil, 2), activeSegment(nil, 0, "a")...), 0x00, 0x23, 0x00, 0x0b, 1, 'b')),
 		"no data section":         noData.Bytes(),
 	}
 	for name, bin := range cases {

@@ -3,6 +3,8 @@ package wasmbin
 import (
 	"errors"
 	"fmt"
+
+	"github.com/edgeshard/edgeshard/host/internal/wasm/leb128"
 )
 
 // Names Instrument adds to the exports of every module; a module may not
@@ -124,18 +126,18 @@ func Instrument(bin []byte) ([]byte, error) {
 	// The new globals, both (mut i32): the flag, initialised with 0, and
 	// the budget, with checkEvery.
 	newGlobal := []byte{0x7f, 0x01, 0x41, 0x00, 0x0b, 0x7f, 0x01}
-	newGlobal = append(appendSLEB(append(newGlobal, 0x41), checkEvery), 0x0b)
+	newGlobal = append(leb128.AppendInt(append(newGlobal, 0x41), checkEvery), 0x0b)
 	var newExport []byte
-	newExport = appendLEB(newExport, uint64(len(InterruptExport)))
+	newExport = leb128.AppendUint(newExport, uint64(len(InterruptExport)))
 	newExport = append(newExport, InterruptExport...)
 	newExport = append(newExport, 0x03)
-	newExport = appendLEB(newExport, uint64(flag))
+	newExport = leb128.AppendUint(newExport, uint64(flag))
 	newExports := uint32(1)
 	if startSec >= 0 {
-		newExport = appendLEB(newExport, uint64(len(StartExport)))
+		newExport = leb128.AppendUint(newExport, uint64(len(StartExport)))
 		newExport = append(newExport, StartExport...)
 		newExport = append(newExport, 0x00)
-		newExport = appendLEB(newExport, uint64(startFunc))
+		newExport = leb128.AppendUint(newExport, uint64(startFunc))
 		newExports++
 	}
 
@@ -146,9 +148,9 @@ func Instrument(bin []byte) ([]byte, error) {
 	// added ones.
 	vecSection := func(id byte, count, added uint32, old, extra []byte) {
 		var hdr []byte
-		hdr = appendLEB(hdr, uint64(count)+uint64(added))
+		hdr = leb128.AppendUint(hdr, uint64(count)+uint64(added))
 		out = append(out, id)
-		out = appendLEB(out, uint64(len(hdr)+len(old)+len(extra)))
+		out = leb128.AppendUint(out, uint64(len(hdr)+len(old)+len(extra)))
 		out = append(out, hdr...)
 		out = append(out, old...)
 		out = append(out, extra...)
@@ -193,7 +195,7 @@ func Instrument(bin []byte) ([]byte, error) {
 				return nil, err
 			}
 			out = append(out, 10)
-			out = appendLEB(out, uint64(len(code)))
+			out = leb128.AppendUint(out, uint64(len(code)))
 			out = append(out, code...)
 		default:
 			out = append(out, bin[s.start:s.end]...)
@@ -240,16 +242,16 @@ const checkEvery = 1 << 14
 // wait for it with both cores held — the timer that raises the flag could
 // then never run.
 func loopCheck(flag, budget uint32) []byte {
-	b := appendLEB([]byte{0x23}, uint64(budget))
+	b := leb128.AppendUint([]byte{0x23}, uint64(budget))
 	b = append(b, 0x45, 0x04, 0x40, 0x41, 0x00, 0x40, 0x00, 0x1a, 0x23)
-	b = appendLEB(b, uint64(flag))
+	b = leb128.AppendUint(b, uint64(flag))
 	b = append(b, 0x04, 0x40, 0x00, 0x0b, 0x41)
-	b = appendSLEB(b, checkEvery)
-	b = appendLEB(append(b, 0x24), uint64(budget))
+	b = leb128.AppendInt(b, checkEvery)
+	b = leb128.AppendUint(append(b, 0x24), uint64(budget))
 	b = append(b, 0x0b, 0x23)
-	b = appendLEB(b, uint64(budget))
+	b = leb128.AppendUint(b, uint64(budget))
 	b = append(b, 0x41, 0x01, 0x6b, 0x24)
-	return appendLEB(b, uint64(budget))
+	return leb128.AppendUint(b, uint64(budget))
 }
 
 // instrumentCode rewrites the contents of a code section.
@@ -257,7 +259,7 @@ func instrumentCode(sec []byte, globals uint32, check []byte) ([]byte, error) {
 	r := &reader{b: sec}
 	n := r.count(1)
 	out := make([]byte, 0, len(sec)+len(sec)/8)
-	out = appendLEB(out, uint64(n))
+	out = leb128.AppendUint(out, uint64(n))
 	var body []byte
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		size := r.u32()
@@ -269,7 +271,7 @@ func instrumentCode(sec []byte, globals uint32, check []byte) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("code section: function body %d: %w", i, err)
 		}
-		out = appendLEB(out, uint64(len(body)))
+		out = leb128.AppendUint(out, uint64(len(body)))
 		out = append(out, body...)
 		r.off += int(size)
 	}

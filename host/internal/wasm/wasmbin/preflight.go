@@ -3,6 +3,8 @@ package wasmbin
 import (
 	"bytes"
 	"fmt"
+
+	"github.com/edgeshard/edgeshard/host/internal/wasm/leb128"
 )
 
 // Limits Preflight enforces before wazero sees a module.
@@ -92,7 +94,7 @@ func (ts *tableSection) capped(bin []byte) ([]byte, error) {
 		return bin, nil
 	}
 	var content []byte
-	content = appendLEB(content, uint64(len(ts.tables)))
+	content = leb128.AppendUint(content, uint64(len(ts.tables)))
 	for _, t := range ts.tables {
 		limit := t.min
 		if t.hasMax {
@@ -100,14 +102,14 @@ func (ts *tableSection) capped(bin []byte) ([]byte, error) {
 		}
 		content = append(content, t.reftype...)
 		content = append(content, 0x01)
-		content = appendLEB(content, uint64(t.min))
-		content = appendLEB(content, uint64(limit))
+		content = leb128.AppendUint(content, uint64(t.min))
+		content = leb128.AppendUint(content, uint64(limit))
 	}
 	var out bytes.Buffer
 	out.Grow(len(bin) + 16)
 	out.Write(bin[:ts.start])
 	out.WriteByte(4)
-	out.Write(appendLEB(nil, uint64(len(content))))
+	out.Write(leb128.AppendUint(nil, uint64(len(content))))
 	out.Write(content)
 	out.Write(bin[ts.end:])
 	return out.Bytes(), nil

@@ -16,6 +16,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/edgeshard/edgeshard/host/internal/wasm/leb128"
 )
 
 // ValType is a WebAssembly value type.
@@ -190,28 +192,10 @@ func appendVec(b []byte, n int, elem func([]byte, int) []byte) []byte {
 }
 
 // U32 appends v as unsigned LEB128.
-func U32(b []byte, v uint32) []byte {
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v == 0 {
-			return append(b, c)
-		}
-		b = append(b, c|0x80)
-	}
-}
+func U32(b []byte, v uint32) []byte { return leb128.AppendUint(b, uint64(v)) }
 
 // S64 appends v as signed LEB128.
-func S64(b []byte, v int64) []byte {
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
-			return append(b, c)
-		}
-		b = append(b, c|0x80)
-	}
-}
+func S64(b []byte, v int64) []byte { return leb128.AppendInt(b, v) }
 
 // Name appends a length-prefixed UTF-8 name.
 func Name(b []byte, s string) []byte { return append(U32(b, uint32(len(s))), s...) }
