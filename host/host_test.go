@@ -421,3 +421,19 @@ func TestDOServerErrorsKeepDetailsInTheLog(t *testing.T) {
 	}
 	waitFor(t, func() bool { return strings.Contains(f.logs.String(), `"request_id":"`+id+`"`) }, "the log line with the request id")
 }
+
+// TestStartSaysWhatItIsDoing: a start logs that it is loading (compiling)
+// modules and each module as it is ready, with durations whose unit is in
+// the field name (took_ms), instead of a silent cold start.
+func TestStartSaysWhatItIsDoing(t *testing.T) {
+	f := start(t, counterConfig(t, nil))
+	logs := f.logs.String()
+	for _, want := range []string{`"modules":1`, `loading modules`, `"message":"module ready"`, `"took_ms":`, `"binding":"COUNTER"`} {
+		if !strings.Contains(logs, want) {
+			t.Fatalf("start-up log lacks %s:\n%s", want, logs)
+		}
+	}
+	if strings.Contains(logs, `"took":`) {
+		t.Fatalf("a duration without its unit:\n%s", logs)
+	}
+}
