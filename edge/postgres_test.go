@@ -126,7 +126,7 @@ func TestPostgresFlushExactlyOnce(t *testing.T) {
 // TestPostgresRateLimitFallbackDecidesLikeTheShard: the SQL fallback on
 // PostgreSQL decides every call of a seeded sequence as the shard would.
 func TestPostgresRateLimitFallbackDecidesLikeTheShard(t *testing.T) {
-	l := &limiter{a: &API{db: openPostgresDB(t).SQL(), log: zerolog.Nop()}}
+	l := &limiter{a: &API{cfg: DefaultConfig().withDefaults(), db: openPostgresDB(t).SQL(), log: zerolog.Nop(), guard: &sqlGuard{now: time.Now}}}
 	if allowed := runRL(t, newRLGen(7, true), 300, localStores(t, l)); allowed == 0 {
 		t.Fatal("nothing allowed")
 	}
@@ -138,7 +138,7 @@ func TestPostgresRateLimitFallbackDecidesLikeTheShard(t *testing.T) {
 func TestRateLimitSQLFallbackSerialised(t *testing.T) {
 	for name, open := range map[string]func(*testing.T) *sqldb.DB{sqldb.DialectSQLite: openDB, sqldb.DialectPostgres: openPostgresDB} {
 		t.Run(name, func(t *testing.T) {
-			l := &limiter{a: &API{db: open(t).SQL(), log: zerolog.Nop()}}
+			l := &limiter{a: &API{cfg: DefaultConfig().withDefaults(), db: open(t).SQL(), log: zerolog.Nop(), guard: &sqlGuard{now: time.Now}}}
 			const limit, workers, calls = 50, 16, 8
 			b := bucket{Policy: "user", Key: "user:hot", Limit: Limit{N: limit, Window: time.Minute}}
 			now := time.UnixMilli(1_767_225_630_000)
