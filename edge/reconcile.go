@@ -240,30 +240,48 @@ func (a *API) flushOwnCounterShards(ctx context.Context) {
 	wg.Wait()
 }
 
+// counterFlushReply is COUNTER_SHARD's POST /flush answer.
+type counterFlushReply struct {
+	Flushed int `json:"flushed"`
+}
+
 // drainCounterShard flushes one counter shard until GET /pending shows
 // nothing buffered or in flight, at most rounds times (a /flush sends the
 // in-flight batch and freezes the buffer into the next one, so a few
 // rounds may be needed). It returns what the shard still holds.
 func (a *API) drainCounterShard(ctx context.Context, s, rounds int) (buffered, inflight int, err error) {
+	_, buffered, inflight, err = a.drainCounterShardCount(ctx, s, rounds)
+	return buffered, inflight, err
+}
+
+// drainCounterShardCount is drainCounterShard that also counts the deltas
+// the flushes sent.
+func (a *API) drainCounterShardCount(ctx context.Context, s, rounds int) (flushed, buffered, inflight int, err error) {
 	for i := 0; i < rounds; i++ {
-		if _, err := a.callShard(ctx, a.counter, s, http.MethodPost, "/flush", nil); err != nil {
-			return 0, 0, fmt.Errorf("flush: %w", err)
-		}
-		resp, err := a.callShard(ctx, a.counter, s, http.MethodGet, "/pending", nil)
+		resp, err := a.callShard(ctx, a.counter, s, http.MethodPost, "/flush", nil)
 		if err != nil {
-			return 0, 0, fmt.Errorf("pending: %w", err)
+			return flushed, buffered, inflight, fmt.Errorf("flush: %w", err)
+		}
+		var fr counterFlushReply
+		if err := json.Unmarshal(resp.Body, &fr); err != nil {
+			return flushed, buffered, inflight, fmt.Errorf("decode /flush answer: %w", err)
+		}
+		flushed += fr.Flushed
+		resp, err = a.callShard(ctx, a.counter, s, http.MethodGet, "/pending", nil)
+		if err != nil {
+			return flushed, buffered, inflight, fmt.Errorf("pending: %w", err)
 		}
 		var p pendingReply
 		if err := json.Unmarshal(resp.Body, &p); err != nil {
-			return 0, 0, fmt.Errorf("decode /pending answer: %w", err)
+			return flushed, buffered, inflight, fmt.Errorf("decode /pending answer: %w", err)
 		}
 		if p.Buffered == nil || p.Inflight == nil {
-			return 0, 0, fmt.Errorf("/pending answer lacks buffered/inflight: %s", resp.Body)
+			return flushed, buffered, inflight, fmt.Errorf("/pending answer lacks buffered/inflight: %s", resp.Body)
 		}
 		buffered, inflight = *p.Buffered, *p.Inflight
 		if buffered == 0 && inflight == 0 {
-			return 0, 0, nil
+			return flushed, 0, 0, nil
 		}
 	}
-	return buffered, inflight, nil
+	return flushed, buffered, inflight, nil
 }

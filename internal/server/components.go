@@ -305,7 +305,14 @@ func (a *adminAPI) Start(context.Context) error {
 	opts := admin.Options{Token: a.token, Logger: a.log, Metrics: a.reg, FallbackBindings: a.fallbacks}
 	if a.edge != nil {
 		api := a.edge.api
-		opts.Reconcile = func(ctx context.Context) (any, error) { return api.ReconcileCounters(ctx) }
+		opts.Reconcile = func(ctx context.Context) (any, error) {
+			rep, err := api.ReconcileCounters(ctx)
+			if errors.Is(err, edge.ErrReconcileBusy) {
+				err = fmt.Errorf("%w: %w", admin.ErrJobBusy, err)
+			}
+			return rep, err
+		}
+		opts.Drain = func(ctx context.Context, wait time.Duration) (any, error) { return api.Drain(ctx, wait) }
 	}
 	srv, err := admin.New(a.rt.h, opts)
 	if err != nil {
