@@ -270,7 +270,7 @@ int32_t edgeshard_alarm_delete(void);
 /* vars */
 
 /* The var's length, or -1 if unset. "edgeshard.shard" is the calling
- * shard's "<binding>/<shard>". */
+ * shard's "<binding>/<shard>"; "edgeshard.node" the host's node id. */
 EDGESHARD_IMPORT("var_get")
 int64_t edgeshard_var_get(const void *name, uint32_t name_len, void *buf, uint32_t cap);
 
