@@ -96,6 +96,7 @@ type popCell struct {
 	rates             []float64
 	p50s, p99s, p999s []time.Duration
 	failed            []float64 // share of the latency run's requests that failed
+	slow              []float64 // share of its acknowledged requests slower than 5 ms
 }
 
 func (c *popCell) rate() float64 { return median(c.rates) }
@@ -109,6 +110,7 @@ func (c *popCell) p999() time.Duration {
 	return time.Duration(median(durs(c.p999s)))
 }
 func (c *popCell) fail() float64 { return median(c.failed) }
+func (c *popCell) over() float64 { return median(c.slow) }
 
 func durs(ds []time.Duration) []float64 {
 	out := make([]float64, len(ds))
@@ -324,9 +326,10 @@ RUNTIME_EVENT_DO_MODE = "off"
 					cells[side].p50s = append(cells[side].p50s, ol.p50)
 					cells[side].p99s = append(cells[side].p99s, ol.p99)
 					cells[side].p999s = append(cells[side].p999s, ol.p999)
+					cells[side].slow = append(cells[side].slow, ol.over5ms)
 					cells[side].failed = append(cells[side].failed, float64(ol.failed)/float64(max(ol.n, 1)))
-					r.logf("pop_rtt %s rtt %v round %d: %-7s p50 %6.2f ms p99 %7.2f ms p99.9 %7.2f ms at %v/s (%d of %d failed%s)", ep.name, rtt, round+1, sideName(side),
-						ms(ol.p50), ms(ol.p99), ms(ol.p999), plan.rate, ol.failed, ol.n, firstErr(ol.firstErr))
+					r.logf("pop_rtt %s rtt %v round %d: %-7s p50 %6.2f ms p99 %7.2f ms p99.9 %7.2f ms, %.2f%% > 5 ms at %v/s (%d of %d failed%s)", ep.name, rtt, round+1, sideName(side),
+						ms(ol.p50), ms(ol.p99), ms(ol.p999), 100*ol.over5ms, plan.rate, ol.failed, ol.n, firstErr(ol.firstErr))
 				}
 			}
 			perRTT[ri] = cells
@@ -341,6 +344,19 @@ RUNTIME_EVENT_DO_MODE = "off"
 			r.logf("pop_rtt: %s: %d transactions committed, %d rolled back (serialization failures rerun, and the like)", db, commits, rollbacks)
 		}
 		st.Close()
+		if st, err := sql.Open("pgx", pg.URL("pop_primary")); err == nil {
+			rows, err := st.QueryContext(ctx, "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables ORDER BY relname")
+			if err == nil {
+				for rows.Next() {
+					var name string
+					var ins, upd, hot int64
+					rows.Scan(&name, &ins, &upd, &hot)
+					r.logf("pop_rtt: pop_primary.%s: %d inserted, %d updated (%d HOT)", name, ins, upd, hot)
+				}
+				rows.Close()
+			}
+			st.Close()
+		}
 	}
 	if n, sample := logs.errors(); n > 0 {
 		r.logf("pop_rtt: %d error lines in the hosts' logs, e.g. %s", n, strings.Join(sample, " | "))
@@ -403,6 +419,7 @@ func (p *popResult) report() *result {
 			res.add(k+"primary_p50_ms", c[0].p50())
 			res.add(k+"primary_p99_ms", c[0].p99())
 			res.add(k+"primary_p999_ms", c[0].p999())
+			res.add(k+"primary_over_5ms", c[0].over())
 			res.add(k+"off_p50_ms", c[1].p50())
 			res.add(k+"off_p99_ms", c[1].p99())
 			res.add(k+"off_failed", c[1].fail())
@@ -428,6 +445,7 @@ func (p *popResult) report() *result {
 type openLoopResult struct {
 	n, failed      int
 	p50, p99, p999 time.Duration // of the acknowledged requests
+	over5ms        float64       // share of the acknowledged requests slower than 5 ms
 	firstErr       error
 }
 
@@ -469,6 +487,10 @@ func openLoop(rate float64, d time.Duration, op func(ctx context.Context, i int)
 		ok = append(ok, lat[i])
 	}
 	slices.Sort(ok)
+	if len(ok) > 0 {
+		i, _ := slices.BinarySearch(ok, 5*time.Millisecond+1)
+		res.over5ms = float64(len(ok)-i) / float64(len(ok))
+	}
 	res.p50, res.p99, res.p999 = loadgen.Percentile(ok, 0.50), loadgen.Percentile(ok, 0.99), loadgen.Percentile(ok, 0.999)
 	return res
 }
@@ -543,14 +565,14 @@ func updatePopDocs(path string, p *popResult, env runEnv) error {
 	var t strings.Builder
 	fmt.Fprintf(&t, "Run %s, `%s`, %s (load average %s at start), `%s`: %d round(s) of %v per side and measurement.\n\n",
 		env.Date, env.Commit, env.CPU, env.LoadAvg, env.Command, p.plan.rounds, p.plan.side)
-	fmt.Fprintf(&t, "| RTT | endpoint | primary /s | off /s | primary ÷ off | primary p50 | primary p99 | primary p99.9 | off p50 | off p99 | off failed |\n")
-	fmt.Fprintf(&t, "|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&t, "| RTT | endpoint | primary /s | off /s | primary ÷ off | primary p50 | primary p99 | primary p99.9 | primary > 5 ms | off p50 | off p99 | off failed |\n")
+	fmt.Fprintf(&t, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for ri, rtt := range p.plan.rtts {
 		for ei, ep := range p.endpoints {
 			c := p.cells[ei][ri]
-			fmt.Fprintf(&t, "| %d ms | `%s` | %s | %s | %.1f× | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.0f%% |\n",
+			fmt.Fprintf(&t, "| %d ms | `%s` | %s | %s | %.1f× | %.2f ms | %.2f ms | %.2f ms | %.2f%% | %.2f ms | %.2f ms | %.0f%% |\n",
 				rtt.Milliseconds(), ep, fmtNum(c[0].rate()), fmtNum(c[1].rate()), c[0].rate()/max(c[1].rate(), 1e-9),
-				ms(c[0].p50()), ms(c[0].p99()), ms(c[0].p999()), ms(c[1].p50()), ms(c[1].p99()), 100*c[1].fail())
+				ms(c[0].p50()), ms(c[0].p99()), ms(c[0].p999()), 100*c[0].over(), ms(c[1].p50()), ms(c[1].p99()), 100*c[1].fail())
 		}
 	}
 	res := p.report()
