@@ -101,6 +101,25 @@ func TestFleetReconcileWhileOtherPOPsFlush(t *testing.T) {
 			}
 		}
 	}
+	// A baseline keeps every counter clear of 0: across POPs a -1 may reach
+	// SQL before its +1, and a counter at 0 would clamp it away (drift
+	// that only the next reconcile repairs; OPERATIONS.md). This test is
+	// about fences, not about that.
+	for i := 0; i < 10; i++ {
+		for p := 0; p < posts; p++ {
+			if r := a.f.do("PUT", fmt.Sprintf("/posts/fp%d/like", p), fmt.Sprintf("base-%d", i), nil); r.status != 200 {
+				t.Fatalf("baseline like: %d %s", r.status, r.body)
+			}
+		}
+		for u := 0; u < users; u++ {
+			for _, pair := range [][2]string{{fmt.Sprintf("base-fan-%d", i), fmt.Sprintf("fu%d", u)}, {fmt.Sprintf("fu%d", u), fmt.Sprintf("base-star-%d", i)}} {
+				if r := a.f.do("PUT", "/users/"+pair[1]+"/follow", pair[0], nil); r.status != 200 {
+					t.Fatalf("baseline follow: %d %s", r.status, r.body)
+				}
+			}
+		}
+	}
+	a.env.idle(t)
 	ctx := context.Background()
 	corrected, busy := 0, 0
 	for round := 0; round < rounds; round++ {

@@ -144,7 +144,8 @@ func TestFleetCrashLoopLosesNothing(t *testing.T) {
 			t.Errorf("stream %s: nothing acknowledged, the load did not run", s.Name)
 		}
 	}
-	for _, want := range []string{"views", "runs", "likes", "like_rows", "followers", "follow_rows", "following", "following_rows", "events"} {
+	for _, want := range []string{"views", "runs", "likes", "like_rows", "followers", "follow_rows",
+		"following_after_reconcile", "following_rows", "events"} {
 		if !names[want] {
 			t.Errorf("stream %s missing", want)
 		}

@@ -146,6 +146,9 @@ func runFleet(ctx context.Context, o Options, dir string, seed uint64) (ModeResu
 	}
 
 	led := newLedger()
+	if err := seedBaseline(ctx, srvs, led, o.Posts); err != nil {
+		return res, err
+	}
 	hosts := make([]loadHost, len(srvs))
 	for i, s := range srvs {
 		hosts[i] = loadHost{base: s.url(), gate: newGate()}
@@ -274,8 +277,26 @@ func runFleet(ctx context.Context, o Options, dir string, seed uint64) (ModeResu
 		res.Failed = append(res.Failed, fmt.Sprintf("%d reconcile runs failed", n))
 	}
 
-	if err := fleetAfterRestart(ctx, srvs, out, dbURL, aeURLs, snap); err != nil {
+	after, err := fleetAfterRestart(ctx, srvs, out, dbURL, aeURLs, snap)
+	if err != nil {
 		res.Failed = append(res.Failed, err.Error())
+	}
+	if after != nil {
+		// A fan's following counter (0 or 1 here) is checked once
+		// reconcileCounters ran: a counter at 0 changed through two POPs
+		// within a flush interval (follow at one, unfollow at another) can
+		// reach SQL in the other order, and the clamp at 0 then drops the
+		// -1 until a reconcile sets it from its source rows
+		// (docs/OPERATIONS.md, "Running many POPs"). Posts and followees
+		// start with a baseline of likes and followers (seedBaseline), so
+		// their counters stay clear of 0 and are checked before, with the
+		// source rows and every other stream.
+		fmt.Fprintln(out, "  "+counterDrift(snap))
+		for i, st := range res.Streams {
+			if st.Name == "following" {
+				res.Streams[i] = compareLikes("following_after_reconcile", led.following, after.following)
+			}
+		}
 	}
 	for _, s := range res.Streams {
 		fmt.Fprintln(out, s.String())
@@ -398,15 +419,15 @@ func drainHost(ctx context.Context, s *server) error {
 // may be pending; reconcileCounters on one host; then views, runs and
 // events must not have moved, and every likes, followers and following
 // counter must equal its source rows.
-func fleetAfterRestart(ctx context.Context, srvs []*server, out io.Writer, dbURL string, aeURLs []string, before *snapshot) error {
+func fleetAfterRestart(ctx context.Context, srvs []*server, out io.Writer, dbURL string, aeURLs []string, before *snapshot) (*snapshot, error) {
 	for _, s := range srvs {
 		if err := s.start(ctx); err != nil {
-			return fmt.Errorf("restart after the checks: %w", err)
+			return nil, fmt.Errorf("restart after the checks: %w", err)
 		}
 	}
 	for _, s := range srvs {
 		if err := waitNoAlarms(ctx, s, 15*time.Second); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	var rep struct {
@@ -416,16 +437,16 @@ func fleetAfterRestart(ctx context.Context, srvs []*server, out io.Writer, dbURL
 		} `json:"result"`
 	}
 	if err := adminDo(ctx, srvs[0], http.MethodPost, "/admin/jobs/reconcile-counters", &rep); err != nil {
-		return fmt.Errorf("reconcile: %w", err)
+		return nil, fmt.Errorf("reconcile: %w", err)
 	}
 	for _, s := range srvs {
 		if err := s.term(60 * time.Second); err != nil {
-			return fmt.Errorf("clean shutdown after reconcile: %w", err)
+			return nil, fmt.Errorf("clean shutdown after reconcile: %w", err)
 		}
 	}
 	after, err := readSnapshotAt(ctx, dbURL, aeURLs...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var bad []string
 	for post, v := range before.views {
@@ -456,9 +477,79 @@ func fleetAfterRestart(ctx context.Context, srvs []*server, out io.Writer, dbURL
 		}
 	}
 	if len(bad) > 0 {
-		return errors.New("after restart and reconcile: " + strings.Join(bad, "; "))
+		return after, errors.New("after restart and reconcile: " + strings.Join(bad, "; "))
 	}
-	fmt.Fprintf(out, "  restart on the drained data: no alarm pending, views, runs and events unchanged; reconcileCounters on %s corrected %d counter(s) (deltas of unanswered requests), every likes, followers and following counter equals its source rows\n",
+	fmt.Fprintf(out, "  restart on the drained data: no alarm pending, views, runs and events unchanged; reconcileCounters on %s corrected %d counter(s) (deltas of unanswered requests, or a -1 clamped away for arriving before its +1), every likes, followers and following counter equals its source rows\n",
 		rep.Result.Node, rep.Result.Corrected)
-	return nil
+	return after, nil
+}
+
+// baselineN is how many likes each post and followers each followee get
+// before the load starts.
+const baselineN = 10
+
+// seedBaseline gives every post and every followee baselineN likes and
+// followers (by users of their own, through the first host), waits until
+// they are flushed, and records them in the ledger.
+func seedBaseline(ctx context.Context, srvs []*server, led *ledger, posts int) error {
+	c := newClient(8)
+	defer c.CloseIdleConnections()
+	put := func(path, user string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, srvs[0].url()+path, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("X-User-Id", user)
+		resp, err := c.Do(req)
+		if err != nil {
+			return fmt.Errorf("baseline PUT %s: %w", path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("baseline PUT %s: %s", path, resp.Status)
+		}
+		return nil
+	}
+	for i := 0; i < baselineN; i++ {
+		for p := 0; p < posts; p++ {
+			post, user := fmt.Sprintf("ct-post-%02d", p), fmt.Sprintf("ct-base-%d", i)
+			if err := put("/posts/"+post+"/like", user); err != nil {
+				return err
+			}
+			led.like(post, true, acked)
+		}
+		for f := 0; f < followees; f++ {
+			followee, fan := fmt.Sprintf("ct-user-%02d", f), fmt.Sprintf("ct-fan-base-%d", i)
+			if err := put("/users/"+followee+"/follow", fan); err != nil {
+				return err
+			}
+			led.follow(fan, followee, true, acked)
+		}
+	}
+	return drainHost(ctx, srvs[0])
+}
+
+// counterDrift says how far the counters with source rows were from their
+// source rows before the final reconcile.
+func counterDrift(s *snapshot) string {
+	n, units := 0, int64(0)
+	for _, c := range []struct{ counter, src map[string]int64 }{
+		{s.likes, s.likeRows}, {s.followers, s.followRows}, {s.following, s.followingRows},
+	} {
+		ids := map[string]bool{}
+		for id := range c.counter {
+			ids[id] = true
+		}
+		for id := range c.src {
+			ids[id] = true
+		}
+		for id := range ids {
+			if d := c.counter[id] - c.src[id]; d != 0 {
+				n++
+				units += max(d, -d)
+			}
+		}
+	}
+	return fmt.Sprintf("info: before the final reconcile, %d counter(s) with source rows differed from them by %d in all (deltas lost with unanswered requests, or a -1 clamped at 0 for reaching SQL before its +1 from another POP)", n, units)
 }
