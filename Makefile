@@ -11,7 +11,7 @@ CWASM     := clang --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Werror -
 CONFIG    ?= edgeshard.toml
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: help build plugins deps run test check fuzz crash-test bench bench-quick clean
+.PHONY: help build plugins deps run test check fuzz crash-test crash-test-fleet bench bench-quick clean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -82,6 +82,15 @@ MODES    ?= primary,counter-shadow,event-shadow
 
 crash-test: ## kill -9 the host under load for CYCLES cycles per mode; fails unless lost=0 duplicated=0
 	$(GO) run ./cmd/edgeshard-crashtest -cycles $(CYCLES) -duration $(DURATION) -clients $(CLIENTS) -modes $(MODES)
+
+# The fleet mode (MODES=fleet works too): three hosts with distinct node
+# ids on one throwaway PostgreSQL the test starts, clients spread over all
+# of them, FLEET_CYCLES kills at random (every fifth kills two hosts at
+# once: 15 cycles are 18 kills); about a minute.
+FLEET_CYCLES ?= 15
+
+crash-test-fleet: ## 3 hosts, one PostgreSQL, kill -9 at random (FLEET_CYCLES, ≥ 15 kills); fails unless lost=0 duplicated=0
+	$(GO) run ./cmd/edgeshard-crashtest -cycles $(FLEET_CYCLES) -duration $(DURATION) -clients $(CLIENTS) -modes fleet
 
 # Benchmarks (cmd/edgeshard-bench, docs/BENCHMARKS.md): every figure is a
 # ratio of two sides run alternately in one process on 127.0.0.1. Extra

@@ -152,6 +152,28 @@ const (
 	MaxAnalyticsDbl       = 20        // doubles per data point
 )
 
+// MaxNodeID is the longest node id, the value of the reserved var
+// edgeshard.node (ValidNodeID).
+const MaxNodeID = 64
+
+// ValidNodeID reports whether s is a node id: 1..MaxNodeID bytes of
+// [A-Za-z0-9._-]. A node id names one host among the hosts that share a
+// SQL database (a POP's host); shards key what must be unique per writer
+// by it (plugins/counters: its flush sequence). Its bytes need no quoting
+// in lines, keys, URLs or SQL literals.
+func ValidNodeID(s string) bool {
+	if s == "" || len(s) > MaxNodeID {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // Storage put flags.
 const (
 	// PutAllowUnconfirmed lets the response leave before this write is durable.

@@ -114,6 +114,10 @@ type Config struct {
 	// SQLBudget bounds all the SQL work of one request together (not each
 	// step): past it the request fails over or answers 503 (sqlguard.go).
 	SQLBudget time.Duration
+	// NodeID is the host's node id (not a setting of these tables: the
+	// wiring gives the host's own): reconcileCounters records it with its
+	// corrections.
+	NodeID string
 
 	EventMode   Mode
 	CounterMode Mode

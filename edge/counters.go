@@ -43,10 +43,13 @@ type counterWrite struct {
 //     their shards; a shard that fails (E-VIBECODR-2144) has its deltas
 //     applied by the legacy update instead. A crash between the two leaves
 //     a source row without its delta: reconcileCounters repairs it.
+//
+// The deltas of a source-row change carry the fence the change read in its
+// transaction (counters.Delta.Fence): wherever they are applied — a flush
+// on any host, or the legacy update — they count only while no
+// reconcileCounters correction moved the fence since (reconcile.go).
 func (a *API) applyCounters(ctx context.Context, cw counterWrite) ([]delta, error) {
 	ctx = context.WithoutCancel(ctx) // a vanished client must not split a write
-	a.writeMu.RLock()
-	defer a.writeMu.RUnlock()
 	mode := a.cfg.CounterMode
 	if mode == ModeOff || mode == ModeShadow {
 		var ds []delta
@@ -242,6 +245,26 @@ func pathID(w http.ResponseWriter, r *http.Request, name string) (string, bool) 
 	return id, true
 }
 
+// The source-row changes of likes and follows. Each returns, in the same
+// statement and so the same transaction, the fence of every counter it
+// moves (no row: nothing changed).
+var (
+	likeFence    = mustFenceRead(counters.PostStats, counters.Likes, 1)
+	likeSQL      = `INSERT INTO likes (post_id, user_id, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(post_id, user_id) DO NOTHING RETURNING ` + likeFence
+	unlikeSQL    = `DELETE FROM likes WHERE post_id = ?1 AND user_id = ?2 RETURNING ` + likeFence
+	followFences = mustFenceRead(counters.UserCounters, counters.Followers, 2) + ", " + mustFenceRead(counters.UserCounters, counters.Following, 1)
+	followSQL    = `INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(follower_id, followee_id) DO NOTHING RETURNING ` + followFences
+	unfollowSQL  = `DELETE FROM follows WHERE follower_id = ?1 AND followee_id = ?2 RETURNING ` + followFences
+)
+
+func mustFenceRead(table, column string, pID int) string {
+	q, err := counters.FenceRead(table, column, pID)
+	if err != nil {
+		panic(err)
+	}
+	return q
+}
+
 // likeReply answers PUT/DELETE /posts/{postId}/like.
 type likeReply struct {
 	PostID  string `json:"post_id"`
@@ -260,24 +283,24 @@ func (a *API) serveLike(w http.ResponseWriter, r *http.Request) {
 	like := r.Method == http.MethodPut
 	now := a.now().UnixMilli()
 	source := func(ctx context.Context, tx *sql.Tx) ([]delta, error) {
-		var res sql.Result
+		var fence int64
 		var err error
 		if like {
-			res, err = tx.ExecContext(ctx, `INSERT INTO likes (post_id, user_id, created_at) VALUES (?, ?, ?) ON CONFLICT(post_id, user_id) DO NOTHING`, post, user, now)
+			err = tx.QueryRowContext(ctx, likeSQL, post, user, now).Scan(&fence)
 		} else {
-			res, err = tx.ExecContext(ctx, `DELETE FROM likes WHERE post_id = ? AND user_id = ?`, post, user)
+			err = tx.QueryRowContext(ctx, unlikeSQL, post, user).Scan(&fence)
+		}
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, nil // already liked (or not liked): nothing changes
 		}
 		if err != nil {
 			return nil, fmt.Errorf("likes row: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return nil, err
 		}
 		n := int64(1)
 		if !like {
 			n = -1
 		}
-		return []delta{{Table: counters.PostStats, ID: post, Column: counters.Likes, N: n}}, nil
+		return []delta{{Table: counters.PostStats, ID: post, Column: counters.Likes, N: n, Fence: fence}}, nil
 	}
 	ds, err := a.applyCounters(r.Context(), counterWrite{source: source})
 	if err != nil {
@@ -312,26 +335,26 @@ func (a *API) serveFollow(w http.ResponseWriter, r *http.Request) {
 	follow := r.Method == http.MethodPut
 	now := a.now().UnixMilli()
 	source := func(ctx context.Context, tx *sql.Tx) ([]delta, error) {
-		var res sql.Result
+		var followers, following int64 // the fences of the two counters
 		var err error
 		if follow {
-			res, err = tx.ExecContext(ctx, `INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?, ?, ?) ON CONFLICT(follower_id, followee_id) DO NOTHING`, follower, followee, now)
+			err = tx.QueryRowContext(ctx, followSQL, follower, followee, now).Scan(&followers, &following)
 		} else {
-			res, err = tx.ExecContext(ctx, `DELETE FROM follows WHERE follower_id = ? AND followee_id = ?`, follower, followee)
+			err = tx.QueryRowContext(ctx, unfollowSQL, follower, followee).Scan(&followers, &following)
+		}
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("follows row: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return nil, err
 		}
 		n := int64(1)
 		if !follow {
 			n = -1
 		}
 		return []delta{
-			{Table: counters.UserCounters, ID: followee, Column: counters.Followers, N: n},
-			{Table: counters.UserCounters, ID: follower, Column: counters.Following, N: n},
+			{Table: counters.UserCounters, ID: followee, Column: counters.Followers, N: n, Fence: followers},
+			{Table: counters.UserCounters, ID: follower, Column: counters.Following, N: n, Fence: following},
 		}, nil
 	}
 	ds, err := a.applyCounters(r.Context(), counterWrite{source: source})

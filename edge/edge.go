@@ -87,12 +87,8 @@ type API struct {
 	guard   *sqlGuard
 	sqlDB   *sqldb.DB
 
-	// writeMu orders counter writes against ReconcileCounters: every counter
-	// write holds it shared from its source-row change until its delta is
-	// durable (in a shard or SQL); reconcile holds it exclusively, so it
-	// never sees a source row whose delta is still in flight.
-	writeMu sync.RWMutex
-	// reconcileMu serialises reconcile runs.
+	// reconcileMu serialises reconcile runs. Counter writes never wait for
+	// one: fences order them (reconcile.go).
 	reconcileMu sync.Mutex
 
 	closeOnce sync.Once

@@ -47,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "edgeshard_counter_deltas_total", Help: "Counter deltas written, by path (shard, legacy).",
 		}, []string{"path"}),
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_counter_reconcile_runs_total", Help: "reconcileCounters runs by result (ok, error).",
+			Name: "edgeshard_counter_reconcile_runs_total", Help: "reconcileCounters runs by result (ok, error, busy: another host held its lock).",
 		}, []string{"result"}),
 		corrections: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeshard_counter_reconcile_corrections_total", Help: "Counters reconcileCounters corrected.",

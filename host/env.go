@@ -86,10 +86,19 @@ const VarShardName = "edgeshard.shard"
 // (unset without a SQL binding, or when the binding does not say).
 const VarSQLDialect = "edgeshard.sql_dialect"
 
+// VarNodeID is a reserved var that answers the host's node id
+// (Config.NodeID), unset when the host has none: what a shard keys by,
+// beside its own name, whatever must be unique per writer of a SQL
+// database several hosts share.
+const VarNodeID = "edgeshard.node"
+
 func (a *actor) Var(name string) (string, bool) {
 	switch name {
 	case VarShardName:
 		return a.id.String(), true
+	case VarNodeID:
+		n := a.ns.h.cfg.NodeID
+		return n, n != ""
 	case VarSQLDialect:
 		if d, ok := a.ns.sql.(interface{ Dialect() string }); ok {
 			return d.Dialect(), true

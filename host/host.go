@@ -79,6 +79,11 @@ type Config struct {
 	// cache (DataDir/cache) unless Storage or CacheDir say otherwise.
 	DataDir  string
 	CacheDir string
+	// NodeID names this host among the hosts that share a SQL database
+	// (abi.ValidNodeID); shards read it as the reserved var edgeshard.node
+	// (VarNodeID). Empty: the var is unset. LoadNodeID gives a stable one
+	// kept in DataDir.
+	NodeID string
 	// Storage overrides the Badger backend (e.g. storage.NewMemory()).
 	Storage storage.Backend
 	// Badger configures the Badger backend (when Storage is nil): the host
@@ -217,6 +222,9 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	h := &Host{cfg: cfg, log: cfg.Logger, ns: map[string]*Namespace{}, closing: make(chan struct{}), started: time.Now()}
 	if err := validateBindings(cfg); err != nil {
 		return nil, err
+	}
+	if cfg.NodeID != "" && !abi.ValidNodeID(cfg.NodeID) {
+		return nil, fmt.Errorf("node id %q: want 1-%d characters of [A-Za-z0-9._-]", cfg.NodeID, abi.MaxNodeID)
 	}
 	if e := cfg.Engine; e != nil && cfg.MemoryLimitMiB != 0 && cfg.MemoryLimitMiB != e.memLimit {
 		return nil, fmt.Errorf("%w: MemoryLimitMiB %d differs from the shared engine's %d (set it in EngineConfig, or leave it 0)",

@@ -129,6 +129,7 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
 #define EDGESHARD_MAX_SQL_ARGS 100                /* bound parameters per statement */
 #define EDGESHARD_MAX_RESPONSE_BODY 33554432      /* bytes of a response body (32 MiB) */
 #define EDGESHARD_MAX_VAR_NAME 256                /* bytes of a var name */
+#define EDGESHARD_MAX_NODE_ID 64                  /* bytes of a node id (var edgeshard.node): [A-Za-z0-9._-] */
 #define EDGESHARD_MAX_LOG_MESSAGE 16384           /* bytes of one encoded log record (16 KiB) */
 #define EDGESHARD_MAX_SQL_TEXT 102400             /* bytes of one statement's SQL text (100 KiB) */
 #define EDGESHARD_MAX_SQL_PAYLOAD 16777216        /* bytes of one encoded sql_exec batch (16 MiB) */
@@ -269,7 +270,7 @@ int32_t edgeshard_alarm_delete(void);
 /* vars */
 
 /* The var's length, or -1 if unset. "edgeshard.shard" is the calling
- * shard's "<binding>/<shard>". */
+ * shard's "<binding>/<shard>"; "edgeshard.node" the host's node id. */
 EDGESHARD_IMPORT("var_get")
 int64_t edgeshard_var_get(const void *name, uint32_t name_len, void *buf, uint32_t cap);
 

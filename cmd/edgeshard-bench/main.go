@@ -173,6 +173,7 @@ type runner struct {
 	out       io.Writer // BENCH lines
 	progress  io.Writer // per-round progress
 	unchecked bool      // every figure on an engine without termination checks
+	docs      string    // the document -update-docs rewrites ("" without it)
 
 	// engine is the wasm engine every in-process host of the run shares
 	// (each module compiled or loaded from the cache once per run).
@@ -282,6 +283,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	r := &runner{sz: sz, root: root, cacheDir: cacheDir(root), build: &builder{root: root}, out: stdout, unchecked: o.unchecked}
 	if o.verbose {
 		r.progress = stderr
+	}
+	if o.updateDocs && !o.unchecked {
+		r.docs = o.docs
 	}
 	ectx := context.Background()
 	if o.unchecked {

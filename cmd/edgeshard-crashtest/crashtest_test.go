@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeshard/edgeshard/internal/pgtest"
 	"github.com/edgeshard/edgeshard/internal/proctest"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 )
@@ -86,6 +87,65 @@ func TestCrashLoopLosesNothing(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"views", "runs", "likes", "like_rows", "events"} {
+		if !names[want] {
+			t.Errorf("stream %s missing", want)
+		}
+	}
+}
+
+// TestFleetCrashLoopLosesNothing is `make crash-test-fleet` in small: three
+// real hosts (pop-a, pop-b, pop-c) on one throwaway PostgreSQL, clients
+// spreading likes, follows, views, runs and events over them, reconcile
+// running on random hosts, and the hosts killed with SIGKILL and restarted
+// at random (twice two at once). After draining every host, PostgreSQL
+// holds every acknowledged write exactly once, stream by stream.
+func TestFleetCrashLoopLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test: kills and restarts the real binary")
+	}
+	pgtest.Shared(t) // skips without PostgreSQL (fails under CI=true)
+	o := Options{
+		Bin:           proctest.Binary(t),
+		EventsModule:  testutil.Plugin(t, "plugins/runtimeevents"),
+		CounterModule: testutil.Plugin(t, "plugins/counters"),
+		CacheDir:      testutil.CacheDir(),
+		WorkDir:       t.TempDir(),
+		Modes:         []string{"fleet"},
+		Cycles:        10,
+		CycleMax:      1500 * time.Millisecond,
+		Clients:       6,
+		Interval:      2 * time.Millisecond,
+		Shards:        8,
+		Posts:         8,
+		Seed:          uint64(time.Now().UnixNano()),
+		Out:           &logWriter{t: t},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	results, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 1 || results[0].Kills != 12 {
+		t.Fatalf("results %+v", results)
+	}
+	for _, s := range results[0].Streams {
+		if !s.ok() {
+			t.Errorf("%s\n%s", s, strings.Join(s.Detail, "\n"))
+		}
+	}
+	for _, f := range results[0].Failed {
+		t.Error(f)
+	}
+	names := map[string]bool{}
+	for _, s := range results[0].Streams {
+		names[s.Name] = true
+		if s.Acknowledged == 0 {
+			t.Errorf("stream %s: nothing acknowledged, the load did not run", s.Name)
+		}
+	}
+	for _, want := range []string{"views", "runs", "likes", "like_rows", "followers", "follow_rows",
+		"following_after_reconcile", "following_rows", "events"} {
 		if !names[want] {
 			t.Errorf("stream %s missing", want)
 		}

@@ -168,7 +168,8 @@ interval = "0s"
 	led := newLedger()
 	g := newGate()
 	g.open()
-	ld := &load{cfg: loadConfig{base: srv.url(), clients: 8}, led: led, gate: g}
+	ld := &load{cfg: loadConfig{base: srv.url(), clients: 8}, led: led, hosts: []loadHost{{srv.url(), g}}}
+	st := &clientState{base: srv.url()}
 	ld.client = newClient(8)
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -180,7 +181,7 @@ interval = "0s"
 			for i := 0; !stop.Load(); i++ {
 				id := fmt.Sprintf("%08x-0000-4000-8000-%012x", c, i)
 				body := fmt.Sprintf(`{"events":[{"id":%q,"type":"crash.fill","capsule_id":"cap-%d","payload":{"pad":%q}}]}`, id, i%16, pad)
-				o, _, _ := ld.do("POST", "/runtime-events", "filler", []byte(body))
+				o, _, _ := ld.do(st, "POST", "/runtime-events", "filler", []byte(body))
 				led.event(id, o)
 				if o != acked {
 					time.Sleep(10 * time.Millisecond)

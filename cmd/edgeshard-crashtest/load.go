@@ -50,10 +50,16 @@ type ledger struct {
 	rejected []string           // first few 4xx answers
 	nReject  int
 	requests [4]int64 // by outcome
+
+	// follows by followee and by follower (the fleet mode's load): PUTs
+	// and DELETEs of distinct (follower, followee) pairs, as for likes.
+	followers map[string]*likeBound
+	following map[string]*likeBound
 }
 
 func newLedger() *ledger {
-	return &ledger{counters: map[string]*bound{}, likes: map[string]*likeBound{}, events: map[string]outcome{}}
+	return &ledger{counters: map[string]*bound{}, likes: map[string]*likeBound{}, events: map[string]outcome{},
+		followers: map[string]*likeBound{}, following: map[string]*likeBound{}}
 }
 
 func (l *ledger) reject(what string) {
@@ -85,10 +91,22 @@ func (l *ledger) like(post string, put bool, o outcome) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.requests[o]++
-	b := l.likes[post]
+	l.likes[post] = l.likes[post].note(put, o)
+}
+
+// follow records a follow (put) or unfollow of followee by follower.
+func (l *ledger) follow(follower, followee string, put bool, o outcome) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.requests[o]++
+	l.followers[followee] = l.followers[followee].note(put, o)
+	l.following[follower] = l.following[follower].note(put, o)
+}
+
+// note counts one request of a pair in b (nil: a new bound) and returns b.
+func (b *likeBound) note(put bool, o outcome) *likeBound {
 	if b == nil {
 		b = &likeBound{}
-		l.likes[post] = b
 	}
 	switch {
 	case o == acked && put:
@@ -100,6 +118,7 @@ func (l *ledger) like(post string, put bool, o outcome) {
 	case o == unknown:
 		b.delUnknown++
 	}
+	return b
 }
 
 func (l *ledger) event(id string, o outcome) {
@@ -142,6 +161,13 @@ func (g *gate) close() {
 	}
 }
 
+// isOpen reports whether the host is up.
+func (g *gate) isOpen() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.up
+}
+
 func (g *gate) wait(ctx context.Context) bool {
 	g.mu.Lock()
 	ch := g.ch
@@ -161,13 +187,22 @@ type loadConfig struct {
 	interval time.Duration // pause between two requests of one client
 	posts    int           // distinct posts
 	seed     uint64
+	// follows adds follows and unfollows of a few users to the mix (the
+	// fleet mode).
+	follows bool
+}
+
+// loadHost is one host the clients send to, and its gate.
+type loadHost struct {
+	base string
+	gate *gate
 }
 
 // load is the running clients.
 type load struct {
 	cfg    loadConfig
 	led    *ledger
-	gate   *gate
+	hosts  []loadHost
 	client *http.Client
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
@@ -177,8 +212,14 @@ type load struct {
 }
 
 func startLoad(cfg loadConfig, led *ledger, g *gate) *load {
+	return startLoadOn(cfg, led, []loadHost{{cfg.base, g}})
+}
+
+// startLoadOn starts clients that spread their requests over hosts: each
+// request goes to a host picked at random among those whose gate is open.
+func startLoadOn(cfg loadConfig, led *ledger, hosts []loadHost) *load {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &load{cfg: cfg, led: led, gate: g, stop: cancel, client: newClient(cfg.clients)}
+	l := &load{cfg: cfg, led: led, hosts: hosts, stop: cancel, client: newClient(cfg.clients)}
 	for c := 0; c < cfg.clients; c++ {
 		l.wg.Add(1)
 		go l.run(ctx, c)
@@ -199,34 +240,65 @@ func (l *load) finish() {
 	l.client.CloseIdleConnections()
 }
 
-// client state: the (post, user) likes this client got acknowledged and
-// may later take back.
+// client state: the (post, user) likes and (follower, followee) follows
+// this client got acknowledged and may later take back.
 type clientState struct {
-	id    int
-	rng   *rand.Rand
-	users int
-	liked [][2]string // post, user
+	id       int
+	rng      *rand.Rand
+	users    int
+	liked    [][2]string // post, user
+	followed [][2]string // follower, followee
+	base     string      // the host of the request being sent
+}
+
+// pick chooses the host of the next request: one at random among those
+// whose gate is open; when every gate is closed, it waits for one.
+func (l *load) pick(ctx context.Context, st *clientState) bool {
+	n := len(l.hosts)
+	start := st.rng.IntN(n)
+	for i := 0; i < n; i++ {
+		h := l.hosts[(start+i)%n]
+		if h.gate.isOpen() {
+			st.base = h.base
+			return true
+		}
+	}
+	h := l.hosts[start]
+	if !h.gate.wait(ctx) {
+		return false
+	}
+	st.base = h.base
+	return true
 }
 
 func (l *load) run(ctx context.Context, id int) {
 	defer l.wg.Done()
 	st := &clientState{id: id, rng: rand.New(rand.NewPCG(l.cfg.seed, uint64(id)+1))}
 	for ctx.Err() == nil {
-		if !l.gate.wait(ctx) {
+		if !l.pick(ctx, st) {
 			return
 		}
 		var o outcome
-		switch r := st.rng.IntN(100); {
-		case r < 30:
-			o = l.postCounter(st, "views")
-		case r < 45:
-			o = l.postCounter(st, "runs")
-		case r < 65:
-			o = l.like(st)
-		case r < 72 && len(st.liked) > 0:
-			o = l.unlike(st)
-		default:
-			o = l.events(st)
+		r := st.rng.IntN(100)
+		if l.cfg.follows && r >= 72 && r < 86 {
+			if r < 82 || len(st.followed) == 0 {
+				o = l.follow(st)
+			} else {
+				o = l.unfollow(st)
+			}
+		} else {
+			switch {
+			case r < 30:
+				o = l.postCounter(st, "views")
+			case r < 45:
+				o = l.postCounter(st, "runs")
+			case r < 65:
+				o = l.like(st)
+			case r < 72 && len(st.liked) > 0:
+				o = l.unlike(st)
+			default:
+				o = l.events(st)
+			}
 		}
 		l.sent.Add(1)
 		if o != acked {
@@ -248,12 +320,12 @@ func (st *clientState) post(n int) string {
 
 // do sends one request (detached from the load's context: a request once
 // sent runs to its end) and classifies the outcome.
-func (l *load) do(method, path, user string, body []byte) (outcome, int, []byte) {
+func (l *load) do(st *clientState, method, path, user string, body []byte) (outcome, int, []byte) {
 	var rd io.Reader
 	if body != nil {
 		rd = strings.NewReader(string(body))
 	}
-	req, err := http.NewRequest(method, l.cfg.base+path, rd)
+	req, err := http.NewRequest(method, st.base+path, rd)
 	if err != nil {
 		panic(err)
 	}
@@ -287,7 +359,7 @@ func (l *load) do(method, path, user string, body []byte) (outcome, int, []byte)
 
 func (l *load) postCounter(st *clientState, column string) outcome {
 	post := st.post(l.cfg.posts)
-	o, _, _ := l.do(http.MethodPost, "/posts/"+post+"/"+column, fmt.Sprintf("viewer-%d", st.id), nil)
+	o, _, _ := l.do(st, http.MethodPost, "/posts/"+post+"/"+column, fmt.Sprintf("viewer-%d", st.id), nil)
 	l.led.counter(column, post, o)
 	return o
 }
@@ -296,7 +368,7 @@ func (l *load) like(st *clientState) outcome {
 	post := st.post(l.cfg.posts)
 	st.users++
 	user := fmt.Sprintf("c%d-u%d-%x", st.id, st.users, l.cfg.seed&0xffff)
-	o, _, body := l.do(http.MethodPut, "/posts/"+post+"/like", user, nil)
+	o, _, body := l.do(st, http.MethodPut, "/posts/"+post+"/like", user, nil)
 	if o == acked {
 		var r struct {
 			Changed bool `json:"changed"`
@@ -320,7 +392,7 @@ func (l *load) unlike(st *clientState) outcome {
 	pair := st.liked[i]
 	st.liked[i] = st.liked[len(st.liked)-1]
 	st.liked = st.liked[:len(st.liked)-1]
-	o, _, body := l.do(http.MethodDelete, "/posts/"+pair[0]+"/like", pair[1], nil)
+	o, _, body := l.do(st, http.MethodDelete, "/posts/"+pair[0]+"/like", pair[1], nil)
 	if o == acked {
 		var r struct {
 			Changed bool `json:"changed"`
@@ -336,6 +408,57 @@ func (l *load) unlike(st *clientState) outcome {
 		st.liked = append(st.liked, pair) // never reached the host: still liked
 	}
 	l.led.like(pair[0], false, o)
+	return o
+}
+
+// followees are the users the fleet mode's clients follow.
+const followees = 12
+
+// follow makes a fresh user (this client's) follow one of the followees.
+func (l *load) follow(st *clientState) outcome {
+	followee := fmt.Sprintf("ct-user-%02d", st.rng.IntN(followees))
+	st.users++
+	follower := fmt.Sprintf("ct-fan-%d-%d-%x", st.id, st.users, l.cfg.seed&0xffff)
+	o, _, body := l.do(st, http.MethodPut, "/users/"+followee+"/follow", follower, nil)
+	if o == acked {
+		var r struct {
+			Changed bool `json:"changed"`
+		}
+		if json.Unmarshal(body, &r) != nil || !r.Changed {
+			l.led.mu.Lock()
+			l.led.reject(fmt.Sprintf("PUT follow %s by %s: fresh follow answered %s", followee, follower, body))
+			l.led.mu.Unlock()
+			o = rejected
+		} else {
+			st.followed = append(st.followed, [2]string{follower, followee})
+		}
+	}
+	l.led.follow(follower, followee, true, o)
+	return o
+}
+
+// unfollow takes back a follow this client got acknowledged.
+func (l *load) unfollow(st *clientState) outcome {
+	i := st.rng.IntN(len(st.followed))
+	pair := st.followed[i]
+	st.followed[i] = st.followed[len(st.followed)-1]
+	st.followed = st.followed[:len(st.followed)-1]
+	o, _, body := l.do(st, http.MethodDelete, "/users/"+pair[1]+"/follow", pair[0], nil)
+	if o == acked {
+		var r struct {
+			Changed bool `json:"changed"`
+		}
+		if json.Unmarshal(body, &r) != nil || !r.Changed {
+			l.led.mu.Lock()
+			l.led.reject(fmt.Sprintf("DELETE follow %s by %s: acknowledged follow not found: %s", pair[1], pair[0], body))
+			l.led.mu.Unlock()
+			o = rejected
+		}
+	}
+	if o == notSent {
+		st.followed = append(st.followed, pair)
+	}
+	l.led.follow(pair[0], pair[1], false, o)
 	return o
 }
 
@@ -361,7 +484,7 @@ func (l *load) events(st *clientState) outcome {
 		}
 	}
 	b.WriteString(`]}`)
-	o, status, body := l.do(http.MethodPost, "/runtime-events", fmt.Sprintf("emitter-%d", st.id), []byte(b.String()))
+	o, status, body := l.do(st, http.MethodPost, "/runtime-events", fmt.Sprintf("emitter-%d", st.id), []byte(b.String()))
 	switch {
 	case o == acked:
 		var r struct {

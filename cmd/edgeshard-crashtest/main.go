@@ -30,11 +30,16 @@
 // Each mode runs in turn: primary (default), counter-shadow
 // (COUNTER_DO_MODE=shadow in the environment) and event-shadow
 // (RUNTIME_EVENT_DO_MODE=shadow); the config's [vars] say primary, so the
-// environment must win.
+// environment must win. The fleet mode (fleet.go, not in the default list)
+// runs three hosts with distinct node ids on one throwaway PostgreSQL,
+// spreads the clients (follows and unfollows too) over them, runs
+// reconcileCounters on random hosts, kills hosts at random, drains each at
+// the end and compares PostgreSQL with the ledger the same way.
 //
-// Usage (or `make crash-test`; the defaults take 30-60 s per mode):
+// Usage (or `make crash-test`, `make crash-test-fleet`; the defaults take
+// 30-60 s per mode):
 //
-//	go run ./cmd/edgeshard-crashtest [-cycles 5] [-duration 3s] [-clients 8] [-modes primary,counter-shadow,event-shadow]
+//	go run ./cmd/edgeshard-crashtest [-cycles 5] [-duration 3s] [-clients 8] [-modes primary,counter-shadow,event-shadow,fleet]
 //
 // Environment knobs for longer soaks: CYCLES, DURATION, CLIENTS, MODES,
 // SHARDS, SEED.
@@ -89,7 +94,7 @@ func run(args []string) int {
 	cache := fs.String("cache", testutil.CacheDir(), "wazero compilation cache")
 	work := fs.String("dir", "", "work directory (default: a temp dir, removed when every check passes)")
 	keep := fs.Bool("keep", false, "keep the work directory")
-	modeList := fs.String("modes", envString("MODES", "primary,counter-shadow,event-shadow"), "modes to run, comma-separated (env MODES)")
+	modeList := fs.String("modes", envString("MODES", "primary,counter-shadow,event-shadow"), "modes to run, comma-separated: primary, counter-shadow, event-shadow, fleet (env MODES)")
 	cycles := fs.Int("cycles", envInt("CYCLES", 5), "kill -9 + restart cycles per mode (env CYCLES)")
 	duration := fs.Duration("duration", envDuration("DURATION", 3*time.Second), "longest stretch of load before a random kill (env DURATION)")
 	clients := fs.Int("clients", envInt("CLIENTS", 8), "concurrent clients (env CLIENTS)")

@@ -37,16 +37,28 @@ type snapshot struct {
 	eventIDs           map[string]int // id → rows (always 1 under the primary key)
 	points             map[string]int // analytics points by event id
 	pointRows          int64
+
+	// follows (the fleet mode): user_counters and follows rows, by
+	// followee (followers) and by follower (following).
+	followers, followRows, following, followingRows map[string]int64
 }
 
 func readSnapshot(ctx context.Context, dataDir string) (*snapshot, error) {
-	db, err := sqldb.Open("sqlite://"+filepath.Join(dataDir, "d1.db"), sqldb.Options{})
+	return readSnapshotAt(ctx, "sqlite://"+filepath.Join(dataDir, "d1.db"), "sqlite://"+filepath.Join(dataDir, "analytics.db"))
+}
+
+// readSnapshotAt reads the crash test's rows from the SQL database at
+// dbURL (SQLite or PostgreSQL) and its analytics points from the datasets
+// at aeURLs.
+func readSnapshotAt(ctx context.Context, dbURL string, aeURLs ...string) (*snapshot, error) {
+	db, err := sqldb.Open(dbURL, sqldb.Options{})
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
 	s := &snapshot{views: map[string]int64{}, runs: map[string]int64{}, likes: map[string]int64{},
-		likeRows: map[string]int64{}, eventIDs: map[string]int{}, points: map[string]int{}}
+		likeRows: map[string]int64{}, eventIDs: map[string]int{}, points: map[string]int{},
+		followers: map[string]int64{}, followRows: map[string]int64{}, following: map[string]int64{}, followingRows: map[string]int64{}}
 	rows, err := db.SQL().QueryContext(ctx, `SELECT post_id, likes, runs, views FROM post_stats WHERE post_id LIKE 'ct-post-%'`)
 	if err != nil {
 		return nil, fmt.Errorf("read post_stats: %w", err)
@@ -78,6 +90,19 @@ func readSnapshot(ctx context.Context, dataDir string) (*snapshot, error) {
 		s.likeRows[id] = n
 	}
 	rows.Close()
+	for _, q := range []struct {
+		sql string
+		out map[string]int64
+	}{
+		{`SELECT user_id, followers FROM user_counters WHERE user_id LIKE 'ct-user-%'`, s.followers},
+		{`SELECT followee_id, COUNT(*) FROM follows WHERE followee_id LIKE 'ct-user-%' GROUP BY followee_id`, s.followRows},
+		{`SELECT user_id, following FROM user_counters WHERE user_id LIKE 'ct-fan-%'`, s.following},
+		{`SELECT follower_id, COUNT(*) FROM follows WHERE followee_id LIKE 'ct-user-%' GROUP BY follower_id`, s.followingRows},
+	} {
+		if err := readCounts(ctx, db, q.sql, q.out); err != nil {
+			return nil, err
+		}
+	}
 	rows, err = db.SQL().QueryContext(ctx, `SELECT id FROM runtime_events WHERE type LIKE 'crash.%'`)
 	if err != nil {
 		return nil, fmt.Errorf("read runtime_events: %w", err)
@@ -96,30 +121,58 @@ func readSnapshot(ctx context.Context, dataDir string) (*snapshot, error) {
 		return nil, err
 	}
 
-	ae, err := sqldb.Open("sqlite://"+filepath.Join(dataDir, "analytics.db"), sqldb.Options{})
+	for _, u := range aeURLs {
+		if err := readPoints(ctx, u, s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// readPoints adds the crash test's analytics points of the dataset at url
+// to s.
+func readPoints(ctx context.Context, url string, s *snapshot) error {
+	ae, err := sqldb.Open(url, sqldb.Options{})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer ae.Close()
-	rows, err = ae.SQL().QueryContext(ctx, `SELECT CAST(blob1 AS TEXT) FROM analytics_events WHERE dataset = 'runtime_events' AND CAST(blob2 AS TEXT) LIKE 'crash.%'`)
+	rows, err := ae.SQL().QueryContext(ctx, `SELECT CAST(blob1 AS TEXT) FROM analytics_events WHERE dataset = 'runtime_events' AND CAST(blob2 AS TEXT) LIKE 'crash.%'`)
 	if err != nil {
 		// No point was ever written (e.g. every event went inline).
 		if strings.Contains(err.Error(), "no such table") {
-			return s, nil
+			return nil
 		}
-		return nil, fmt.Errorf("read analytics_events: %w", err)
+		return fmt.Errorf("read analytics_events: %w", err)
 	}
+	defer rows.Close()
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, err
+			return err
 		}
 		s.pointRows++
 		s.points[id]++
 	}
-	rows.Close()
-	return s, rows.Err()
+	return rows.Err()
+}
+
+// readCounts reads (id, n) rows into out.
+func readCounts(ctx context.Context, db *sqldb.DB, q string, out map[string]int64) error {
+	rows, err := db.SQL().QueryContext(ctx, q)
+	if err != nil {
+		return fmt.Errorf("%s: %w", q, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var n int64
+		if err := rows.Scan(&id, &n); err != nil {
+			return err
+		}
+		out[id] = n
+	}
+	return rows.Err()
 }
 
 // compare checks every stream of the ledger against SQL.
@@ -163,7 +216,11 @@ func compare(led *ledger, s *snapshot) []stream {
 		}
 		out = append(out, st)
 	}
-	out = append(out, compareLikes("likes", led, s.likes), compareLikes("like_rows", led, s.likeRows))
+	out = append(out, compareLikes("likes", led.likes, s.likes), compareLikes("like_rows", led.likes, s.likeRows))
+	if len(led.followers) > 0 {
+		out = append(out, compareLikes("followers", led.followers, s.followers), compareLikes("follow_rows", led.followers, s.followRows),
+			compareLikes("following", led.following, s.following), compareLikes("following_rows", led.following, s.followingRows))
+	}
 
 	ev := stream{Name: "events", Counted: s.eventRows}
 	for id, o := range led.events {
@@ -195,15 +252,16 @@ func compare(led *ledger, s *snapshot) []stream {
 	return out
 }
 
-// compareLikes checks one post's likes counter (or its source rows)
-// against the ledger: acknowledged likes minus acknowledged unlikes, widened
-// by the requests whose fate is unknown.
-func compareLikes(name string, led *ledger, got map[string]int64) stream {
+// compareLikes checks each post's likes counter (or its source rows), or
+// each user's followers or following, against the ledger: acknowledged
+// PUTs minus acknowledged DELETEs, widened by the requests whose fate is
+// unknown.
+func compareLikes(name string, bounds map[string]*likeBound, got map[string]int64) stream {
 	st := stream{Name: name}
 	seen := map[string]bool{}
-	for _, post := range sortedKeys(led.likes) {
+	for _, post := range sortedKeys(bounds) {
 		seen[post] = true
-		b := led.likes[post]
+		b := bounds[post]
 		c := got[post]
 		net := b.putAcked - b.delAcked
 		lo, hi := net-b.delUnknown, net+b.putUnknown

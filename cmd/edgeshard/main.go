@@ -9,6 +9,7 @@
 //	edgeshard push --binding NAME FILE.wasm              hot-swap a binding's module (admin API)
 //	edgeshard rollback --binding NAME                    back to the previous module (admin API)
 //	edgeshard status                                     the bindings table (admin API)
+//	edgeshard drain [--wait 1m]                          flush every buffer shard before stopping a POP (admin API)
 //	edgeshard version                                    print the version
 package main
 
@@ -37,6 +38,7 @@ func commands() []command {
 		{"push", "upload a module to a running host and hot-swap it in (admin API)", runPush},
 		{"rollback", "make a binding's previous module version current again (admin API)", runRollback},
 		{"status", "print the bindings of a running host (admin API)", runStatus},
+		{"drain", "flush every buffer shard of a running host; exit 0 once all are empty (admin API)", runDrain},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println("edgeshard", version); return 0 }},
 	}
 }

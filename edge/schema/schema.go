@@ -18,7 +18,7 @@ import (
 // Version is the version of the newest migration: the schema a migrated
 // database has. Bump it with every new migrations/{sqlite,postgres}/NNNN_name.sql
 // pair.
-const Version = 2
+const Version = 3
 
 //go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
 var files embed.FS

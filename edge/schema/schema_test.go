@@ -83,7 +83,7 @@ func TestMigrationsEmbedded(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(own) != schema.Version || own[0].Version != 1 || own[0].Name != "init" || own[0].SQL == "" ||
-			own[1].Version != 2 || own[1].Name != "rate_limit_window" {
+			own[1].Version != 2 || own[1].Name != "rate_limit_window" || own[2].Version != 3 || own[2].Name != "fleet" {
 			t.Fatalf("%s migrations %+v", d, own)
 		}
 	}
@@ -95,7 +95,7 @@ func TestSchemaTables(t *testing.T) {
 		if err != nil || len(rep.Applied) != 0 || rep.Version != schema.Version {
 			t.Fatalf("second migrate %+v, %v: want nothing applied", rep, err)
 		}
-		want := []string{"counter_flushes", "counter_reconcile_log", "follows", "likes", "post_stats",
+		want := []string{"counter_fences", "counter_flushes", "counter_reconcile_log", "follows", "likes", "post_stats",
 			"proxy_rate_limits", "runtime_events", "schema_migrations", "user_counters"}
 		sort.Strings(want)
 		if got := describe(t, db).tables; !reflect.DeepEqual(got, want) {
@@ -161,7 +161,8 @@ func describe(t testing.TB, db *sqldb.DB) shape {
 			COALESCE((SELECT array_position(i.indkey::int2[], a.attnum::int2) + 1 - array_lower(i.indkey::int2[], 1) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
 			  WHERE i.indisprimary AND i.indrelid = (c.table_schema || '.' || c.table_name)::regclass AND a.attname = c.column_name), 0)
 			FROM information_schema.columns c WHERE c.table_schema = current_schema()`))[0].Rows {
-			s.columns = append(s.columns, fmt.Sprintf("%s.%s %s notnull=%v default=%q pk=%d", r[0], r[1], kind(r[2].(string)), r[3] == int64(1), r[4], r[5]))
+			def := strings.TrimSuffix(r[4].(string), "::text") // '' on SQLite is ''::text here
+			s.columns = append(s.columns, fmt.Sprintf("%s.%s %s notnull=%v default=%q pk=%d", r[0], r[1], kind(r[2].(string)), r[3] == int64(1), def, r[5]))
 		}
 		for _, r := range batch(t, db, st(`SELECT ic.relname, string_agg(a.attname, ',' ORDER BY k.n)
 			FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace ns ON ns.oid = ic.relnamespace
@@ -205,7 +206,7 @@ func TestSchemasEquivalent(t *testing.T) {
 			t.Errorf("%s differ:\nsqlite   %q\npostgres %q", c.what, c.lite, c.got)
 		}
 	}
-	if len(lite.checks) != 12 || len(lite.triggers) != 1 || len(lite.columns) < 40 {
+	if len(lite.checks) != 13 || len(lite.triggers) != 1 || len(lite.columns) < 40 {
 		t.Errorf("the description misses things: %d checks, %d triggers, %d columns", len(lite.checks), len(lite.triggers), len(lite.columns))
 	}
 }
@@ -217,7 +218,7 @@ func TestSchemaConstraints(t *testing.T) {
 		batch(t, db,
 			st("INSERT INTO post_stats (post_id, likes) VALUES ('p1', 1)"),
 			st("INSERT INTO user_counters (user_id) VALUES ('u1')"),
-			st("INSERT INTO counter_flushes VALUES ('shard-3', 7, 1)"),
+			st("INSERT INTO counter_flushes (node, shard, seq, flushed_at) VALUES ('pop-a', 'shard-3', 7, 1)"),
 		)
 		check := func(table, column string) string {
 			if pg {
@@ -237,7 +238,8 @@ func TestSchemaConstraints(t *testing.T) {
 			{"INSERT INTO runtime_events (id, ts, received_at) VALUES ('e1', 1, 1)",
 				map[bool]string{false: "NOT NULL constraint failed: runtime_events.type", true: `null value in column "type" of relation "runtime_events" violates not-null constraint`}[pg]},
 			{"UPDATE counter_flushes SET seq = 7 WHERE shard = 'shard-3'", "counter flush already applied"},
-			{"INSERT INTO counter_flushes VALUES ('shard-3', 6, 2) ON CONFLICT(shard) DO UPDATE SET seq = excluded.seq", "counter flush already applied"},
+			{"INSERT INTO counter_flushes (node, shard, seq, flushed_at) VALUES ('pop-a', 'shard-3', 6, 2) ON CONFLICT(node, shard) DO UPDATE SET seq = excluded.seq", "counter flush already applied"},
+			{"INSERT INTO counter_fences (table_name, row_id, column_name, epoch) VALUES ('post_stats', 'p1', 'likes', -1)", check("counter_fences", "epoch")},
 		}
 		for _, f := range fails {
 			_, err := db.Batch(ctx, []abi.Statement{st(f.sql)})
@@ -248,9 +250,11 @@ func TestSchemaConstraints(t *testing.T) {
 		// A clamped update never trips the CHECK; the sequence moves forward.
 		batch(t, db,
 			st("UPDATE post_stats SET likes = CASE WHEN likes + ?1 > 0 THEN likes + ?1 ELSE 0 END WHERE post_id = 'p1'", int64(-5)),
-			st("INSERT INTO counter_flushes VALUES ('shard-3', 8, 2) ON CONFLICT(shard) DO UPDATE SET seq = excluded.seq, flushed_at = excluded.flushed_at"),
+			st("INSERT INTO counter_flushes (node, shard, seq, flushed_at) VALUES ('pop-a', 'shard-3', 8, 2) ON CONFLICT(node, shard) DO UPDATE SET seq = excluded.seq, flushed_at = excluded.flushed_at"),
+			// Another node's copy of the shard has a sequence of its own.
+			st("INSERT INTO counter_flushes (node, shard, seq, flushed_at) VALUES ('pop-b', 'shard-3', 1, 2)"),
 		)
-		res := batch(t, db, st("SELECT likes FROM post_stats"), st("SELECT seq FROM counter_flushes"))
+		res := batch(t, db, st("SELECT likes FROM post_stats"), st("SELECT seq FROM counter_flushes WHERE node = 'pop-a'"))
 		if res[0].Rows[0][0] != int64(0) || res[1].Rows[0][0] != int64(8) {
 			t.Errorf("after clamped flush: likes %v, seq %v", res[0].Rows, res[1].Rows)
 		}
@@ -264,8 +268,8 @@ func TestCounterFlushReplay(t *testing.T) {
 		ctx := context.Background()
 		flush := func(seq int64, delta int64) error {
 			_, err := db.Batch(ctx, []abi.Statement{
-				st("INSERT INTO counter_flushes (shard, seq, flushed_at) VALUES (?, ?, ?) ON CONFLICT(shard) DO UPDATE SET seq = excluded.seq, flushed_at = excluded.flushed_at",
-					"counter-7", seq, int64(1000)),
+				st("INSERT INTO counter_flushes (node, shard, seq, flushed_at) VALUES (?, ?, ?, ?) ON CONFLICT(node, shard) DO UPDATE SET seq = excluded.seq, flushed_at = excluded.flushed_at",
+					"pop-a", "counter-7", seq, int64(1000)),
 				st("INSERT INTO post_stats (post_id, likes, updated_at) VALUES (?1, CASE WHEN ?2 > 0 THEN ?2 ELSE 0 END, ?3) "+
 					"ON CONFLICT(post_id) DO UPDATE SET likes = CASE WHEN post_stats.likes + ?2 > 0 THEN post_stats.likes + ?2 ELSE 0 END, updated_at = ?3",
 					"p1", delta, int64(1000)),
@@ -311,13 +315,59 @@ func TestRateLimitWindowMigration(t *testing.T) {
 				t.Fatal(err)
 			}
 			batch(t, db, st("INSERT INTO proxy_rate_limits (bucket, window_start, count) VALUES ('user:a', 60000, 3)"))
-			rep, err := schema.Migrate(ctx, db)
+			rep, err := db.Migrate(ctx, own[:2])
 			if err != nil || !reflect.DeepEqual(rep.Applied, []int{2}) {
 				t.Fatalf("migrate to 2: %+v, %v", rep, err)
 			}
 			res := batch(t, db, st("SELECT window_ms, count FROM proxy_rate_limits WHERE bucket = 'user:a'"))
 			if len(res[0].Rows) != 1 || res[0].Rows[0][0] != int64(0) || res[0].Rows[0][1] != int64(3) {
 				t.Fatalf("old row after 0002: %v", res[0].Rows)
+			}
+		})
+	}
+}
+
+// TestFleetMigration: 0003 keys counter_flushes by node and shard on a
+// database a single host wrote at version 2: its rows keep their sequence
+// under the empty node id (where that host's batches frozen before the upgrade still
+// replay), the sequence still only moves forward, another node's copy of
+// the same shard starts a sequence of its own, and counter_fences and
+// counter_reconcile_log.node exist.
+func TestFleetMigration(t *testing.T) {
+	ms, err := schema.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dialects {
+		t.Run(d, func(t *testing.T) {
+			db := openEmpty(t, d)
+			own, err := sqldb.ForDialect(ms, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if _, err := db.Migrate(ctx, own[:2]); err != nil {
+				t.Fatal(err)
+			}
+			batch(t, db,
+				st("INSERT INTO counter_flushes (shard, seq, flushed_at) VALUES ('COUNTER_SHARD/3', 5, 1)"),
+				st("INSERT INTO counter_reconcile_log (ran_at, table_name, row_id, column_name, old_value, new_value) VALUES (1, 'post_stats', 'p1', 'likes', 2, 1)"))
+			rep, err := schema.Migrate(ctx, db)
+			if err != nil || !reflect.DeepEqual(rep.Applied, []int{3}) || rep.Version != 3 {
+				t.Fatalf("migrate to 3: %+v, %v", rep, err)
+			}
+			res := batch(t, db, st("SELECT node, shard, seq, flushed_at FROM counter_flushes"), st("SELECT node FROM counter_reconcile_log"))
+			if fmt.Sprint(res[0].Rows) != "[[ COUNTER_SHARD/3 5 1]]" || fmt.Sprint(res[1].Rows) != "[[]]" {
+				t.Fatalf("rows after 0003: %v %v", res[0].Rows, res[1].Rows)
+			}
+			if _, err := db.Batch(ctx, []abi.Statement{st("UPDATE counter_flushes SET seq = 5 WHERE node = '' AND shard = 'COUNTER_SHARD/3'")}); err == nil || !strings.Contains(err.Error(), "counter flush already applied") {
+				t.Fatalf("the trigger after 0003: %v", err)
+			}
+			batch(t, db,
+				st("INSERT INTO counter_flushes (node, shard, seq, flushed_at) VALUES ('pop-a', 'COUNTER_SHARD/3', 6, 2)"),
+				st("INSERT INTO counter_fences (table_name, row_id, column_name, epoch) VALUES ('post_stats', 'p1', 'likes', 1)"))
+			if got := strings1(t, db, "SELECT node || '=' || seq FROM counter_flushes ORDER BY node"); fmt.Sprint(got) != "[=5 pop-a=6]" {
+				t.Fatalf("sequences %v", got)
 			}
 		})
 	}

@@ -17,6 +17,7 @@
 //	PUT  /admin/bindings/{name}/shards/{id}/trace  body {"on":true|false}: trace its host calls
 //	GET  /admin/series                             charts: per-binding rates over the last minutes
 //	POST /admin/jobs/reconcile-counters            recompute counters from their source rows
+//	POST /admin/jobs/drain                         flush every buffer shard; say whether all are empty (?wait=)
 //	GET  /, /ui/{file}                             the inspector; GET|POST /login, POST /logout
 package admin
 
@@ -68,6 +69,10 @@ type Options struct {
 	// summary. When nil (no edge API with counters) the route answers 404
 	// with code "reconcile_unavailable".
 	Reconcile func(ctx context.Context) (any, error)
+	// Drain flushes every buffer shard for POST /admin/jobs/drain, giving
+	// up after wait, and returns a JSON-encodable report. When nil the
+	// route answers 404 with code "drain_unavailable".
+	Drain func(ctx context.Context, wait time.Duration) (any, error)
 
 	// Metrics is the registry the inspector's charts sample: the one the
 	// host's metrics (and the edge API's) are registered in. When nil the
@@ -129,6 +134,7 @@ func New(h *host.Host, opts Options) (*Server, error) {
 	r.HandleFunc("/admin/bindings/{name}/shards/{id}/trace", s.putTrace).Methods(http.MethodPut)
 	r.HandleFunc("/admin/series", s.getSeries).Methods(http.MethodGet)
 	r.HandleFunc("/admin/jobs/reconcile-counters", bearerOnly(s.reconcile)).Methods(http.MethodPost)
+	r.HandleFunc("/admin/jobs/drain", bearerOnly(s.drain)).Methods(http.MethodPost)
 	s.uiRoutes(r)
 	s.handler = s.authenticate(r)
 	s.sampler = newSampler(h, opts, s.log)
@@ -437,11 +443,49 @@ func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {
 	t0 := time.Now()
 	res, err := s.opts.Reconcile(r.Context())
 	d := time.Since(t0)
+	if errors.Is(err, ErrJobBusy) {
+		s.log.Info().Err(err).Msg("reconcile-counters job skipped")
+		httpx.WriteError(w, http.StatusConflict, "reconcile_busy", err.Error())
+		return
+	}
 	if err != nil {
 		s.log.Error().Err(err).Dur("duration_ms", d).Msg("reconcile-counters job failed")
 		httpx.WriteError(w, http.StatusInternalServerError, "reconcile_failed", err.Error())
 		return
 	}
 	s.log.Info().Dur("duration_ms", d).Str("remote", r.RemoteAddr).Msg("reconcile-counters job done")
-	httpx.WriteJSON(w, http.StatusOK, ReconcileResult{Job: "reconcile-counters", Result: res, Duration: d.String()})
+	httpx.WriteJSON(w, http.StatusOK, JobResult{Job: "reconcile-counters", Result: res, Duration: d.String()})
+}
+
+// ErrJobBusy is matched (errors.Is) by a job's error when another host
+// runs the job (a fleet's reconcileCounters): answered 409.
+var ErrJobBusy = errors.New("job busy elsewhere")
+
+// maxDrainWait bounds ?wait= of POST /admin/jobs/drain.
+const maxDrainWait = 10 * time.Minute
+
+func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Drain == nil {
+		httpx.WriteError(w, http.StatusNotFound, "drain_unavailable", "draining is not available on this host (no edge API is configured)")
+		return
+	}
+	wait := 30 * time.Second
+	if v := r.URL.Query().Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > maxDrainWait {
+			httpx.WriteError(w, http.StatusBadRequest, "bad_wait", "wait must be a duration from 0s to "+maxDrainWait.String())
+			return
+		}
+		wait = d
+	}
+	t0 := time.Now()
+	res, err := s.opts.Drain(r.Context(), wait)
+	d := time.Since(t0)
+	if err != nil {
+		s.log.Error().Err(err).Dur("duration_ms", d).Msg("drain job failed")
+		httpx.WriteError(w, http.StatusInternalServerError, "drain_failed", err.Error())
+		return
+	}
+	s.log.Info().Dur("duration_ms", d).Str("remote", r.RemoteAddr).Msg("drain job done")
+	httpx.WriteJSON(w, http.StatusOK, JobResult{Job: "drain", Result: res, Duration: d.String()})
 }

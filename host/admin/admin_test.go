@@ -37,6 +37,9 @@ func TestEveryRouteRequiresToken(t *testing.T) {
 	f := newFixture(t, admin.Options{Reconcile: func(context.Context) (any, error) {
 		t.Error("reconcile ran without a token")
 		return nil, nil
+	}, Drain: func(context.Context, time.Duration) (any, error) {
+		t.Error("drain ran without a token")
+		return nil, nil
 	}})
 	before := f.h.Namespaces()[0].Current().SHA256()
 	routes := []struct{ method, path string }{
@@ -46,6 +49,7 @@ func TestEveryRouteRequiresToken(t *testing.T) {
 		{"POST", "/admin/bindings/COUNTER/rollback"},
 		{"GET", "/admin/bindings/COUNTER/shards/a"},
 		{"POST", "/admin/jobs/reconcile-counters"},
+		{"POST", "/admin/jobs/drain"},
 		{"GET", "/admin/bindings/NOPE"}, // unknown binding: no leak either
 		{"GET", "/admin/nothing-here"},  // unknown route
 		{"DELETE", "/admin/bindings"},   // wrong method
@@ -333,5 +337,35 @@ func TestReconcileJob(t *testing.T) {
 	}
 	if st, b := f.do(t, "POST", "/admin/jobs/reconcile-counters", nil, nil); st != 500 || errorOf(t, b).Error.Code != "reconcile_failed" || !strings.Contains(string(b), "sql is down") {
 		t.Fatalf("failing hook: %d %s", st, b)
+	}
+	f = newFixture(t, admin.Options{Reconcile: func(ctx context.Context) (any, error) {
+		return nil, fmt.Errorf("%w: running on pop-b", admin.ErrJobBusy)
+	}})
+	if st, b := f.do(t, "POST", "/admin/jobs/reconcile-counters", nil, nil); st != 409 || errorOf(t, b).Error.Code != "reconcile_busy" {
+		t.Fatalf("busy elsewhere: %d %s", st, b)
+	}
+}
+
+func TestDrainJob(t *testing.T) {
+	f := newFixture(t, admin.Options{})
+	if st, b := f.do(t, "POST", "/admin/jobs/drain", nil, nil); st != 404 || errorOf(t, b).Error.Code != "drain_unavailable" {
+		t.Fatalf("without hook: %d %s", st, b)
+	}
+	var waited time.Duration
+	f = newFixture(t, admin.Options{Drain: func(ctx context.Context, wait time.Duration) (any, error) {
+		waited = wait
+		return map[string]bool{"empty": true}, nil
+	}})
+	var res admin.JobResult
+	if st, b := f.do(t, "POST", "/admin/jobs/drain?wait=90s", nil, &res); st != 200 || res.Job != "drain" || fmt.Sprint(res.Result) != "map[empty:true]" || waited != 90*time.Second {
+		t.Fatalf("with hook: %d %s (wait %v)", st, b, waited)
+	}
+	if st, _ := f.do(t, "POST", "/admin/jobs/drain", nil, nil); st != 200 || waited != 30*time.Second {
+		t.Fatalf("default wait %v", waited)
+	}
+	for _, q := range []string{"?wait=soon", "?wait=-1s", "?wait=11m"} {
+		if st, b := f.do(t, "POST", "/admin/jobs/drain"+q, nil, nil); st != 400 || errorOf(t, b).Error.Code != "bad_wait" {
+			t.Fatalf("%s: %d %s", q, st, b)
+		}
 	}
 }

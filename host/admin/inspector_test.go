@@ -137,6 +137,7 @@ func TestInspectorSession(t *testing.T) {
 		{"PUT", "/admin/bindings/COUNTER/module"},
 		{"POST", "/admin/bindings/COUNTER/rollback"},
 		{"POST", "/admin/jobs/reconcile-counters"},
+		{"POST", "/admin/jobs/drain"},
 	} {
 		resp, body := b.req(rt.method, rt.path, "junk", admin.InspectorHeader, "1")
 		if resp.StatusCode != 403 || errorOf(t, body).Error.Code != "bearer_required" {

@@ -200,7 +200,11 @@ type ShardListing struct {
 }
 
 // ReconcileResult is the answer of POST /admin/jobs/reconcile-counters.
-type ReconcileResult struct {
+type ReconcileResult = JobResult
+
+// JobResult is the answer of a job: POST /admin/jobs/reconcile-counters
+// and /admin/jobs/drain.
+type JobResult struct {
 	Job      string `json:"job"`
 	Result   any    `json:"result"`
 	Duration string `json:"duration"`

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/edgeshard/edgeshard/abi"
 )
 
 // Duration is a time.Duration written as "5s", "2m" in TOML.
@@ -52,6 +53,10 @@ type File struct {
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 	// ReadTimeout bounds reading one request, body included (slow clients).
 	ReadTimeout Duration `toml:"read_timeout"`
+	// NodeID names this host among the hosts that share a SQL database
+	// (abi.ValidNodeID); empty: the one kept in data_dir/node_id, made up
+	// on first start (host.LoadNodeID).
+	NodeID string `toml:"node_id"`
 	// Metrics says where /metrics is served: "main" (the main listener,
 	// behind MetricsToken when set), "admin" (the admin listener, behind
 	// the admin token) or "off".
@@ -364,7 +369,7 @@ func contains(list []string, s string) bool {
 
 // ApplyEnv overrides settings from the environment (env wins over the
 // file): EDGESHARD_LISTEN, EDGESHARD_ADMIN_LISTEN, EDGESHARD_ADMIN_TOKEN,
-// EDGESHARD_DATA_DIR, EDGESHARD_LOG_LEVEL; and any [vars] entry by an
+// EDGESHARD_DATA_DIR, EDGESHARD_NODE_ID, EDGESHARD_LOG_LEVEL; and any [vars] entry by an
 // environment variable of the same name (e.g. COUNTER_DO_MODE). It reads
 // each [[d1_databases]] password_env into Password.
 func (f *File) ApplyEnv(lookup func(string) (string, bool)) {
@@ -377,6 +382,7 @@ func (f *File) ApplyEnv(lookup func(string) (string, bool)) {
 	set("EDGESHARD_ADMIN_LISTEN", &f.AdminListen)
 	set("EDGESHARD_ADMIN_TOKEN", &f.AdminToken)
 	set("EDGESHARD_DATA_DIR", &f.DataDir)
+	set("EDGESHARD_NODE_ID", &f.NodeID)
 	set("EDGESHARD_CACHE_DIR", &f.CacheDir)
 	set("EDGESHARD_LOG_LEVEL", &f.LogLevel)
 	set("EDGESHARD_METRICS_TOKEN", &f.MetricsToken)
@@ -411,6 +417,9 @@ func (f *File) Validate() error {
 	}
 	if f.DataDir == "" {
 		bad("data_dir must not be empty")
+	}
+	if f.NodeID != "" && !abi.ValidNodeID(f.NodeID) {
+		bad("node_id = %q: want 1-%d characters of [A-Za-z0-9._-] (or leave it empty: data_dir keeps one)", f.NodeID, abi.MaxNodeID)
 	}
 	switch f.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -155,3 +155,26 @@ password_env = "PGPASSWORD_DB"
 		}
 	}
 }
+
+// TestNodeID: node_id is optional, EDGESHARD_NODE_ID wins over the file,
+// and a value outside [A-Za-z0-9._-] is refused naming the setting.
+func TestNodeID(t *testing.T) {
+	f, err := Parse([]byte("node_id = \"pop-fra\"\n"), "t.toml")
+	if err != nil || f.NodeID != "pop-fra" || f.Validate() != nil {
+		t.Fatalf("%+v %v", f, err)
+	}
+	f.ApplyEnv(func(k string) (string, bool) {
+		return map[string]string{"EDGESHARD_NODE_ID": "pop-ams"}[k], k == "EDGESHARD_NODE_ID"
+	})
+	if f.NodeID != "pop-ams" {
+		t.Fatalf("env: %q", f.NodeID)
+	}
+	f, _ = Parse([]byte("node_id = \"pop fra\"\n"), "t.toml")
+	if err := f.Validate(); err == nil || !strings.Contains(err.Error(), `node_id = "pop fra"`) {
+		t.Fatalf("a bad node id: %v", err)
+	}
+	f, _ = Parse(nil, "t.toml")
+	if f.NodeID != "" || f.Validate() != nil {
+		t.Fatalf("no node_id: %q", f.NodeID)
+	}
+}

@@ -3,6 +3,8 @@
 // per test. A test binary starts one server (Shared) and every test gets a
 // fresh database on it, so a package's PostgreSQL tests pay for initdb
 // once. The server is a child of the test binary and dies with it.
+// Programs that need one of their own — the crash test, the benchmark
+// driver — call Start and Close it.
 //
 // It needs Debian's postgresql package (initdb and postgres, found on PATH
 // or under /usr/lib/postgresql/*/bin). Without them the test is skipped
@@ -56,6 +58,41 @@ func (s *Server) admin(ctx context.Context, q string) error {
 	return err
 }
 
+// Start starts a throwaway server of the caller's own (initdb in a
+// temporary directory, the server on a free loopback port, fsync off: a
+// test server, not a durable one). It dies with the calling process;
+// Close stops it sooner and removes its files. The error matches
+// ErrNotInstalled when initdb or postgres cannot be found.
+func Start() (*Server, error) { return start() }
+
+// Close stops the server (SIGINT, its fast shutdown; SIGKILL after 10 s) and removes
+// its directory.
+func (s *Server) Close() error {
+	if s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGINT)
+		done := make(chan struct{})
+		go func() { s.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			s.cmd.Process.Kill()
+			<-done
+		}
+	}
+	return os.RemoveAll(s.dir)
+}
+
+// CreateDB creates database name on the server and returns its URL.
+func (s *Server) CreateDB(ctx context.Context, name string) (string, error) {
+	if err := s.admin(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return s.URL(name), nil
+}
+
+// Log returns the path of the server's log file.
+func (s *Server) Log() string { return s.log }
+
 // Install is what to run when PostgreSQL is missing.
 const Install = "apt-get install -y postgresql (Debian; the tests need initdb and postgres)"
 
@@ -71,7 +108,7 @@ func Shared(tb testing.TB) *Server {
 	tb.Helper()
 	sharedOnce.Do(func() { shared, sharedErr = start() })
 	if sharedErr != nil {
-		if errors.Is(sharedErr, errNotInstalled) && os.Getenv("CI") != "true" {
+		if errors.Is(sharedErr, ErrNotInstalled) && os.Getenv("CI") != "true" {
 			tb.Skipf("PostgreSQL is not installed: %v; to run these tests: %s", sharedErr, Install)
 		}
 		tb.Fatalf("throwaway PostgreSQL: %v", sharedErr)
@@ -105,7 +142,9 @@ func (s *Server) URL(name string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.Port, name)
 }
 
-var errNotInstalled = errors.New("initdb/postgres not found")
+// ErrNotInstalled is matched by Start's error when initdb or postgres is
+// not found.
+var ErrNotInstalled = errors.New("initdb/postgres not found")
 
 // binDir finds the directory holding initdb and postgres.
 func binDir() (string, error) {
@@ -121,7 +160,7 @@ func binDir() (string, error) {
 			return d, nil
 		}
 	}
-	return "", errNotInstalled
+	return "", ErrNotInstalled
 }
 
 func start() (*Server, error) {

@@ -3,6 +3,8 @@ package pgtest_test
 import (
 	"context"
 	"database/sql"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/edgeshard/edgeshard/internal/pgtest"
@@ -26,4 +28,33 @@ func TestThrowawayServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("PostgreSQL %s on port %d", v, pgtest.Shared(t).Port)
+}
+
+// TestStartAndClose: a server of one's own serves databases and leaves
+// nothing behind when closed.
+func TestStartAndClose(t *testing.T) {
+	pgtest.Shared(t) // skips (or fails under CI) without PostgreSQL
+	s, err := pgtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, err := s.CreateDB(context.Background(), "own")
+	if err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow("SELECT 1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(s.Log())); !os.IsNotExist(err) {
+		t.Fatalf("the server's directory is still there: %v", err)
+	}
 }

@@ -32,6 +32,7 @@ import (
 // first and close last.
 type databases struct {
 	cfg    *config.File
+	node   string // the node id: PostgreSQL connections name it
 	log    zerolog.Logger
 	sql    map[string]*sqldb.DB
 	sinks  map[string]host.AnalyticsBinding
@@ -48,6 +49,7 @@ func (d *databases) Start(context.Context) error {
 			MaxOpenConns:     c.MaxConns,
 			StatementTimeout: c.StatementTimeout.Duration,
 			Password:         c.Password,
+			ApplicationName:  appName(d.node),
 		})
 		if err != nil {
 			return errors.Join(fmt.Errorf("d1 database %s: %w", c.Binding, err), d.close())
@@ -64,7 +66,7 @@ func (d *databases) Start(context.Context) error {
 		if url == "" {
 			url = "sqlite://" + filepath.Join(d.cfg.DataDir, "analytics.db")
 		}
-		sink, err := analytics.OpenSQLite(url, analytics.SinkOptions{SQL: sqldb.Options{Password: a.Password}})
+		sink, err := analytics.OpenSQLite(url, analytics.SinkOptions{SQL: sqldb.Options{Password: a.Password, ApplicationName: appName(d.node)}})
 		if err != nil {
 			return errors.Join(fmt.Errorf("analytics dataset %s: %w", a.Binding, err), d.close())
 		}
@@ -79,6 +81,15 @@ func (d *databases) Start(context.Context) error {
 }
 
 func (d *databases) Stop(context.Context) error { return d.close() }
+
+// appName is the application_name of a node's PostgreSQL connections:
+// "edgeshard/<node id>", so pg_stat_activity tells the POPs apart.
+func appName(node string) string {
+	if node == "" {
+		return "edgeshard"
+	}
+	return "edgeshard/" + node
+}
 
 // verifiesServer reports whether a PostgreSQL URL makes TLS verify the
 // server's certificate (sslmode verify-ca or verify-full), or connects to
@@ -294,7 +305,14 @@ func (a *adminAPI) Start(context.Context) error {
 	opts := admin.Options{Token: a.token, Logger: a.log, Metrics: a.reg, FallbackBindings: a.fallbacks}
 	if a.edge != nil {
 		api := a.edge.api
-		opts.Reconcile = func(ctx context.Context) (any, error) { return api.ReconcileCounters(ctx) }
+		opts.Reconcile = func(ctx context.Context) (any, error) {
+			rep, err := api.ReconcileCounters(ctx)
+			if errors.Is(err, edge.ErrReconcileBusy) {
+				err = fmt.Errorf("%w: %w", admin.ErrJobBusy, err)
+			}
+			return rep, err
+		}
+		opts.Drain = func(ctx context.Context, wait time.Duration) (any, error) { return api.Drain(ctx, wait) }
 	}
 	srv, err := admin.New(a.rt.h, opts)
 	if err != nil {

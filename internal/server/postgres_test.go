@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/edge/schema"
 	"github.com/edgeshard/edgeshard/internal/pgtest"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
@@ -72,7 +73,7 @@ statement_timeout = "10s"`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res[0].Rows[0][0] != int64(2) {
+	if res[0].Rows[0][0] != int64(schema.Version) {
 		t.Fatalf("schema_migrations rows %v", res[0].Rows)
 	}
 	if err := s.Stop(context.Background()); err != nil {

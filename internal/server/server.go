@@ -257,6 +257,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data_dir %s: %w", s.cfg.DataDir, err)
 	}
+	if err := s.identify(); err != nil {
+		return err
+	}
 	if err := s.group.start(ctx); err != nil {
 		return err
 	}
@@ -264,6 +267,34 @@ func (s *Server) Start(ctx context.Context) error {
 	s.log.Info().Str("listen", s.http.ln.Addr().String()).Strs("bindings", s.bindings).Dur("startup_ms", time.Since(t0)).Msg("edgeshard ready")
 	return nil
 }
+
+// identify settles the node id — node_id (or EDGESHARD_NODE_ID), else the
+// one data_dir keeps (made up on first start) — logs it, and gives it to
+// the components that use it: the host (the reserved var edgeshard.node),
+// the databases (PostgreSQL's application_name) and the edge API.
+func (s *Server) identify() error {
+	id, source := s.cfg.NodeID, "configured (node_id or EDGESHARD_NODE_ID)"
+	if id == "" {
+		var created bool
+		var err error
+		if id, created, err = host.LoadNodeID(s.cfg.DataDir); err != nil {
+			return err
+		}
+		source = "kept in data_dir/" + host.NodeIDFile
+		if created {
+			source = "made up on first start, kept in data_dir/" + host.NodeIDFile
+		}
+	}
+	s.rt.cfg.NodeID, s.dbs.node = id, id
+	if s.edge != nil {
+		s.edge.cfg.NodeID = id
+	}
+	s.log.Info().Str("node_id", id).Str("source", source).Msg("node identity")
+	return nil
+}
+
+// NodeID returns the node id the server runs as; "" before Start.
+func (s *Server) NodeID() string { return s.rt.cfg.NodeID }
 
 // Stop stops the components in reverse order — the main listener first,
 // draining requests in flight, the host late, draining shard events and

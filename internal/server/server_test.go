@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/host/config"
 	"github.com/edgeshard/edgeshard/internal/testutil"
+	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
 
@@ -372,5 +373,47 @@ func TestInstanceMemoryBudgetReachesTheHost(t *testing.T) {
 	}
 	if hc := s.rt.cfg; hc.InstanceMemoryBudgetMiB != 512 || hc.InstanceStartWait != 250*time.Millisecond {
 		t.Fatalf("host config: budget %d MiB, wait %v", hc.InstanceMemoryBudgetMiB, hc.InstanceStartWait)
+	}
+}
+
+// TestNodeIdentity: a server without node_id runs as the node id its data
+// directory keeps (made up on the first start, the same on the next);
+// node_id wins; either way the log says which and why.
+func TestNodeIdentity(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	run := func(extra string) (string, string) {
+		t.Helper()
+		cfg, err := config.Parse([]byte(fmt.Sprintf("listen = \"127.0.0.1:0\"\nadmin_listen = \"\"\ndata_dir = %q\ncache_dir = %q\n%s", data, testutil.CacheDir(), extra)), "edgeshard.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs testutil.LogBuffer
+		s, err := New(cfg, Options{LookupEnv: noEnv, Logger: zerolog.New(&logs)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.NodeID() != "" {
+			t.Fatal("a node id before Start")
+		}
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		id := s.NodeID()
+		if err := s.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return id, logs.String()
+	}
+	first, log1 := run("")
+	kept, err := os.ReadFile(filepath.Join(data, "node_id"))
+	if err != nil || strings.TrimSpace(string(kept)) != first || !strings.Contains(log1, `"node_id":"`+first+`"`) || !strings.Contains(log1, "made up on first start") {
+		t.Fatalf("first start: %q, file %q %v, log:\n%s", first, kept, err, log1)
+	}
+	if again, log2 := run(""); again != first || !strings.Contains(log2, "kept in data_dir/node_id") {
+		t.Fatalf("second start: %q, want %q; log:\n%s", again, first, log2)
+	}
+	if id, log3 := run(`node_id = "pop-fra"`); id != "pop-fra" || !strings.Contains(log3, "configured") {
+		t.Fatalf("node_id set: %q; log:\n%s", id, log3)
 	}
 }

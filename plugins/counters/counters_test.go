@@ -40,7 +40,7 @@ func likes(t *testing.T, f *plugintest.Fixture, post string) int64 {
 
 func flushSeq(t *testing.T, f *plugintest.Fixture, key string) int64 {
 	t.Helper()
-	return f.QueryInt(t, "SELECT seq FROM counter_flushes WHERE shard = ?", binding+"/"+f.Shard(t, key))
+	return f.QueryInt(t, "SELECT seq FROM counter_flushes WHERE node = ? AND shard = ?", f.Opts.Node, binding+"/"+f.Shard(t, key))
 }
 
 // flushAll runs the alarm chain to the end: 5 s for the freeze, then the
@@ -253,7 +253,7 @@ func TestSQLFailureKeepsBatchAndRetriesAfterOneSecond(t *testing.T) {
 func TestStateLossResumesSequenceFromSQL(t *testing.T) {
 	f := start(t)
 	// SQL remembers seq 41 for this shard; its storage is empty (lost).
-	if _, err := f.DB.SQL().Exec(`INSERT INTO counter_flushes (shard, seq, flushed_at) VALUES (?, 41, 1)`, binding+"/"+f.Shard(t, "p6")); err != nil {
+	if _, err := f.DB.SQL().Exec(`INSERT INTO counter_flushes (node, shard, seq, flushed_at) VALUES ('', ?, 41, 1)`, binding+"/"+f.Shard(t, "p6")); err != nil {
 		t.Fatal(err)
 	}
 	incr(t, f, "p6", "post_stats\tp6\tlikes\t3\n")
@@ -344,6 +344,102 @@ func TestBufferSurvivesHostRestart(t *testing.T) {
 	flushAll(t, f2, "p8")
 	if n := likes(t, f2, "p8"); n != 6 {
 		t.Fatalf("likes after restart = %d", n)
+	}
+}
+
+// TestNodesKeepSequencesOfTheirOwn: two hosts (node ids pop-a and pop-b,
+// each its own shard storage) flush the same shard of the same post into
+// one database. Each keeps its own sequence in counter_flushes, so
+// neither's batch is taken for a replay of the other's.
+func TestNodesKeepSequencesOfTheirOwn(t *testing.T) {
+	a := plugintest.New(t, plugintest.Options{Plugin: "plugins/counters", Binding: binding, SQL: true, Node: "pop-a"})
+	b := plugintest.New(t, plugintest.Options{Plugin: "plugins/counters", Binding: binding, SQL: true, Node: "pop-b", DB: a.DB})
+	for i := 0; i < 3; i++ {
+		incr(t, a, "pn", "post_stats\tpn\tviews\t1\n")
+		flushAll(t, a, "pn")
+		incr(t, b, "pn", "post_stats\tpn\tviews\t10\n")
+		flushAll(t, b, "pn")
+	}
+	if n := a.QueryInt(t, "SELECT views FROM post_stats WHERE post_id = 'pn'"); n != 33 {
+		t.Fatalf("views = %d, want 33 (3 from pop-a, 30 from pop-b)", n)
+	}
+	if sa, sb := flushSeq(t, a, "pn"), flushSeq(t, b, "pn"); sa != 3 || sb != 3 {
+		t.Fatalf("sequences pop-a %d, pop-b %d; want 3 each", sa, sb)
+	}
+	for _, l := range a.Logs.WithCode(okCode) {
+		if l["node"] != "pop-a" || l["replay"] == "true" {
+			t.Fatalf("pop-a's flush log: %v", l)
+		}
+	}
+}
+
+// TestUpgradeFromAHostWithoutNode is the upgrade path of a single host: a
+// batch frozen and committed before the upgrade (under the empty node id, the key of
+// a host without a node id) but not yet cleaned up when the host stopped
+// is replayed after it restarts with a node id — under the key it was
+// applied with, so it counts once — and the batches after it are keyed by
+// the node, their sequence continuing the shard's.
+func TestUpgradeFromAHostWithoutNode(t *testing.T) {
+	o := plugintest.Options{Plugin: "plugins/counters", Binding: binding, SQL: true, Badger: true, DataDir: t.TempDir()}
+	f := plugintest.New(t, o)
+	incr(t, f, "pu", "post_stats\tpu\tviews\t2\n")
+	f.Clock.Advance(5 * time.Second)
+	plugintest.WaitFor(t, "freeze", func() bool { _, ok := f.Storage(t, "pu")["inflight"]; return ok })
+	f.SQL.Set(plugintest.CrashAfterCommit, 1)
+	calls := f.SQL.Calls()
+	f.Settle(t, "pu")
+	plugintest.WaitFor(t, "crashed send", func() bool { return f.SQL.Calls() > calls })
+	if _, ok := f.Storage(t, "pu")["inflight"]; !ok {
+		t.Fatal("the crash should have kept the inflight batch")
+	}
+	f.Close()
+
+	o.DB, o.Node = f.DB, "pop-a"
+	g := plugintest.New(t, o)
+	incr(t, g, "pu", "post_stats\tpu\tviews\t5\n")
+	g.Advance(t, "pu", 10*time.Second)
+	plugintest.WaitFor(t, "pop-a's seq 2", func() bool { return flushSeq(t, g, "pu") == 2 })
+	if n := g.QueryInt(t, "SELECT views FROM post_stats WHERE post_id = 'pu'"); n != 7 {
+		t.Fatalf("views = %d, want 7 (2 once, then 5)", n)
+	}
+	if n := g.QueryInt(t, "SELECT seq FROM counter_flushes WHERE node = '' AND shard = ?", binding+"/"+g.Shard(t, "pu")); n != 1 {
+		t.Fatalf("the pre-upgrade key's sequence = %d, want 1", n)
+	}
+	replays := 0
+	for _, l := range g.Logs.WithCode(okCode) {
+		if l["replay"] == "true" {
+			replays++
+			if l["node"] != "" || l["seq"] != "1" {
+				t.Fatalf("replay log: %v", l)
+			}
+		}
+	}
+	if replays != 1 {
+		t.Fatalf("%d replays after the restart, want 1:\n%s", replays, g.Logs.String())
+	}
+}
+
+// TestFencedDeltasDropAfterARecount: a delta of a counter with source rows
+// counts only while the counter's fence is the one it carries; a recount
+// that moved the fence (reconcileCounters) drops it. Deltas of other
+// counters of the same row are not affected.
+func TestFencedDeltasDropAfterARecount(t *testing.T) {
+	f := start(t)
+	incr(t, f, "pf", "post_stats\tpf\tlikes\t1\npost_stats\tpf\tviews\t3\n")
+	if _, err := f.DB.SQL().Exec(`INSERT INTO counter_fences (table_name, row_id, column_name, epoch) VALUES ('post_stats', 'pf', 'likes', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	flushAll(t, f, "pf")
+	if l, v := likes(t, f, "pf"), f.QueryInt(t, "SELECT views FROM post_stats WHERE post_id = 'pf'"); l != 0 || v != 3 {
+		t.Fatalf("likes %d views %d; want 0 (dropped: fence 0 < 1) and 3", l, v)
+	}
+	incr(t, f, "pf", "post_stats\tpf\tlikes\t1\t1\npost_stats\tpf\tlikes\t1\n")
+	if st := f.Storage(t, "pf"); st["d:post_stats\tpf\tlikes\t1"] != "1" || st["d:post_stats\tpf\tlikes"] != "1" {
+		t.Fatalf("deltas of two fences must be buffered apart: %q", st)
+	}
+	flushAll(t, f, "pf")
+	if l := likes(t, f, "pf"); l != 1 {
+		t.Fatalf("likes %d; want 1 (the delta with fence 1 counts, the one with 0 not)", l)
 	}
 }
 

@@ -165,7 +165,7 @@ func parseIncrement(body string) (keys []string, sums []int64, n int, bad *sdk.R
 			return nil, nil, 0, shardkit.Refuse(le)
 		}
 		n++
-		k := deltaPrefix + d.Key()
+		k := deltaPrefix + d.Key() // per counter and fence
 		if j, seen := idx[k]; seen {
 			if addOverflows(sums[j], d.N) {
 				return nil, nil, 0, shardkit.Refuse(&proto.LineError{Line: no, Code: "delta_overflow", Msg: "deltas for " + strconv.Quote(d.Key()) + " overflow int64"})
@@ -253,7 +253,7 @@ func step(shard string) (stepResult, error) {
 		// resumes from the one SQL recorded, so its first batch is never
 		// mistaken for a replay.
 		t0 := time.Now()
-		rs, err := sdk.SQL().Query(counters.SeqSQL, shard)
+		rs, err := sdk.SQL().Query(counters.SeqSQL, shardkit.NodeName(), shard)
 		if err != nil {
 			logFailed(shard, len(kvs), 0, t0, err)
 			shardkit.SetAlarm(now + RetryDelay.Milliseconds())
@@ -266,12 +266,12 @@ func step(shard string) (stepResult, error) {
 		}
 		storeSeq(r.seq)
 	}
-	b := Batch{Seq: r.seq + 1}
+	b := Batch{Seq: r.seq + 1, Node: shardkit.NodeName()}
 	var frozen []string
 	rows, size := 0, 16
 	prevRow := ""
 	for _, kv := range kvs {
-		d, le := counters.ParseDelta(strings.TrimPrefix(kv.Key, deltaPrefix) + "\t" + string(kv.Value))
+		d, le := counters.ParseKeyed(strings.TrimPrefix(kv.Key, deltaPrefix), string(kv.Value))
 		if le != nil {
 			sdk.Error("dropping an unreadable buffered delta", "key", kv.Key, "error", le.Msg)
 			frozen = append(frozen, kv.Key)
@@ -305,20 +305,23 @@ func step(shard string) (stepResult, error) {
 }
 
 // send applies an inflight batch: one SQL transaction with a guarded
-// clamped upsert per row, the guarded record of the sequence, and a read
-// of the recorded sequence. It returns the sequence SQL holds afterwards.
-// A batch whose sequence SQL already holds (a replay after a crash between
-// the SQL commit and the shard's commit) changes nothing and counts as
-// applied.
+// clamped upsert per row (a delta of a counter with source rows in a
+// statement of its own, guarded by its fence too), the guarded record of
+// the sequence, and a read of the recorded sequence. It returns the
+// sequence SQL holds afterwards. A batch whose sequence SQL already holds
+// (a replay after a crash between the SQL commit and the shard's commit)
+// changes nothing and counts as applied. The sequence is kept under the
+// node the batch was frozen on (Batch.Node) and the shard's name.
 func send(shard string, b *Batch, now int64) (int64, error) {
 	t0 := time.Now()
 	stmts := make([]sdk.Statement, 0, len(b.Deltas)+2)
 	for i := 0; i < len(b.Deltas); {
 		j := i + 1
-		for j < len(b.Deltas) && b.Deltas[j].Table == b.Deltas[i].Table && b.Deltas[j].ID == b.Deltas[i].ID && !hasColumn(b.Deltas[i:j], b.Deltas[j].Column) {
+		for j < len(b.Deltas) && b.Deltas[j].Table == b.Deltas[i].Table && b.Deltas[j].ID == b.Deltas[i].ID && !hasColumn(b.Deltas[i:j], b.Deltas[j].Column) &&
+			!fenced(&b.Deltas[i]) && !fenced(&b.Deltas[j]) {
 			j++
 		}
-		sql, args, err := counters.FlushUpsert(b.Deltas[i:j], shard, b.Seq, now)
+		sql, args, err := counters.FlushUpsert(b.Deltas[i:j], b.Node, shard, b.Seq, now)
 		if err != nil { // deltas of a batch were parsed from the whitelist
 			logFailed(shard, len(b.Deltas), b.Seq, t0, err)
 			return 0, err
@@ -327,8 +330,8 @@ func send(shard string, b *Batch, now int64) (int64, error) {
 		i = j
 	}
 	stmts = append(stmts,
-		sdk.Statement{SQL: counters.MarkSQL, Args: []any{shard, b.Seq, now}},
-		sdk.Statement{SQL: counters.SeqSQL, Args: []any{shard}})
+		sdk.Statement{SQL: counters.MarkSQL, Args: []any{b.Node, shard, b.Seq, now}},
+		sdk.Statement{SQL: counters.SeqSQL, Args: []any{b.Node, shard}})
 	rs, err := sdk.SQL().Batch(stmts)
 	if err != nil {
 		logFailed(shard, len(b.Deltas), b.Seq, t0, err)
@@ -346,7 +349,7 @@ func send(shard string, b *Batch, now int64) (int64, error) {
 		sdk.Error("counter flush sequence behind SQL; batch treated as applied", "shard", shard,
 			"seq", strconv.FormatInt(b.Seq, 10), "sql_seq", strconv.FormatInt(sqlSeq, 10), "count", strconv.Itoa(len(b.Deltas)))
 	}
-	kv := []string{"code", CodeFlushOK, "shard", shard, "count", strconv.Itoa(len(b.Deltas)),
+	kv := []string{"code", CodeFlushOK, "shard", shard, "node", b.Node, "count", strconv.Itoa(len(b.Deltas)),
 		"duration_ms", strconv.FormatInt(time.Since(t0).Milliseconds(), 10), "seq", strconv.FormatInt(b.Seq, 10)}
 	msg := "counter deltas flushed"
 	if replay {
@@ -355,6 +358,12 @@ func send(shard string, b *Batch, now int64) (int64, error) {
 	}
 	sdk.Info(msg, kv...)
 	return sqlSeq, nil
+}
+
+// fenced reports whether d is a delta of a counter with source rows.
+func fenced(d *counters.Delta) bool {
+	t := counters.LookupTable(d.Table)
+	return t != nil && t.Fenced(d.Column)
 }
 
 func hasColumn(ds []counters.Delta, col string) bool {

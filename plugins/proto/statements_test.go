@@ -79,22 +79,69 @@ func testCounterStatements(t *testing.T, db *sqldb.DB) {
 	if v := value(t, db, "SELECT likes FROM post_stats WHERE post_id = 'p1'"); v != int64(2) {
 		t.Fatalf("likes after -5, +3, -1: %v, want 2 (clamped at 0)", v)
 	}
-	flush := func(seq int64) []abi.Result {
-		ds := []counters.Delta{{Table: counters.UserCounters, ID: "u1", Column: counters.Followers, N: 4}, {Table: counters.UserCounters, ID: "u1", Column: counters.Posts, N: -2}}
+	flush := func(node string, seq int64) []abi.Result {
+		fenced := []counters.Delta{{Table: counters.UserCounters, ID: "u1", Column: counters.Followers, N: 4}}
+		plain := []counters.Delta{{Table: counters.UserCounters, ID: "u1", Column: counters.Posts, N: -2}}
 		return run(t, db,
-			stmt(t, func() (string, []any, error) { return counters.FlushUpsert(ds, "COUNTER_SHARD/1", seq, 20) }),
-			abi.Statement{SQL: counters.MarkSQL, Args: []any{"COUNTER_SHARD/1", seq, int64(20)}},
-			abi.Statement{SQL: counters.SeqSQL, Args: []any{"COUNTER_SHARD/1"}})
+			stmt(t, func() (string, []any, error) { return counters.FlushUpsert(fenced, node, "COUNTER_SHARD/1", seq, 20) }),
+			stmt(t, func() (string, []any, error) { return counters.FlushUpsert(plain, node, "COUNTER_SHARD/1", seq, 20) }),
+			abi.Statement{SQL: counters.MarkSQL, Args: []any{node, "COUNTER_SHARD/1", seq, int64(20)}},
+			abi.Statement{SQL: counters.SeqSQL, Args: []any{node, "COUNTER_SHARD/1"}})
 	}
-	if rs := flush(1); rs[1].RowsAffected != 1 || rs[2].Rows[0][0] != int64(1) {
+	if rs := flush("pop-a", 1); rs[2].RowsAffected != 1 || rs[3].Rows[0][0] != int64(1) {
 		t.Fatalf("flush 1: %+v", rs)
 	}
-	if rs := flush(1); rs[0].RowsAffected != 0 || rs[1].RowsAffected != 0 {
+	if rs := flush("pop-a", 1); rs[0].RowsAffected != 0 || rs[1].RowsAffected != 0 || rs[2].RowsAffected != 0 {
 		t.Fatalf("replay of flush 1 changed something: %+v", rs)
 	}
 	if v := value(t, db, "SELECT followers || ',' || posts FROM user_counters WHERE user_id = 'u1'"); v != "4,0" {
 		t.Fatalf("after a flush and its replay: %v, want 4,0", v)
 	}
+	// Another node's copy of the same shard keeps a sequence of its own:
+	// its flush 1 is not a replay.
+	if rs := flush("pop-b", 1); rs[0].RowsAffected != 1 || rs[2].RowsAffected != 1 || rs[3].Rows[0][0] != int64(1) {
+		t.Fatalf("pop-b's flush 1: %+v", rs)
+	}
+	if v := value(t, db, "SELECT followers FROM user_counters WHERE user_id = 'u1'"); v != int64(8) {
+		t.Fatalf("after two nodes' flushes: followers %v, want 8", v)
+	}
+	run(t, db, abi.Statement{SQL: "UPDATE user_counters SET followers = 4 WHERE user_id = 'u1'"})
+
+	// A fence moved by a recount drops the deltas that read the old one,
+	// from a flush or the legacy update alike; deltas carrying the new
+	// fence apply.
+	run(t, db, abi.Statement{SQL: counters.BumpFenceSQL, Args: []any{counters.PostStats, "p1", counters.Likes}})
+	likes := func(n, fence int64) abi.Statement {
+		return stmt(t, func() (string, []any, error) {
+			return counters.FlushUpsert([]counters.Delta{{Table: counters.PostStats, ID: "p1", Column: counters.Likes, N: n, Fence: fence}}, "pop-a", "COUNTER_SHARD/9", 1+fence, 40)
+		})
+	}
+	if rs := run(t, db, likes(5, 0)); rs[0].RowsAffected != 0 {
+		t.Fatalf("a delta with the old fence applied: %+v", rs)
+	}
+	if rs := run(t, db, likes(1, 1)); rs[0].RowsAffected != 1 {
+		t.Fatalf("a delta with the current fence did not apply: %+v", rs)
+	}
+	if rs := run(t, db, stmt(t, func() (string, []any, error) {
+		return counters.Upsert([]counters.Delta{{Table: counters.PostStats, ID: "p1", Column: counters.Likes, N: 7, Fence: 0}}, 50)
+	})); rs[0].RowsAffected != 0 {
+		t.Fatalf("a legacy update with the old fence applied: %+v", rs)
+	}
+	if v := value(t, db, "SELECT likes FROM post_stats WHERE post_id = 'p1'"); v != int64(3) {
+		t.Fatalf("likes after fenced deltas: %v, want 3", v)
+	}
+	run(t, db, abi.Statement{SQL: counters.BumpFenceSQL, Args: []any{counters.PostStats, "p1", counters.Likes}})
+	read, err := counters.FenceRead(counters.PostStats, counters.Likes, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := run(t, db, abi.Statement{SQL: "INSERT INTO likes (post_id, user_id, created_at) VALUES (?1, 'u7', 0) RETURNING " + read, Args: []any{"p1"}}); rs[0].Rows[0][0] != int64(2) {
+		t.Fatalf("fence read by the source-row change: %v, want 2", rs[0].Rows)
+	}
+	if _, err := counters.FenceRead(counters.PostStats, counters.Views, 1); err == nil {
+		t.Fatal("a fence read of views, which has no source rows")
+	}
+	run(t, db, abi.Statement{SQL: "DELETE FROM likes"}, abi.Statement{SQL: "UPDATE post_stats SET likes = 2 WHERE post_id = 'p1'"})
 
 	run(t, db,
 		abi.Statement{SQL: "INSERT INTO likes VALUES ('p1', 'u1', 0), ('p1', 'u2', 0), ('p9', 'u1', 0)"},
@@ -126,12 +173,20 @@ func testCounterStatements(t *testing.T, db *sqldb.DB) {
 		t.Fatal(err)
 	}
 	run(t, db, abi.Statement{SQL: q, Args: []any{"u1", int64(1), int64(30)}},
-		abi.Statement{SQL: counters.LogCorrectionSQL, Args: []any{int64(30), counters.UserCounters, "u1", counters.Followers, int64(4), int64(1)}})
+		abi.Statement{SQL: counters.LogCorrectionSQL, Args: []any{int64(30), counters.UserCounters, "u1", counters.Followers, int64(4), int64(1), "pop-a"}})
 	if v := value(t, db, "SELECT followers FROM user_counters WHERE user_id = 'u1'"); v != int64(1) {
 		t.Fatalf("corrected followers %v", v)
 	}
-	if v := value(t, db, "SELECT COUNT(*) FROM counter_reconcile_log"); v != int64(1) {
+	if v := value(t, db, "SELECT COUNT(*) FROM counter_reconcile_log WHERE node = 'pop-a'"); v != int64(1) {
 		t.Fatalf("reconcile log rows %v", v)
+	}
+	for i := range counters.Recounts {
+		r := &counters.Recounts[i]
+		id := map[string]string{"likes": "p1", "followers": "u1", "following": "u2"}[r.Column]
+		n := run(t, db, abi.Statement{SQL: r.CountSQL(), Args: []any{id}}, abi.Statement{SQL: r.ValueSQL(), Args: []any{id}})
+		if n[0].Rows[0][0] != int64(1) && n[0].Rows[0][0] != int64(2) {
+			t.Fatalf("%s count of %s: %v", r.Column, id, n[0].Rows)
+		}
 	}
 }
 

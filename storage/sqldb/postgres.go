@@ -21,7 +21,7 @@ const minServerVersion = 120000
 // Whatever the URL leaves out comes from libpq's environment variables
 // (PGHOST, PGUSER, PGPASSWORD, PGSSLMODE…) and ~/.pgpass, as pgx reads
 // them; opts.Password, when set, wins over both. Every connection reports
-// application_name=edgeshard, runs with TimeZone=UTC and, when set,
+// application_name=edgeshard (or opts.ApplicationName), runs with TimeZone=UTC and, when set,
 // opts.StatementTimeout. The pool holds at most opts.MaxOpenConns
 // connections; a connection idle for over 30 s is pinged before reuse.
 func openPostgres(url string, opts Options) (*DB, error) {
@@ -37,6 +37,9 @@ func openPostgres(url string, opts Options) (*DB, error) {
 	}
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "edgeshard"
+		if opts.ApplicationName != "" {
+			cfg.RuntimeParams["application_name"] = opts.ApplicationName
+		}
 	}
 	cfg.RuntimeParams["TimeZone"] = "UTC"
 	if opts.StatementTimeout > 0 {

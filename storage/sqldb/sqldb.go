@@ -68,6 +68,10 @@ type Options struct {
 	// URL's and of PGPASSWORD (a secret read from the environment by the
 	// caller, never written in a config file).
 	Password string
+	// ApplicationName is PostgreSQL's application_name of every
+	// connection (default "edgeshard"; the URL's own wins), what
+	// pg_stat_activity shows: a fleet's hosts name their node in it.
+	ApplicationName string
 }
 
 func (o Options) withDefaults() (Options, error) {

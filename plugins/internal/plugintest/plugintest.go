@@ -45,6 +45,9 @@ type Options struct {
 	DataDir string
 	// DB reuses a database (restart tests).
 	DB *sqldb.DB
+	// Node is the host's node id (the reserved var edgeshard.node); ""
+	// runs a host without one.
+	Node string
 }
 
 // Fixture is a running host with one binding.
@@ -72,7 +75,7 @@ func New(t testing.TB, o Options) *Fixture {
 	}
 	f := &Fixture{Opts: o, AE: &analytics.Recorder{}}
 	opts := []harness.Option{harness.VirtualClock(Start), harness.LogLevel(zerolog.DebugLevel),
-		harness.Configure(func(c *host.Config) { c.IdleTimeout = time.Hour })}
+		harness.Configure(func(c *host.Config) { c.IdleTimeout, c.NodeID = time.Hour, o.Node })}
 	switch {
 	case !o.Badger:
 		opts = append(opts, harness.Memory())

@@ -69,6 +69,17 @@ func ShardName(req *sdk.Request) (string, error) {
 	return name, nil
 }
 
+// NodeName returns the host's node id (the reserved var edgeshard.node),
+// or "" on a host without one: what a shard keys by, beside its own name,
+// whatever must be unique per writer of the shared SQL database.
+func NodeName() string {
+	v, _ := sdk.Var(NodeVar)
+	return v
+}
+
+// NodeVar is the reserved var naming the host's node.
+const NodeVar = "edgeshard.node"
+
 // LogName returns name, or UnknownShard when it is empty.
 func LogName(name string) string {
 	if name == "" {

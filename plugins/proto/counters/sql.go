@@ -40,42 +40,71 @@ func lookup(table, column string) (*Table, string, error) {
 //	VALUES (?1, CASE WHEN ?2 > 0 THEN ?2 ELSE 0 END, ?3)
 //	ON CONFLICT(post_id) DO UPDATE SET likes = CASE WHEN post_stats.likes + ?2 > 0
 //	  THEN post_stats.likes + ?2 ELSE 0 END, updated_at = ?3
+//
+// A delta of a fenced counter (Table.Fenced) goes alone and is guarded by
+// its fence: SELECT … WHERE <fence ?4> instead of VALUES (…).
 func Upsert(ds []Delta, now int64) (string, []any, error) {
-	return upsert(ds, now, "", 0)
+	return upsert(ds, now, flushKey{}, 0)
 }
 
 // FlushUpsert returns the shard's flush of one row's deltas: Upsert
-// guarded by the flush's sequence, so a replayed flush changes nothing:
+// guarded by the flush's sequence (node and shard name the writer, see
+// MarkSQL), so a replayed flush changes nothing:
 //
 //	INSERT INTO post_stats (post_id, likes, views, updated_at)
-//	SELECT ?1, <clamp ?2>, <clamp ?3>, ?4 WHERE <guard ?5 ?6>
+//	SELECT ?1, <clamp ?2>, <clamp ?3>, ?4 WHERE <guard ?5 ?6 ?7>
 //	ON CONFLICT(post_id) DO UPDATE SET likes = <clamp post_stats.likes + ?2>,
 //	  views = <clamp post_stats.views + ?3>, updated_at = ?4
-func FlushUpsert(ds []Delta, shard string, seq, now int64) (string, []any, error) {
-	return upsert(ds, now, shard, seq)
+//
+// and, for a delta of a fenced counter (alone in its statement), also by
+// its fence: … WHERE <guard ?4 ?5 ?6> AND <fence ?7>.
+func FlushUpsert(ds []Delta, node, shard string, seq, now int64) (string, []any, error) {
+	if shard == "" {
+		return "", nil, errors.New("counters: a flush needs its shard's name")
+	}
+	return upsert(ds, now, flushKey{node: node, shard: shard}, seq)
 }
 
-func upsert(ds []Delta, now int64, shard string, seq int64) (string, []any, error) {
+// flushKey names the writer of a flush: the row of counter_flushes its
+// sequence is kept in. The zero value is no flush (the legacy update).
+type flushKey struct{ node, shard string }
+
+// ErrFencedNotAlone is the error of a statement asked for a fenced delta
+// together with other deltas: each fenced delta is guarded by its own
+// fence, so it goes in a statement of its own.
+var ErrFencedNotAlone = errors.New("counters: a delta of a counter with source rows goes alone in its statement")
+
+func upsert(ds []Delta, now int64, fk flushKey, seq int64) (string, []any, error) {
 	t, _, err := lookup(ds[0].Table, ds[0].Column)
 	if err != nil {
 		return "", nil, err
 	}
 	var colBuf [8]string
 	cols := colBuf[:0]
+	fenced := false
 	for i := range ds {
 		c := t.Column(ds[i].Column)
 		if ds[i].Table != t.Name || ds[i].ID != ds[0].ID || c == "" {
 			return "", nil, ErrNotWhitelisted
 		}
+		if t.Fenced(c) {
+			fenced = true
+		} else if ds[i].Fence != 0 {
+			return "", nil, ErrNotWhitelisted
+		}
 		cols = append(cols, c)
+	}
+	if fenced && len(ds) > 1 {
+		return "", nil, ErrFencedNotAlone
 	}
 	k := len(ds)
 	pNow := k + 2
-	guarded := shard != ""
-	args := make([]any, 0, k+4)
+	flush := fk.shard != ""
+	guarded := flush || fenced
+	args := make([]any, 0, k+5)
 	args = append(args, ds[0].ID)
 	var b strings.Builder
-	b.Grow(160 + k*64)
+	b.Grow(200 + k*64)
 	b.WriteString("INSERT INTO ")
 	b.WriteString(t.Name)
 	b.WriteString(" (")
@@ -97,11 +126,21 @@ func upsert(ds []Delta, now int64, shard string, seq int64) (string, []any, erro
 	b.WriteString(", ?")
 	b.WriteString(strconv.Itoa(pNow))
 	args = append(args, now)
-	if guarded {
+	switch {
+	case flush:
 		b.WriteString(" WHERE ")
-		b.WriteString(guardSQL(k+3, k+4))
-		args = append(args, shard, seq)
-	} else {
+		b.WriteString(guardSQL(k+3, k+4, k+5))
+		args = append(args, fk.node, fk.shard, seq)
+		if fenced {
+			b.WriteString(" AND ")
+			b.WriteString(fenceGuard(t, cols[0], 1, k+6))
+			args = append(args, ds[0].Fence)
+		}
+	case fenced:
+		b.WriteString(" WHERE ")
+		b.WriteString(fenceGuard(t, cols[0], 1, k+3))
+		args = append(args, ds[0].Fence)
+	default:
 		b.WriteString(")")
 	}
 	b.WriteString(" ON CONFLICT(")
@@ -133,20 +172,51 @@ func writeClamp(b *strings.Builder, base string, p int) {
 }
 
 // guardSQL is the condition every statement of a flush carries: the
-// shard's recorded sequence (parameter pShard names the shard) is below
+// writer's recorded sequence (parameters pNode and pShard name it) is below
 // this flush's (parameter pSeq), i.e. the flush was not applied.
-func guardSQL(pShard, pSeq int) string {
-	return "(SELECT COALESCE(MAX(seq), 0) FROM counter_flushes WHERE shard = ?" + strconv.Itoa(pShard) + ") < ?" + strconv.Itoa(pSeq)
+func guardSQL(pNode, pShard, pSeq int) string {
+	return "(SELECT COALESCE(MAX(seq), 0) FROM counter_flushes WHERE node = ?" + strconv.Itoa(pNode) +
+		" AND shard = ?" + strconv.Itoa(pShard) + ") < ?" + strconv.Itoa(pSeq)
+}
+
+// fenceRead is the fence of counter column of t in the row whose id is
+// parameter pID: a scalar subquery, 0 for a counter never fenced.
+func fenceRead(t *Table, column string, pID int) string {
+	return "(SELECT COALESCE(MAX(epoch), 0) FROM counter_fences WHERE table_name = '" + t.Name +
+		"' AND row_id = ?" + strconv.Itoa(pID) + " AND column_name = '" + column + "')"
+}
+
+// fenceGuard is the condition of a fenced delta: the counter's fence is
+// still the one its source-row change read (parameter pFence).
+func fenceGuard(t *Table, column string, pID, pFence int) string {
+	return fenceRead(t, column, pID) + " = ?" + strconv.Itoa(pFence)
+}
+
+// FenceRead returns a scalar subquery reading the fence of a fenced
+// counter in the row whose id is parameter ?pID, for the source-row
+// change to return in the same statement (INSERT … RETURNING <it>):
+//
+//	(SELECT COALESCE(MAX(epoch), 0) FROM counter_fences
+//	 WHERE table_name = 'post_stats' AND row_id = ?3 AND column_name = 'likes')
+func FenceRead(table, column string, pID int) (string, error) {
+	t, c, err := lookup(table, column)
+	if err != nil || !t.Fenced(c) {
+		return "", ErrNotWhitelisted
+	}
+	return fenceRead(t, c, pID), nil
 }
 
 // MarkSQL records a flush's sequence, under the same guard, as the last
 // write of the flush's batch: a replay inserts nothing (and so never trips
-// the schema's seq-only-moves-forward trigger). Args: shard, seq, now.
-var MarkSQL = "INSERT INTO counter_flushes (shard, seq, flushed_at) SELECT ?1, ?2, ?3 WHERE " +
-	guardSQL(1, 2) + " ON CONFLICT(shard) DO UPDATE SET seq = excluded.seq, flushed_at = excluded.flushed_at"
+// the schema's seq-only-moves-forward trigger). Args: node, shard, seq,
+// now. The writer of a flush is a node (the host's node id, the reserved
+// var edgeshard.node; empty for a host without one) and a shard name: each
+// host's copy of a shard keeps its own sequence.
+var MarkSQL = "INSERT INTO counter_flushes (node, shard, seq, flushed_at) SELECT ?1, ?2, ?3, ?4 WHERE " +
+	guardSQL(1, 2, 3) + " ON CONFLICT(node, shard) DO UPDATE SET seq = excluded.seq, flushed_at = excluded.flushed_at"
 
-// SeqSQL reads a shard's recorded sequence. Args: shard.
-const SeqSQL = "SELECT seq FROM counter_flushes WHERE shard = ?"
+// SeqSQL reads a writer's recorded sequence. Args: node, shard.
+const SeqSQL = "SELECT seq FROM counter_flushes WHERE node = ? AND shard = ?"
 
 // SetSQL returns the reconcile job's correction of one counter: set
 // table.column of a row to a recomputed value. Args: id, value, now.
@@ -160,8 +230,14 @@ func SetSQL(table, column string) (string, error) {
 }
 
 // LogCorrectionSQL records one correction in counter_reconcile_log. Args:
-// ran_at, table, row id, column, old value, new value.
-const LogCorrectionSQL = `INSERT INTO counter_reconcile_log (ran_at, table_name, row_id, column_name, old_value, new_value) VALUES (?, ?, ?, ?, ?, ?)`
+// ran_at, table, row id, column, old value, new value, node.
+const LogCorrectionSQL = `INSERT INTO counter_reconcile_log (ran_at, table_name, row_id, column_name, old_value, new_value, node) VALUES (?, ?, ?, ?, ?, ?, ?)`
+
+// BumpFenceSQL moves a counter's fence forward by one (from 0 to 1 when it
+// had none): deltas carrying the old fence are dropped by the flushes that
+// meet them. Args: table, row id, column.
+const BumpFenceSQL = `INSERT INTO counter_fences (table_name, row_id, column_name, epoch) VALUES (?1, ?2, ?3, 1) ` +
+	`ON CONFLICT(table_name, row_id, column_name) DO UPDATE SET epoch = counter_fences.epoch + 1`
 
 // Recount is a counter that has source rows: Column of Table counts the
 // rows of Source per SourceKey.
@@ -177,6 +253,16 @@ var Recounts = [...]Recount{
 	{Table: PostTable, Column: Likes, Source: "likes", SourceKey: "post_id"},
 	{Table: UserTable, Column: Followers, Source: "follows", SourceKey: "followee_id"},
 	{Table: UserTable, Column: Following, Source: "follows", SourceKey: "follower_id"},
+}
+
+// CountSQL counts one row's source rows. Args: the row id.
+func (r *Recount) CountSQL() string {
+	return "SELECT COUNT(*) FROM " + r.Source + " WHERE " + r.SourceKey + " = ?"
+}
+
+// ValueSQL reads one row's counter (no row: none). Args: the row id.
+func (r *Recount) ValueSQL() string {
+	return "SELECT " + r.Column + " FROM " + r.Table.Name + " WHERE " + r.Table.KeyCol + " = ?"
 }
 
 // SQL returns the query comparing the counter with its source rows: one
