@@ -57,6 +57,11 @@ type options struct {
 	shards     int
 	updateDocs bool
 	docs       string
+	// variant, if set, adds a side "variant": edgeshard again with this
+	// TOML appended to its configuration and variantEnv in its
+	// environment — an A/B of a setting, alternating like the others.
+	variant    string
+	variantEnv string
 }
 
 func main() {
@@ -76,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.shards, "shards", 32, "shards of edgeshard's rate-limit binding")
 	fs.BoolVar(&o.updateDocs, "update-docs", false, "rewrite the peers section of docs/BENCHMARKS.md with this run")
 	fs.StringVar(&o.docs, "docs", "docs/BENCHMARKS.md", "the document -update-docs rewrites (relative to the repository root)")
+	fs.StringVar(&o.variant, "variant", "", "add a side: edgeshard with this TOML appended to its configuration (e.g. $'[storage]\nmemtable_mb = 32')")
+	fs.StringVar(&o.variantEnv, "variant-env", "", "space-separated NAME=VALUE pairs in the variant's environment (e.g. GOGC=50)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -156,11 +163,19 @@ func measure(o options, progress io.Writer) (*result, runEnv, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	es, err := startEdgeshard(bins, dir, cacheDir, o.shards)
+	es, err := startEdgeshard(bins, filepath.Join(dir, "a"), cacheDir, o.shards, "", nil)
 	if err != nil {
 		return nil, env, err
 	}
 	defer es.stop()
+	var vs *proc
+	if o.variant != "" || o.variantEnv != "" {
+		if vs, err = startEdgeshard(bins, filepath.Join(dir, "b"), cacheDir, o.shards, "\n"+o.variant+"\n", strings.Fields(o.variantEnv)); err != nil {
+			return nil, env, err
+		}
+		defer vs.stop()
+		logf("variant %s (pid %d): %q %s", vs.base, vs.pid(), o.variant, o.variantEnv)
+	}
 	gb, err := startReady("gubernator", bins.gubernator)
 	if err != nil {
 		return nil, env, err
@@ -175,7 +190,6 @@ func measure(o options, progress io.Writer) (*result, runEnv, error) {
 
 	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		MaxIdleConns:        o.workers * 3,
 		MaxIdleConnsPerHost: o.workers,
 		DisableCompression:  true,
 	}}
@@ -188,6 +202,9 @@ func measure(o options, progress io.Writer) (*result, runEnv, error) {
 		{name: "edgeshard", p: es, op: checkOp(client, o.workers, keys, edgeshardRequest(es.base), decodeCheck)},
 		{name: "gubernator", p: gb, op: checkOp(client, o.workers, keys, gubernatorRequest(gb.base), decodeGubernator)},
 		{name: "bare", p: bare, op: checkOp(client, o.workers, keys, bareRequest(bare.base), decodeCheck)},
+	}
+	if vs != nil {
+		sides = append(sides, &side{name: "variant", p: vs, op: checkOp(client, o.workers, keys, edgeshardRequest(vs.base), decodeCheck)})
 	}
 	for _, s := range sides {
 		if _, err := s.run(o.workers, o.warmup); err != nil {

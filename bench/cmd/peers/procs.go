@@ -216,21 +216,25 @@ shards = %d
 enabled = false
 `
 
-// startEdgeshard writes the configuration into dir and starts
-// `edgeshard serve`, returning once /healthz answers 200.
-func startEdgeshard(bins binaries, dir, cacheDir string, shards int) (*proc, error) {
+// startEdgeshard writes the configuration, with extra appended, into dir
+// and starts `edgeshard serve` with env added to its environment,
+// returning once /healthz answers 200.
+func startEdgeshard(bins binaries, dir, cacheDir string, shards int, extra string, env []string) (*proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	conf := filepath.Join(dir, "edgeshard.toml")
-	text := fmt.Sprintf(edgeshardConfig, addr, filepath.Join(dir, "data"), cacheDir, bins.ratelimit, shards)
+	text := fmt.Sprintf(edgeshardConfig, addr, filepath.Join(dir, "data"), cacheDir, bins.ratelimit, shards) + extra
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bins.edgeshard, "serve", "--config", conf)
 	cmd.Dir = dir
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), env...)
 	p := &proc{name: "edgeshard", cmd: cmd, out: &lockedBuffer{}, base: "http://" + addr, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {

@@ -80,6 +80,7 @@ var sideDoc = map[string]string{
 	"edgeshard":  "`edgeshard serve`, RateLimitShard ×32, `POST /do/LIMITS/{key}/check` (defaults: Badger, fsync'd group commit)",
 	"gubernator": "gubernator v2.13.0, one in-memory node, `POST /v1/GetRateLimits` (HTTP gateway → GRPC)",
 	"bare":       "net/http + in-memory map, same parser and window arithmetic, `POST /check`",
+	"variant":    "edgeshard with -variant / -variant-env",
 }
 
 // table renders the Markdown table.
