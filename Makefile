@@ -93,7 +93,7 @@ BENCHFLAGS ?=
 bench: plugins ## run every benchmark figure (full rounds) and rewrite docs/BENCHMARKS.md
 	$(GO) run ./cmd/edgeshard-bench -update-docs $(BENCHFLAGS)
 
-bench-quick: plugins ## the same figures, shorter (3–4 minutes on 2 cores), then rewrite docs/BENCHMARKS.md
+bench-quick: plugins ## the same figures, shorter (2–3.5 minutes on 2 cores), then rewrite docs/BENCHMARKS.md
 	$(GO) run ./cmd/edgeshard-bench -quick -update-docs $(BENCHFLAGS)
 
 # Peer comparison (bench/, its own module so that the product does not

@@ -12,7 +12,7 @@
 //
 //	go run ./cmd/edgeshard-bench [-quick] [-rounds N] [-only a,b] [-update-docs] [-cpuprofile f] [-soak d] [-profile-dir dir]
 //
-// -quick runs every figure in three to four minutes on two cores; the
+// -quick runs every figure in two to three and a half minutes on two cores; the
 // default (make bench) runs longer rounds and more of them.
 package main
 
@@ -248,7 +248,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("edgeshard-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	fs.BoolVar(&o.quick, "quick", false, "short rounds: every figure in 3–4 minutes on 2 cores (a 40 s edge_soak)")
+	fs.BoolVar(&o.quick, "quick", false, "short rounds: every figure in 2–3.5 minutes on 2 cores (a 40 s edge_soak)")
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds per comparison (default 5, or 3 with -quick)")
 	only := fs.String("only", "", "comma-separated figures to run (default all): "+strings.Join(figureNames(), ","))
 	fs.BoolVar(&o.updateDocs, "update-docs", false, "rewrite the tables of docs/BENCHMARKS.md with this run")
