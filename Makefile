@@ -11,7 +11,7 @@ CWASM     := clang --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Werror -
 CONFIG    ?= edgeshard.toml
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: help build plugins deps run test check fuzz crash-test crash-test-fleet bench bench-quick clean
+.PHONY: help build plugins deps run test check fuzz crash-test crash-test-fleet bench bench-quick bench-peers clean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,8 @@ check: ## gofmt, go vet, go mod tidy; fails on a dirty tree
 	$(WASMENV) $(GO) vet ./abi/... ./examples/... $(addprefix ./plugins/,$(PLUGINS))
 	$(GO) mod tidy
 	@git diff --exit-code go.mod go.sum || (echo "go.mod/go.sum not tidy"; exit 1)
+	cd bench && $(GO) vet ./... && $(GO) mod tidy
+	@git diff --exit-code bench/go.mod bench/go.sum || (echo "bench/go.mod/go.sum not tidy"; exit 1)
 
 # Fuzz targets, as package:Target. Seeds and kept crashers live in each
 # package's testdata/fuzz/<Target>/ and also run in `make test`.
@@ -100,8 +102,17 @@ BENCHFLAGS ?=
 bench: plugins ## run every benchmark figure (full rounds) and rewrite docs/BENCHMARKS.md
 	$(GO) run ./cmd/edgeshard-bench -update-docs $(BENCHFLAGS)
 
-bench-quick: plugins ## the same figures in under 3 minutes on 2 cores, then rewrite docs/BENCHMARKS.md
+bench-quick: plugins ## the same figures, shorter (2–3.5 minutes on 2 cores), then rewrite docs/BENCHMARKS.md
 	$(GO) run ./cmd/edgeshard-bench -quick -update-docs $(BENCHFLAGS)
+
+# Peer comparison (bench/, its own module so that the product does not
+# depend on gubernator): edgeshard, gubernator and a bare net/http handler,
+# each its own process, under one Go load generator, alternating rounds.
+# PEERSFLAGS="-rounds 5 -side 8s" for the full run (default: -quick).
+PEERSFLAGS ?= -quick
+
+bench-peers: ## edgeshard vs gubernator vs a bare handler (rate limits, RSS), quick by default (< 3 min once built); rewrites its table in docs/BENCHMARKS.md
+	cd bench && $(GO) run ./cmd/peers -update-docs $(PEERSFLAGS)
 
 clean: ## remove build outputs
 	rm -rf $(BUILD)

@@ -89,6 +89,10 @@ type Config struct {
 	// Badger configures the Badger backend (when Storage is nil): the host
 	// sets Dir (DataDir/shards) and SyncWrites, and Logger unless set.
 	Badger storage.BadgerOptions
+	// ShardCacheBytes bounds the storage read caches of all live shards
+	// together (default 32 MiB): each shard caches at most 4 MiB and its
+	// share of this. Negative: no read caches.
+	ShardCacheBytes int
 	// SyncWrites makes every commit fsync (default true via DefaultConfig).
 	SyncWrites bool
 	Bindings   []Binding
@@ -263,7 +267,11 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	}
 	// Unconfirmed writes (rate-limit windows) wait up to 1 ms for company
 	// before their group commits: fewer fsyncs, and nobody waits on them.
-	h.store = storage.NewEngine(backend, storage.EngineOptions{UnconfirmedLinger: time.Millisecond})
+	eo := storage.EngineOptions{UnconfirmedLinger: time.Millisecond, CacheTotalBytes: cfg.ShardCacheBytes}
+	if cfg.ShardCacheBytes < 0 {
+		eo.CacheBytes = -1
+	}
+	h.store = storage.NewEngine(backend, eo)
 	h.budget = newMemBudget(h.budgetBytes(), cfg.InstanceStartWait)
 	h.alarms = newScheduler(h)
 	h.metrics = newMetrics(h, cfg.Registerer)

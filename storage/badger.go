@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/rs/zerolog"
 
 	"github.com/edgeshard/edgeshard/abi"
@@ -52,12 +53,25 @@ type BadgerOptions struct {
 	// Logger receives Badger's warnings and errors, and its informational
 	// and debug messages at debug level; nil silences Badger.
 	Logger *zerolog.Logger
-	// MemTableSize is the size of one memtable (default 32 MiB). One Badger
-	// transaction holds at most 15% of it, which bounds a single event's
-	// writes (values over ValueThreshold count only as a 12-byte pointer).
+	// MemTableSize is the size of one memtable (default 8 MiB). Badger
+	// keeps up to NumMemtables (3) of them in the Go heap at once — the one
+	// being written and those waiting for their flush to disk — each an
+	// arena of ~1.3× this size, plus a memory-mapped write-ahead file of
+	// twice this size. One Badger transaction holds at most 15% of it,
+	// which bounds a single event's writes (values over ValueThreshold
+	// count only as a 12-byte pointer): ~1.2 MiB of small entries by
+	// default. The free-space reserve grows with it.
 	MemTableSize int64
-	// BlockCacheSize is Badger's block cache (default 32 MiB).
+	// BlockCacheSize is Badger's cache of decompressed table blocks
+	// (default 8 MiB). Reads that miss a shard's own read cache
+	// (EngineOptions) find their blocks here. Negative: no block cache,
+	// and tables written from then on are not compressed (Badger needs the
+	// cache to decompress; each table records its own compression).
 	BlockCacheSize int64
+	// IndexCacheSize bounds the memory of the tables' indexes and bloom
+	// filters (default 8 MiB); negative keeps every table's index in
+	// memory, unbounded (Badger's default: ~1–2% of the data on disk).
+	IndexCacheSize int64
 	// ValueThreshold: values of at least this many bytes go to the value
 	// log, smaller ones stay in the LSM tree (default 1 KiB). InMemory has
 	// no value log and Badger refuses values over the threshold, so there
@@ -80,8 +94,8 @@ type BadgerOptions struct {
 	// own after our writes stop — memtable flushes, compactions, value log
 	// GC — so the reserve must cover those. Default (0): the larger of
 	// 256 MiB and 2×ValueLogFileSize + 4×MemTableSize (256 MiB with the
-	// default sizes). Negative disables the reserve; the directory checks
-	// (ErrStorageUnavailable) stay.
+	// default sizes: 2×64 + 4×8 = 160 MiB). Negative disables the reserve;
+	// the directory checks (ErrStorageUnavailable) stay.
 	MinFreeBytes int64
 	// StallTimeout bounds how long one Apply waits for Badger (default
 	// 30 s; negative: forever). Badger blocks writes while it cannot flush
@@ -97,12 +111,40 @@ type BadgerOptions struct {
 	CloseTimeout time.Duration
 }
 
+// compression is Badger's default (Snappy) unless there is no block cache,
+// which Badger requires to read compressed tables.
+func compression(blockCache int64) options.CompressionType {
+	if blockCache < 0 {
+		return options.None
+	}
+	return options.Snappy
+}
+
+// DefaultMemTableSize is the size of one Badger memtable unless
+// BadgerOptions.MemTableSize says otherwise.
+const DefaultMemTableSize = 8 << 20
+
+// numMemtables is how many memtables Badger keeps at most: the one being
+// written and up to two waiting for their flush.
+const numMemtables = 3
+
+// writesAfterStop is what Badger may still write on its own once writes
+// stop: the current value log file filling up and one more for a GC
+// rewrite, every memtable being flushed and one memtable's worth of
+// compaction output. The free-space reserve must cover it.
+func (o BadgerOptions) writesAfterStop() int64 {
+	return 2*o.ValueLogFileSize + (numMemtables+1)*o.MemTableSize
+}
+
 func (o BadgerOptions) withDefaults() BadgerOptions {
 	if o.MemTableSize <= 0 {
-		o.MemTableSize = 32 << 20
+		o.MemTableSize = DefaultMemTableSize
 	}
-	if o.BlockCacheSize <= 0 {
-		o.BlockCacheSize = 32 << 20
+	if o.BlockCacheSize == 0 {
+		o.BlockCacheSize = 8 << 20
+	}
+	if o.IndexCacheSize == 0 {
+		o.IndexCacheSize = 8 << 20
 	}
 	if o.ValueThreshold <= 0 {
 		o.ValueThreshold = 1 << 10
@@ -119,7 +161,7 @@ func (o BadgerOptions) withDefaults() BadgerOptions {
 		o.ValueLogGCInterval = 10 * time.Minute
 	}
 	if o.MinFreeBytes == 0 {
-		o.MinFreeBytes = max(256<<20, 2*o.ValueLogFileSize+4*o.MemTableSize)
+		o.MinFreeBytes = max(256<<20, o.writesAfterStop())
 	}
 	if o.StallTimeout == 0 {
 		o.StallTimeout = 30 * time.Second
@@ -179,8 +221,10 @@ func OpenBadger(opts BadgerOptions) (Backend, error) {
 		WithSyncWrites(opts.SyncWrites).
 		WithLogger(bl).
 		WithMemTableSize(opts.MemTableSize).
-		WithNumMemtables(3).
-		WithBlockCacheSize(opts.BlockCacheSize).
+		WithNumMemtables(numMemtables).
+		WithBlockCacheSize(max(opts.BlockCacheSize, 0)).
+		WithIndexCacheSize(max(opts.IndexCacheSize, 0)).
+		WithCompression(compression(opts.BlockCacheSize)).
 		WithValueThreshold(opts.ValueThreshold).
 		WithValueLogFileSize(opts.ValueLogFileSize).
 		WithNumCompactors(2).
@@ -205,7 +249,7 @@ func OpenBadger(opts BadgerOptions) (Backend, error) {
 			return nil, fmt.Errorf("open badger: %w", err)
 		}
 		if l := opts.Logger; l != nil && opts.MinFreeBytes >= 0 {
-			if need := 2*opts.ValueLogFileSize + 4*opts.MemTableSize; opts.MinFreeBytes < need {
+			if need := opts.writesAfterStop(); opts.MinFreeBytes < need {
 				l.Warn().Str("component", "storage").Str("reserve", mib(opts.MinFreeBytes)).Str("recommended", mib(need)).
 					Msg("the free-space reserve is smaller than what Badger may write after writes stop (2 value log files + 4 memtables); a full disk may still crash the host")
 			}

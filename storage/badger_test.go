@@ -179,3 +179,33 @@ func FuzzShardKey(f *testing.F) {
 		}
 	})
 }
+
+// TestBadgerMemoryDefaults: the defaults suit a small machine (one memtable
+// of 8 MiB, 8 MiB block and index caches), and the free-space reserve
+// follows the memtable and value log sizes: 2 value log files + 4
+// memtables, at least 256 MiB.
+func TestBadgerMemoryDefaults(t *testing.T) {
+	o := BadgerOptions{}.withDefaults()
+	if o.MemTableSize != 8<<20 || o.BlockCacheSize != 8<<20 || o.IndexCacheSize != 8<<20 || o.ValueLogFileSize != 64<<20 {
+		t.Fatalf("defaults: memtable %d, block cache %d, index cache %d, value log file %d", o.MemTableSize, o.BlockCacheSize, o.IndexCacheSize, o.ValueLogFileSize)
+	}
+	if o.MinFreeBytes != 256<<20 {
+		t.Fatalf("default reserve %d MiB; want 256 (2×64 + 4×8 = 160 is less)", o.MinFreeBytes>>20)
+	}
+	o = BadgerOptions{MemTableSize: 64 << 20, ValueLogFileSize: 256 << 20}.withDefaults()
+	if want := int64(2*256+4*64) << 20; o.MinFreeBytes != want {
+		t.Fatalf("reserve %d MiB with 64 MiB memtables and 256 MiB value log files; want %d", o.MinFreeBytes>>20, want>>20)
+	}
+	o = BadgerOptions{BlockCacheSize: -1, IndexCacheSize: -1}.withDefaults()
+	if o.BlockCacheSize >= 0 || o.IndexCacheSize >= 0 {
+		t.Fatalf("negative caches became %d, %d; want them kept off/unbounded", o.BlockCacheSize, o.IndexCacheSize)
+	}
+	// Negative caches open: no block cache, every index in memory.
+	b, err := OpenBadger(BadgerOptions{Dir: t.TempDir(), BlockCacheSize: -1, IndexCacheSize: -1, MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,12 +1,44 @@
 package storage
 
+import "sync/atomic"
+
 // cache is a shard's LRU read cache of durable values, absent keys
-// included, bounded in bytes. Only the shard's actor touches it.
+// included, bounded in bytes: by its own budget and by its share of the
+// engine's (cacheBudget). Only the shard's actor touches it.
 type cache struct {
-	max   int // budget in bytes; <= 0 disables the cache
-	bytes int
-	m     map[string]*centry
-	root  centry // sentinel of the LRU ring: root.next is the most recent
+	max    int // budget in bytes; <= 0 disables the cache
+	bytes  int
+	budget *cacheBudget // shared by the engine's shards; nil: none
+	m      map[string]*centry
+	root   centry // sentinel of the LRU ring: root.next is the most recent
+}
+
+// cacheBudget is the read cache memory of all an engine's open shards.
+// Each shard keeps at most max / shards; a shard above its share (because
+// more shards opened since it last used its cache) goes back under it at
+// its next read or put, and gives everything back when it closes (an idle
+// shard's actor closes it after idle_timeout).
+type cacheBudget struct {
+	max    int64        // <= 0: no bound beyond each cache's own
+	used   atomic.Int64 // bytes held by all caches
+	shards atomic.Int64 // open shards
+}
+
+// limit returns what one cache of own budget max may hold now.
+func (c *cache) limit() int {
+	b := c.budget
+	if b == nil || b.max <= 0 {
+		return c.max
+	}
+	return int(min(int64(c.max), b.max/max(b.shards.Load(), 1)))
+}
+
+// grow records n more bytes (negative: fewer) in the cache and the budget.
+func (c *cache) grow(n int) {
+	c.bytes += n
+	if c.budget != nil {
+		c.budget.used.Add(int64(n))
+	}
 }
 
 type centry struct {
@@ -20,7 +52,7 @@ type centry struct {
 // value (the entry, its map slot, the string and slice headers).
 const centryOverhead = 112
 
-func newCache(max int) cache { return cache{max: max} }
+func newCache(max int, budget *cacheBudget) cache { return cache{max: max, budget: budget} }
 
 func cost(key string, val []byte) int { return len(key) + len(val) + centryOverhead }
 
@@ -31,7 +63,17 @@ func (c *cache) get(key string) (val []byte, found, ok bool) {
 		return nil, false, false
 	}
 	c.moveFront(e)
-	return e.val, e.found, true
+	val, found = e.val, e.found
+	c.trim(c.limit())
+	return val, found, true
+}
+
+// trim evicts the least recently used entries until the cache holds at
+// most limit bytes.
+func (c *cache) trim(limit int) {
+	for c.bytes > limit {
+		c.remove(c.root.prev)
+	}
 }
 
 // put records the durable state of key.
@@ -39,17 +81,17 @@ func (c *cache) put(key string, val []byte, found bool) {
 	if c.max <= 0 {
 		return
 	}
-	n := cost(key, val)
+	n, limit := cost(key, val), c.limit()
 	if e := c.m[key]; e != nil {
-		if n > c.max {
+		if n > limit {
 			c.remove(e)
 			return
 		}
-		c.bytes += n - cost(e.key, e.val)
+		c.grow(n - cost(e.key, e.val))
 		e.val, e.found = val, found
 		c.moveFront(e)
 	} else {
-		if n > c.max {
+		if n > limit {
 			return
 		}
 		if c.m == nil {
@@ -58,18 +100,16 @@ func (c *cache) put(key string, val []byte, found bool) {
 		}
 		e := &centry{key: key, val: val, found: found}
 		c.m[key] = e
-		c.bytes += n
+		c.grow(n)
 		c.pushFront(e)
 	}
-	for c.bytes > c.max {
-		c.remove(c.root.prev)
-	}
+	c.trim(limit)
 }
 
 // clear empties the cache and releases its memory.
 func (c *cache) clear() {
+	c.grow(-c.bytes)
 	c.m = nil
-	c.bytes = 0
 	c.root = centry{}
 }
 
@@ -79,7 +119,7 @@ func (c *cache) remove(e *centry) {
 	e.prev.next, e.next.prev = e.next, e.prev
 	e.prev, e.next = nil, nil
 	delete(c.m, e.key)
-	c.bytes -= cost(e.key, e.val)
+	c.grow(-cost(e.key, e.val))
 }
 
 func (c *cache) pushFront(e *centry) {

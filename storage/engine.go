@@ -16,6 +16,11 @@ type EngineOptions struct {
 	// CacheBytes is each shard's read cache budget (default 4 MiB; negative
 	// disables the cache).
 	CacheBytes int
+	// CacheTotalBytes bounds the read caches of all open shards together
+	// (default 32 MiB; negative: no bound beyond CacheBytes each): each
+	// shard's cache keeps at most CacheTotalBytes / open shards, so the
+	// caches of 10,000 live shards cost what those of 8 do.
+	CacheTotalBytes int
 	// MaxGroup is the most batches one Backend.Apply receives (default 4096).
 	MaxGroup int
 	// MaxPendingBytes bounds the writes submitted but not yet durable, over
@@ -32,6 +37,9 @@ type EngineOptions struct {
 func (o EngineOptions) withDefaults() EngineOptions {
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 4 << 20
+	}
+	if o.CacheTotalBytes == 0 {
+		o.CacheTotalBytes = 32 << 20
 	}
 	if o.MaxGroup <= 0 {
 		o.MaxGroup = 4096
@@ -64,6 +72,8 @@ type Engine struct {
 	pendingBytes int
 	closing      bool
 	shards       map[ShardID]*Shard
+	// caches is the memory of the open shards' read caches together.
+	caches cacheBudget
 
 	closed    atomic.Bool // the backend is closed
 	lingering bool        // the committer waits for more batches; guarded by mu
@@ -130,6 +140,7 @@ func NewEngine(b Backend, opts EngineOptions) *Engine {
 		done:   make(chan struct{}),
 		wake:   make(chan struct{}, 1),
 	}
+	e.caches.max = int64(e.opts.CacheTotalBytes)
 	e.work.L = &e.mu
 	e.space.L = &e.mu
 	go e.run()
@@ -148,6 +159,7 @@ func (e *Engine) Shard(id ShardID) *Shard {
 	if s == nil {
 		s = newShard(e, id)
 		e.shards[id] = s
+		e.caches.shards.Add(1)
 	}
 	s.refs++
 	return s

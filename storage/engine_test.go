@@ -9,7 +9,7 @@ import (
 )
 
 func TestCacheBoundedLRU(t *testing.T) {
-	c := newCache(10 * cost("k0", []byte("v")))
+	c := newCache(10*cost("k0", []byte("v")), nil)
 	for i := range 10 {
 		c.put(fmt.Sprint("k", i), []byte("v"), true)
 	}
@@ -39,10 +39,55 @@ func TestCacheBoundedLRU(t *testing.T) {
 	if _, _, ok := c.get("k2"); ok || c.bytes != 0 {
 		t.Fatal("clear left entries")
 	}
-	off := newCache(-1)
+	off := newCache(-1, nil)
 	off.put("k", nil, true)
 	if _, _, ok := off.get("k"); ok {
 		t.Fatal("a disabled cache cached")
+	}
+}
+
+// TestCacheSharedBudget: the engine's caches together stay within its
+// budget — each keeps at most its share, a cache above its share (more
+// shards opened since) goes back under it at its next use, and a closed
+// shard gives its bytes back.
+func TestCacheSharedBudget(t *testing.T) {
+	e := NewEngine(NewMemory(), EngineOptions{CacheBytes: 1 << 20, CacheTotalBytes: 64 << 10})
+	defer e.Close()
+	val := []byte(strings.Repeat("v", 400))
+	fill := func(s *Shard) {
+		for i := range 1000 {
+			s.cache.put(fmt.Sprint("k", i), val, true)
+		}
+	}
+	a := e.Shard(ShardID{Namespace: "n", Name: "a"})
+	fill(a)
+	if a.cache.bytes > 64<<10 || a.cache.bytes < 60<<10 {
+		t.Fatalf("one shard caches %d bytes; want its whole share, at most %d", a.cache.bytes, 64<<10)
+	}
+	var more []*Shard
+	for i := range 7 {
+		s := e.Shard(ShardID{Namespace: "n", Name: fmt.Sprint("s", i)})
+		fill(s)
+		more = append(more, s)
+	}
+	for _, s := range append(more, a) {
+		s.cache.get("k999") // a cache goes back under its share at its next use
+		if s.cache.bytes > 8<<10 {
+			t.Fatalf("a cache holds %d bytes; its share is %d", s.cache.bytes, 8<<10)
+		}
+	}
+	if used := e.caches.used.Load(); used > 64<<10 {
+		t.Fatalf("the caches hold %d bytes together; the budget is %d", used, 64<<10)
+	}
+	for _, s := range more {
+		s.Close()
+	}
+	if used, own := e.caches.used.Load(), int64(a.cache.bytes); used != own {
+		t.Fatalf("after closing 7 shards the caches hold %d bytes; the open one %d", used, own)
+	}
+	fill(a)
+	if a.cache.bytes < 60<<10 {
+		t.Fatalf("alone again, the shard caches only %d bytes", a.cache.bytes)
 	}
 }
 

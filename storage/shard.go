@@ -73,7 +73,7 @@ func newShard(e *Engine, id ShardID) *Shard {
 		e:     e,
 		id:    id,
 		ov:    make(map[string]ovEntry),
-		cache: newCache(e.opts.CacheBytes),
+		cache: newCache(e.opts.CacheBytes, &e.caches),
 		gen:   &generation{},
 	}
 }
@@ -435,6 +435,8 @@ func (s *Shard) Close() {
 	s.refs--
 	if s.refs <= 0 && s.e.shards[s.id] == s {
 		delete(s.e.shards, s.id)
+		s.cache.clear() // give its bytes back to the engine's budget
+		s.e.caches.shards.Add(-1)
 	}
 }
 

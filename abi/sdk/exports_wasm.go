@@ -4,10 +4,24 @@ package sdk
 
 import (
 	"runtime"
+	"runtime/debug"
 	"unsafe"
 
 	"github.com/edgeshard/edgeshard/abi"
 )
+
+// guestGCPercent is the Go garbage collector's GOGC inside a guest. A
+// guest's linear memory never shrinks and every page its heap once
+// touched stays resident, so the heap's high-water mark is what a live
+// shard costs the host: with Go's default (100, a heap goal of at least
+// 4 MiB) a busy guest held ~5 MiB of heap pages, with 25 (at least 1 MiB)
+// ~2.2 MiB, at no measurable cost per event for the SDK's small heaps
+// (docs/BENCHMARKS.md, edge_soak). The SDK sets it before the plugin's
+// own init functions run; a plugin may set another with
+// debug.SetGCPercent.
+const guestGCPercent = 25
+
+func init() { debug.SetGCPercent(guestGCPercent) }
 
 //go:wasmexport edgeshard_abi_version
 func exportABIVersion() int32 { return abi.Version }

@@ -17,6 +17,12 @@
 //
 // A shard handles one event at a time; handlers must not start goroutines
 // that outlive the call (they do not run between calls).
+//
+// Importing the SDK sets the guest's garbage collector to GOGC=25 (Go's
+// default is 100): a guest's memory never shrinks, so its heap's
+// high-water mark is what each live shard costs the host. A plugin that
+// keeps a large live heap and wants fewer collections may set another
+// value with debug.SetGCPercent from its init function.
 package sdk
 
 import (

@@ -10,9 +10,9 @@
 // repository) in a temporary directory, listens on 127.0.0.1 only, and
 // stops by itself. Usage:
 //
-//	go run ./cmd/edgeshard-bench [-quick] [-rounds N] [-only a,b] [-update-docs] [-cpuprofile f]
+//	go run ./cmd/edgeshard-bench [-quick] [-rounds N] [-only a,b] [-update-docs] [-cpuprofile f] [-soak d] [-profile-dir dir]
 //
-// -quick runs every figure in under three minutes on two cores; the
+// -quick runs every figure in two to three and a half minutes on two cores; the
 // default (make bench) runs longer rounds and more of them.
 package main
 
@@ -52,6 +52,11 @@ type sizes struct {
 	MemLow     int           // mem_per_shard: calls before the first reading
 	MemHigh    int           // mem_per_shard: calls before the second reading
 	Startups   int           // startup: cold+warm pairs
+	MemBuckets int           // mem_rss: rate-limit decisions over as many buckets
+	MemObjects int           // mem_rss: per-name objects made live
+	SoakFor    time.Duration // edge_soak: how long the mixed load runs
+	SoakRate   int           // edge_soak: requests/s offered in all
+	SoakConns  int           // edge_soak: connections (paced closed loops)
 
 	// FreshSwap makes every pushed version a new build (so every push
 	// compiles, as a real deploy); the smoke test pushes cached ones.
@@ -68,7 +73,8 @@ func fullSizes() sizes {
 	return sizes{Rounds: 5, Side: 3 * time.Second, Warmup: 500 * time.Millisecond, Workers: 64,
 		Posts: 1000, ZipfS: 1.1, Batch: 1, Buckets: 10000, Shards: 32, Hot: 512,
 		SwapRounds: 7, SwapLoad: 3 * time.Second, SwapTail: 1500 * time.Millisecond,
-		MemN: 200, MemLow: 10_000, MemHigh: 1_000_000, Startups: 5, FreshSwap: true}
+		MemN: 200, MemLow: 10_000, MemHigh: 1_000_000, Startups: 5, FreshSwap: true,
+		MemBuckets: 10_000, MemObjects: 10_000, SoakFor: 10 * time.Minute, SoakRate: 4000, SoakConns: 32}
 }
 
 // quickSizes is `make bench-quick`: the same figures, shorter.
@@ -77,6 +83,7 @@ func quickSizes() sizes {
 	s.Rounds, s.Side, s.Warmup = 3, time.Second, 300*time.Millisecond
 	s.SwapRounds, s.SwapLoad, s.SwapTail = 5, 1200*time.Millisecond, 600*time.Millisecond
 	s.MemHigh, s.Startups = 100_000, 3
+	s.SoakFor = 40 * time.Second
 	return s
 }
 
@@ -86,7 +93,8 @@ func smokeSizes() sizes {
 	return sizes{Rounds: 1, Side: 100 * time.Millisecond, Warmup: 50 * time.Millisecond, Workers: 4,
 		Posts: 20, ZipfS: 1.1, Batch: 1, Buckets: 50, Shards: 2, Hot: 8,
 		SwapRounds: 1, SwapLoad: 300 * time.Millisecond, SwapTail: 200 * time.Millisecond,
-		MemN: 3, MemLow: 20, MemHigh: 60, Startups: 1, NoUnchecked: true, MinimalStartup: true}
+		MemN: 3, MemLow: 20, MemHigh: 60, Startups: 1, NoUnchecked: true, MinimalStartup: true,
+		MemBuckets: 100, MemObjects: 50, SoakFor: 5 * time.Second, SoakRate: 200, SoakConns: 4}
 }
 
 // figure is one line of output.
@@ -106,6 +114,8 @@ var figures = []figure{
 	{"swap_p99_ratio", "≤ 3, zero errors", (*runner).swap},
 	{"startup", "warm ≤ 1 s", (*runner).startup},
 	{"mem_per_shard", "≤ 4 MiB; flat", (*runner).memPerShard},
+	{"mem_rss", "32 shards ≤ 200 MiB; 10,000 objects ≤ budget + 200 MiB", (*runner).memRSS},
+	{"edge_soak", "RSS ≤ 400 MiB under the mixed load", (*runner).edgeSoak},
 }
 
 // result is a figure's measured values, in output order, and its verdict.
@@ -174,6 +184,9 @@ type runner struct {
 	progress  io.Writer // per-round progress
 	unchecked bool      // every figure on an engine without termination checks
 	docs      string    // the document -update-docs rewrites ("" without it)
+	// profileDir, if set, receives the heap profiles edge_soak takes of
+	// the host at the start and under load.
+	profileDir string
 
 	// engine is the wasm engine every in-process host of the run shares
 	// (each module compiled or loaded from the cache once per run).
@@ -224,6 +237,8 @@ type options struct {
 	docs       string
 	verbose    bool
 	unchecked  bool
+	profileDir string
+	soak       time.Duration
 }
 
 func main() {
@@ -234,7 +249,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("edgeshard-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	fs.BoolVar(&o.quick, "quick", false, "short rounds: every figure in under 3 minutes on 2 cores")
+	fs.BoolVar(&o.quick, "quick", false, "short rounds: every figure in 2–3.5 minutes on 2 cores (a 40 s edge_soak)")
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds per comparison (default 5, or 3 with -quick)")
 	only := fs.String("only", "", "comma-separated figures to run (default all): "+strings.Join(figureNames(), ","))
 	fs.BoolVar(&o.updateDocs, "update-docs", false, "rewrite the tables of docs/BENCHMARKS.md with this run")
@@ -242,6 +257,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.docs, "docs", "docs/BENCHMARKS.md", "the document -update-docs rewrites (relative to the repository root)")
 	fs.BoolVar(&o.verbose, "v", true, "print per-round progress on stderr")
 	fs.BoolVar(&o.unchecked, "unchecked", false, "experiment: run every wasm figure without the interrupt checks (unsafe: runaway guests are never interrupted); with -update-docs, only the experiment's table is rewritten")
+	fs.StringVar(&o.profileDir, "profile-dir", "", "edge_soak: save the host's heap profiles (start, under load) in this directory")
+	fs.DurationVar(&o.soak, "soak", 0, "edge_soak: how long the mixed load runs (default 10m, or 40s with -quick)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -262,6 +279,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.rounds > 0 {
 		sz.Rounds, sz.SwapRounds, sz.Startups = o.rounds, o.rounds, o.rounds
 	}
+	if o.soak > 0 {
+		sz.SoakFor = o.soak
+	}
 	root, err := findRoot(".")
 	if err != nil {
 		fmt.Fprintf(stderr, "edgeshard-bench: %v\n", err)
@@ -280,7 +300,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	r := &runner{sz: sz, root: root, cacheDir: cacheDir(root), build: &builder{root: root}, out: stdout, unchecked: o.unchecked}
+	r := &runner{sz: sz, root: root, cacheDir: cacheDir(root), build: &builder{root: root}, out: stdout, unchecked: o.unchecked, profileDir: o.profileDir}
 	if o.verbose {
 		r.progress = stderr
 	}

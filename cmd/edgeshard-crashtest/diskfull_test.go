@@ -67,7 +67,7 @@ func TestRealDiskFull(t *testing.T) {
 	probe := testutil.Plugin(t, "examples/counter")
 	// Shard storage on the small filesystem, with value log files and a
 	// reserve sized for it (the host warns that 16 MiB is below what it
-	// recommends for 32 MiB memtables; here the LSM tree holds only keys).
+	// recommends for its memtables; here the LSM tree holds only keys).
 	// SQL, analytics and the compilation cache live elsewhere.
 	config := func(addr, admin string) string {
 		return fmt.Sprintf(`listen = %q

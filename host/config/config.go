@@ -89,10 +89,22 @@ type Storage struct {
 	// MinFreeMB is the free space kept on data_dir's filesystem for what
 	// Badger writes on its own: below it shard writes are refused (507
 	// storage_full) until space is freed. 0: the default, 256 (or 2 value
-	// log files + 4 memtables of 32 MiB, if more).
+	// log files + 4 memtables, if more).
 	MinFreeMB int `toml:"min_free_mb"`
 	// ValueLogFileMB is the size of one Badger value log file (0: 64).
 	ValueLogFileMB int `toml:"value_log_file_mb"`
+	// MemtableMB is the size of one Badger memtable (0: 8). Up to three
+	// are in memory at once, each ~1.3× this; one event's small writes
+	// must fit in 15% of one.
+	MemtableMB int `toml:"memtable_mb"`
+	// BlockCacheMB is Badger's block cache (0: 8; -1: none).
+	BlockCacheMB int `toml:"block_cache_mb"`
+	// IndexCacheMB bounds the memory of Badger's table indexes and bloom
+	// filters (0: 8; -1: every index in memory, unbounded).
+	IndexCacheMB int `toml:"index_cache_mb"`
+	// ShardCacheMB bounds the read caches of all live shards together
+	// (0: 32; each shard at most 4 MiB and its share; -1: none).
+	ShardCacheMB int `toml:"shard_cache_mb"`
 }
 
 // DurableObjects is the [durable_objects] table.
@@ -471,6 +483,22 @@ func (f *File) Validate() error {
 	}
 	if v := f.Storage.ValueLogFileMB; v < 0 || v > 2047 {
 		bad("storage.value_log_file_mb = %d: want 1..2047 (0: the default, 64)", v)
+	}
+	if v := f.Storage.MemtableMB; v < 0 || v > 1024 {
+		bad("storage.memtable_mb = %d: want 1..1024 (0: the default, 8)", v)
+	}
+	for _, c := range []struct {
+		name string
+		v    int
+		def  string
+	}{
+		{"block_cache_mb", f.Storage.BlockCacheMB, "8; -1: none"},
+		{"index_cache_mb", f.Storage.IndexCacheMB, "8; -1: unbounded"},
+		{"shard_cache_mb", f.Storage.ShardCacheMB, "32; -1: none"},
+	} {
+		if c.v < -1 {
+			bad("storage.%s = %d: want -1 or more (0: the default, %s)", c.name, c.v, c.def)
+		}
 	}
 	f.Limits.check("limits.", bad)
 	dbs := map[string]bool{}

@@ -62,6 +62,17 @@ func TestStorageTable(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "storage.min_free_mb = -1") || !strings.Contains(err.Error(), "storage.value_log_file_mb = 4096") {
 		t.Fatalf("Validate of bad [storage] = %v; want both settings named", err)
 	}
+	f, _ = Parse([]byte("[storage]\nmemtable_mb = 16\nblock_cache_mb = -1\nindex_cache_mb = 4\nshard_cache_mb = 64\n"), "t.toml")
+	if err := f.Validate(); err != nil || f.Storage.MemtableMB != 16 || f.Storage.BlockCacheMB != -1 || f.Storage.IndexCacheMB != 4 || f.Storage.ShardCacheMB != 64 {
+		t.Fatalf("[storage] memory settings = %+v, %v", f.Storage, err)
+	}
+	f, _ = Parse([]byte("[storage]\nmemtable_mb = 2048\nblock_cache_mb = -2\nindex_cache_mb = -2\nshard_cache_mb = -5\n"), "t.toml")
+	err = f.Validate()
+	for _, want := range []string{"storage.memtable_mb = 2048", "storage.block_cache_mb = -2", "storage.index_cache_mb = -2", "storage.shard_cache_mb = -5"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate of bad [storage] = %v; want %q named", err, want)
+		}
+	}
 }
 
 // TestInstanceMemoryBudget: instance_memory_budget_mb is 0 (the default:

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	neturl "net/url"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -324,13 +325,17 @@ func (a *adminAPI) Start(context.Context) error {
 		return fmt.Errorf("admin_listen %s: %w", a.addr, err)
 	}
 	a.api = srv
-	handler := srv.Handler()
+	mux := http.NewServeMux()
 	if a.metrics != nil {
-		mux := http.NewServeMux()
 		mux.Handle("/metrics", httpx.RequireBearer(a.token, a.metrics))
-		mux.Handle("/", handler)
-		handler = mux
 	}
+	// Go's profiles (heap, goroutines, CPU, ...), behind the admin token:
+	// what docs/OPERATIONS.md "Memory" reads with go tool pprof.
+	mux.Handle("/debug/pprof/", httpx.RequireBearer(a.token, http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/profile", httpx.RequireBearer(a.token, http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/trace", httpx.RequireBearer(a.token, http.HandlerFunc(pprof.Trace)))
+	mux.Handle("/", srv.Handler())
+	handler := http.Handler(mux)
 	// No WriteTimeout: a push answers only once the module is compiled.
 	a.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: a.readTimeout, IdleTimeout: 2 * time.Minute}
 	a.ln, a.done = ln, make(chan struct{})

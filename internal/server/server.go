@@ -131,7 +131,10 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	hc.MaxBodyBytes = cfg.MaxBodyBytes
 	hc.Limits = hostLimits(&cfg.Limits)
 	hc.TraceShard = cfg.Trace
-	hc.Badger = storage.BadgerOptions{MinFreeBytes: int64(cfg.Storage.MinFreeMB) << 20, ValueLogFileSize: int64(cfg.Storage.ValueLogFileMB) << 20}
+	st := cfg.Storage
+	hc.Badger = storage.BadgerOptions{MinFreeBytes: int64(st.MinFreeMB) << 20, ValueLogFileSize: int64(st.ValueLogFileMB) << 20,
+		MemTableSize: int64(st.MemtableMB) << 20, BlockCacheSize: int64(st.BlockCacheMB) << 20, IndexCacheSize: int64(st.IndexCacheMB) << 20}
+	hc.ShardCacheBytes = st.ShardCacheMB << 20
 	hc.Logger = log
 	hc.Registerer = s.reg
 	hc.Engine = opts.Engine

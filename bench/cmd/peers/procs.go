@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// rootModule is the module of the repository bench/ lives in.
+const rootModule = "github.com/edgeshard/edgeshard"
+
+// findRoot returns the repository root: the nearest directory at or above
+// dir whose go.mod declares rootModule (bench/'s own go.mod declares
+// rootModule + "/bench", which does not match).
+func findRoot(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil {
+			if first, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n"); strings.TrimSpace(first) == "module "+rootModule {
+				return dir, nil
+			}
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod of %s at or above the working directory; run from the repository", rootModule)
+		}
+		dir = parent
+	}
+}
+
+// goBuild runs `go build args...` in dir with extra environment.
+func goBuild(dir string, env []string, args ...string) error {
+	cmd := exec.Command("go", append([]string{"build"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// binaries are what one run executes, all built from source.
+type binaries struct {
+	edgeshard, ratelimit, gubernator, bare string
+}
+
+// buildAll builds the edgeshard binary and the RateLimitShard plugin in the
+// repository (the plugin with the flags of `make plugins`, at the path
+// cmd/edgeshard-bench uses, so the compilation cache is shared) and the
+// two peers in bench/, into build/bench/.
+func buildAll(root string) (binaries, error) {
+	out := filepath.Join(root, "build", "bench")
+	b := binaries{
+		edgeshard:  filepath.Join(out, "edgeshard"),
+		ratelimit:  filepath.Join(out, "wasm", "plugins_ratelimit.wasm"),
+		gubernator: filepath.Join(out, "gubernator-peer"),
+		bare:       filepath.Join(out, "bare-peer"),
+	}
+	if err := os.MkdirAll(filepath.Join(out, "wasm"), 0o755); err != nil {
+		return b, err
+	}
+	steps := []struct {
+		dir  string
+		env  []string
+		args []string
+	}{
+		{root, nil, []string{"-trimpath", "-o", b.edgeshard, "./cmd/edgeshard"}},
+		{root, []string{"GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0"}, []string{"-buildmode=c-shared", "-trimpath", "-o", b.ratelimit, "./plugins/ratelimit"}},
+		{filepath.Join(root, "bench"), nil, []string{"-trimpath", "-o", b.gubernator, "./cmd/gubernator-peer"}},
+		{filepath.Join(root, "bench"), nil, []string{"-trimpath", "-o", b.bare, "./cmd/bare-peer"}},
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(steps))
+	for i, s := range steps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = goBuild(s.dir, s.env, s.args...)
+		}()
+	}
+	wg.Wait()
+	return b, errors.Join(errs...)
+}
+
+// proc is one server process of a side.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	base string // http://host:port
+	done chan struct{}
+}
+
+// lockedBuffer collects a process's output.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() > 1<<20 {
+		return len(p), nil
+	}
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// childEnv is the environment of a server process: the driver's, without
+// the EDGESHARD_ and GUBER_ variables a shell may hold (they would change
+// what is measured: an admin token, another data directory, a peer
+// discovery type).
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "EDGESHARD_") || strings.HasPrefix(kv, "GUBER_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// startReady starts a peer binary that prints "ready http=ADDR ..." on its
+// first line of standard output, and returns once that line came.
+func startReady(name, bin string, args ...string) (*proc, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = childEnv()
+	p := &proc{name: name, cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.out
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		first := true
+		for sc.Scan() {
+			if first {
+				ready <- sc.Text()
+				first = false
+			}
+			p.out.Write(append(sc.Bytes(), '\n'))
+		}
+		if first {
+			close(ready)
+		}
+	}()
+	go func() { cmd.Wait(); close(p.done) }()
+	select {
+	case line, ok := <-ready:
+		f := strings.Fields(line)
+		if !ok || len(f) < 2 || f[0] != "ready" || !strings.HasPrefix(f[1], "http=") {
+			p.stop()
+			return nil, fmt.Errorf("%s: no ready line (got %q):\n%s", name, line, p.out.String())
+		}
+		p.base = "http://" + strings.TrimPrefix(f[1], "http=")
+		return p, nil
+	case <-time.After(time.Minute):
+		p.stop()
+		return nil, fmt.Errorf("%s: not ready after a minute:\n%s", name, p.out.String())
+	}
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// edgeshardConfig is the edgeshard side: the real binary with its defaults
+// (durable Badger storage with fsync'd group commits, memory limits,
+// budgets), one rate-limit binding of 32 shards of the RateLimitShard
+// plugin, the edge API off, the admin API off (no token), loopback only.
+const edgeshardConfig = `listen = %q
+data_dir = %q
+cache_dir = %q
+log_level = "warn"
+
+[[durable_objects.bindings]]
+name = "LIMITS"
+module = %q
+shards = %d
+
+[edge]
+enabled = false
+`
+
+// startEdgeshard writes the configuration, with extra appended, into dir
+// and starts `edgeshard serve` with env added to its environment,
+// returning once /healthz answers 200.
+func startEdgeshard(bins binaries, dir, cacheDir string, shards int, extra string, env []string) (*proc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(dir, "edgeshard.toml")
+	text := fmt.Sprintf(edgeshardConfig, addr, filepath.Join(dir, "data"), cacheDir, bins.ratelimit, shards) + extra
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bins.edgeshard, "serve", "--config", conf)
+	cmd.Dir = dir
+	cmd.Env = append(childEnv(), env...)
+	p := &proc{name: "edgeshard", cmd: cmd, out: &lockedBuffer{}, base: "http://" + addr, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { cmd.Wait(); close(p.done) }()
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("edgeshard exited during start:\n%s", p.out.String())
+		default:
+		}
+		resp, err := client.Get(p.base + "/healthz")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				client.CloseIdleConnections()
+				return p, nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.stop()
+	return nil, fmt.Errorf("edgeshard not ready after 3 minutes:\n%s", p.out.String())
+}
+
+// stop sends SIGTERM and waits up to 30 s, then kills.
+func (p *proc) stop() {
+	if p.cmd.Process == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// pid returns the process id.
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// procCPU returns the user+system CPU time process pid has used, from
+// /proc/<pid>/stat (clock ticks of 1/100 s), or 0.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// procStatus returns the fields of /proc/<pid>/status in bytes (VmRSS,
+// VmHWM, RssAnon, RssFile, ...; those given in kB).
+func procStatus(pid int) (map[string]int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if n, ok := strings.CutSuffix(v, " kB"); ok {
+			if x, err := strconv.ParseInt(n, 10, 64); err == nil {
+				out[k] = x << 10
+			}
+		}
+	}
+	return out, nil
+}
