@@ -19,6 +19,7 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/internal/harness"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
 )
@@ -39,6 +40,36 @@ func counterConfig(t *testing.T, mutate func(*host.Config)) host.Config {
 		mutate(&cfg)
 	}
 	return cfg
+}
+
+// memoryConfig is counterConfig on in-memory storage (mutate, if set,
+// edits it after).
+func memoryConfig(t *testing.T, mutate func(*host.Config)) host.Config {
+	t.Helper()
+	return counterConfig(t, func(c *host.Config) {
+		c.Storage = storage.NewMemory()
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+// startMemory starts a host of memoryConfig.
+func startMemory(t *testing.T, mutate func(*host.Config)) *fixture {
+	t.Helper()
+	return start(t, memoryConfig(t, mutate))
+}
+
+// startNative starts a host of memoryConfig in which each binding named
+// in natives runs that native shard (internal/hostinternal.WithNative),
+// every object the same value; mutate declares the bindings.
+func startNative(t *testing.T, natives map[string]hostinternal.NativeShard, mutate func(*host.Config)) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	for name, s := range natives {
+		ctx = hostinternal.WithNative(ctx, name, func(string) hostinternal.NativeShard { return s })
+	}
+	return startCtx(t, ctx, memoryConfig(t, mutate))
 }
 
 func start(t *testing.T, cfg host.Config) *fixture {
@@ -125,10 +156,9 @@ func TestConcurrentIncrementsArePersisted(t *testing.T) {
 
 func TestAlarmResetsCounterOnVirtualClock(t *testing.T) {
 	vc := clock.NewVirtual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	f := start(t, counterConfig(t, func(c *host.Config) {
+	f := startMemory(t, func(c *host.Config) {
 		c.Clock = vc
-		c.Storage = storage.NewMemory()
-	}))
+	})
 	for i := 0; i < 3; i++ {
 		f.call(t, "x", "POST", "/increment")
 	}
@@ -190,7 +220,7 @@ func TestSpinningShardTimesOutOthersServe(t *testing.T) {
 }
 
 func TestPanickingShardIsContained(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	f := startMemory(t, nil)
 	f.call(t, "p", "POST", "/increment")
 	_, err := f.call(t, "p", "POST", "/panic")
 	if !errors.Is(err, host.ErrTrap) {
@@ -221,19 +251,10 @@ func TestWrongABIVersionIsRefused(t *testing.T) {
 }
 
 func TestHTTPRoutes(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	f := startMemory(t, nil)
 	srv := httptest.NewServer(f.h.Handler())
 	defer srv.Close()
-	do := func(method, path string) (int, string) {
-		req, _ := http.NewRequest(method, srv.URL+path, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	do := func(method, path string) (int, string) { return testutil.Do(t, method, srv.URL+path, "") }
 	if st, body := do("POST", "/do/COUNTER/web/increment"); st != 200 || !strings.Contains(body, `"count":1`) || !strings.Contains(body, `"version":"test"`) {
 		t.Fatalf("increment: %d %s", st, body)
 	}
@@ -258,20 +279,13 @@ func TestHTTPRoutes(t *testing.T) {
 // exactly. An encoded slash cannot reach another object, and an empty key
 // is a 400, never a redirect to a shard of a shorter path.
 func TestDOKeyIsTheDecodedSegment(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	f := startMemory(t, nil)
 	srv := httptest.NewServer(f.h.Handler())
 	defer srv.Close()
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	do := func(method, path string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, srv.URL+path, nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return testutil.DoWith(t, client, method, srv.URL+path, "")
 	}
 	if st, body := do("POST", "/do/COUNTER/victim%2Fattacker/increment"); st != 200 || !strings.Contains(body, `"count":1`) {
 		t.Fatalf("increment victim%%2Fattacker: %d %s", st, body)
@@ -301,10 +315,9 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 }
 
 func TestTraceLogsHostCalls(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.TraceShard = "COUNTER/traced"
-	}))
+	})
 	f.call(t, "traced", "POST", "/increment")
 	f.call(t, "quiet", "POST", "/increment")
 	logs := f.logs.String()
@@ -339,11 +352,10 @@ func TestIdleShardsAreEvictedAndRestartFromStorage(t *testing.T) {
 // the decoded call, with the raw result and the errno name as fields.
 func TestTraceShowsDecodedArguments(t *testing.T) {
 	vc := clock.NewVirtual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.Clock = vc
 		c.TraceShard = "COUNTER/named"
-	}))
+	})
 	f.call(t, "named", "GET", "/")
 	f.call(t, "named", "POST", "/increment")
 	f.call(t, "named", "POST", "/reset-after?ms=2500")
@@ -376,8 +388,7 @@ func TestTraceShowsDecodedArguments(t *testing.T) {
 // an engine of its own beside the one it was given — a memory cap the
 // shared engine was not started with is an error at New.
 func TestSharedEngineMemoryLimitMismatchIsRefused(t *testing.T) {
-	cfg := counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	cfg := memoryConfig(t, func(c *host.Config) {
 		c.MemoryLimitMiB = 64 // testutil.Engine caps at the default 128
 	})
 	h, err := host.New(context.Background(), cfg)
@@ -401,7 +412,7 @@ func TestSharedEngineMemoryLimitMismatchIsRefused(t *testing.T) {
 // TestDOServerErrorsKeepDetailsInTheLog: a shard's crash answers 500 with a
 // request id and no stack trace; the log has the details under that id.
 func TestDOServerErrorsKeepDetailsInTheLog(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	f := startMemory(t, nil)
 	srv := httptest.NewServer(f.h.Handler())
 	defer srv.Close()
 	resp, err := http.Post(srv.URL+"/do/COUNTER/a/panic", "text/plain", nil)

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -89,15 +87,7 @@ trust_user_header = "X-User-Id"
 		t.Fatal("serve not ready after 2 minutes")
 	}
 	do := func(method, path, body string) (int, string) {
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("X-User-Id", "mallory")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return testutil.Do(t, method, base+path, body, "X-User-Id", "mallory")
 	}
 	for _, c := range []struct{ method, path, body string }{
 		{"POST", "/do/COUNTER_SHARD/p1/increment", "post_stats\tp1\tlikes\t1000000\n"},

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -100,18 +99,7 @@ func TestServerStartsServesAndStops(t *testing.T) {
 	defer client.CloseIdleConnections()
 	call := func(method, url, token string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, url, nil)
-		req.Header.Set("X-User-Id", "alice")
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return testutil.DoWith(t, client, method, url, "", "X-User-Id", "alice", "Authorization", testutil.Bearer(token))
 	}
 	base, adminBase := "http://"+s.Addr(), "http://"+s.AdminAddr()
 	for _, c := range []struct {
@@ -266,16 +254,8 @@ func TestServerSlowBodyAndMetricsPlacement(t *testing.T) {
 			defer s.Stop(context.Background())
 			get := func(url, token string) int {
 				t.Helper()
-				req, _ := http.NewRequest("GET", url, nil)
-				if token != "" {
-					req.Header.Set("Authorization", "Bearer "+token)
-				}
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
-				return resp.StatusCode
+				st, _ := testutil.Do(t, "GET", url, "", "Authorization", testutil.Bearer(token))
+				return st
 			}
 			if got := get("http://"+s.Addr()+"/metrics", ""); got != tc.mainNoToken {
 				t.Errorf("main /metrics without a token: %d, want %d", got, tc.mainNoToken)
