@@ -11,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -118,26 +117,13 @@ func TestConcurrentIncrementsArePersisted(t *testing.T) {
 	cfg := counterConfig(t, nil)
 	f := start(t, cfg)
 	const n = 200
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := f.call(t, "a", "POST", "/increment")
-			if err == nil && resp.Status != 200 {
-				err = fmt.Errorf("status %d: %s", resp.Status, resp.Body)
-			}
-			if err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	testutil.Concurrently(t, n, func(int) error {
+		resp, err := f.call(t, "a", "POST", "/increment")
+		if err == nil && resp.Status != 200 {
+			err = fmt.Errorf("status %d: %s", resp.Status, resp.Body)
+		}
+		return err
+	})
 	if got := f.count(t, "a"); got != n {
 		t.Fatalf("count = %d, want %d", got, n)
 	}

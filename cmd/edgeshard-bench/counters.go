@@ -17,6 +17,7 @@ import (
 	"github.com/edgeshard/edgeshard/edge"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/gorilla/mux"
@@ -202,12 +203,12 @@ func (r *runner) counters(w *scratch) (*result, error) {
 	// Two servers as `edgeshard serve` runs them, each with its own SQL
 	// file: COUNTER_DO_MODE=primary (the CounterShard binding) and off
 	// (the legacy UPDATE; no shard binding).
-	primary, err := r.startServer(w, "primary", bindingConfig("COUNTER_SHARD", mod, sz.Shards, false)+
-		varsConfig("COUNTER_DO_MODE", "primary")+sqlConfig(w.path("shard.db")))
+	primary, err := r.startServer(w, "primary", configtext.Binding("COUNTER_SHARD", mod, sz.Shards, "DB", "")+
+		configtext.Vars("COUNTER_DO_MODE", "primary")+sqlConfig(w.path("shard.db")))
 	if err != nil {
 		return nil, err
 	}
-	legacy, err := r.startServer(w, "legacy", varsConfig("COUNTER_DO_MODE", "off")+sqlConfig(w.path("legacy.db")))
+	legacy, err := r.startServer(w, "legacy", configtext.Vars("COUNTER_DO_MODE", "off")+sqlConfig(w.path("legacy.db")))
 	if err != nil {
 		return nil, err
 	}

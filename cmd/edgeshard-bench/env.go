@@ -24,6 +24,7 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/config"
 	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/edgeshard/edgeshard/internal/server"
 	"github.com/rs/zerolog"
@@ -225,33 +226,7 @@ interval = "0s"
 // synchronous=FULL (the default, spelled out: equal durability with the
 // fsync'd shard storage).
 func sqlConfig(path string) string {
-	return fmt.Sprintf("\n[[d1_databases]]\nbinding = \"DB\"\nurl = %q\nsynchronous = \"FULL\"\n", "sqlite://"+path)
-}
-
-// bindingConfig declares the shard binding name serving module over
-// shards shards, on the D1 database DB; with analytics, writing to the
-// dataset AE too.
-func bindingConfig(name, module string, shards int, analytics bool) string {
-	s := fmt.Sprintf("\n[[durable_objects.bindings]]\nname = %q\nmodule = %q\nshards = %d\nsql = \"DB\"\n", name, module, shards)
-	if analytics {
-		s += "analytics = \"AE\"\n"
-	}
-	return s
-}
-
-// analyticsConfig declares the dataset runtime_events, binding AE, at url.
-func analyticsConfig(url string) string {
-	return fmt.Sprintf("\n[[analytics_engine_datasets]]\nbinding = \"AE\"\ndataset = \"runtime_events\"\nurl = %q\n", url)
-}
-
-// varsConfig is a [vars] table of name, value pairs (the pipelines'
-// modes: COUNTER_DO_MODE = "primary" and the like).
-func varsConfig(kv ...string) string {
-	s := "\n[vars]\n"
-	for i := 0; i+1 < len(kv); i += 2 {
-		s += fmt.Sprintf("%s = %q\n", kv[i], kv[i+1])
-	}
-	return s
+	return configtext.D1("DB", "sqlite://"+path, `synchronous = "FULL"`)
 }
 
 // startServer starts, in w's directory name, the server `edgeshard serve`
@@ -392,6 +367,22 @@ func (r *runner) compare(fig string, rounds int, sides ...side) ([][]sample, err
 		}
 	}
 	return out, nil
+}
+
+// addComparison adds the figures of a comparison of side a (out[0]) with
+// side b (out[1]): each median rate, a's over b's, each CPU time per
+// operation; it returns the medians, the ratio and the larger spread of
+// the two sides' rounds (added where the figure lists it).
+func (res *result) addComparison(out [][]sample, a, b string) (am, bm, ratio, spread float64) {
+	ar, br := rates(out[0]), rates(out[1])
+	am, bm = benchkit.Median(ar), benchkit.Median(br)
+	ratio = am / bm
+	res.add(a+"_per_s", am)
+	res.add(b+"_per_s", bm)
+	res.add("ratio", ratio)
+	res.add(a+"_cpu_us", cpuMicros(out[0]))
+	res.add(b+"_cpu_us", cpuMicros(out[1]))
+	return am, bm, ratio, max(benchkit.Spread(ar), benchkit.Spread(br))
 }
 
 // rates returns the rates of samples.

@@ -12,6 +12,7 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/edge"
 	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 )
@@ -59,12 +60,12 @@ func (r *runner) events(w *scratch) (*result, error) {
 	// file: RUNTIME_EVENT_DO_MODE=primary (the RuntimeEventShard binding,
 	// with its analytics dataset) and off (inline INSERTs; no shard
 	// binding).
-	primary, err := r.startServer(w, "primary", bindingConfig("RUNTIME_EVENT_SHARD", mod, sz.Shards, true)+
-		analyticsConfig("sqlite://"+w.path("analytics.db"))+varsConfig("RUNTIME_EVENT_DO_MODE", "primary")+sqlConfig(w.path("shard.db")))
+	primary, err := r.startServer(w, "primary", configtext.Binding("RUNTIME_EVENT_SHARD", mod, sz.Shards, "DB", "AE")+
+		configtext.Analytics("AE", "runtime_events", "sqlite://"+w.path("analytics.db"))+configtext.Vars("RUNTIME_EVENT_DO_MODE", "primary")+sqlConfig(w.path("shard.db")))
 	if err != nil {
 		return nil, err
 	}
-	off, err := r.startServer(w, "off", varsConfig("RUNTIME_EVENT_DO_MODE", "off")+sqlConfig(w.path("legacy.db")))
+	off, err := r.startServer(w, "off", configtext.Vars("RUNTIME_EVENT_DO_MODE", "off")+sqlConfig(w.path("legacy.db")))
 	if err != nil {
 		return nil, err
 	}
@@ -106,19 +107,13 @@ func (r *runner) events(w *scratch) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	pr, or := rates(res2[0]), rates(res2[1])
-	p, o := benchkit.Median(pr), benchkit.Median(or)
-	ratio := p / o
+	res := &result{name: "events"}
+	p, o, ratio, spread := res.addComparison(res2, "primary", "off")
 	fb := w.logs.code(edge.CodeEventEnqueueFailed)
-	res := &result{name: "events", met: ratio >= 10 && fb == 0}
-	res.add("primary_per_s", p)
-	res.add("off_per_s", o)
-	res.add("ratio", ratio)
-	res.add("primary_cpu_us", cpuMicros(res2[0]))
-	res.add("off_cpu_us", cpuMicros(res2[1]))
+	res.met = ratio >= 10 && fb == 0
 	res.add("floor_cpu_us", cpuMicros(res2[2]))
 	res.add("bound", cpuMicros(res2[1])/cpuMicros(res2[2]))
-	res.add("spread", max(benchkit.Spread(pr), benchkit.Spread(or)))
+	res.add("spread", spread)
 	res.add("batch", sz.Batch)
 	res.add("fallbacks", fb)
 	res.add("rounds", sz.Rounds)

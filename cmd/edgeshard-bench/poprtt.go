@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/edgeshard/edgeshard/internal/netdelay"
 	"github.com/edgeshard/edgeshard/internal/pgtest"
@@ -173,18 +174,18 @@ func (r *runner) popRTT(w *scratch) (*result, error) {
 		return nil, err
 	}
 	pgConfig := func(u string) string {
-		return fmt.Sprintf("\n[[d1_databases]]\nbinding = \"DB\"\nurl = %q\nmax_conns = %d\n", u, plan.conns)
+		return configtext.D1("DB", u, fmt.Sprintf("max_conns = %d", plan.conns))
 	}
 	// The events' analytics points go across the link too (the seed's
 	// Analytics Engine is a remote service, not the POP's disk), written
 	// by the sink in the background.
-	primary, err := r.startServer(w, "primary", bindingConfig("COUNTER_SHARD", counters, r.sz.Shards, false)+
-		bindingConfig("RUNTIME_EVENT_SHARD", events, r.sz.Shards, true)+analyticsConfig(primaryDB)+
-		varsConfig("COUNTER_DO_MODE", "primary", "RUNTIME_EVENT_DO_MODE", "primary")+pgConfig(primaryDB))
+	primary, err := r.startServer(w, "primary", configtext.Binding("COUNTER_SHARD", counters, r.sz.Shards, "DB", "")+
+		configtext.Binding("RUNTIME_EVENT_SHARD", events, r.sz.Shards, "DB", "AE")+configtext.Analytics("AE", "runtime_events", primaryDB)+
+		configtext.Vars("COUNTER_DO_MODE", "primary", "RUNTIME_EVENT_DO_MODE", "primary")+pgConfig(primaryDB))
 	if err != nil {
 		return nil, err
 	}
-	off, err := r.startServer(w, "off", varsConfig("COUNTER_DO_MODE", "off", "RUNTIME_EVENT_DO_MODE", "off")+pgConfig(offDB))
+	off, err := r.startServer(w, "off", configtext.Vars("COUNTER_DO_MODE", "off", "RUNTIME_EVENT_DO_MODE", "off")+pgConfig(offDB))
 	if err != nil {
 		return nil, err
 	}

@@ -134,22 +134,16 @@ func (r *runner) ratelimitWasmVsNative(w *scratch) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	wr, nr := rates(out[0]), rates(out[1])
-	wm, nm := benchkit.Median(wr), benchkit.Median(nr)
-	ratio := wm / nm
-	res := &result{name: "ratelimit_wasm_vs_native", met: ratio >= 0.5}
-	res.add("wasm_per_s", wm)
-	res.add("native_per_s", nm)
-	res.add("ratio", ratio)
-	res.add("wasm_cpu_us", cpuMicros(out[0]))
-	res.add("native_cpu_us", cpuMicros(out[1]))
+	res := &result{name: "ratelimit_wasm_vs_native"}
+	wm, nm, ratio, spread := res.addComparison(out, "wasm", "native")
+	res.met = ratio >= 0.5
 	if len(out) > 2 {
 		um := benchkit.Median(rates(out[2]))
 		res.add("unchecked_per_s", um)
 		res.add("unchecked_cpu_us", cpuMicros(out[2]))
 		res.add("ratio_unchecked", um/nm)
 	}
-	res.add("spread", max(benchkit.Spread(wr), benchkit.Spread(nr)))
+	res.add("spread", spread)
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 0.5)
 	res.add("met", yesNo(res.met))
@@ -247,16 +241,10 @@ func (r *runner) ratelimitHTTP(w *scratch) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	sr, br := rates(out[0]), rates(out[1])
-	sm, bm := benchkit.Median(sr), benchkit.Median(br)
-	ratio := sm / bm
-	res := &result{name: "ratelimit_http", met: ratio >= 0.6}
-	res.add("shard_per_s", sm)
-	res.add("bare_per_s", bm)
-	res.add("ratio", ratio)
-	res.add("shard_cpu_us", cpuMicros(out[0]))
-	res.add("bare_cpu_us", cpuMicros(out[1]))
-	res.add("spread", max(benchkit.Spread(sr), benchkit.Spread(br)))
+	res := &result{name: "ratelimit_http"}
+	sm, bm, ratio, spread := res.addComparison(out, "shard", "bare")
+	res.met = ratio >= 0.6
+	res.add("spread", spread)
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 0.6)
 	res.add("met", yesNo(res.met))

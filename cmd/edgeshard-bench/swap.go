@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/host/admin"
 	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 )
 
@@ -33,11 +34,7 @@ func (r *runner) swap(w *scratch) (*result, error) {
 	}
 	// The server `edgeshard serve` runs: the counter example on the main
 	// listener (/do), pushes through its admin API.
-	s, err := r.startServer(w, "host", fmt.Sprintf(`
-[[durable_objects.bindings]]
-name = "COUNTER"
-module = %q
-`, mod))
+	s, err := r.startServer(w, "host", configtext.Binding("COUNTER", mod, 0, "", ""))
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgeshard/edgeshard/internal/configtext"
 )
 
 // Options configure a crash test run.
@@ -195,9 +197,9 @@ func configText(o Options, c hostConfig) string {
 	if db == "" {
 		db = "sqlite://" + filepath.Join(c.dataDir, "d1.db")
 	}
-	pool := ""
+	var pool []string
 	if c.maxConns > 0 {
-		pool = fmt.Sprintf("max_conns = %d\n", c.maxConns)
+		pool = append(pool, fmt.Sprintf("max_conns = %d", c.maxConns))
 	}
 	return fmt.Sprintf(`# written by edgeshard-crashtest
 listen = %q
@@ -207,40 +209,16 @@ data_dir = %q
 log_level = "info"
 event_timeout = "5s"
 shutdown_grace = "30s"
-
-[[durable_objects.bindings]]
-name = "RUNTIME_EVENT_SHARD"
-module = %q
-shards = %d
-sql = "DB"
-analytics = "AE"
-
-[[durable_objects.bindings]]
-name = "COUNTER_SHARD"
-module = %q
-shards = %d
-sql = "DB"
-
-[[d1_databases]]
-binding = "DB"
-url = %q
-%s
-[[analytics_engine_datasets]]
-binding = "AE"
-dataset = "runtime_events"
-url = %q
-
-[vars]
-RUNTIME_EVENT_DO_MODE = "primary"
-COUNTER_DO_MODE = "primary"
-
+`, c.addr, c.admin, c.dataDir, top, o.CacheDir) +
+		configtext.Pipelines(o.EventsModule, o.CounterModule, o.Shards, "sqlite://"+filepath.Join(c.dataDir, "analytics.db")) +
+		configtext.D1("DB", db, pool...) +
+		configtext.Vars("RUNTIME_EVENT_DO_MODE", "primary", "COUNTER_DO_MODE", "primary") + `
 [auth]
 trust_user_header = "X-User-Id"
 
 [reconcile]
 interval = "0s"
-`, c.addr, c.admin, c.dataDir, top, o.CacheDir, o.EventsModule, o.Shards, o.CounterModule, o.Shards,
-		db, pool, "sqlite://"+filepath.Join(c.dataDir, "analytics.db"))
+`
 }
 
 func randomToken() string {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/host/config"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
@@ -32,28 +33,16 @@ admin_token = %q
 data_dir = %q
 cache_dir = %q
 shutdown_grace = "20s"
-
-[[durable_objects.bindings]]
-name = "COUNTER"
-module = %q
-
-[[durable_objects.bindings]]
-name = "COUNTER_SHARD"
-module = %q
-shards = 2
-sql = "DB"
-
-[[d1_databases]]
-binding = "DB"
-url = %q
-
+`, testToken, filepath.Join(dir, "data"), testutil.CacheDir()) +
+		configtext.Binding("COUNTER", testutil.Plugin(t, "examples/counter", "-X main.version=v1"), 0, "", "") +
+		configtext.Binding("COUNTER_SHARD", testutil.Plugin(t, "plugins/counters"), 2, "DB", "") +
+		configtext.D1("DB", "sqlite://"+filepath.Join(dir, "d1.db")) + `
 [auth]
 trust_user_header = "X-User-Id"
 
 [reconcile]
 interval = "1h"
-`, testToken, filepath.Join(dir, "data"), testutil.CacheDir(), testutil.Plugin(t, "examples/counter", "-X main.version=v1"),
-		testutil.Plugin(t, "plugins/counters"), "sqlite://"+filepath.Join(dir, "d1.db"))
+`
 	if edit != nil {
 		text = edit(text)
 	}
