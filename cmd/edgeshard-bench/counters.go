@@ -53,13 +53,7 @@ func callHTTP(ctx context.Context, c *http.Client, method, url string, body []by
 		return 0, nil, err
 	}
 	req.Header.Set(userHeader, "bench")
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
+	return benchkit.Send(c, req)
 }
 
 // callWant is callHTTP that wants the status want: another status is an

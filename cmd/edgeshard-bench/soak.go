@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
+	"github.com/edgeshard/edgeshard/internal/loopback"
 )
 
 // soakConfig is `make run`'s configuration (edgeshard.toml: the three
@@ -239,17 +239,12 @@ func (m *soakMix) do(ctx context.Context, method, path, user string, body []byte
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := m.client.Do(req)
+	st, b, err := benchkit.Send(m.client, req)
 	if err != nil {
 		return err
 	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("%s %s: status %d: %s", method, path, resp.StatusCode, b)
+	if st < 200 || st > 299 {
+		return fmt.Errorf("%s %s: status %d: %s", method, path, st, b)
 	}
 	return nil
 }
@@ -310,7 +305,7 @@ func (r *runner) withModules(conf string, mods map[string]string) (string, error
 func startServe(bin, dir, conf, cacheDir string) (*serveProc, error) {
 	var addrs [2]string
 	for i := range addrs {
-		a, err := freeLoopback()
+		a, err := loopback.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
@@ -448,14 +443,4 @@ func (sp *serveProc) saveHeap(path string) error {
 		return err
 	}
 	return f.Close()
-}
-
-// freeLoopback returns a loopback address whose port was free a moment ago.
-func freeLoopback() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }

@@ -7,6 +7,8 @@ package benchkit
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -109,6 +111,18 @@ func ProcCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64) // utime is field 14 of stat
 	st, _ := strconv.ParseInt(f[12], 10, 64) // stime is field 15
 	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// Send sends req through client and reads the whole answer: the load
+// generators' one call (every answer is read, so connections are reused).
+func Send(client *http.Client, req *http.Request) (status int, body []byte, err error) {
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
 }
 
 // Output collects a child process's output for error messages, safe for

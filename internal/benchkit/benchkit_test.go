@@ -1,6 +1,9 @@
 package benchkit
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,5 +72,22 @@ func TestCPUAndOutput(t *testing.T) {
 	o.Write([]byte("dropped"))
 	if s := o.String(); !strings.HasPrefix(s, "hello x") || strings.HasSuffix(s, "dropped") {
 		t.Errorf("output %d bytes, ends %q", len(s), s[len(s)-10:])
+	}
+}
+
+// TestSendReadsTheWholeAnswer: status and body of the answer; a server
+// that is gone is an error.
+func TestSendReadsTheWholeAnswer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+		io.WriteString(w, "short and stout")
+	}))
+	req, _ := http.NewRequest("GET", srv.URL, nil)
+	if st, b, err := Send(srv.Client(), req); err != nil || st != http.StatusTeapot || string(b) != "short and stout" {
+		t.Fatalf("Send = %d %q %v", st, b, err)
+	}
+	srv.Close()
+	if _, _, err := Send(http.DefaultClient, req); err == nil {
+		t.Fatal("no error from a closed server")
 	}
 }

@@ -262,17 +262,12 @@ func checkOp(client *http.Client, workers int, keys []string, req request, check
 		if err != nil {
 			return err
 		}
-		resp, err := client.Do(r.WithContext(ctx))
+		st, b, err := benchkit.Send(client, r.WithContext(ctx))
 		if err != nil {
 			return err
 		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+		if st != http.StatusOK {
+			return fmt.Errorf("status %d: %s", st, b)
 		}
 		return check(b)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/loopback"
 )
 
 // goBuild runs `go build args...` in dir with extra environment.
@@ -142,16 +142,6 @@ func startReady(name, bin string, args ...string) (*proc, error) {
 	}
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // edgeshardConfig is the edgeshard side: the real binary with its defaults
 // (durable Badger storage with fsync'd group commits, memory limits,
 // budgets), one rate-limit binding of 32 shards of the RateLimitShard
@@ -174,7 +164,7 @@ enabled = false
 // and starts `edgeshard serve` with env added to its environment,
 // returning once /healthz answers 200.
 func startEdgeshard(bins binaries, dir, cacheDir string, shards int, extra string, env []string) (*proc, error) {
-	addr, err := freeAddr()
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
