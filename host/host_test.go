@@ -84,24 +84,19 @@ func startCtx(t *testing.T, ctx context.Context, cfg host.Config) *fixture {
 	return &fixture{h: env.Host, logs: env.Logs, cfg: env.Config}
 }
 
-type counterReply struct {
-	Count   int    `json:"count"`
-	Version string `json:"version"`
-}
-
 func (f *fixture) call(t *testing.T, name, method, path string) (*abi.Response, error) {
 	t.Helper()
 	return f.h.Fetch(context.Background(), "COUNTER", name, &abi.Request{Method: method, Path: path})
 }
 
 // reply returns the counter's answer to GET / on the object name.
-func (f *fixture) reply(t *testing.T, name string) counterReply {
+func (f *fixture) reply(t *testing.T, name string) testutil.CounterReply {
 	t.Helper()
 	resp, err := f.call(t, name, "GET", "/")
 	if err != nil {
 		t.Fatalf("GET %s: %v", name, err)
 	}
-	var r counterReply
+	var r testutil.CounterReply
 	if err := json.Unmarshal(resp.Body, &r); err != nil {
 		t.Fatalf("decode %q: %v", resp.Body, err)
 	}

@@ -51,7 +51,7 @@ func TestHotSwapUnderLoad(t *testing.T) {
 					continue
 				}
 				acked.Add(1)
-				var r counterReply
+				var r testutil.CounterReply
 				json.Unmarshal(resp.Body, &r)
 				if r.Version == "v2" {
 					sawV2.Store(true)
@@ -283,7 +283,7 @@ func TestPushedModuleSurvivesRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var r counterReply
+		var r testutil.CounterReply
 		json.Unmarshal(resp.Body, &r)
 		return r.Version
 	}

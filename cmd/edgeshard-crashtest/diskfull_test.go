@@ -132,7 +132,7 @@ interval = "0s"
 	}
 	probeCount := func() int {
 		status, body := probeDo("GET", "/")
-		var r struct{ Count int }
+		var r testutil.CounterReply
 		if status != 200 || json.Unmarshal([]byte(body), &r) != nil {
 			t.Fatalf("probe read = %d %s; want 200", status, body)
 		}

@@ -72,7 +72,7 @@ func (f *fixture) wantErrorCodes(t *testing.T, codes map[string]string) {
 }
 
 // edgeCall calls the edge API and decodes the counter's reply.
-func (f *fixture) edgeCall(t *testing.T, method, path string) (counterReply, int) {
+func (f *fixture) edgeCall(t *testing.T, method, path string) (testutil.CounterReply, int) {
 	t.Helper()
 	req, _ := http.NewRequest(method, f.edge.URL+path, nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -80,14 +80,9 @@ func (f *fixture) edgeCall(t *testing.T, method, path string) (counterReply, int
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
-	var r counterReply
+	var r testutil.CounterReply
 	json.NewDecoder(resp.Body).Decode(&r)
 	return r, resp.StatusCode
-}
-
-type counterReply struct {
-	Count   int    `json:"count"`
-	Version string `json:"version"`
 }
 
 type errorBody struct {

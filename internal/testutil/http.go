@@ -1,6 +1,9 @@
 package testutil
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -51,4 +54,39 @@ func Bearer(token string) string {
 		return ""
 	}
 	return "Bearer " + token
+}
+
+// CounterReply is the counter example's answer (examples/counter): its
+// count and the version it was built with.
+type CounterReply struct {
+	Count   int    `json:"count"`
+	Version string `json:"version"`
+}
+
+// Increment posts /increment to the counter example object at url (its
+// /do/COUNTER/<name> base) through client and decodes the answer; another
+// status than 200, or an answer that is not the counter's, is an error.
+// It takes no testing.TB: load generators call it from their workers.
+func Increment(ctx context.Context, client *http.Client, url string) (CounterReply, error) {
+	var r CounterReply
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/increment", nil)
+	if err != nil {
+		return r, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return r, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return r, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return r, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.Count < 1 {
+		return r, fmt.Errorf("bad answer %q", b)
+	}
+	return r, nil
 }
