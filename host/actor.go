@@ -83,6 +83,7 @@ type actor struct {
 	trace    bool // log every host call (Config.TraceShard)
 
 	guestLim guestState // limits.go: the guest's budgets, quota, alarm pacing and log codes
+	sq       shardDB    // shardsql.go: the shard's own SQL database (sql = "shard")
 	// The instance memory budget (budget.go). charge, lru and victim are
 	// guarded by the budget's mutex (charge is written only by the actor's
 	// goroutine, which may read it without); parked is the actor's own
@@ -159,6 +160,7 @@ func (a *actor) run() {
 			a.waitLast()
 			a.exit()
 			a.store.Close() // no other actor of the shard can start now
+			a.closeShardSQL()
 			return
 		}
 	}
@@ -219,6 +221,7 @@ func (a *actor) handle(ev *event) {
 		a.log.Error().Err(err).Msg("shard storage commit failed; discarding instance and reloading from storage")
 		a.closeInstance()
 		a.store.Reset()
+		a.sq.checked = false
 	}
 	switch ev.kind {
 	case evFetch:
@@ -431,6 +434,9 @@ func (a *actor) crashed(what string, err error) {
 	}
 	a.ns.metrics.crash(reason)
 	a.store.Abort()
+	if a.sq.db != nil {
+		a.sq.db.Rollback()
+	}
 	a.resetAlarmChange()
 	ev := a.log.Error().Err(err).Str("event", what)
 	if out := a.out.take(); out != "" {
@@ -450,6 +456,9 @@ func (a *actor) handleFetch(ev *event) {
 	inst, err := a.instance()
 	if !ev.state.CompareAndSwap(evQueued, evRunning) {
 		return
+	}
+	if err == nil {
+		err = a.recoverShardSQL()
 	}
 	if err != nil {
 		ev.done <- result{err: err}
@@ -495,7 +504,17 @@ func setShardHeader(req *abi.Request, id string) {
 // commit ends the event: its writes go to the group committer and alarm
 // changes to the scheduler.
 func (a *actor) commit() *storage.Pending {
+	if err := a.commitShardSQL(); err != nil {
+		a.store.Abort()
+		a.resetAlarmChange()
+		a.log.Error().Err(err).Msg("the event's SQL did not commit; the event failed as a whole")
+		return storage.FailedPending(err)
+	}
 	p := a.store.Commit()
+	if a.sq.seq != 0 {
+		a.writeMark(a.sq.seq) // after the event's writes (shardsql.go)
+		a.sq.seq = 0
+	}
 	a.last = p
 	if a.alarmSet {
 		a.ns.h.alarms.schedule(a.id, a.alarmAt, 0)
@@ -507,6 +526,11 @@ func (a *actor) commit() *storage.Pending {
 }
 
 func (a *actor) handleAlarm(retry int) {
+	if err := a.recoverShardSQL(); err != nil {
+		a.log.Error().Err(err).Msg("recovering the shard's database failed; retrying")
+		a.ns.h.alarms.schedule(a.id, a.ns.h.cfg.Clock.Now().Add(a.ns.h.cfg.AlarmBackoff).UnixMilli(), retry)
+		return
+	}
 	at, ok, err := a.store.GetAlarm()
 	if err != nil {
 		a.log.Error().Err(err).Msg("read alarm failed; retrying")
@@ -569,6 +593,7 @@ func (a *actor) handleAlarm(retry int) {
 		a.log.Error().Err(err).Msg("alarm's storage commit failed; discarding instance and reloading from storage")
 		a.closeInstance()
 		a.store.Reset()
+		a.sq.checked = false
 		a.retryAlarm(now, retry, err, false)
 	}
 }
