@@ -19,21 +19,23 @@ import (
 type eventKind int
 
 const (
-	evFetch   eventKind = iota
-	evAlarm             // the shard's alarm is due
-	evInspect           // run inspect on the shard's storage
-	evRestart           // discard the instance
-	evPrepare           // instantiate ver ahead of a swap and keep it ready
-	evSwitch            // move onto the current version, with the prepared instance
+	evFetch    eventKind = iota
+	evAlarm              // the shard's alarm is due
+	evInspect            // run inspect on the shard's storage
+	evRestart            // discard the instance
+	evPrepare            // instantiate ver ahead of a swap and keep it ready
+	evSwitch             // move onto the current version, with the prepared instance
+	evShardSQL           // run shardOp on the shard's own database (shardsql.go)
 )
 
 type event struct {
 	kind    eventKind
 	req     *abi.Request
-	retry   int               // evAlarm: retry count
-	inspect func(StorageView) // evInspect: runs on the actor goroutine
-	ver     *Version          // evPrepare: the event holds a reference for the actor
-	state   atomic.Int32      // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
+	retry   int                // evAlarm: retry count
+	inspect func(StorageView)  // evInspect: runs on the actor goroutine
+	ver     *Version           // evPrepare: the event holds a reference for the actor
+	shardOp func(*actor) error // evShardSQL
+	state   atomic.Int32       // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
 	done    chan result
 }
 
@@ -239,6 +241,8 @@ func (a *actor) handle(ev *event) {
 		ev.done <- result{}
 	case evSwitch:
 		a.switchVersion()
+	case evShardSQL:
+		ev.done <- result{err: ev.shardOp(a)}
 	}
 }
 

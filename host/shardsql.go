@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/edgeshard/edgeshard/abi"
@@ -241,3 +242,50 @@ func (a *actor) commitShardSQL() error {
 
 // limitShardSQL names the size cap in metrics and logs.
 const limitShardSQL = "shard_sql_bytes"
+
+// ErrNoShardSQL reports a shard database operation on a binding whose sql
+// is not "shard".
+var ErrNoShardSQL = errors.New("binding has no database per shard")
+
+// ExportSQL writes a copy of the shard's own database (sql = "shard") to w
+// (storage/shardsql.Export), taken between two of the shard's events, after
+// any crash repair and once the shard's earlier storage writes are
+// durable. A shard that never ran SQL has no database: the error wraps
+// os.ErrNotExist.
+func (ns *Namespace) ExportSQL(ctx context.Context, shard string, w io.Writer) error {
+	return ns.shardSQLOp(ctx, shard, func(a *actor) error {
+		if err := a.recoverShardSQL(); err != nil {
+			return err
+		}
+		a.waitLast()
+		return shardsql.Export(ctx, a.shardSQLPath(), w)
+	})
+}
+
+// ImportSQL replaces the shard's own database with the one read from r
+// (what ExportSQL wrote; storage/shardsql.Import), between two of the
+// shard's events: its instance restarts, and its next event opens the
+// imported database. The caller restores the shard's key-value storage to
+// the same moment.
+func (ns *Namespace) ImportSQL(ctx context.Context, shard string, r io.Reader) error {
+	return ns.shardSQLOp(ctx, shard, func(a *actor) error {
+		a.waitLast()
+		a.closeInstance()
+		a.closeShardSQL()
+		return shardsql.Import(ctx, a.shardSQLPath(), r)
+	})
+}
+
+// shardSQLOp runs op on the shard's actor and waits for it: once queued it
+// runs to its end (it holds the caller's reader or writer), ctx bounding
+// the SQLite work itself.
+func (ns *Namespace) shardSQLOp(ctx context.Context, shard string, op func(*actor) error) error {
+	if !ns.shardSQL {
+		return fmt.Errorf("%w: %s", ErrNoShardSQL, ns.name)
+	}
+	ev := &event{kind: evShardSQL, shardOp: op, done: make(chan result, 1)}
+	if err := ns.enqueue(shard, ev); err != nil {
+		return err
+	}
+	return (<-ev.done).err
+}

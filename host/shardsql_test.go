@@ -1,6 +1,7 @@
 package host_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -212,5 +213,64 @@ func TestShardSQLCrashBetweenCommits(t *testing.T) {
 	}
 	if strings.Contains(f3.logs.String(), "applied again") {
 		t.Fatal("a clean restart replayed an event")
+	}
+}
+
+// TestShardSQLExportImport: a shard's database leaves as bytes between two
+// of its events and replaces another shard's; a shard that never ran SQL
+// has none to export.
+func TestShardSQLExportImport(t *testing.T) {
+	f := start(t, ledgerConfig(t, nil))
+	addEntry(t, f.h, "alice", "a1", 10)
+	addEntry(t, f.h, "alice", "a2", 5)
+	addEntry(t, f.h, "carol", "c1", 99)
+	ns, _ := f.h.Namespace("LEDGER")
+	var buf bytes.Buffer
+	if err := ns.ExportSQL(context.Background(), "alice", &buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.ImportSQL(context.Background(), "carol", bytes.NewReader(buf.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := ledger(t, f.h, "carol", "GET", "/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s ledgerState
+	json.Unmarshal(resp.Body, &s)
+	// The rows are alice's; carol's key-value storage is the caller's to restore.
+	if s.Rows != 2 || s.Sum != 15 || s.Balance != 99 {
+		t.Fatalf("carol after import: %+v, want alice's 2 rows (sum 15) beside carol's own balance 99", s)
+	}
+	addEntry(t, f.h, "carol", "c2", 1) // the imported database takes new events
+	if err := ns.ExportSQL(context.Background(), "nobody", &buf); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("export of a shard without a database: %v", err)
+	}
+	if err := ns.ImportSQL(context.Background(), "carol", strings.NewReader("garbage")); err == nil {
+		t.Fatal("import of garbage succeeded")
+	}
+	if resp, _ := ledger(t, f.h, "carol", "GET", "/state"); resp == nil || !strings.Contains(string(resp.Body), `"rows":3`) {
+		t.Fatalf("carol after a refused import: %+v", resp)
+	}
+}
+
+// TestShardSQLConfigRefused: a database per shard needs a data directory,
+// and "shard" cannot also name a shared database.
+func TestShardSQLConfigRefused(t *testing.T) {
+	b := host.Binding{Name: "L", ModuleBytes: []byte("\x00asm"), SQL: host.ShardSQL}
+	for _, tc := range []struct {
+		cfg  host.Config
+		want string
+	}{
+		{host.Config{Bindings: []host.Binding{b}}, "needs a DataDir"},
+		{host.Config{DataDir: t.TempDir(), Bindings: []host.Binding{b}, SQL: map[string]host.SQLDB{host.ShardSQL: testutil.SQL(t, "", nil)}}, "ambiguous"},
+	} {
+		h, err := host.New(context.Background(), tc.cfg)
+		if err == nil {
+			h.Close(context.Background())
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New: %v, want %q", err, tc.want)
+		}
 	}
 }
