@@ -89,9 +89,10 @@ type DB struct {
 	path     string
 	maxPages int64 // 0: no cap
 	tx       *sql.Tx
-	batches  int    // batches applied in tx
-	lost     error  // the event's transaction is gone (ErrEventLost)
-	seq      uint64 // the last event recorded in _edgeshard_event
+	batches  int      // batches applied in tx
+	changes  [3]int64 // changeCount when tx began
+	lost     error    // the event's transaction is gone (ErrEventLost)
+	seq      uint64   // the last event recorded in _edgeshard_event
 }
 
 const schema = `CREATE TABLE IF NOT EXISTS _edgeshard_event (
@@ -202,7 +203,12 @@ func (d *DB) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Result, er
 		if err != nil {
 			return nil, fmt.Errorf("begin transaction: %w", err)
 		}
-		d.tx, d.batches = tx, 0
+		changes, err := changeCount(tx)
+		if err != nil {
+			_ = tx.Rollback()
+			return nil, fmt.Errorf("begin transaction: %w", err)
+		}
+		d.tx, d.batches, d.changes = tx, 0, changes
 	}
 	if _, err := d.tx.ExecContext(ctx, "SAVEPOINT edgeshard_batch"); err != nil {
 		return nil, d.loseEvent(err)
@@ -263,8 +269,8 @@ func (d *DB) loseEvent(err error) error {
 
 // Commit ends the event's transaction. A non-nil redo (EncodeRedo of the
 // event's key-value writes) is recorded with the event's sequence number,
-// which Commit returns; with a nil redo the record is left as it is and
-// Commit returns 0. Commit is a no-op returning 0 when the event ran no
+// which Commit returns, unless the event's SQL changed no row; otherwise
+// the record is left as it is and Commit returns 0. Commit is a no-op returning 0 when the event ran no
 // SQL. On error nothing of the event is committed.
 func (d *DB) Commit(redo []byte) (uint64, error) {
 	if err := d.lost; err != nil {
@@ -276,6 +282,18 @@ func (d *DB) Commit(redo []byte) (uint64, error) {
 	}
 	tx := d.tx
 	d.tx = nil
+	if redo != nil {
+		// An event whose SQL changed nothing needs no record: its
+		// key-value writes stand alone.
+		changes, err := changeCount(tx)
+		if err != nil {
+			_ = tx.Rollback()
+			return 0, err
+		}
+		if changes == d.changes {
+			redo = nil
+		}
+	}
 	var seq uint64
 	if redo != nil {
 		seq = d.seq + 1
@@ -292,6 +310,18 @@ func (d *DB) Commit(redo []byte) (uint64, error) {
 		d.seq = seq
 	}
 	return seq, nil
+}
+
+// changeCount tells whether a transaction wrote: rows changed
+// (total_changes), schema changed (schema_version: CREATE, DROP, ALTER,
+// which total_changes ignores) and the user_version pragma.
+func changeCount(tx *sql.Tx) ([3]int64, error) {
+	var c [3]int64
+	err := tx.QueryRow("SELECT total_changes(), (SELECT schema_version FROM pragma_schema_version), (SELECT user_version FROM pragma_user_version)").Scan(&c[0], &c[1], &c[2])
+	if err != nil {
+		return c, fmt.Errorf("count changes: %w", err)
+	}
+	return c, nil
 }
 
 // Rollback discards the event's SQL (the event failed).

@@ -202,3 +202,29 @@ func TestExportImport(t *testing.T) {
 		t.Fatalf("Export of a missing database: %v", err)
 	}
 }
+
+// An event whose SQL only read records nothing: its key-value writes need
+// no repair.
+func TestReadOnlyEventRecordsNothing(t *testing.T) {
+	d := open(t, filepath.Join(t.TempDir(), "s.db"), shardsql.Options{})
+	redo := shardsql.EncodeRedo(storage.Batch{Puts: []abi.KV{{Key: "k", Value: []byte("v")}}})
+	exec(t, d, "CREATE TABLE t (x)")
+	if seq, err := d.Commit(redo); err != nil || seq != 1 {
+		t.Fatalf("a writing event: seq %d, %v", seq, err)
+	}
+	exec(t, d, "SELECT * FROM t")
+	if seq, err := d.Commit(redo); err != nil || seq != 0 || d.Seq() != 1 {
+		t.Fatalf("a reading event: seq %d (Seq %d), %v; want nothing recorded", seq, d.Seq(), err)
+	}
+	// Writes total_changes does not count still record.
+	for i, q := range []string{"DROP TABLE t", "PRAGMA user_version = 7", "INSERT INTO u VALUES (1)"} {
+		if i == 2 {
+			exec(t, d, "CREATE TABLE u (x)")
+			d.Commit(nil)
+		}
+		exec(t, d, q)
+		if seq, err := d.Commit(redo); err != nil || seq == 0 {
+			t.Fatalf("%s: seq %d, %v; want the event recorded", q, seq, err)
+		}
+	}
+}
