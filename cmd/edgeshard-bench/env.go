@@ -299,6 +299,16 @@ func closedLoop(workers int, d time.Duration, op loadgen.Op) load {
 	return l
 }
 
+// measureSample runs op from workers callers for d and returns its sample,
+// or an error naming the failed operations (what: "checks", "inserts").
+func measureSample(workers int, d time.Duration, op loadgen.Op, what string) (sample, error) {
+	l := closedLoop(workers, d, op)
+	if l.Errors > 0 {
+		return sample{}, fmt.Errorf("%d of %d %s failed; first: %v", l.Errors, l.OK+l.Errors, what, l.FirstErr)
+	}
+	return sample{rate: l.rate(0), cpu: l.cpuPerOp()}, nil
+}
+
 // sample is one measured run of one side.
 type sample struct {
 	rate float64       // operations acknowledged per second

@@ -72,13 +72,7 @@ func (r *runner) shardSQL() (*result, error) {
 			return nil
 		}
 	}
-	measure := func(d time.Duration, op loadgen.Op) (sample, error) {
-		l := closedLoop(sz.Workers, d, op)
-		if l.Errors > 0 {
-			return sample{}, fmt.Errorf("%d of %d inserts failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
-		}
-		return sample{rate: l.rate(0), cpu: l.cpuPerOp()}, nil
-	}
+	measure := func(d time.Duration, op loadgen.Op) (sample, error) { return measureSample(sz.Workers, d, op, "inserts") }
 	var sides []side
 	for _, name := range []string{"PER_SHARD", "SHARED"} {
 		ns, _ := h.Namespace(name)
