@@ -108,7 +108,9 @@ func (r *runner) ratelimitWasmVsNative() (*result, error) {
 			return nil
 		}
 	}
-	measure := func(d time.Duration, op loadgen.Op) (sample, error) { return measureSample(sz.Workers, d, op, "checks") }
+	measure := func(d time.Duration, op loadgen.Op) (sample, error) {
+		return measureSample(sz.Workers, d, op, "checks")
+	}
 	nsW, _ := h.Namespace("RATE_LIMIT_SHARD")
 	nsN, _ := h.Namespace("RATE_LIMIT_NATIVE")
 	nss := []*host.Namespace{nsW, nsN}
@@ -242,7 +244,9 @@ func (r *runner) ratelimitHTTP() (*result, error) {
 	}
 	opS := op(func(key string) string { return srvS.URL + "/do/RATE_LIMIT_SHARD/" + key + "/check" })
 	opB := op(func(string) string { return srvB.URL + "/check" })
-	measure := func(d time.Duration, op loadgen.Op) (sample, error) { return measureSample(sz.Workers, d, op, "checks") }
+	measure := func(d time.Duration, op loadgen.Op) (sample, error) {
+		return measureSample(sz.Workers, d, op, "checks")
+	}
 	for _, o := range []loadgen.Op{opS, opB} {
 		if _, err := measure(sz.Warmup, o); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)

@@ -72,7 +72,9 @@ func (r *runner) shardSQL() (*result, error) {
 			return nil
 		}
 	}
-	measure := func(d time.Duration, op loadgen.Op) (sample, error) { return measureSample(sz.Workers, d, op, "inserts") }
+	measure := func(d time.Duration, op loadgen.Op) (sample, error) {
+		return measureSample(sz.Workers, d, op, "inserts")
+	}
 	var sides []side
 	for _, name := range []string{"PER_SHARD", "SHARED"} {
 		ns, _ := h.Namespace(name)
