@@ -162,7 +162,6 @@ func (a *actor) run() {
 			a.waitLast()
 			a.exit()
 			a.store.Close() // no other actor of the shard can start now
-			a.closeShardSQL()
 			return
 		}
 	}
@@ -203,18 +202,22 @@ func (a *actor) leave(reason string) bool {
 	return true
 }
 
-// exit releases the instances the actor holds once no event can reach
-// it. Its storage handle is released by whoever removed it from the
-// namespace (Namespace.evict, or the stop path of run).
+// exit releases the instances and the SQL database the actor holds once
+// no event can reach it. Its storage handles are released by whoever
+// removed it from the namespace (Namespace.evict, or the stop path of run).
 func (a *actor) exit() {
 	a.closeInstance()
 	a.dropPrepared()
+	a.closeShardSQL()
 }
 
 func (a *actor) waitLast() {
 	if a.last != nil {
 		a.last.Wait(context.Background())
 		a.last = nil
+	}
+	if a.sq.mark != nil {
+		a.sq.mark.Submitted().Wait(context.Background()) // unconfirmed: not in last
 	}
 }
 

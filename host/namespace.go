@@ -372,7 +372,7 @@ func (ns *Namespace) evict(a *actor) bool {
 	// released here, before that actor can exist. The actor's last commit
 	// is durable (actor.leave), so this does not wait.
 	a.store.Close()
-	a.closeShardSQL()
+	a.releaseMark()
 	return true
 }
 

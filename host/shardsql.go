@@ -70,16 +70,27 @@ func (a *actor) openShardSQL() error {
 	return nil
 }
 
-// closeShardSQL closes the database and the marker handle, once the actor
-// is out of the namespace (as its storage handle).
+// releaseMark closes the marker's storage handle. Like the shard's own
+// handle it is shared with the shard's next actor, so whoever removes the
+// actor from the namespace releases it, before that actor can exist.
+func (a *actor) releaseMark() {
+	if a.sq.mark != nil {
+		a.sq.mark.Close()
+		a.sq.mark = nil
+	}
+}
+
+// closeShardSQL closes the database (and the marker handle, if still
+// open) when the actor exits; outside the namespace's lock, as SQLite's
+// last close checkpoints. A next actor of the shard may already have the
+// file open: SQLite serialises the two connections.
 func (a *actor) closeShardSQL() {
-	if a.sq.db == nil {
-		return
+	a.releaseMark()
+	if a.sq.db != nil {
+		if err := a.sq.db.Close(); err != nil {
+			a.log.Warn().Err(err).Msg("closing the shard's database")
+		}
 	}
-	if err := a.sq.db.Close(); err != nil {
-		a.log.Warn().Err(err).Msg("closing the shard's database")
-	}
-	a.sq.mark.Close()
 	a.sq = shardDB{}
 }
 
@@ -231,9 +242,7 @@ func (a *actor) commitShardSQL() error {
 		// writes and the marker are lost, the shard starts again.
 		a.store.Abort()
 		a.closeInstance()
-		a.sq.db.Close()
-		a.sq.mark.Close()
-		a.sq = shardDB{}
+		a.closeShardSQL()
 		return fmt.Errorf("%w: %w after the shard's SQL commit", storage.ErrCommitFailed, hostinternal.ErrInjectedCrash)
 	}
 	a.sq.seq = seq
