@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -350,6 +351,8 @@ func validateBindings(cfg Config) error {
 		switch {
 		case b.Name == "":
 			return errors.New("binding with an empty name")
+		case strings.ContainsRune(b.Name, 0):
+			return fmt.Errorf("binding %q: a name may not contain a NUL byte", b.Name)
 		case seen[b.Name]:
 			return fmt.Errorf("binding %q is declared twice", b.Name)
 		case b.Shards < 0:

@@ -36,7 +36,7 @@ const ShardSQL = "shard"
 
 // markNamespace holds one marker per shard with its own database: the
 // sequence number of its last event whose key-value writes are applied.
-// No binding can be named so (it holds a NUL byte).
+// No binding can be named so (New refuses NUL bytes in names).
 const markNamespace = "\x00shardsql"
 
 // markKey is the marker's key in the shard's marker storage.
