@@ -205,10 +205,18 @@ func TestShardSQLCrashBetweenCommits(t *testing.T) {
 	if s := ledgerOf(t, f2.h, "c"); s.Rows != 3 || s.Balance != 7 || s.Keys != 3 {
 		t.Fatalf("after the crash and a restart: %+v, want e1, e2, e3 in both stores", s)
 	}
+	// An event's allowUnconfirmed writes are repaired alike.
+	crash.Store(true)
+	if _, err := ledger(t, f2.h, "c", "POST", "/entry?id=u1&amount=100&unconfirmed=1"); !errors.Is(err, hostinternal.ErrInjectedCrash) {
+		t.Fatalf("crash of an unconfirmed event: %v", err)
+	}
+	if s := ledgerOf(t, f2.h, "c"); s.Rows != 4 || s.Balance != 107 {
+		t.Fatalf("after the crash of an unconfirmed event: %+v", s)
+	}
 	addEntry(t, f2.h, "c", "e4", 8)
 	f2.h.Close(context.Background())
 	f3 := start(t, cfg)
-	if s := ledgerOf(t, f3.h, "c"); s.Rows != 4 || s.Balance != 15 {
+	if s := ledgerOf(t, f3.h, "c"); s.Rows != 5 || s.Balance != 115 {
 		t.Fatalf("after a clean restart: %+v", s)
 	}
 	if strings.Contains(f3.logs.String(), "applied again") {

@@ -7,9 +7,10 @@
 //
 // Routes:
 //
-//	POST /entry?id=X&amount=N[&memo=BYTES][&panic=1]  add an entry (409 if id exists,
-//	                                                  507 when the database is full;
-//	                                                  panic=1 traps after writing both)
+//	POST /entry?id=X&amount=N[&memo=BYTES][&panic=1][&unconfirmed=1]
+//	     add an entry (409 if id exists, 507 when the database is full;
+//	     panic=1 traps after writing both; unconfirmed=1 writes storage
+//	     with allowUnconfirmed)
 //	GET  /state                                       {"balance","sum","rows","keys","dialect"}
 //	POST /sql                                         run the body as one statement
 package main
@@ -56,7 +57,11 @@ func entry(req *sdk.Request) *sdk.Response {
 	if err != nil {
 		return sdk.ErrorJSON(500, "storage", err.Error())
 	}
-	if err := st.PutMulti([]abi.KV{
+	put := st.PutMulti
+	if sdk.Query(req, "unconfirmed") == "1" {
+		put = st.PutMultiUnconfirmed
+	}
+	if err := put([]abi.KV{
 		{Key: "balance", Value: strconv.AppendInt(nil, bal+amount, 10)},
 		{Key: "entry:" + id, Value: strconv.AppendInt(nil, amount, 10)},
 	}); err != nil {
