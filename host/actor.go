@@ -19,21 +19,23 @@ import (
 type eventKind int
 
 const (
-	evFetch   eventKind = iota
-	evAlarm             // the shard's alarm is due
-	evInspect           // run inspect on the shard's storage
-	evRestart           // discard the instance
-	evPrepare           // instantiate ver ahead of a swap and keep it ready
-	evSwitch            // move onto the current version, with the prepared instance
+	evFetch    eventKind = iota
+	evAlarm              // the shard's alarm is due
+	evInspect            // run inspect on the shard's storage
+	evRestart            // discard the instance
+	evPrepare            // instantiate ver ahead of a swap and keep it ready
+	evSwitch             // move onto the current version, with the prepared instance
+	evShardSQL           // run shardOp on the shard's own database (shardsql.go)
 )
 
 type event struct {
 	kind    eventKind
 	req     *abi.Request
-	retry   int               // evAlarm: retry count
-	inspect func(StorageView) // evInspect: runs on the actor goroutine
-	ver     *Version          // evPrepare: the event holds a reference for the actor
-	state   atomic.Int32      // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
+	retry   int                // evAlarm: retry count
+	inspect func(StorageView)  // evInspect: runs on the actor goroutine
+	ver     *Version           // evPrepare: the event holds a reference for the actor
+	shardOp func(*actor) error // evShardSQL
+	state   atomic.Int32       // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
 	done    chan result
 }
 
@@ -83,6 +85,7 @@ type actor struct {
 	trace    bool // log every host call (Config.TraceShard)
 
 	guestLim guestState // limits.go: the guest's budgets, quota, alarm pacing and log codes
+	sq       shardDB    // shardsql.go: the shard's own SQL database (sql = "shard")
 	// The instance memory budget (budget.go). charge, lru and victim are
 	// guarded by the budget's mutex (charge is written only by the actor's
 	// goroutine, which may read it without); parked is the actor's own
@@ -199,18 +202,22 @@ func (a *actor) leave(reason string) bool {
 	return true
 }
 
-// exit releases the instances the actor holds once no event can reach
-// it. Its storage handle is released by whoever removed it from the
-// namespace (Namespace.evict, or the stop path of run).
+// exit releases the instances and the SQL database the actor holds once
+// no event can reach it. Its storage handles are released by whoever
+// removed it from the namespace (Namespace.evict, or the stop path of run).
 func (a *actor) exit() {
 	a.closeInstance()
 	a.dropPrepared()
+	a.closeShardSQL()
 }
 
 func (a *actor) waitLast() {
 	if a.last != nil {
 		a.last.Wait(context.Background())
 		a.last = nil
+	}
+	if a.sq.mark != nil {
+		a.sq.mark.Submitted().Wait(context.Background()) // unconfirmed: not in last
 	}
 }
 
@@ -219,6 +226,7 @@ func (a *actor) handle(ev *event) {
 		a.log.Error().Err(err).Msg("shard storage commit failed; discarding instance and reloading from storage")
 		a.closeInstance()
 		a.store.Reset()
+		a.sq.checked = false
 	}
 	switch ev.kind {
 	case evFetch:
@@ -236,6 +244,8 @@ func (a *actor) handle(ev *event) {
 		ev.done <- result{}
 	case evSwitch:
 		a.switchVersion()
+	case evShardSQL:
+		ev.done <- result{err: ev.shardOp(a)}
 	}
 }
 
@@ -431,6 +441,9 @@ func (a *actor) crashed(what string, err error) {
 	}
 	a.ns.metrics.crash(reason)
 	a.store.Abort()
+	if a.sq.db != nil {
+		a.sq.db.Rollback()
+	}
 	a.resetAlarmChange()
 	ev := a.log.Error().Err(err).Str("event", what)
 	if out := a.out.take(); out != "" {
@@ -450,6 +463,9 @@ func (a *actor) handleFetch(ev *event) {
 	inst, err := a.instance()
 	if !ev.state.CompareAndSwap(evQueued, evRunning) {
 		return
+	}
+	if err == nil {
+		err = a.recoverShardSQL()
 	}
 	if err != nil {
 		ev.done <- result{err: err}
@@ -495,7 +511,17 @@ func setShardHeader(req *abi.Request, id string) {
 // commit ends the event: its writes go to the group committer and alarm
 // changes to the scheduler.
 func (a *actor) commit() *storage.Pending {
+	if err := a.commitShardSQL(); err != nil {
+		a.store.Abort()
+		a.resetAlarmChange()
+		a.log.Error().Err(err).Msg("the event's SQL did not commit; the event failed as a whole")
+		return storage.FailedPending(err)
+	}
 	p := a.store.Commit()
+	if a.sq.seq != 0 {
+		a.writeMark(a.sq.seq) // after the event's writes (shardsql.go)
+		a.sq.seq = 0
+	}
 	a.last = p
 	if a.alarmSet {
 		a.ns.h.alarms.schedule(a.id, a.alarmAt, 0)
@@ -507,6 +533,11 @@ func (a *actor) commit() *storage.Pending {
 }
 
 func (a *actor) handleAlarm(retry int) {
+	if err := a.recoverShardSQL(); err != nil {
+		a.log.Error().Err(err).Msg("recovering the shard's database failed; retrying")
+		a.ns.h.alarms.schedule(a.id, a.ns.h.cfg.Clock.Now().Add(a.ns.h.cfg.AlarmBackoff).UnixMilli(), retry)
+		return
+	}
 	at, ok, err := a.store.GetAlarm()
 	if err != nil {
 		a.log.Error().Err(err).Msg("read alarm failed; retrying")
@@ -569,6 +600,7 @@ func (a *actor) handleAlarm(retry int) {
 		a.log.Error().Err(err).Msg("alarm's storage commit failed; discarding instance and reloading from storage")
 		a.closeInstance()
 		a.store.Reset()
+		a.sq.checked = false
 		a.retryAlarm(now, retry, err, false)
 	}
 }

@@ -12,12 +12,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/host/internal/wasm"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -47,7 +49,9 @@ type Binding struct {
 	// Shards is the number of shards of a sharded namespace (keys route by
 	// HashToShard(key) % Shards); 0 gives one object per name.
 	Shards int
-	// SQL names the database in Config.SQL this namespace may use; "" grants none.
+	// SQL names the database in Config.SQL this namespace may use; "" grants
+	// none. ShardSQL ("shard") gives each shard its own SQLite database
+	// under DataDir/shardsql instead (shardsql.go).
 	SQL string
 	// Analytics names the dataset binding in Config.Analytics; "" grants none.
 	Analytics string
@@ -217,13 +221,17 @@ type Host struct {
 	started time.Time
 	metrics *metrics
 	insp    inspection // inspect_shards.go
+	// sqlCrash, from hostinternal.WithShardSQLCrash: tests crash a shard
+	// between its SQL commit and its key-value commit.
+	sqlCrash func(binding, shard string) bool
 }
 
 // New starts a host: opens storage, compiles every binding's module,
 // restores persisted alarms. Errors name the binding and the problem.
 func New(ctx context.Context, cfg Config) (*Host, error) {
 	cfg = cfg.withDefaults()
-	h := &Host{cfg: cfg, log: cfg.Logger, ns: map[string]*Namespace{}, closing: make(chan struct{}), started: time.Now()}
+	h := &Host{cfg: cfg, log: cfg.Logger, ns: map[string]*Namespace{}, closing: make(chan struct{}), started: time.Now(),
+		sqlCrash: hostinternal.ShardSQLCrash(ctx)}
 	if err := validateBindings(cfg); err != nil {
 		return nil, err
 	}
@@ -343,11 +351,17 @@ func validateBindings(cfg Config) error {
 		switch {
 		case b.Name == "":
 			return errors.New("binding with an empty name")
+		case strings.ContainsRune(b.Name, 0):
+			return fmt.Errorf("binding %q: a name may not contain a NUL byte", b.Name)
 		case seen[b.Name]:
 			return fmt.Errorf("binding %q is declared twice", b.Name)
 		case b.Shards < 0:
 			return fmt.Errorf("binding %q: shards must be ≥ 0, got %d", b.Name, b.Shards)
-		case b.SQL != "" && cfg.SQL[b.SQL] == nil:
+		case b.SQL == ShardSQL && cfg.SQL[ShardSQL] != nil:
+			return fmt.Errorf("binding %q: sql = %q is ambiguous: it means a database per shard, and Config.SQL also names a database so", b.Name, ShardSQL)
+		case b.SQL == ShardSQL && cfg.DataDir == "":
+			return fmt.Errorf("binding %q: sql = %q needs a DataDir to keep the shards' databases in", b.Name, ShardSQL)
+		case b.SQL != "" && b.SQL != ShardSQL && cfg.SQL[b.SQL] == nil:
 			return fmt.Errorf("binding %q: sql database %q is not configured", b.Name, b.SQL)
 		case b.Analytics != "" && cfg.Analytics[b.Analytics].Sink == nil:
 			return fmt.Errorf("binding %q: analytics dataset %q is not configured", b.Name, b.Analytics)

@@ -34,6 +34,7 @@ type Namespace struct {
 	binding   Binding
 	grants    []string
 	sql       SQLDB
+	shardSQL  bool // sql = "shard": each shard has its own database (shardsql.go)
 	analytics AnalyticsBinding
 
 	// cur and prev each hold a reference to their version (Version).
@@ -56,7 +57,11 @@ type Namespace struct {
 func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) {
 	ns := &Namespace{h: h, name: b.Name, binding: b, actors: map[string]*actor{}, metrics: h.metrics.forNamespace(b.Name)}
 	ns.grants = b.Grants()
-	if b.SQL != "" {
+	switch b.SQL {
+	case "":
+	case ShardSQL:
+		ns.shardSQL = true
+	default:
 		ns.sql = h.cfg.SQL[b.SQL]
 	}
 	if b.Analytics != "" {
@@ -367,6 +372,7 @@ func (ns *Namespace) evict(a *actor) bool {
 	// released here, before that actor can exist. The actor's last commit
 	// is durable (actor.leave), so this does not wait.
 	a.store.Close()
+	a.releaseMark()
 	return true
 }
 

@@ -333,6 +333,16 @@ func checkedLoop(workers int, d time.Duration, op loadgen.Op, calls string) (loa
 	return l, nil
 }
 
+// measureSample is checkedLoop's rate and CPU per call as a sample (what
+// names the calls in an error: "checks", "inserts").
+func measureSample(workers int, d time.Duration, op loadgen.Op, what string) (sample, error) {
+	l, err := checkedLoop(workers, d, op, what)
+	if err != nil {
+		return sample{}, err
+	}
+	return sample{rate: l.rate(0), cpu: l.cpuPerOp()}, nil
+}
+
 // sample is one measured run of one side.
 type sample struct {
 	rate float64       // operations acknowledged per second

@@ -117,6 +117,7 @@ var figures = []figure{
 	{"mem_per_shard", "≤ 4 MiB; flat", (*runner).memPerShard},
 	{"mem_rss", "32 shards ≤ 200 MiB; 10,000 objects ≤ budget + 200 MiB", (*runner).memRSS},
 	{"edge_soak", "RSS ≤ 400 MiB under the mixed load", (*runner).edgeSoak},
+	{"shard_sql", "per-shard/shared ≥ 1 (a database per shard removes the contention)", (*runner).shardSQL},
 }
 
 // result is a figure's measured values, in output order, and its verdict.

@@ -61,11 +61,7 @@ var allowedPrefix = []byte(`{"allowed":true`)
 // measureChecks is one measured run of a rate-limit side: op with
 // workers callers for d, every check answered.
 func measureChecks(workers int, d time.Duration, op loadgen.Op) (sample, error) {
-	l, err := checkedLoop(workers, d, op, "checks")
-	if err != nil {
-		return sample{}, err
-	}
-	return sample{rate: l.rate(0), cpu: l.cpuPerOp()}, nil
+	return measureSample(workers, d, op, "checks")
 }
 
 // checkRequest is the /check body every shard is primed with.

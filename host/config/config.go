@@ -107,6 +107,10 @@ type Storage struct {
 	ShardCacheMB int `toml:"shard_cache_mb"`
 }
 
+// ShardSQL is the value of a binding's sql that gives each shard its own
+// SQLite database; no [[d1_databases]] may take the name.
+const ShardSQL = "shard"
+
 // DurableObjects is the [durable_objects] table.
 type DurableObjects struct {
 	Bindings []Binding `toml:"bindings"`
@@ -114,9 +118,11 @@ type DurableObjects struct {
 
 // Binding is one [[durable_objects.bindings]] entry.
 type Binding struct {
-	Name      string `toml:"name"`
-	Module    string `toml:"module"`
-	Shards    int    `toml:"shards"`
+	Name   string `toml:"name"`
+	Module string `toml:"module"`
+	Shards int    `toml:"shards"`
+	// SQL names a [[d1_databases]] binding the shards share, or is "shard"
+	// (ShardSQL): each shard its own SQLite database in data_dir/shardsql.
 	SQL       string `toml:"sql"`
 	Analytics string `toml:"analytics"`
 	// Limits override [limits] for this binding, setting by setting.
@@ -138,6 +144,7 @@ type Limits struct {
 	EventLogLines      *int64    `toml:"event_log_lines"`
 	EventLogBytes      *int64    `toml:"event_log_bytes"`
 	StorageQuotaBytes  *int64    `toml:"storage_quota_bytes"`
+	ShardSQLBytes      *int64    `toml:"shard_sql_bytes"` // cap of each shard's own database (sql = "shard")
 	AlarmRearmInterval *Duration `toml:"alarm_rearm_interval"`
 	AlarmRearmBurst    *int      `toml:"alarm_rearm_burst"`
 }
@@ -153,7 +160,7 @@ func (l *Limits) check(where string, bad func(string, ...any)) {
 	}{
 		{"event_write_bytes", l.EventWriteBytes}, {"event_write_keys", l.EventWriteKeys},
 		{"event_log_lines", l.EventLogLines}, {"event_log_bytes", l.EventLogBytes},
-		{"storage_quota_bytes", l.StorageQuotaBytes},
+		{"storage_quota_bytes", l.StorageQuotaBytes}, {"shard_sql_bytes", l.ShardSQLBytes},
 	} {
 		if n.v != nil && *n.v < 0 {
 			bad("%s%s = %d: want ≥ 0 (0 removes the limit)", where, n.name, *n.v)
@@ -508,6 +515,8 @@ func (f *File) Validate() error {
 			bad("d1_databases[%d]: binding is required", i)
 		case dbs[d.Binding]:
 			bad("d1_databases[%d]: binding %q declared twice", i, d.Binding)
+		case d.Binding == ShardSQL:
+			bad("d1_databases[%d]: binding %q is reserved: a durable object binding's sql = %q gives each shard its own database", i, d.Binding, ShardSQL)
 		}
 		where := fmt.Sprintf("d1_databases[%d] (%s)", i, d.Binding)
 		pg := d.IsPostgres()
@@ -583,8 +592,8 @@ func (f *File) Validate() error {
 		if b.Shards < 0 || b.Shards > 65536 {
 			bad("%s: shards = %d: want 0 (one object per name) or 1..65536", where, b.Shards)
 		}
-		if b.SQL != "" && !dbs[b.SQL] {
-			bad("%s: sql = %q: no [[d1_databases]] with that binding", where, b.SQL)
+		if b.SQL != "" && b.SQL != ShardSQL && !dbs[b.SQL] {
+			bad("%s: sql = %q: no [[d1_databases]] with that binding (or %q: a database per shard)", where, b.SQL, ShardSQL)
 		}
 		if b.Analytics != "" && !ae[b.Analytics] {
 			bad("%s: analytics = %q: no [[analytics_engine_datasets]] with that binding", where, b.Analytics)
