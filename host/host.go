@@ -135,6 +135,9 @@ type Config struct {
 	// Registerer receives the host's Prometheus metrics; nil keeps them
 	// unregistered.
 	Registerer prometheus.Registerer
+	// ShardStates are per-shard state outside shard storage (a per-shard
+	// database) that shard snapshots and backups carry (snapshot.go).
+	ShardStates []ShardState
 	// Engine, when set, is a shared engine the host uses (and does not
 	// close) instead of starting its own; CacheDir is then the engine's,
 	// and MemoryLimitMiB must be 0 or the engine's (New refuses another).
