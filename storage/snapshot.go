@@ -34,6 +34,7 @@ import (
 //	(*Shard).Import(r, importers)           a one-shard stream into an empty shard
 //	(*Engine).Backup(w, note, extra)        every shard, one stream, one view
 //	Restore(b, r, importers)                a stream into an empty Backend
+//	VerifySnapshot(r)                       check a whole stream, write nothing
 //	SnapshotShard, ImportSnapshotShard      the per-shard steps over a Writer/Reader
 
 // Section names of a shard snapshot.
@@ -222,7 +223,8 @@ func (bs *BackupStats) add(st ShardSnapshotStats) {
 // ImportSnapshotShard writes the shard r is positioned on (just after
 // NextShard) into shard id of b, section by section: each chunk of entries
 // as one Batch, the alarm last. It does not check that the shard is
-// empty, nor roll back on failure: Shard.Import and Restore do.
+// empty, nor roll back on failure: Shard.Import and Restore do. A nil b
+// only checks the shard's sections (VerifySnapshot).
 func ImportSnapshotShard(b Backend, r *snapshot.Reader, id ShardID, imp Importers) (ShardSnapshotStats, error) {
 	st := ShardSnapshotStats{Shard: id}
 	for {
@@ -250,10 +252,16 @@ func ImportSnapshotShard(b Backend, r *snapshot.Reader, id ShardID, imp Importer
 			if _, err := r.Chunk(); err != io.EOF {
 				return st, fmt.Errorf("%w: alarm section of shard %s: more than one chunk", snapshot.ErrCorrupt, id)
 			}
+			if b == nil {
+				continue // VerifySnapshot
+			}
 			if err := b.Apply([]*Batch{{Shard: id, SetAlarm: st.Alarm}}); err != nil {
 				return st, fmt.Errorf("import alarm of %s: %w", id, err)
 			}
 		default:
+			if b == nil {
+				continue // VerifySnapshot: NextSection skips it, its frames checked
+			}
 			fn := imp[name]
 			if fn == nil {
 				return st, fmt.Errorf("shard %s: %w %q (this host has nothing that restores it)", id, snapshot.ErrUnknownSection, name)
@@ -277,23 +285,37 @@ func importKV(b Backend, r *snapshot.Reader, id ShardID, st *ShardSnapshotStats)
 			return err
 		}
 		batch.Puts = batch.Puts[:0]
-		for len(c) > 0 {
-			var k, v []byte
-			var ok bool
-			if k, c, ok = record(c); ok {
-				v, c, ok = record(c)
-			}
-			if !ok {
-				return fmt.Errorf("%w: kv section of shard %s: malformed record", snapshot.ErrCorrupt, id)
-			}
+		err = kvRecords(c, id, func(k, v []byte) {
 			batch.Puts = append(batch.Puts, abi.KV{Key: string(k), Value: v})
 			st.Entries++
 			st.Bytes += int64(len(k) + len(v))
+		})
+		if err != nil {
+			return err
+		}
+		if b == nil {
+			continue // VerifySnapshot
 		}
 		if err := b.Apply([]*Batch{batch}); err != nil {
 			return fmt.Errorf("import entries of %s: %w", id, err)
 		}
 	}
+}
+
+// kvRecords calls fn with each record of a chunk of the "kv" section.
+func kvRecords(c []byte, id ShardID, fn func(k, v []byte)) error {
+	for len(c) > 0 {
+		var k, v []byte
+		var ok bool
+		if k, c, ok = record(c); ok {
+			v, c, ok = record(c)
+		}
+		if !ok {
+			return fmt.Errorf("%w: kv section of shard %s: malformed record", snapshot.ErrCorrupt, id)
+		}
+		fn(k, v)
+	}
+	return nil
 }
 
 func record(p []byte) (rec, rest []byte, ok bool) {
@@ -375,6 +397,14 @@ func importOne(b Backend, r io.Reader, id ShardID, imp Importers) (ShardSnapshot
 	return st, nil
 }
 
+// VerifySnapshot reads a whole stream from r — every frame, every record,
+// the end — without writing anything, and returns what it holds: a file
+// that passes it restores (bar sections the restoring host lacks).
+// progress, if not nil, is called after each shard.
+func VerifySnapshot(r io.Reader, progress func(BackupStats)) (BackupStats, error) {
+	return restoreStream(nil, r, nil, progress)
+}
+
 // Restore reads a stream (a backup) into b, which must hold no shard
 // (ErrNotEmpty) and be a Viewer. Each shard goes back under the id the
 // stream names. It is not atomic: on error b holds part of the stream,
@@ -399,6 +429,12 @@ func Restore(b Backend, r io.Reader, imp Importers, progress func(BackupStats)) 
 	if n > 0 {
 		return bs, fmt.Errorf("restore: %w: the storage holds %d shards", ErrNotEmpty, n)
 	}
+	return restoreStream(b, r, imp, progress)
+}
+
+// restoreStream imports every shard of r into b (nil: only checks them).
+func restoreStream(b Backend, r io.Reader, imp Importers, progress func(BackupStats)) (BackupStats, error) {
+	var bs BackupStats
 	sr, err := snapshot.NewReader(r)
 	if err != nil {
 		return bs, fmt.Errorf("restore: %w", err)
