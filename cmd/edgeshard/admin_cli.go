@@ -68,16 +68,31 @@ func (c *adminClient) call(method, path string, body []byte, out any) error {
 		return fmt.Errorf("admin API at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return answerError(resp)
+	}
+	return decodeAnswer(resp, out)
+}
+
+// answerError turns a non-2xx answer into an error carrying the server's
+// code and message.
+func answerError(resp *http.Response) error {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("admin API answered %s: %w", resp.Status, err)
+	}
+	var e httpx.ErrorBody
+	if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
+		return fmt.Errorf("%s (%d %s)", e.Error.Message, resp.StatusCode, e.Error.Code)
+	}
+	return fmt.Errorf("admin API answered %s: %s", resp.Status, bytes.TrimSpace(b))
+}
+
+// decodeAnswer decodes a 2xx JSON answer into out (nil: ignored).
+func decodeAnswer(resp *http.Response, out any) error {
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return fmt.Errorf("admin API at %s: %w", c.base, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e httpx.ErrorBody
-		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
-			return fmt.Errorf("%s (%d %s)", e.Error.Message, resp.StatusCode, e.Error.Code)
-		}
-		return fmt.Errorf("admin API answered %s: %s", resp.Status, bytes.TrimSpace(b))
+		return fmt.Errorf("admin API answer: %w", err)
 	}
 	if out == nil {
 		return nil
