@@ -54,78 +54,75 @@ func runBackup(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func runExportShard(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("export-shard", flag.ContinueOnError)
+// shardCommand is what export-shard and import-shard share: the flags,
+// one FILE argument and the admin client. code ≠ 0 means stop with it.
+type shardCommand struct {
+	name, binding, shard, file string
+	c                          *adminClient
+}
+
+func parseShardCommand(name, about string, args []string, stderr io.Writer) (cmd shardCommand, code int) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	binding := fs.String("binding", "", "binding of the shard (required)")
 	shard := fs.String("shard", "", "shard: 0..shards-1, or the object name of a per-name binding (required)")
 	client := adminFlags(fs)
 	longTimeout(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard export-shard --binding B --shard S [--admin URL] [--token T] FILE\n\nWrites one shard's snapshot (entries and alarm, between two of its events) into FILE.")
+		fmt.Fprintf(stderr, "usage: edgeshard %s --binding B --shard S [--admin URL] [--token T] FILE\n\n%s\n", name, about)
 		fs.PrintDefaults()
 	}
 	if err := parseInterspersed(fs, args); err != nil {
-		return 2
+		return cmd, 2
 	}
 	if *binding == "" || *shard == "" || fs.NArg() != 1 {
 		fs.Usage()
-		return 2
+		return cmd, 2
 	}
 	c, err := client()
 	if err != nil {
-		fmt.Fprintf(stderr, "edgeshard export-shard: %v\n", err)
-		return 2
+		fmt.Fprintf(stderr, "edgeshard %s: %v\n", name, err)
+		return cmd, 2
 	}
-	bs, n, err := c.download(http.MethodGet, shardPath(*binding, *shard)+"/export", fs.Arg(0), stderr)
+	return shardCommand{name: name, binding: *binding, shard: *shard, file: fs.Arg(0), c: c}, 0
+}
+
+func (sc shardCommand) path(op string) string {
+	return "/admin/bindings/" + url.PathEscape(sc.binding) + "/shards/" + url.PathEscape(sc.shard) + "/" + op
+}
+
+func runExportShard(args []string, stdout, stderr io.Writer) int {
+	sc, code := parseShardCommand("export-shard", "Writes one shard's snapshot (entries and alarm, between two of its events) into FILE.", args, stderr)
+	if code != 0 {
+		return code
+	}
+	bs, n, err := sc.c.download(http.MethodGet, sc.path("export"), sc.file, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "edgeshard export-shard: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s/%s → %s: %d entries, %d alarm, %s; verified\n", *binding, *shard, fs.Arg(0), bs.Entries, bs.Alarms, size(int(n)))
+	fmt.Fprintf(stdout, "%s/%s → %s: %d entries, %d alarm, %s; verified\n", sc.binding, sc.shard, sc.file, bs.Entries, bs.Alarms, size(int(n)))
 	return 0
 }
 
 func runImportShard(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("import-shard", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	binding := fs.String("binding", "", "binding of the shard (required)")
-	shard := fs.String("shard", "", "shard: 0..shards-1, or the object name of a per-name binding (required)")
-	client := adminFlags(fs)
-	longTimeout(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard import-shard --binding B --shard S [--admin URL] [--token T] FILE\n\nLoads a one-shard snapshot (export-shard's) into a shard of a running host that\nholds nothing (no entry, no alarm). All or nothing; the shard runs no event meanwhile.")
-		fs.PrintDefaults()
+	sc, code := parseShardCommand("import-shard", "Loads a one-shard snapshot (export-shard's) into a shard of a running host that\nholds nothing (no entry, no alarm). All or nothing; the shard runs no event meanwhile.", args, stderr)
+	if code != 0 {
+		return code
 	}
-	if err := parseInterspersed(fs, args); err != nil {
-		return 2
-	}
-	if *binding == "" || *shard == "" || fs.NArg() != 1 {
-		fs.Usage()
-		return 2
-	}
-	c, err := client()
-	if err != nil {
-		fmt.Fprintf(stderr, "edgeshard import-shard: %v\n", err)
-		return 2
-	}
-	f, err := os.Open(fs.Arg(0))
+	f, err := os.Open(sc.file)
 	if err != nil {
 		fmt.Fprintf(stderr, "edgeshard import-shard: %v\n", err)
 		return 1
 	}
 	defer f.Close()
 	var res admin.ImportResult
-	if err := c.send(http.MethodPut, shardPath(*binding, *shard)+"/import", f, &res); err != nil {
+	if err := sc.c.send(http.MethodPut, sc.path("import"), f, admin.SnapshotContentType, &res); err != nil {
 		fmt.Fprintf(stderr, "edgeshard import-shard: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s → %s/%s: %d entries (%s) from %s in %s\n", fs.Arg(0), res.Binding, res.Shard, res.Entries, size(int(res.Bytes)), res.From, res.Duration)
+	fmt.Fprintf(stdout, "%s → %s/%s: %d entries (%s) from %s in %s\n", sc.file, res.Binding, res.Shard, res.Entries, size(int(res.Bytes)), res.From, res.Duration)
 	return 0
-}
-
-func shardPath(binding, shard string) string {
-	return "/admin/bindings/" + url.PathEscape(binding) + "/shards/" + url.PathEscape(shard)
 }
 
 // longTimeout raises the shared --timeout default: a backup takes as long
@@ -146,14 +143,9 @@ func (c *adminClient) download(method, path, file string, stderr io.Writer) (sto
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
+	resp, err := c.do(ctx, method, path, nil, "")
 	if err != nil {
 		return bs, 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return bs, 0, fmt.Errorf("admin API at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -192,27 +184,6 @@ func (c *adminClient) download(method, path, file string, stderr io.Writer) (sto
 		return bs, cw.n, err
 	}
 	return bs, cw.n, syncDir(filepath.Dir(file))
-}
-
-// send sends body and decodes a 2xx JSON answer into out.
-func (c *adminClient) send(method, path string, body io.Reader, out any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", admin.SnapshotContentType)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("admin API at %s: %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return answerError(resp)
-	}
-	return decodeAnswer(resp, out)
 }
 
 func runRestore(args []string, stdout, stderr io.Writer) int {
