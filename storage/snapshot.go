@@ -1,10 +1,12 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
@@ -406,7 +408,9 @@ func VerifySnapshot(r io.Reader, progress func(BackupStats)) (BackupStats, error
 }
 
 // Restore reads a stream (a backup) into b, which must hold no shard
-// (ErrNotEmpty) and be a Viewer. Each shard goes back under the id the
+// (ErrNotEmpty) and be a Viewer. It applies many shards per Apply, and
+// syncs b once at the end when b can (Badger): what it restored is
+// durable when it returns, even with SyncWrites off. Each shard goes back under the id the
 // stream names. It is not atomic: on error b holds part of the stream,
 // so restore into a fresh directory and keep it only on success (as
 // `edgeshard restore` does). progress, if not nil, is called after each
@@ -439,9 +443,24 @@ func restoreStream(b Backend, r io.Reader, imp Importers, progress func(BackupSt
 	if err != nil {
 		return bs, fmt.Errorf("restore: %w", err)
 	}
+	var buf *applyBuffer
+	if b != nil {
+		buf = &applyBuffer{b: b}
+		b = buf
+	}
 	for {
 		ref, err := sr.NextShard()
 		if err == io.EOF {
+			err = nil
+			if buf != nil {
+				err = buf.flush()
+			}
+			if s, ok := b.(interface{ Sync() error }); ok && err == nil {
+				err = s.Sync() // durable on return, even with SyncWrites off
+			}
+			if err != nil {
+				return bs, fmt.Errorf("restore: %w", err)
+			}
 			return bs, nil
 		}
 		if err != nil {
@@ -457,4 +476,58 @@ func restoreStream(b Backend, r io.Reader, imp Importers, progress func(BackupSt
 			progress(bs)
 		}
 	}
+}
+
+// applyBuffer groups the small batches of a restore (a shard of a few
+// entries is one batch) into larger Backend.Apply calls: one Badger
+// transaction for many shards instead of one each. It copies what it
+// keeps, since a snapshot.Reader reuses its buffers.
+type applyBuffer struct {
+	b       Backend
+	pending []*Batch
+	bytes   int
+}
+
+// applyBufferBytes is how much an applyBuffer holds before it applies.
+const applyBufferBytes = 1 << 20
+
+func (a *applyBuffer) Get(id ShardID, key string) ([]byte, bool, error) { return a.b.Get(id, key) }
+func (a *applyBuffer) List(id ShardID, o abi.ListOptions) ([]abi.KV, error) {
+	return a.b.List(id, o)
+}
+func (a *applyBuffer) GetAlarm(id ShardID) (int64, bool, error) { return a.b.GetAlarm(id) }
+func (a *applyBuffer) Alarms() ([]Alarm, error)                 { return a.b.Alarms() }
+func (a *applyBuffer) Close() error                             { return a.b.Close() }
+func (a *applyBuffer) Sync() error {
+	if s, ok := a.b.(interface{ Sync() error }); ok {
+		return s.Sync()
+	}
+	return nil
+}
+
+func (a *applyBuffer) Apply(batches []*Batch) error {
+	for _, bt := range batches {
+		c := *bt
+		c.Puts = make([]abi.KV, len(bt.Puts))
+		for i, kv := range bt.Puts {
+			c.Puts[i] = abi.KV{Key: kv.Key, Value: bytes.Clone(kv.Value)}
+			a.bytes += len(kv.Key) + len(kv.Value)
+		}
+		c.Deletes = slices.Clone(bt.Deletes)
+		a.pending = append(a.pending, &c)
+		a.bytes += 64
+	}
+	if a.bytes >= applyBufferBytes {
+		return a.flush()
+	}
+	return nil
+}
+
+func (a *applyBuffer) flush() error {
+	if len(a.pending) == 0 {
+		return nil
+	}
+	err := a.b.Apply(a.pending)
+	a.pending, a.bytes = a.pending[:0], 0
+	return err
 }

@@ -238,7 +238,7 @@ func restore(cfg *config.File, file string, stderr io.Writer) (storage.BackupSta
 		return bs, dir, err
 	}
 	opts := server.BadgerOptions(cfg)
-	opts.Dir, opts.SyncWrites = tmp, true
+	opts.Dir = tmp // SyncWrites off: Restore syncs once at its end
 	b, err := storage.OpenBadger(opts)
 	if err != nil {
 		return bs, dir, fmt.Errorf("open %s: %w", tmp, err)
