@@ -250,3 +250,36 @@ func TestShardExportImportCLI(t *testing.T) {
 		t.Fatalf("second import: exit %d %q", code, errs)
 	}
 }
+
+// TestMigrationRenameThroughConfig: the real binary applies a
+// [[migrations]] rename from edgeshard.toml: the counter answers under
+// the new binding name, and the log says what happened.
+func TestMigrationRenameThroughConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	p := proctest.Start(t, t.TempDir(), counterConfigText(t, "v1"))
+	increment(t, p, "kept", 3)
+	if err := p.Term(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(p.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renamed := strings.Replace(string(cfg), `name = "COUNTER"`, `name = "COUNTERS"`, 1) + `
+[[migrations]]
+tag = "rename-counter"
+renamed_bindings = [{ from = "COUNTER", to = "COUNTERS" }]
+`
+	if err := os.WriteFile(p.Config, []byte(renamed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.Restart()
+	if got := countOf(t, p.URL()+"/do/COUNTERS/kept/"); got != 3 {
+		t.Fatalf("COUNTERS/kept after the rename: %d; want 3\n%s", got, p.Output())
+	}
+	if !strings.Contains(p.Output(), "migration applied and recorded") {
+		t.Fatalf("no migration log line:\n%s", p.Output())
+	}
+}
