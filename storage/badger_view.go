@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -114,7 +115,7 @@ func (v *badgerView) Scan(id ShardID, fn func(key string, val []byte) error) err
 
 func (v *badgerView) Alarm(id ShardID) (int64, bool, error) {
 	item, err := v.txn.Get(appendShardKey(nil, tagAlarm, id))
-	if err == badger.ErrKeyNotFound {
+	if errors.Is(err, badger.ErrKeyNotFound) {
 		return 0, false, nil
 	}
 	if err != nil {

@@ -32,12 +32,13 @@ import (
 //
 // The API, all of it:
 //
-//	(*Engine).ExportShard(w, id, extra...)  one shard's stream
-//	(*Shard).Import(r, importers)           a one-shard stream into an empty shard
-//	(*Engine).Backup(w, note, extra)        every shard, one stream, one view
-//	Restore(b, r, importers)                a stream into an empty Backend
-//	VerifySnapshot(r)                       check a whole stream, write nothing
-//	SnapshotShard, ImportSnapshotShard      the per-shard steps over a Writer/Reader
+//	(*Engine).ExportShard(w, id, extra...)            one shard's stream
+//	(*Shard).Import(r, importers)                     a one-shard stream into an empty shard
+//	(*Engine).Backup(w, note, extra, progress)        every shard, one stream, one view
+//	Restore(b, r, importers, progress)                a stream into an empty Backend
+//	VerifySnapshot(r, progress)                       check a whole stream, write nothing
+//	SnapshotShard, ImportSnapshotShard                the per-shard steps over a Writer/Reader
+//	MoveShard, DeleteShard, NamespaceShards (move.go) whole shards inside one Backend
 
 // Section names of a shard snapshot.
 const (
