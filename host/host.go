@@ -271,7 +271,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 			return nil, fmt.Errorf("open shard storage %s: %w", dir, err)
 		}
 	}
-	if err := applyMigrations(backend, cfg, h.log); err != nil {
+	if err := prepareStorage(backend, cfg, h.log); err != nil {
 		backend.Close()
 		if h.ownEng {
 			h.engine.Close(ctx)

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/edgeshard/edgeshard/storage"
+	"github.com/rs/zerolog"
 )
 
 // Shard snapshots through the host: one shard's export and import (the
@@ -138,4 +139,19 @@ func ShardStateImporters(states []ShardState) storage.Importers {
 		}
 	}
 	return imp
+}
+
+// prepareStorage readies shard storage before any shard runs: it deletes
+// what imports interrupted by the process's end left (their shards hold
+// part of a stream), then applies the configured migrations.
+func prepareStorage(b storage.Backend, cfg Config, log zerolog.Logger) error {
+	cleared, err := storage.ClearInterruptedImports(b)
+	for _, id := range cleared {
+		log.Warn().Str("binding", id.Namespace).Str("shard", id.Name).
+			Msg("an import into this shard was interrupted when the host stopped: what it wrote is deleted; import it again")
+	}
+	if err != nil {
+		return err
+	}
+	return applyMigrations(b, cfg, log)
 }

@@ -344,10 +344,11 @@ func shardEmpty(b Backend, id ShardID) (bool, error) {
 // stream's shard may have another id (a rename). The caller owns the
 // shard as for any event (its actor, between events); writes of earlier
 // events are waited for first. The import is all or nothing: on any error,
-// a corrupt or truncated stream included, what it wrote is deleted again.
-// Afterwards the handle reads the imported state. The returned stats name
-// the stream's shard; Alarm is the imported alarm, for the caller's
-// scheduler.
+// a corrupt or truncated stream included, what it wrote is deleted again;
+// if the process dies meanwhile, a mark left in the backend makes
+// ClearInterruptedImports delete it at the next start. Afterwards the
+// handle reads the imported state. The returned stats name the stream's
+// shard; Alarm is the imported alarm, for the caller's scheduler.
 func (s *Shard) Import(r io.Reader, imp Importers) (ShardSnapshotStats, error) {
 	s.settle()
 	if err := s.begin(); err != nil {
@@ -361,15 +362,51 @@ func (s *Shard) Import(r io.Reader, imp Importers) (ShardSnapshotStats, error) {
 	if !empty {
 		return ShardSnapshotStats{}, fmt.Errorf("import into %s: %w: the shard has entries or an alarm", s.id, ErrNotEmpty)
 	}
+	mark := string(appendShardKey(nil, 'i', s.id))
+	if err := b.Apply([]*Batch{{Shard: importsShard, Puts: []abi.KV{{Key: mark, Value: []byte{}}}}}); err != nil {
+		return ShardSnapshotStats{}, fmt.Errorf("import into %s: mark it: %w", s.id, err)
+	}
 	defer s.Reset()
+	unmark := &Batch{Shard: importsShard, Deletes: []string{mark}}
 	st, err := importOne(b, r, s.id, imp)
 	if err != nil {
-		if rerr := b.Apply([]*Batch{{Shard: s.id, DeleteAll: true, DelAlarm: true}}); rerr != nil {
-			err = fmt.Errorf("%w; and rolling back the partial import failed: %w", err, rerr)
+		if rerr := b.Apply([]*Batch{{Shard: s.id, DeleteAll: true, DelAlarm: true}, unmark}); rerr != nil {
+			err = fmt.Errorf("%w; and rolling back the partial import failed (the next start clears it): %w", err, rerr)
 		}
 		return st, fmt.Errorf("import into %s: %w", s.id, err)
 	}
+	if err := b.Apply([]*Batch{unmark}); err != nil {
+		return st, fmt.Errorf("import into %s: imported, but clearing its mark failed (the next start would delete it): %w", s.id, err)
+	}
 	return st, nil
+}
+
+// importsShard holds a mark per import in progress (Shard.Import): the
+// shard's id, encoded as in Badger's keys (tag 'i'). It is in namespace "", which no binding has.
+var importsShard = ShardID{Namespace: "", Name: "edgeshard.imports"}
+
+// ClearInterruptedImports deletes every shard an import was writing when
+// the process stopped (its mark is still there) — entries and alarm — and
+// returns them. Run it at start, before any shard serves: such a shard
+// holds part of a stream, and its import was never acknowledged.
+func ClearInterruptedImports(b Backend) ([]ShardID, error) {
+	marks, err := b.List(importsShard, listAll)
+	if err != nil {
+		return nil, fmt.Errorf("list interrupted imports: %w", err)
+	}
+	var out []ShardID
+	for _, m := range marks {
+		id, rest, ok := decodeShardKey([]byte(m.Key))
+		if !ok || len(rest) != 0 {
+			return out, fmt.Errorf("malformed import mark %q", m.Key)
+		}
+		err := b.Apply([]*Batch{{Shard: id, DeleteAll: true, DelAlarm: true}, {Shard: importsShard, Deletes: []string{m.Key}}})
+		if err != nil {
+			return out, fmt.Errorf("clear the interrupted import into %s: %w", id, err)
+		}
+		out = append(out, id)
+	}
+	return out, nil
 }
 
 // importOne imports the one shard of the stream r into id; the shard's

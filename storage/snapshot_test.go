@@ -509,3 +509,61 @@ func FuzzImportShard(f *testing.F) {
 		}
 	})
 }
+
+// dyingBackend applies the first n Apply calls, then fails every one, as
+// a process that dies mid-import would stop writing.
+type dyingBackend struct {
+	storage.Backend
+	left int
+}
+
+func (d *dyingBackend) Apply(b []*storage.Batch) error {
+	if d.left--; d.left < 0 {
+		return errors.New("injected: the process died")
+	}
+	return d.Backend.Apply(b)
+}
+
+// TestInterruptedImportClearedAtStart: an import that stops after part of
+// a shard was written (its rollback never ran) leaves a mark, and
+// ClearInterruptedImports deletes the partial shard and the mark.
+func TestInterruptedImportClearedAtStart(t *testing.T) {
+	src := storage.NewEngine(storage.NewMemory(), storage.EngineOptions{})
+	defer src.Close()
+	from := storage.ShardID{Namespace: "N", Name: "big"}
+	fill(t, src, from, 1500, 5) // several chunks
+	var buf bytes.Buffer
+	_, err := src.ExportShard(&buf, from)
+	check(t, err)
+
+	mem := storage.NewMemory()
+	e := storage.NewEngine(&dyingBackend{Backend: mem, left: 2}, storage.EngineOptions{}) // the mark, one chunk
+	defer e.Close()
+	id := storage.ShardID{Namespace: "N", Name: "dst"}
+	s := e.Shard(id)
+	if _, err := s.Import(bytes.NewReader(buf.Bytes()), nil); err == nil || !strings.Contains(err.Error(), "next start clears it") {
+		t.Fatalf("import into a dying backend: %v", err)
+	}
+	s.Close()
+	if kvs, _ := mem.List(id, abi.ListOptions{}); len(kvs) == 0 {
+		t.Fatal("the dying import wrote nothing: the test does not interrupt it mid-way")
+	}
+	cleared, err := storage.ClearInterruptedImports(mem)
+	if err != nil || len(cleared) != 1 || cleared[0] != id {
+		t.Fatalf("ClearInterruptedImports = %v, %v; want [%s]", cleared, err, id)
+	}
+	if kvs, _ := mem.List(id, abi.ListOptions{}); len(kvs) != 0 {
+		t.Fatalf("%d entries left after clearing", len(kvs))
+	}
+	if again, err := storage.ClearInterruptedImports(mem); err != nil || len(again) != 0 {
+		t.Fatalf("second ClearInterruptedImports = %v, %v; want nothing", again, err)
+	}
+	// A successful import leaves no mark.
+	s2 := storage.NewEngine(mem, storage.EngineOptions{})
+	defer s2.Close()
+	_, err = importInto(s2, id, bytes.NewReader(buf.Bytes()))
+	check(t, err)
+	if left, err := storage.ClearInterruptedImports(mem); err != nil || len(left) != 0 {
+		t.Fatalf("after a good import ClearInterruptedImports = %v, %v", left, err)
+	}
+}
