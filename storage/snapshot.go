@@ -37,6 +37,7 @@ import (
 //	(*Engine).Backup(w, note, extra, progress)        every shard, one stream, one view
 //	Restore(b, r, importers, progress)                a stream into an empty Backend
 //	VerifySnapshot(r, progress)                       check a whole stream, write nothing
+//	ClearInterruptedImports(b)                        at start: delete what a cut-short Import left
 //	SnapshotShard, ImportSnapshotShard                the per-shard steps over a Writer/Reader
 //	MoveShard, DeleteShard, NamespaceShards (move.go) whole shards inside one Backend
 
