@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/rs/zerolog"
 )
@@ -60,6 +61,9 @@ func (ns *Namespace) ImportShard(ctx context.Context, shard string, r io.Reader)
 	if rerr := ns.runOnShard(ctx, shard, func(a *actor) {
 		a.waitLast()
 		a.closeInstance()
+		if err = a.dropLoneStoredRecord(); err != nil {
+			return
+		}
 		st, err = a.store.Import(r, ns.h.importers())
 		if err == nil && st.Alarm > 0 {
 			ns.h.alarms.schedule(a.id, st.Alarm, 0)
@@ -72,6 +76,20 @@ func (ns *Namespace) ImportShard(ctx context.Context, shard string, r io.Reader)
 			Int("entries", st.Entries).Int64("bytes", st.Bytes).Msg("shard imported")
 	}
 	return st, err
+}
+
+// dropLoneStoredRecord deletes the host's stored-bytes record (quota.go)
+// of a shard that holds nothing else — what a shard whose guest deleted
+// every key keeps — so that it counts as empty for an import.
+func (a *actor) dropLoneStoredRecord() error {
+	kvs, err := a.store.List(abi.ListOptions{Limit: 2})
+	if err != nil || len(kvs) != 1 || kvs[0].Key != storedKey {
+		return err
+	}
+	if _, err := a.store.Delete(storedKey); err != nil {
+		return err
+	}
+	return a.store.Commit().Wait(context.Background())
 }
 
 // runOnShard runs fn on the shard's actor between two events. If ctx ends
