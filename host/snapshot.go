@@ -78,6 +78,33 @@ func (ns *Namespace) ImportShard(ctx context.Context, shard string, r io.Reader)
 	return st, err
 }
 
+// ClearShard deletes one shard's entries and alarm, between two of its
+// events, and discards its instance: what a planned move does to the
+// source once the target has imported the shard (a shard holding data
+// refuses an import). It returns once the deletion is durable.
+func (ns *Namespace) ClearShard(ctx context.Context, shard string) error {
+	var err error
+	if rerr := ns.runOnShard(ctx, shard, func(a *actor) {
+		a.waitLast()
+		a.closeInstance()
+		if err = a.store.DeleteAll(); err == nil {
+			err = a.store.DeleteAlarm()
+		}
+		if err != nil {
+			a.store.Abort()
+			return
+		}
+		err = a.store.Commit().Wait(context.Background())
+		ns.h.alarms.cancel(a.id)
+	}); rerr != nil {
+		return rerr
+	}
+	if err == nil {
+		ns.h.log.Info().Str("binding", ns.name).Str("shard", shard).Msg("shard cleared")
+	}
+	return err
+}
+
 // dropLoneStoredRecord deletes the host's stored-bytes record (quota.go)
 // of a shard that holds nothing else — what a shard whose guest deleted
 // every key keeps — so that it counts as empty for an import.

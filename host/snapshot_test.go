@@ -76,6 +76,19 @@ func TestShardExportImport(t *testing.T) {
 	if got := dst.count(t, "a"); got != 6 {
 		t.Fatalf("count after refused import %d; want 6", got)
 	}
+	// The source clears the shard it handed over: nothing, no alarm.
+	if err := srcNS.ClearShard(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := src.count(t, "a"); got != 0 {
+		t.Fatalf("source count after ClearShard %d; want 0", got)
+	}
+	if _, ok := srcNS.AlarmAt("a"); ok {
+		t.Fatal("the cleared shard's alarm is still scheduled")
+	}
+	if _, err := srcNS.ImportShard(ctx, "a", bytes.NewReader(data)); err != nil {
+		t.Fatalf("import into the cleared shard: %v", err)
+	}
 	// Another name takes the same stream (a rename of the object).
 	if _, err := dstNS.ImportShard(ctx, "b", bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
