@@ -62,6 +62,8 @@ FUZZTARGETS := \
 	./host/internal/wasm:FuzzLoad \
 	./host/internal/wasm/wasmbin:FuzzPreflight \
 	./host/config:FuzzParse \
+	./storage/snapshot:FuzzReader \
+	./storage:FuzzImportShard \
 	./host:FuzzDO \
 	./edge:FuzzParseEvents
 

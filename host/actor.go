@@ -19,23 +19,23 @@ import (
 type eventKind int
 
 const (
-	evFetch    eventKind = iota
-	evAlarm              // the shard's alarm is due
-	evInspect            // run inspect on the shard's storage
-	evRestart            // discard the instance
-	evPrepare            // instantiate ver ahead of a swap and keep it ready
-	evSwitch             // move onto the current version, with the prepared instance
-	evShardSQL           // run shardOp on the shard's own database (shardsql.go)
+	evFetch   eventKind = iota
+	evAlarm             // the shard's alarm is due
+	evInspect           // run inspect on the shard's storage
+	evRestart           // discard the instance
+	evPrepare           // instantiate ver ahead of a swap and keep it ready
+	evSwitch            // move onto the current version, with the prepared instance
+	evRun               // run a function on the actor between two events (snapshot.go)
 )
 
 type event struct {
 	kind    eventKind
 	req     *abi.Request
-	retry   int                // evAlarm: retry count
-	inspect func(StorageView)  // evInspect: runs on the actor goroutine
-	ver     *Version           // evPrepare: the event holds a reference for the actor
-	shardOp func(*actor) error // evShardSQL
-	state   atomic.Int32       // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
+	retry   int               // evAlarm: retry count
+	inspect func(StorageView) // evInspect: runs on the actor goroutine
+	ver     *Version          // evPrepare: the event holds a reference for the actor
+	run     func(*actor)      // evRun: runs on the actor goroutine unless abandoned while queued
+	state   atomic.Int32      // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
 	done    chan result
 }
 
@@ -244,8 +244,11 @@ func (a *actor) handle(ev *event) {
 		ev.done <- result{}
 	case evSwitch:
 		a.switchVersion()
-	case evShardSQL:
-		ev.done <- result{err: ev.shardOp(a)}
+	case evRun:
+		if ev.state.CompareAndSwap(evQueued, evRunning) {
+			ev.run(a)
+		}
+		ev.done <- result{}
 	}
 }
 

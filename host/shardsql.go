@@ -285,16 +285,16 @@ func (ns *Namespace) ImportSQL(ctx context.Context, shard string, r io.Reader) e
 	})
 }
 
-// shardSQLOp runs op on the shard's actor and waits for it: once queued it
-// runs to its end (it holds the caller's reader or writer), ctx bounding
-// the SQLite work itself.
+// shardSQLOp runs op on the shard's actor between two events and waits
+// for it (runOnShard: if ctx ends while op is queued it never runs), ctx
+// also bounding the SQLite work itself.
 func (ns *Namespace) shardSQLOp(ctx context.Context, shard string, op func(*actor) error) error {
 	if !ns.shardSQL {
 		return fmt.Errorf("%w: %s", ErrNoShardSQL, ns.name)
 	}
-	ev := &event{kind: evShardSQL, shardOp: op, done: make(chan result, 1)}
-	if err := ns.enqueue(shard, ev); err != nil {
+	var opErr error
+	if err := ns.runOnShard(ctx, shard, func(a *actor) { opErr = op(a) }); err != nil {
 		return err
 	}
-	return (<-ev.done).err
+	return opErr
 }

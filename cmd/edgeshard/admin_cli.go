@@ -109,31 +109,65 @@ func adminFlags(fs *flag.FlagSet) func() (*adminClient, error) {
 // call sends a request and decodes a 2xx JSON answer into out; any other
 // answer becomes an error carrying the server's code and message.
 func (c *adminClient) call(method, path string, body []byte, out any) error {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	return c.send(method, path, r, "application/wasm", out)
+}
+
+// send sends body (nil: none) as contentType and decodes a 2xx JSON
+// answer into out.
+func (c *adminClient) send(method, path string, body io.Reader, contentType string, out any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	resp, err := c.do(ctx, method, path, body, contentType)
 	if err != nil {
 		return err
 	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return answerError(resp)
+	}
+	return decodeAnswer(resp, out)
+}
+
+// do sends one authorised request.
+func (c *adminClient) do(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if body != nil {
-		req.Header.Set("Content-Type", "application/wasm")
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("admin API at %s: %w", c.base, err)
+		return nil, fmt.Errorf("admin API at %s: %w", c.base, err)
 	}
-	defer resp.Body.Close()
+	return resp, nil
+}
+
+// answerError turns a non-2xx answer into an error carrying the server's
+// code and message.
+func answerError(resp *http.Response) error {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("admin API answered %s: %w", resp.Status, err)
+	}
+	var e httpx.ErrorBody
+	if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
+		return fmt.Errorf("%s (%d %s)", e.Error.Message, resp.StatusCode, e.Error.Code)
+	}
+	return fmt.Errorf("admin API answered %s: %s", resp.Status, bytes.TrimSpace(b))
+}
+
+// decodeAnswer decodes a 2xx JSON answer into out (nil: ignored).
+func decodeAnswer(resp *http.Response, out any) error {
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return fmt.Errorf("admin API at %s: %w", c.base, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e httpx.ErrorBody
-		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
-			return fmt.Errorf("%s (%d %s)", e.Error.Message, resp.StatusCode, e.Error.Code)
-		}
-		return fmt.Errorf("admin API answered %s: %s", resp.Status, bytes.TrimSpace(b))
+		return fmt.Errorf("admin API answer: %w", err)
 	}
 	if out == nil {
 		return nil

@@ -18,6 +18,9 @@
 //	GET  /admin/series                             charts: per-binding rates over the last minutes
 //	POST /admin/jobs/reconcile-counters            recompute counters from their source rows
 //	POST /admin/jobs/drain                         flush every buffer shard; say whether all are empty (?wait=)
+//	POST /admin/backup                             every shard as one snapshot stream (snapshot.go)
+//	GET  /admin/bindings/{name}/shards/{id}/export one shard's snapshot stream
+//	PUT  /admin/bindings/{name}/shards/{id}/import body: a one-shard stream, into this empty shard
 //	GET  /, /ui/{file}                             the inspector; GET|POST /login, POST /logout
 package admin
 
@@ -135,6 +138,7 @@ func New(h *host.Host, opts Options) (*Server, error) {
 	r.HandleFunc("/admin/series", s.getSeries).Methods(http.MethodGet)
 	r.HandleFunc("/admin/jobs/reconcile-counters", bearerOnly(s.reconcile)).Methods(http.MethodPost)
 	r.HandleFunc("/admin/jobs/drain", bearerOnly(s.drain)).Methods(http.MethodPost)
+	s.snapshotRoutes(r)
 	s.uiRoutes(r)
 	s.handler = s.authenticate(r)
 	s.sampler = newSampler(h, opts, s.log)

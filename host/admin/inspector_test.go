@@ -138,6 +138,9 @@ func TestInspectorSession(t *testing.T) {
 		{"POST", "/admin/bindings/COUNTER/rollback"},
 		{"POST", "/admin/jobs/reconcile-counters"},
 		{"POST", "/admin/jobs/drain"},
+		{"POST", "/admin/backup"},
+		{"GET", "/admin/bindings/COUNTER/shards/alice/export"},
+		{"PUT", "/admin/bindings/COUNTER/shards/alice/import"},
 	} {
 		resp, body := b.req(rt.method, rt.path, "junk", admin.InspectorHeader, "1")
 		if resp.StatusCode != 403 || errorOf(t, body).Error.Code != "bearer_required" {
