@@ -135,6 +135,8 @@ type Config struct {
 	// Registerer receives the host's Prometheus metrics; nil keeps them
 	// unregistered.
 	Registerer prometheus.Registerer
+	// WebSocket bounds the host's WebSockets (websocket.go).
+	WebSocket WebSocketLimits
 	// Engine, when set, is a shared engine the host uses (and does not
 	// close) instead of starting its own; CacheDir is then the engine's,
 	// and MemoryLimitMiB must be 0 or the engine's (New refuses another).
@@ -171,6 +173,7 @@ func (c Config) withDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
 	}
+	c.WebSocket = c.WebSocket.withDefaults()
 	if c.CacheDir == "" && c.DataDir != "" {
 		c.CacheDir = filepath.Join(c.DataDir, "cache")
 	}
@@ -217,6 +220,7 @@ type Host struct {
 	started time.Time
 	metrics *metrics
 	insp    inspection // inspect_shards.go
+	ws      wsRegistry // websocket.go
 }
 
 // New starts a host: opens storage, compiles every binding's module,
@@ -429,6 +433,7 @@ func (h *Host) Close(ctx context.Context) error {
 	if h.alarms != nil {
 		h.alarms.stop()
 	}
+	h.ws.closeAll()
 	for _, ns := range h.Namespaces() {
 		ns.stopActors()
 	}

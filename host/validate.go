@@ -57,10 +57,10 @@ func Validate(ctx context.Context, bin []byte, o ValidateOptions) (*ModuleInfo, 
 }
 
 // Grants returns the binding groups the binding grants its module:
-// storage, alarm, vars and log always, sql and analytics when it names a
+// storage, alarm, vars, log and websocket always, sql and analytics when it names a
 // database or dataset (core is implied).
 func (b Binding) Grants() []string {
-	g := []string{abi.GroupStorage, abi.GroupAlarm, abi.GroupVars, abi.GroupLog}
+	g := []string{abi.GroupStorage, abi.GroupAlarm, abi.GroupVars, abi.GroupLog, abi.GroupWebSocket}
 	if b.SQL != "" {
 		g = append(g, abi.GroupSQL)
 	}
