@@ -437,7 +437,7 @@ func (s *socket) readLoop() {
 func (s *socket) readFailed(err error) {
 	var ce *websocket.CloseError
 	switch {
-	case errors.As(err, &ce):
+	case errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure: // gorilla reports EOF as 1006
 		s.finish(ce.Code, ce.Text, true, "")
 	case errors.Is(err, websocket.ErrReadLimit):
 		s.stop(abi.WSCloseTooBig, "message too big")
