@@ -109,7 +109,7 @@ type socket struct {
 	state int
 
 	conn     atomic.Pointer[websocket.Conn] // set once by open
-	finished atomic.Bool     // removed from the registry; its close is delivered
+	finished atomic.Bool                    // removed from the registry; its close is delivered
 
 	// The send queue, guarded by omu. A writer goroutine runs only while
 	// it is not empty.

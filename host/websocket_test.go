@@ -436,5 +436,3 @@ func TestWebSocketHostClose(t *testing.T) {
 		t.Fatalf("after host close: %v, want close 1001", err)
 	}
 }
-
-
