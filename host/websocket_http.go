@@ -14,14 +14,21 @@ import (
 // upgrader completes the handshakes shards accept. The host checks no
 // Origin: the shard sees the request's Origin header and refuses what it
 // does not want. Write buffers come from a pool, so an idle socket holds
-// none.
+// none; each socket reads through a buffer of wsReadBuffer bytes of its
+// own (net/http's 4 KiB one would be kept otherwise).
 var upgrader = websocket.Upgrader{
 	CheckOrigin:     func(*http.Request) bool { return true },
+	ReadBufferSize:  wsReadBuffer,
 	WriteBufferPool: &sync.Pool{},
 	Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 		httpx.WriteError(w, status, "bad_upgrade", reason.Error())
 	},
 }
+
+// wsReadBuffer is each socket's read buffer: messages of any size pass
+// through it; an idle socket of a hibernating shard holds it all the same
+// (docs/BENCHMARKS.md, ws_idle_mem).
+const wsReadBuffer = 1024
 
 // serveUpgrade offers a WebSocket upgrade request at /do to its shard as
 // a fetch (the request keeps its Upgrade header). A shard that calls
