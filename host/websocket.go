@@ -62,6 +62,8 @@ func (l WebSocketLimits) withDefaults() WebSocketLimits {
 	if l.WriteTimeout <= 0 {
 		l.WriteTimeout = 10 * time.Second
 	}
+	// One message always fits an empty queue.
+	l.SendQueueBytes = max(l.SendQueueBytes, l.MaxMessageBytes)
 	return l
 }
 
@@ -473,27 +475,33 @@ func (s *socket) finish(code int, reason string, clean bool, errText string) {
 }
 
 // deliver queues ev on the shard's actor and waits until it has run. A
-// full queue makes the reader wait (backpressure on the client), not
-// drop the message.
+// full queue, or an instance memory budget with no room to start the
+// shard, makes the reader wait (backpressure on the client) rather than
+// drop the message; past wsDeliverTries the socket's event fails.
 func (s *socket) deliver(ev *abi.WSEvent) error {
 	ev.Socket = s.id
-	e := &event{kind: evWS, ws: &wsDelivery{sock: s, ev: ev}, done: make(chan result, 1)}
-	for {
-		err := s.ss.ns.enqueue(s.ss.shard, e)
-		if err == nil {
-			break
+	var err error
+	for try := 0; try < wsDeliverTries; try++ {
+		e := &event{kind: evWS, ws: &wsDelivery{sock: s, ev: ev}, done: make(chan result, 1)}
+		if err = s.ss.ns.enqueue(s.ss.shard, e); err == nil {
+			err = (<-e.done).err
 		}
-		if !errors.Is(err, ErrOverloaded) || s.h.isClosing() {
+		if !errors.Is(err, ErrOverloaded) {
 			return err
 		}
 		select {
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(time.Duration(min(try+1, 20)) * 5 * time.Millisecond):
 		case <-s.h.closing:
 			return ErrClosed
 		}
 	}
-	return (<-e.done).err
+	return err
 }
+
+// wsDeliverTries bounds the attempts to deliver an event to an overloaded
+// shard (a full queue: ~5 ms apart; a full memory budget: after its
+// instance_start_wait each).
+const wsDeliverTries = 100
 
 // wsDelivery is an evWS event: ev for the shard, about sock.
 type wsDelivery struct {

@@ -22,7 +22,13 @@ type wsEventState struct {
 	upgrade  bool    // a fetch of an upgrade request: ws_accept may accept it
 	accepted *socket // the socket ws_accept registered, pending
 	ops      []func(gate *storage.Pending)
+	bytes    int // message bytes the event copied (wsEventBytes)
 }
+
+// wsEventBytes bounds the message bytes one event may queue (each
+// ws_send copies its message, a broadcast one copy for all): they wait in
+// the host until the event commits.
+const wsEventBytes = 64 << 20
 
 // wsRunner is an instance that may handle WebSocket events.
 type wsRunner interface {
@@ -50,7 +56,7 @@ func (a *actor) wsFlush(gate *storage.Pending) {
 	for _, op := range a.wsev.ops {
 		op(gate)
 	}
-	a.wsev.ops = nil
+	a.wsev.ops, a.wsev.bytes = nil, 0
 }
 
 // wsAbort drops what a crashed event did to sockets, the socket it
@@ -150,13 +156,23 @@ const limitWSSockets = "websocket_max_sockets_per_shard"
 // 101 response then completes the handshake.
 func (a *actor) WSAccepted() bool { return a.wsev.accepted != nil }
 
-// checkMessage refuses a message over MaxMessageBytes.
+// checkMessage refuses a message over MaxMessageBytes, or one that would
+// take the event past wsEventBytes; otherwise it counts it.
 func (a *actor) checkMessage(data []byte) error {
 	if max := a.ns.h.cfg.WebSocket.MaxMessageBytes; len(data) > max {
 		return wsCallError(abi.ErrnoTooLarge, fmt.Errorf("message of %d bytes exceeds the host's limit of %d (websocket max_message_bytes)", len(data), max))
 	}
+	if a.wsev.bytes+len(data) > wsEventBytes {
+		err := fmt.Errorf("message of %d bytes refused: this event already queued %d bytes of WebSocket messages; one event may queue %d", len(data), a.wsev.bytes, wsEventBytes)
+		a.limitReached(limitWSEventBytes, err.Error())
+		return wsCallError(abi.ErrnoLimit, err)
+	}
+	a.wsev.bytes += len(data)
 	return nil
 }
+
+// limitWSEventBytes names wsEventBytes in the limit metrics.
+const limitWSEventBytes = "websocket_event_bytes"
 
 func frameType(binary bool) int {
 	if binary {
@@ -167,11 +183,11 @@ func frameType(binary bool) int {
 
 // WSSend implements wasm.WebSocketEnv.
 func (a *actor) WSSend(id uint64, binary bool, data []byte) error {
-	if err := a.checkMessage(data); err != nil {
-		return err
-	}
 	s, err := a.socket(id)
 	if err != nil {
+		return err
+	}
+	if err := a.checkMessage(data); err != nil {
 		return err
 	}
 	msg := append([]byte(nil), data...)
