@@ -436,3 +436,23 @@ func TestWebSocketHostClose(t *testing.T) {
 		t.Fatalf("after host close: %v, want close 1001", err)
 	}
 }
+
+// TestWebSocketFlood: one event may queue at most 64 MiB of messages
+// (ErrnoLimit past it); a socket whose unsent messages pass
+// send_queue_bytes is closed with 1013, with an error event first.
+func TestWebSocketFlood(t *testing.T) {
+	f := startWS(t, nil)
+	c, id := f.dial(t, "/do/WS/flood/ws")
+	say(t, c, "flood 1048576 70")
+	got := f.event(t, "flood", "flood")
+	if !strings.HasPrefix(got, "64 ws.send: event limit exceeded: message of 1048576 bytes refused: this event already queued 67108864 bytes") {
+		t.Fatalf("flood: %q", got)
+	}
+	if got := f.event(t, "flood", "error:"+idStr(id)); !strings.Contains(got, "send queue overflow") {
+		t.Fatalf("error event: %q", got)
+	}
+	if got := f.event(t, "flood", "closed:"+idStr(id)); !strings.HasPrefix(got, "1013 ") {
+		t.Fatalf("close event: %q", got)
+	}
+}
+

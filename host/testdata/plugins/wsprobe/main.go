@@ -10,6 +10,7 @@
 //	close CODE        closes the socket with CODE
 //	big N             sends N bytes; answers "err <message>" if the host refuses
 //	put KEY VALUE     stores KEY, then sends "put KEY"
+//	flood N K         sends K messages of N bytes; stores "flood" = "<sent> <first error>"
 //	panic             crashes the instance
 //
 // Close and error events are stored as closed:<id> and error:<id>, read
@@ -123,6 +124,19 @@ func message(s ws.Socket, msg []byte, binary bool) error {
 			return reply("err " + err.Error())
 		}
 		return nil
+	case "flood":
+		ns, ks, _ := strings.Cut(arg, " ")
+		n, _ := strconv.Atoi(ns)
+		k, _ := strconv.Atoi(ks)
+		sent, first := 0, ""
+		for range k {
+			if err := ws.Send(s.ID, make([]byte, n)); err != nil {
+				first = err.Error()
+				break
+			}
+			sent++
+		}
+		return sdk.Storage().Put("flood", []byte(strconv.Itoa(sent)+" "+first))
 	case "put":
 		k, v, _ := strings.Cut(arg, " ")
 		if err := sdk.Storage().Put(k, []byte(v)); err != nil {
