@@ -456,3 +456,18 @@ func TestWebSocketFlood(t *testing.T) {
 	}
 }
 
+
+// TestWebSocketOutputGate: what an event sends leaves only once its
+// writes are durable: with every commit failing (a disk below the
+// reserve), the reply of an event that wrote is never sent; once the
+// failure is known (the shard restarts from storage), the reply of an
+// event that wrote nothing is.
+func TestWebSocketOutputGate(t *testing.T) {
+	f := startWS(t, func(c *host.Config) { c.Badger.MinFreeBytes = 1 << 60 })
+	c, _ := f.dial(t, "/do/WS/gate/ws")
+	say(t, c, "put k v")
+	time.Sleep(300 * time.Millisecond) // the group commit refuses the write meanwhile
+	if got := ask(t, c, "echo after"); got != "echo after" {
+		t.Fatalf("after a failed commit: %q, want only the next event's reply", got)
+	}
+}
