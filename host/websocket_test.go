@@ -456,7 +456,6 @@ func TestWebSocketFlood(t *testing.T) {
 	}
 }
 
-
 // TestWebSocketOutputGate: what an event sends leaves only once its
 // writes are durable: with every commit failing (a disk below the
 // reserve), the reply of an event that wrote is never sent; once the
