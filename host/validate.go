@@ -19,6 +19,9 @@ type ModuleInfo struct {
 	// module does not declare, or declares above the memory cap, is the
 	// cap.
 	MemoryMinPages, MemoryMaxPages uint32
+	// WebSockets: the module exports edgeshard_ws_event, so it may accept
+	// WebSocket upgrades (abi/ABI.md, section 10).
+	WebSockets bool
 }
 
 // ValidateOptions say what a module is validated against.
@@ -53,7 +56,7 @@ func Validate(ctx context.Context, bin []byte, o ValidateOptions) (*ModuleInfo, 
 		return nil, err
 	}
 	return &ModuleInfo{SHA256: m.SHA256, Size: m.Size, ABIVersion: m.ABIVersion, Imports: m.Imports, Groups: m.Groups,
-		MemoryMinPages: m.MemoryMinPages, MemoryMaxPages: m.MemoryMaxPages}, nil
+		MemoryMinPages: m.MemoryMinPages, MemoryMaxPages: m.MemoryMaxPages, WebSockets: m.WebSockets}, nil
 }
 
 // Grants returns the binding groups the binding grants its module:
