@@ -255,7 +255,7 @@ func (i *Instance) Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.R
 	// informational response followed by an implicit 200, and 101 as a
 	// protocol switch, neither of which the shard can mean.
 	if (resp.Status < 200 || resp.Status > 599) && !(resp.Status == 101 && wsAccepted(env)) {
-		return nil, i.killWith(fmt.Errorf("%w: status %d (want 200..599, or 101 after ws_accept)", ErrBadResponse, resp.Status))
+		return nil, i.killWith(fmt.Errorf("%w: status %d (want 200..599), or 101 after ws_accept", ErrBadResponse, resp.Status))
 	}
 	if len(resp.Body) > abi.MaxResponseBody {
 		return nil, i.killWith(fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrBadResponse, len(resp.Body), abi.MaxResponseBody))
