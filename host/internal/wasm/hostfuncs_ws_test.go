@@ -234,3 +234,44 @@ func TestStatus101NeedsAccept(t *testing.T) {
 		inst.Close(ctx)
 	}
 }
+
+// wsTracingEnv is wsFakeEnv that records its traced host calls.
+type wsTracingEnv struct {
+	*wsFakeEnv
+	calls []HostCall
+}
+
+func (e *wsTracingEnv) Tracing() bool              { return true }
+func (e *wsTracingEnv) TraceHostCall(hc HostCall) { e.calls = append(e.calls, hc) }
+
+// TestWSTrace: traced WebSocket calls show their sockets, tags and
+// messages decoded.
+func TestWSTrace(t *testing.T) {
+	d := newHostileDriver(t)
+	env := &wsTracingEnv{wsFakeEnv: &wsFakeEnv{fakeEnv: d.env}}
+	d.resetWith(env)
+	tags := abi.AppendKeys(nil, []string{"room:a"})
+	D := uint64(offData)
+	runSteps(t, d, []step{
+		{"accept", tags, abi.FnWSAccept, []uint64{D, uint64(len(tags)), offVal, 1}, 7, ""},
+		{"send", nil, abi.FnWSSend, []uint64{7, 0, offVal, 1}, 0, ""},
+		{"broadcast", nil, abi.FnWSBroadcast, []uint64{offKey, 1, uint64(abi.WSBinary), offVal, 1}, 2, ""},
+		{"close", nil, abi.FnWSClose, []uint64{7, 4000, offKey, 1}, 0, ""},
+		{"list", nil, abi.FnWSList, []uint64{0, 0, buf, 256}, 42, ""},
+	})
+	want := []string{
+		`ws_accept 1 key ["room:a"] attachment=1 byte "v" → socket=7`,
+		`ws_send socket=7 text 1 byte "v" → ok`,
+		`ws_broadcast tag="k" binary 1 byte "v" → 2 sockets`,
+		`ws_close socket=7 code=4000 reason="k" → ok`,
+		`ws_list all → 2 sockets`,
+	}
+	if len(env.calls) != len(want) {
+		t.Fatalf("%d calls traced, want %d", len(env.calls), len(want))
+	}
+	for i, w := range want {
+		if got := env.calls[i].String(); got != w {
+			t.Errorf("call %d: %q, want %q", i, got, w)
+		}
+	}
+}
