@@ -241,7 +241,7 @@ type wsTracingEnv struct {
 	calls []HostCall
 }
 
-func (e *wsTracingEnv) Tracing() bool              { return true }
+func (e *wsTracingEnv) Tracing() bool             { return true }
 func (e *wsTracingEnv) TraceHostCall(hc HostCall) { e.calls = append(e.calls, hc) }
 
 // TestWSTrace: traced WebSocket calls show their sockets, tags and

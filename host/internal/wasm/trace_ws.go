@@ -47,7 +47,9 @@ func init() {
 		outcome: ok,
 	}
 	tracers[abi.FnWSBroadcast] = tracer{
-		args:    func(mem api.Memory, p []uint64) string { return tag(mem, p[0], p[1]) + " " + msg(mem, p[3], p[4], p[2]) },
+		args: func(mem api.Memory, p []uint64) string {
+			return tag(mem, p[0], p[1]) + " " + msg(mem, p[3], p[4], p[2])
+		},
 		outcome: func(_ *call, _ api.Memory, _ []uint64, n int64) string { return plural(int(n), "socket") },
 	}
 	tracers[abi.FnWSClose] = tracer{
