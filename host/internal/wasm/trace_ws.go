@@ -30,7 +30,7 @@ func init() {
 	}
 	tracers[abi.FnWSAccept] = tracer{
 		args: func(mem api.Memory, p []uint64) string {
-			tags := "no tags" // keyList says "N keys [...]"
+			tags := "no tags"
 			if u32(p[1]) > 0 {
 				tags = decoded(mem, p[0], p[1], "Keys", abi.DecodeKeys, keyList)
 			}
