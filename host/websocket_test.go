@@ -470,3 +470,40 @@ func TestWebSocketOutputGate(t *testing.T) {
 		t.Fatalf("after a failed commit: %q, want only the next event's reply", got)
 	}
 }
+
+// TestWebSocketAcceptOutsideUpgrade: ws_accept in the fetch of a plain
+// request is refused.
+func TestWebSocketAcceptOutsideUpgrade(t *testing.T) {
+	f := startWS(t, nil)
+	status, body := f.do(t, "GET", "/do/WS/x/accept-plain", "")
+	if status != 400 || !strings.Contains(body, "ws_accept outside the fetch of a WebSocket upgrade request") {
+		t.Fatalf("accept outside an upgrade: %d %s", status, body)
+	}
+}
+
+// TestWebSocketSwapToModuleWithout: after a swap to a module without the
+// WebSocket export, an open socket is closed (1011) at its next message
+// and new upgrades are refused (501).
+func TestWebSocketSwapToModuleWithout(t *testing.T) {
+	f := startWS(t, nil)
+	c, _ := f.dial(t, "/do/WS/gone/ws")
+	ns, _ := f.env.Host.Namespace("WS")
+	bin, err := os.ReadFile(testutil.Plugin(t, "examples/counter", "-X main.version=test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns.Swap(context.Background(), bin, "test"); err != nil {
+		t.Fatal(err)
+	}
+	say(t, c, "echo x")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err = c.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 1011 {
+		t.Fatalf("after a swap to a module without WebSockets: %v, want close 1011", err)
+	}
+	if status, body := f.dialRefused(t, "/do/WS/gone/ws"); status != 501 {
+		t.Fatalf("new upgrade: %d %s", status, body)
+	}
+}
+

@@ -14,7 +14,8 @@
 //	panic             crashes the instance
 //
 // Close and error events are stored as closed:<id> and error:<id>, read
-// at GET /event?key=…; GET /sockets lists the sockets; POST
+// at GET /event?key=…; GET /sockets lists the sockets; GET /accept-plain
+// calls ws_accept outside an upgrade; POST
 // /auto?req=…&resp=… sets the auto-response; POST /broadcast?tag=… sends
 // the body.
 package main
@@ -63,6 +64,11 @@ func fetch(req *sdk.Request) *sdk.Response {
 			return sdk.ErrorJSON(500, "send_failed", err.Error())
 		}
 		return ws.Accepted()
+	case "/accept-plain":
+		if _, err := ws.Accept(nil, nil); err != nil {
+			return sdk.ErrorJSON(400, "accept_failed", err.Error())
+		}
+		return sdk.Text(200, "accepted?")
 	case "/sockets":
 		socks, err := ws.List(sdk.Query(req, "tag"))
 		if err != nil {
