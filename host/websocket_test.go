@@ -506,4 +506,3 @@ func TestWebSocketSwapToModuleWithout(t *testing.T) {
 		t.Fatalf("new upgrade: %d %s", status, body)
 	}
 }
-
