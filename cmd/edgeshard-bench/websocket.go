@@ -8,13 +8,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/gorilla/websocket"
 )
 
@@ -51,27 +51,10 @@ const (
 )
 
 // startWSServe starts `edgeshard serve` with wsConfig and idle as its
-// idle_timeout, in a temporary directory it returns for removal.
-func (r *runner) startWSServe(idle string) (*serveProc, string, error) {
-	bin, err := r.build.binary()
-	if err != nil {
-		return nil, "", err
-	}
-	mod, err := r.build.wasm("host/testdata/plugins/wsprobe")
-	if err != nil {
-		return nil, "", err
-	}
-	conf := strings.NewReplacer("{{WS}}", mod, "{{IDLE}}", idle).Replace(wsConfig)
-	dir, err := os.MkdirTemp("", "edgeshard-bench-ws-")
-	if err != nil {
-		return nil, "", err
-	}
-	sp, err := startWarm(bin, dir, conf, r.cacheDir)
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, "", err
-	}
-	return sp, dir, nil
+// idle_timeout in the figure's scratch directory; it stops with the
+// figure.
+func (r *runner) startWSServe(w *scratch, idle string) (*serveProc, error) {
+	return r.startWarm(w, strings.ReplaceAll(wsConfig, "{{IDLE}}", idle), map[string]string{"WS": "host/testdata/plugins/wsprobe"})
 }
 
 // wsIdle: what an idle socket costs the host when its shard hibernates —
@@ -80,14 +63,12 @@ func (r *runner) startWSServe(idle string) (*serveProc, string, error) {
 // over a baseline where the same rooms had started and been evicted,
 // divided by the sockets. The clients are raw connections in this process
 // (no reader, no buffer), so they cost the host nothing but their socket.
-func (r *runner) wsIdle() (*result, error) {
+func (r *runner) wsIdle(w *scratch) (*result, error) {
 	sz := r.sz
-	sp, dir, err := r.startWSServe("1s")
+	sp, err := r.startWSServe(w, "1s")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	defer sp.stop()
 	client := newClient(16)
 	defer client.CloseIdleConnections()
 	room := func(i int) string { return "room-" + strconv.Itoa(i%sz.WSRooms) }
@@ -260,14 +241,12 @@ func rawAsk(c net.Conn, msg string) (string, error) {
 // (a socket's event on the shard, ws_broadcast to all, the host's writes)
 // to its arrival at each client, over WSRounds rounds: the last socket's
 // latency (median and worst round) and the per-socket p50 and p99.
-func (r *runner) wsBroadcast() (*result, error) {
+func (r *runner) wsBroadcast(w *scratch) (*result, error) {
 	sz := r.sz
-	sp, dir, err := r.startWSServe("1h")
+	sp, err := r.startWSServe(w, "1h")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	defer sp.stop()
 	url := "ws" + strings.TrimPrefix(sp.base, "http") + "/do/WS/fan/ws"
 	type arrival struct {
 		round int
@@ -339,19 +318,19 @@ func (r *runner) wsBroadcast() (*result, error) {
 		p99s = append(p99s, lat[min(len(lat)-1, len(lat)*99/100)])
 		time.Sleep(50 * time.Millisecond)
 	}
-	last := median(lasts)
+	last := benchkit.Median(lasts)
 	worst := slices.Max(lasts)
 	r.logf("ws_broadcast: %d sockets, %d rounds: last socket median %.2f ms, worst %.2f ms", sz.WSFan, sz.WSRounds, last, worst)
 	res := &result{name: "ws_broadcast", met: last <= wsBroadcastGoalMs}
 	res.add("last_ms", last)
 	res.add("last_worst_ms", worst)
-	res.add("p50_ms", median(p50s))
-	res.add("p99_ms", median(p99s))
+	res.add("p50_ms", benchkit.Median(p50s))
+	res.add("p99_ms", benchkit.Median(p99s))
 	res.add("sockets", sz.WSFan)
 	res.add("rounds", sz.WSRounds)
 	res.add("goal_max_last_ms", wsBroadcastGoalMs)
 	res.add("met", yesNo(res.met))
-	res.headline = fmt.Sprintf("%d sockets: last %.1f ms (p50 %.1f ms)", sz.WSFan, last, median(p50s))
+	res.headline = fmt.Sprintf("%d sockets: last %.1f ms (p50 %.1f ms)", sz.WSFan, last, benchkit.Median(p50s))
 	res.note = fmt.Sprintf("a message on one socket asks the shard of `edgeshard serve` to broadcast to its %d sockets: until the last client has it (median of %d rounds; worst %.1f ms)", sz.WSFan, sz.WSRounds, worst)
 	return res, nil
 }
