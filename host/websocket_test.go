@@ -110,17 +110,10 @@ func ask(t *testing.T, c *websocket.Conn, msg string) string {
 	return read(t, c)
 }
 
-// get answers an HTTP request to the WS shard room.
+// do answers an HTTP request to the host (testutil.Do).
 func (f *wsFixture) do(t *testing.T, method, path, body string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, f.url+path, strings.NewReader(body))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return testutil.Do(t, method, f.url+path, body)
 }
 
 // event waits for the shard to store its close or error event of a

@@ -5,7 +5,6 @@ package main_test
 import (
 	"encoding/json"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -73,13 +72,8 @@ func send(t *testing.T, c *websocket.Conn, msg string) {
 
 func get(t *testing.T, url string) string {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	_, body := testutil.Do(t, "GET", url, "")
+	return body
 }
 
 // TestChatRoom: members join, talk, whisper and leave; a newcomer gets
