@@ -26,6 +26,7 @@ const (
 	evPrepare           // instantiate ver ahead of a swap and keep it ready
 	evSwitch            // move onto the current version, with the prepared instance
 	evRun               // run a function on the actor between two events (snapshot.go)
+	evWS                // a WebSocket event (websocket_env.go)
 )
 
 type event struct {
@@ -35,6 +36,8 @@ type event struct {
 	inspect func(StorageView) // evInspect: runs on the actor goroutine
 	ver     *Version          // evPrepare: the event holds a reference for the actor
 	run     func(*actor)      // evRun: runs on the actor goroutine unless abandoned while queued
+	upgrade bool              // evFetch: a WebSocket upgrade request the shard may accept
+	ws      *wsDelivery       // evWS
 	state   atomic.Int32      // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
 	done    chan result
 }
@@ -52,6 +55,7 @@ type result struct {
 	resp    *abi.Response
 	pending *storage.Pending
 	err     error
+	sock    *socket // evFetch of an upgrade: the socket the shard accepted
 }
 
 // actor owns one shard: its instance, its storage handle, its queue. All
@@ -97,6 +101,7 @@ type actor struct {
 	parked    bool
 	evict     chan struct{}
 	lastEvent atomic.Int64 // unix ms its last fetch or alarm started (inspect_trace.go: env)
+	wsev      wsEventState // the current event's WebSocket side (websocket_env.go)
 }
 
 // prepared is an instance of a version about to become current, made
@@ -249,6 +254,8 @@ func (a *actor) handle(ev *event) {
 			ev.run(a)
 		}
 		ev.done <- result{}
+	case evWS:
+		a.handleWS(ev)
 	}
 }
 
@@ -448,6 +455,7 @@ func (a *actor) crashed(what string, err error) {
 		a.sq.db.Rollback()
 	}
 	a.resetAlarmChange()
+	a.wsAbort()
 	ev := a.log.Error().Err(err).Str("event", what)
 	if out := a.out.take(); out != "" {
 		ev = ev.Str("guest_output", out)
@@ -476,6 +484,7 @@ func (a *actor) handleFetch(ev *event) {
 	}
 	a.resetAlarmChange()
 	setShardHeader(ev.req, a.id.String())
+	a.wsBegin(ev.upgrade)
 	ctx, cancel := a.eventContext()
 	t0 := time.Now()
 	resp, err := inst.Fetch(ctx, a.env(), ev.req)
@@ -494,7 +503,7 @@ func (a *actor) handleFetch(ev *event) {
 	// least-recently-used order in the order of their replies.
 	a.settle()
 	a.idle()
-	ev.done <- result{resp: resp, pending: p}
+	ev.done <- result{resp: resp, pending: p, sock: a.wsAccepted(resp)}
 }
 
 // ShardHeader is set on every request a shard receives to
@@ -526,6 +535,7 @@ func (a *actor) commit() *storage.Pending {
 		a.sq.seq = 0
 	}
 	a.last = p
+	a.wsFlush(p)
 	if a.alarmSet {
 		a.ns.h.alarms.schedule(a.id, a.alarmAt, 0)
 	} else if a.alarmDeleted {

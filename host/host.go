@@ -145,6 +145,8 @@ type Config struct {
 	// ShardStates are per-shard state outside shard storage (a per-shard
 	// database) that shard snapshots and backups carry (snapshot.go).
 	ShardStates []ShardState
+	// WebSocket bounds the host's WebSockets (websocket.go).
+	WebSocket WebSocketLimits
 	// Engine, when set, is a shared engine the host uses (and does not
 	// close) instead of starting its own; CacheDir is then the engine's,
 	// and MemoryLimitMiB must be 0 or the engine's (New refuses another).
@@ -181,6 +183,7 @@ func (c Config) withDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
 	}
+	c.WebSocket = c.WebSocket.withDefaults()
 	if c.CacheDir == "" && c.DataDir != "" {
 		c.CacheDir = filepath.Join(c.DataDir, "cache")
 	}
@@ -230,6 +233,7 @@ type Host struct {
 	// sqlCrash, from hostinternal.WithShardSQLCrash: tests crash a shard
 	// between its SQL commit and its key-value commit.
 	sqlCrash func(binding, shard string) bool
+	ws       wsRegistry // websocket.go
 }
 
 // New starts a host: opens storage, compiles every binding's module,
@@ -456,6 +460,7 @@ func (h *Host) Close(ctx context.Context) error {
 	if h.alarms != nil {
 		h.alarms.stop()
 	}
+	h.ws.closeAll()
 	for _, ns := range h.Namespaces() {
 		ns.stopActors()
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/gorilla/mux"
+	"github.com/gorilla/websocket"
 )
 
 // ErrorStatus maps an error from Fetch to an HTTP status and error code.
@@ -89,6 +90,10 @@ func (h *Host) serveDO(w http.ResponseWriter, r *http.Request) {
 	if r.URL.RawQuery != "" {
 		rest += "?" + r.URL.RawQuery
 	}
+	if websocket.IsWebSocketUpgrade(r) {
+		h.serveUpgrade(w, r, binding, key, rest)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -99,17 +104,28 @@ func (h *Host) serveDO(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusBadRequest, "bad_body", "could not read request body: "+err.Error())
 		return
 	}
-	req := &abi.Request{Method: r.Method, Path: rest, Body: body}
-	for name, vals := range r.Header {
-		for _, v := range vals {
-			req.Header = append(req.Header, abi.Header{Name: name, Value: v})
-		}
-	}
+	req := &abi.Request{Method: r.Method, Path: rest, Header: requestHeader(r), Body: body}
 	resp, err := h.Fetch(r.Context(), binding, key, req)
 	if err != nil {
 		h.writeFetchError(w, binding, key, err)
 		return
 	}
+	writeResponse(w, resp)
+}
+
+// requestHeader is r's header as the shard sees it.
+func requestHeader(r *http.Request) []abi.Header {
+	var hs []abi.Header
+	for name, vals := range r.Header {
+		for _, v := range vals {
+			hs = append(hs, abi.Header{Name: name, Value: v})
+		}
+	}
+	return hs
+}
+
+// writeResponse writes a shard's response; the host sets the framing.
+func writeResponse(w http.ResponseWriter, resp *abi.Response) {
 	for _, hd := range resp.Header {
 		if hopByHop(hd.Name) || strings.ContainsAny(hd.Value, "\x00\r\n") {
 			continue // the host owns framing; a shard cannot set it

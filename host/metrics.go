@@ -83,7 +83,7 @@ func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeshard_instance_memory_pool_bytes", Help: "Linear memory of closed instances kept, zeroed, for the next ones to start on.",
 	}, func() float64 { return float64(h.engine.PooledMemoryBytes()) }))
-	reg.MustRegister(&shardCollector{h: h})
+	reg.MustRegister(&shardCollector{h: h}, &wsCollector{h: h})
 	return m
 }
 

@@ -239,9 +239,16 @@ func (ns *Namespace) Fetch(ctx context.Context, key string, req *abi.Request) (*
 
 // FetchShard delivers req to a shard by its name.
 func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Request) (*abi.Response, error) {
-	ev := &event{kind: evFetch, req: req, done: make(chan result, 1)}
+	r, err := ns.fetch(ctx, shard, &event{kind: evFetch, req: req, done: make(chan result, 1)})
+	return r.resp, err
+}
+
+// fetch runs a fetch event and returns its result once its writes are
+// durable (the output gate); a failed commit returns the result with the
+// error.
+func (ns *Namespace) fetch(ctx context.Context, shard string, ev *event) (result, error) {
 	if err := ns.enqueue(shard, ev); err != nil {
-		return nil, err
+		return result{}, err
 	}
 	var r result
 	select {
@@ -249,14 +256,14 @@ func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Requ
 	case <-ctx.Done():
 		if ev.state.CompareAndSwap(evQueued, evAbandoned) {
 			// It never ran and never will: a clean, definite failure.
-			return nil, fmt.Errorf("%w: %w", ErrNotRun, ctx.Err())
+			return result{}, fmt.Errorf("%w: %w", ErrNotRun, ctx.Err())
 		}
 		// It is running: wait for its outcome rather than leave the
 		// caller guessing whether it happened (bounded by EventTimeout).
 		r = <-ev.done
 	}
 	if r.err != nil {
-		return nil, r.err
+		return r, r.err
 	}
 	if r.pending != nil {
 		// The event has run: its outcome is now whether its writes become
@@ -267,11 +274,11 @@ func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Requ
 		// would apply it twice.
 		t0 := time.Now()
 		if err := r.pending.Wait(context.WithoutCancel(ctx)); err != nil {
-			return nil, err
+			return r, err
 		}
 		ns.metrics.m.commitWait.Observe(time.Since(t0).Seconds())
 	}
-	return r.resp, nil
+	return r, nil
 }
 
 func (ns *Namespace) enqueue(shard string, ev *event) error {

@@ -295,6 +295,80 @@ int64_t edgeshard_sql_exec(const void *stmts, uint32_t stmts_len, void *buf, uin
 EDGESHARD_IMPORT("analytics_write")
 int32_t edgeshard_analytics_write(const void *point, uint32_t point_len);
 
+/* ---- WebSockets (ABI.md, section 10): group "websocket", always granted ---- */
+
+#define EDGESHARD_GROUP_WEB_SOCKET "websocket"
+/* Optional export: (ptr i32, len i32) -> i32, the encoded WSEvent written
+ * where edgeshard_alloc pointed; 0 handled, else a failure (logged). A
+ * module without it refuses every WebSocket upgrade (501). */
+#define EDGESHARD_EXPORT_WS_EVENT "edgeshard_ws_event"
+#define EDGESHARD_FN_WS_ACCEPT "ws_accept"
+#define EDGESHARD_FN_WS_SEND "ws_send"
+#define EDGESHARD_FN_WS_BROADCAST "ws_broadcast"
+#define EDGESHARD_FN_WS_CLOSE "ws_close"
+#define EDGESHARD_FN_WS_LIST "ws_list"
+#define EDGESHARD_FN_WS_SET_ATTACHMENT "ws_set_attachment"
+#define EDGESHARD_FN_WS_SET_AUTO_RESPONSE "ws_set_auto_response"
+
+/* WSEvent kinds */
+#define EDGESHARD_WS_EVENT_MESSAGE 1
+#define EDGESHARD_WS_EVENT_CLOSE 2 /* the socket's last event */
+#define EDGESHARD_WS_EVENT_ERROR 3 /* a close event follows */
+/* flags: ws_send / ws_broadcast, and WSEvent.flags */
+#define EDGESHARD_WS_BINARY 1     /* a binary message (else text) */
+#define EDGESHARD_WS_CLEAN 1      /* close event: by a close handshake */
+#define EDGESHARD_WS_SEND_FLAGS 1 /* every send flag defined */
+
+#define EDGESHARD_MAX_WS_TAGS 10
+#define EDGESHARD_MAX_WS_TAG_BYTES 256
+#define EDGESHARD_MAX_WS_ATTACHMENT 4096
+#define EDGESHARD_MAX_WS_CLOSE_REASON 123
+#define EDGESHARD_MAX_WS_AUTO_RESPONSE 2048
+
+#define EDGESHARD_WS_CLOSE_NORMAL 1000
+#define EDGESHARD_WS_CLOSE_GOING_AWAY 1001
+#define EDGESHARD_WS_CLOSE_ABNORMAL 1006
+#define EDGESHARD_WS_CLOSE_TOO_BIG 1009
+#define EDGESHARD_WS_CLOSE_INTERNAL 1011
+#define EDGESHARD_WS_CLOSE_TRY_LATER 1013
+#define EDGESHARD_WS_CLOSE_MIN_PRIVATE 3000
+#define EDGESHARD_WS_CLOSE_MAX_PRIVATE 4999
+
+/* WSEvent: kind u32, socket u64, flags u32, code u32, data bytes, tags
+ * (count u32, string each), attachment bytes.
+ * Sockets (ws_list): count u32, then id u64, tags, attachment bytes each. */
+
+/* In a fetch of an upgrade request: tags an encoded Keys (or len 0),
+ * attachment ≤ 4096 bytes; the socket id (> 0). Answer status 101 to
+ * complete the handshake. -LIMIT past the host's sockets per shard. */
+EDGESHARD_IMPORT("ws_accept")
+int64_t edgeshard_ws_accept(const void *tags, uint32_t tags_len, const void *att, uint32_t att_len);
+
+/* 0; -NOT_FOUND for a socket the shard does not hold, -TOO_LARGE past the
+ * host's message size. Leaves once the event's writes are durable. */
+EDGESHARD_IMPORT("ws_send")
+int32_t edgeshard_ws_send(int64_t id, uint32_t flags, const void *msg, uint32_t msg_len);
+
+/* To every socket with the tag (len 0: all); the number of sockets. */
+EDGESHARD_IMPORT("ws_broadcast")
+int64_t edgeshard_ws_broadcast(const void *tag, uint32_t tag_len, uint32_t flags, const void *msg, uint32_t msg_len);
+
+/* code 1000 or 3000..4999, reason ≤ 123 bytes; 0 or -NOT_FOUND. */
+EDGESHARD_IMPORT("ws_close")
+int32_t edgeshard_ws_close(int64_t id, int32_t code, const void *reason, uint32_t reason_len);
+
+/* Encoded Sockets with the tag (len 0: all), caller passes a buffer. */
+EDGESHARD_IMPORT("ws_list")
+int64_t edgeshard_ws_list(const void *tag, uint32_t tag_len, void *buf, uint32_t cap);
+
+EDGESHARD_IMPORT("ws_set_attachment")
+int32_t edgeshard_ws_set_attachment(int64_t id, const void *att, uint32_t att_len);
+
+/* A text message equal to req is answered with resp by the host, without
+ * an event; req_len 0 removes it. */
+EDGESHARD_IMPORT("ws_set_auto_response")
+int32_t edgeshard_ws_set_auto_response(const void *req, uint32_t req_len, const void *resp, uint32_t resp_len);
+
 #ifdef __cplusplus
 }
 #endif

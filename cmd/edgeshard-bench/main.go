@@ -58,6 +58,10 @@ type sizes struct {
 	SoakFor    time.Duration // edge_soak: how long the mixed load runs
 	SoakRate   int           // edge_soak: requests/s offered in all
 	SoakConns  int           // edge_soak: connections (paced closed loops)
+	WSSockets  int           // ws_idle_mem: idle sockets
+	WSRooms    int           // ws_idle_mem: rooms (shards) they are spread over
+	WSFan      int           // ws_broadcast: sockets of the room
+	WSRounds   int           // ws_broadcast: broadcasts measured
 
 	// FreshSwap makes every pushed version a new build (so every push
 	// compiles, as a real deploy); the smoke test pushes cached ones.
@@ -75,7 +79,8 @@ func fullSizes() sizes {
 		Posts: 1000, ZipfS: 1.1, Batch: 1, Buckets: 10000, Shards: 32, Hot: 512,
 		SwapRounds: 7, SwapLoad: 3 * time.Second, SwapTail: 1500 * time.Millisecond,
 		MemN: 200, MemLow: 10_000, MemHigh: 1_000_000, Startups: 5, FreshSwap: true,
-		MemBuckets: 10_000, MemObjects: 10_000, SoakFor: 10 * time.Minute, SoakRate: 4000, SoakConns: 32}
+		MemBuckets: 10_000, MemObjects: 10_000, SoakFor: 10 * time.Minute, SoakRate: 4000, SoakConns: 32,
+		WSSockets: 10_000, WSRooms: 100, WSFan: 1000, WSRounds: 30}
 }
 
 // quickSizes is `make bench-quick`: the same figures, shorter.
@@ -85,6 +90,7 @@ func quickSizes() sizes {
 	s.SwapRounds, s.SwapLoad, s.SwapTail = 5, 1200*time.Millisecond, 600*time.Millisecond
 	s.MemHigh, s.Startups = 100_000, 3
 	s.SoakFor = 40 * time.Second
+	s.WSRounds = 10
 	return s
 }
 
@@ -95,7 +101,8 @@ func smokeSizes() sizes {
 		Posts: 20, ZipfS: 1.1, Batch: 1, Buckets: 50, Shards: 2, Hot: 8,
 		SwapRounds: 1, SwapLoad: 300 * time.Millisecond, SwapTail: 200 * time.Millisecond,
 		MemN: 3, MemLow: 20, MemHigh: 60, Startups: 1, NoUnchecked: true, MinimalStartup: true,
-		MemBuckets: 100, MemObjects: 50, SoakFor: 5 * time.Second, SoakRate: 200, SoakConns: 4}
+		MemBuckets: 100, MemObjects: 50, SoakFor: 5 * time.Second, SoakRate: 200, SoakConns: 4,
+		WSSockets: 40, WSRooms: 4, WSFan: 20, WSRounds: 2}
 }
 
 // figure is one line of output.
@@ -118,6 +125,8 @@ var figures = []figure{
 	{"mem_rss", "32 shards ≤ 200 MiB; 10,000 objects ≤ budget + 200 MiB", (*runner).memRSS},
 	{"edge_soak", "RSS ≤ 400 MiB under the mixed load", (*runner).edgeSoak},
 	{"shard_sql", "per-shard/shared ≥ 1 (a database per shard removes the contention)", (*runner).shardSQL},
+	{"ws_idle_mem", "≤ 24 KiB per idle socket, instances evicted", (*runner).wsIdle},
+	{"ws_broadcast", "1,000 sockets: last ≤ 50 ms", (*runner).wsBroadcast},
 }
 
 // result is a figure's measured values, in output order, and its verdict.

@@ -67,6 +67,7 @@ type File struct {
 	MaxBodyBytes   int64              `toml:"max_body_bytes"`
 	Storage        Storage            `toml:"storage"`
 	Limits         Limits             `toml:"limits"`
+	WebSocket      WebSocket          `toml:"websocket"`
 	DurableObjects DurableObjects     `toml:"durable_objects"`
 	D1Databases    []D1Database       `toml:"d1_databases"`
 	Analytics      []AnalyticsDataset `toml:"analytics_engine_datasets"`
@@ -506,6 +507,7 @@ func (f *File) Validate() error {
 	if f.MaxBodyBytes < 1 {
 		bad("max_body_bytes must be ≥ 1")
 	}
+	f.WebSocket.validate(bad)
 	if f.Storage.MinFreeMB < 0 {
 		bad("storage.min_free_mb = %d: want ≥ 0 (0: the default, 256)", f.Storage.MinFreeMB)
 	}

@@ -217,3 +217,24 @@ func TestShardSQLSetting(t *testing.T) {
 		}
 	}
 }
+
+// TestWebSocketTable: [websocket] parses and refuses negative settings.
+func TestWebSocketTable(t *testing.T) {
+	f, err := Parse([]byte("[websocket]\nmax_sockets_per_shard = 5\nmax_message_bytes = 2048\nwrite_timeout = \"3s\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.WebSocket.MaxSocketsPerShard != 5 || f.WebSocket.MaxMessageBytes != 2048 || f.WebSocket.WriteTimeout.Duration != 3*time.Second {
+		t.Fatalf("parsed %+v", f.WebSocket)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	f, err = Parse([]byte("[websocket]\nsend_queue_bytes = -1\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Validate(); err == nil || !strings.Contains(err.Error(), "websocket.send_queue_bytes must be ≥ 0") {
+		t.Fatalf("negative send_queue_bytes: %v", err)
+	}
+}

@@ -58,13 +58,13 @@ binding = "AE"
 		grants  []string
 		limits  host.Limits
 	}{
-		{"COUNTER_SHARD", []string{"E-VIBECODR-2140", "E-VIBECODR-2141"}, []string{"storage", "alarm", "vars", "log", "sql"},
+		{"COUNTER_SHARD", []string{"E-VIBECODR-2140", "E-VIBECODR-2141"}, []string{"storage", "alarm", "vars", "log", "websocket", "sql"},
 			host.Limits{EventWriteBytes: 1000, EventWriteKeys: 10_000, EventLogLines: 100, EventLogBytes: 256 << 10, StorageQuotaBytes: -1, ShardSQLBytes: 1 << 30, AlarmRearmInterval: -1, AlarmRearmBurst: 10}},
-		{"RUNTIME_EVENT_SHARD", []string{"E-VIBECODR-2130"}, []string{"storage", "alarm", "vars", "log", "sql", "analytics"},
+		{"RUNTIME_EVENT_SHARD", []string{"E-VIBECODR-2130"}, []string{"storage", "alarm", "vars", "log", "websocket", "sql", "analytics"},
 			host.Limits{EventWriteBytes: 1000, EventWriteKeys: 10_000, EventLogLines: 100, EventLogBytes: 256 << 10, StorageQuotaBytes: -1, ShardSQLBytes: 1 << 30, AlarmRearmInterval: -1, AlarmRearmBurst: 10}},
-		{"RATE_LIMIT_SHARD", []string{}, []string{"storage", "alarm", "vars", "log"},
+		{"RATE_LIMIT_SHARD", []string{}, []string{"storage", "alarm", "vars", "log", "websocket"},
 			host.Limits{EventWriteBytes: 1000, EventWriteKeys: 10_000, EventLogLines: 100, EventLogBytes: 256 << 10, StorageQuotaBytes: -1, ShardSQLBytes: 1 << 30, AlarmRearmInterval: -1, AlarmRearmBurst: 10}},
-		{"PUBLIC", []string{}, []string{"storage", "alarm", "vars", "log"},
+		{"PUBLIC", []string{}, []string{"storage", "alarm", "vars", "log", "websocket"},
 			host.Limits{EventWriteBytes: -1, EventWriteKeys: 10_000, EventLogLines: 7, EventLogBytes: 256 << 10, StorageQuotaBytes: -1, ShardSQLBytes: 1 << 30, AlarmRearmInterval: -1, AlarmRearmBurst: 10}},
 	} {
 		b, hostLimits, err := HostBinding(cfg, tc.binding, noEnv)

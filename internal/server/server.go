@@ -129,6 +129,8 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	hc.InstanceMemoryBudgetMiB = cfg.InstanceMemoryBudgetMB
 	hc.InstanceStartWait = cfg.InstanceStartWait.Duration
 	hc.MaxBodyBytes = cfg.MaxBodyBytes
+	hc.WebSocket = host.WebSocketLimits{MaxSocketsPerShard: cfg.WebSocket.MaxSocketsPerShard, MaxMessageBytes: cfg.WebSocket.MaxMessageBytes,
+		SendQueueBytes: cfg.WebSocket.SendQueueBytes, WriteTimeout: cfg.WebSocket.WriteTimeout.Duration}
 	hc.Limits = hostLimits(&cfg.Limits)
 	hc.TraceShard = cfg.Trace
 	hc.Badger = BadgerOptions(cfg)

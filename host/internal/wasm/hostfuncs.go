@@ -56,6 +56,7 @@ var hostGroups = []struct {
 	{abi.GroupLog, logFuncs},
 	{abi.GroupSQL, sqlFuncs},
 	{abi.GroupAnalytics, analyticsFuncs},
+	{abi.GroupWebSocket, wsFuncs},
 }
 
 // hostFuncs lists every host function, group by group.

@@ -44,6 +44,7 @@ type Instance struct {
 	fnAlloc    api.Function
 	fnFetch    api.Function
 	fnAlarm    api.Function
+	fnWS       api.Function // optional: abi.ExportWSEvent (instance_ws.go)
 	abiVersion int
 	stack      [2]uint64
 	reqBuf     []byte
@@ -102,6 +103,7 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 		fnAlloc: mod.ExportedFunction(abi.ExportAlloc),
 		fnFetch: mod.ExportedFunction(abi.ExportFetch),
 		fnAlarm: mod.ExportedFunction(abi.ExportAlarm),
+		fnWS:    mod.ExportedFunction(abi.ExportWSEvent),
 	}
 	if inst.fnAlloc == nil || inst.fnFetch == nil || inst.fnAlarm == nil {
 		mod.Close(ctx)
@@ -228,24 +230,11 @@ func (i *Instance) Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.R
 	ctx = i.cctx.reset(ctx, env)
 	i.cctx.c.begin(false)
 	i.reqBuf = abi.AppendRequest(i.reqBuf[:0], req)
-	i.stack[0] = uint64(len(i.reqBuf))
-	if err := i.call(ctx, i.fnAlloc, i.stack[:]); err != nil {
-		return nil, i.kill(err)
+	ptr, n, err := i.place(ctx)
+	if err != nil {
+		return nil, err
 	}
-	ptr := uint32(i.stack[0])
-	if ptr == 0 {
-		// Like malloc's NULL: the guest could not allocate. Writing the
-		// request at address 0 would overwrite whatever the guest keeps there.
-		return nil, i.killWith(fmt.Errorf("%w: %s(%d) returned 0: a plugin must return a pointer to %d writable bytes (abi/ABI.md, section 3); 0 means it could not allocate them",
-			ErrTrap, abi.ExportAlloc, len(i.reqBuf), len(i.reqBuf)))
-	}
-	if len(i.reqBuf) > 0 && !i.mod.Memory().Write(ptr, i.reqBuf) {
-		return nil, i.killWith(fmt.Errorf("%w: %s(%d) returned pointer %#x: the request's %d bytes would lie outside memory (abi/ABI.md, section 3)", ErrTrap, abi.ExportAlloc, len(i.reqBuf), ptr, len(i.reqBuf)))
-	}
-	if cap(i.reqBuf) > 1<<20 {
-		i.reqBuf = nil // do not pin a large request buffer
-	}
-	i.stack[0], i.stack[1] = uint64(ptr), uint64(len(i.reqBuf))
+	i.stack[0], i.stack[1] = uint64(ptr), uint64(n)
 	if err := i.call(ctx, i.fnFetch, i.stack[:]); err != nil {
 		return nil, i.kill(err)
 	}
@@ -265,14 +254,39 @@ func (i *Instance) Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.R
 	// 1xx statuses are refused too: net/http would send 100/103 as an
 	// informational response followed by an implicit 200, and 101 as a
 	// protocol switch, neither of which the shard can mean.
-	if resp.Status < 200 || resp.Status > 599 {
-		return nil, i.killWith(fmt.Errorf("%w: status %d (want 200..599)", ErrBadResponse, resp.Status))
+	if (resp.Status < 200 || resp.Status > 599) && !(resp.Status == 101 && wsAccepted(env)) {
+		return nil, i.killWith(fmt.Errorf("%w: status %d (want 200..599), or 101 after ws_accept", ErrBadResponse, resp.Status))
 	}
 	if len(resp.Body) > abi.MaxResponseBody {
 		return nil, i.killWith(fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrBadResponse, len(resp.Body), abi.MaxResponseBody))
 	}
 	resp.Body = append([]byte(nil), resp.Body...) // raw aliases guest memory
 	return resp, nil
+}
+
+// place writes i.reqBuf into guest memory where edgeshard_alloc points
+// and returns that pointer and the length written; on failure the
+// instance is dead.
+func (i *Instance) place(ctx context.Context) (ptr uint32, n int, err error) {
+	i.stack[0] = uint64(len(i.reqBuf))
+	if err := i.call(ctx, i.fnAlloc, i.stack[:]); err != nil {
+		return 0, 0, i.kill(err)
+	}
+	ptr = uint32(i.stack[0])
+	if ptr == 0 {
+		// Like malloc's NULL: the guest could not allocate. Writing the
+		// request at address 0 would overwrite whatever the guest keeps there.
+		return 0, 0, i.killWith(fmt.Errorf("%w: %s(%d) returned 0: a plugin must return a pointer to %d writable bytes (abi/ABI.md, section 3); 0 means it could not allocate them",
+			ErrTrap, abi.ExportAlloc, len(i.reqBuf), len(i.reqBuf)))
+	}
+	if len(i.reqBuf) > 0 && !i.mod.Memory().Write(ptr, i.reqBuf) {
+		return 0, 0, i.killWith(fmt.Errorf("%w: %s(%d) returned pointer %#x: the request's %d bytes would lie outside memory (abi/ABI.md, section 3)", ErrTrap, abi.ExportAlloc, len(i.reqBuf), ptr, len(i.reqBuf)))
+	}
+	n = len(i.reqBuf)
+	if cap(i.reqBuf) > 1<<20 {
+		i.reqBuf = nil // do not pin a large request buffer
+	}
+	return ptr, n, nil
 }
 
 // Alarm runs the alarm handler. ok is false when the handler reported a

@@ -420,6 +420,13 @@ var hostSigs = map[string][2][]ValType{
 	"log_write":            {{I32, I32, I32}, {I32}},
 	"sql_exec":             {{I32, I32, I32, I32}, {I64}},
 	"analytics_write":      {{I32, I32}, {I32}},
+	"ws_accept":            {{I32, I32, I32, I32}, {I64}},
+	"ws_send":              {{I64, I32, I32, I32}, {I32}},
+	"ws_broadcast":         {{I32, I32, I32, I32, I32}, {I64}},
+	"ws_close":             {{I64, I32, I32, I32}, {I32}},
+	"ws_list":              {{I32, I32, I32, I32}, {I64}},
+	"ws_set_attachment":    {{I64, I32, I32}, {I32}},
+	"ws_set_auto_response": {{I32, I32, I32, I32}, {I32}},
 }
 
 // HostImport returns the import of the edgeshard host function name with
