@@ -245,7 +245,7 @@ COUNTER_DO_MODE = "off"
 			}
 			extra = d
 		}
-		return sample{rate: l.rate(extra), cpu: (processCPU() - c0) / time.Duration(max(l.OK, 1))}, nil
+		return sample{rate: l.rate(extra), cpu: (processCPU() - c0) / time.Duration(max(l.OK, 1)), p99: l.Stats.P99}, nil
 	}
 	if err := primeShards(ns, &abi.Request{Method: "GET", Path: "/pending"}); err != nil {
 		return nil, err
@@ -289,6 +289,8 @@ COUNTER_DO_MODE = "off"
 		res.add(p.label+"_shard_cpu_us", cpuMicros(p.res[0]))
 		res.add(p.label+"_legacy_cpu_us", cpuMicros(p.res[1]))
 		res.add(p.label+"_floor_cpu_us", cpuMicros(p.res[2]))
+		res.add(p.label+"_shard_p99_ms", p99Millis(p.res[0]))
+		res.add(p.label+"_legacy_p99_ms", p99Millis(p.res[1]))
 		// The best ratio any shard path could reach here: legacy CPU over
 		// the CPU of answering the same request with no write at all.
 		res.add(p.label+"_bound", cpuMicros(p.res[1])/cpuMicros(p.res[2]))
@@ -303,9 +305,10 @@ COUNTER_DO_MODE = "off"
 	res.add("goal_min", 20)
 	res.add("met", yesNo(res.met))
 	res.headline = strings.Join(heads, ", ")
-	res.note = fmt.Sprintf("%s/s vs %s/s in-process (%.0f vs %.0f µs CPU each; a no-write handler costs %.0f, so no shard path can beat %.1f× here); %d callers, Zipf(s=%.1f) over %d posts; shard side includes its final flush to SQL",
+	res.note = fmt.Sprintf("%s/s vs %s/s in-process (%.0f vs %.0f µs CPU each; a no-write handler costs %.0f, so no shard path can beat %.1f× here); over HTTP p99 %.1f vs %.1f ms; %d callers, Zipf(s=%.1f) over %d posts; shard side includes its final flush to SQL",
 		fmtNum(median(rates(pairs[0].res[0]))), fmtNum(median(rates(pairs[0].res[1]))),
 		cpuMicros(pairs[0].res[0]), cpuMicros(pairs[0].res[1]), cpuMicros(pairs[0].res[2]), cpuMicros(pairs[0].res[1])/cpuMicros(pairs[0].res[2]),
+		p99Millis(pairs[1].res[0]), p99Millis(pairs[1].res[1]),
 		sz.Workers, sz.ZipfS, sz.Posts)
 	return res, nil
 }

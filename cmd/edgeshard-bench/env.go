@@ -303,6 +303,7 @@ func closedLoop(workers int, d time.Duration, op loadgen.Op) load {
 type sample struct {
 	rate float64       // operations acknowledged per second
 	cpu  time.Duration // process CPU time per operation
+	p99  time.Duration // 99th percentile latency of the run's requests
 }
 
 // side is one side of a comparison: run performs one measured run.
@@ -328,7 +329,7 @@ func (r *runner) compare(fig string, rounds int, sides ...side) ([][]sample, err
 			if err != nil {
 				return nil, fmt.Errorf("%s round %d: %w", s.name, i+1, err)
 			}
-			r.logf("%s round %d: %-8s %8.0f/s  %6.1f µs CPU/op", fig, i+1, s.name, v.rate, float64(v.cpu)/float64(time.Microsecond))
+			r.logf("%s round %d: %-8s %8.0f/s  %6.1f µs CPU/op  p99 %.2f ms", fig, i+1, s.name, v.rate, float64(v.cpu)/float64(time.Microsecond), float64(v.p99)/float64(time.Millisecond))
 			out[j] = append(out[j], v)
 		}
 	}
@@ -345,6 +346,15 @@ func rates(ss []sample) []float64 {
 }
 
 // cpuMicros returns the median CPU µs per operation of samples.
+// p99Millis returns the median over samples of their p99 latency, in ms.
+func p99Millis(ss []sample) float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = float64(s.p99) / float64(time.Millisecond)
+	}
+	return median(out)
+}
+
 func cpuMicros(ss []sample) float64 {
 	out := make([]float64, len(ss))
 	for i, s := range ss {

@@ -134,7 +134,7 @@ RUNTIME_EVENT_DO_MODE = "off"
 			extra = d
 		}
 		n := max(l.OK*sz.Batch, 1)
-		return sample{rate: l.rate(extra) * float64(sz.Batch), cpu: (processCPU() - c0) / time.Duration(n)}, nil
+		return sample{rate: l.rate(extra) * float64(sz.Batch), cpu: (processCPU() - c0) / time.Duration(n), p99: l.Stats.P99}, nil
 	}
 	if err := primeShards(ns, &abi.Request{Method: "GET", Path: "/stats"}); err != nil {
 		return nil, err
@@ -164,6 +164,9 @@ RUNTIME_EVENT_DO_MODE = "off"
 	res.add("primary_cpu_us", cpuMicros(res2[0]))
 	res.add("off_cpu_us", cpuMicros(res2[1]))
 	res.add("floor_cpu_us", cpuMicros(res2[2]))
+	res.add("primary_p99_ms", p99Millis(res2[0]))
+	res.add("off_p99_ms", p99Millis(res2[1]))
+	res.add("floor_p99_ms", p99Millis(res2[2]))
 	res.add("bound", cpuMicros(res2[1])/cpuMicros(res2[2]))
 	res.add("spread", max(spread(pr), spread(or)))
 	res.add("batch", sz.Batch)
@@ -172,7 +175,7 @@ RUNTIME_EVENT_DO_MODE = "off"
 	res.add("goal_min", 10)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("%.1f×", ratio)
-	res.note = fmt.Sprintf("%s vs %s events/s over HTTP (%.0f vs %.0f µs CPU each; reading the request and answering costs %.0f, so no shard path can beat %.1f× here); %d event(s) per request, %d callers; primary includes its final flush",
-		fmtNum(p), fmtNum(o), cpuMicros(res2[0]), cpuMicros(res2[1]), cpuMicros(res2[2]), cpuMicros(res2[1])/cpuMicros(res2[2]), sz.Batch, sz.Workers)
+	res.note = fmt.Sprintf("%s vs %s events/s over HTTP (%.0f vs %.0f µs CPU each, p99 %.1f vs %.1f ms; reading the request and answering costs %.0f, so no shard path can beat %.1f× here); %d event(s) per request, %d callers; primary includes its final flush",
+		fmtNum(p), fmtNum(o), cpuMicros(res2[0]), cpuMicros(res2[1]), p99Millis(res2[0]), p99Millis(res2[1]), cpuMicros(res2[2]), cpuMicros(res2[1])/cpuMicros(res2[2]), sz.Batch, sz.Workers)
 	return res, nil
 }

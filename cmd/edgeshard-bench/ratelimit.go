@@ -113,7 +113,7 @@ func (r *runner) ratelimitWasmVsNative() (*result, error) {
 		if l.Errors > 0 {
 			return sample{}, fmt.Errorf("%d of %d checks failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
 		}
-		return sample{rate: l.rate(0), cpu: l.cpuPerOp()}, nil
+		return sample{rate: l.rate(0), cpu: l.cpuPerOp(), p99: l.Stats.P99}, nil
 	}
 	nsW, _ := h.Namespace("RATE_LIMIT_SHARD")
 	nsN, _ := h.Namespace("RATE_LIMIT_NATIVE")
@@ -253,7 +253,7 @@ func (r *runner) ratelimitHTTP() (*result, error) {
 		if l.Errors > 0 {
 			return sample{}, fmt.Errorf("%d of %d checks failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
 		}
-		return sample{rate: l.rate(0), cpu: l.cpuPerOp()}, nil
+		return sample{rate: l.rate(0), cpu: l.cpuPerOp(), p99: l.Stats.P99}, nil
 	}
 	for _, o := range []loadgen.Op{opS, opB} {
 		if _, err := measure(sz.Warmup, o); err != nil {
@@ -275,12 +275,14 @@ func (r *runner) ratelimitHTTP() (*result, error) {
 	res.add("ratio", ratio)
 	res.add("shard_cpu_us", cpuMicros(out[0]))
 	res.add("bare_cpu_us", cpuMicros(out[1]))
+	res.add("shard_p99_ms", p99Millis(out[0]))
+	res.add("bare_p99_ms", p99Millis(out[1]))
 	res.add("spread", max(spread(sr), spread(br)))
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 0.6)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("%.2f", ratio)
-	res.note = fmt.Sprintf("%s vs %s decisions/s over loopback HTTP (%.0f vs %.0f µs CPU each), %d callers",
-		fmtNum(sm), fmtNum(bm), cpuMicros(out[0]), cpuMicros(out[1]), sz.Workers)
+	res.note = fmt.Sprintf("%s vs %s decisions/s over loopback HTTP (%.0f vs %.0f µs CPU each, p99 %.1f vs %.1f ms), %d callers",
+		fmtNum(sm), fmtNum(bm), cpuMicros(out[0]), cpuMicros(out[1]), p99Millis(out[0]), p99Millis(out[1]), sz.Workers)
 	return res, nil
 }
