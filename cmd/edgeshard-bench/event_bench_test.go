@@ -21,7 +21,7 @@ func BenchmarkLimitEvent(b *testing.B) {
 	sz := smokeSizes()
 	sz.Shards = 1
 	r := &runner{sz: sz, root: root, cacheDir: testutil.CacheDir(), build: &builder{root: root}}
-	h, err := r.limitHost(b.TempDir(), &logSink{}, testutil.Engine(b))
+	h, err := r.limitHost(b.TempDir(), &logSink{}, testutil.Engine(b), 0)
 	if err != nil {
 		b.Fatal(err)
 	}

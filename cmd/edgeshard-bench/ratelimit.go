@@ -22,14 +22,16 @@ import (
 )
 
 // limitHost starts a host with RATE_LIMIT_SHARD (the wasm plugin) and
-// RATE_LIMIT_NATIVE (nativeLimiter), both sharded alike, in dir.
-func (r *runner) limitHost(dir string, logs *logSink, eng *host.Engine) (*host.Host, error) {
+// RATE_LIMIT_NATIVE (nativeLimiter), both sharded alike, in dir; batch
+// is its FetchBatch (0: the default; 1: every request on its own).
+func (r *runner) limitHost(dir string, logs *logSink, eng *host.Engine, batch int) (*host.Host, error) {
 	mod, err := r.build.wasm("plugins/ratelimit")
 	if err != nil {
 		return nil, err
 	}
 	cfg := r.hostConfig(dir, logs)
 	cfg.Engine = eng
+	cfg.FetchBatch = batch
 	cfg.Bindings = []host.Binding{
 		{Name: "RATE_LIMIT_SHARD", Module: mod, Shards: r.sz.Shards},
 		{Name: "RATE_LIMIT_NATIVE", Shards: r.sz.Shards},
@@ -76,18 +78,23 @@ func (r *runner) ratelimitWasmVsNative() (*result, error) {
 	}
 	defer os.RemoveAll(dir)
 	logs := &logSink{}
-	h, err := r.limitHost(filepath.Join(dir, "host"), logs, r.engine)
+	h, err := r.limitHost(filepath.Join(dir, "host"), logs, r.engine, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close(context.Background())
+	h1, err := r.limitHost(filepath.Join(dir, "one-by-one"), logs, r.engine, 1)
+	if err != nil {
+		return nil, err
+	}
+	defer h1.Close(context.Background())
 	var hu *host.Host
 	if !r.unchecked && !sz.NoUnchecked {
 		ue, err := r.uncheckedEngine()
 		if err != nil {
 			return nil, err
 		}
-		if hu, err = r.limitHost(filepath.Join(dir, "unchecked"), logs, ue); err != nil {
+		if hu, err = r.limitHost(filepath.Join(dir, "unchecked"), logs, ue, 0); err != nil {
 			return nil, err
 		}
 		defer hu.Close(context.Background())
@@ -117,8 +124,9 @@ func (r *runner) ratelimitWasmVsNative() (*result, error) {
 	}
 	nsW, _ := h.Namespace("RATE_LIMIT_SHARD")
 	nsN, _ := h.Namespace("RATE_LIMIT_NATIVE")
-	nss := []*host.Namespace{nsW, nsN}
-	names := []string{"wasm", "native"}
+	ns1, _ := h1.Namespace("RATE_LIMIT_SHARD")
+	nss := []*host.Namespace{nsW, nsN, ns1}
+	names := []string{"wasm", "native", "wasm_1by1"}
 	if hu != nil {
 		nsU, _ := hu.Namespace("RATE_LIMIT_SHARD")
 		nss = append(nss, nsU)
@@ -148,10 +156,12 @@ func (r *runner) ratelimitWasmVsNative() (*result, error) {
 	res.add("ratio", ratio)
 	res.add("wasm_cpu_us", cpuMicros(out[0]))
 	res.add("native_cpu_us", cpuMicros(out[1]))
-	if len(out) > 2 {
-		um := median(rates(out[2]))
+	res.add("wasm_1by1_per_s", median(rates(out[2])))
+	res.add("wasm_1by1_cpu_us", cpuMicros(out[2]))
+	if len(out) > 3 {
+		um := median(rates(out[3]))
 		res.add("unchecked_per_s", um)
-		res.add("unchecked_cpu_us", cpuMicros(out[2]))
+		res.add("unchecked_cpu_us", cpuMicros(out[3]))
 		res.add("ratio_unchecked", um/nm)
 	}
 	res.add("spread", max(spread(wr), spread(nr)))
@@ -159,13 +169,13 @@ func (r *runner) ratelimitWasmVsNative() (*result, error) {
 	res.add("goal_min", 0.5)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("%.2f", ratio)
-	if len(out) > 2 {
-		res.headline += fmt.Sprintf(" (%.2f unchecked)", median(rates(out[2]))/nm)
+	if len(out) > 3 {
+		res.headline += fmt.Sprintf(" (%.2f unchecked)", median(rates(out[3]))/nm)
 	}
-	res.note = fmt.Sprintf("%s vs %s decisions/s (%.0f vs %.0f µs CPU each), in-process Namespace.Fetch, %d callers, %d buckets",
-		fmtNum(wm), fmtNum(nm), cpuMicros(out[0]), cpuMicros(out[1]), sz.Workers, sz.Buckets)
-	if len(out) > 2 {
-		res.note += fmt.Sprintf("; without the interrupt checks %.2f", median(rates(out[2]))/nm)
+	res.note = fmt.Sprintf("%s vs %s decisions/s (%.0f vs %.0f µs CPU each), in-process Namespace.Fetch, %d callers, %d buckets; without batch delivery %s/s (%.0f µs)",
+		fmtNum(wm), fmtNum(nm), cpuMicros(out[0]), cpuMicros(out[1]), sz.Workers, sz.Buckets, fmtNum(median(rates(out[2]))), cpuMicros(out[2]))
+	if len(out) > 3 {
+		res.note += fmt.Sprintf("; without the interrupt checks %.2f", median(rates(out[3]))/nm)
 	}
 	return res, nil
 }
@@ -211,17 +221,26 @@ func (r *runner) ratelimitHTTP() (*result, error) {
 	}
 	defer os.RemoveAll(dir)
 	logs := &logSink{}
-	h, err := r.limitHost(filepath.Join(dir, "host"), logs, r.engine)
+	h, err := r.limitHost(filepath.Join(dir, "host"), logs, r.engine, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close(context.Background())
-	ns, _ := h.Namespace("RATE_LIMIT_SHARD")
-	if err := primeShards(ns, checkRequest); err != nil {
+	h1, err := r.limitHost(filepath.Join(dir, "one-by-one"), logs, r.engine, 1)
+	if err != nil {
 		return nil, err
+	}
+	defer h1.Close(context.Background())
+	for _, hh := range []*host.Host{h, h1} {
+		ns, _ := hh.Namespace("RATE_LIMIT_SHARD")
+		if err := primeShards(ns, checkRequest); err != nil {
+			return nil, err
+		}
 	}
 	srvS := newServer(h.Handler())
 	defer srvS.Close()
+	srv1 := newServer(h1.Handler())
+	defer srv1.Close()
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /check", bareCheck)
 	srvB := newServer(mux)
@@ -248,6 +267,7 @@ func (r *runner) ratelimitHTTP() (*result, error) {
 	}
 	opS := op(func(key string) string { return srvS.URL + "/do/RATE_LIMIT_SHARD/" + key + "/check" })
 	opB := op(func(string) string { return srvB.URL + "/check" })
+	op1 := op(func(key string) string { return srv1.URL + "/do/RATE_LIMIT_SHARD/" + key + "/check" })
 	measure := func(d time.Duration, op loadgen.Op) (sample, error) {
 		l := closedLoop(sz.Workers, d, op)
 		if l.Errors > 0 {
@@ -255,14 +275,15 @@ func (r *runner) ratelimitHTTP() (*result, error) {
 		}
 		return sample{rate: l.rate(0), cpu: l.cpuPerOp(), p99: l.Stats.P99}, nil
 	}
-	for _, o := range []loadgen.Op{opS, opB} {
+	for _, o := range []loadgen.Op{opS, opB, op1} {
 		if _, err := measure(sz.Warmup, o); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
 	}
 	out, err := r.compare("ratelimit_http", sz.Rounds,
 		side{"shard", func() (sample, error) { return measure(sz.Side, opS) }},
-		side{"bare", func() (sample, error) { return measure(sz.Side, opB) }})
+		side{"bare", func() (sample, error) { return measure(sz.Side, opB) }},
+		side{"shard_1by1", func() (sample, error) { return measure(sz.Side, op1) }})
 	if err != nil {
 		return nil, err
 	}
@@ -277,6 +298,9 @@ func (r *runner) ratelimitHTTP() (*result, error) {
 	res.add("bare_cpu_us", cpuMicros(out[1]))
 	res.add("shard_p99_ms", p99Millis(out[0]))
 	res.add("bare_p99_ms", p99Millis(out[1]))
+	res.add("shard_1by1_per_s", median(rates(out[2])))
+	res.add("shard_1by1_cpu_us", cpuMicros(out[2]))
+	res.add("shard_1by1_p99_ms", p99Millis(out[2]))
 	res.add("spread", max(spread(sr), spread(br)))
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 0.6)

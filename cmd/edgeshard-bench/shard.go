@@ -13,14 +13,18 @@ import (
 )
 
 // counterHost starts a host with COUNTER, the counter example
-// (examples/counter, stamped with version), one object per name, in dir.
-func (r *runner) counterHost(dir, version string, logs *logSink) (*host.Host, *host.Namespace, error) {
+// (examples/counter, stamped with version), one object per name, in dir;
+// mutate, if any, edits the configuration first.
+func (r *runner) counterHost(dir, version string, logs *logSink, mutate ...func(*host.Config)) (*host.Host, *host.Namespace, error) {
 	mod, err := r.build.wasm("examples/counter", "-X main.version="+version)
 	if err != nil {
 		return nil, nil, err
 	}
 	cfg := r.hostConfig(dir, logs)
 	cfg.Bindings = []host.Binding{{Name: "COUNTER", Module: mod}}
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	h, err := host.New(context.Background(), cfg)
 	if err != nil {
 		return nil, nil, err
@@ -61,41 +65,51 @@ func (r *runner) shardEvents() (*result, error) {
 		return nil, err
 	}
 	defer h.Close(context.Background())
-	op := incrementOp(ns, func(int, int) string { return "hot" })
-	measure := func(d time.Duration) (load, error) {
+	h1, ns1, err := r.counterHost(filepath.Join(dir, "one-by-one"), "test", logs, func(c *host.Config) { c.FetchBatch = 1 })
+	if err != nil {
+		return nil, err
+	}
+	defer h1.Close(context.Background())
+	hot := func(int, int) string { return "hot" }
+	op, op1 := incrementOp(ns, hot), incrementOp(ns1, hot)
+	measure := func(d time.Duration, op loadgen.Op) (sample, error) {
 		l := closedLoop(sz.Hot, d, op)
 		if l.Errors > 0 {
-			return l, fmt.Errorf("%d of %d events failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
+			return sample{}, fmt.Errorf("%d of %d events failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
 		}
-		return l, nil
+		return sample{rate: l.rate(0), cpu: l.cpuPerOp(), p99: l.Stats.P99}, nil
 	}
-	if _, err := measure(sz.Warmup); err != nil {
-		return nil, fmt.Errorf("warm-up: %w", err)
-	}
-	var rates, p99s []float64
-	for i := 0; i < sz.Rounds; i++ {
-		l, err := measure(sz.Side)
-		if err != nil {
-			return nil, err
+	for _, o := range []loadgen.Op{op, op1} {
+		if _, err := measure(sz.Warmup, o); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
 		}
-		rates = append(rates, l.rate(0))
-		p99s = append(p99s, float64(l.Stats.P99)/float64(time.Millisecond))
-		r.logf("shard_events_per_s round %d: %.0f/s (p99 %v)", i+1, l.rate(0), l.Stats.P99)
+	}
+	out, err := r.compare("shard_events_per_s", sz.Rounds,
+		side{"batched", func() (sample, error) { return measure(sz.Side, op) }},
+		side{"1by1", func() (sample, error) { return measure(sz.Side, op1) }})
+	if err != nil {
+		return nil, err
 	}
 	if n := len(ns.Stats()); n != 1 {
 		return nil, fmt.Errorf("expected one live shard, have %d", n)
 	}
-	m := median(rates)
+	rs := rates(out[0])
+	m := median(rs)
 	res := &result{name: "shard_events_per_s", met: m >= 100_000}
 	res.add("events_per_s", m)
 	res.add("vs_do_limit", m/1000)
-	res.add("p99_ms", median(p99s))
-	res.add("spread", spread(rates))
+	res.add("p99_ms", p99Millis(out[0]))
+	res.add("cpu_us", cpuMicros(out[0]))
+	res.add("one_by_one_per_s", median(rates(out[1])))
+	res.add("one_by_one_p99_ms", p99Millis(out[1]))
+	res.add("one_by_one_cpu_us", cpuMicros(out[1]))
+	res.add("spread", spread(rs))
 	res.add("callers", sz.Hot)
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 100000)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("%s/s (%.0f× DO's 1,000/s)", fmtNum(m), m/1000)
-	res.note = fmt.Sprintf("counter example POST /increment, durable (fsync'd group commit), %d in-process callers on one object", sz.Hot)
+	res.note = fmt.Sprintf("counter example POST /increment, durable (fsync'd group commit), %d in-process callers on one object; p99 %.1f ms, %.1f µs CPU each; delivered one by one (fetch_batch = 1) %s/s, p99 %.1f ms, %.1f µs", sz.Hot,
+		p99Millis(out[0]), cpuMicros(out[0]), fmtNum(median(rates(out[1]))), p99Millis(out[1]), cpuMicros(out[1]))
 	return res, nil
 }

@@ -56,6 +56,7 @@ var exportSigs = map[string]sig{
 	abi.ExportFetch:      {[]api.ValueType{i32, i32}, []api.ValueType{i64}},
 	abi.ExportAlarm:      {[]api.ValueType{i32}, []api.ValueType{i32}},
 	abi.ExportInitialize: {nil, nil},
+	abi.ExportFetchBatch: {[]api.ValueType{i32, i32, i32}, []api.ValueType{i32}}, // optional
 }
 
 func sigString(params, results []api.ValueType) string {
@@ -200,6 +201,13 @@ func (e *Engine) validate(ctx context.Context, c wazero.CompiledModule, grants [
 		}
 		if !slices.Equal(d.ParamTypes(), want.params) || !slices.Equal(d.ResultTypes(), want.results) {
 			return nil, invalid("export %q has signature %s, ABI v%d needs %s", name,
+				sigString(d.ParamTypes(), d.ResultTypes()), abi.Version, sigString(want.params, want.results))
+		}
+	}
+	if d, ok := exports[abi.ExportFetchBatch]; ok {
+		want := exportSigs[abi.ExportFetchBatch]
+		if !slices.Equal(d.ParamTypes(), want.params) || !slices.Equal(d.ResultTypes(), want.results) {
+			return nil, invalid("optional export %q has signature %s, ABI v%d needs %s", abi.ExportFetchBatch,
 				sigString(d.ParamTypes(), d.ResultTypes()), abi.Version, sigString(want.params, want.results))
 		}
 	}

@@ -1,0 +1,268 @@
+package host_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/harness"
+	"github.com/edgeshard/edgeshard/internal/testutil"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// backlog queues reqs on shard name of binding behind a held shard, in
+// order (each request is queued before the next is sent), then lets the
+// shard run, and returns each request's answer (or error) in that order.
+// mid, if set, is sent after request midAt: a control event queued
+// between two requests.
+func backlog(t *testing.T, ns *host.Namespace, name string, reqs []*abi.Request, midAt int, mid func()) ([]*abi.Response, []error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	release := make(chan struct{})
+	held := make(chan struct{})
+	go ns.Inspect(ctx, name, func(host.StorageView) { close(held); <-release })
+	<-held
+	resps := make([]*abi.Response, len(reqs))
+	errs := make([]error, len(reqs))
+	done := make(chan int, len(reqs)+1)
+	queued := 0
+	waitQueued := func(n int) {
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if depth(ns, name) >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("queue depth stayed below %d", n)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	for i, r := range reqs {
+		go func() {
+			resps[i], errs[i] = ns.FetchShard(ctx, name, r)
+			done <- i
+		}()
+		queued++
+		waitQueued(queued)
+		if i == midAt && mid != nil {
+			go func() { mid(); done <- -1 }()
+			queued++
+			waitQueued(queued)
+		}
+	}
+	close(release)
+	n := len(reqs)
+	if mid != nil {
+		n++
+	}
+	for range n {
+		<-done
+	}
+	return resps, errs
+}
+
+func depth(ns *host.Namespace, name string) int {
+	for _, s := range ns.Stats() {
+		if s.Shard == name {
+			return s.QueueDepth
+		}
+	}
+	return 0
+}
+
+func increments(n int) []*abi.Request {
+	reqs := make([]*abi.Request, n)
+	for i := range reqs {
+		reqs[i] = &abi.Request{Method: "POST", Path: "/increment"}
+	}
+	return reqs
+}
+
+// batchHost starts a host with the counter example under COUNTER, batches
+// of at most batch requests, its metrics in reg.
+func batchHost(t *testing.T, batch int, reg *prometheus.Registry) *host.Namespace {
+	t.Helper()
+	cfg := counterConfig(t, func(c *host.Config) {
+		c.FetchBatch = batch
+		c.Registerer = reg
+		c.EventTimeout = 2 * time.Second
+	})
+	f := start(t, cfg)
+	ns, ok := f.h.Namespace("COUNTER")
+	if !ok {
+		t.Fatal("no COUNTER")
+	}
+	return ns
+}
+
+func batchedTotal(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "edgeshard_fetch_batched_total" {
+			var n float64
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// TestBatchDeliveryAnswersAsOneByOne: a backlog of increments on one
+// object, with a restart (a control event) queued in the middle, gets the
+// same answers in the same order from a host that batches (the counter
+// example exports edgeshard_fetch_batch) as from one that delivers one
+// by one; the batching host did batch, and the restart ended a batch in
+// its place (the count carries over through storage).
+func TestBatchDeliveryAnswersAsOneByOne(t *testing.T) {
+	const n = 40
+	var got [2][]string
+	for i, batch := range []int{16, 1} {
+		reg := prometheus.NewRegistry()
+		ns := batchHost(t, batch, reg)
+		if _, err := ns.FetchShard(context.Background(), "c", &abi.Request{Method: "GET", Path: "/"}); err != nil {
+			t.Fatal(err) // the instance is live before the backlog forms
+		}
+		resps, errs := backlog(t, ns, "c", increments(n), n/2, func() {
+			if err := ns.Restart(context.Background(), "c"); err != nil {
+				t.Error(err)
+			}
+		})
+		for k := range resps {
+			if errs[k] != nil || resps[k].Status != 200 {
+				t.Fatalf("batch %d: request %d: %v %v", batch, k, resps[k], errs[k])
+			}
+			got[i] = append(got[i], string(resps[k].Body))
+			if want := fmt.Sprintf(`{"count":%d,"version":"test"}`, k+1); got[i][k] != want {
+				t.Fatalf("batch %d: request %d answered %s, want %s", batch, k, got[i][k], want)
+			}
+		}
+		b := batchedTotal(t, reg)
+		if batch > 1 && b < n/2 {
+			t.Errorf("batching host delivered %v of %d requests in batches, want most", b, n)
+		}
+		if batch == 1 && b != 0 {
+			t.Errorf("FetchBatch=1 delivered %v requests in batches", b)
+		}
+	}
+}
+
+// TestBatchCrashFailsOnlyItsRequest: a request that panics in the middle
+// of a batch fails alone (500-class error, as on its own); the requests
+// before it keep their committed answers and those after it run on a
+// fresh instance, in order, as one-by-one delivery would give them.
+func TestBatchCrashFailsOnlyItsRequest(t *testing.T) {
+	ns := batchHost(t, 16, prometheus.NewRegistry())
+	if _, err := ns.FetchShard(context.Background(), "p", &abi.Request{Method: "GET", Path: "/"}); err != nil {
+		t.Fatal(err)
+	}
+	reqs := increments(10)
+	reqs[4] = &abi.Request{Method: "POST", Path: "/panic"}
+	resps, errs := backlog(t, ns, "p", reqs, -1, nil)
+	count := 0
+	for k := range reqs {
+		if k == 4 {
+			if errs[k] == nil {
+				t.Fatalf("the panicking request answered %v", resps[k])
+			}
+			continue
+		}
+		count++
+		if errs[k] != nil {
+			t.Fatalf("request %d: %v", k, errs[k])
+		}
+		if want := fmt.Sprintf(`{"count":%d,"version":"test"}`, count); string(resps[k].Body) != want {
+			t.Fatalf("request %d answered %s, want %s", k, resps[k].Body, want)
+		}
+	}
+}
+
+// TestBatchDeadlineIsPerRequest: a request that spins past the event
+// deadline inside a batch times out alone; the requests before it, whose
+// time together exceeds nothing, answered, and those after it run.
+func TestBatchDeadlineIsPerRequest(t *testing.T) {
+	ns := batchHost(t, 16, prometheus.NewRegistry())
+	if _, err := ns.FetchShard(context.Background(), "s", &abi.Request{Method: "GET", Path: "/"}); err != nil {
+		t.Fatal(err)
+	}
+	reqs := increments(6)
+	reqs[3] = &abi.Request{Method: "POST", Path: "/spin"}
+	resps, errs := backlog(t, ns, "s", reqs, -1, nil)
+	for k := range reqs {
+		switch {
+		case k == 3:
+			if !errors.Is(errs[k], host.ErrTimeout) {
+				t.Fatalf("the spinning request: %v %v, want ErrTimeout", resps[k], errs[k])
+			}
+		case errs[k] != nil || resps[k].Status != 200:
+			t.Fatalf("request %d: %v %v", k, resps[k], errs[k])
+		}
+	}
+}
+
+// TestBatchOldPluginDeliveredOneByOne: a module without
+// edgeshard_fetch_batch (the WAT counter, written against ABI v1 before
+// batch delivery) under the same backlog answers every request, in
+// order, one by one.
+func TestBatchOldPluginDeliveredOneByOne(t *testing.T) {
+	wasm := filepath.Join(t.TempDir(), "wat-counter.wasm")
+	testutil.Wat2Wasm(t, wasm, filepath.Join(testutil.RepoRoot(), "examples/wat-counter/counter.wat"))
+	reg := prometheus.NewRegistry()
+	cfg := testutil.HostConfig(t, harness.Bindings(host.Binding{Name: "WAT", Module: wasm}))
+	cfg.Registerer = reg
+	f := start(t, cfg)
+	ns, _ := f.h.Namespace("WAT")
+	reqs := make([]*abi.Request, 30)
+	for i := range reqs {
+		reqs[i] = &abi.Request{Method: "POST", Path: "/"}
+	}
+	resps, errs := backlog(t, ns, "w", reqs, -1, nil)
+	for k := range reqs {
+		if errs[k] != nil || resps[k].Status != 200 || string(resps[k].Body) != fmt.Sprint(k+1) {
+			t.Fatalf("request %d: %v %v, want %d", k, resps[k], errs[k], k+1)
+		}
+	}
+	if b := batchedTotal(t, reg); b != 0 {
+		t.Fatalf("%v requests of a module without the export were batched", b)
+	}
+}
+
+// TestBatchMemoryFlat: the guest's linear memory after many batches is
+// what it was after the first few.
+func TestBatchMemoryFlat(t *testing.T) {
+	ns := batchHost(t, 16, prometheus.NewRegistry())
+	mem := func() uint64 {
+		for _, s := range ns.Stats() {
+			if s.Shard == "m" {
+				return s.MemoryBytes
+			}
+		}
+		return 0
+	}
+	var first uint64
+	for round := range 30 {
+		_, errs := backlog(t, ns, "m", increments(32), -1, nil)
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if round == 4 {
+			first = mem()
+		}
+	}
+	if last := mem(); last > first+1<<20 {
+		t.Fatalf("guest memory grew from %d to %d bytes over 25 rounds of batches", first, last)
+	}
+}
