@@ -206,7 +206,7 @@ const edgeshardConfig = `listen = %q
 data_dir = %q
 cache_dir = %q
 log_level = "warn"
-
+%s
 [[durable_objects.bindings]]
 name = "LIMITS"
 module = %q
@@ -228,7 +228,9 @@ func startEdgeshard(bins binaries, dir, cacheDir string, shards int, extra strin
 		return nil, err
 	}
 	conf := filepath.Join(dir, "edgeshard.toml")
-	text := fmt.Sprintf(edgeshardConfig, addr, filepath.Join(dir, "data"), cacheDir, bins.ratelimit, shards) + extra
+	// extra goes before the first table, so it may set top-level keys
+	// (fetch_batch = 1) as well as tables ([storage]).
+	text := fmt.Sprintf(edgeshardConfig, addr, filepath.Join(dir, "data"), cacheDir, extra, bins.ratelimit, shards)
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return nil, err
 	}
