@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/internal/testutil"
@@ -32,6 +33,7 @@ func BenchmarkLimitEvent(b *testing.B) {
 			gen := limitKeys(1, 1000, 1)[0]
 			ctx := context.Background()
 			b.ReportAllocs()
+			c0 := processCPU()
 			for b.Loop() {
 				key, body := gen()
 				resp, err := ns.Fetch(ctx, key, &abi.Request{Method: "POST", Path: "/check", Body: body})
@@ -39,6 +41,7 @@ func BenchmarkLimitEvent(b *testing.B) {
 					b.Fatal(err, resp)
 				}
 			}
+			b.ReportMetric(float64(processCPU()-c0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,10 @@ import (
 // of the SDK can be compared side by side:
 //
 //	EDGESHARD_GUEST=/tmp/a.wasm go test -run - -bench GuestCheck -count 5 ./host/internal/wasm/
+//
+// EDGESHARD_GUEST_PATH (default /check) and EDGESHARD_GUEST_BODY (a
+// template whose %d is the request's number, newlines written \n) send
+// another POST, e.g. a runtime event to /enqueue of RuntimeEventShard.
 func BenchmarkGuestCheck(b *testing.B) {
 	path := os.Getenv("EDGESHARD_GUEST")
 	if path == "" {
@@ -39,12 +44,17 @@ func BenchmarkGuestCheck(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Close(ctx)
+	reqPath, tmpl := os.Getenv("EDGESHARD_GUEST_PATH"), os.Getenv("EDGESHARD_GUEST_BODY")
+	if reqPath == "" {
+		reqPath, tmpl = "/check", "user:u%d\t1000000000\t60000\n"
+	}
+	tmpl = strings.ReplaceAll(strings.ReplaceAll(tmpl, `\n`, "\n"), `\t`, "\t")
 	bodies := make([][]byte, 1000)
 	for i := range bodies {
-		bodies[i] = []byte("user:u" + strconv.Itoa(i) + "\t1000000000\t60000\n")
+		bodies[i] = []byte(strings.ReplaceAll(tmpl, "%d", strconv.Itoa(i)))
 	}
 	request := func(i int) *abi.Request {
-		return &abi.Request{Method: "POST", Path: "/check", Body: bodies[i%len(bodies)],
+		return &abi.Request{Method: "POST", Path: reqPath, Body: bodies[i%len(bodies)],
 			Header: []abi.Header{{Name: "X-Edgeshard-Shard", Value: "RATE_LIMIT_SHARD/0"}}}
 	}
 	for _, batch := range []int{1, 16} {
@@ -57,7 +67,7 @@ func BenchmarkGuestCheck(b *testing.B) {
 			env := newFakeEnv(b)
 			reqs := make([]*abi.Request, batch)
 			check := func(resp *abi.Response) {
-				if resp.Status != 200 {
+				if resp.Status/100 != 2 {
 					b.Fatalf("status %d: %s", resp.Status, resp.Body)
 				}
 			}
