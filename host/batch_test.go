@@ -101,6 +101,15 @@ func batchHost(t *testing.T, batch int, reg *prometheus.Registry) *host.Namespac
 	return ns
 }
 
+// live starts the counter object's instance, so that it is running
+// before a backlog forms.
+func live(t *testing.T, ns *host.Namespace, name string) {
+	t.Helper()
+	if _, err := ns.FetchShard(context.Background(), name, &abi.Request{Method: "GET", Path: "/"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func batchedTotal(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -131,9 +140,7 @@ func TestBatchDeliveryAnswersAsOneByOne(t *testing.T) {
 	for i, batch := range []int{16, 1} {
 		reg := prometheus.NewRegistry()
 		ns := batchHost(t, batch, reg)
-		if _, err := ns.FetchShard(context.Background(), "c", &abi.Request{Method: "GET", Path: "/"}); err != nil {
-			t.Fatal(err) // the instance is live before the backlog forms
-		}
+		live(t, ns, "c")
 		resps, errs := backlog(t, ns, "c", increments(n), n/2, func() {
 			if err := ns.Restart(context.Background(), "c"); err != nil {
 				t.Error(err)
@@ -158,56 +165,44 @@ func TestBatchDeliveryAnswersAsOneByOne(t *testing.T) {
 	}
 }
 
-// TestBatchCrashFailsOnlyItsRequest: a request that panics in the middle
-// of a batch fails alone (500-class error, as on its own); the requests
-// before it keep their committed answers and those after it run on a
-// fresh instance, in order, as one-by-one delivery would give them.
-func TestBatchCrashFailsOnlyItsRequest(t *testing.T) {
-	ns := batchHost(t, 16, prometheus.NewRegistry())
-	if _, err := ns.FetchShard(context.Background(), "p", &abi.Request{Method: "GET", Path: "/"}); err != nil {
-		t.Fatal(err)
-	}
-	reqs := increments(10)
-	reqs[4] = &abi.Request{Method: "POST", Path: "/panic"}
-	resps, errs := backlog(t, ns, "p", reqs, -1, nil)
-	count := 0
-	for k := range reqs {
-		if k == 4 {
-			if errs[k] == nil {
-				t.Fatalf("the panicking request answered %v", resps[k])
+// TestBatchFailureFailsOnlyItsRequest: a request that panics, or spins
+// past the event deadline, in the middle of a batch fails alone, as it
+// would on its own; the requests before it keep their committed answers
+// and those after it run on a fresh instance, in order, as one-by-one
+// delivery would give them (each request has its own deadline: the
+// spinning one does not eat the others').
+func TestBatchFailureFailsOnlyItsRequest(t *testing.T) {
+	for _, tc := range []struct {
+		path    string
+		n, at   int
+		wantErr error
+	}{
+		{"/panic", 10, 4, host.ErrTrap},
+		{"/spin", 6, 3, host.ErrTimeout},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			ns := batchHost(t, 16, prometheus.NewRegistry())
+			live(t, ns, "f")
+			reqs := increments(tc.n)
+			reqs[tc.at] = &abi.Request{Method: "POST", Path: tc.path}
+			resps, errs := backlog(t, ns, "f", reqs, -1, nil)
+			count := 0
+			for k := range reqs {
+				if k == tc.at {
+					if !errors.Is(errs[k], tc.wantErr) {
+						t.Fatalf("the failing request: %v %v, want %v", resps[k], errs[k], tc.wantErr)
+					}
+					continue
+				}
+				count++
+				if errs[k] != nil {
+					t.Fatalf("request %d: %v", k, errs[k])
+				}
+				if want := fmt.Sprintf(`{"count":%d,"version":"test"}`, count); string(resps[k].Body) != want {
+					t.Fatalf("request %d answered %s, want %s", k, resps[k].Body, want)
+				}
 			}
-			continue
-		}
-		count++
-		if errs[k] != nil {
-			t.Fatalf("request %d: %v", k, errs[k])
-		}
-		if want := fmt.Sprintf(`{"count":%d,"version":"test"}`, count); string(resps[k].Body) != want {
-			t.Fatalf("request %d answered %s, want %s", k, resps[k].Body, want)
-		}
-	}
-}
-
-// TestBatchDeadlineIsPerRequest: a request that spins past the event
-// deadline inside a batch times out alone; the requests before it, whose
-// time together exceeds nothing, answered, and those after it run.
-func TestBatchDeadlineIsPerRequest(t *testing.T) {
-	ns := batchHost(t, 16, prometheus.NewRegistry())
-	if _, err := ns.FetchShard(context.Background(), "s", &abi.Request{Method: "GET", Path: "/"}); err != nil {
-		t.Fatal(err)
-	}
-	reqs := increments(6)
-	reqs[3] = &abi.Request{Method: "POST", Path: "/spin"}
-	resps, errs := backlog(t, ns, "s", reqs, -1, nil)
-	for k := range reqs {
-		switch {
-		case k == 3:
-			if !errors.Is(errs[k], host.ErrTimeout) {
-				t.Fatalf("the spinning request: %v %v, want ErrTimeout", resps[k], errs[k])
-			}
-		case errs[k] != nil || resps[k].Status != 200:
-			t.Fatalf("request %d: %v %v", k, resps[k], errs[k])
-		}
+		})
 	}
 }
 

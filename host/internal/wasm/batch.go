@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/tetratelabs/wazero/api"
@@ -113,17 +112,7 @@ func (t *interrupter) rearm(ctx context.Context) {
 	t.mu.Lock()
 	t.deadline = dl
 	t.mu.Unlock()
-	if timed {
-		d := time.Until(dl)
-		if t.timer == nil {
-			t.timer = time.AfterFunc(d, t.raiseTimed)
-		} else {
-			t.timer.Reset(d)
-		}
-		t.timed = true
-		return
-	}
-	t.stop = context.AfterFunc(ctx, func() { t.raise(context.Cause(ctx)) })
+	t.watch(ctx, dl, timed)
 }
 
 // batchFuncs are the host functions of batch delivery (group "core").
