@@ -59,4 +59,3 @@ func TestFetchBatchReturnsEarly(t *testing.T) {
 		t.Fatalf("FetchBatch = %d, %v (instance %v); want 0, nil and a live instance", n, err, inst.Err())
 	}
 }
-
