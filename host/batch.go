@@ -81,10 +81,18 @@ func (a *actor) runBatch(inst runner, bi batchRunner, evs []*event) {
 	}
 	a.ns.metrics.batched.Add(float64(len(evs)))
 	a.resetAlarmChange()
+	// Each request's context is cancelled once the call has returned: an
+	// earlier one cancelled while the guest still runs could reach it
+	// before the interrupter has moved onto the next (wasm.BatchDone).
 	ctx, cancel := a.eventContext()
+	cancels := []context.CancelFunc{cancel}
+	defer func() {
+		for _, c := range cancels {
+			c()
+		}
+	}()
 	t0 := time.Now()
 	n, err := bi.FetchBatch(ctx, a.env(), reqs, func(k int, resp *abi.Response) context.Context {
-		cancel()
 		a.ns.metrics.fetchDur.Observe(time.Since(t0).Seconds())
 		a.ns.metrics.fetchOK.Inc()
 		p := a.commit()
@@ -94,19 +102,28 @@ func (a *actor) runBatch(inst runner, bi batchRunner, evs []*event) {
 			a.idle()
 		}
 		evs[k].done <- result{resp: resp, pending: p}
-		ctx, cancel = a.eventContext()
+		ctx, cancel := a.eventContext()
+		cancels = append(cancels, cancel)
 		t0 = time.Now()
 		a.env() // the next event starts
 		return ctx
 	})
-	cancel()
-	if err != nil {
+	switch {
+	case err != nil && n < len(evs):
 		a.ns.metrics.fetchDur.Observe(time.Since(t0).Seconds())
 		a.ns.metrics.fetchErr.Inc()
 		a.crashed("fetch", err)
 		evs[n].done <- result{err: err}
 		n++
-	} else {
+	case err != nil:
+		// Every request was answered; the guest died after the last
+		// answer, in no request's event.
+		a.crashed("fetch batch, after its last answer", err)
+	default:
+		// Writes and alarm changes made after the last answer belong to
+		// no request: they are dropped, never committed with the next.
+		a.store.Abort()
+		a.resetAlarmChange()
 		a.memBytes.Store(inst.MemoryBytes())
 	}
 	for _, e := range evs[n:] {

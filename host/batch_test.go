@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmtest"
 	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
@@ -259,5 +260,64 @@ func TestBatchMemoryFlat(t *testing.T) {
 	}
 	if last := mem(); last > first+1<<20 {
 		t.Fatalf("guest memory grew from %d to %d bytes over 25 rounds of batches", first, last)
+	}
+}
+
+// afterLastAnswerPlugin is wasmtest.Plugin whose edgeshard_fetch_batch
+// answers two requests with "ok", then writes key "k" — in no request's
+// event — and then returns 2, or traps when trap is set.
+func afterLastAnswerPlugin(trap bool) []byte {
+	const kv = 0x200 // "k", also the value
+	m := wasmtest.Plugin()
+	respond := m.AddImport(wasmtest.HostImport(abi.FnFetchRespond))
+	put := m.AddImport(wasmtest.HostImport(abi.FnStoragePut))
+	m.Data = append(m.Data, wasmtest.Data{Offset: kv, Bytes: []byte("k")})
+	drop := wasmtest.Op(0x1a)
+	answer := wasmtest.Code(wasmtest.I32Const(wasmtest.RespOK), wasmtest.I32Const(int32(len(wasmtest.OKResponse))), wasmtest.Call(respond), drop)
+	end := wasmtest.I32Const(2)
+	if trap {
+		end = wasmtest.Op(wasmtest.OpUnreachable)
+	}
+	m.SetExport(abi.ExportFetchBatch, wasmtest.Func{
+		Params: []wasmtest.ValType{wasmtest.I32, wasmtest.I32, wasmtest.I32}, Results: []wasmtest.ValType{wasmtest.I32},
+		Body: wasmtest.Code(answer, answer,
+			wasmtest.I32Const(kv), wasmtest.I32Const(1), wasmtest.I32Const(kv), wasmtest.I32Const(1), wasmtest.I32Const(0),
+			wasmtest.Call(put), drop,
+			end),
+	})
+	return m.Bytes()
+}
+
+// TestBatchAfterTheLastAnswer: what a guest does after answering the last
+// request of a batch belongs to no request — a write then is dropped, not
+// committed with the next event, and a trap then fails no request (both
+// were answered) but discards the instance, which the next request
+// restarts.
+func TestBatchAfterTheLastAnswer(t *testing.T) {
+	for _, trap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trap=%v", trap), func(t *testing.T) {
+			cfg := testutil.HostConfig(t, harness.Bindings(host.Binding{Name: "B", ModuleBytes: afterLastAnswerPlugin(trap)}))
+			cfg.FetchBatch = 2
+			f := start(t, cfg)
+			ns, _ := f.h.Namespace("B")
+			live(t, ns, "x")
+			get := &abi.Request{Method: "GET", Path: "/"}
+			resps, errs := backlog(t, ns, "x", []*abi.Request{get, get}, -1, nil)
+			for k := range resps {
+				if errs[k] != nil || string(resps[k].Body) != "ok" {
+					t.Fatalf("request %d: %v %v", k, resps[k], errs[k])
+				}
+			}
+			if resp, err := ns.FetchShard(context.Background(), "x", get); err != nil || string(resp.Body) != "ok" {
+				t.Fatalf("the request after the batch: %v %v", resp, err)
+			}
+			var found bool
+			if err := ns.Inspect(context.Background(), "x", func(v host.StorageView) { _, found, _ = v.Get("k") }); err != nil {
+				t.Fatal(err)
+			}
+			if found {
+				t.Fatal(`key "k", written after the batch's last answer, was committed`)
+			}
+		})
 	}
 }

@@ -24,6 +24,9 @@ import (
 // the guest waits, once the guest has answered request k of the batch:
 // the caller ends that event (commits its writes, sends its reply) and
 // returns the context of request k+1 (unused after the last request).
+// It must not cancel request k's context: the guest is still running
+// under it until FetchBatch has moved on; cancel them after FetchBatch
+// returns.
 type BatchDone func(k int, resp *abi.Response) context.Context
 
 // batchCall is the state of one edgeshard_fetch_batch call.
