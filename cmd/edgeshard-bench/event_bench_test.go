@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
@@ -15,25 +16,29 @@ import (
 //
 //	go test -run - -bench LimitEvent -benchmem -cpuprofile cpu.prof ./cmd/edgeshard-bench/
 func BenchmarkLimitEvent(b *testing.B) {
-	root, err := findRoot(".")
+	root, err := benchkit.FindRoot(".")
 	if err != nil {
 		b.Fatal(err)
 	}
 	sz := smokeSizes()
 	sz.Shards = 1
 	r := &runner{sz: sz, root: root, cacheDir: testutil.CacheDir(), build: &builder{root: root}}
-	h, err := r.limitHost(b.TempDir(), &logSink{}, testutil.Engine(b), 0)
+	w, err := newScratch("limit-event")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer h.Close(context.Background())
+	defer w.close()
+	h, err := r.limitHost(w, "host", testutil.Engine(b), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, name := range []string{"RATE_LIMIT_SHARD", "RATE_LIMIT_NATIVE"} {
 		b.Run(name, func(b *testing.B) {
 			ns, _ := h.Namespace(name)
 			gen := limitKeys(1, 1000, 1)[0]
 			ctx := context.Background()
 			b.ReportAllocs()
-			c0 := processCPU()
+			c0 := benchkit.SelfCPU()
 			for b.Loop() {
 				key, body := gen()
 				resp, err := ns.Fetch(ctx, key, &abi.Request{Method: "POST", Path: "/check", Body: body})
@@ -41,7 +46,7 @@ func BenchmarkLimitEvent(b *testing.B) {
 					b.Fatal(err, resp)
 				}
 			}
-			b.ReportMetric(float64(processCPU()-c0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
+			b.ReportMetric(float64(benchkit.SelfCPU()-c0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
 		})
 	}
 }

@@ -3,34 +3,37 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 )
 
 // counterHost starts a host with COUNTER, the counter example
-// (examples/counter, stamped with version), one object per name, in dir;
-// mutate, if any, edits the configuration first.
-func (r *runner) counterHost(dir, version string, logs *logSink, mutate ...func(*host.Config)) (*host.Host, *host.Namespace, error) {
+// (examples/counter, stamped with version), one object per name, in w's
+// directory host; it closes when the figure ends.
+func (r *runner) counterHost(w *scratch, version string) (*host.Namespace, error) {
+	return r.counterHostIn(w, "host", version, 0)
+}
+
+// counterHostIn is counterHost in w's directory name, with FetchBatch
+// batch (0: the default; 1: every request on its own).
+func (r *runner) counterHostIn(w *scratch, name, version string, batch int) (*host.Namespace, error) {
 	mod, err := r.build.wasm("examples/counter", "-X main.version="+version)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	cfg := r.hostConfig(dir, logs)
+	cfg := r.hostConfig(w.path(name), w.logs)
 	cfg.Bindings = []host.Binding{{Name: "COUNTER", Module: mod}}
-	for _, m := range mutate {
-		m(&cfg)
-	}
-	h, err := host.New(context.Background(), cfg)
+	cfg.FetchBatch = batch
+	h, err := r.newHost(context.Background(), w, cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	ns, _ := h.Namespace("COUNTER")
-	return h, ns, nil
+	return ns, nil
 }
 
 // incrementOp calls POST /increment on the COUNTER object name.
@@ -52,30 +55,22 @@ func incrementOp(ns *host.Namespace, name func(w, i int) string) loadgen.Op {
 // fsync through group commit) from Hot concurrent in-process callers
 // (Namespace.Fetch). Durable Objects document a soft limit of 1,000
 // requests/s per object; the goal is 100× that.
-func (r *runner) shardEvents() (*result, error) {
+func (r *runner) shardEvents(w *scratch) (*result, error) {
 	sz := r.sz
-	dir, err := os.MkdirTemp("", "edgeshard-bench-shard-")
+	ns, err := r.counterHost(w, "test")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	logs := &logSink{}
-	h, ns, err := r.counterHost(filepath.Join(dir, "host"), "test", logs)
+	ns1, err := r.counterHostIn(w, "one-by-one", "test", 1)
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close(context.Background())
-	h1, ns1, err := r.counterHost(filepath.Join(dir, "one-by-one"), "test", logs, func(c *host.Config) { c.FetchBatch = 1 })
-	if err != nil {
-		return nil, err
-	}
-	defer h1.Close(context.Background())
 	hot := func(int, int) string { return "hot" }
 	op, op1 := incrementOp(ns, hot), incrementOp(ns1, hot)
 	measure := func(d time.Duration, op loadgen.Op) (sample, error) {
-		l := closedLoop(sz.Hot, d, op)
-		if l.Errors > 0 {
-			return sample{}, fmt.Errorf("%d of %d events failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
+		l, err := checkedLoop(sz.Hot, d, op, "events")
+		if err != nil {
+			return sample{}, err
 		}
 		return sample{rate: l.rate(0), cpu: l.cpuPerOp(), p99: l.Stats.P99}, nil
 	}
@@ -94,22 +89,22 @@ func (r *runner) shardEvents() (*result, error) {
 		return nil, fmt.Errorf("expected one live shard, have %d", n)
 	}
 	rs := rates(out[0])
-	m := median(rs)
+	m := benchkit.Median(rs)
 	res := &result{name: "shard_events_per_s", met: m >= 100_000}
 	res.add("events_per_s", m)
 	res.add("vs_do_limit", m/1000)
 	res.add("p99_ms", p99Millis(out[0]))
 	res.add("cpu_us", cpuMicros(out[0]))
-	res.add("one_by_one_per_s", median(rates(out[1])))
+	res.add("one_by_one_per_s", benchkit.Median(rates(out[1])))
 	res.add("one_by_one_p99_ms", p99Millis(out[1]))
 	res.add("one_by_one_cpu_us", cpuMicros(out[1]))
-	res.add("spread", spread(rs))
+	res.add("spread", benchkit.Spread(rs))
 	res.add("callers", sz.Hot)
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 100000)
 	res.add("met", yesNo(res.met))
-	res.headline = fmt.Sprintf("%s/s (%.0f× DO's 1,000/s)", fmtNum(m), m/1000)
+	res.headline = fmt.Sprintf("%s/s (%.0f× DO's 1,000/s)", benchkit.FormatNum(m), m/1000)
 	res.note = fmt.Sprintf("counter example POST /increment, durable (fsync'd group commit), %d in-process callers on one object; p99 %.1f ms, %.1f µs CPU each; delivered one by one (fetch_batch = 1) %s/s, p99 %.1f ms, %.1f µs", sz.Hot,
-		p99Millis(out[0]), cpuMicros(out[0]), fmtNum(median(rates(out[1]))), p99Millis(out[1]), cpuMicros(out[1]))
+		p99Millis(out[0]), cpuMicros(out[0]), benchkit.FormatNum(benchkit.Median(rates(out[1]))), p99Millis(out[1]), cpuMicros(out[1]))
 	return res, nil
 }
