@@ -27,6 +27,9 @@ const (
 	ExportAlloc      = "edgeshard_alloc"       // (size i32) -> i32 ptr
 	ExportFetch      = "edgeshard_fetch"       // (ptr i32, len i32) -> i64 (ptr<<32 | len)
 	ExportAlarm      = "edgeshard_alarm"       // (retryCount i32) -> i32 errno
+	// ExportFetchBatch is optional (batch.go: several queued requests in
+	// one call, each answered with FnFetchRespond).
+	ExportFetchBatch = "edgeshard_fetch_batch" // (ptr i32, len i32, count i32) -> i32 answered
 	ExportInitialize = "_initialize"           // WASI reactor start function
 	ExportMemory     = "memory"
 )
@@ -53,6 +56,7 @@ var AllGroups = []string{GroupCore, GroupStorage, GroupAlarm, GroupVars, GroupLo
 const (
 	FnResultTake   = "result_take"   // core: (buf, cap) -> i64
 	FnErrorMessage = "error_message" // core: (buf, cap) -> i64
+	FnFetchRespond = "fetch_respond" // core: (resp_ptr, resp_len) -> i32, inside edgeshard_fetch_batch
 
 	FnStorageGet         = "storage_get"          // (kp, kl, buf, cap) -> i64
 	FnStorageGetMulti    = "storage_get_multi"    // (keysp, keysl, buf, cap) -> i64
@@ -78,7 +82,7 @@ const (
 
 // FunctionGroups maps each host function to its binding group.
 var FunctionGroups = map[string]string{
-	FnResultTake: GroupCore, FnErrorMessage: GroupCore,
+	FnResultTake: GroupCore, FnErrorMessage: GroupCore, FnFetchRespond: GroupCore,
 	FnStorageGet: GroupStorage, FnStorageGetMulti: GroupStorage, FnStoragePut: GroupStorage,
 	FnStoragePutMulti: GroupStorage, FnStorageDelete: GroupStorage, FnStorageDeleteMulti: GroupStorage,
 	FnStorageList: GroupStorage, FnStorageDeleteAll: GroupStorage,

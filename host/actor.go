@@ -102,6 +102,9 @@ type actor struct {
 	evict     chan struct{}
 	lastEvent atomic.Int64 // unix ms its last fetch or alarm started (inspect_trace.go: env)
 	wsev      wsEventState // the current event's WebSocket side (websocket_env.go)
+
+	held  *event   // taken from the queue while gathering a batch, handled next (batch.go)
+	batch []*event // the batch being delivered, reused
 }
 
 // prepared is an instance of a version about to become current, made
@@ -181,6 +184,11 @@ func (a *actor) step(ev *event) {
 	}
 	a.handle(ev)
 	a.settle()
+	for a.held != nil { // a control event that ended a batch keeps its place
+		ev, a.held = a.held, nil
+		a.handle(ev)
+		a.settle()
+	}
 }
 
 // idle puts the actor on the budget's idle list if it holds an instance
@@ -482,6 +490,14 @@ func (a *actor) handleFetch(ev *event) {
 		ev.done <- result{err: err}
 		return
 	}
+	if a.fetchBatch(inst, ev) {
+		return
+	}
+	a.runFetch(inst, ev)
+}
+
+// runFetch delivers the running fetch event ev to inst on its own.
+func (a *actor) runFetch(inst runner, ev *event) {
 	a.resetAlarmChange()
 	setShardHeader(ev.req, a.id.String())
 	a.wsBegin(ev.upgrade)

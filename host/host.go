@@ -121,6 +121,10 @@ type Config struct {
 	InstanceStartWait time.Duration
 	// QueueDepth bounds each shard's queue of waiting events (default 1024).
 	QueueDepth int
+	// FetchBatch bounds how many queued requests a shard whose module
+	// exports edgeshard_fetch_batch receives in one call when it has a
+	// backlog (default 16; batch.go); 1 delivers every request on its own.
+	FetchBatch int
 	// MemoryLimitMiB caps each instance's memory (default 128).
 	MemoryLimitMiB int
 	// MaxBodyBytes caps request bodies at /do (default 1 MiB).
@@ -170,6 +174,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.QueueDepth <= 0 {
 		c.QueueDepth = 1024
+	}
+	if c.FetchBatch <= 0 {
+		c.FetchBatch = defaultFetchBatch
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20

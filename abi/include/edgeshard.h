@@ -52,6 +52,7 @@ extern "C" {
 #define EDGESHARD_EXPORT_ALLOC "edgeshard_alloc"             /* (size i32) -> i32: a buffer for the next request */
 #define EDGESHARD_EXPORT_FETCH "edgeshard_fetch"             /* (ptr i32, len i32) -> i64: (resp_ptr << 32) | resp_len */
 #define EDGESHARD_EXPORT_ALARM "edgeshard_alarm"             /* (retry_count i32) -> i32: 0 success, else retried */
+#define EDGESHARD_EXPORT_FETCH_BATCH "edgeshard_fetch_batch" /* optional: (ptr i32, len i32, count i32) -> i32 answered; each answer via edgeshard_fetch_respond */
 #define EDGESHARD_EXPORT_INITIALIZE "_initialize"            /* () -> (): the WASI reactor start function */
 #define EDGESHARD_EXPORT_MEMORY "memory"                     /* the linear memory (never imported) */
 
@@ -84,6 +85,7 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
 
 #define EDGESHARD_FN_RESULT_TAKE "result_take"
 #define EDGESHARD_FN_ERROR_MESSAGE "error_message"
+#define EDGESHARD_FN_FETCH_RESPOND "fetch_respond"
 #define EDGESHARD_FN_STORAGE_GET "storage_get"
 #define EDGESHARD_FN_STORAGE_GET_MULTI "storage_get_multi"
 #define EDGESHARD_FN_STORAGE_PUT "storage_put"
@@ -227,6 +229,11 @@ int64_t edgeshard_result_take(void *buf, uint32_t cap);
  * the bytes written. */
 EDGESHARD_IMPORT("error_message")
 int64_t edgeshard_error_message(void *buf, uint32_t cap);
+/* Inside edgeshard_fetch_batch only: the encoded response to the current
+ * request; the host copies it and ends that request's event. 0, or
+ * -EDGESHARD_ERRNO_INVALID outside a batch or past its last request. */
+EDGESHARD_IMPORT("fetch_respond")
+int32_t edgeshard_fetch_respond(const void *resp, uint32_t resp_len);
 
 /* storage */
 

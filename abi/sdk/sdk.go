@@ -18,7 +18,10 @@
 // plugin accept them.
 //
 // A shard handles one event at a time; handlers must not start goroutines
-// that outlive the call (they do not run between calls).
+// that outlive the call (they do not run between calls). The SDK also
+// exports edgeshard_fetch_batch (batch_wasm.go): when a shard has a
+// backlog the host may deliver several requests in one call, and each
+// still reaches Fetch as its own event.
 //
 // Importing the SDK sets the guest's garbage collector to GOGC=25 (Go's
 // default is 100): a guest's memory never shrinks, so its heap's

@@ -86,7 +86,7 @@ func measureFlushed(workers int, d time.Duration, op loadgen.Op, calls string, p
 		}
 	}
 	n := max(l.OK*per, 1)
-	return sample{rate: l.rate(extra) * float64(per), cpu: (benchkit.SelfCPU() - c0) / time.Duration(n)}, nil
+	return sample{rate: l.rate(extra) * float64(per), cpu: (benchkit.SelfCPU() - c0) / time.Duration(n), p99: l.Stats.P99}, nil
 }
 
 // zipfPosts returns, per worker, a generator of post ids Zipf-distributed
@@ -277,6 +277,8 @@ func (r *runner) counters(w *scratch) (*result, error) {
 		res.add(p.label+"_shard_cpu_us", cpuMicros(p.res[0]))
 		res.add(p.label+"_legacy_cpu_us", cpuMicros(p.res[1]))
 		res.add(p.label+"_floor_cpu_us", cpuMicros(p.res[2]))
+		res.add(p.label+"_shard_p99_ms", p99Millis(p.res[0]))
+		res.add(p.label+"_legacy_p99_ms", p99Millis(p.res[1]))
 		// The best ratio any shard path could reach here: legacy CPU over
 		// the CPU of answering the same request with no write at all.
 		res.add(p.label+"_bound", cpuMicros(p.res[1])/cpuMicros(p.res[2]))
@@ -291,9 +293,10 @@ func (r *runner) counters(w *scratch) (*result, error) {
 	res.add("goal_min", 20)
 	res.add("met", yesNo(res.met))
 	res.headline = strings.Join(heads, ", ")
-	res.note = fmt.Sprintf("%s/s vs %s/s in-process (%.0f vs %.0f µs CPU each; a no-write handler costs %.0f, so no shard path can beat %.1f× here); %d callers, Zipf(s=%.1f) over %d posts; shard side includes its final flush to SQL",
+	res.note = fmt.Sprintf("%s/s vs %s/s in-process (%.0f vs %.0f µs CPU each; a no-write handler costs %.0f, so no shard path can beat %.1f× here); over HTTP p99 %.1f vs %.1f ms; %d callers, Zipf(s=%.1f) over %d posts; shard side includes its final flush to SQL",
 		benchkit.FormatNum(benchkit.Median(rates(pairs[0].res[0]))), benchkit.FormatNum(benchkit.Median(rates(pairs[0].res[1]))),
 		cpuMicros(pairs[0].res[0]), cpuMicros(pairs[0].res[1]), cpuMicros(pairs[0].res[2]), cpuMicros(pairs[0].res[1])/cpuMicros(pairs[0].res[2]),
+		p99Millis(pairs[1].res[0]), p99Millis(pairs[1].res[1]),
 		sz.Workers, sz.ZipfS, sz.Posts)
 	return res, nil
 }

@@ -340,13 +340,14 @@ func measureSample(workers int, d time.Duration, op loadgen.Op, what string) (sa
 	if err != nil {
 		return sample{}, err
 	}
-	return sample{rate: l.rate(0), cpu: l.cpuPerOp()}, nil
+	return sample{rate: l.rate(0), cpu: l.cpuPerOp(), p99: l.Stats.P99}, nil
 }
 
 // sample is one measured run of one side.
 type sample struct {
 	rate float64       // operations acknowledged per second
 	cpu  time.Duration // process CPU time per operation
+	p99  time.Duration // 99th percentile latency of the run's requests
 }
 
 // side is one side of a comparison: run performs one measured run.
@@ -372,7 +373,7 @@ func (r *runner) compare(fig string, rounds int, sides ...side) ([][]sample, err
 			if err != nil {
 				return nil, fmt.Errorf("%s round %d: %w", s.name, i+1, err)
 			}
-			r.logf("%s round %d: %-8s %8.0f/s  %6.1f µs CPU/op", fig, i+1, s.name, v.rate, float64(v.cpu)/float64(time.Microsecond))
+			r.logf("%s round %d: %-8s %8.0f/s  %6.1f µs CPU/op  p99 %.2f ms", fig, i+1, s.name, v.rate, float64(v.cpu)/float64(time.Microsecond), float64(v.p99)/float64(time.Millisecond))
 			out[j] = append(out[j], v)
 		}
 	}
@@ -392,6 +393,8 @@ func (res *result) addComparison(out [][]sample, a, b string) (am, bm, ratio, sp
 	res.add("ratio", ratio)
 	res.add(a+"_cpu_us", cpuMicros(out[0]))
 	res.add(b+"_cpu_us", cpuMicros(out[1]))
+	res.add(a+"_p99_ms", p99Millis(out[0]))
+	res.add(b+"_p99_ms", p99Millis(out[1]))
 	return am, bm, ratio, max(benchkit.Spread(ar), benchkit.Spread(br))
 }
 
@@ -402,6 +405,15 @@ func rates(ss []sample) []float64 {
 		out[i] = s.rate
 	}
 	return out
+}
+
+// p99Millis returns the median over samples of their p99 latency, in ms.
+func p99Millis(ss []sample) float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = float64(s.p99) / float64(time.Millisecond)
+	}
+	return benchkit.Median(out)
 }
 
 // cpuMicros returns the median CPU µs per operation of samples.

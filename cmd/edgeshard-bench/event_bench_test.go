@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/internal/benchkit"
@@ -27,7 +28,7 @@ func BenchmarkLimitEvent(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer w.close()
-	h, err := r.limitHost(w, "host", testutil.Engine(b))
+	h, err := r.limitHost(w, "host", testutil.Engine(b), 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -37,6 +38,7 @@ func BenchmarkLimitEvent(b *testing.B) {
 			gen := limitKeys(1, 1000, 1)[0]
 			ctx := context.Background()
 			b.ReportAllocs()
+			c0 := benchkit.SelfCPU()
 			for b.Loop() {
 				key, body := gen()
 				resp, err := ns.Fetch(ctx, key, &abi.Request{Method: "POST", Path: "/check", Body: body})
@@ -44,6 +46,7 @@ func BenchmarkLimitEvent(b *testing.B) {
 					b.Fatal(err, resp)
 				}
 			}
+			b.ReportMetric(float64(benchkit.SelfCPU()-c0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
 		})
 	}
 }

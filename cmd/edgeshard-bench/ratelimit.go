@@ -22,14 +22,16 @@ import (
 
 // limitHost starts a host with RATE_LIMIT_SHARD (the wasm plugin) and
 // RATE_LIMIT_NATIVE (nativeLimiter), both sharded alike, in w's directory
-// name on engine eng; it closes when the figure ends.
-func (r *runner) limitHost(w *scratch, name string, eng *host.Engine) (*host.Host, error) {
+// name on engine eng; batch is its FetchBatch (0: the default; 1: every
+// request on its own); it closes when the figure ends.
+func (r *runner) limitHost(w *scratch, name string, eng *host.Engine, batch int) (*host.Host, error) {
 	mod, err := r.build.wasm("plugins/ratelimit")
 	if err != nil {
 		return nil, err
 	}
 	cfg := r.hostConfig(w.path(name), w.logs)
 	cfg.Engine = eng
+	cfg.FetchBatch = batch
 	cfg.Bindings = []host.Binding{
 		{Name: "RATE_LIMIT_SHARD", Module: mod, Shards: r.sz.Shards},
 		{Name: "RATE_LIMIT_NATIVE", Shards: r.sz.Shards},
@@ -76,7 +78,11 @@ var checkRequest = &abi.Request{Method: "POST", Path: "/check", Body: []byte("us
 // runaway guests are never interrupted) to show what the checks cost.
 func (r *runner) ratelimitWasmVsNative(w *scratch) (*result, error) {
 	sz := r.sz
-	h, err := r.limitHost(w, "host", r.engine)
+	h, err := r.limitHost(w, "host", r.engine, 0)
+	if err != nil {
+		return nil, err
+	}
+	h1, err := r.limitHost(w, "one-by-one", r.engine, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +92,7 @@ func (r *runner) ratelimitWasmVsNative(w *scratch) (*result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if hu, err = r.limitHost(w, "unchecked", ue); err != nil {
+		if hu, err = r.limitHost(w, "unchecked", ue, 0); err != nil {
 			return nil, err
 		}
 	}
@@ -108,8 +114,9 @@ func (r *runner) ratelimitWasmVsNative(w *scratch) (*result, error) {
 	}
 	nsW, _ := h.Namespace("RATE_LIMIT_SHARD")
 	nsN, _ := h.Namespace("RATE_LIMIT_NATIVE")
-	nss := []*host.Namespace{nsW, nsN}
-	names := []string{"wasm", "native"}
+	ns1, _ := h1.Namespace("RATE_LIMIT_SHARD")
+	nss := []*host.Namespace{nsW, nsN, ns1}
+	names := []string{"wasm", "native", "wasm_1by1"}
 	if hu != nil {
 		nsU, _ := hu.Namespace("RATE_LIMIT_SHARD")
 		nss = append(nss, nsU)
@@ -133,10 +140,12 @@ func (r *runner) ratelimitWasmVsNative(w *scratch) (*result, error) {
 	res := &result{name: "ratelimit_wasm_vs_native"}
 	wm, nm, ratio, spread := res.addComparison(out, "wasm", "native")
 	res.met = ratio >= 0.5
-	if len(out) > 2 {
-		um := benchkit.Median(rates(out[2]))
+	res.add("wasm_1by1_per_s", benchkit.Median(rates(out[2])))
+	res.add("wasm_1by1_cpu_us", cpuMicros(out[2]))
+	if len(out) > 3 {
+		um := benchkit.Median(rates(out[3]))
 		res.add("unchecked_per_s", um)
-		res.add("unchecked_cpu_us", cpuMicros(out[2]))
+		res.add("unchecked_cpu_us", cpuMicros(out[3]))
 		res.add("ratio_unchecked", um/nm)
 	}
 	res.add("spread", spread)
@@ -144,13 +153,14 @@ func (r *runner) ratelimitWasmVsNative(w *scratch) (*result, error) {
 	res.add("goal_min", 0.5)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("%.2f", ratio)
-	if len(out) > 2 {
-		res.headline += fmt.Sprintf(" (%.2f unchecked)", benchkit.Median(rates(out[2]))/nm)
+	if len(out) > 3 {
+		res.headline += fmt.Sprintf(" (%.2f unchecked)", benchkit.Median(rates(out[3]))/nm)
 	}
-	res.note = fmt.Sprintf("%s vs %s decisions/s (%.0f vs %.0f µs CPU each), in-process Namespace.Fetch, %d callers, %d buckets",
-		benchkit.FormatNum(wm), benchkit.FormatNum(nm), cpuMicros(out[0]), cpuMicros(out[1]), sz.Workers, sz.Buckets)
-	if len(out) > 2 {
-		res.note += fmt.Sprintf("; without the interrupt checks %.2f", benchkit.Median(rates(out[2]))/nm)
+	res.note = fmt.Sprintf("%s vs %s decisions/s (%.0f vs %.0f µs CPU each), in-process Namespace.Fetch, %d callers, %d buckets; without batch delivery %s/s (%.0f µs)",
+		benchkit.FormatNum(wm), benchkit.FormatNum(nm), cpuMicros(out[0]), cpuMicros(out[1]), sz.Workers, sz.Buckets,
+		benchkit.FormatNum(benchkit.Median(rates(out[2]))), cpuMicros(out[2]))
+	if len(out) > 3 {
+		res.note += fmt.Sprintf("; without the interrupt checks %.2f", benchkit.Median(rates(out[3]))/nm)
 	}
 	return res, nil
 }
@@ -190,16 +200,24 @@ func bareCheck(w http.ResponseWriter, r *http.Request) {
 // the client decodes every JSON answer on both sides.
 func (r *runner) ratelimitHTTP(w *scratch) (*result, error) {
 	sz := r.sz
-	h, err := r.limitHost(w, "host", r.engine)
+	h, err := r.limitHost(w, "host", r.engine, 0)
 	if err != nil {
 		return nil, err
 	}
-	ns, _ := h.Namespace("RATE_LIMIT_SHARD")
-	if err := primeShards(ns, checkRequest); err != nil {
+	h1, err := r.limitHost(w, "one-by-one", r.engine, 1)
+	if err != nil {
 		return nil, err
+	}
+	for _, hh := range []*host.Host{h, h1} {
+		ns, _ := hh.Namespace("RATE_LIMIT_SHARD")
+		if err := primeShards(ns, checkRequest); err != nil {
+			return nil, err
+		}
 	}
 	srvS := newServer(h.Handler())
 	defer srvS.Close()
+	srv1 := newServer(h1.Handler())
+	defer srv1.Close()
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /check", bareCheck)
 	srvB := newServer(mux)
@@ -226,26 +244,31 @@ func (r *runner) ratelimitHTTP(w *scratch) (*result, error) {
 	}
 	opS := op(func(key string) string { return srvS.URL + "/do/RATE_LIMIT_SHARD/" + key + "/check" })
 	opB := op(func(string) string { return srvB.URL + "/check" })
-	for _, o := range []loadgen.Op{opS, opB} {
+	op1 := op(func(key string) string { return srv1.URL + "/do/RATE_LIMIT_SHARD/" + key + "/check" })
+	for _, o := range []loadgen.Op{opS, opB, op1} {
 		if _, err := measureChecks(sz.Workers, sz.Warmup, o); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
 	}
 	out, err := r.compare("ratelimit_http", sz.Rounds,
 		side{"shard", func() (sample, error) { return measureChecks(sz.Workers, sz.Side, opS) }},
-		side{"bare", func() (sample, error) { return measureChecks(sz.Workers, sz.Side, opB) }})
+		side{"bare", func() (sample, error) { return measureChecks(sz.Workers, sz.Side, opB) }},
+		side{"shard_1by1", func() (sample, error) { return measureChecks(sz.Workers, sz.Side, op1) }})
 	if err != nil {
 		return nil, err
 	}
 	res := &result{name: "ratelimit_http"}
 	sm, bm, ratio, spread := res.addComparison(out, "shard", "bare")
 	res.met = ratio >= 0.6
+	res.add("shard_1by1_per_s", benchkit.Median(rates(out[2])))
+	res.add("shard_1by1_cpu_us", cpuMicros(out[2]))
+	res.add("shard_1by1_p99_ms", p99Millis(out[2]))
 	res.add("spread", spread)
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 0.6)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("%.2f", ratio)
-	res.note = fmt.Sprintf("%s vs %s decisions/s over loopback HTTP (%.0f vs %.0f µs CPU each), %d callers",
-		benchkit.FormatNum(sm), benchkit.FormatNum(bm), cpuMicros(out[0]), cpuMicros(out[1]), sz.Workers)
+	res.note = fmt.Sprintf("%s vs %s decisions/s over loopback HTTP (%.0f vs %.0f µs CPU each, p99 %.1f vs %.1f ms), %d callers",
+		benchkit.FormatNum(sm), benchkit.FormatNum(bm), cpuMicros(out[0]), cpuMicros(out[1]), p99Millis(out[0]), p99Millis(out[1]), sz.Workers)
 	return res, nil
 }

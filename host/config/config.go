@@ -64,6 +64,7 @@ type File struct {
 	MetricsToken   string             `toml:"metrics_token"`
 	MemoryLimitMB  int                `toml:"memory_limit_mb"`
 	QueueDepth     int                `toml:"queue_depth"`
+	FetchBatch     int                `toml:"fetch_batch"`
 	MaxBodyBytes   int64              `toml:"max_body_bytes"`
 	Storage        Storage            `toml:"storage"`
 	Limits         Limits             `toml:"limits"`
@@ -287,6 +288,7 @@ func Defaults() File {
 		Metrics:         "main",
 		MemoryLimitMB:   128,
 		QueueDepth:      1024,
+		FetchBatch:      16,
 		MaxBodyBytes:    1 << 20,
 		Vars:            map[string]string{},
 
@@ -503,6 +505,9 @@ func (f *File) Validate() error {
 	}
 	if f.QueueDepth < 1 {
 		bad("queue_depth must be ≥ 1")
+	}
+	if f.FetchBatch < 1 || f.FetchBatch > 1024 {
+		bad("fetch_batch = %d: want 1 (every request on its own) to 1024", f.FetchBatch)
 	}
 	if f.MaxBodyBytes < 1 {
 		bad("max_body_bytes must be ≥ 1")

@@ -125,6 +125,7 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	hc.EventTimeout = cfg.EventTimeout.Duration
 	hc.IdleTimeout = cfg.IdleTimeout.Duration
 	hc.QueueDepth = cfg.QueueDepth
+	hc.FetchBatch = cfg.FetchBatch
 	hc.MemoryLimitMiB = cfg.MemoryLimitMB
 	hc.InstanceMemoryBudgetMiB = cfg.InstanceMemoryBudgetMB
 	hc.InstanceStartWait = cfg.InstanceStartWait.Duration

@@ -14,6 +14,7 @@ EDGESHARD_EXPORT("edgeshard_fetch") int64_t fetch(const uint8_t *req, int32_t le
   int64_t n = 0;
   n += edgeshard_result_take(buf, sizeof buf);
   n += edgeshard_error_message(buf, sizeof buf);
+  n += edgeshard_fetch_respond(buf, 0);
   n += edgeshard_storage_get("k", 1, buf, sizeof buf);
   n += edgeshard_storage_get_multi(buf, 4, buf, sizeof buf);
   n += edgeshard_storage_put("k", 1, "v", 1, EDGESHARD_PUT_ALLOW_UNCONFIRMED);

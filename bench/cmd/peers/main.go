@@ -57,7 +57,7 @@ type options struct {
 	updateDocs bool
 	docs       string
 	// variant, if set, adds a side "variant": edgeshard again with this
-	// TOML appended to its configuration and variantEnv in its
+	// TOML added to its configuration (before its first table) and variantEnv in its
 	// environment — an A/B of a setting, alternating like the others.
 	variant    string
 	variantEnv string
@@ -80,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.shards, "shards", 32, "shards of edgeshard's rate-limit binding")
 	fs.BoolVar(&o.updateDocs, "update-docs", false, "rewrite the peers section of docs/BENCHMARKS.md with this run")
 	fs.StringVar(&o.docs, "docs", "docs/BENCHMARKS.md", "the document -update-docs rewrites (relative to the repository root)")
-	fs.StringVar(&o.variant, "variant", "", "add a side: edgeshard with this TOML appended to its configuration (e.g. $'[storage]\nmemtable_mb = 32')")
+	fs.StringVar(&o.variant, "variant", "", "add a side: edgeshard with this TOML added to its configuration before its first table (e.g. fetch_batch = 1, or $'[storage]\nmemtable_mb = 32')")
 	fs.StringVar(&o.variantEnv, "variant-env", "", "space-separated NAME=VALUE pairs in the variant's environment (e.g. GOGC=50)")
 	if err := fs.Parse(args); err != nil {
 		return 2

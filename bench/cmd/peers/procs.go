@@ -150,7 +150,7 @@ const edgeshardConfig = `listen = %q
 data_dir = %q
 cache_dir = %q
 log_level = "warn"
-
+%s
 [[durable_objects.bindings]]
 name = "LIMITS"
 module = %q
@@ -160,7 +160,7 @@ shards = %d
 enabled = false
 `
 
-// startEdgeshard writes the configuration, with extra appended, into dir
+// startEdgeshard writes the configuration, with extra before its first table, into dir
 // and starts `edgeshard serve` with env added to its environment,
 // returning once /healthz answers 200.
 func startEdgeshard(bins binaries, dir, cacheDir string, shards int, extra string, env []string) (*proc, error) {
@@ -172,7 +172,9 @@ func startEdgeshard(bins binaries, dir, cacheDir string, shards int, extra strin
 		return nil, err
 	}
 	conf := filepath.Join(dir, "edgeshard.toml")
-	text := fmt.Sprintf(edgeshardConfig, addr, filepath.Join(dir, "data"), cacheDir, bins.ratelimit, shards) + extra
+	// extra goes before the first table, so it may set top-level keys
+	// (fetch_batch = 1) as well as tables ([storage]).
+	text := fmt.Sprintf(edgeshardConfig, addr, filepath.Join(dir, "data"), cacheDir, extra, bins.ratelimit, shards)
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return nil, err
 	}

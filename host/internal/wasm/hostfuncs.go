@@ -50,6 +50,7 @@ var hostGroups = []struct {
 	funcs []hostFunc
 }{
 	{abi.GroupCore, resultFuncs},
+	{abi.GroupCore, batchFuncs},
 	{abi.GroupStorage, storageFuncs},
 	{abi.GroupAlarm, alarmFuncs},
 	{abi.GroupVars, varsFuncs},

@@ -5,27 +5,11 @@ import (
 	"fmt"
 
 	"github.com/edgeshard/edgeshard/abi"
-	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 )
 
 // wsEventSig is the signature of the optional export abi.ExportWSEvent.
 var wsEventSig = sig{[]api.ValueType{i32, i32}, []api.ValueType{i32}}
-
-// checkWSExport refuses a module whose abi.ExportWSEvent has another
-// signature, and reports whether it has the export: a module without it
-// refuses every WebSocket upgrade.
-func checkWSExport(c wazero.CompiledModule) (bool, error) {
-	d, ok := c.ExportedFunctions()[abi.ExportWSEvent]
-	if !ok {
-		return false, nil
-	}
-	if !sigEqual(d, wsEventSig) {
-		return false, invalid("export %q has signature %s, ABI v%d needs %s (abi/ABI.md, section 10)", abi.ExportWSEvent,
-			sigString(d.ParamTypes(), d.ResultTypes()), abi.Version, sigString(wsEventSig.params, wsEventSig.results))
-	}
-	return true, nil
-}
 
 // wsAccepted reports whether env accepted a WebSocket upgrade during the
 // event: then, and only then, a response may have status 101.
@@ -50,7 +34,7 @@ func (i *Instance) WSEvent(ctx context.Context, env Env, ev *abi.WSEvent) (ok bo
 	ctx = i.cctx.reset(ctx, env)
 	i.cctx.c.begin(false)
 	i.reqBuf = abi.AppendWSEvent(i.reqBuf[:0], ev)
-	ptr, n, err := i.place(ctx)
+	ptr, n, err := i.writeRequests(ctx)
 	if err != nil {
 		return false, err
 	}

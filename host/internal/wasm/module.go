@@ -59,10 +59,26 @@ var exportSigs = map[string]sig{
 	abi.ExportFetch:      {[]api.ValueType{i32, i32}, []api.ValueType{i64}},
 	abi.ExportAlarm:      {[]api.ValueType{i32}, []api.ValueType{i32}},
 	abi.ExportInitialize: {nil, nil},
+	abi.ExportFetchBatch: {[]api.ValueType{i32, i32, i32}, []api.ValueType{i32}}, // optional
 }
 
 func sigEqual(d api.FunctionDefinition, want sig) bool {
 	return slices.Equal(d.ParamTypes(), want.params) && slices.Equal(d.ResultTypes(), want.results)
+}
+
+// checkOptionalExport reports whether the module has the optional export
+// name, refusing it when its signature is not want (section: where
+// abi/ABI.md describes it). A module without it is valid.
+func checkOptionalExport(c wazero.CompiledModule, name string, want sig, section string) (bool, error) {
+	d, ok := c.ExportedFunctions()[name]
+	if !ok {
+		return false, nil
+	}
+	if !sigEqual(d, want) {
+		return false, invalid("optional export %q has signature %s, ABI v%d needs %s (abi/ABI.md, %s)", name,
+			sigString(d.ParamTypes(), d.ResultTypes()), abi.Version, sigString(want.params, want.results), section)
+	}
+	return true, nil
 }
 
 func sigString(params, results []api.ValueType) string {
@@ -210,8 +226,11 @@ func (e *Engine) validate(ctx context.Context, c wazero.CompiledModule, grants [
 				sigString(d.ParamTypes(), d.ResultTypes()), abi.Version, sigString(want.params, want.results))
 		}
 	}
-	ws, err := checkWSExport(c)
+	ws, err := checkOptionalExport(c, abi.ExportWSEvent, wsEventSig, "section 10")
 	if err != nil {
+		return nil, err
+	}
+	if _, err := checkOptionalExport(c, abi.ExportFetchBatch, exportSigs[abi.ExportFetchBatch], "section 2"); err != nil {
 		return nil, err
 	}
 	mem, ok := c.ExportedMemories()[abi.ExportMemory]

@@ -405,6 +405,7 @@ func (m *Module) Import(module, name string) uint32 {
 var hostSigs = map[string][2][]ValType{
 	"result_take":          {{I32, I32}, {I64}},
 	"error_message":        {{I32, I32}, {I64}},
+	"fetch_respond":        {{I32, I32}, {I32}},
 	"storage_get":          {{I32, I32, I32, I32}, {I64}},
 	"storage_get_multi":    {{I32, I32, I32, I32}, {I64}},
 	"storage_put":          {{I32, I32, I32, I32, I32}, {I32}},
