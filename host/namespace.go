@@ -35,6 +35,7 @@ type Namespace struct {
 	grants    []string
 	sql       SQLDB
 	analytics AnalyticsBinding
+	fetch     *fetcher // http_fetch, when the binding has a FetchConfig (fetch.go)
 
 	// cur and prev each hold a reference to their version (Version).
 	cur       atomic.Pointer[Version]
@@ -61,6 +62,13 @@ func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) 
 	}
 	if b.Analytics != "" {
 		ns.analytics = h.cfg.Analytics[b.Analytics]
+	}
+	if b.Fetch != nil {
+		f, err := newFetcher(b.Name, b.Fetch)
+		if err != nil {
+			return nil, fmt.Errorf("binding %q: %w", b.Name, err)
+		}
+		ns.fetch = f
 	}
 	if native := hostinternal.Native(ctx, b.Name); native != nil {
 		if b.Module != "" || b.ModuleBytes != nil {
@@ -234,7 +242,11 @@ func (ns *Namespace) Fetch(ctx context.Context, key string, req *abi.Request) (*
 
 // FetchShard delivers req to a shard by its name.
 func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Request) (*abi.Response, error) {
-	ev := &event{kind: evFetch, req: req, done: make(chan result, 1)}
+	return ns.fetchEvent(ctx, shard, &event{kind: evFetch, req: req, done: make(chan result, 1)})
+}
+
+// fetchEvent delivers a fetch event to a shard and waits for its outcome.
+func (ns *Namespace) fetchEvent(ctx context.Context, shard string, ev *event) (*abi.Response, error) {
 	if err := ns.enqueue(shard, ev); err != nil {
 		return nil, err
 	}

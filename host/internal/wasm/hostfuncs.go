@@ -56,6 +56,8 @@ var hostGroups = []struct {
 	{abi.GroupLog, logFuncs},
 	{abi.GroupSQL, sqlFuncs},
 	{abi.GroupAnalytics, analyticsFuncs},
+	{abi.GroupCall, callFuncs},
+	{abi.GroupFetch, fetchFuncs},
 }
 
 // hostFuncs lists every host function, group by group.

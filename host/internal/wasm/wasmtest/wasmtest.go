@@ -420,6 +420,8 @@ var hostSigs = map[string][2][]ValType{
 	"log_write":            {{I32, I32, I32}, {I32}},
 	"sql_exec":             {{I32, I32, I32, I32}, {I64}},
 	"analytics_write":      {{I32, I32}, {I32}},
+	"shard_call":           {{I32, I32, I32, I32}, {I64}},
+	"http_fetch":           {{I32, I32, I32, I32}, {I64}},
 }
 
 // HostImport returns the import of the edgeshard host function name with

@@ -1,0 +1,59 @@
+package wasm
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/edgeshard/edgeshard/abi"
+)
+
+// Tests of the call host function, shard_call.
+
+// TestShardCallHostileArguments: shard_call answers bad arguments with an
+// errno, before the Env sees them.
+func TestShardCallHostileArguments(t *testing.T) {
+	d := newHostileDriver(t)
+	valid := abi.AppendCallRequest(nil, &abi.CallRequest{Binding: "B", Key: "k", Request: abi.Request{Method: "GET", Path: "/"}})
+	runSteps(t, d, []step{
+		{"request past memory", nil, abi.FnShardCall, []uint64{oob, 4, buf, 16}, eFault, ""},
+		{"request over the cap", nil, abi.FnShardCall, []uint64{0, abi.MaxOutboundRequest + 1, buf, 16}, eTooLarge, ""},
+		{"truncated request", valid, abi.FnShardCall, []uint64{offData, uint64(len(valid) - 1), buf, 16}, eInvalid, ""},
+		{"empty request", nil, abi.FnShardCall, []uint64{offData, 0, buf, 16}, eInvalid, ""},
+		{"response into a buffer past memory", valid, abi.FnShardCall, []uint64{offData, uint64(len(valid)), oob, 1 << 20}, eFault, ""},
+	})
+	if d.env.lastCall != nil && d.env.lastCall.Binding != "B" {
+		t.Fatalf("the Env saw %+v", d.env.lastCall)
+	}
+}
+
+// TestShardCallResponse: the request reaches the Env decoded, its body a
+// copy of guest memory; the response comes back encoded, held for
+// result_take when it does not fit.
+func TestShardCallResponse(t *testing.T) {
+	d := newHostileDriver(t)
+	cr := &abi.CallRequest{Binding: "ROOMS", Key: "lobby", Request: abi.Request{Method: "POST", Path: "/join?x=1", Header: []abi.Header{{Name: "A", Value: "1"}}, Body: []byte("alice")}}
+	enc := abi.AppendCallRequest(nil, cr)
+	want := abi.AppendResponse(nil, &abi.Response{Status: 200, Header: []abi.Header{{Name: "X-To", Value: "ROOMS/lobby"}}, Body: []byte("POST /join?x=1 alice")})
+	runSteps(t, d, []step{
+		{"call", enc, abi.FnShardCall, []uint64{offData, uint64(len(enc)), buf, 256}, int64(len(want)), string(want)},
+		{"call held", enc, abi.FnShardCall, []uint64{offData, uint64(len(enc)), buf, 4}, int64(len(want)), ""},
+		{"take", nil, abi.FnResultTake, []uint64{buf, 256}, int64(len(want)), string(want)},
+	})
+	if !reflect.DeepEqual(d.env.lastCall, cr) {
+		t.Fatalf("the Env got %+v, want %+v", d.env.lastCall, cr)
+	}
+	d.write(t, offData, make([]byte, len(enc)))
+	if string(d.env.lastCall.Body) != "alice" {
+		t.Fatalf("the request body aliases guest memory: now %q", d.env.lastCall.Body)
+	}
+}
+
+// TestShardCallEnvErrors: a failure of the Env answers its errno
+// (ErrnoDeadlock, ErrnoDeadline… through CallError and the context
+// errors) with its message; an injected crash traps.
+func TestShardCallEnvErrors(t *testing.T) {
+	d := newHostileDriver(t)
+	enc := abi.AppendCallRequest(nil, &abi.CallRequest{Binding: "B", Key: "k", Request: abi.Request{Method: "GET", Path: "/"}})
+	d.write(t, offData, enc)
+	checkEnvErrors(t, d, abi.ErrnoIO, abi.FnShardCall, offData, uint64(len(enc)), buf, 16)
+}
