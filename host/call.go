@@ -168,7 +168,13 @@ func (a *actor) CallShard(ctx context.Context, c *abi.CallRequest) (*abi.Respons
 	case errors.Is(err, ErrBadKey), errors.Is(err, ErrUnknownBinding):
 		return nil, &wasm.CallError{Errno: abi.ErrnoInvalid, Err: err}
 	case ctx.Err() != nil:
-		return nil, &wasm.CallError{Errno: abi.ErrnoDeadline, Err: fmt.Errorf("the calling event's deadline passed waiting for %s/%s: %w", c.Binding, c.Key, err)}
+		// The called shard's details (a trap's stack) stay in the log, as
+		// for /do.
+		msg := fmt.Sprintf("the calling event's deadline passed waiting for %s/%s", c.Binding, c.Key)
+		if errors.Is(err, ErrTimeout) {
+			msg += "; the called shard was stopped at that deadline"
+		}
+		return nil, &wasm.CallError{Errno: abi.ErrnoDeadline, Err: errors.New(msg)}
 	}
 	return a.failedCall(c, err), nil
 }
