@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,10 +89,13 @@ type hostPattern struct {
 func parseHostPattern(s string) (hostPattern, error) {
 	s = strings.ToLower(strings.TrimSpace(s))
 	var p hostPattern
+	if strings.ContainsAny(s, "/?#@") {
+		return p, fmt.Errorf("want a host name or address, host:port, or *.domain (no scheme or path)")
+	}
 	host := s
 	if h, port, err := net.SplitHostPort(s); err == nil {
-		if _, err := ssrf.CanonicalHostPort(s); err != nil {
-			return p, err
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return p, fmt.Errorf("bad port %q", port)
 		}
 		host, p.port = h, port
 	}
