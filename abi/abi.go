@@ -164,7 +164,7 @@ const (
 	MaxAnalyticsBlobTotal = 16 << 10  // bytes of all blobs together
 	MaxAnalyticsDbl       = 20        // doubles per data point
 	MaxOutboundRequest    = 16 << 20  // bytes of one encoded shard_call or http_fetch request
-	MaxCallDepth          = 8         // shards waiting on one another in a chain of shard_calls, the first caller included
+	MaxCallDepth          = 8         // shards in one chain of shard_calls, the first caller and the last callee included
 )
 
 // MaxNodeID is the longest node id, the value of the reserved var

@@ -29,6 +29,8 @@ EDGESHARD_EXPORT("edgeshard_fetch") int64_t fetch(const uint8_t *req, int32_t le
   n += edgeshard_log_write(EDGESHARD_LOG_INFO, buf, 8);
   n += edgeshard_sql_exec(buf, 4, buf, sizeof buf);
   n += edgeshard_analytics_write(buf, 12);
+  n += edgeshard_shard_call(buf, 4, buf, sizeof buf);
+  n += edgeshard_http_fetch(buf, 4, buf, sizeof buf);
   edgeshard_put_u64(buf, (uint64_t)n);
   return edgeshard_pack(buf, 0);
 }
