@@ -36,20 +36,29 @@ var callFuncs = []hostFunc{shardCall}
 var shardCall = hostFunc{abi.FnShardCall, shardCallFn, p(i32, i32, i32, i32), p(i64)}
 
 func shardCallFn(c *call, mod api.Module, s []uint64) {
+	sendOutbound(c, mod, s, "call", abi.DecodeCallRequest, func(r *abi.CallRequest) (*abi.Response, error) {
+		return c.env.CallShard(c.ctx, r)
+	})
+}
+
+// sendOutbound is the body of shard_call and http_fetch: it decodes the
+// request at s[0], s[1] (a copy of guest memory: the request may outlive
+// the call when the other side gives up late), sends it, and answers the
+// encoded Response through s[2], s[3].
+func sendOutbound[T any](c *call, mod api.Module, s []uint64, what string, decode func([]byte) (T, error), send func(T) (*abi.Response, error)) {
 	if n := u32(s[1]); n > abi.MaxOutboundRequest {
-		c.tooLarge(s, "call request of %d bytes exceeds %d", n, abi.MaxOutboundRequest)
+		c.tooLarge(s, "%s request of %d bytes exceeds %d", what, n, abi.MaxOutboundRequest)
 		return
 	}
 	raw, ok := arg(mod, s, 0)
 	if !ok {
 		return
 	}
-	cr, err := abi.DecodeCallRequest(raw)
+	req, err := decode(bytes.Clone(raw))
 	if c.invalid(s, err) {
 		return
 	}
-	cr.Body = bytes.Clone(cr.Body) // it outlives the call if the callee gives up late
-	resp, err := c.env.CallShard(c.ctx, cr)
+	resp, err := send(req)
 	if err != nil {
 		s[0] = neg(c.errno(err))
 		return

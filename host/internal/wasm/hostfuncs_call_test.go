@@ -57,3 +57,33 @@ func TestShardCallEnvErrors(t *testing.T) {
 	d.write(t, offData, enc)
 	checkEnvErrors(t, d, abi.ErrnoIO, abi.FnShardCall, offData, uint64(len(enc)), buf, 16)
 }
+
+// TestOutboundTrace: a traced event shows shard_call and http_fetch
+// decoded: whom it called, the request, the response's status and body.
+func TestOutboundTrace(t *testing.T) {
+	d := newHostileDriver(t)
+	env := &tracingEnv{fakeEnv: d.env}
+	d.resetWith(env)
+	call := abi.AppendCallRequest(nil, &abi.CallRequest{Binding: "ROOMS", Key: "lobby", Request: abi.Request{Method: "POST", Path: "/join", Body: []byte("al")}})
+	fetch := abi.AppendRequest(nil, &abi.Request{Method: "GET", Path: "https://api.example.com/x"})
+	callResp := abi.AppendResponse(nil, &abi.Response{Status: 200, Header: []abi.Header{{Name: "X-To", Value: "ROOMS/lobby"}}, Body: []byte("POST /join al")})
+	fetchResp := abi.AppendResponse(nil, &abi.Response{Status: 201, Body: []byte("GET https://api.example.com/x ")})
+	for _, s := range []step{
+		{"call", call, abi.FnShardCall, []uint64{offData, uint64(len(call)), buf, 256}, int64(len(callResp)), ""},
+		{"fetch", fetch, abi.FnHTTPFetch, []uint64{offData, uint64(len(fetch)), buf, 8}, int64(len(fetchResp)), ""},
+	} {
+		d.write(t, offData, s.data)
+		if got, err := d.call(s.fn, s.args...); err != nil || got != s.want {
+			t.Fatalf("%s = %d, %v; want %d", s.name, got, err, s.want)
+		}
+	}
+	want := []string{
+		`shard_call ROOMS/"lobby" POST "/join" body=2 bytes "al" → status 200 body=13 bytes "POST /join al"`,
+		`http_fetch GET "https://api.example.com/x" body=0 bytes → status 201 body=30 bytes "GET https://api.example.com/x " (held for result_take, cap 8)`,
+	}
+	for i, c := range env.calls {
+		if c.String() != want[i] {
+			t.Errorf("trace %d: %s\nwant %s", i, c.String(), want[i])
+		}
+	}
+}

@@ -1,8 +1,6 @@
 package wasm
 
 import (
-	"bytes"
-
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/tetratelabs/wazero/api"
 )
@@ -35,23 +33,7 @@ var fetchFuncs = []hostFunc{httpFetch}
 var httpFetch = hostFunc{abi.FnHTTPFetch, httpFetchFn, p(i32, i32, i32, i32), p(i64)}
 
 func httpFetchFn(c *call, mod api.Module, s []uint64) {
-	if n := u32(s[1]); n > abi.MaxOutboundRequest {
-		c.tooLarge(s, "fetch request of %d bytes exceeds %d", n, abi.MaxOutboundRequest)
-		return
-	}
-	raw, ok := arg(mod, s, 0)
-	if !ok {
-		return
-	}
-	req, err := abi.DecodeRequest(raw)
-	if c.invalid(s, err) {
-		return
-	}
-	req.Body = bytes.Clone(req.Body) // it outlives the call if the callee gives up late
-	resp, err := c.env.FetchHTTP(c.ctx, req)
-	if err != nil {
-		s[0] = neg(c.errno(err))
-		return
-	}
-	s[0] = c.reply(mod, abi.AppendResponse(nil, resp), u32(s[2]), u32(s[3]))
+	sendOutbound(c, mod, s, "fetch", abi.DecodeRequest, func(r *abi.Request) (*abi.Response, error) {
+		return c.env.FetchHTTP(c.ctx, r)
+	})
 }
