@@ -13,7 +13,8 @@
 //
 // The SDK implements the guest side of ABI v1 (abi/ABI.md): the exports the
 // host calls, the encoding of requests and responses, and typed wrappers for
-// every host function (storage, alarm, vars, log, SQL, analytics).
+// every host function (storage, alarm, vars, log, SQL, analytics,
+// calls to other shards, outbound fetch).
 //
 // A shard handles one event at a time; handlers must not start goroutines
 // that outlive the call (they do not run between calls).
