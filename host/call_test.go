@@ -191,3 +191,45 @@ func TestShardCallDeadline(t *testing.T) {
 		t.Fatalf("took %s with a 1 s event timeout", took)
 	}
 }
+
+// ownerRouter routes a call to the host that owns its binding, as a
+// cluster layer would (there over HTTP, carrying the chain and deadline).
+type ownerRouter struct {
+	owner map[string]**host.Host
+}
+
+func (r ownerRouter) RouteCall(ctx context.Context, c *host.Call) (*abi.Response, error) {
+	return (*r.owner[c.Binding]).DeliverCall(ctx, c)
+}
+
+// TestShardCallAcrossHosts: with a CallRouter in front (Config.Calls), a
+// call reaches the shard's owner on another host, and a chain that comes
+// back to the first host is refused there as a deadlock.
+func TestShardCallAcrossHosts(t *testing.T) {
+	var h1, h2 *host.Host
+	router := ownerRouter{owner: map[string]**host.Host{"A": &h1, "B": &h2}}
+	mk := func() *host.Host {
+		return startCalls(t, func(c *host.Config) {
+			c.Calls = func(local host.CallRouter) host.CallRouter { return router }
+		}).h
+	}
+	h1, h2 = mk(), mk()
+	ask := func(h *host.Host, binding, key, path string) string {
+		resp, err := h.Fetch(context.Background(), binding, key, &abi.Request{Method: "GET", Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(resp.Body)
+	}
+	if got, want := ask(h1, "A", "a", "/chain?hop=B%2Fb"), "A/a -> [200] B/b end caller=A/a n=1"; got != want {
+		t.Fatalf("A/a on host 1 calling B/b answered %q, want %q", got, want)
+	}
+	// B/b's state is on host 2 only.
+	if got, want := ask(h2, "B", "b", "/chain"), "B/b end caller= n=2"; got != want {
+		t.Fatalf("B/b on host 2: %q, want %q", got, want)
+	}
+	got := ask(h1, "A", "a", "/chain?hop=B%2Fb&hop=A%2Fa")
+	if want := fmt.Sprintf("A/a -> [200] B/b err %d: ", abi.ErrnoDeadlock); !strings.HasPrefix(got, want) {
+		t.Fatalf("A/a → B/b (host 2) → A/a answered %q, want %q…", got, want)
+	}
+}
