@@ -152,21 +152,33 @@ func (g *waitGraph) wait(caller, target string) (done func(), err error) {
 // failure of the called shard (a trap, a timeout, a full queue) comes back
 // as the response /do would answer; errnos are for the call itself.
 func (a *actor) CallShard(ctx context.Context, c *abi.CallRequest) (*abi.Response, error) {
+	resp, failed, err := a.callShard(ctx, c)
+	o := outcome(err)
+	if failed {
+		o = "failed"
+	}
+	a.ns.h.outm.calls.WithLabelValues(a.ns.name, o).Inc()
+	return resp, err
+}
+
+// callShard is CallShard; failed reports a response standing for the
+// called shard's failure.
+func (a *actor) callShard(ctx context.Context, c *abi.CallRequest) (resp *abi.Response, failed bool, err error) {
 	if !slices.Contains(a.ns.binding.Calls, c.Binding) {
-		return nil, fmt.Errorf("%w: binding %s may not call %q (its calls list: %s)", wasm.ErrNotGranted, a.ns.name, c.Binding, strings.Join(a.ns.binding.Calls, ", "))
+		return nil, false, fmt.Errorf("%w: binding %s may not call %q (its calls list: %s)", wasm.ErrNotGranted, a.ns.name, c.Binding, strings.Join(a.ns.binding.Calls, ", "))
 	}
 	call := &Call{Chain: append(slices.Clip(a.callChain), a.id.String()), Binding: c.Binding, Key: c.Key, Request: &c.Request}
 	call.Deadline, _ = ctx.Deadline()
-	resp, err := a.ns.h.calls.RouteCall(ctx, call)
+	resp, err = a.ns.h.calls.RouteCall(ctx, call)
 	switch {
 	case err == nil:
-		return resp, nil
+		return resp, false, nil
 	case errors.Is(err, ErrDeadlock):
-		return nil, &wasm.CallError{Errno: abi.ErrnoDeadlock, Err: err}
+		return nil, false, &wasm.CallError{Errno: abi.ErrnoDeadlock, Err: err}
 	case errors.Is(err, ErrCallDepth):
-		return nil, &wasm.CallError{Errno: abi.ErrnoLimit, Err: err}
+		return nil, false, &wasm.CallError{Errno: abi.ErrnoLimit, Err: err}
 	case errors.Is(err, ErrBadKey), errors.Is(err, ErrUnknownBinding):
-		return nil, &wasm.CallError{Errno: abi.ErrnoInvalid, Err: err}
+		return nil, false, &wasm.CallError{Errno: abi.ErrnoInvalid, Err: err}
 	case ctx.Err() != nil:
 		// The called shard's details (a trap's stack) stay in the log, as
 		// for /do.
@@ -174,9 +186,9 @@ func (a *actor) CallShard(ctx context.Context, c *abi.CallRequest) (*abi.Respons
 		if errors.Is(err, ErrTimeout) {
 			msg += "; the called shard was stopped at that deadline"
 		}
-		return nil, &wasm.CallError{Errno: abi.ErrnoDeadline, Err: errors.New(msg)}
+		return nil, false, &wasm.CallError{Errno: abi.ErrnoDeadline, Err: errors.New(msg)}
 	}
-	return a.failedCall(c, err), nil
+	return a.failedCall(c, err), true, nil
 }
 
 // failedCall is the response /do would answer for a failed Fetch: the

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Tests of shard_call on the real host: the outbound test plugin
@@ -81,7 +82,8 @@ func TestShardCall(t *testing.T) {
 // TestShardCallDeadlock: A → B → A and A → A fail at once with
 // ErrnoDeadlock, far inside the event deadline.
 func TestShardCallDeadlock(t *testing.T) {
-	f := startCalls(t, nil)
+	reg := prometheus.NewRegistry()
+	f := startCalls(t, func(c *host.Config) { c.Registerer = reg })
 	deadlock := fmt.Sprintf("err %d: ", abi.ErrnoDeadlock)
 	for _, tc := range []struct {
 		hops []string
@@ -96,6 +98,16 @@ func TestShardCallDeadlock(t *testing.T) {
 		}
 		if took > 2*time.Second {
 			t.Errorf("A/a → %v took %s; the event deadline is %s", tc.hops, took, f.cfg.EventTimeout)
+		}
+	}
+	// B's call back to A and A's call to itself were refused; A's call
+	// to B was answered.
+	for _, m := range []struct {
+		binding, outcome string
+		want             float64
+	}{{"B", "deadlock", 1}, {"A", "deadlock", 1}, {"A", "ok", 1}} {
+		if got := metricValue(t, reg, "edgeshard_shard_calls_total", map[string]string{"binding": m.binding, "outcome": m.outcome}); got != m.want {
+			t.Errorf("edgeshard_shard_calls_total{binding=%s,outcome=%s} = %v, want %v", m.binding, m.outcome, got, m.want)
 		}
 	}
 }

@@ -247,8 +247,11 @@ func (f *fetcher) classify(ctx context.Context, err error) error {
 // FetchHTTP implements wasm.Env: an outbound request of a binding that
 // has a FetchConfig.
 func (a *actor) FetchHTTP(ctx context.Context, req *abi.Request) (*abi.Response, error) {
-	if a.ns.fetch == nil {
-		return nil, fmt.Errorf("%w: binding %s has no fetch hosts", wasm.ErrNotGranted, a.ns.name)
+	var resp *abi.Response
+	err := fmt.Errorf("%w: binding %s has no fetch hosts", wasm.ErrNotGranted, a.ns.name)
+	if a.ns.fetch != nil {
+		resp, err = a.ns.fetch.fetch(ctx, req)
 	}
-	return a.ns.fetch.fetch(ctx, req)
+	a.ns.h.outm.fetches.WithLabelValues(a.ns.name, outcome(err)).Inc()
+	return resp, err
 }

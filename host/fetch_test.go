@@ -14,6 +14,7 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Tests of http_fetch on the real host: the outbound test plugin fetches a
@@ -69,6 +70,8 @@ func TestHTTPFetch(t *testing.T) {
 		// still refuses loopback.
 		host.Binding{Name: "GUARDED", Module: mod, Calls: []string{"OPEN"}, Fetch: &host.FetchConfig{Hosts: []string{"127.0.0.1", "localhost", "*.example.com"}}},
 	))
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
 	f := start(t, cfg)
 	refused := fmt.Sprintf("err %d: ", abi.ErrnoRefused)
 	for _, tc := range []struct {
@@ -92,6 +95,14 @@ func TestHTTPFetch(t *testing.T) {
 		}
 		if took > 3*time.Second {
 			t.Errorf("%s: took %s", tc.name, took)
+		}
+	}
+	for _, m := range []struct {
+		binding, outcome string
+		want             float64
+	}{{"OPEN", "ok", 2}, {"OPEN", "deadline", 1}, {"OPEN", "too_large", 1}, {"OPEN", "refused", 2}, {"GUARDED", "refused", 3}, {"GUARDED", "invalid", 2}} {
+		if got := metricValue(t, reg, "edgeshard_fetches_total", map[string]string{"binding": m.binding, "outcome": m.outcome}); got != m.want {
+			t.Errorf("edgeshard_fetches_total{binding=%s,outcome=%s} = %v, want %v", m.binding, m.outcome, got, m.want)
 		}
 	}
 	// A binding without fetch hosts cannot load a module that fetches.

@@ -230,6 +230,7 @@ type Host struct {
 	insp    inspection // inspect_shards.go
 	calls   CallRouter // shard_call's router (call.go)
 	waits   waitGraph  // which shard of this host waits on which (call.go)
+	outm    *outboundMetrics
 }
 
 // New starts a host: opens storage, compiles every binding's module,
@@ -292,6 +293,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	h.budget = newMemBudget(h.budgetBytes(), cfg.InstanceStartWait)
 	h.alarms = newScheduler(h)
 	h.metrics = newMetrics(h, cfg.Registerer)
+	h.outm = newOutboundMetrics(cfg.Registerer)
 	nss, err := h.loadNamespaces(ctx, cfg.Bindings)
 	for _, ns := range nss {
 		if ns != nil {
