@@ -186,6 +186,9 @@ func (f *fetcher) fetch(ctx context.Context, req *abi.Request) (*abi.Response, e
 	if !f.allowed(u) {
 		return nil, fail(abi.ErrnoRefused, "fetch: host %s is not allowed for binding %s (its fetch hosts: %s)", u.Host, f.binding, strings.Join(f.cfg.Hosts, ", "))
 	}
+	if strings.EqualFold(req.Method, http.MethodConnect) {
+		return nil, fail(abi.ErrnoInvalid, "fetch: method CONNECT is not allowed (it would open a tunnel)")
+	}
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
 	defer cancel()
 	hr, err := http.NewRequestWithContext(ctx, req.Method, u.String(), bytes.NewReader(req.Body))
