@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
@@ -14,18 +15,22 @@ import (
 //
 //	go test -run - -bench LimitEvent -benchmem -cpuprofile cpu.prof ./cmd/edgeshard-bench/
 func BenchmarkLimitEvent(b *testing.B) {
-	root, err := findRoot(".")
+	root, err := benchkit.FindRoot(".")
 	if err != nil {
 		b.Fatal(err)
 	}
 	sz := smokeSizes()
 	sz.Shards = 1
 	r := &runner{sz: sz, root: root, cacheDir: testutil.CacheDir(), build: &builder{root: root}}
-	h, err := r.limitHost(b.TempDir(), &logSink{}, testutil.Engine(b))
+	w, err := newScratch("limit-event")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer h.Close(context.Background())
+	defer w.close()
+	h, err := r.limitHost(w, "host", testutil.Engine(b))
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, name := range []string{"RATE_LIMIT_SHARD", "RATE_LIMIT_NATIVE"} {
 		b.Run(name, func(b *testing.B) {
 			ns, _ := h.Namespace(name)

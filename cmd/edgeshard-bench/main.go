@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
 )
 
@@ -101,7 +102,7 @@ func smokeSizes() sizes {
 type figure struct {
 	name string
 	goal string // as the issue states it, for the docs table
-	run  func(r *runner) (*result, error)
+	run  func(r *runner, w *scratch) (*result, error)
 }
 
 // figures in output order.
@@ -132,26 +133,13 @@ func (res *result) add(k string, v any) {
 	var s string
 	switch v := v.(type) {
 	case float64:
-		s = fmtNum(v)
+		s = benchkit.FormatNum(v)
 	case time.Duration:
 		s = strconv.FormatFloat(v.Seconds()*1000, 'f', 2, 64) // ms
 	default:
 		s = fmt.Sprint(v)
 	}
 	res.fields = append(res.fields, [2]string{k, s})
-}
-
-// fmtNum formats a measured number: integers for large values, three
-// significant digits for small ones.
-func fmtNum(v float64) string {
-	switch {
-	case v >= 1000 || v <= -1000:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case v >= 10 || v <= -10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	default:
-		return strconv.FormatFloat(v, 'f', 3, 64)
-	}
 }
 
 // line renders the BENCH line.
@@ -283,7 +271,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.soak > 0 {
 		sz.SoakFor = o.soak
 	}
-	root, err := findRoot(".")
+	root, err := benchkit.FindRoot(".")
 	if err != nil {
 		fmt.Fprintf(stderr, "edgeshard-bench: %v\n", err)
 		return 1
@@ -360,7 +348,7 @@ func (r *runner) runAll(only []string, stderr io.Writer) (results []*result, fai
 		}
 		t0 := time.Now()
 		r.logf("%s: running", f.name)
-		res, err := f.run(r)
+		res, err := r.runFigure(f)
 		if err == nil && res == nil {
 			err = errors.New("no result")
 		}
@@ -378,6 +366,16 @@ func (r *runner) runAll(only []string, stderr io.Writer) (results []*result, fai
 		results = append(results, res)
 	}
 	return results, failed
+}
+
+// runFigure runs f in a scratch of its own, released when it ends.
+func (r *runner) runFigure(f figure) (*result, error) {
+	w, err := newScratch(f.name)
+	if err != nil {
+		return nil, err
+	}
+	defer w.close()
+	return f.run(r, w)
 }
 
 func firstLine(s string) string {
