@@ -3,14 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 )
 
@@ -25,27 +24,20 @@ import (
 //
 // The headline is the call side's rate over the direct side's; the CPU per
 // operation of each side gives what one call adds.
-func (r *runner) shardCall() (*result, error) {
+func (r *runner) shardCall(w *scratch) (*result, error) {
 	sz := r.sz
-	dir, err := os.MkdirTemp("", "edgeshard-bench-call-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
 	mod, err := r.build.wasm("host/testdata/plugins/outbound")
 	if err != nil {
 		return nil, err
 	}
-	logs := &logSink{}
-	cfg := r.hostConfig(filepath.Join(dir, "host"), logs)
+	cfg := r.hostConfig(w.path("host"), w.logs)
 	// The plugin also fetches (not measured here): its bindings need the grant.
 	fetch := &host.FetchConfig{Hosts: []string{"api.example.com"}}
 	cfg.Bindings = []host.Binding{{Name: "A", Module: mod, Calls: []string{"B"}, Fetch: fetch}, {Name: "B", Module: mod, Calls: []string{"A"}, Fetch: fetch}}
-	h, err := host.New(context.Background(), cfg)
+	h, err := r.newHost(context.Background(), w, cfg)
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close(context.Background())
 	nsA, _ := h.Namespace("A")
 	nsB, _ := h.Namespace("B")
 	op := func(ns *host.Namespace, path func(w int) string, want string) loadgen.Op {
@@ -68,11 +60,7 @@ func (r *runner) shardCall() (*result, error) {
 		{"call", op(nsA, func(w int) string { return "/chain?hop=B%2F" + strconv.Itoa(w) }, "-> [200] B/")},
 	}
 	measure := func(i int, d time.Duration) (load, error) {
-		l := closedLoop(sz.Workers, d, sides[i].op)
-		if l.Errors > 0 {
-			return l, fmt.Errorf("%s: %d of %d failed; first: %v", sides[i].name, l.Errors, l.OK+l.Errors, l.FirstErr)
-		}
-		return l, nil
+		return checkedLoop(sz.Workers, d, sides[i].op, sides[i].name+" requests")
 	}
 	for i := range sides {
 		if _, err := measure(i, sz.Warmup); err != nil {
@@ -94,15 +82,15 @@ func (r *runner) shardCall() (*result, error) {
 		r.logf("shard_call round %d: direct %.0f/s (p50 %v, cpu/op %v), call %.0f/s (p50 %v, cpu/op %v)", round+1,
 			ls[0].rate(0), ls[0].Stats.P50, ls[0].cpuPerOp(), ls[1].rate(0), ls[1].Stats.P50, ls[1].cpuPerOp())
 	}
-	ratio := median(ratios[0])
-	added := median(cpuAdded[0])
+	ratio := benchkit.Median(ratios[0])
+	added := benchkit.Median(cpuAdded[0])
 	res := &result{name: "shard_call", met: ratio >= 0.5}
 	res.add("call_vs_direct", ratio)
-	res.add("direct_per_s", median(rates[0]))
-	res.add("call_per_s", median(rates[1]))
-	res.add("p50_ratio", median(ratios[1]))
+	res.add("direct_per_s", benchkit.Median(rates[0]))
+	res.add("call_per_s", benchkit.Median(rates[1]))
+	res.add("p50_ratio", benchkit.Median(ratios[1]))
 	res.add("cpu_added_us", added)
-	res.add("spread", spread(ratios[0]))
+	res.add("spread", benchkit.Spread(ratios[0]))
 	res.add("callers", sz.Workers)
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 0.5)
