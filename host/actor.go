@@ -40,6 +40,10 @@ type event struct {
 	ws      *wsDelivery       // evWS
 	state   atomic.Int32      // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
 	done    chan result
+	// A shard_call's fetch (call.go): the shards waiting on it, and the
+	// calling event's deadline, which the event does not outlive.
+	chain    []string
+	deadline time.Time
 }
 
 // Fetch event states: a caller that gives up while its event is queued
@@ -83,6 +87,8 @@ type actor struct {
 	alarmSet     bool
 	alarmAt      int64
 	alarmDeleted bool
+
+	callChain []string // the shards waiting on the current event, when a shard_call made it (call.go)
 
 	live     atomic.Bool
 	memBytes atomic.Uint64
@@ -447,6 +453,15 @@ func (a *actor) eventContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(wasm.EventRoot, a.ns.h.cfg.EventTimeout)
 }
 
+// eventContextUntil is eventContext ending no later than deadline (a
+// shard_call's caller's), unless deadline is zero.
+func (a *actor) eventContextUntil(deadline time.Time) (context.Context, context.CancelFunc) {
+	if !deadline.IsZero() && deadline.Before(time.Now().Add(a.ns.h.cfg.EventTimeout)) {
+		return context.WithDeadline(wasm.EventRoot, deadline)
+	}
+	return a.eventContext()
+}
+
 // crashed logs why the instance died, with the guest's last output (a
 // panic message and stack), and discards it.
 func (a *actor) crashed(what string, err error) {
@@ -499,11 +514,13 @@ func (a *actor) handleFetch(ev *event) {
 // runFetch delivers the running fetch event ev to inst on its own.
 func (a *actor) runFetch(inst runner, ev *event) {
 	a.resetAlarmChange()
-	setShardHeader(ev.req, a.id.String())
+	setShardHeader(ev.req, a.id.String(), ev.chain)
 	a.wsBegin(ev.upgrade)
-	ctx, cancel := a.eventContext()
+	ctx, cancel := a.eventContextUntil(ev.deadline)
 	t0 := time.Now()
+	a.callChain = ev.chain
 	resp, err := inst.Fetch(ctx, a.env(), ev.req)
+	a.callChain = nil
 	cancel()
 	a.ns.metrics.fetchDur.Observe(time.Since(t0).Seconds())
 	if err != nil {
@@ -526,14 +543,19 @@ func (a *actor) runFetch(inst runner, ev *event) {
 // "<binding>/<shard>", replacing any value the client sent.
 const ShardHeader = "X-Edgeshard-Shard"
 
-func setShardHeader(req *abi.Request, id string) {
+// setShardHeader also sets CallerHeader to the last shard of a
+// shard_call's chain, and removes any other value of either.
+func setShardHeader(req *abi.Request, id string, chain []string) {
 	h := req.Header[:0:0]
 	for _, f := range req.Header {
-		if !strings.EqualFold(f.Name, ShardHeader) {
+		if !strings.EqualFold(f.Name, ShardHeader) && !strings.EqualFold(f.Name, CallerHeader) {
 			h = append(h, f)
 		}
 	}
 	req.Header = append(h, abi.Header{Name: ShardHeader, Value: id})
+	if len(chain) > 0 {
+		req.Header = append(req.Header, abi.Header{Name: CallerHeader, Value: chain[len(chain)-1]})
+	}
 }
 
 // commit ends the event: its writes go to the group committer and alarm

@@ -31,7 +31,7 @@ type batchRunner interface {
 // queued; false leaves ev to be delivered on its own.
 func (a *actor) fetchBatch(inst runner, ev *event) bool {
 	bi, ok := inst.(batchRunner)
-	if !ok || !bi.CanBatch() || a.ns.h.cfg.FetchBatch <= 1 || len(a.queue) == 0 || ev.upgrade {
+	if !ok || !bi.CanBatch() || a.ns.h.cfg.FetchBatch <= 1 || len(a.queue) == 0 || !batchable(ev) {
 		return false
 	}
 	evs := a.gather(ev)
@@ -40,6 +40,13 @@ func (a *actor) fetchBatch(inst runner, ev *event) bool {
 	}
 	a.runBatch(inst, bi, evs)
 	return true
+}
+
+// batchable: ev is a fetch that may share a batch. A WebSocket upgrade
+// and a shard_call's event (which ends at its caller's deadline) are
+// delivered on their own.
+func batchable(ev *event) bool {
+	return ev.kind == evFetch && !ev.upgrade && ev.deadline.IsZero()
 }
 
 // gather takes the fetch events queued behind ev, up to the batch size,
@@ -57,7 +64,7 @@ func (a *actor) gather(ev *event) []*event {
 		if e == nil {
 			break
 		}
-		if e.kind != evFetch || e.upgrade { // a WebSocket upgrade is delivered on its own
+		if !batchable(e) {
 			a.held = e
 			break
 		}
@@ -76,7 +83,7 @@ func (a *actor) runBatch(inst runner, bi batchRunner, evs []*event) {
 	shard := a.id.String()
 	reqs := make([]*abi.Request, len(evs))
 	for i, e := range evs {
-		setShardHeader(e.req, shard)
+		setShardHeader(e.req, shard, e.chain)
 		reqs[i] = e.req
 	}
 	a.ns.metrics.batched.Add(float64(len(evs)))

@@ -69,6 +69,12 @@ type Binding struct {
 	// logged as guest_code and counted as "unlisted" (env.go, Log). nil
 	// honours every code; an empty list none.
 	LogCodes []string
+	// Calls names the bindings whose shards this binding's shards may call
+	// (shard_call, call.go); empty grants no calls.
+	Calls []string
+	// Fetch, when set, lets this binding's shards make HTTP(S) requests
+	// (http_fetch, fetch.go) to the hosts it allows.
+	Fetch *FetchConfig
 }
 
 // AnalyticsBinding is a dataset a namespace writes data points to.
@@ -151,6 +157,11 @@ type Config struct {
 	ShardStates []ShardState
 	// WebSocket bounds the host's WebSockets (websocket.go).
 	WebSocket WebSocketLimits
+	// Calls, when set, routes shard_call requests: it gets the host's own
+	// router (Host.RouteCall, which delivers to this host's shards) and
+	// returns the one to use — e.g. one that forwards a call for a shard
+	// owned by another host (CallRouter).
+	Calls func(local CallRouter) CallRouter
 	// Engine, when set, is a shared engine the host uses (and does not
 	// close) instead of starting its own; CacheDir is then the engine's,
 	// and MemoryLimitMiB must be 0 or the engine's (New refuses another).
@@ -241,6 +252,9 @@ type Host struct {
 	// between its SQL commit and its key-value commit.
 	sqlCrash func(binding, shard string) bool
 	ws       wsRegistry // websocket.go
+	calls    CallRouter // shard_call's router (call.go)
+	waits    waitGraph  // which shard of this host waits on which (call.go)
+	outm     *outboundMetrics
 }
 
 // New starts a host: opens storage, compiles every binding's module,
@@ -251,6 +265,10 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		sqlCrash: hostinternal.ShardSQLCrash(ctx)}
 	if err := validateBindings(cfg); err != nil {
 		return nil, err
+	}
+	h.calls = h
+	if cfg.Calls != nil {
+		h.calls = cfg.Calls(h)
 	}
 	if cfg.NodeID != "" && !abi.ValidNodeID(cfg.NodeID) {
 		return nil, fmt.Errorf("node id %q: want 1-%d characters of [A-Za-z0-9._-]", cfg.NodeID, abi.MaxNodeID)
@@ -307,6 +325,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	h.budget = newMemBudget(h.budgetBytes(), cfg.InstanceStartWait)
 	h.alarms = newScheduler(h)
 	h.metrics = newMetrics(h, cfg.Registerer)
+	h.outm = newOutboundMetrics(cfg.Registerer)
 	nss, err := h.loadNamespaces(ctx, cfg.Bindings)
 	for _, ns := range nss {
 		if ns != nil {
@@ -391,6 +410,9 @@ func validateBindings(cfg Config) error {
 			return fmt.Errorf("binding %q: analytics dataset %q is not configured", b.Name, b.Analytics)
 		}
 		if err := checkLogCodes(b.LogCodes); err != nil {
+			return fmt.Errorf("binding %q: %w", b.Name, err)
+		}
+		if err := checkOutbound(cfg, b); err != nil {
 			return fmt.Errorf("binding %q: %w", b.Name, err)
 		}
 		seen[b.Name] = true

@@ -143,19 +143,23 @@ func writeResponse(w http.ResponseWriter, resp *abi.Response) {
 // a request id the answer gives.
 func (h *Host) writeFetchError(w http.ResponseWriter, binding, key string, err error) {
 	status, code := ErrorStatus(err)
-	switch code {
-	case "shard_overloaded", "shutting_down", "not_run", "cancelled", "storage_full", "storage_unavailable":
-		// Conditions of the host a client may act on (retry later); their
-		// messages name no internals.
-		httpx.WriteError(w, status, code, err.Error())
-		return
-	}
-	if status < 500 {
+	if clientVisible(status, code) {
 		httpx.WriteError(w, status, code, err.Error())
 		return
 	}
 	id := httpx.WriteInternal(w, status, code, publicMessage(code))
 	h.log.Warn().Err(err).Str("request_id", id).Str("binding", binding).Str("key", key).Int("status", status).Str("code", code).Msg("/do request failed")
+}
+
+// clientVisible reports whether a failed Fetch's own message may be shown
+// to its caller: a client error, or a condition of the host a client may
+// act on (retry later), whose messages name no internals.
+func clientVisible(status int, code string) bool {
+	switch code {
+	case "shard_overloaded", "shutting_down", "not_run", "cancelled", "storage_full", "storage_unavailable":
+		return true
+	}
+	return status < 500
 }
 
 // publicMessage is what a client learns of a 5xx failure.

@@ -36,6 +36,7 @@ type Namespace struct {
 	sql       SQLDB
 	shardSQL  bool // sql = "shard": each shard has its own database (shardsql.go)
 	analytics AnalyticsBinding
+	fetch     *fetcher // http_fetch, when the binding has a FetchConfig (fetch.go)
 
 	// cur and prev each hold a reference to their version (Version).
 	cur       atomic.Pointer[Version]
@@ -66,6 +67,13 @@ func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) 
 	}
 	if b.Analytics != "" {
 		ns.analytics = h.cfg.Analytics[b.Analytics]
+	}
+	if b.Fetch != nil {
+		f, err := newFetcher(b.Name, b.Fetch)
+		if err != nil {
+			return nil, fmt.Errorf("binding %q: %w", b.Name, err)
+		}
+		ns.fetch = f
 	}
 	if native := hostinternal.Native(ctx, b.Name); native != nil {
 		if b.Module != "" || b.ModuleBytes != nil {
@@ -239,14 +247,14 @@ func (ns *Namespace) Fetch(ctx context.Context, key string, req *abi.Request) (*
 
 // FetchShard delivers req to a shard by its name.
 func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Request) (*abi.Response, error) {
-	r, err := ns.fetch(ctx, shard, &event{kind: evFetch, req: req, done: make(chan result, 1)})
+	r, err := ns.fetchEvent(ctx, shard, &event{kind: evFetch, req: req, done: make(chan result, 1)})
 	return r.resp, err
 }
 
-// fetch runs a fetch event and returns its result once its writes are
-// durable (the output gate); a failed commit returns the result with the
-// error.
-func (ns *Namespace) fetch(ctx context.Context, shard string, ev *event) (result, error) {
+// fetchEvent runs a fetch event and returns its result once its writes
+// are durable (the output gate); a failed commit returns the result with
+// the error.
+func (ns *Namespace) fetchEvent(ctx context.Context, shard string, ev *event) (result, error) {
 	if err := ns.enqueue(shard, ev); err != nil {
 		return result{}, err
 	}

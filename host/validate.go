@@ -60,8 +60,9 @@ func Validate(ctx context.Context, bin []byte, o ValidateOptions) (*ModuleInfo, 
 }
 
 // Grants returns the binding groups the binding grants its module:
-// storage, alarm, vars, log and websocket always, sql and analytics when it names a
-// database or dataset (core is implied).
+// storage, alarm, vars, log and websocket always, sql and analytics when
+// it names a database or dataset, call when it names bindings to call,
+// fetch when it has a Fetch config (core is implied).
 func (b Binding) Grants() []string {
 	g := []string{abi.GroupStorage, abi.GroupAlarm, abi.GroupVars, abi.GroupLog, abi.GroupWebSocket}
 	if b.SQL != "" {
@@ -69,6 +70,12 @@ func (b Binding) Grants() []string {
 	}
 	if b.Analytics != "" {
 		g = append(g, abi.GroupAnalytics)
+	}
+	if len(b.Calls) > 0 {
+		g = append(g, abi.GroupCall)
+	}
+	if b.Fetch != nil {
+		g = append(g, abi.GroupFetch)
 	}
 	return g
 }

@@ -62,7 +62,7 @@ func (h *Host) serveUpgrade(w http.ResponseWriter, r *http.Request, binding, key
 		return
 	}
 	req := &abi.Request{Method: r.Method, Path: rest, Header: requestHeader(r)}
-	res, err := ns.fetch(r.Context(), shard, &event{kind: evFetch, req: req, upgrade: true, done: make(chan result, 1)})
+	res, err := ns.fetchEvent(r.Context(), shard, &event{kind: evFetch, req: req, upgrade: true, done: make(chan result, 1)})
 	if err != nil {
 		if res.sock != nil {
 			h.ws.remove(res.sock) // its event's writes never became durable

@@ -71,7 +71,8 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
 /* ---- Binding groups ------------------------------------------------------ */
 
 /* Each host function belongs to one group; a binding grants groups (core
- * always, sql and analytics when the binding names a database or dataset).
+ * always, sql and analytics when the binding names a database or dataset,
+ * call when it names bindings to call, fetch when it has fetch hosts).
  * A module importing from a group its binding lacks is refused at load. */
 #define EDGESHARD_GROUP_CORE "core"
 #define EDGESHARD_GROUP_STORAGE "storage"
@@ -80,6 +81,8 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
 #define EDGESHARD_GROUP_LOG "log"
 #define EDGESHARD_GROUP_SQL "sql"
 #define EDGESHARD_GROUP_ANALYTICS "analytics"
+#define EDGESHARD_GROUP_CALL "call"
+#define EDGESHARD_GROUP_FETCH "fetch"
 
 /* ---- Host function names (import module "edgeshard") -------------------- */
 
@@ -101,6 +104,8 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
 #define EDGESHARD_FN_LOG_WRITE "log_write"
 #define EDGESHARD_FN_SQL_EXEC "sql_exec"
 #define EDGESHARD_FN_ANALYTICS_WRITE "analytics_write"
+#define EDGESHARD_FN_SHARD_CALL "shard_call"
+#define EDGESHARD_FN_HTTP_FETCH "http_fetch"
 
 /* ---- Errno --------------------------------------------------------------- */
 
@@ -113,14 +118,17 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
 #define EDGESHARD_ERRNO_NOT_GRANTED 5 /* the binding does not grant this group */
 #define EDGESHARD_ERRNO_SQL 6         /* a SQL statement failed; the batch was rolled back */
 #define EDGESHARD_ERRNO_ANALYTICS 7   /* a data point was rejected */
-#define EDGESHARD_ERRNO_DEADLINE 8    /* reserved: deadline exceeded */
+#define EDGESHARD_ERRNO_DEADLINE 8    /* deadline exceeded (shard_call, http_fetch) */
 #define EDGESHARD_ERRNO_CANCELED 9    /* reserved: cancelled */
 #define EDGESHARD_ERRNO_INTERNAL 10   /* host bug or unexpected state */
 #define EDGESHARD_ERRNO_FAULT 11      /* pointer/length outside guest memory */
 #define EDGESHARD_ERRNO_NO_RESULT 12  /* result_take with nothing held */
 #define EDGESHARD_ERRNO_LIMIT 13      /* a per-event limit of the binding is reached (ABI.md section 5) */
 #define EDGESHARD_ERRNO_QUOTA 14      /* the shard's storage quota is reached */
-#define EDGESHARD_ERRNO_MAX 14        /* the highest errno of ABI v1 */
+#define EDGESHARD_ERRNO_DEADLOCK 15   /* shard_call: the called shard waits on the caller */
+#define EDGESHARD_ERRNO_REFUSED 16    /* http_fetch: destination not allowed (fetch hosts, address guard) */
+#define EDGESHARD_ERRNO_NETWORK 17    /* http_fetch: DNS, connection or TLS failure */
+#define EDGESHARD_ERRNO_MAX 17        /* the highest errno of ABI v1 */
 
 /* ---- Limits -------------------------------------------------------------- */
 
@@ -140,6 +148,8 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
 #define EDGESHARD_MAX_ANALYTICS_BLOB 20           /* blobs per data point */
 #define EDGESHARD_MAX_ANALYTICS_BLOB_TOTAL 16384  /* bytes of all blobs together (16 KiB) */
 #define EDGESHARD_MAX_ANALYTICS_DBL 20            /* doubles per data point */
+#define EDGESHARD_MAX_OUTBOUND_REQUEST 16777216   /* bytes of one encoded shard_call or http_fetch request (16 MiB) */
+#define EDGESHARD_MAX_CALL_DEPTH 8                /* shards in one chain of shard_calls, first caller and last callee included */
 
 /* ---- Flags, levels, tags ------------------------------------------------- */
 
@@ -163,6 +173,7 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
  *   Request      method string, path string, headers, body bytes
  *                (path is what the shard sees, with the raw query)
  *   Response     status u32 (200..599), headers, body bytes
+ *   CallRequest  binding string, key string, then a Request (shard_call)
  *   headers      count u32, then name string, value string per field
  *   Keys         count u32, then key string each
  *   KVs          count u32, then key string, value bytes each
@@ -375,6 +386,22 @@ int32_t edgeshard_ws_set_attachment(int64_t id, const void *att, uint32_t att_le
  * an event; req_len 0 removes it. */
 EDGESHARD_IMPORT("ws_set_auto_response")
 int32_t edgeshard_ws_set_auto_response(const void *req, uint32_t req_len, const void *resp, uint32_t resp_len);
+/* call (granted when the binding names bindings in calls) */
+
+/* req: an encoded CallRequest; result: the called shard's encoded
+ * Response (its failures are responses too, as /do answers them), or
+ * -EDGESHARD_ERRNO_DEADLOCK, _LIMIT (depth), _DEADLINE, _NOT_GRANTED,
+ * _INVALID. */
+EDGESHARD_IMPORT("shard_call")
+int64_t edgeshard_shard_call(const void *req, uint32_t req_len, void *buf, uint32_t cap);
+
+/* fetch (granted when the binding has fetch hosts) */
+
+/* req: an encoded Request whose path is an absolute http(s) URL; result:
+ * the encoded Response, or -EDGESHARD_ERRNO_REFUSED, _DEADLINE, _TOO_LARGE,
+ * _NETWORK, _INVALID. */
+EDGESHARD_IMPORT("http_fetch")
+int64_t edgeshard_http_fetch(const void *req, uint32_t req_len, void *buf, uint32_t cap);
 
 #ifdef __cplusplus
 }

@@ -13,9 +13,9 @@
 //
 // The SDK implements the guest side of ABI v1 (abi/ABI.md): the exports the
 // host calls, the encoding of requests and responses, and typed wrappers for
-// every host function (storage, alarm, vars, log, SQL, analytics).
-// WebSockets are in package abi/sdk/ws: importing it is what makes a
-// plugin accept them.
+// every host function (storage, alarm, vars, log, SQL, analytics,
+// calls to other shards, outbound fetch). WebSockets are in package
+// abi/sdk/ws: importing it is what makes a plugin accept them.
 //
 // A shard handles one event at a time; handlers must not start goroutines
 // that outlive the call (they do not run between calls). The SDK also

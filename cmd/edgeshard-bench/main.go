@@ -119,6 +119,7 @@ var figures = []figure{
 	{"ratelimit_wasm_vs_native", "wasm/native ≥ 0.5", (*runner).ratelimitWasmVsNative},
 	{"ratelimit_http", "shard/bare ≥ 0.6", (*runner).ratelimitHTTP},
 	{"shard_events_per_s", "≥ 100,000/s (100× the DO soft limit)", (*runner).shardEvents},
+	{"shard_call", "call/direct ≥ 0.5 (a call costs at most one more event)", (*runner).shardCall},
 	{"swap_p99_ratio", "≤ 3, zero errors", (*runner).swap},
 	{"startup", "warm ≤ 1 s", (*runner).startup},
 	{"mem_per_shard", "≤ 4 MiB; flat", (*runner).memPerShard},

@@ -155,6 +155,19 @@ type Binding struct {
 	// (nil) leaves the choice to the wiring (internal/server: the edge
 	// API's shards get the codes their plugins document, others none).
 	LogCodes []string `toml:"log_codes"`
+	// Calls names the bindings whose shards this binding's shards may
+	// call (shard_call).
+	Calls []string `toml:"calls"`
+	// FetchHosts are the hosts its shards may fetch (http_fetch):
+	// "api.example.com", "api.example.com:8443", "*.hooks.example".
+	// FetchAllowPrivate lists exact host:port destinations let through
+	// although loopback, private or reserved (an explicit opt-in). Either
+	// grants http_fetch; FetchTimeout (default 5s) and
+	// FetchMaxResponseBytes (default 1 MiB) bound each fetch.
+	FetchHosts            []string  `toml:"fetch_hosts"`
+	FetchAllowPrivate     []string  `toml:"fetch_allow_private"`
+	FetchTimeout          *Duration `toml:"fetch_timeout"`
+	FetchMaxResponseBytes int64     `toml:"fetch_max_response_bytes"`
 }
 
 // Limits is the [limits] table, and a binding's limits: what one plugin
@@ -628,6 +641,19 @@ func (f *File) Validate() error {
 		}
 		b.Limits.check(where+": limits.", bad)
 		checkLogCodes(where+": ", b.LogCodes, bad)
+		if len(b.FetchHosts) == 0 && len(b.FetchAllowPrivate) == 0 && (b.FetchTimeout != nil || b.FetchMaxResponseBytes != 0) {
+			bad("%s: fetch_timeout and fetch_max_response_bytes need fetch_hosts or fetch_allow_private", where)
+		}
+		if b.FetchMaxResponseBytes < 0 || b.FetchTimeout != nil && b.FetchTimeout.Duration < 0 {
+			bad("%s: fetch_timeout and fetch_max_response_bytes must not be negative", where)
+		}
+	}
+	for i, b := range f.DurableObjects.Bindings {
+		for _, c := range b.Calls {
+			if !names[c] {
+				bad("durable_objects.bindings[%d] (%s): calls %q: no binding of that name", i, b.Name, c)
+			}
+		}
 	}
 	if len(errs) == 0 {
 		return nil

@@ -222,6 +222,13 @@ func hostBinding(b config.Binding, edgeOn bool, ecfg edge.Config) host.Binding {
 	if hb.LogCodes == nil {
 		hb.LogCodes = defaultLogCodes(edgeOn, ecfg, b.Name)
 	}
+	hb.Calls = b.Calls
+	if len(b.FetchHosts) > 0 || len(b.FetchAllowPrivate) > 0 {
+		hb.Fetch = &host.FetchConfig{Hosts: b.FetchHosts, AllowPrivate: b.FetchAllowPrivate, MaxResponseBytes: b.FetchMaxResponseBytes}
+		if b.FetchTimeout != nil {
+			hb.Fetch.Timeout = b.FetchTimeout.Duration
+		}
+	}
 	return hb
 }
 

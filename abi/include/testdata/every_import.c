@@ -37,6 +37,8 @@ EDGESHARD_EXPORT("edgeshard_fetch") int64_t fetch(const uint8_t *req, int32_t le
   n += edgeshard_ws_list(buf, 0, buf, sizeof buf);
   n += edgeshard_ws_set_attachment(1, buf, 0);
   n += edgeshard_ws_set_auto_response(buf, 0, buf, 0);
+  n += edgeshard_shard_call(buf, 4, buf, sizeof buf);
+  n += edgeshard_http_fetch(buf, 4, buf, sizeof buf);
   edgeshard_put_u64(buf, (uint64_t)n);
   return edgeshard_pack(buf, 0);
 }

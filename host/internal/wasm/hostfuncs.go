@@ -58,6 +58,8 @@ var hostGroups = []struct {
 	{abi.GroupSQL, sqlFuncs},
 	{abi.GroupAnalytics, analyticsFuncs},
 	{abi.GroupWebSocket, wsFuncs},
+	{abi.GroupCall, callFuncs},
+	{abi.GroupFetch, fetchFuncs},
 }
 
 // hostFuncs lists every host function, group by group.

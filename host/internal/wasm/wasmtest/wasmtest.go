@@ -428,6 +428,8 @@ var hostSigs = map[string][2][]ValType{
 	"ws_list":              {{I32, I32, I32, I32}, {I64}},
 	"ws_set_attachment":    {{I64, I32, I32}, {I32}},
 	"ws_set_auto_response": {{I32, I32, I32, I32}, {I32}},
+	"shard_call":           {{I32, I32, I32, I32}, {I64}},
+	"http_fetch":           {{I32, I32, I32, I32}, {I64}},
 }
 
 // HostImport returns the import of the edgeshard host function name with
