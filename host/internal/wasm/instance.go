@@ -262,7 +262,7 @@ func decodeResponse(raw []byte, allow101 bool) (*abi.Response, error) {
 	// informational response followed by an implicit 200, and 101 as a
 	// protocol switch, neither of which the shard can mean.
 	if (resp.Status < 200 || resp.Status > 599) && !(resp.Status == 101 && allow101) {
-		return nil, fmt.Errorf("%w: status %d (want 200..599, or 101 after ws_accept)", ErrBadResponse, resp.Status)
+		return nil, fmt.Errorf("%w: status %d (want 200..599), or 101 after ws_accept", ErrBadResponse, resp.Status)
 	}
 	if len(resp.Body) > abi.MaxResponseBody {
 		return nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrBadResponse, len(resp.Body), abi.MaxResponseBody)
