@@ -71,6 +71,58 @@ const (
 	uncheckedEnd   = "<!-- bench:unchecked:end -->"
 )
 
+// historyRowsAs returns the data rows of the history table hist with their
+// cells moved under the columns of figs: a row keeps its figures' values
+// when figures are added, removed or reordered ("—" where it has none).
+func historyRowsAs(hist string, figs []figure) []string {
+	var cols []string
+	var rows []string
+	for _, l := range strings.Split(hist, "\n") {
+		cells := tableCells(l)
+		switch {
+		case len(cells) > 3 && cells[0] == "date":
+			cols = cells[3:]
+		case strings.HasPrefix(l, "| 20") && cols != nil: // data rows start with the date
+			val := map[string]string{}
+			for i, c := range cells[min(3, len(cells)):] {
+				if i < len(cols) {
+					val[cols[i]] = c
+				}
+			}
+			row := "| " + strings.Join(cells[:min(3, len(cells))], " | ") + " |"
+			for _, f := range figs {
+				c, ok := val[f.name]
+				if !ok {
+					c = "—"
+				}
+				row += " " + c + " |"
+			}
+			rows = append(rows, row)
+		}
+	}
+	return rows
+}
+
+// tableCells splits a Markdown table row into its trimmed cells.
+func tableCells(l string) []string {
+	l = strings.TrimSpace(l)
+	if !strings.HasPrefix(l, "|") || !strings.HasSuffix(l, "|") || len(l) < 2 {
+		return nil
+	}
+	var parts []string
+	inner, start := l[1:len(l)-1], 0
+	for i := 0; i < len(inner); i++ {
+		switch inner[i] {
+		case '\\':
+			i++ // an escaped character, "\|" among them
+		case '|':
+			parts = append(parts, strings.TrimSpace(inner[start:i]))
+			start = i + 1
+		}
+	}
+	return append(parts, strings.TrimSpace(inner[start:]))
+}
+
 // historyRows is how many runs the history table keeps.
 const historyRows = 15
 
@@ -135,12 +187,7 @@ func updateDocs(root, rel string, env runEnv, results []*result, quick, unchecke
 	if err != nil {
 		return err
 	}
-	var kept []string
-	for _, l := range strings.Split(hist, "\n") {
-		if strings.HasPrefix(l, "| 20") { // data rows start with the date
-			kept = append(kept, l)
-		}
-	}
+	kept := historyRowsAs(hist, figures)
 	row := "| " + env.Date + " | `" + env.Commit + "` | " + mode + " |"
 	for _, f := range figures {
 		cell := "—"

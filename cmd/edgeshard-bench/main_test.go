@@ -173,3 +173,25 @@ func TestUpdateDocs(t *testing.T) {
 		t.Errorf("unchecked table not written:\n%s", u)
 	}
 }
+
+// TestHistoryRowsFollowTheirColumns: a history row written before a figure
+// was added or moved keeps each value under its own figure's column.
+func TestHistoryRowsFollowTheirColumns(t *testing.T) {
+	hist := "| date | commit | mode | counters | startup |\n|---|---|---|---|---|\n" +
+		"| 2026-12-01 00:00 UTC | `a` | quick | 3.0× | warm 0.2 s |\n" +
+		"| 2026-12-02 00:00 UTC | `b` | full | x \\| y | — |\n"
+	figs := []figure{{name: "startup"}, {name: "events"}, {name: "counters"}}
+	got := historyRowsAs(hist, figs)
+	want := []string{
+		"| 2026-12-01 00:00 UTC | `a` | quick | warm 0.2 s | — | 3.0× |",
+		"| 2026-12-02 00:00 UTC | `b` | full | — | — | x \\| y |",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d rows %q, want %q", len(got), got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("row %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+}
