@@ -54,7 +54,7 @@ url = "sqlite://%s/d1.db"
 	for _, want := range []string{
 		counters + ": ok",
 		"..1024 pages", // the config's 64 MiB cap
-		"binding  COUNTER_SHARD grants storage, alarm, vars, log, sql",
+		"binding  COUNTER_SHARD grants storage, alarm, vars, log, websocket, sql",
 		"storage_quota_bytes 1073741824",
 		"log codes honoured: E-VIBECODR-2140, E-VIBECODR-2141",
 	} {
