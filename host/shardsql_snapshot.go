@@ -145,11 +145,14 @@ func moveDir(src, dst string) error {
 // shard's actor (onActor: ExportShard) or by a backup; none when the
 // shard's binding keeps no database for it.
 func (h *Host) sqlSection(id storage.ShardID, onActor bool) (storage.Section, bool) {
+	ns, ok := h.namespace(id.Namespace)
+	if h.cfg.DataDir == "" || (ok && !ns.shardSQL) {
+		return storage.Section{}, false // a configured binding with no database per shard: no file to look for
+	}
 	path := shardsql.Path(h.cfg.DataDir, id.Namespace, id.Name)
 	if _, err := os.Stat(path); err != nil {
 		return storage.Section{}, false
 	}
-	ns, ok := h.namespace(id.Namespace)
 	write := func(w io.Writer) error {
 		var err error
 		switch {
