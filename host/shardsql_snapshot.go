@@ -22,7 +22,10 @@ import (
 //     events, after any crash repair (recoverShardSQL);
 //   - a backup (Host.Backup) reads every shard's entries from one view of
 //     storage, then each shard's database between two of that shard's
-//     events, at or after that view (Host.Backup says what that allows);
+//     events, at or after that view (Host.Backup says what that allows).
+//     There the section belongs to the shard's marker (markNamespace),
+//     written when the database is created: a shard that only ever wrote
+//     SQL has no entry of its own, but its marker is in the view;
 //   - an import (Namespace.ImportShard) refuses a shard that has a
 //     database, like one that has entries: the imported entries and the
 //     imported database (or none, without the section) are the shard's
@@ -65,7 +68,11 @@ func (s sqlState) ExportShard(binding, shard string, w io.Writer) error {
 }
 
 // ImportShard writes the shard's database (an empty section: removes it).
+// In a backup the section is the marker's: it goes to the marked shard.
 func (s sqlState) ImportShard(binding, shard string, r io.Reader) error {
+	if id, ok := markedShard(storage.ShardID{Namespace: binding, Name: shard}); ok {
+		binding, shard = id.Namespace, id.Name
+	}
 	return shardsql.Import(context.Background(), shardsql.File(s.dir, binding, shard), r)
 }
 
@@ -117,6 +124,15 @@ func markID(binding, shard string) storage.ShardID {
 	return storage.ShardID{Namespace: markNamespace, Name: binding + "\x00" + shard}
 }
 
+// markedShard returns the shard whose marker is id.
+func markedShard(id storage.ShardID) (storage.ShardID, bool) {
+	if id.Namespace != markNamespace {
+		return id, false
+	}
+	b, s, ok := strings.Cut(id.Name, "\x00")
+	return storage.ShardID{Namespace: b, Name: s}, ok
+}
+
 // moveDir renames src to dst; when both exist (a rename interrupted
 // half-way) it moves src's files into dst one by one, then removes src.
 func moveDir(src, dst string) error {
@@ -142,9 +158,18 @@ func moveDir(src, dst string) error {
 }
 
 // sqlSection is the SectionSQL of shard id in a snapshot taken on the
-// shard's actor (onActor: ExportShard) or by a backup; none when the
-// shard's binding keeps no database for it.
+// shard's actor (onActor: ExportShard), or in a backup, where it goes with
+// the shard's marker (its shard in markNamespace): every database has
+// one from its creation, while the shard itself may hold no entry and so
+// not be in the backup's view at all. None when the shard's binding keeps
+// no database for it.
 func (h *Host) sqlSection(id storage.ShardID, onActor bool) (storage.Section, bool) {
+	if !onActor {
+		var ok bool
+		if id, ok = markedShard(id); !ok {
+			return storage.Section{}, false
+		}
+	}
 	ns, ok := h.namespace(id.Namespace)
 	if h.cfg.DataDir == "" || (ok && !ns.shardSQL) {
 		return storage.Section{}, false // a configured binding with no database per shard: no file to look for

@@ -60,6 +60,10 @@ func TestShardSQLBackupRestore(t *testing.T) {
 	cfg := ledgerConfig(t, nil)
 	f := start(t, cfg)
 	want := fillLedgers(t, f.h)
+	// carol only ever writes SQL: no entry of her own, yet backed up.
+	if st := rawSQL(t, f.h, "carol", "CREATE TABLE notes (x)"); st != 200 {
+		t.Fatalf("CREATE TABLE on carol: %d", st)
+	}
 	var backup bytes.Buffer
 	if _, err := f.h.Backup(&backup, "test", nil); err != nil {
 		t.Fatal(err)
@@ -100,6 +104,19 @@ func TestShardSQLBackupRestore(t *testing.T) {
 	if got := ledgerOf(t, f2.h, "alice"); got.Rows != want["alice"].Rows+1 || got.Sum != want["alice"].Sum+1 {
 		t.Fatalf("alice after a new entry: %+v", got)
 	}
+	if st := rawSQL(t, f2.h, "carol", "INSERT INTO notes VALUES (1)"); st != 200 {
+		t.Fatalf("carol's table after restore: INSERT answered %d; want her restored table", st)
+	}
+}
+
+// rawSQL runs one statement in ledger name's database; it returns the status.
+func rawSQL(t *testing.T, h *host.Host, name, stmt string) int {
+	t.Helper()
+	resp, err := h.Fetch(context.Background(), "LEDGER", name, &abi.Request{Method: "POST", Path: "/sql", Body: []byte(stmt)})
+	if err != nil {
+		t.Fatalf("sql on %s: %v", name, err)
+	}
+	return resp.Status
 }
 
 // TestShardSQLShardMovesBetweenHosts: a one-shard export carries the
@@ -126,9 +143,8 @@ func TestShardSQLShardMovesBetweenHosts(t *testing.T) {
 	addEntry(t, dst.h, "alice", "a9", 1)
 
 	// A shard whose database holds rows is not empty, even with no entry.
-	resp, err := dst.h.Fetch(context.Background(), "LEDGER", "carol", &abi.Request{Method: "POST", Path: "/sql", Body: []byte("CREATE TABLE notes (x)")})
-	if err != nil || resp.Status != 200 {
-		t.Fatalf("sql on carol: %v %+v", err, resp)
+	if st := rawSQL(t, dst.h, "carol", "CREATE TABLE notes (x)"); st != 200 {
+		t.Fatalf("CREATE TABLE on carol: %d", st)
 	}
 	if _, err := dstNS.ImportShard(context.Background(), "carol", bytes.NewReader(snap.Bytes())); !errors.Is(err, storage.ErrNotEmpty) {
 		t.Fatalf("import into a shard with data: %v; want ErrNotEmpty", err)

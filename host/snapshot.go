@@ -85,6 +85,8 @@ func (ns *Namespace) ImportShard(ctx context.Context, shard string, r io.Reader)
 		if err != nil && ns.shardSQL {
 			// All or nothing: the entries are rolled back, so is the database.
 			err = errors.Join(err, shardsql.Remove(a.shardSQLPath()))
+		} else if err == nil {
+			err = a.recoverShardSQL() // an imported database gets its marker
 		}
 		if err == nil && st.Alarm > 0 {
 			ns.h.alarms.schedule(a.id, st.Alarm, 0)
@@ -184,9 +186,9 @@ func (ns *Namespace) runOnShard(ctx context.Context, shard string, fn func(*acto
 //     redo record), so for such a shard the restored entries may lag its
 //     restored database by those events. A shard that ran no event
 //     between the view and its database's copy (a quiet shard, a drained
-//     host) is restored exactly. Shards whose database holds rows but
-//     which have no entry, no alarm and no stored-bytes record are not in
-//     the view and not in the backup.
+//     host) is restored exactly. The section goes with the shard's
+//     marker, which every database has from its creation, so a shard
+//     that wrote only SQL is in the backup too.
 //   - sections of Config.ShardStates are read outside the shard's actor:
 //     consistent with the shard's entries only if it ran no event
 //     meanwhile.
