@@ -31,7 +31,7 @@ func runBackup(args []string, stdout, stderr io.Writer) int {
 	client := adminFlags(fs)
 	longTimeout(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard backup [--admin URL] [--token T] FILE\n\nTakes an online, consistent backup of every shard of a running host (entries\nand alarms, as of one commit) into FILE, which must not exist. The file is\nchecked end to end before it is kept; restore it with `edgeshard restore`.")
+		fmt.Fprintln(stderr, "usage: edgeshard backup [--admin URL] [--token T] FILE\n\nTakes an online, consistent backup of every shard of a running host (entries\nand alarms as of one commit; the databases of sql = \"shard\" bindings shard by\nshard just after, see docs/OPERATIONS.md) into FILE, which must not exist. The file is\nchecked end to end before it is kept; restore it with `edgeshard restore`.")
 		fs.PrintDefaults()
 	}
 	if err := parseInterspersed(fs, args); err != nil {
@@ -93,7 +93,7 @@ func (sc shardCommand) path(op string) string {
 }
 
 func runExportShard(args []string, stdout, stderr io.Writer) int {
-	sc, code := parseShardCommand("export-shard", "Writes one shard's snapshot (entries and alarm, between two of its events) into FILE.", args, stderr)
+	sc, code := parseShardCommand("export-shard", "Writes one shard's snapshot (entries, alarm and its own database, between two of\nits events) into FILE.", args, stderr)
 	if code != 0 {
 		return code
 	}
@@ -107,7 +107,7 @@ func runExportShard(args []string, stdout, stderr io.Writer) int {
 }
 
 func runImportShard(args []string, stdout, stderr io.Writer) int {
-	sc, code := parseShardCommand("import-shard", "Loads a one-shard snapshot (export-shard's) into a shard of a running host that\nholds nothing (no entry, no alarm). All or nothing; the shard runs no event meanwhile.", args, stderr)
+	sc, code := parseShardCommand("import-shard", "Loads a one-shard snapshot (export-shard's) into a shard of a running host that\nholds nothing (no entry, no alarm, no database of its own). All or nothing; the shard runs no event meanwhile.", args, stderr)
 	if code != 0 {
 		return code
 	}
