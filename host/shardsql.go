@@ -61,12 +61,18 @@ func (a *actor) openShardSQL() error {
 		return nil
 	}
 	lim := a.guest().lim.ShardSQLBytes
+	_, statErr := os.Stat(a.shardSQLPath())
 	db, err := shardsql.Open(a.shardSQLPath(), shardsql.Options{MaxBytes: max(lim, 0)})
 	if err != nil {
 		return err
 	}
 	a.sq.db = db
-	a.sq.mark = a.ns.h.store.Shard(storage.ShardID{Namespace: markNamespace, Name: a.ns.name + "\x00" + a.shard})
+	a.sq.mark = a.ns.h.store.Shard(markID(a.ns.name, a.shard))
+	if errors.Is(statErr, os.ErrNotExist) {
+		// A new database: its marker (0) is written now, so that every
+		// database has one, which a backup finds it by (shardsql_snapshot.go).
+		return a.writeMarkDurably(db.Seq())
+	}
 	return nil
 }
 
@@ -138,6 +144,12 @@ func (a *actor) recoverShardSQL() error {
 		}
 		a.log.Warn().Uint64("event", seq).Uint64("marker", applied).Int("puts", len(b.Puts)).Int("deletes", len(b.Deletes)).
 			Msg("shard's database was ahead of its key-value storage (a crash between the two commits); its last event's key-value writes were applied again")
+	} else if !found {
+		// An imported database, or one from before markers were written
+		// at creation: it gets its marker, which a backup finds it by.
+		if err := a.writeMarkDurably(applied); err != nil {
+			return err
+		}
 	}
 	a.sq.checked = true
 	return nil
@@ -180,6 +192,22 @@ func (a *actor) replay(b storage.Batch, seq uint64) error {
 		return err
 	}
 	return a.sq.mark.Submitted().Wait(context.Background())
+}
+
+// writeMarkDurably writes the marker of event seq and waits until it is
+// durable.
+func (a *actor) writeMarkDurably(seq uint64) error {
+	m := a.sq.mark
+	if m.Err() != nil {
+		m.Reset()
+	}
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], seq)
+	if err := m.Put(markKey, v[:], false); err != nil {
+		m.Abort()
+		return fmt.Errorf("write the shard's SQL marker: %w", err)
+	}
+	return m.Commit().Wait(context.Background())
 }
 
 // writeMark submits the marker of event seq, after the event's writes.
@@ -281,7 +309,10 @@ func (ns *Namespace) ImportSQL(ctx context.Context, shard string, r io.Reader) e
 		a.waitLast()
 		a.closeInstance()
 		a.closeShardSQL()
-		return shardsql.Import(ctx, a.shardSQLPath(), r)
+		if err := shardsql.Import(ctx, a.shardSQLPath(), r); err != nil {
+			return err
+		}
+		return a.recoverShardSQL() // gives it its marker
 	})
 }
 

@@ -2,11 +2,16 @@ package host
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"path/filepath"
+	"slices"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/storage"
+	"github.com/edgeshard/edgeshard/storage/shardsql"
 	"github.com/rs/zerolog"
 )
 
@@ -30,16 +35,22 @@ type ShardState interface {
 
 // ExportShard writes a snapshot of one shard to w: a stream of the
 // storage/snapshot format holding its entries, its alarm and the sections
-// of Config.ShardStates. It runs on the shard's actor (started if need
-// be, without an instance) once the writes of every earlier event are
-// durable, so it holds exactly what had been acknowledged when it began;
-// the shard runs no event while the snapshot is written.
+// of Config.ShardStates, and on a sql = "shard" binding the shard's own
+// database (SectionSQL; none when it has no database). It runs on the
+// shard's actor (started if need be, without an instance) once the writes
+// of every earlier event are durable and any crash between an event's two
+// commits is repaired, so entries and database are of one moment holding
+// exactly what had been acknowledged when it began; the shard runs no
+// event while the snapshot is written.
 func (ns *Namespace) ExportShard(ctx context.Context, shard string, w io.Writer) (storage.ShardSnapshotStats, error) {
 	var st storage.ShardSnapshotStats
 	var err error
 	if rerr := ns.runOnShard(ctx, shard, func(a *actor) {
 		a.waitLast()
-		st, err = ns.h.store.ExportShard(w, a.id, ns.h.sections(a.id)...)
+		if err = a.recoverShardSQL(); err != nil {
+			return
+		}
+		st, err = ns.h.store.ExportShard(w, a.id, ns.h.sections(a.id, true)...)
 	}); rerr != nil {
 		return st, rerr
 	}
@@ -48,7 +59,9 @@ func (ns *Namespace) ExportShard(ctx context.Context, shard string, w io.Writer)
 
 // ImportShard reads a one-shard snapshot stream (ExportShard's, possibly
 // of another host, binding or shard) from r into this shard, which must be
-// empty: no entry and no alarm (storage.ErrNotEmpty otherwise). It runs on
+// empty: no entry, no alarm and, on a sql = "shard" binding, no database
+// (storage.ErrNotEmpty otherwise). The stream's SectionSQL, if any, becomes
+// the shard's database; without one the shard has none. It runs on
 // the shard's actor, so no other event of the shard runs meanwhile (they
 // wait in its queue and see the imported state); the shard's instance is
 // discarded first, so it restarts from the imported state. All or nothing:
@@ -61,10 +74,20 @@ func (ns *Namespace) ImportShard(ctx context.Context, shard string, r io.Reader)
 	if rerr := ns.runOnShard(ctx, shard, func(a *actor) {
 		a.waitLast()
 		a.closeInstance()
+		if err = a.checkImportSQL(); err != nil {
+			return
+		}
+		a.closeShardSQL()
 		if err = a.dropLoneStoredRecord(); err != nil {
 			return
 		}
-		st, err = a.store.Import(r, ns.h.importers())
+		st, err = a.store.Import(r, ns.importers())
+		if err != nil && ns.shardSQL {
+			// All or nothing: the entries are rolled back, so is the database.
+			err = errors.Join(err, shardsql.Remove(a.shardSQLPath()))
+		} else if err == nil {
+			err = a.recoverShardSQL() // an imported database gets its marker
+		}
 		if err == nil && st.Alarm > 0 {
 			ns.h.alarms.schedule(a.id, st.Alarm, 0)
 		}
@@ -78,8 +101,9 @@ func (ns *Namespace) ImportShard(ctx context.Context, shard string, r io.Reader)
 	return st, err
 }
 
-// ClearShard deletes one shard's entries and alarm, between two of its
-// events, and discards its instance: what a planned move does to the
+// ClearShard deletes one shard's entries and alarm, and its database on a
+// sql = "shard" binding, between two of its events, and discards its
+// instance: what a planned move does to the
 // source once the target has imported the shard (a shard holding data
 // refuses an import). It returns once the deletion is durable.
 func (ns *Namespace) ClearShard(ctx context.Context, shard string) error {
@@ -96,6 +120,9 @@ func (ns *Namespace) ClearShard(ctx context.Context, shard string) error {
 		}
 		err = a.store.Commit().Wait(context.Background())
 		ns.h.alarms.cancel(a.id)
+		if err == nil {
+			err = a.dropShardSQL()
+		}
 	}); rerr != nil {
 		return rerr
 	}
@@ -147,20 +174,35 @@ func (ns *Namespace) runOnShard(ctx context.Context, shard string, fn func(*acto
 // and everything acknowledged before Backup began is in it. progress, if
 // not nil, follows each shard.
 //
-// Sections of Config.ShardStates are read shard by shard, outside that
-// view (not between two events of the shard): they are consistent with
-// the shard's entries only if the shard ran no event meanwhile.
+// Per-shard state outside that view is read shard by shard, after it,
+// while the backup is written:
+//
+//   - the database of a shard of a sql = "shard" binding (SectionSQL) is
+//     read on the shard's actor between two of its events, after any
+//     crash repair, as of that moment: it holds every SQL write of the
+//     events in the view's entries, and possibly those of events the
+//     shard ran after the view was taken, whose key-value writes the
+//     backup does not hold. A restore replays nothing (the copy keeps no
+//     redo record), so for such a shard the restored entries may lag its
+//     restored database by those events. A shard that ran no event
+//     between the view and its database's copy (a quiet shard, a drained
+//     host) is restored exactly. The section goes with the shard's
+//     marker, which every database has from its creation, so a shard
+//     that wrote only SQL is in the backup too.
+//   - sections of Config.ShardStates are read outside the shard's actor:
+//     consistent with the shard's entries only if it ran no event
+//     meanwhile.
 func (h *Host) Backup(w io.Writer, note string, progress func(storage.BackupStats)) (storage.BackupStats, error) {
-	var extra func(storage.ShardID) []storage.Section
-	if len(h.cfg.ShardStates) > 0 {
-		extra = h.sections
-	}
-	return h.store.Backup(w, note, extra, progress)
+	return h.store.Backup(w, note, func(id storage.ShardID) []storage.Section { return h.sections(id, false) }, progress)
 }
 
-// sections returns the extra snapshot sections of shard id.
-func (h *Host) sections(id storage.ShardID) []storage.Section {
-	out := make([]storage.Section, 0, len(h.cfg.ShardStates))
+// sections returns the extra snapshot sections of shard id, read on its
+// actor (onActor) or by a backup.
+func (h *Host) sections(id storage.ShardID, onActor bool) []storage.Section {
+	out := make([]storage.Section, 0, len(h.cfg.ShardStates)+1)
+	if s, ok := h.sqlSection(id, onActor); ok {
+		out = append(out, s)
+	}
 	for _, s := range h.cfg.ShardStates {
 		out = append(out, storage.Section{Name: s.SnapshotSection(), Write: func(w io.Writer) error {
 			return s.ExportShard(id.Namespace, id.Name, w)
@@ -169,9 +211,14 @@ func (h *Host) sections(id storage.ShardID) []storage.Section {
 	return out
 }
 
-// importers restores the sections of Config.ShardStates.
-func (h *Host) importers() storage.Importers {
-	return ShardStateImporters(h.cfg.ShardStates)
+// importers restores the sections of Config.ShardStates and, on a
+// sql = "shard" binding, the shard's database (ImportShard closed it).
+func (ns *Namespace) importers() storage.Importers {
+	imp := ShardStateImporters(ns.h.cfg.ShardStates)
+	if ns.shardSQL {
+		maps.Copy(imp, ShardStateImporters([]ShardState{ShardSQLState(filepath.Join(ns.h.cfg.DataDir, shardsql.Dir))}))
+	}
+	return imp
 }
 
 // ShardStateImporters returns the importers of the given states' sections,
@@ -198,5 +245,10 @@ func prepareStorage(b storage.Backend, cfg Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := clearInterruptedSQL(cfg.DataDir, cleared); err != nil {
+		return err
+	}
+	// The databases of sql = "shard" bindings follow renames and deletions.
+	cfg.ShardStates = append(slices.Clip(cfg.ShardStates), sqlState{dir: filepath.Join(cfg.DataDir, shardsql.Dir), b: b})
 	return applyMigrations(b, cfg, log)
 }

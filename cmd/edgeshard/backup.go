@@ -17,6 +17,7 @@ import (
 	"github.com/edgeshard/edgeshard/host/config"
 	"github.com/edgeshard/edgeshard/internal/server"
 	"github.com/edgeshard/edgeshard/storage"
+	"github.com/edgeshard/edgeshard/storage/shardsql"
 )
 
 // Backup and restore: `backup` streams a running host's storage through
@@ -30,7 +31,7 @@ func runBackup(args []string, stdout, stderr io.Writer) int {
 	client := adminFlags(fs)
 	longTimeout(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard backup [--admin URL] [--token T] FILE\n\nTakes an online, consistent backup of every shard of a running host (entries\nand alarms, as of one commit) into FILE, which must not exist. The file is\nchecked end to end before it is kept; restore it with `edgeshard restore`.")
+		fmt.Fprintln(stderr, "usage: edgeshard backup [--admin URL] [--token T] FILE\n\nTakes an online, consistent backup of every shard of a running host (entries\nand alarms as of one commit; the databases of sql = \"shard\" bindings shard by\nshard just after, see docs/OPERATIONS.md) into FILE, which must not exist. The file is\nchecked end to end before it is kept; restore it with `edgeshard restore`.")
 		fs.PrintDefaults()
 	}
 	if err := parseInterspersed(fs, args); err != nil {
@@ -92,7 +93,7 @@ func (sc shardCommand) path(op string) string {
 }
 
 func runExportShard(args []string, stdout, stderr io.Writer) int {
-	sc, code := parseShardCommand("export-shard", "Writes one shard's snapshot (entries and alarm, between two of its events) into FILE.", args, stderr)
+	sc, code := parseShardCommand("export-shard", "Writes one shard's snapshot (entries, alarm and its own database, between two of\nits events) into FILE.", args, stderr)
 	if code != 0 {
 		return code
 	}
@@ -106,7 +107,7 @@ func runExportShard(args []string, stdout, stderr io.Writer) int {
 }
 
 func runImportShard(args []string, stdout, stderr io.Writer) int {
-	sc, code := parseShardCommand("import-shard", "Loads a one-shard snapshot (export-shard's) into a shard of a running host that\nholds nothing (no entry, no alarm). All or nothing; the shard runs no event meanwhile.", args, stderr)
+	sc, code := parseShardCommand("import-shard", "Loads a one-shard snapshot (export-shard's) into a shard of a running host that\nholds nothing (no entry, no alarm, no database of its own). All or nothing; the shard runs no event meanwhile.", args, stderr)
 	if code != 0 {
 		return code
 	}
@@ -191,7 +192,7 @@ func runRestore(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "edgeshard.toml", "configuration file: its data_dir and [storage] settings")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard restore [--config edgeshard.toml] FILE\n\nLoads a backup (edgeshard backup's) into the shard storage of the config's\ndata_dir, with the host stopped. Refuses when data_dir/shards holds anything.\nAll or nothing: the storage appears only once the whole file has been loaded.")
+		fmt.Fprintln(stderr, "usage: edgeshard restore [--config edgeshard.toml] FILE\n\nLoads a backup (edgeshard backup's) into the shard storage of the config's\ndata_dir, and the databases of sql = \"shard\" bindings into data_dir/shardsql,\nwith the host stopped. Refuses when data_dir/shards or data_dir/shardsql holds\nanything. All or nothing: both appear only once the whole file has been loaded.")
 		fs.PrintDefaults()
 	}
 	if err := parseInterspersed(fs, args); err != nil {
@@ -218,24 +219,30 @@ func runRestore(args []string, stdout, stderr io.Writer) int {
 // ErrDataDirNotEmpty refuses a restore over existing shard storage.
 var ErrDataDirNotEmpty = errors.New("the data dir already holds shard storage")
 
-// restore loads file into cfg's data_dir/shards through a temporary
-// directory beside it, renamed into place only on success.
+// restore loads file into cfg's data_dir/shards, and its shards'
+// databases (section "sql") into data_dir/shardsql, through temporary
+// directories beside them, renamed into place only on success.
 func restore(cfg *config.File, file string, stderr io.Writer) (storage.BackupStats, string, error) {
 	var bs storage.BackupStats
 	dir := filepath.Join(cfg.DataDir, "shards")
-	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
-		return bs, dir, fmt.Errorf("%w: %s is not empty (is the host running?); restore only into an empty data dir, with the host stopped: move %s aside first", ErrDataDirNotEmpty, dir, dir)
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return bs, dir, err
+	sqlDir := filepath.Join(cfg.DataDir, shardsql.Dir)
+	for _, d := range []string{dir, sqlDir} {
+		if ents, err := os.ReadDir(d); err == nil && len(ents) > 0 {
+			return bs, dir, fmt.Errorf("%w: %s is not empty (is the host running?); restore only into an empty data dir, with the host stopped: move %s aside first", ErrDataDirNotEmpty, d, d)
+		} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return bs, dir, err
+		}
 	}
 	f, err := os.Open(file)
 	if err != nil {
 		return bs, dir, err
 	}
 	defer f.Close()
-	tmp := dir + ".restoring"
-	if err := os.RemoveAll(tmp); err != nil { // what a crashed restore left
-		return bs, dir, err
+	tmp, sqlTmp := dir+".restoring", sqlDir+".restoring"
+	for _, d := range []string{tmp, sqlTmp} {
+		if err := os.RemoveAll(d); err != nil { // what a crashed restore left
+			return bs, dir, err
+		}
 	}
 	opts := server.BadgerOptions(cfg)
 	opts.Dir = tmp // SyncWrites off: Restore syncs once at its end
@@ -244,10 +251,10 @@ func restore(cfg *config.File, file string, stderr io.Writer) (storage.BackupSta
 		return bs, dir, fmt.Errorf("open %s: %w", tmp, err)
 	}
 	p := newProgress(stderr, func() string { return fmt.Sprintf("%d shards, %d entries restored", bs.Shards, bs.Entries) })
-	// Sections of per-shard state outside shard storage (host.ShardState)
-	// would be restored here by their importers; this host has none, so a
-	// backup holding them is refused by section name.
-	bs, err = storage.Restore(b, f, host.ShardStateImporters(nil), func(s storage.BackupStats) { bs = s; p.tick() })
+	// Per-shard state outside shard storage: the shards' own databases
+	// (sql = "shard"); a section of any other name is refused.
+	imp := host.ShardStateImporters([]host.ShardState{host.ShardSQLState(sqlTmp)})
+	bs, err = storage.Restore(b, f, imp, func(s storage.BackupStats) { bs = s; p.tick() })
 	p.done()
 	cerr := b.Close()
 	if err == nil && cerr != nil {
@@ -255,7 +262,18 @@ func restore(cfg *config.File, file string, stderr io.Writer) (storage.BackupSta
 	}
 	if err != nil {
 		os.RemoveAll(tmp)
+		os.RemoveAll(sqlTmp)
 		return bs, dir, fmt.Errorf("%w; nothing was restored", err)
+	}
+	// The databases first: shard storage in place is what makes the data
+	// dir look restored (and the next restore refuse).
+	if _, err := os.Stat(sqlTmp); err == nil {
+		if err := os.RemoveAll(sqlDir); err != nil { // empty, checked above
+			return bs, dir, err
+		}
+		if err := os.Rename(sqlTmp, sqlDir); err != nil {
+			return bs, dir, err
+		}
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return bs, dir, err

@@ -61,7 +61,9 @@ func export(ctx context.Context, path string, w io.Writer) error {
 // over path (with path's -wal and -shm removed first). The shard must not
 // have the database open: import while the shard is stopped, as its
 // key-value storage is restored. Bytes that are not a sound SQLite
-// database leave path untouched.
+// database leave path untouched. An empty r (what a shard without a
+// database exports in a snapshot section) removes any database at path:
+// the shard then has none.
 func Import(ctx context.Context, path string, r io.Reader) error {
 	if err := importFile(ctx, path, r); err != nil {
 		return fmt.Errorf("import shard database %s: %w", path, err)
@@ -88,7 +90,11 @@ func importFile(ctx context.Context, path string, r io.Reader) error {
 			removeDB(tmp)
 		}
 	}()
-	_, err = io.Copy(f, r)
+	n, err := io.Copy(f, r)
+	if err == nil && n == 0 {
+		f.Close()
+		return Remove(path)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -175,4 +181,15 @@ func removeDB(path string) {
 	for _, s := range []string{"", "-wal", "-shm", "-journal"} {
 		_ = os.Remove(path + s)
 	}
+}
+
+// Remove deletes the database at path (closed by its shard first) with
+// its -wal, -shm and -journal; a missing file is no error.
+func Remove(path string) error {
+	for _, s := range []string{"-wal", "-shm", "-journal", ""} {
+		if err := os.Remove(path + s); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove shard database: %w", err)
+		}
+	}
+	return nil
 }

@@ -65,8 +65,20 @@ var (
 // The binding name is path-escaped; the shard name, which may hold any
 // bytes, is hashed (SHA-256, hex).
 func Path(dataDir, binding, shard string) string {
+	return File(filepath.Join(dataDir, Dir), binding, shard)
+}
+
+// File is Path with the databases' directory given (dataDir/shardsql, or
+// where an offline restore stages it).
+func File(dir, binding, shard string) string {
 	sum := sha256.Sum256([]byte(shard))
-	return filepath.Join(dataDir, Dir, url.PathEscape(binding), hex.EncodeToString(sum[:])+".db")
+	return filepath.Join(BindingDir(dir, binding), hex.EncodeToString(sum[:])+".db")
+}
+
+// BindingDir is the directory of binding's databases under dir (the
+// databases' directory): a binding rename moves it, a deletion removes it.
+func BindingDir(dir, binding string) string {
+	return filepath.Join(dir, url.PathEscape(binding))
 }
 
 // Options tune Open.
