@@ -64,7 +64,7 @@ url = "sqlite://%s/d1.db"
 	}
 
 	code, out, errOut = validate("--config", cfgPath, "--binding", "NO_SQL", counters)
-	if code != 1 || !strings.Contains(errOut, `imports edgeshard.sql_exec but its binding does not grant "sql" (granted: storage, alarm, vars, log)`) {
+	if code != 1 || !strings.Contains(errOut, `imports edgeshard.sql_exec but its binding does not grant "sql" (granted: storage, alarm, vars, log, websocket)`) {
 		t.Fatalf("validate --binding NO_SQL = %d\n%s%s", code, out, errOut)
 	}
 	code, _, errOut = validate("--config", cfgPath, "--binding", "MISSING")
