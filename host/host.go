@@ -84,6 +84,11 @@ type Config struct {
 	// (VarNodeID). Empty: the var is unset. LoadNodeID gives a stable one
 	// kept in DataDir.
 	NodeID string
+	// Placement, when set, makes the host one of several in a POP: it
+	// runs a shard only under the claim Placement gives and forwards the
+	// other requests to their owners (placement.go). nil: the host runs
+	// every shard itself.
+	Placement Placement
 	// Storage overrides the Badger backend (e.g. storage.NewMemory()).
 	Storage storage.Backend
 	// Badger configures the Badger backend (when Storage is nil): the host

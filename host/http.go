@@ -39,6 +39,10 @@ func ErrorStatus(err error) (int, string) {
 		return http.StatusServiceUnavailable, "storage_unavailable"
 	case errors.Is(err, ErrCommit):
 		return http.StatusInternalServerError, "storage_commit_failed"
+	case errors.Is(err, ErrShardUnavailable):
+		return http.StatusServiceUnavailable, "shard_unavailable"
+	case errors.Is(err, ErrFenced), errors.Is(err, ErrNotOwner):
+		return http.StatusServiceUnavailable, "shard_moved"
 	case errors.Is(err, ErrNotRun):
 		return http.StatusServiceUnavailable, "not_run"
 	case errors.Is(err, ErrUnavailable):
@@ -127,8 +131,14 @@ func (h *Host) serveDO(w http.ResponseWriter, r *http.Request) {
 // a request id the answer gives.
 func (h *Host) writeFetchError(w http.ResponseWriter, binding, key string, err error) {
 	status, code := ErrorStatus(err)
+	if errors.Is(err, ErrShardUnavailable) {
+		// No host of the POP serves the shard now: a cluster's answer.
+		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+		httpx.WriteError(w, status, code, err.Error())
+		return
+	}
 	switch code {
-	case "shard_overloaded", "shutting_down", "not_run", "cancelled", "storage_full", "storage_unavailable":
+	case "shard_overloaded", "shutting_down", "not_run", "cancelled", "storage_full", "storage_unavailable", "shard_moved":
 		// Conditions of the host a client may act on (retry later); their
 		// messages name no internals.
 		httpx.WriteError(w, status, code, err.Error())

@@ -50,12 +50,12 @@ var _ StorageView = storageView{}
 // needed (not its instance).
 func (ns *Namespace) Inspect(ctx context.Context, shard string, fn func(StorageView)) error {
 	ev := &event{kind: evInspect, inspect: fn, done: make(chan result, 1)}
-	if err := ns.enqueue(shard, ev); err != nil {
+	if err := ns.enqueue(shard, ev, nil); err != nil {
 		return err
 	}
 	select {
-	case <-ev.done:
-		return nil
+	case r := <-ev.done:
+		return r.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -65,12 +65,12 @@ func (ns *Namespace) Inspect(ctx context.Context, shard string, fn func(StorageV
 // or eviction would; the next event starts a fresh instance from storage.
 func (ns *Namespace) Restart(ctx context.Context, shard string) error {
 	ev := &event{kind: evRestart, done: make(chan result, 1)}
-	if err := ns.enqueue(shard, ev); err != nil {
+	if err := ns.enqueue(shard, ev, nil); err != nil {
 		return err
 	}
 	select {
-	case <-ev.done:
-		return nil
+	case r := <-ev.done:
+		return r.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -232,10 +232,21 @@ func (ns *Namespace) Fetch(ctx context.Context, key string, req *abi.Request) (*
 	return ns.FetchShard(ctx, shard, req)
 }
 
-// FetchShard delivers req to a shard by its name.
+// FetchShard delivers req to a shard by its name: on a host with a
+// Placement, to the shard here under its claim or to its owner
+// (placement.go).
 func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Request) (*abi.Response, error) {
+	if ns.h.cfg.Placement != nil {
+		return ns.fetchPlaced(ctx, shard, req)
+	}
+	return ns.fetchLocal(ctx, shard, req, nil)
+}
+
+// fetchLocal runs req on the shard's actor here, started under claim if
+// it has none.
+func (ns *Namespace) fetchLocal(ctx context.Context, shard string, req *abi.Request, claim Claim) (*abi.Response, error) {
 	ev := &event{kind: evFetch, req: req, done: make(chan result, 1)}
-	if err := ns.enqueue(shard, ev); err != nil {
+	if err := ns.enqueue(shard, ev, claim); err != nil {
 		return nil, err
 	}
 	var r result
@@ -269,10 +280,16 @@ func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Requ
 	return r.resp, nil
 }
 
-func (ns *Namespace) enqueue(shard string, ev *event) error {
+// enqueue queues ev on the shard's actor, started (under claim) if the
+// shard has none; errMoved while the actor leaves the host.
+func (ns *Namespace) enqueue(shard string, ev *event, claim Claim) error {
 	ns.mu.RLock()
 	a := ns.actors[shard]
 	stopped := ns.stopped
+	if a != nil && a.leaving && !stopped {
+		ns.mu.RUnlock()
+		return errMoved
+	}
 	if a != nil && !stopped {
 		select {
 		case a.queue <- ev:
@@ -293,8 +310,14 @@ func (ns *Namespace) enqueue(shard string, ev *event) error {
 		return ErrClosed
 	}
 	a = ns.actors[shard]
+	if a != nil && a.leaving {
+		return errMoved
+	}
 	if a == nil {
-		a = newActor(ns, shard)
+		if ns.h.cfg.Placement != nil && claim == nil {
+			return errNotHere // a control event never starts a shard here
+		}
+		a = newActor(ns, shard, claim)
 		ns.actors[shard] = a
 		ns.h.wg.Add(1)
 		go a.run()
@@ -313,7 +336,7 @@ func (ns *Namespace) tell(shard string, ev *event) bool {
 	ns.mu.RLock()
 	defer ns.mu.RUnlock()
 	a := ns.actors[shard]
-	if a == nil || ns.stopped {
+	if a == nil || a.leaving || ns.stopped {
 		return false
 	}
 	select {
@@ -368,6 +391,25 @@ func (ns *Namespace) evict(a *actor) bool {
 	// is durable (actor.leave), so this does not wait.
 	a.store.Close()
 	return true
+}
+
+// leaving marks the actor as handing its shard off: enqueue refuses new
+// events from now on.
+func (ns *Namespace) leaving(a *actor) {
+	ns.mu.Lock()
+	a.leaving = true
+	ns.mu.Unlock()
+}
+
+// remove takes a leaving actor out of the namespace and releases its
+// storage handle; its last commit is durable (the caller waited).
+func (ns *Namespace) remove(a *actor) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.actors[a.shard] == a {
+		delete(ns.actors, a.shard)
+	}
+	a.store.Close()
 }
 
 // stopActors stops new events and tells every actor to drain and exit.

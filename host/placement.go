@@ -1,0 +1,280 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/storage"
+)
+
+// Placement is where a host that is one of several in a POP learns which
+// shards it may run (Config.Placement; the cluster package implements it
+// over etcd). Without one the host runs every shard itself, as a host
+// alone does. The host never talks to the other hosts or to etcd itself:
+// it asks Claim before a shard's actor starts, runs the shard only under
+// the claim it got, and hands a request for a shard owned elsewhere to
+// Forward.
+type Placement interface {
+	// Claim returns the claim under which this host may run the shard
+	// now, waiting (bounded by ctx) for a previous owner to let go. A
+	// shard owned elsewhere is an *ElsewhereError; one no host may serve
+	// now matches ErrShardUnavailable. perName says the shard is an
+	// object of a per-name namespace (its storage is its only truth).
+	Claim(ctx context.Context, id storage.ShardID, perName bool) (Claim, error)
+	// Forward delivers req to the shard on its owner (an address from an
+	// ElsewhereError) and returns the owner's response. An owner that no
+	// longer owns the shard answers so: the error matches ErrNotOwner and
+	// the host asks Claim again.
+	Forward(ctx context.Context, owner string, id storage.ShardID, req *abi.Request) (*abi.Response, error)
+}
+
+// Claim is a host's ownership of one shard: the shard runs here only while
+// it is valid.
+type Claim interface {
+	// Epoch is the ownership's fencing token: larger for every new owner
+	// of the shard. The host passes it with every write to a shared SQL
+	// database (FencedSQLDB), which refuses a write of an older epoch.
+	Epoch() int64
+	// Fresh says the shard starts here with empty storage: whatever the
+	// host keeps of it from an earlier ownership is stale and is erased
+	// before the shard's first event.
+	Fresh() bool
+	// Valid reports whether the claim still holds: checked before an
+	// event's writes commit and before its response leaves.
+	Valid() bool
+	// Done is closed when the claim is lost (Valid turns false) or the
+	// shard must move (Moving turns true).
+	Done() <-chan struct{}
+	// Moving reports a planned move: the host finishes the shard's queued
+	// events, runs its buffer flush (a pending alarm due soon) and only
+	// then releases the claim.
+	Moving() bool
+	// Release gives the ownership up once the shard's actor has stopped.
+	Release()
+}
+
+// FencedSQLDB is a SQL binding that takes a shard's fencing token with a
+// batch (sqldb.DB): the batch runs in one transaction with a check that no
+// newer owner of the shard has written, and fails, changing nothing, with
+// an error matching ErrFenced otherwise.
+type FencedSQLDB interface {
+	BatchFenced(ctx context.Context, binding, shard string, epoch int64, stmts []abi.Statement) ([]abi.Result, error)
+}
+
+// ElsewhereError says another host owns the shard.
+type ElsewhereError struct {
+	Node  string // the owner's node id
+	Owner string // the address to forward to
+}
+
+func (e *ElsewhereError) Error() string {
+	return fmt.Sprintf("shard owned by node %s (%s)", e.Node, e.Owner)
+}
+
+// Errors of a host in a cluster.
+var (
+	// ErrShardUnavailable: no host of the POP may serve the shard now (a
+	// per-name object whose host is down, until it returns or an operator
+	// evicts it). 503 shard_unavailable with Retry-After.
+	ErrShardUnavailable = errors.New("shard unavailable")
+	// ErrNotOwner: the host a request was forwarded to does not own the
+	// shard (any more); the request did not run there.
+	ErrNotOwner = errors.New("not the shard's owner")
+	// ErrFenced: the host lost the shard's ownership; the event's writes
+	// were refused (by the host before its storage commit, or by the SQL
+	// database holding a newer epoch).
+	ErrFenced = storage.ErrFenced
+)
+
+// RetryAfterSeconds is the Retry-After of a 503 shard_unavailable.
+const RetryAfterSeconds = 5
+
+type localOnlyKey struct{}
+
+// LocalOnly marks ctx for a request another host forwarded: it runs here
+// or fails with an *ElsewhereError, never forwarded again (no loops).
+func LocalOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, localOnlyKey{}, true)
+}
+
+func isLocalOnly(ctx context.Context) bool { return ctx.Value(localOnlyKey{}) != nil }
+
+// errMoved: the shard's actor is leaving this host (its claim was lost or
+// it moves); the event was not run and the caller asks Placement again.
+var errMoved = fmt.Errorf("%w: the shard is leaving this host", ErrNotRun)
+
+// errNotHere: a control event (inspect, restart) for a shard that does
+// not run on this host, which never starts one.
+var errNotHere = fmt.Errorf("%w: the shard does not run on this host", ErrNotOwner)
+
+// placementRetry bounds the wait between two placement attempts.
+const placementRetry = 200 * time.Millisecond
+
+// fetchPlaced is FetchShard on a host with a Placement: it runs the event
+// here under a claim, or forwards it to the owner, asking again (with a
+// short, growing pause) while the shard is between owners, until ctx ends.
+func (ns *Namespace) fetchPlaced(ctx context.Context, shard string, req *abi.Request) (*abi.Response, error) {
+	id := ns.shardID(shard)
+	pause := 10 * time.Millisecond
+	for {
+		resp, err := ns.tryPlaced(ctx, id, req)
+		if !errors.Is(err, errMoved) && !errors.Is(err, ErrNotOwner) {
+			return resp, err
+		}
+		ns.metrics.m.placementRetries.Inc()
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w (%w)", ErrNotRun, ctx.Err(), err)
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, placementRetry)
+	}
+}
+
+func (ns *Namespace) tryPlaced(ctx context.Context, id storage.ShardID, req *abi.Request) (*abi.Response, error) {
+	c, err := ns.h.cfg.Placement.Claim(ctx, id, ns.binding.Shards == 0)
+	var ee *ElsewhereError
+	switch {
+	case errors.As(err, &ee):
+		if isLocalOnly(ctx) {
+			return nil, fmt.Errorf("%w: %w", ErrNotOwner, err)
+		}
+		return ns.h.cfg.Placement.Forward(ctx, ee.Owner, id, req)
+	case err != nil:
+		return nil, err
+	}
+	return ns.fetchLocal(ctx, id.Name, req, c)
+}
+
+// deliverAlarm enqueues a due alarm on a host with a Placement: under a
+// claim, or, for a shard owned elsewhere now, later (its storage here is
+// what this host keeps of the shard, and the alarm runs when the shard
+// comes back).
+func (ns *Namespace) deliverAlarm(id storage.ShardID, ev *event) {
+	ctx, cancel := context.WithTimeout(context.Background(), ns.h.cfg.EventTimeout)
+	defer cancel()
+	c, err := ns.h.cfg.Placement.Claim(ctx, id, ns.binding.Shards == 0)
+	if err == nil {
+		err = ns.enqueue(id.Name, ev, c)
+	}
+	if err != nil && !ns.h.isClosing() {
+		ns.h.alarms.schedule(id, ns.h.cfg.Clock.Now().Add(alarmElsewhereRetry).UnixMilli(), ev.retry)
+	}
+}
+
+// alarmElsewhereRetry is how long the alarm of a shard this host cannot
+// run now (owned elsewhere, or unavailable) waits before it asks again.
+const alarmElsewhereRetry = 30 * time.Second
+
+// handOffFlushes bounds the alarm runs of a shard's hand-off; only an alarm
+// due within handOffFlushHorizon runs early (a plugin's buffer flush).
+const (
+	handOffFlushes      = 8
+	handOffFlushHorizon = 30 * time.Second
+)
+
+// handOff runs when the actor's claim is done. Lost: the queued events
+// are not run (their callers ask Placement again). Moving: the queued
+// events run, then the shard's pending alarm, early, while it is due
+// within handOffFlushHorizon (at most handOffFlushes times): a buffering
+// plugin flushes. Either way the actor then leaves and the claim is
+// released.
+func (a *actor) handOff() {
+	a.ns.leaving(a)
+	moving := a.claim.Moving() && a.claim.Valid()
+	for {
+		select {
+		case ev := <-a.queue:
+			if moving && a.claim.Valid() {
+				a.step(ev)
+			} else {
+				a.refuse(ev)
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if moving {
+		a.flush()
+	}
+	a.waitLast()
+	a.ns.remove(a)
+	a.exit()
+	a.ns.metrics.m.handOffs.WithLabelValues(handOffReason(moving)).Inc()
+	a.log.Info().Bool("moving", moving).Msg("shard left this host")
+	a.claim.Release()
+}
+
+func handOffReason(moving bool) string {
+	if moving {
+		return "moved"
+	}
+	return "lost"
+}
+
+// flush runs the shard's pending alarm early while it is due soon.
+func (a *actor) flush() {
+	for range handOffFlushes {
+		at, ok, err := a.store.GetAlarm()
+		horizon := a.ns.h.cfg.Clock.Now().Add(handOffFlushHorizon).UnixMilli()
+		if err != nil || !ok || at > horizon || !a.claim.Valid() {
+			return
+		}
+		a.ns.h.alarms.cancel(a.id)
+		a.runAlarm(0, true)
+	}
+}
+
+// refuse answers an event the actor will not run: a fetch is not run
+// (its caller asks Placement again), an alarm stays persisted and waits,
+// a control event is answered errMoved.
+func (a *actor) refuse(ev *event) {
+	switch ev.kind {
+	case evFetch:
+		if ev.state.CompareAndSwap(evQueued, evRunning) {
+			ev.done <- result{err: errMoved}
+		}
+	case evAlarm:
+		a.ns.h.alarms.schedule(a.id, a.ns.h.cfg.Clock.Now().Add(alarmElsewhereRetry).UnixMilli(), ev.retry)
+	case evPrepare:
+		ev.ver.release() // like a failed prepare: the shard starts the version where it runs next
+		ev.done <- result{}
+	case evSwitch:
+	default:
+		ev.done <- result{err: errMoved}
+	}
+}
+
+// fenced reports whether the event's writes must be refused: the host
+// lost the shard's claim.
+func (a *actor) fenced() bool {
+	if a.claim == nil || a.claim.Valid() {
+		return false
+	}
+	a.ns.metrics.m.fenceRefusals.WithLabelValues("storage").Inc()
+	a.store.Abort()
+	a.resetAlarmChange()
+	a.closeInstance()
+	a.log.Warn().Int64("epoch", a.claim.Epoch()).Msg("shard ownership lost before the event committed; its writes refused")
+	return true
+}
+
+// startClaimed prepares a new actor's storage for its claim: a fresh claim
+// erases what the host kept of the shard from an earlier ownership.
+func (a *actor) startClaimed() error {
+	if a.claim == nil || !a.claim.Fresh() {
+		return nil
+	}
+	if err := a.store.DeleteAll(); err != nil {
+		return err
+	}
+	if err := a.store.DeleteAlarm(); err != nil {
+		return err
+	}
+	a.ns.h.alarms.cancel(a.id)
+	return a.store.Commit().Wait(context.Background())
+}
