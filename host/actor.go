@@ -133,6 +133,7 @@ func (a *actor) run() {
 	defer timer.Stop()
 	var claimDone <-chan struct{}
 	if a.claim != nil {
+		a.claim.Attach() // if done already, the first select hands the shard off
 		claimDone = a.claim.Done()
 		if err := a.startClaimed(); err != nil {
 			a.log.Error().Err(err).Msg("erasing the stale storage of a freshly claimed shard failed; giving the shard up")

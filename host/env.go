@@ -208,6 +208,10 @@ func (a *actor) SQL(ctx context.Context, stmts []abi.Statement) ([]abi.Result, e
 		}
 		a.last = nil
 	}
+	if a.claim != nil && !a.claim.Valid() {
+		a.ns.metrics.m.fenceRefusals.WithLabelValues("claim").Inc()
+		return nil, ErrFenced // the shard's ownership lapsed during the event
+	}
 	if a.claim != nil {
 		if f, ok := a.ns.sql.(FencedSQLDB); ok {
 			// Single-writer per shard in a shared database: the batch

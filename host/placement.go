@@ -52,6 +52,10 @@ type Claim interface {
 	// events, runs its buffer flush (a pending alarm due soon) and only
 	// then releases the claim.
 	Moving() bool
+	// Attach tells the claim an actor runs under it and will Release it
+	// (a claim no actor runs under is released by a move at once); false
+	// if the claim is already done.
+	Attach() bool
 	// Release gives the ownership up once the shard's actor has stopped.
 	Release()
 }
@@ -263,10 +267,33 @@ func (a *actor) fenced() bool {
 	return true
 }
 
+// raiseFence writes the claim's epoch to the shard's fence in its SQL
+// database before the shard's first event here, so that from now on a
+// previous owner's write is refused even before this owner writes. A
+// failure (the database is down) is logged: the first write raises it.
+func (a *actor) raiseFence() {
+	f, ok := a.ns.sql.(FencedSQLDB)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), fenceRaiseTimeout)
+	defer cancel()
+	if _, err := f.BatchFenced(ctx, a.ns.name, a.shard, a.claim.Epoch(), nil); err != nil {
+		a.log.Warn().Err(err).Int64("epoch", a.claim.Epoch()).Msg("raising the shard's fence in its sql database failed; its first write raises it")
+	}
+}
+
+// fenceRaiseTimeout bounds raiseFence.
+const fenceRaiseTimeout = 2 * time.Second
+
 // startClaimed prepares a new actor's storage for its claim: a fresh claim
 // erases what the host kept of the shard from an earlier ownership.
 func (a *actor) startClaimed() error {
-	if a.claim == nil || !a.claim.Fresh() {
+	if a.claim == nil {
+		return nil
+	}
+	a.raiseFence()
+	if !a.claim.Fresh() {
 		return nil
 	}
 	if err := a.store.DeleteAll(); err != nil {
