@@ -9,16 +9,16 @@ import (
 // Status is the POP as this host sees it (GET /admin/cluster, edgeshard
 // status).
 type Status struct {
-	Node     string          `json:"node"`
-	Joined   bool            `json:"joined"`
-	Leaving  bool            `json:"leaving"`
-	Lease    int64           `json:"lease"`
-	LeaseTTL string          `json:"lease_ttl"`
-	Members  []MemberStatus  `json:"members"`
-	Owned    []ClaimStatus   `json:"owned"`  // the shards this host owns
-	Moving   []ClaimStatus   `json:"moving"` // the shards moving off this host now
-	Homeless []string        `json:"homes_of_missing_nodes,omitempty"`
-	Homes    map[string]int  `json:"homes"` // per-name objects per home node
+	Node     string         `json:"node"`
+	Joined   bool           `json:"joined"`
+	Leaving  bool           `json:"leaving"`
+	Lease    int64          `json:"lease"`
+	LeaseTTL string         `json:"lease_ttl"`
+	Members  []MemberStatus `json:"members"`
+	Owned    []ClaimStatus  `json:"owned"`  // the shards this host owns
+	Moving   []ClaimStatus  `json:"moving"` // the shards moving off this host now
+	Homeless []string       `json:"homes_of_missing_nodes,omitempty"`
+	Homes    map[string]int `json:"homes"` // per-name objects per home node
 }
 
 // MemberStatus is one member and how many shards it owns.
