@@ -201,8 +201,8 @@ func (n *Node) Claim(ctx context.Context, id storage.ShardID, perName bool) (hos
 // home is this node, or it had none and becomes this node). (nil, nil):
 // someone else holds it.
 func (n *Node) acquire(ctx context.Context, sk string, id storage.ShardID, perName, homeMissing bool, s *session) (*claim, error) {
-	if s == nil {
-		return nil, nil
+	if s == nil || !n.sessionLive(s) {
+		return nil, nil // a lapsed session claims nothing: wait for the next
 	}
 	ok, home := n.key("owners", sk), n.key("homes", sk)
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(ok), "=", 0)}

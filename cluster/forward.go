@@ -37,6 +37,9 @@ const (
 	ErrorHeader    = "X-Edgeshard-Error"
 )
 
+// forwardTimeout bounds a forward whose request has no deadline of its own.
+const forwardTimeout = 30 * time.Second
+
 // maxPeerBody bounds a forwarded request or response (the host's own
 // limits are far below).
 const maxPeerBody = 64 << 20
@@ -72,6 +75,13 @@ func (n *Node) Forward(ctx context.Context, owner string, id storage.ShardID, re
 }
 
 func (n *Node) forward(ctx context.Context, owner string, id storage.ShardID, req *abi.Request) (*abi.Response, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		// A forward never waits forever on an owner that stopped answering
+		// (paused, cut off): its lease lapses well before this.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, forwardTimeout)
+		defer cancel()
+	}
 	q := url.Values{"binding": {id.Namespace}, "shard": {id.Name}}
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, owner+PeerPath+"?"+q.Encode(), bytes.NewReader(abi.AppendRequest(nil, req)))
 	if err != nil {

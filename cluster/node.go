@@ -145,9 +145,17 @@ func (n *Node) margin() int64 { return int64(n.cfg.LeaseTTL / 10) }
 
 func (n *Node) key(kind, sk string) string { return n.cfg.Prefix + "/" + kind + "/" + sk }
 
-// shardKey is a shard's name in etcd keys: binding and shard, escaped.
+// shardKey is a shard's name in etcd keys and its placement key: binding
+// and shard, escaped.
 func shardKey(id storage.ShardID) string {
 	return url.PathEscape(id.Namespace) + "/" + url.PathEscape(id.Name)
+}
+
+// Owner returns which of members the placement gives a shard of binding
+// (a shard's name, or a per-name object's name) to, as every host of the
+// POP computes it (a per-name object then stays where it was created).
+func Owner(binding, shard string, members []string) string {
+	return Place(shardKey(storage.ShardID{Namespace: binding, Name: shard}), members)
 }
 
 // load reads the POP's keys into the mirror and returns their revision.

@@ -148,6 +148,14 @@ func (p *Proc) Term(timeout time.Duration) error {
 	}
 }
 
+// Signal sends sig to the process (SIGSTOP freezes it, SIGCONT resumes it).
+func (p *Proc) Signal(sig syscall.Signal) {
+	p.tb.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.tb.Fatal(err)
+	}
+}
+
 // Restart starts the process again with the same config and data.
 func (p *Proc) Restart() {
 	p.tb.Helper()

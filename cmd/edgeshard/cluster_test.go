@@ -1,0 +1,331 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgeshard/edgeshard/cluster"
+	"github.com/edgeshard/edgeshard/internal/etcdtest"
+	"github.com/edgeshard/edgeshard/internal/pgtest"
+	"github.com/edgeshard/edgeshard/internal/proctest"
+	"github.com/edgeshard/edgeshard/internal/testutil"
+)
+
+const clusterToken = "cluster-admin-token"
+
+// popHost is one host of a test POP: the real binary.
+type popHost struct {
+	node  string
+	admin string
+	*proctest.Proc
+}
+
+// startPOP starts the hosts of a POP on the shared etcd (a prefix of the
+// test's own) and one PostgreSQL database, serving the tutorial's
+// pageviews shard (per-name objects that flush their totals to SQL on an
+// alarm) as PAGEVIEWS.
+func startPOP(t *testing.T, nodes ...string) []*popHost {
+	t.Helper()
+	etcd := etcdtest.Shared(t).Endpoint()
+	prefix := etcdtest.Prefix(t)
+	db := pgtest.DB(t)
+	mod := testutil.Plugin(t, "examples/tutorial")
+	var hosts []*popHost
+	for _, node := range nodes {
+		dir := filepath.Join(t.TempDir(), node)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		admin := proctest.FreeAddr(t)
+		cfg := fmt.Sprintf(`listen = "{{LISTEN}}"
+admin_listen = %q
+admin_token = %q
+data_dir = "./data"
+cache_dir = %q
+node_id = %q
+log_level = "info"
+event_timeout = "5s"
+shutdown_grace = "20s"
+
+[[durable_objects.bindings]]
+name = "PAGEVIEWS"
+module = %q
+shards = 0
+sql = "DB"
+analytics = "AE"
+
+[[d1_databases]]
+binding = "DB"
+url = %q
+
+[[analytics_engine_datasets]]
+binding = "AE"
+dataset = "pageviews"
+url = "sqlite://./data/analytics.db"
+
+[vars]
+FLUSH_EVERY = "2s"
+
+[edge]
+enabled = false
+
+[cluster]
+etcd = [%q]
+advertise = "http://{{LISTEN}}"
+lease_ttl = "2s"
+prefix = %q
+secret = "pop-secret"
+`, admin, clusterToken, testutil.CacheDir(), node, mod, db, etcd, prefix)
+		p := proctest.Start(t, dir, cfg)
+		hosts = append(hosts, &popHost{node: node, admin: admin, Proc: p})
+	}
+	waitUntil(t, 20*time.Second, "every host sees every member", func() bool {
+		for _, h := range hosts {
+			if len(h.status(t).Members) != len(hosts) {
+				return false
+			}
+		}
+		return true
+	})
+	return hosts
+}
+
+func (h *popHost) status(t *testing.T) cluster.Status {
+	t.Helper()
+	var st cluster.Status
+	h.adminCall(t, http.MethodGet, "/admin/cluster", &st)
+	return st
+}
+
+func (h *popHost) adminCall(t *testing.T, method, path string, v any) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+h.admin+path, nil)
+	req.Header.Set("Authorization", "Bearer "+clusterToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if v != nil && resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("%s %s: %v: %s", method, path, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+func waitUntil(t *testing.T, limit time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting until %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// view counts a view of page through h; it returns the status and the
+// views the shard answered.
+func view(t *testing.T, h *popHost, page string) (int, int64, http.Header) {
+	t.Helper()
+	resp, err := http.Post(h.URL()+"/do/PAGEVIEWS/"+page+"/view", "text/plain", nil)
+	if err != nil {
+		t.Fatalf("view %s on %s: %v", page, h.node, err)
+	}
+	defer resp.Body.Close()
+	var r struct{ Views int64 }
+	json.NewDecoder(resp.Body).Decode(&r)
+	return resp.StatusCode, r.Views, resp.Header
+}
+
+// ownership is one interval a host owned a shard, from its log.
+type ownership struct {
+	node        string
+	epoch       int64
+	from, until int64 // unix ns
+}
+
+var ownershipLine = regexp.MustCompile(`"shard":"([^"]+)".*"epoch":(\d+).*"claimed_ns":(\d+)(?:.*"until_ns":(\d+))?.*"message":"shard ownership (claimed|released|lost)"`)
+
+// ownerships reads the ownership intervals of shard from the hosts' logs;
+// an interval still open ends at now.
+func ownerships(hosts []*popHost, shard string) []ownership {
+	var out []ownership
+	for _, h := range hosts {
+		open := map[int64]int{}
+		for _, line := range strings.Split(h.Output(), "\n") {
+			m := ownershipLine.FindStringSubmatch(line)
+			if m == nil || m[1] != shard {
+				continue
+			}
+			epoch, _ := strconv.ParseInt(m[2], 10, 64)
+			from, _ := strconv.ParseInt(m[3], 10, 64)
+			if m[5] == "claimed" {
+				open[epoch] = len(out)
+				out = append(out, ownership{node: h.node, epoch: epoch, from: from, until: time.Now().UnixNano()})
+				continue
+			}
+			until, _ := strconv.ParseInt(m[4], 10, 64)
+			if i, ok := open[epoch]; ok {
+				out[i].until = until
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].from < out[j].from })
+	return out
+}
+
+// checkNoOverlap fails the test if two hosts' ownership intervals of a
+// shard overlap, or epochs do not grow with time.
+func checkNoOverlap(t *testing.T, hosts []*popHost, shard string) []ownership {
+	t.Helper()
+	iv := ownerships(hosts, shard)
+	for i := 1; i < len(iv); i++ {
+		if iv[i].from < iv[i-1].until || iv[i].epoch <= iv[i-1].epoch {
+			t.Errorf("shard %s: ownership %+v overlaps or precedes %+v", shard, iv[i], iv[i-1])
+		}
+	}
+	return iv
+}
+
+// TestClusterFencingSIGSTOP: an owner frozen past its lease can never
+// commit for a shard someone else owns. Host A owns a page (a per-name
+// object) with views not yet flushed to SQL; A is frozen (SIGSTOP) past
+// its lease; the page is then unavailable (503 shard_unavailable, Retry-
+// After) — its storage is on A's disk — until the operator evicts A; B
+// takes the page over, fresh, and flushes its own total. A resumes: its
+// flush of the old total, due while it was frozen, must not land (SQL
+// keeps B's total), it stops serving the page, and every request through
+// it is forwarded to B. The hosts' logged ownership intervals of the page
+// never overlap.
+func TestClusterFencingSIGSTOP(t *testing.T) {
+	hosts := startPOP(t, "n-a", "n-b")
+	a, b := hosts[0], hosts[1]
+	page := "home"
+	for i := 0; cluster.Owner("PAGEVIEWS", page, []string{"n-a", "n-b"}) != "n-a"; i++ {
+		page = fmt.Sprintf("home-%d", i)
+	}
+	shard := "PAGEVIEWS/" + page
+
+	// Five views through B, forwarded to A, the owner.
+	for i := 1; i <= 5; i++ {
+		if code, views, _ := view(t, b, page); code != 200 || views != int64(i) {
+			t.Fatalf("view %d through b: %d views=%d", i, code, views)
+		}
+	}
+	// A request already inside A when it freezes: its body arrives only
+	// once A resumes, after B took the page over.
+	late, err := net.Dial("tcp", a.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	fmt.Fprintf(late, "POST /do/PAGEVIEWS/%s/view HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n", page)
+	time.Sleep(200 * time.Millisecond) // A reads the head and waits for the body
+	a.Signal(syscall.SIGSTOP)
+	frozen := true
+	defer func() {
+		if frozen {
+			a.Signal(syscall.SIGCONT)
+		}
+	}()
+	waitUntil(t, 15*time.Second, "b sees a gone", func() bool { return len(b.status(t).Members) == 1 })
+
+	code, _, hdr := view(t, b, page)
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
+		t.Fatalf("page of a frozen host: %d Retry-After=%q, want 503 with Retry-After", code, hdr.Get("Retry-After"))
+	}
+	var st cluster.Status
+	b.adminCall(t, http.MethodGet, "/admin/cluster", &st)
+	if len(st.Homeless) != 1 || st.Homeless[0] != "n-a" {
+		t.Fatalf("status: homes of missing nodes %v, want [n-a]", st.Homeless)
+	}
+	if c := b.adminCall(t, http.MethodPost, "/admin/cluster/evict/n-a", nil); c != http.StatusOK {
+		t.Fatalf("evict n-a: %d", c)
+	}
+	for i := 1; i <= 3; i++ {
+		if code, views, _ := view(t, b, page); code != 200 || views != int64(i) {
+			t.Fatalf("view %d after evict: %d views=%d (want a fresh object on b)", i, code, views)
+		}
+	}
+	db, err := sql.Open("pgx", dbURLOf(t, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sqlViews := func() int64 {
+		var v int64
+		err := db.QueryRowContext(context.Background(), "SELECT views FROM page_views WHERE page = $1", page).Scan(&v)
+		if err != nil && err != sql.ErrNoRows && !strings.Contains(err.Error(), "does not exist") {
+			t.Fatal(err) // no table yet: no flush yet
+		}
+		return v
+	}
+	waitUntil(t, 15*time.Second, "b flushed its total", func() bool { return sqlViews() == 3 })
+
+	// A resumes: its page's alarm (the flush of views=5) is overdue, and
+	// the request inside it goes on. It must not be served by A's stale
+	// object (views=6): A forwards it to B (views=4).
+	a.Signal(syscall.SIGCONT)
+	frozen = false
+	late.Write([]byte("x"))
+	late.SetReadDeadline(time.Now().Add(20 * time.Second))
+	lresp, err := http.ReadResponse(bufio.NewReader(late), nil)
+	if err != nil {
+		t.Fatalf("the request inside a: %v", err)
+	}
+	var lv struct{ Views int64 }
+	json.NewDecoder(lresp.Body).Decode(&lv)
+	lresp.Body.Close()
+	if lresp.StatusCode != 200 || lv.Views != 4 {
+		t.Fatalf("the request inside a when it froze: %d views=%d, want 200 from b's object (views=4)", lresp.StatusCode, lv.Views)
+	}
+	waitUntil(t, 15*time.Second, "a rejoined", func() bool { return len(a.status(t).Members) == 2 })
+	waitUntil(t, 15*time.Second, "b flushed its new total", func() bool { return sqlViews() == 4 })
+	time.Sleep(4 * time.Second) // past a's overdue flush and its retry
+	if v := sqlViews(); v != 4 {
+		t.Fatalf("SQL holds views=%d for the page: the frozen owner's late flush landed (want b's 4)", v)
+	}
+	if !strings.Contains(a.Output(), `"message":"shard ownership lost"`) {
+		t.Errorf("a never logged that it lost the page:\n%s", a.Output())
+	}
+	// Through A now: forwarded to B, the page's owner.
+	if code, views, _ := view(t, a, page); code != 200 || views != 5 {
+		t.Fatalf("view through a after it resumed: %d views=%d, want b's 5", code, views)
+	}
+	iv := checkNoOverlap(t, hosts, shard)
+	if len(iv) < 2 || iv[0].node != "n-a" || iv[len(iv)-1].node != "n-b" {
+		t.Fatalf("ownership of %s: %+v, want a then b", shard, iv)
+	}
+}
+
+// dbURLOf reads the PostgreSQL URL from h's config.
+func dbURLOf(t *testing.T, h *popHost) string {
+	t.Helper()
+	b, err := os.ReadFile(h.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`url = "(postgres[^"]+)"`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("no postgres url in the config")
+	}
+	return string(m[1])
+}
