@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -104,6 +105,18 @@ secret = "pop-secret"
 	})
 	return hosts
 }
+
+// cli runs the edgeshard binary's admin command against h.
+// cmd names the command ("cluster", "evict"); the flags go after it, then
+// the arguments.
+func (h *popHost) cli(t *testing.T, cmd []string, args ...string) (string, error) {
+	t.Helper()
+	all := append(append(cmd, "--admin", "http://"+h.admin, "--token", clusterToken), args...)
+	c := exec.Command(proctest.Binary(t), all...)
+	out, err := c.CombinedOutput()
+	return string(out), err
+}
+
 
 func (h *popHost) status(t *testing.T) cluster.Status {
 	t.Helper()
@@ -257,8 +270,9 @@ func TestClusterFencingSIGSTOP(t *testing.T) {
 	if len(st.Homeless) != 1 || st.Homeless[0] != "n-a" {
 		t.Fatalf("status: homes of missing nodes %v, want [n-a]", st.Homeless)
 	}
-	if c := b.adminCall(t, http.MethodPost, "/admin/cluster/evict/n-a", nil); c != http.StatusOK {
-		t.Fatalf("evict n-a: %d", c)
+	// The operator's command, as docs/OPERATIONS.md gives it.
+	if out, err := b.cli(t, []string{"cluster", "evict"}, "n-a"); err != nil || !strings.Contains(out, "evicted n-a: 1 per-name object") {
+		t.Fatalf("edgeshard cluster evict n-a: %v\n%s", err, out)
 	}
 	for i := 1; i <= 3; i++ {
 		if code, views, _ := view(t, b, page); code != 200 || views != int64(i) {
@@ -309,6 +323,9 @@ func TestClusterFencingSIGSTOP(t *testing.T) {
 	// Through A now: forwarded to B, the page's owner.
 	if code, views, _ := view(t, a, page); code != 200 || views != 5 {
 		t.Fatalf("view through a after it resumed: %d views=%d, want b's 5", code, views)
+	}
+	if out, err := a.cli(t, []string{"status"}); err != nil || !strings.Contains(out, "n-a") || !strings.Contains(out, "n-b") || !strings.Contains(out, "MEMBER") {
+		t.Fatalf("edgeshard status on a: %v\n%s", err, out)
 	}
 	iv := checkNoOverlap(t, hosts, shard)
 	if len(iv) < 2 || iv[0].node != "n-a" || iv[len(iv)-1].node != "n-b" {

@@ -10,6 +10,7 @@
 //	edgeshard rollback --binding NAME                    back to the previous module (admin API)
 //	edgeshard status                                     the bindings table (admin API)
 //	edgeshard drain [--wait 1m]                          flush every buffer shard before stopping a POP (admin API)
+//	edgeshard cluster status|evict NODE|leave           a POP of several hosts (admin API)
 //	edgeshard version                                    print the version
 package main
 
@@ -39,6 +40,7 @@ func commands() []command {
 		{"rollback", "make a binding's previous module version current again (admin API)", runRollback},
 		{"status", "print the bindings of a running host (admin API)", runStatus},
 		{"drain", "flush every buffer shard of a running host; exit 0 once all are empty (admin API)", runDrain},
+		{"cluster", "a POP of several hosts: status, evict NODE, leave (admin API)", runCluster},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println("edgeshard", version); return 0 }},
 	}
 }
