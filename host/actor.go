@@ -25,6 +25,7 @@ const (
 	evRestart           // discard the instance
 	evPrepare           // instantiate ver ahead of a swap and keep it ready
 	evSwitch            // move onto the current version, with the prepared instance
+	evRun               // run a function on the actor between two events (snapshot.go)
 )
 
 type event struct {
@@ -33,6 +34,7 @@ type event struct {
 	retry   int               // evAlarm: retry count
 	inspect func(StorageView) // evInspect: runs on the actor goroutine
 	ver     *Version          // evPrepare: the event holds a reference for the actor
+	run     func(*actor)      // evRun: runs on the actor goroutine unless abandoned while queued
 	state   atomic.Int32      // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
 	done    chan result
 }
@@ -263,6 +265,11 @@ func (a *actor) handle(ev *event) {
 		ev.done <- result{}
 	case evSwitch:
 		a.switchVersion()
+	case evRun:
+		if ev.state.CompareAndSwap(evQueued, evRunning) {
+			ev.run(a)
+		}
+		ev.done <- result{}
 	}
 }
 

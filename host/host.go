@@ -140,6 +140,12 @@ type Config struct {
 	// Registerer receives the host's Prometheus metrics; nil keeps them
 	// unregistered.
 	Registerer prometheus.Registerer
+	// Migrations rename and delete bindings' data, each once, at New
+	// (migrations.go).
+	Migrations []Migration
+	// ShardStates are per-shard state outside shard storage (a per-shard
+	// database) that shard snapshots and backups carry (snapshot.go).
+	ShardStates []ShardState
 	// Engine, when set, is a shared engine the host uses (and does not
 	// close) instead of starting its own; CacheDir is then the engine's,
 	// and MemoryLimitMiB must be 0 or the engine's (New refuses another).
@@ -269,6 +275,13 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 			}
 			return nil, fmt.Errorf("open shard storage %s: %w", dir, err)
 		}
+	}
+	if err := applyMigrations(backend, cfg, h.log); err != nil {
+		backend.Close()
+		if h.ownEng {
+			h.engine.Close(ctx)
+		}
+		return nil, err
 	}
 	// Unconfirmed writes (rate-limit windows) wait up to 1 ms for company
 	// before their group commits: fewer fsyncs, and nobody waits on them.

@@ -20,6 +20,9 @@
 //	POST /admin/jobs/drain                         flush every buffer shard; say whether all are empty (?wait=)
 //	GET  /admin/cluster                            a POP of several hosts: members, shards, moves (cluster.go)
 //	POST /admin/cluster/evict/{node}, /admin/cluster/leave
+//	POST /admin/backup                             every shard as one snapshot stream (snapshot.go)
+//	GET  /admin/bindings/{name}/shards/{id}/export one shard's snapshot stream
+//	PUT  /admin/bindings/{name}/shards/{id}/import body: a one-shard stream, into this empty shard
 //	GET  /, /ui/{file}                             the inspector; GET|POST /login, POST /logout
 package admin
 
@@ -141,6 +144,7 @@ func New(h *host.Host, opts Options) (*Server, error) {
 	r.HandleFunc("/admin/jobs/reconcile-counters", bearerOnly(s.reconcile)).Methods(http.MethodPost)
 	r.HandleFunc("/admin/jobs/drain", bearerOnly(s.drain)).Methods(http.MethodPost)
 	s.clusterRoutes(r)
+	s.snapshotRoutes(r)
 	s.uiRoutes(r)
 	s.handler = s.authenticate(r)
 	s.sampler = newSampler(h, opts, s.log)

@@ -71,6 +71,9 @@ type File struct {
 	D1Databases    []D1Database       `toml:"d1_databases"`
 	Analytics      []AnalyticsDataset `toml:"analytics_engine_datasets"`
 	Vars           map[string]string  `toml:"vars"`
+	// Migrations rename and delete bindings' shard data, each once
+	// (host.Migration).
+	Migrations []Migration `toml:"migrations"`
 
 	// The instance memory budget (host.Config.InstanceMemoryBudgetMiB):
 	// 0 takes half of the machine's memory, -1 sets none.
@@ -105,6 +108,24 @@ type Storage struct {
 	// ShardCacheMB bounds the read caches of all live shards together
 	// (0: 32; each shard at most 4 MiB and its share; -1: none).
 	ShardCacheMB int `toml:"shard_cache_mb"`
+}
+
+// Migration is one [[migrations]] entry, like wrangler's:
+//
+//	[[migrations]]
+//	tag = "v2"
+//	renamed_bindings = [{ from = "COUNTER", to = "COUNTERS" }]
+//	deleted_bindings = ["OLD_EXPERIMENT"]
+type Migration struct {
+	Tag             string           `toml:"tag"`
+	RenamedBindings []RenamedBinding `toml:"renamed_bindings"`
+	DeletedBindings []string         `toml:"deleted_bindings"`
+}
+
+// RenamedBinding is one rename of a Migration.
+type RenamedBinding struct {
+	From string `toml:"from"`
+	To   string `toml:"to"`
 }
 
 // DurableObjects is the [durable_objects] table.

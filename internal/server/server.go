@@ -137,10 +137,9 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	hc.MaxBodyBytes = cfg.MaxBodyBytes
 	hc.Limits = hostLimits(&cfg.Limits)
 	hc.TraceShard = cfg.Trace
-	st := cfg.Storage
-	hc.Badger = storage.BadgerOptions{MinFreeBytes: int64(st.MinFreeMB) << 20, ValueLogFileSize: int64(st.ValueLogFileMB) << 20,
-		MemTableSize: int64(st.MemtableMB) << 20, BlockCacheSize: int64(st.BlockCacheMB) << 20, IndexCacheSize: int64(st.IndexCacheMB) << 20}
-	hc.ShardCacheBytes = st.ShardCacheMB << 20
+	hc.Badger = BadgerOptions(cfg)
+	hc.ShardCacheBytes = cfg.Storage.ShardCacheMB << 20
+	hc.Migrations = Migrations(cfg)
 	hc.Logger = log
 	hc.Registerer = s.reg
 	hc.Engine = opts.Engine
@@ -199,6 +198,27 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	s.group = group{comps: comps, grace: cfg.ShutdownGrace.Duration, log: log}
 	s.shutdownTimeout = cfg.ShutdownTimeout.Duration
 	return s, nil
+}
+
+// BadgerOptions are the shard storage settings of cfg's [storage] table
+// (the host sets Dir, SyncWrites and the logger).
+func BadgerOptions(cfg *config.File) storage.BadgerOptions {
+	st := cfg.Storage
+	return storage.BadgerOptions{MinFreeBytes: int64(st.MinFreeMB) << 20, ValueLogFileSize: int64(st.ValueLogFileMB) << 20,
+		MemTableSize: int64(st.MemtableMB) << 20, BlockCacheSize: int64(st.BlockCacheMB) << 20, IndexCacheSize: int64(st.IndexCacheMB) << 20}
+}
+
+// Migrations are cfg's [[migrations]] as the host takes them.
+func Migrations(cfg *config.File) []host.Migration {
+	out := make([]host.Migration, 0, len(cfg.Migrations))
+	for _, m := range cfg.Migrations {
+		hm := host.Migration{Tag: m.Tag, Deleted: m.DeletedBindings}
+		for _, r := range m.RenamedBindings {
+			hm.Renamed = append(hm.Renamed, host.BindingRename{From: r.From, To: r.To})
+		}
+		out = append(out, hm)
+	}
+	return out
 }
 
 // hostBinding is the host binding a config binding becomes.
