@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,12 +117,60 @@ func (c *claim) Release() {
 		Int64("claimed_ns", c.since.UnixNano()).Int64("until_ns", until.UnixNano()).Msg("shard ownership released")
 }
 
+// Ship implements host.Shipper: the snapshot stream read from r goes to
+// the member the placement gives the object to now (this node is leaving),
+// then its home and ownership move there in one transaction.
+func (c *claim) Ship(ctx context.Context, r io.Reader) error {
+	n := c.n
+	n.mu.Lock()
+	var others []string
+	for _, id := range n.liveMembers() {
+		if id != n.cfg.NodeID {
+			others = append(others, id)
+		}
+	}
+	target := Place(c.sk, others)
+	addr := n.members[target].Addr
+	n.mu.Unlock()
+	if target == "" {
+		return errors.New("no other member to move the shard to")
+	}
+	if err := n.send(ctx, addr, c.id, r); err != nil {
+		return err
+	}
+	until := time.Now()
+	owner, home := n.key("owners", c.sk), n.key("homes", c.sk)
+	resp, err := n.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(owner), "=", c.epoch), clientv3.Compare(clientv3.Value(home), "=", n.cfg.NodeID)).
+		Then(clientv3.OpPut(home, target), clientv3.OpDelete(owner)).Commit()
+	if err != nil {
+		return fmt.Errorf("hand %s to %s: etcd: %w", c.id, target, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("hand %s to %s: its ownership or home changed meanwhile", c.id, target)
+	}
+	c.released.Store(true)
+	c.finish()
+	n.mu.Lock()
+	if n.claims[c.sk] == c {
+		delete(n.claims, c.sk)
+	}
+	n.signal()
+	n.mu.Unlock()
+	n.m.owned.Dec()
+	n.m.shipped.Inc()
+	n.log.Info().Str("shard", c.id.String()).Int64("epoch", c.epoch).Str("to", target).
+		Int64("claimed_ns", c.since.UnixNano()).Int64("until_ns", until.UnixNano()).Msg("shard ownership released")
+	return nil
+}
+
 // decision is where the placement puts a shard now.
 type decision struct {
 	here        bool
 	homeMissing bool   // a per-name object without a home: claiming it makes this node its home
 	node, addr  string // the owner elsewhere
 	unavailable string // why no member may serve it now
+	wait        bool   // it is moving: ask again
 }
 
 // decide places a shard from the mirror (n.mu held).
@@ -133,7 +183,11 @@ func (n *Node) decide(sk string, perName bool) decision {
 	if perName {
 		if home := n.homes[sk]; home != "" {
 			target = home
-			if _, live := n.members[home]; !live && home != me {
+			m, live := n.members[home]
+			switch {
+			case m.Leaving || (home == me && n.leaving):
+				return decision{wait: true} // its host ships it to the next
+			case !live && home != me:
 				return decision{unavailable: fmt.Sprintf("its host %s is not a live member (it returns, or an operator runs edgeshard cluster evict %s)", home, home)}
 			}
 		} else {
@@ -172,15 +226,18 @@ func (n *Node) Claim(ctx context.Context, id storage.ShardID, perName bool) (hos
 		sess, changed := n.sess, n.changed
 		n.mu.Unlock()
 		switch {
+		case d.wait:
 		case d.unavailable != "":
 			n.m.claims.WithLabelValues("unavailable").Inc()
 			return nil, fmt.Errorf("%w: %s: %s", host.ErrShardUnavailable, id, d.unavailable)
 		case !d.here:
 			return nil, &host.ElsewhereError{Node: d.node, Owner: d.addr}
 		}
-		c, err := n.acquire(ctx, sk, id, perName, d.homeMissing, sess)
-		if c != nil || err != nil {
-			return c, err
+		if d.here {
+			c, err := n.acquire(ctx, sk, id, perName, d.homeMissing, sess)
+			if c != nil || err != nil {
+				return c, err
+			}
 		}
 		// Held by another node (a move in progress) or a race: wait for
 		// the mirror to change.

@@ -144,6 +144,50 @@ func peerError(code string, status int, id storage.ShardID, owner string, body [
 	return fmt.Errorf("%w: %s", kind, msg)
 }
 
+// ReceivePath is where a shard's owner ships its storage to the next
+// owner in a planned move: POST ReceivePath?binding=B&shard=S, body the
+// storage/snapshot stream → 200 once imported.
+const ReceivePath = "/_edgeshard/cluster/receive"
+
+// send ships a shard's snapshot stream to the host at addr.
+func (n *Node) send(ctx context.Context, addr string, id storage.ShardID, r io.Reader) error {
+	q := url.Values{"binding": {id.Namespace}, "shard": {id.Name}}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, addr+ReceivePath+"?"+q.Encode(), r)
+	if err != nil {
+		return err
+	}
+	hr.Header.Set("Authorization", "Bearer "+n.cfg.Secret)
+	hr.Header.Set(HopHeader, n.cfg.NodeID)
+	resp, err := n.peer.Do(hr)
+	if err != nil {
+		return fmt.Errorf("ship %s to %s: %w", id, addr, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("ship %s to %s: %d %s", id, addr, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return nil
+}
+
+// ReceiveHandler serves ReceivePath: a shard shipped here by its owner.
+func (n *Node) ReceiveHandler(h *host.Host) http.Handler {
+	return httpx.RequireBearer(n.cfg.Secret, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		ns, ok := h.Namespace(q.Get("binding"))
+		if !ok {
+			httpx.WriteError(w, http.StatusNotFound, "unknown_binding", fmt.Sprintf("%v %q", host.ErrUnknownBinding, q.Get("binding")))
+			return
+		}
+		st, err := ns.ReceiveShard(r.Context(), q.Get("shard"), r.Body)
+		if err != nil {
+			httpx.WriteError(w, http.StatusConflict, "receive_failed", err.Error())
+			return
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"entries": st.Entries, "bytes": st.Bytes})
+	}))
+}
+
 // PeerHandler serves PeerPath: requests the POP's other hosts forward to
 // this one, run here only.
 func (n *Node) PeerHandler(h *host.Host) http.Handler {

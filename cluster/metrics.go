@@ -7,6 +7,7 @@ type metrics struct {
 	claims      *prometheus.CounterVec
 	owned       prometheus.Gauge
 	moves       prometheus.Counter
+	shipped     prometheus.Counter
 	leaseLosses prometheus.Counter
 	forwards    *prometheus.CounterVec
 	forwardDur  prometheus.Histogram
@@ -24,6 +25,9 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		moves: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeshard_cluster_moves_total", Help: "Planned moves of a shard off this host started (placement changed, or the host leaves).",
 		}),
+		shipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeshard_cluster_shipped_shards_total", Help: "Per-name objects whose storage this host shipped to their next owner in a planned move.",
+		}),
 		leaseLosses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeshard_cluster_lease_losses_total", Help: "Sessions whose lease lapsed before it was renewed (the host was paused or cut off): every shard it owned was lost to it.",
 		}),
@@ -39,7 +43,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		}, []string{"outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.claims, m.owned, m.moves, m.leaseLosses, m.forwards, m.forwardDur, m.served)
+		reg.MustRegister(m.claims, m.owned, m.moves, m.shipped, m.leaseLosses, m.forwards, m.forwardDur, m.served)
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "edgeshard_cluster_members", Help: "Live members of the POP, as this host sees them.",
 		}, func() float64 {

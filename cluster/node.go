@@ -67,6 +67,9 @@ type Member struct {
 	Node  string    `json:"node"`
 	Addr  string    `json:"addr"`
 	Since time.Time `json:"since"`
+	// Leaving: the member moves its shards off (Leave); the placement
+	// gives it nothing, and its per-name objects are moving, not gone.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // session is one etcd lease of the node. deadline is when the lease may
@@ -273,11 +276,14 @@ func (n *Node) noticeLapse(ev *clientv3.Event) {
 	n.sess.markLost()
 }
 
-// liveMembers returns the node ids of the live members (n.mu held).
+// liveMembers returns the node ids of the live members the placement
+// may give shards to: not leaving (n.mu held).
 func (n *Node) liveMembers() []string {
 	out := make([]string, 0, len(n.members))
-	for id := range n.members {
-		out = append(out, id)
+	for id, m := range n.members {
+		if !m.Leaving {
+			out = append(out, id)
+		}
 	}
 	sort.Strings(out)
 	return out
@@ -456,7 +462,10 @@ func (n *Node) newSession() *session {
 }
 
 func (n *Node) putMember(ctx context.Context, s *session) error {
-	b, _ := json.Marshal(Member{Node: n.cfg.NodeID, Addr: n.cfg.Advertise, Since: time.Now().UTC()})
+	n.mu.Lock()
+	leaving := n.leaving
+	n.mu.Unlock()
+	b, _ := json.Marshal(Member{Node: n.cfg.NodeID, Addr: n.cfg.Advertise, Since: time.Now().UTC(), Leaving: leaving})
 	_, err := n.cli.Put(ctx, n.key("members", n.cfg.NodeID), string(b), clientv3.WithLease(s.id))
 	return err
 }
@@ -484,20 +493,35 @@ func (n *Node) Join(ctx context.Context) error {
 // forwarded to the new owners meanwhile.
 func (n *Node) Leave(ctx context.Context) error {
 	n.mu.Lock()
-	n.join, n.leaving = false, true
+	n.leaving = true
+	s := n.sess
+	n.mu.Unlock()
+	// Still a member, marked leaving: the others place nothing here and
+	// wait for the objects it ships rather than call them gone.
+	if s != nil {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := n.putMember(pctx, s); err != nil {
+			n.log.Warn().Err(err).Msg("marking this member leaving failed")
+		}
+		cancel()
+	}
+	n.mu.Lock()
 	n.replace()
 	n.mu.Unlock()
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	_, err := n.cli.Delete(dctx, n.key("members", n.cfg.NodeID))
-	cancel()
-	if err != nil {
-		n.log.Warn().Err(err).Msg("removing the member key failed; it lapses with the lease")
-	}
 	for {
 		n.mu.Lock()
 		left, ch := len(n.claims), n.changed
 		n.mu.Unlock()
 		if left == 0 {
+			n.mu.Lock()
+			n.join = false
+			n.mu.Unlock()
+			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := n.cli.Delete(dctx, n.key("members", n.cfg.NodeID))
+			cancel()
+			if err != nil {
+				n.log.Warn().Err(err).Msg("removing the member key failed; it lapses with the lease")
+			}
 			n.log.Info().Msg("left the POP: every shard moved off this host")
 			return nil
 		}

@@ -42,9 +42,10 @@ type Namespace struct {
 	swapMu    sync.Mutex // serialises Swap, Rollback and closeModules
 	prev      *Version
 
-	mu      sync.RWMutex
-	actors  map[string]*actor
-	stopped bool
+	mu        sync.RWMutex
+	actors    map[string]*actor
+	receiving map[string]bool // shards ReceiveShard writes (placement.go): no actor starts
+	stopped   bool
 
 	// startBytes is the linear memory of the namespace's latest instance
 	// when it started: what the memory budget reserves for the next one.
@@ -54,7 +55,7 @@ type Namespace struct {
 }
 
 func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) {
-	ns := &Namespace{h: h, name: b.Name, binding: b, actors: map[string]*actor{}, metrics: h.metrics.forNamespace(b.Name)}
+	ns := &Namespace{h: h, name: b.Name, binding: b, actors: map[string]*actor{}, receiving: map[string]bool{}, metrics: h.metrics.forNamespace(b.Name)}
 	ns.grants = b.Grants()
 	if b.SQL != "" {
 		ns.sql = h.cfg.SQL[b.SQL]
@@ -311,6 +312,9 @@ func (ns *Namespace) enqueue(shard string, ev *event, claim Claim) error {
 	}
 	a = ns.actors[shard]
 	if a != nil && a.leaving {
+		return errMoved
+	}
+	if a == nil && ns.receiving[shard] {
 		return errMoved
 	}
 	if a == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
@@ -58,6 +59,14 @@ type Claim interface {
 	Attach() bool
 	// Release gives the ownership up once the shard's actor has stopped.
 	Release()
+}
+
+// Shipper is a Claim that can move the shard's storage with its
+// ownership (the cluster's, for a per-name object): Ship sends the
+// snapshot stream read from r to the shard's next owner and, once that
+// host has it, hands the ownership over; the claim is then released.
+type Shipper interface {
+	Ship(ctx context.Context, r io.Reader) error
 }
 
 // FencedSQLDB is a SQL binding that takes a shard's fencing token with a
@@ -206,6 +215,9 @@ func (a *actor) handOff() {
 		a.flush()
 	}
 	a.waitLast()
+	if s, ok := a.claim.(Shipper); ok && moving && a.ns.binding.Shards == 0 && a.claim.Valid() {
+		a.ship(s)
+	}
 	a.ns.remove(a)
 	a.exit()
 	a.ns.metrics.m.handOffs.WithLabelValues(handOffReason(moving)).Inc()
@@ -218,6 +230,48 @@ func handOffReason(moving bool) string {
 		return "moved"
 	}
 	return "lost"
+}
+
+// shipTimeout bounds the shipping of one shard to its next owner.
+const shipTimeout = time.Minute
+
+// ship moves a per-name object's storage (entries and alarm, the
+// storage/snapshot stream) to its next owner with the ownership; what
+// this host keeps of it is then erased. A failure is logged: the object
+// stays here, its home, and is served again when this host is.
+func (a *actor) ship(s Shipper) {
+	ctx, cancel := context.WithTimeout(context.Background(), shipTimeout)
+	defer cancel()
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := a.ns.h.store.ExportShard(pw, a.id, a.ns.h.sections(a.id)...)
+		pw.CloseWithError(err)
+	}()
+	t0 := time.Now()
+	err := s.Ship(ctx, pr)
+	pr.CloseWithError(errShipDone)
+	if err != nil {
+		a.log.Error().Err(err).Msg("shipping the shard to its next owner failed; it stays on this host")
+		return
+	}
+	a.log.Info().Dur("took_ms", time.Since(t0)).Msg("shard shipped to its next owner")
+	if err := a.erase(); err != nil {
+		a.log.Warn().Err(err).Msg("erasing the shipped shard's copy failed; the next claim here erases it")
+	}
+}
+
+var errShipDone = errors.New("ship done")
+
+// erase deletes what this host keeps of the shard: entries and alarm.
+func (a *actor) erase() error {
+	if err := a.store.DeleteAll(); err != nil {
+		return err
+	}
+	if err := a.store.DeleteAlarm(); err != nil {
+		return err
+	}
+	a.ns.h.alarms.cancel(a.id)
+	return a.store.Commit().Wait(context.Background())
 }
 
 // flush runs the shard's pending alarm early while it is due soon.
@@ -248,6 +302,10 @@ func (a *actor) refuse(ev *event) {
 		ev.ver.release() // like a failed prepare: the shard starts the version where it runs next
 		ev.done <- result{}
 	case evSwitch:
+	case evRun:
+		if ev.state.CompareAndSwap(evQueued, evRunning) {
+			ev.done <- result{err: errMoved}
+		}
 	default:
 		ev.done <- result{err: errMoved}
 	}
@@ -296,12 +354,39 @@ func (a *actor) startClaimed() error {
 	if !a.claim.Fresh() {
 		return nil
 	}
-	if err := a.store.DeleteAll(); err != nil {
-		return err
+	return a.erase()
+}
+
+// ReceiveShard replaces what this host keeps of a shard it does not run
+// with a one-shard snapshot stream (a planned move's, from the shard's
+// owner, before the ownership comes here): the stale copy is erased, the
+// stream imported (all or nothing), its alarm scheduled. Refused while
+// the shard runs here.
+func (ns *Namespace) ReceiveShard(ctx context.Context, shard string, r io.Reader) (storage.ShardSnapshotStats, error) {
+	ns.mu.Lock()
+	if ns.actors[shard] != nil || ns.receiving[shard] || ns.stopped {
+		ns.mu.Unlock()
+		return storage.ShardSnapshotStats{}, fmt.Errorf("%w: the shard runs on this host", ErrNotOwner)
 	}
-	if err := a.store.DeleteAlarm(); err != nil {
-		return err
+	ns.receiving[shard] = true
+	ns.mu.Unlock()
+	defer func() {
+		ns.mu.Lock()
+		delete(ns.receiving, shard)
+		ns.mu.Unlock()
+	}()
+	a := &actor{ns: ns, shard: shard, id: ns.shardID(shard), store: ns.h.store.Shard(ns.shardID(shard))}
+	defer a.store.Close()
+	if err := a.erase(); err != nil {
+		return storage.ShardSnapshotStats{}, err
 	}
-	a.ns.h.alarms.cancel(a.id)
-	return a.store.Commit().Wait(context.Background())
+	st, err := a.store.Import(r, ns.h.importers())
+	if err != nil {
+		return st, err
+	}
+	if st.Alarm > 0 {
+		ns.h.alarms.schedule(a.id, st.Alarm, 0)
+	}
+	ns.h.log.Info().Str("binding", ns.name).Str("shard", shard).Int("entries", st.Entries).Int64("bytes", st.Bytes).Msg("shard received from its owner")
+	return st, nil
 }

@@ -84,14 +84,13 @@ func (ns *Namespace) runOnShard(ctx context.Context, shard string, fn func(*acto
 		return err
 	}
 	select {
-	case <-ev.done:
-		return nil
+	case r := <-ev.done:
+		return r.err // errMoved: refused by an actor leaving the host
 	case <-ctx.Done():
 		if ev.state.CompareAndSwap(evQueued, evAbandoned) {
 			return fmt.Errorf("%w: %w", ErrNotRun, ctx.Err())
 		}
-		<-ev.done
-		return nil
+		return (<-ev.done).err
 	}
 }
 

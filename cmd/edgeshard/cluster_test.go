@@ -346,3 +346,48 @@ func dbURLOf(t *testing.T, h *popHost) string {
 	}
 	return string(m[1])
 }
+
+// TestClusterLeaveShipsObjects: a host that leaves (SIGTERM) moves the
+// per-name objects it runs to the next host with their storage — queue
+// finished, flushed, shipped, then the ownership handed over — while a
+// client keeps counting views through the other host: not one request
+// fails, and the count goes on from where it was. The ownership intervals
+// never overlap.
+func TestClusterLeaveShipsObjects(t *testing.T) {
+	hosts := startPOP(t, "n-a", "n-b")
+	a, b := hosts[0], hosts[1]
+	page := "leave"
+	for i := 0; cluster.Owner("PAGEVIEWS", page, []string{"n-a", "n-b"}) != "n-a"; i++ {
+		page = fmt.Sprintf("leave-%d", i)
+	}
+	var want int64
+	for range 5 {
+		want++
+		if code, views, _ := view(t, b, page); code != 200 || views != want {
+			t.Fatalf("view %d: %d views=%d", want, code, views)
+		}
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Term(60 * time.Second) }()
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		want++
+		if code, views, _ := view(t, b, page); code != 200 || views != want {
+			t.Fatalf("view %d while a leaves: %d views=%d (want every request served, the count carried over)", want, code, views)
+		}
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(a.Output(), "shard shipped to its next owner") {
+		t.Fatalf("a did not ship the page:\n%s", a.Output())
+	}
+	want++
+	if code, views, _ := view(t, b, page); code != 200 || views != want {
+		t.Fatalf("view after a left: %d views=%d, want %d", code, views, want)
+	}
+	iv := checkNoOverlap(t, hosts, "PAGEVIEWS/"+page)
+	if len(iv) < 2 || iv[0].node != "n-a" || iv[len(iv)-1].node != "n-b" {
+		t.Fatalf("ownership: %+v, want a then b", iv)
+	}
+}

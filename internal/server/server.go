@@ -388,6 +388,7 @@ func (s *Server) routes() http.Handler {
 	s.rt.h.Routes(r)
 	if s.cluster != nil {
 		r.Handle(cluster.PeerPath, s.cluster.node.PeerHandler(s.rt.h)).Methods(http.MethodPost)
+		r.Handle(cluster.ReceivePath, s.cluster.node.ReceiveHandler(s.rt.h)).Methods(http.MethodPost)
 	}
 	var api *edge.API
 	if s.edge != nil {
