@@ -201,6 +201,8 @@ func (n *Node) decide(sk string, perName bool) decision {
 	case target == me && eligible:
 		d.here = true
 		return d
+	case target == me && n.join && !n.leaving:
+		return decision{wait: true} // this node is between sessions: it joins again
 	case target == me:
 		return decision{unavailable: "its host (this one) is leaving or not a member"}
 	case target == "":

@@ -117,7 +117,6 @@ func (h *popHost) cli(t *testing.T, cmd []string, args ...string) (string, error
 	return string(out), err
 }
 
-
 func (h *popHost) status(t *testing.T) cluster.Status {
 	t.Helper()
 	var st cluster.Status
