@@ -35,8 +35,16 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	sub, rest := args[0], args[1:]
-	if err := fs.Parse(rest); err != nil {
-		return 2
+	// Flags may come before or after NODE.
+	var pos []string
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, rest = append(pos, fs.Arg(0)), fs.Args()[1:]
 	}
 	c, err := client()
 	if err != nil {
@@ -44,7 +52,7 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch {
-	case sub == "status" && fs.NArg() == 0:
+	case sub == "status" && len(pos) == 0:
 		var st cluster.Status
 		if err := c.call(http.MethodGet, "/admin/cluster", nil, &st); err != nil {
 			fmt.Fprintf(stderr, "edgeshard cluster status: %v\n", err)
@@ -58,18 +66,18 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 		}
 		printCluster(stdout, st)
 		return 0
-	case sub == "evict" && fs.NArg() == 1:
+	case sub == "evict" && len(pos) == 1:
 		var res struct {
 			Node    string `json:"node"`
 			Objects int    `json:"objects_freed"`
 		}
-		if err := c.call(http.MethodPost, "/admin/cluster/evict/"+url.PathEscape(fs.Arg(0)), nil, &res); err != nil {
+		if err := c.call(http.MethodPost, "/admin/cluster/evict/"+url.PathEscape(pos[0]), nil, &res); err != nil {
 			fmt.Fprintf(stderr, "edgeshard cluster evict: %v\n", err)
 			return 1
 		}
 		fmt.Fprintf(stdout, "evicted %s: %d per-name object(s) start afresh on the other hosts\n", res.Node, res.Objects)
 		return 0
-	case sub == "leave" && fs.NArg() == 0:
+	case sub == "leave" && len(pos) == 0:
 		if c.timeout < *wait+time.Minute {
 			c.timeout = *wait + time.Minute
 		}
