@@ -93,15 +93,8 @@ func (c *claim) Release() {
 	if c.released.Swap(true) {
 		return
 	}
-	c.finish()
 	n := c.n
-	n.mu.Lock()
-	if n.claims[c.sk] == c {
-		delete(n.claims, c.sk)
-	}
-	n.signal()
-	n.mu.Unlock()
-	n.m.owned.Dec()
+	c.forget()
 	// The shard stopped here before Release: its interval ends now, before
 	// the key goes and a new owner can start.
 	until := time.Now()
@@ -150,7 +143,18 @@ func (c *claim) Ship(ctx context.Context, r io.Reader) error {
 		return fmt.Errorf("hand %s to %s: its ownership or home changed meanwhile", c.id, target)
 	}
 	c.released.Store(true)
+	c.forget()
+	n.m.shipped.Inc()
+	n.log.Info().Str("shard", c.id.String()).Int64("epoch", c.epoch).Str("to", target).
+		Int64("claimed_ns", c.since.UnixNano()).Int64("until_ns", until.UnixNano()).Msg("shard ownership released")
+	return nil
+}
+
+// forget ends a released claim here: Done closed, the node no longer
+// holds it.
+func (c *claim) forget() {
 	c.finish()
+	n := c.n
 	n.mu.Lock()
 	if n.claims[c.sk] == c {
 		delete(n.claims, c.sk)
@@ -158,10 +162,6 @@ func (c *claim) Ship(ctx context.Context, r io.Reader) error {
 	n.signal()
 	n.mu.Unlock()
 	n.m.owned.Dec()
-	n.m.shipped.Inc()
-	n.log.Info().Str("shard", c.id.String()).Int64("epoch", c.epoch).Str("to", target).
-		Int64("claimed_ns", c.since.UnixNano()).Int64("until_ns", until.UnixNano()).Msg("shard ownership released")
-	return nil
 }
 
 // decision is where the placement puts a shard now.

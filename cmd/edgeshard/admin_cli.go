@@ -187,9 +187,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(list)
+		printJSON(stdout, list)
 		return 0
 	}
 	printStatus(stdout, list)
@@ -200,6 +198,13 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		printCluster(stdout, st)
 	}
 	return 0
+}
+
+// printJSON writes v as indented JSON (the --json of the admin commands).
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
 }
 
 // printStatus writes the bindings table.

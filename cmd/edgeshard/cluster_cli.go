@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -59,9 +58,7 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			enc.Encode(st)
+			printJSON(stdout, st)
 			return 0
 		}
 		printCluster(stdout, st)
