@@ -214,7 +214,12 @@ func sqlConfig(path string) string {
 // engine, logging to logs. The environment is not read: a COUNTER_DO_MODE
 // of the shell must not change what a figure measures.
 func (r *runner) startServer(dir string, logs *logSink, body string) (*server.Server, error) {
-	text := fmt.Sprintf(serverConfig, adminToken, dir, r.cacheDir, userHeader) + body
+	return r.startServerText(dir, logs, fmt.Sprintf(serverConfig, adminToken, dir, r.cacheDir, userHeader)+body)
+}
+
+// startServerText starts the server of a whole config text, as
+// startServer does.
+func (r *runner) startServerText(dir string, logs *logSink, text string) (*server.Server, error) {
 	cfg, err := config.Parse([]byte(text), filepath.Join(dir, "edgeshard.toml"))
 	if err != nil {
 		return nil, err
