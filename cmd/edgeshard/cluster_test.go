@@ -117,6 +117,16 @@ func (h *popHost) cli(t *testing.T, cmd []string, args ...string) (string, error
 	return string(out), err
 }
 
+// pageOn returns a page name starting with prefix that the placement
+// gives to node among nodes.
+func pageOn(prefix, node string, nodes ...string) string {
+	page := prefix
+	for i := 0; cluster.Owner("PAGEVIEWS", page, append([]string{node}, nodes...)) != node; i++ {
+		page = fmt.Sprintf("%s-%d", prefix, i)
+	}
+	return page
+}
+
 func (h *popHost) status(t *testing.T) cluster.Status {
 	t.Helper()
 	var st cluster.Status
@@ -230,10 +240,7 @@ func checkNoOverlap(t *testing.T, hosts []*popHost, shard string) []ownership {
 func TestClusterFencingSIGSTOP(t *testing.T) {
 	hosts := startPOP(t, "n-a", "n-b")
 	a, b := hosts[0], hosts[1]
-	page := "home"
-	for i := 0; cluster.Owner("PAGEVIEWS", page, []string{"n-a", "n-b"}) != "n-a"; i++ {
-		page = fmt.Sprintf("home-%d", i)
-	}
+	page := pageOn("home", "n-a", "n-b")
 	shard := "PAGEVIEWS/" + page
 
 	// Five views through B, forwarded to A, the owner.
@@ -355,10 +362,7 @@ func dbURLOf(t *testing.T, h *popHost) string {
 func TestClusterLeaveShipsObjects(t *testing.T) {
 	hosts := startPOP(t, "n-a", "n-b")
 	a, b := hosts[0], hosts[1]
-	page := "leave"
-	for i := 0; cluster.Owner("PAGEVIEWS", page, []string{"n-a", "n-b"}) != "n-a"; i++ {
-		page = fmt.Sprintf("leave-%d", i)
-	}
+	page := pageOn("leave", "n-a", "n-b")
 	var want int64
 	for range 5 {
 		want++
