@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,10 +21,13 @@ type claim struct {
 	sk      string
 	id      storage.ShardID
 	perName bool
+	fence   string // the shard's row in the SQL fence table
 	sess    *session
 	epoch   int64
 	fresh   bool
 	since   time.Time
+
+	leftoverKey string // a leftover claim's key (ClaimLeftover)
 
 	mu       sync.Mutex
 	attached bool // an actor runs under it (it releases it)
@@ -37,6 +41,11 @@ func (c *claim) Epoch() int64          { return c.epoch }
 func (c *claim) Fresh() bool           { return c.fresh }
 func (c *claim) Done() <-chan struct{} { return c.done }
 func (c *claim) Moving() bool          { return c.moving.Load() }
+func (c *claim) Fence() string         { return c.fence }
+
+// leftover reports a leftover claim (ClaimLeftover): placement changes do
+// not move it.
+func (c *claim) leftover() bool { return c.fence != c.id.Name }
 
 // Valid: not released, and the session's lease is renewed recently enough
 // that it cannot have lapsed in etcd (the deadline less a margin).
@@ -101,13 +110,25 @@ func (c *claim) Release() {
 	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 	defer cancel()
 	k := n.key("owners", c.sk)
+	if c.leftoverKey != "" {
+		k = c.leftoverKey
+	}
 	_, err := n.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", c.epoch)).Then(clientv3.OpDelete(k)).Commit()
 	if err != nil {
 		// The key lapses with the lease: the next owner waits for that.
 		n.log.Warn().Err(err).Str("shard", c.id.String()).Msg("releasing the owner key failed; it lapses with the lease")
 	}
-	n.log.Info().Str("shard", c.id.String()).Int64("epoch", c.epoch).
+	n.log.Info().Str("shard", c.name()).Int64("epoch", c.epoch).
 		Int64("claimed_ns", c.since.UnixNano()).Int64("until_ns", until.UnixNano()).Msg("shard ownership released")
+}
+
+// name is the shard as logs name the claim: binding/shard, and @node for
+// a leftover claim.
+func (c *claim) name() string {
+	if c.leftover() {
+		return c.id.Namespace + "/" + c.fence
+	}
+	return c.id.String()
 }
 
 // Ship implements host.Shipper: the snapshot stream read from r goes to
@@ -162,6 +183,37 @@ func (c *claim) forget() {
 	n.signal()
 	n.mu.Unlock()
 	n.m.owned.Dec()
+}
+
+// ClaimLeftover implements host.LeftoverPlacement: a claim of this node
+// alone on what it keeps of a shard owned elsewhere (a key of its own,
+// <prefix>/leftovers/<binding>/<shard>/<node>, under its lease), fenced in
+// SQL as "<shard>@<node>", apart from the shard's owner.
+func (n *Node) ClaimLeftover(ctx context.Context, id storage.ShardID) (host.Claim, error) {
+	n.mu.Lock()
+	s := n.sess
+	n.mu.Unlock()
+	if s == nil || !n.sessionLive(s) {
+		return nil, fmt.Errorf("%w: %s: no live session", host.ErrShardUnavailable, id)
+	}
+	sk := shardKey(id)
+	k := n.key("leftovers", sk+"/"+url.PathEscape(n.cfg.NodeID))
+	resp, err := n.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, n.cfg.NodeID, clientv3.WithLease(s.id))).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: etcd: %w", host.ErrShardUnavailable, id, err)
+	}
+	if !resp.Succeeded {
+		return nil, fmt.Errorf("%w: %s: a leftover flush of it runs already", host.ErrShardUnavailable, id)
+	}
+	c := &claim{n: n, sk: "leftover:" + sk, id: id, fence: id.Name + "@" + n.cfg.NodeID, sess: s,
+		epoch: resp.Header.Revision, since: time.Now(), done: make(chan struct{}), leftoverKey: k}
+	n.mu.Lock()
+	n.claims[c.sk] = c
+	n.mu.Unlock()
+	n.m.owned.Inc()
+	n.log.Info().Str("shard", c.name()).Int64("epoch", c.epoch).Msg("leftover flush of a shard owned elsewhere")
+	return c, nil
 }
 
 // decision is where the placement puts a shard now.
@@ -283,7 +335,7 @@ func (n *Node) acquire(ctx context.Context, sk string, id storage.ShardID, perNa
 		n.m.claims.WithLabelValues("busy").Inc()
 		return nil, nil
 	}
-	c := &claim{n: n, sk: sk, id: id, perName: perName, sess: s, epoch: resp.Header.Revision, fresh: perName && homeMissing,
+	c := &claim{n: n, sk: sk, id: id, perName: perName, fence: id.Name, sess: s, epoch: resp.Header.Revision, fresh: perName && homeMissing,
 		since: time.Now(), done: make(chan struct{})}
 	n.mu.Lock()
 	if old := n.claims[sk]; old != nil {

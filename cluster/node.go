@@ -270,7 +270,7 @@ func (n *Node) noticeLapse(ev *clientv3.Event) {
 	if string(ev.Kv.Key) == n.key("members", n.cfg.NodeID) && n.leaving {
 		return // Leave deleted it
 	}
-	if strings.HasPrefix(string(ev.Kv.Key), n.cfg.Prefix+"/owners/") {
+	if strings.HasPrefix(string(ev.Kv.Key), n.cfg.Prefix+"/owners/") || strings.HasPrefix(string(ev.Kv.Key), n.cfg.Prefix+"/leftovers/") {
 		return // a release
 	}
 	n.sess.markLost()
@@ -295,7 +295,7 @@ func (n *Node) liveMembers() []string {
 func (n *Node) replace() {
 	members := n.liveMembers()
 	for sk, c := range n.claims {
-		if c.perName && !n.leaving {
+		if c.leftover() || (c.perName && !n.leaving) {
 			continue
 		}
 		if n.leaving || Place(sk, members) != n.cfg.NodeID {
@@ -327,7 +327,7 @@ func (n *Node) revokeStale(ctx context.Context) {
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
 		mine := k == n.key("members", n.cfg.NodeID) ||
-			(strings.HasPrefix(k, n.cfg.Prefix+"/owners/") && string(kv.Value) == n.cfg.NodeID)
+			((strings.HasPrefix(k, n.cfg.Prefix+"/owners/") || strings.HasPrefix(k, n.cfg.Prefix+"/leftovers/")) && string(kv.Value) == n.cfg.NodeID)
 		if !mine || kv.Lease == 0 || seen[kv.Lease] {
 			continue
 		}
@@ -587,4 +587,8 @@ func (n *Node) Evict(ctx context.Context, node string) (int, error) {
 // ErrLiveMember: Evict was asked for a live member.
 var ErrLiveMember = errors.New("cluster: live member")
 
-var _ host.Placement = (*Node)(nil)
+var (
+	_ host.Placement         = (*Node)(nil)
+	_ host.LeftoverPlacement = (*Node)(nil)
+	_ host.Shipper           = (*claim)(nil)
+)

@@ -217,7 +217,7 @@ func (a *actor) SQL(ctx context.Context, stmts []abi.Statement) ([]abi.Result, e
 			// Single-writer per shard in a shared database: the batch
 			// carries the claim's epoch and is refused if a newer owner
 			// of the shard has written (placement.go).
-			res, err := f.BatchFenced(ctx, a.ns.name, a.shard, a.claim.Epoch(), stmts)
+			res, err := f.BatchFenced(ctx, a.ns.name, a.claim.Fence(), a.claim.Epoch(), stmts)
 			if errors.Is(err, ErrFenced) {
 				a.ns.metrics.m.fenceRefusals.WithLabelValues("sql").Inc()
 				a.log.Warn().Int64("epoch", a.claim.Epoch()).Msg("sql write refused: a newer owner of the shard has written")

@@ -59,6 +59,19 @@ type Claim interface {
 	Attach() bool
 	// Release gives the ownership up once the shard's actor has stopped.
 	Release()
+	// Fence names the shard's row in the SQL fence table (FencedSQLDB):
+	// the shard's name, or, for a leftover flush, one of this host's own.
+	Fence() string
+}
+
+// LeftoverPlacement is a Placement that lets a host flush what it keeps of
+// a sharded namespace's shard it does not own (its buffers from an earlier
+// ownership): the shard's alarm runs here under a claim of this host's
+// alone, fenced apart from the shard's owner. Buffers that flush under
+// keys of their own per host (the edge API's flush sequences are per
+// node) are then flushed exactly once, whoever owns the shard now.
+type LeftoverPlacement interface {
+	ClaimLeftover(ctx context.Context, id storage.ShardID) (Claim, error)
 }
 
 // Shipper is a Claim that can move the shard's storage with its
@@ -172,10 +185,54 @@ func (ns *Namespace) deliverAlarm(id storage.ShardID, ev *event) {
 	c, err := ns.h.cfg.Placement.Claim(ctx, id, ns.binding.Shards == 0)
 	if err == nil {
 		err = ns.enqueue(id.Name, ev, c)
+	} else if lp, ok := ns.h.cfg.Placement.(LeftoverPlacement); ok && ns.binding.Shards > 0 {
+		err = ns.flushLeftover(ctx, id, ev, lp)
 	}
 	if err != nil && !ns.h.isClosing() {
 		ns.h.alarms.schedule(id, ns.h.cfg.Clock.Now().Add(alarmElsewhereRetry).UnixMilli(), ev.retry)
 	}
+}
+
+// flushLeftover runs a due alarm of a sharded namespace's shard owned
+// elsewhere on what this host keeps of it, under a leftover claim, on an
+// actor of its own outside the namespace's map; no actor of the shard
+// starts here meanwhile (it waits, as for ReceiveShard).
+func (ns *Namespace) flushLeftover(ctx context.Context, id storage.ShardID, ev *event, lp LeftoverPlacement) error {
+	if !ns.lockShard(id.Name) {
+		return errMoved
+	}
+	defer ns.unlockShard(id.Name)
+	c, err := lp.ClaimLeftover(ctx, id)
+	if err != nil {
+		return err
+	}
+	a := newActor(ns, id.Name, c)
+	a.log = a.log.With().Bool("leftover", true).Logger()
+	a.handleAlarm(ev.retry)
+	a.waitLast()
+	a.closeInstance()
+	a.dropPrepared()
+	a.store.Close()
+	c.Release()
+	return nil
+}
+
+// lockShard keeps any actor of shard from starting here (ReceiveShard, a
+// leftover flush); false if one runs or the shard is locked already.
+func (ns *Namespace) lockShard(shard string) bool {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.actors[shard] != nil || ns.receiving[shard] || ns.stopped {
+		return false
+	}
+	ns.receiving[shard] = true
+	return true
+}
+
+func (ns *Namespace) unlockShard(shard string) {
+	ns.mu.Lock()
+	delete(ns.receiving, shard)
+	ns.mu.Unlock()
 }
 
 // alarmElsewhereRetry is how long the alarm of a shard this host cannot
@@ -336,7 +393,7 @@ func (a *actor) raiseFence() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), fenceRaiseTimeout)
 	defer cancel()
-	if _, err := f.BatchFenced(ctx, a.ns.name, a.shard, a.claim.Epoch(), nil); err != nil {
+	if _, err := f.BatchFenced(ctx, a.ns.name, a.claim.Fence(), a.claim.Epoch(), nil); err != nil {
 		a.log.Warn().Err(err).Int64("epoch", a.claim.Epoch()).Msg("raising the shard's fence in its sql database failed; its first write raises it")
 	}
 }
@@ -363,18 +420,10 @@ func (a *actor) startClaimed() error {
 // stream imported (all or nothing), its alarm scheduled. Refused while
 // the shard runs here.
 func (ns *Namespace) ReceiveShard(ctx context.Context, shard string, r io.Reader) (storage.ShardSnapshotStats, error) {
-	ns.mu.Lock()
-	if ns.actors[shard] != nil || ns.receiving[shard] || ns.stopped {
-		ns.mu.Unlock()
+	if !ns.lockShard(shard) {
 		return storage.ShardSnapshotStats{}, fmt.Errorf("%w: the shard runs on this host", ErrNotOwner)
 	}
-	ns.receiving[shard] = true
-	ns.mu.Unlock()
-	defer func() {
-		ns.mu.Lock()
-		delete(ns.receiving, shard)
-		ns.mu.Unlock()
-	}()
+	defer ns.unlockShard(shard)
 	a := &actor{ns: ns, shard: shard, id: ns.shardID(shard), store: ns.h.store.Shard(ns.shardID(shard))}
 	defer a.store.Close()
 	if err := a.erase(); err != nil {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/cluster"
+	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/etcdtest"
 	"github.com/edgeshard/edgeshard/internal/pgtest"
 	"github.com/edgeshard/edgeshard/internal/proctest"
@@ -40,7 +41,11 @@ type popHost struct {
 // test's own) and one PostgreSQL database, serving the tutorial's
 // pageviews shard (per-name objects that flush their totals to SQL on an
 // alarm) as PAGEVIEWS.
-func startPOP(t *testing.T, nodes ...string) []*popHost {
+func startPOP(t *testing.T, nodes ...string) []*popHost { return startPOPShards(t, 0, nodes...) }
+
+// startPOPShards is startPOP with PAGEVIEWS a sharded namespace of shards
+// shards (0: per-name).
+func startPOPShards(t *testing.T, shards int, nodes ...string) []*popHost {
 	t.Helper()
 	etcd := etcdtest.Shared(t).Endpoint()
 	prefix := etcdtest.Prefix(t)
@@ -66,7 +71,7 @@ shutdown_grace = "20s"
 [[durable_objects.bindings]]
 name = "PAGEVIEWS"
 module = %q
-shards = 0
+shards = %d
 sql = "DB"
 analytics = "AE"
 
@@ -91,7 +96,7 @@ advertise = "http://{{LISTEN}}"
 lease_ttl = "2s"
 prefix = %q
 secret = "pop-secret"
-`, admin, clusterToken, testutil.CacheDir(), node, mod, db, etcd, prefix)
+`, admin, clusterToken, testutil.CacheDir(), node, mod, shards, db, etcd, prefix)
 		p := proctest.Start(t, dir, cfg)
 		hosts = append(hosts, &popHost{node: node, admin: admin, Proc: p})
 	}
@@ -337,6 +342,52 @@ func TestClusterFencingSIGSTOP(t *testing.T) {
 	if len(iv) < 2 || iv[0].node != "n-a" || iv[len(iv)-1].node != "n-b" {
 		t.Fatalf("ownership of %s: %+v, want a then b", shard, iv)
 	}
+}
+
+// TestClusterLeftoverFlush: a buffer left on a host that no longer owns
+// its shard is flushed by that host, exactly once, whoever owns the
+// shard. PAGEVIEWS is sharded here: A owns shard S; A dies (kill -9) and B
+// takes S over with fresh storage, counts 3 views and dies too before its
+// flush; A comes back and owns S again; when B comes back its overdue
+// flush runs as a leftover flush (under a claim of its own, fenced apart)
+// and SQL gets B's 3 views — without it they would wait on B's disk until
+// the placement gave S back to B. Ownership intervals of S never overlap.
+func TestClusterLeftoverFlush(t *testing.T) {
+	hosts := startPOPShards(t, 2, "n-a", "n-b")
+	a, b := hosts[0], hosts[1]
+	s := "0"
+	if cluster.Owner("PAGEVIEWS", s, []string{"n-a", "n-b"}) != "n-a" {
+		s = "1"
+	}
+	key := "k"
+	for i := 0; strconv.FormatUint(uint64(host.HashToShard(key)%2), 10) != s; i++ {
+		key = fmt.Sprintf("k%d", i)
+	}
+	a.Kill()
+	waitUntil(t, 15*time.Second, "b sees a gone", func() bool { return len(b.status(t).Members) == 1 })
+	for i := 1; i <= 3; i++ {
+		if code, views, _ := view(t, b, key); code != 200 || views != int64(i) {
+			t.Fatalf("view %d on b: %d views=%d (want a fresh shard on b)", i, code, views)
+		}
+	}
+	b.Kill() // before its 2 s flush
+	a.Restart()
+	waitUntil(t, 15*time.Second, "a a member again", func() bool { return len(a.status(t).Members) == 1 })
+	b.Restart()
+	db, err := sql.Open("pgx", dbURLOf(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var views int64
+	waitUntil(t, 20*time.Second, "b's leftover views in SQL", func() bool {
+		err := db.QueryRowContext(context.Background(), "SELECT views FROM page_views WHERE page = $1", s).Scan(&views)
+		return err == nil && views == 3
+	})
+	if !strings.Contains(b.Output(), "leftover flush of a shard owned elsewhere") {
+		t.Fatalf("b never ran a leftover flush:\n%s", b.Output())
+	}
+	checkNoOverlap(t, hosts, "PAGEVIEWS/"+s)
 }
 
 // dbURLOf reads the PostgreSQL URL from h's config.
