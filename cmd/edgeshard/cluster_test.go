@@ -390,6 +390,17 @@ func TestClusterLeftoverFlush(t *testing.T) {
 	checkNoOverlap(t, hosts, "PAGEVIEWS/"+s)
 }
 
+// problems returns the warning and error lines of a host's log.
+func problems(log string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, `"level":"warn"`) || strings.Contains(l, `"level":"error"`) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // dbURLOf reads the PostgreSQL URL from h's config.
 func dbURLOf(t *testing.T, h *popHost) string {
 	t.Helper()
@@ -427,7 +438,8 @@ func TestClusterLeaveShipsObjects(t *testing.T) {
 	for time.Now().Before(deadline) {
 		want++
 		if code, views, _ := view(t, b, page); code != 200 || views != want {
-			t.Fatalf("view %d while a leaves: %d views=%d (want every request served, the count carried over)", want, code, views)
+			t.Fatalf("view %d while a leaves: %d views=%d (want every request served, the count carried over)\na:\n%s\nb:\n%s", want, code, views,
+				problems(a.Output()), problems(b.Output()))
 		}
 	}
 	if err := <-stopped; err != nil {
