@@ -5,7 +5,7 @@ BUILD     := build
 WASMENV   := GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0
 WASMBUILD := $(WASMENV) $(GO) build -buildmode=c-shared -trimpath
 PLUGINS   := ratelimit runtimeevents counters
-EXAMPLES  := counter leaderboard idempotency presence tutorial
+EXAMPLES  := counter leaderboard idempotency presence tutorial chat
 # The non-Go examples: C with clang and wasi-libc, WAT with wabt (make deps).
 CWASM     := clang --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Werror -Wl,--strip-debug -I abi/include
 CONFIG    ?= edgeshard.toml
@@ -62,6 +62,8 @@ FUZZTARGETS := \
 	./host/internal/wasm:FuzzLoad \
 	./host/internal/wasm/wasmbin:FuzzPreflight \
 	./host/config:FuzzParse \
+	./storage/snapshot:FuzzReader \
+	./storage:FuzzImportShard \
 	./host:FuzzDO \
 	./edge:FuzzParseEvents
 

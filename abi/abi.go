@@ -27,6 +27,9 @@ const (
 	ExportAlloc      = "edgeshard_alloc"       // (size i32) -> i32 ptr
 	ExportFetch      = "edgeshard_fetch"       // (ptr i32, len i32) -> i64 (ptr<<32 | len)
 	ExportAlarm      = "edgeshard_alarm"       // (retryCount i32) -> i32 errno
+	// ExportFetchBatch is optional (batch.go: several queued requests in
+	// one call, each answered with FnFetchRespond).
+	ExportFetchBatch = "edgeshard_fetch_batch" // (ptr i32, len i32, count i32) -> i32 answered
 	ExportInitialize = "_initialize"           // WASI reactor start function
 	ExportMemory     = "memory"
 )
@@ -44,15 +47,18 @@ const (
 	GroupLog       = "log"
 	GroupSQL       = "sql"
 	GroupAnalytics = "analytics"
+	GroupCall      = "call"  // shard_call: requests to other bindings' shards
+	GroupFetch     = "fetch" // http_fetch: outbound HTTP(S)
 )
 
 // AllGroups lists every binding group in a stable order.
-var AllGroups = []string{GroupCore, GroupStorage, GroupAlarm, GroupVars, GroupLog, GroupSQL, GroupAnalytics}
+var AllGroups = []string{GroupCore, GroupStorage, GroupAlarm, GroupVars, GroupLog, GroupSQL, GroupAnalytics, GroupCall, GroupFetch}
 
 // Host function names (import module ImportModule), by group.
 const (
 	FnResultTake   = "result_take"   // core: (buf, cap) -> i64
 	FnErrorMessage = "error_message" // core: (buf, cap) -> i64
+	FnFetchRespond = "fetch_respond" // core: (resp_ptr, resp_len) -> i32, inside edgeshard_fetch_batch
 
 	FnStorageGet         = "storage_get"          // (kp, kl, buf, cap) -> i64
 	FnStorageGetMulti    = "storage_get_multi"    // (keysp, keysl, buf, cap) -> i64
@@ -74,11 +80,14 @@ const (
 	FnSQLExec = "sql_exec" // (p, l, buf, cap) -> i64
 
 	FnAnalyticsWrite = "analytics_write" // (p, l) -> i32
+
+	FnShardCall = "shard_call" // call: (CallRequest p, l, buf, cap) -> i64 (Response)
+	FnHTTPFetch = "http_fetch" // fetch: (Request p, l, buf, cap) -> i64 (Response)
 )
 
 // FunctionGroups maps each host function to its binding group.
 var FunctionGroups = map[string]string{
-	FnResultTake: GroupCore, FnErrorMessage: GroupCore,
+	FnResultTake: GroupCore, FnErrorMessage: GroupCore, FnFetchRespond: GroupCore,
 	FnStorageGet: GroupStorage, FnStorageGetMulti: GroupStorage, FnStoragePut: GroupStorage,
 	FnStoragePutMulti: GroupStorage, FnStorageDelete: GroupStorage, FnStorageDeleteMulti: GroupStorage,
 	FnStorageList: GroupStorage, FnStorageDeleteAll: GroupStorage,
@@ -87,15 +96,19 @@ var FunctionGroups = map[string]string{
 	FnLogWrite:       GroupLog,
 	FnSQLExec:        GroupSQL,
 	FnAnalyticsWrite: GroupAnalytics,
+	FnShardCall:      GroupCall,
+	FnHTTPFetch:      GroupFetch,
 }
 
 // Errno is the numeric error code host functions return (as -errno in i64
 // results) and guest exports return (as errno in i32 results).
 type Errno uint32
 
-// Errno values. ErrnoDeadline and ErrnoCanceled are reserved: the host does
-// not return them from ABI v1 functions today (a call past its deadline ends
-// the instance instead), but guests must treat them as failures.
+// Errno values. ErrnoCanceled is reserved: the host does not return it
+// today, but guests must treat it as a failure. ErrnoDeadline is answered
+// only by shard_call and http_fetch (the event's deadline, or the fetch
+// timeout, passed while waiting); any other call past the event deadline
+// ends the instance.
 const (
 	ErrnoOK         Errno = 0
 	ErrnoNotFound   Errno = 1  // key, var or alarm absent
@@ -105,18 +118,21 @@ const (
 	ErrnoNotGranted Errno = 5  // the binding does not grant this group
 	ErrnoSQL        Errno = 6  // SQL statement failed; see error_message
 	ErrnoAnalytics  Errno = 7  // data point rejected; see error_message
-	ErrnoDeadline   Errno = 8  // reserved: deadline exceeded
+	ErrnoDeadline   Errno = 8  // deadline exceeded (shard_call, http_fetch)
 	ErrnoCanceled   Errno = 9  // reserved: cancelled
 	ErrnoInternal   Errno = 10 // host bug or unexpected state
 	ErrnoFault      Errno = 11 // pointer/length outside guest memory
 	ErrnoNoResult   Errno = 12 // result_take without a pending result
 	ErrnoLimit      Errno = 13 // a per-event budget is spent; a later event may succeed
 	ErrnoQuota      Errno = 14 // the shard's storage quota is full; delete data first
+	ErrnoDeadlock   Errno = 15 // shard_call would wait on a shard that waits on the caller
+	ErrnoRefused    Errno = 16 // http_fetch: the destination is not allowed (fetch_hosts, the address guard)
+	ErrnoNetwork    Errno = 17 // http_fetch: DNS, connection or TLS failure, or a malformed answer
 )
 
 // ErrnoMax is the largest errno this host returns. Guests must treat any
 // errno they do not know as a failure.
-const ErrnoMax = ErrnoQuota
+const ErrnoMax = ErrnoNetwork
 
 var errnoNames = map[Errno]string{
 	ErrnoOK: "ok", ErrnoNotFound: "not found", ErrnoInvalid: "invalid argument",
@@ -124,6 +140,7 @@ var errnoNames = map[Errno]string{
 	ErrnoSQL: "SQL error", ErrnoAnalytics: "analytics error", ErrnoDeadline: "deadline exceeded",
 	ErrnoCanceled: "cancelled", ErrnoInternal: "internal host error", ErrnoFault: "memory fault",
 	ErrnoNoResult: "no pending result", ErrnoLimit: "event limit exceeded", ErrnoQuota: "storage quota exceeded",
+	ErrnoDeadlock: "call would deadlock", ErrnoRefused: "destination refused", ErrnoNetwork: "network error",
 }
 
 func (e Errno) Error() string {
@@ -150,6 +167,8 @@ const (
 	MaxAnalyticsBlob      = 20        // blobs per data point
 	MaxAnalyticsBlobTotal = 16 << 10  // bytes of all blobs together
 	MaxAnalyticsDbl       = 20        // doubles per data point
+	MaxOutboundRequest    = 16 << 20  // bytes of one encoded shard_call or http_fetch request
+	MaxCallDepth          = 8         // shards in one chain of shard_calls, the first caller and the last callee included
 )
 
 // MaxNodeID is the longest node id, the value of the reserved var

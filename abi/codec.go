@@ -255,6 +255,32 @@ func (d *Decoder) like(old string) string {
 	return string(b)
 }
 
+// AppendCallRequest appends the encoding of c to b: binding and key, then
+// the request.
+func AppendCallRequest(b []byte, c *CallRequest) []byte {
+	e := Encoder{B: b}
+	e.String(c.Binding)
+	e.String(c.Key)
+	return AppendRequest(e.B, &c.Request)
+}
+
+// DecodeCallRequest decodes a CallRequest; Body aliases b.
+func DecodeCallRequest(b []byte) (*CallRequest, error) {
+	d := NewDecoder(b)
+	c := &CallRequest{}
+	c.Binding = d.String()
+	c.Key = d.String()
+	if err := d.Err(); err != nil {
+		return nil, err
+	}
+	r, err := DecodeRequest(b[d.off:])
+	if err != nil {
+		return nil, err
+	}
+	c.Request = *r
+	return c, nil
+}
+
 // AppendResponse appends the encoding of r to b.
 func AppendResponse(b []byte, r *Response) []byte {
 	e := Encoder{B: b}

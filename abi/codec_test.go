@@ -35,6 +35,15 @@ var kinds = []kind{
 		sample: &abi.Request{Method: "POST", Path: "/increment?by=2", Header: []abi.Header{{"A", "1"}, {"a", "2"}, {"", ""}}, Body: []byte("{\x00\xff}")},
 	},
 	{
+		name:   "CallRequest",
+		encode: func(v any) []byte { return abi.AppendCallRequest(nil, v.(*abi.CallRequest)) },
+		decode: func(b []byte) (any, error) { return abi.DecodeCallRequest(b) },
+		gen: func(g *gen) any {
+			return &abi.CallRequest{Binding: g.str(), Key: g.str(), Request: abi.Request{Method: g.str(), Path: g.str(), Header: g.headers(), Body: g.bytes()}}
+		},
+		sample: &abi.CallRequest{Binding: "ROOMS", Key: "lobby", Request: abi.Request{Method: "GET", Path: "/members", Header: []abi.Header{{"A", "1"}}, Body: []byte("x")}},
+	},
+	{
 		name:   "Response",
 		encode: func(v any) []byte { return abi.AppendResponse(nil, v.(*abi.Response)) },
 		decode: func(b []byte) (any, error) { return abi.DecodeResponse(b) },

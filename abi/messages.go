@@ -16,6 +16,15 @@ type Request struct {
 	Body   []byte
 }
 
+// CallRequest is a shard's request to a shard of another binding
+// (shard_call): Binding and Key address it as /do/{Binding}/{Key}/... would,
+// Path is the path that shard sees.
+type CallRequest struct {
+	Binding string
+	Key     string
+	Request
+}
+
 // Response is what a shard's fetch export returns.
 type Response struct {
 	Status int

@@ -68,6 +68,15 @@ func TestLedgerSuite(t *testing.T) {
 	conformance.Run(t, wasm, "testdata/ledger.json", opts(conformance.BackendMemory))
 }
 
+// TestShardSQLSuite runs the database-per-shard steps (shard_sql: expect_sql
+// by key, sql_fail crash_after_commit between the two commits) with the
+// host's shardsql test plugin, on both backends.
+func TestShardSQLSuite(t *testing.T) {
+	t.Parallel()
+	wasm := testutil.Plugin(t, "host/testdata/plugins/shardsql")
+	conformance.RunEachBackend(t, wasm, "testdata/shardsql.json", opts(""))
+}
+
 // TestPluginSuites runs each pipeline plugin's own suite on the real host
 // (Badger + SQLite file); each plugin's package runs it on the memory
 // backend, so together they cover both without running either twice.
@@ -275,7 +284,15 @@ func TestParseSuiteErrors(t *testing.T) {
 		{"expect without fetch", scen(`{"restart": {"key": "a"}, "expect": {"status": 200}}`), `"expect" belongs to a "fetch" step`},
 		{"repeat without step", scen(`{"repeat": 2}`), `repeat needs a "step"`},
 		{"invalid repeated step", scen(`{"repeat": 2, "step": {"advance": "-1s"}}`), `steps[0].step (advance): cannot advance by a negative duration`},
-		{"sql without binding", scen(`{"sql_fail": {"mode": "error"}}`), `sql_fail needs "sql": true in the binding`},
+		{"sql without binding", scen(`{"sql_fail": {"mode": "error"}}`), `sql_fail needs "sql" or "shard_sql": true in the binding`},
+		{"sql and shard_sql", `{"format": "edgeshard-conformance/v1", "binding": {"sql": true, "shard_sql": true}, "scenarios": [{"name": "s", "steps": [{"advance": "1s"}]}]}`,
+			`a binding has one shared database or one per shard`},
+		{"shard_sql error mode", `{"format": "edgeshard-conformance/v1", "binding": {"shard_sql": true}, "scenarios": [{"name": "s", "steps": [{"sql_fail": {"mode": "error"}}]}]}`,
+			`mode "error" does not apply to shard_sql`},
+		{"shard_sql expect_sql without key", `{"format": "edgeshard-conformance/v1", "binding": {"shard_sql": true}, "scenarios": [{"name": "s", "steps": [{"expect_sql": {"query": "SELECT 1", "rows": []}}]}]}`,
+			`expect_sql needs the key of the shard`},
+		{"expect_sql key without shard_sql", `{"format": "edgeshard-conformance/v1", "binding": {"sql": true}, "scenarios": [{"name": "s", "steps": [{"expect_sql": {"key": "a", "query": "SELECT 1", "rows": []}}]}]}`,
+			`key applies to shard_sql only`},
 		{"sql mode", `{"format": "edgeshard-conformance/v1", "binding": {"sql": true}, "scenarios": [{"name": "s", "steps": [{"sql_fail": {"mode": "sometimes"}}]}]}`,
 			`mode "sometimes": want "error", "crash_after_commit" or "off"`},
 		{"rows required", `{"format": "edgeshard-conformance/v1", "binding": {"sql": true}, "scenarios": [{"name": "s", "steps": [{"expect_sql": {"query": "SELECT 1"}}]}]}`,

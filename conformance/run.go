@@ -498,7 +498,13 @@ func (w *world) expectSQL(ctx context.Context, e *ExpectSQL) *Failure {
 	}
 	// The query runs as a plugin's would, through the binding: the same
 	// placeholders and values on SQLite and PostgreSQL.
-	rs, err := w.db.Batch(ctx, []abi.Statement{{SQL: e.Query, Args: args}})
+	var rs []abi.Result
+	var err error
+	if w.binding.ShardSQL {
+		rs, err = w.shardQuery(ctx, e.Key, abi.Statement{SQL: e.Query, Args: args})
+	} else {
+		rs, err = w.db.Batch(ctx, []abi.Statement{{SQL: e.Query, Args: args}})
+	}
 	if err != nil {
 		return &Failure{Message: "query failed: " + err.Error(), Expected: show(e.Rows)}
 	}

@@ -43,6 +43,11 @@ type Binding struct {
 	Shards int `json:"shards,omitempty"`
 	// SQL grants the SQL binding (a migrated SQLite database).
 	SQL bool `json:"sql,omitempty"`
+	// ShardSQL grants the SQL binding as a database per shard (the host's
+	// sql = "shard"): expect_sql then names the shard by key, and sql_fail
+	// takes only "crash_after_commit" (the process dies between the
+	// event's SQL commit and its storage commit) and "off".
+	ShardSQL bool `json:"shard_sql,omitempty"`
 	// Analytics grants the analytics binding (a recorder).
 	Analytics bool `json:"analytics,omitempty"`
 	// Dataset is the analytics dataset name (default: the binding name).
@@ -154,7 +159,8 @@ const (
 // SQLFail injects SQL failures into the plugin's SQL binding.
 type SQLFail struct {
 	// Mode is "error" (SQL calls fail with an error), "crash_after_commit"
-	// (the batch commits, then the guest traps) or "off".
+	// (the batch commits, then the guest traps; with shard_sql: the event's
+	// SQL commits, then the host dies before its storage commit) or "off".
 	Mode string `json:"mode"`
 	// Times limits how many SQL calls the mode affects before it turns
 	// itself off: default unlimited for "error", 1 for
@@ -164,6 +170,9 @@ type SQLFail struct {
 
 // ExpectSQL runs a query on the SQL database and compares its rows.
 type ExpectSQL struct {
+	// Key, with shard_sql only, names the shard (by routing key) whose
+	// database is queried.
+	Key   string `json:"key,omitempty"`
 	Query string `json:"query"`
 	Args  []any  `json:"args,omitempty"`
 	// Rows must equal the result, in order ([] for none). Numbers compare
@@ -591,6 +600,9 @@ func (s *Suite) validate() error {
 	if s.Binding.Shards < 0 {
 		return fmt.Errorf("binding: shards must be ≥ 0, got %d", s.Binding.Shards)
 	}
+	if s.Binding.SQL && s.Binding.ShardSQL {
+		return errors.New("binding: sql and shard_sql: a binding has one shared database or one per shard")
+	}
 	if len(s.Scenarios) == 0 {
 		return errors.New("the suite has no scenarios")
 	}
@@ -694,8 +706,11 @@ func (st *Step) check(b Binding) error {
 	case "fire_alarm", "restart":
 		// Any key routes somewhere; the host refuses bad per-name keys.
 	case "sql_fail":
-		if !b.SQL {
-			return errors.New("sql_fail needs \"sql\": true in the binding")
+		if !b.SQL && !b.ShardSQL {
+			return errors.New("sql_fail needs \"sql\" or \"shard_sql\": true in the binding")
+		}
+		if b.ShardSQL && st.SQLFail.Mode == SQLFailError {
+			return fmt.Errorf("mode %q does not apply to shard_sql (a shard's own database fails only as its disk does)", SQLFailError)
 		}
 		switch st.SQLFail.Mode {
 		case SQLFailError, SQLFailCrashAfterCommit, SQLFailOff:
@@ -708,8 +723,12 @@ func (st *Step) check(b Binding) error {
 	case "expect_sql":
 		e := st.ExpectSQL
 		switch {
-		case !b.SQL:
-			return errors.New("expect_sql needs \"sql\": true in the binding")
+		case !b.SQL && !b.ShardSQL:
+			return errors.New("expect_sql needs \"sql\" or \"shard_sql\": true in the binding")
+		case b.ShardSQL && e.Key == "":
+			return errors.New("with shard_sql, expect_sql needs the key of the shard whose database it queries")
+		case !b.ShardSQL && e.Key != "":
+			return errors.New("key applies to shard_sql only (a shared database has no shard)")
 		case strings.TrimSpace(e.Query) == "":
 			return errors.New("query is empty")
 		case e.Rows == nil:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/storage/analytics"
+	"github.com/edgeshard/edgeshard/storage/shardsql"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"github.com/rs/zerolog"
 )
@@ -96,6 +98,15 @@ func newWorld(ctx context.Context, r *runner, sc *Scenario, logf func(string, ..
 		return nil, fmt.Errorf("unknown backend %q", r.opts.Backend)
 	}
 	b := host.Binding{Name: w.binding.name(), ModuleBytes: r.bin, Shards: w.binding.Shards}
+	if w.binding.ShardSQL {
+		// sql_fail crash_after_commit is the host's injected crash between
+		// an event's SQL commit and its storage commit.
+		w.sql = &faultySQL{}
+		b.SQL = host.ShardSQL
+		opts = append(opts, harness.Context(hostinternal.WithShardSQLCrash(ctx, func(string, string) bool {
+			return w.sql.use(SQLFailCrashAfterCommit)
+		})))
+	}
 	if w.binding.SQL {
 		d := harness.Database{Name: sqlBindingName, Schema: r.opts.Schema,
 			Wrap: func(db host.SQLDB) host.SQLDB { w.sql = &faultySQL{db: db}; return w.sql }}
@@ -418,3 +429,22 @@ func (f *faultySQL) Dialect() string {
 }
 
 var _ host.SQLDB = (*faultySQL)(nil)
+
+// shardQuery runs st in the own database of the shard key routes to
+// (shard_sql), in a transaction it rolls back.
+func (w *world) shardQuery(ctx context.Context, key string, st abi.Statement) ([]abi.Result, error) {
+	shard, err := w.shard(key)
+	if err != nil {
+		return nil, err
+	}
+	path := shardsql.Path(w.env.Dir, w.binding.name(), shard)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("shard %s has no database (it ran no SQL): %w", shard, err)
+	}
+	db, err := shardsql.Open(path, shardsql.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	return db.Batch(ctx, []abi.Statement{st})
+}

@@ -153,17 +153,7 @@ func (a *API) shadowCounters(ctx context.Context, ds []delta) {
 
 // groupDeltas groups deltas by the shard of their row id.
 func (a *API) groupDeltas(ds []delta) (map[int][]delta, []int) {
-	n := a.counter.Shards()
-	groups := map[int][]delta{}
-	var order []int
-	for _, d := range ds {
-		s := shardOf(d.ID, n)
-		if _, ok := groups[s]; !ok {
-			order = append(order, s)
-		}
-		groups[s] = append(groups[s], d)
-	}
-	return groups, order
+	return groupByShard(ds, a.counter.Shards(), func(d delta) string { return d.ID })
 }
 
 // incrementReply is COUNTER_SHARD's /increment answer.

@@ -231,6 +231,21 @@ func shardOf(key string, n int) int {
 	return int(host.HashToShard(key) % uint32(n))
 }
 
+// groupByShard groups items by the shard (of n) of their key, and lists
+// the shards in the order their first item came.
+func groupByShard[T any](items []T, n int, key func(T) string) (map[int][]T, []int) {
+	groups := map[int][]T{}
+	var order []int
+	for _, it := range items {
+		s := shardOf(key(it), n)
+		if _, ok := groups[s]; !ok {
+			order = append(order, s)
+		}
+		groups[s] = append(groups[s], it)
+	}
+	return groups, order
+}
+
 // ShardError is a shard's answer with a non-2xx status.
 type ShardError struct {
 	Status int

@@ -196,11 +196,7 @@ func TestFaultSQLDownForAWhile(t *testing.T) {
 	f := newFixture(t, testConfig(), e.deps())
 	db.set(sqlFail, 0)
 
-	ids := postEvents(t, f, 250, 50)
-	for p := 0; p < 4; p++ {
-		hit(t, f, fmt.Sprintf("/posts/sq%d/views", p), 10)
-		hit(t, f, fmt.Sprintf("/posts/sq%d/runs", p), 5)
-	}
+	ids := postFlowWrites(t, f, "sq")
 	e.tick(20 * time.Second)
 	if n := f.scalar(`SELECT COUNT(*) FROM runtime_events`); n != 0 {
 		t.Fatalf("%d runtime_events rows while SQL is down", n)
@@ -243,26 +239,7 @@ func TestFaultSQLDownForAWhile(t *testing.T) {
 
 	// Back, with the worst timing for the first flushes.
 	db.set(sqlCrashAfter, 4)
-	e.settle(t, 2*time.Minute, "every write flushed", func() bool {
-		if f.scalar(`SELECT COUNT(*) FROM runtime_events`) < 250 {
-			return false
-		}
-		for p := 0; p < 4; p++ {
-			if postStat(t, f, fmt.Sprintf("sq%d", p), "views") < 10 || postStat(t, f, fmt.Sprintf("sq%d", p), "runs") < 5 {
-				return false
-			}
-		}
-		return true
-	})
-	e.idle(t)
-	e.tick(10 * time.Second)
-	e.idle(t)
-	checkEventsOnce(t, f, ids)
-	for p := 0; p < 4; p++ {
-		if v, r := postStat(t, f, fmt.Sprintf("sq%d", p), "views"), postStat(t, f, fmt.Sprintf("sq%d", p), "runs"); v != 10 || r != 5 {
-			t.Fatalf("sq%d: views %d runs %d, want 10 and 5", p, v, r)
-		}
-	}
+	checkFlowWritesOnce(t, e, f, "sq", ids)
 	if n := e.keys(t, "RUNTIME_EVENT_SHARD", "ev:") + e.keys(t, "COUNTER_SHARD", "d:") + e.keys(t, "COUNTER_SHARD", "inflight"); n != 0 {
 		t.Fatalf("%d keys still buffered after the flushes", n)
 	}
@@ -490,5 +467,43 @@ func TestFaultSlowDiskDoesNotDoubleCount(t *testing.T) {
 	e.idle(t)
 	if v := postStat(t, f, "slow", "views"); v != 2 {
 		t.Fatalf("views = %d, want 2", v)
+	}
+}
+
+// postFlowWrites posts 250 runtime events (batches of 50) and 10 views and
+// 5 runs to each of the posts <prefix>0..3; it returns the events' ids.
+func postFlowWrites(t *testing.T, f *fixture, prefix string) []string {
+	t.Helper()
+	ids := postEvents(t, f, 250, 50)
+	for p := 0; p < 4; p++ {
+		hit(t, f, fmt.Sprintf("/posts/%s%d/views", prefix, p), 10)
+		hit(t, f, fmt.Sprintf("/posts/%s%d/runs", prefix, p), 5)
+	}
+	return ids
+}
+
+// checkFlowWritesOnce waits until postFlowWrites' writes are flushed, lets
+// every pending alarm run, and wants each in SQL exactly once.
+func checkFlowWritesOnce(t *testing.T, e *realEnv, f *fixture, prefix string, ids []string) {
+	t.Helper()
+	e.settle(t, 2*time.Minute, "every write flushed", func() bool {
+		if f.scalar(`SELECT COUNT(*) FROM runtime_events`) < 250 {
+			return false
+		}
+		for p := 0; p < 4; p++ {
+			if postStat(t, f, fmt.Sprintf("%s%d", prefix, p), "views") < 10 || postStat(t, f, fmt.Sprintf("%s%d", prefix, p), "runs") < 5 {
+				return false
+			}
+		}
+		return true
+	})
+	e.idle(t)
+	e.tick(10 * time.Second)
+	e.idle(t)
+	checkEventsOnce(t, f, ids)
+	for p := 0; p < 4; p++ {
+		if v, r := postStat(t, f, fmt.Sprintf("%s%d", prefix, p), "views"), postStat(t, f, fmt.Sprintf("%s%d", prefix, p), "runs"); v != 10 || r != 5 {
+			t.Fatalf("%s%d: views %d runs %d, want 10 and 5", prefix, p, v, r)
+		}
 	}
 }

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeshard/edgeshard/edge/schema"
 	"github.com/edgeshard/edgeshard/internal/pgtest"
+	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
 )
 
@@ -28,15 +28,7 @@ func startFleet(t *testing.T, nodes ...string) []*pop {
 	t.Helper()
 	url := pgtest.DB(t)
 	open := func(t *testing.T) *sqldb.DB {
-		db, err := sqldb.Open(url, sqldb.Options{MaxOpenConns: 16})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		if _, err := schema.Migrate(context.Background(), db); err != nil {
-			t.Fatal(err)
-		}
-		return db
+		return testutil.SQLWith(t, url, sqldb.Options{MaxOpenConns: 16}, testutil.EdgeSchema(t))
 	}
 	var out []*pop
 	for _, n := range nodes {

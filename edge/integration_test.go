@@ -212,9 +212,17 @@ func checkEventsOnce(t *testing.T, f *fixture, ids []string) {
 }
 
 func TestIntegrationRuntimeEvents250EachMode(t *testing.T) {
+	checkRuntimeEvents250(t, envOpts{virtual: true, shards: 32})
+}
+
+// checkRuntimeEvents250: in every mode, 250 events posted in batches of 50
+// land in runtime_events exactly once: flushed by the shards (primary),
+// written inline and by the shards, deduped by id (shadow), inline only
+// (off); in primary, one analytics point each.
+func checkRuntimeEvents250(t *testing.T, o envOpts) {
 	for _, mode := range []Mode{ModePrimary, ModeShadow, ModeOff} {
 		t.Run(string(mode), func(t *testing.T) {
-			e := startReal(t, envOpts{virtual: true, shards: 32})
+			e := startReal(t, o)
 			cfg := testConfig()
 			cfg.EventMode = mode
 			f := newFixture(t, cfg, e.deps())
@@ -291,9 +299,16 @@ func (f *fixture) likes(t *testing.T, post string) int64 {
 }
 
 func TestIntegrationLikes100EachMode(t *testing.T) {
-	for _, mode := range []Mode{ModePrimary, ModeShadow, ModeOff} {
+	checkLikes100(t, envOpts{virtual: true, shards: 32}, ModePrimary, ModeShadow, ModeOff)
+}
+
+// checkLikes100: in each of modes, like100's concurrent likes count each
+// like once, in the counter and in the source rows, with no fallback from
+// the shards in primary.
+func checkLikes100(t *testing.T, o envOpts, modes ...Mode) {
+	for _, mode := range modes {
 		t.Run(string(mode), func(t *testing.T) {
-			e := startReal(t, envOpts{virtual: true, shards: 32})
+			e := startReal(t, o)
 			cfg := testConfig()
 			cfg.CounterMode = mode
 			f := newFixture(t, cfg, e.deps())
@@ -303,7 +318,7 @@ func TestIntegrationLikes100EachMode(t *testing.T) {
 			if n := f.likes(t, "p1"); n != 100 {
 				t.Fatalf("likes = %d, want 100", n)
 			}
-			if n := f.scalar(`SELECT COUNT(*) FROM likes WHERE post_id = 'p1'`); n != 100 {
+			if n := f.scalar(`SELECT COUNT(*) FROM likes WHERE post_id = ?`, "p1"); n != 100 {
 				t.Fatalf("%d likes rows, want 100", n)
 			}
 			if mode == ModePrimary && f.logs.count(CodeCounterEnqueueFailed) != 0 {

@@ -2,15 +2,14 @@ package edge
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/edgeshard/edgeshard/edge/schema"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/pgtest"
+	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
 )
 
@@ -22,62 +21,20 @@ import (
 // schema.
 func openPostgresDB(t *testing.T) *sqldb.DB {
 	t.Helper()
-	db, err := sqldb.Open(pgtest.DB(t), sqldb.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := schema.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	return db
+	return testutil.SQL(t, pgtest.DB(t), testutil.EdgeSchema(t))
 }
 
 // TestPostgresRuntimeEventsEachMode: 250 events land in runtime_events
-// exactly once in every mode: flushed by the shards (primary), written
-// inline and by the shards, deduped by id (shadow), inline only (off).
+// exactly once in every mode (checkRuntimeEvents250).
 func TestPostgresRuntimeEventsEachMode(t *testing.T) {
-	for _, mode := range []Mode{ModePrimary, ModeShadow, ModeOff} {
-		t.Run(string(mode), func(t *testing.T) {
-			e := startReal(t, envOpts{virtual: true, db: openPostgresDB})
-			cfg := testConfig()
-			cfg.EventMode = mode
-			f := newFixture(t, cfg, e.deps())
-			ids := postEvents(t, f, 250, 50)
-			e.vc.Advance(5 * time.Second)
-			waitFor(t, 30*time.Second, "250 events in runtime_events", func() bool {
-				return f.scalar(`SELECT COUNT(*) FROM runtime_events`) >= 250
-			})
-			e.idle(t)
-			checkEventsOnce(t, f, ids)
-			if mode == ModePrimary {
-				waitFor(t, 10*time.Second, "250 analytics points", func() bool { return len(e.ae.Points("runtime_events")) >= 250 })
-			}
-		})
-	}
+	checkRuntimeEvents250(t, envOpts{virtual: true, db: openPostgresDB})
 }
 
 // TestPostgresLikes: concurrent likes (source rows and their deltas in one
 // serialisable transaction, rerun when PostgreSQL aborts one) count each
 // like once, through the shards (primary) or the legacy update (off).
 func TestPostgresLikes(t *testing.T) {
-	for _, mode := range []Mode{ModePrimary, ModeOff} {
-		t.Run(string(mode), func(t *testing.T) {
-			e := startReal(t, envOpts{virtual: true, db: openPostgresDB})
-			cfg := testConfig()
-			cfg.CounterMode = mode
-			f := newFixture(t, cfg, e.deps())
-			like100(t, f)
-			e.settle(t, 10*time.Second, "likes = 100", func() bool { return f.likes(t, "p1") >= 100 })
-			e.idle(t)
-			if n := f.likes(t, "p1"); n != 100 {
-				t.Fatalf("likes = %d, want 100", n)
-			}
-			if n := f.scalar(`SELECT COUNT(*) FROM likes WHERE post_id = ?`, "p1"); n != 100 {
-				t.Fatalf("%d likes rows, want 100", n)
-			}
-		})
-	}
+	checkLikes100(t, envOpts{virtual: true, db: openPostgresDB}, ModePrimary, ModeOff)
 }
 
 // TestPostgresFlushExactlyOnce: the first flushes commit on PostgreSQL and
@@ -89,31 +46,8 @@ func TestPostgresFlushExactlyOnce(t *testing.T) {
 	e := startReal(t, envOpts{virtual: true, db: openPostgresDB, sql: func(inner host.SQLDB) host.SQLDB { db.inner = inner; return db }})
 	f := newFixture(t, testConfig(), e.deps())
 	db.set(sqlCrashAfter, 6)
-	ids := postEvents(t, f, 250, 50)
-	for p := 0; p < 4; p++ {
-		hit(t, f, fmt.Sprintf("/posts/pg%d/views", p), 10)
-		hit(t, f, fmt.Sprintf("/posts/pg%d/runs", p), 5)
-	}
-	e.settle(t, 2*time.Minute, "every write flushed", func() bool {
-		if f.scalar(`SELECT COUNT(*) FROM runtime_events`) < 250 {
-			return false
-		}
-		for p := 0; p < 4; p++ {
-			if postStat(t, f, fmt.Sprintf("pg%d", p), "views") < 10 || postStat(t, f, fmt.Sprintf("pg%d", p), "runs") < 5 {
-				return false
-			}
-		}
-		return true
-	})
-	e.idle(t)
-	e.tick(10 * time.Second)
-	e.idle(t)
-	checkEventsOnce(t, f, ids)
-	for p := 0; p < 4; p++ {
-		if v, r := postStat(t, f, fmt.Sprintf("pg%d", p), "views"), postStat(t, f, fmt.Sprintf("pg%d", p), "runs"); v != 10 || r != 5 {
-			t.Fatalf("pg%d: views %d runs %d, want 10 and 5", p, v, r)
-		}
-	}
+	ids := postFlowWrites(t, f, "pg")
+	checkFlowWritesOnce(t, e, f, "pg", ids)
 	if db.hits.Load() != 6 {
 		t.Fatalf("%d flushes crashed after their commit, want 6", db.hits.Load())
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/edgeshard/edgeshard/internal/httpx"
+	"github.com/edgeshard/edgeshard/internal/ssrf"
 	"io"
 	"net"
 	"net/http"
@@ -21,7 +22,7 @@ const maxProxyURL = 8 << 10
 // proxyClient fetches upstream URLs under the SSRF guard.
 type proxyClient struct {
 	cfg       ProxyConfig
-	guard     *addrGuard
+	guard     *ssrf.Guard
 	transport *http.Transport
 	client    *http.Client
 	// reqHeaders are forwarded upstream; dropHeaders never come back.
@@ -32,13 +33,13 @@ type proxyClient struct {
 var errTooManyRedirects = errors.New("too many redirects")
 
 func newProxyClient(cfg ProxyConfig) (*proxyClient, error) {
-	g, err := newAddrGuard(cfg.AllowHosts)
+	g, err := ssrf.New(cfg.AllowHosts)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("allow_hosts: %w", err)
 	}
 	tr := &http.Transport{
 		Proxy:                  nil, // never via an environment proxy: it would dial for us, unchecked
-		DialContext:            g.dialContext(cfg.DialTimeout),
+		DialContext:            g.DialContext(cfg.DialTimeout),
 		ForceAttemptHTTP2:      true,
 		MaxIdleConns:           100,
 		MaxIdleConnsPerHost:    10,
@@ -77,7 +78,7 @@ func newProxyClient(cfg ProxyConfig) (*proxyClient, error) {
 			if len(via) > cfg.MaxRedirects {
 				return errTooManyRedirects
 			}
-			return g.checkURL(req.URL)
+			return g.CheckURL(req.URL)
 		},
 	}
 	return pc, nil
@@ -102,7 +103,7 @@ func (a *API) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	target.Fragment, target.RawFragment = "", ""
-	if err := a.proxy.guard.checkURL(target); err != nil {
+	if err := a.proxy.guard.CheckURL(target); err != nil {
 		a.proxyError(w, r, err)
 		return
 	}
@@ -257,8 +258,8 @@ func connectionFields(h http.Header) []string {
 
 // proxyError answers a failed upstream exchange.
 func (a *API) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	var fe *ForbiddenAddressError
-	var be *badURLError
+	var fe *ssrf.ForbiddenAddressError
+	var be *ssrf.BadURLError
 	var mbe *http.MaxBytesError
 	var ne net.Error
 	switch {

@@ -98,16 +98,7 @@ func newLimiter(a *API) *limiter {
 // check counts one request in every bucket if all allow it. The decision
 // lists the buckets that were checked, in the caller's order.
 func (l *limiter) check(ctx context.Context, buckets []bucket) decision {
-	n := l.a.ratel.Shards()
-	groups := map[int][]bucket{}
-	var order []int
-	for _, b := range buckets {
-		s := shardOf(b.Key, n)
-		if _, ok := groups[s]; !ok {
-			order = append(order, s)
-		}
-		groups[s] = append(groups[s], b)
-	}
+	groups, order := groupByShard(buckets, l.a.ratel.Shards(), func(b bucket) string { return b.Key })
 	d := decision{Allowed: true}
 	byKey := map[string]bucketState{}
 	for _, s := range order {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeshard/edgeshard/edge/schema"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/internal/testutil"
@@ -156,15 +155,7 @@ type rlStore struct {
 
 func openMemoryDB(t *testing.T) *sqldb.DB {
 	t.Helper()
-	db, err := sqldb.Open("sqlite://:memory:", sqldb.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := schema.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	return db
+	return testutil.SQL(t, sqldb.Scheme+":memory:", testutil.EdgeSchema(t))
 }
 
 // localStores returns the shard model, the SQL fallback on a fresh

@@ -26,6 +26,7 @@ const (
 	evPrepare           // instantiate ver ahead of a swap and keep it ready
 	evSwitch            // move onto the current version, with the prepared instance
 	evRun               // run a function on the actor between two events (snapshot.go)
+	evWS                // a WebSocket event (websocket_env.go)
 )
 
 type event struct {
@@ -35,8 +36,14 @@ type event struct {
 	inspect func(StorageView) // evInspect: runs on the actor goroutine
 	ver     *Version          // evPrepare: the event holds a reference for the actor
 	run     func(*actor)      // evRun: runs on the actor goroutine unless abandoned while queued
+	upgrade bool              // evFetch: a WebSocket upgrade request the shard may accept
+	ws      *wsDelivery       // evWS
 	state   atomic.Int32      // evFetch: evQueued → evRunning, or evAbandoned by a caller that gave up
 	done    chan result
+	// A shard_call's fetch (call.go): the shards waiting on it, and the
+	// calling event's deadline, which the event does not outlive.
+	chain    []string
+	deadline time.Time
 }
 
 // Fetch event states: a caller that gives up while its event is queued
@@ -52,6 +59,7 @@ type result struct {
 	resp    *abi.Response
 	pending *storage.Pending
 	err     error
+	sock    *socket // evFetch of an upgrade: the socket the shard accepted
 }
 
 // actor owns one shard: its instance, its storage handle, its queue. All
@@ -87,11 +95,14 @@ type actor struct {
 	claim   Claim
 	leaving bool
 
+	callChain []string // the shards waiting on the current event, when a shard_call made it (call.go)
+
 	live     atomic.Bool
 	memBytes atomic.Uint64
 	trace    bool // log every host call (Config.TraceShard)
 
 	guestLim guestState // limits.go: the guest's budgets, quota, alarm pacing and log codes
+	sq       shardDB    // shardsql.go: the shard's own SQL database (sql = "shard")
 	// The instance memory budget (budget.go). charge, lru and victim are
 	// guarded by the budget's mutex (charge is written only by the actor's
 	// goroutine, which may read it without); parked is the actor's own
@@ -103,6 +114,10 @@ type actor struct {
 	parked    bool
 	evict     chan struct{}
 	lastEvent atomic.Int64 // unix ms its last fetch or alarm started (inspect_trace.go: env)
+	wsev      wsEventState // the current event's WebSocket side (websocket_env.go)
+
+	held  *event   // taken from the queue while gathering a batch, handled next (batch.go)
+	batch []*event // the batch being delivered, reused
 }
 
 // prepared is an instance of a version about to become current, made
@@ -199,6 +214,11 @@ func (a *actor) step(ev *event) {
 	}
 	a.handle(ev)
 	a.settle()
+	for a.held != nil { // a control event that ended a batch keeps its place
+		ev, a.held = a.held, nil
+		a.handle(ev)
+		a.settle()
+	}
 }
 
 // idle puts the actor on the budget's idle list if it holds an instance
@@ -212,8 +232,12 @@ func (a *actor) idle() {
 
 // leave ends an idle actor, as its idle timeout or the memory budget
 // (reason) asks, once its last commit is durable; false if an event
-// arrived meanwhile.
+// arrived meanwhile. Under a claim, a shard that holds sockets stays: its
+// claim keeps them on the shard's owner (placement.go).
 func (a *actor) leave(reason string) bool {
+	if a.claim != nil && len(a.sockets().match("")) > 0 {
+		return false
+	}
 	a.waitLast()
 	if !a.ns.evict(a) {
 		return false
@@ -228,18 +252,22 @@ func (a *actor) leave(reason string) bool {
 	return true
 }
 
-// exit releases the instances the actor holds once no event can reach
-// it. Its storage handle is released by whoever removed it from the
-// namespace (Namespace.evict, or the stop path of run).
+// exit releases the instances and the SQL database the actor holds once
+// no event can reach it. Its storage handles are released by whoever
+// removed it from the namespace (Namespace.evict, or the stop path of run).
 func (a *actor) exit() {
 	a.closeInstance()
 	a.dropPrepared()
+	a.closeShardSQL()
 }
 
 func (a *actor) waitLast() {
 	if a.last != nil {
 		a.last.Wait(context.Background())
 		a.last = nil
+	}
+	if a.sq.mark != nil {
+		a.sq.mark.Submitted().Wait(context.Background()) // unconfirmed: not in last
 	}
 }
 
@@ -248,6 +276,7 @@ func (a *actor) handle(ev *event) {
 		a.log.Error().Err(err).Msg("shard storage commit failed; discarding instance and reloading from storage")
 		a.closeInstance()
 		a.store.Reset()
+		a.sq.checked = false
 	}
 	switch ev.kind {
 	case evFetch:
@@ -270,6 +299,8 @@ func (a *actor) handle(ev *event) {
 			ev.run(a)
 		}
 		ev.done <- result{}
+	case evWS:
+		a.handleWS(ev)
 	}
 }
 
@@ -453,6 +484,15 @@ func (a *actor) eventContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(wasm.EventRoot, a.ns.h.cfg.EventTimeout)
 }
 
+// eventContextUntil is eventContext ending no later than deadline (a
+// shard_call's caller's), unless deadline is zero.
+func (a *actor) eventContextUntil(deadline time.Time) (context.Context, context.CancelFunc) {
+	if !deadline.IsZero() && deadline.Before(time.Now().Add(a.ns.h.cfg.EventTimeout)) {
+		return context.WithDeadline(wasm.EventRoot, deadline)
+	}
+	return a.eventContext()
+}
+
 // crashed logs why the instance died, with the guest's last output (a
 // panic message and stack), and discards it.
 func (a *actor) crashed(what string, err error) {
@@ -465,7 +505,11 @@ func (a *actor) crashed(what string, err error) {
 	}
 	a.ns.metrics.crash(reason)
 	a.store.Abort()
+	if a.sq.db != nil {
+		a.sq.db.Rollback()
+	}
 	a.resetAlarmChange()
+	a.wsAbort()
 	ev := a.log.Error().Err(err).Str("event", what)
 	if out := a.out.take(); out != "" {
 		ev = ev.Str("guest_output", out)
@@ -485,15 +529,29 @@ func (a *actor) handleFetch(ev *event) {
 	if !ev.state.CompareAndSwap(evQueued, evRunning) {
 		return
 	}
+	if err == nil {
+		err = a.recoverShardSQL()
+	}
 	if err != nil {
 		ev.done <- result{err: err}
 		return
 	}
+	if a.fetchBatch(inst, ev) {
+		return
+	}
+	a.runFetch(inst, ev)
+}
+
+// runFetch delivers the running fetch event ev to inst on its own.
+func (a *actor) runFetch(inst runner, ev *event) {
 	a.resetAlarmChange()
-	setShardHeader(ev.req, a.id.String())
-	ctx, cancel := a.eventContext()
+	setShardHeader(ev.req, a.id.String(), ev.chain)
+	a.wsBegin(ev.upgrade)
+	ctx, cancel := a.eventContextUntil(ev.deadline)
 	t0 := time.Now()
+	a.callChain = ev.chain
 	resp, err := inst.Fetch(ctx, a.env(), ev.req)
+	a.callChain = nil
 	cancel()
 	a.ns.metrics.fetchDur.Observe(time.Since(t0).Seconds())
 	if err != nil {
@@ -513,28 +571,44 @@ func (a *actor) handleFetch(ev *event) {
 	// least-recently-used order in the order of their replies.
 	a.settle()
 	a.idle()
-	ev.done <- result{resp: resp, pending: p}
+	ev.done <- result{resp: resp, pending: p, sock: a.wsAccepted(resp)}
 }
 
 // ShardHeader is set on every request a shard receives to
 // "<binding>/<shard>", replacing any value the client sent.
 const ShardHeader = "X-Edgeshard-Shard"
 
-func setShardHeader(req *abi.Request, id string) {
+// setShardHeader also sets CallerHeader to the last shard of a
+// shard_call's chain, and removes any other value of either.
+func setShardHeader(req *abi.Request, id string, chain []string) {
 	h := req.Header[:0:0]
 	for _, f := range req.Header {
-		if !strings.EqualFold(f.Name, ShardHeader) {
+		if !strings.EqualFold(f.Name, ShardHeader) && !strings.EqualFold(f.Name, CallerHeader) {
 			h = append(h, f)
 		}
 	}
 	req.Header = append(h, abi.Header{Name: ShardHeader, Value: id})
+	if len(chain) > 0 {
+		req.Header = append(req.Header, abi.Header{Name: CallerHeader, Value: chain[len(chain)-1]})
+	}
 }
 
 // commit ends the event: its writes go to the group committer and alarm
 // changes to the scheduler.
 func (a *actor) commit() *storage.Pending {
+	if err := a.commitShardSQL(); err != nil {
+		a.store.Abort()
+		a.resetAlarmChange()
+		a.log.Error().Err(err).Msg("the event's SQL did not commit; the event failed as a whole")
+		return storage.FailedPending(err)
+	}
 	p := a.store.Commit()
+	if a.sq.seq != 0 {
+		a.writeMark(a.sq.seq) // after the event's writes (shardsql.go)
+		a.sq.seq = 0
+	}
 	a.last = p
+	a.wsFlush(p)
 	if a.alarmSet {
 		a.ns.h.alarms.schedule(a.id, a.alarmAt, 0)
 	} else if a.alarmDeleted {
@@ -549,6 +623,11 @@ func (a *actor) handleAlarm(retry int) { a.runAlarm(retry, false) }
 // runAlarm runs the shard's alarm if it is due, or, early, if it is set
 // (a hand-off's flush).
 func (a *actor) runAlarm(retry int, early bool) {
+	if err := a.recoverShardSQL(); err != nil {
+		a.log.Error().Err(err).Msg("recovering the shard's database failed; retrying")
+		a.ns.h.alarms.schedule(a.id, a.ns.h.cfg.Clock.Now().Add(a.ns.h.cfg.AlarmBackoff).UnixMilli(), retry)
+		return
+	}
 	at, ok, err := a.store.GetAlarm()
 	if err != nil {
 		a.log.Error().Err(err).Msg("read alarm failed; retrying")
@@ -614,6 +693,7 @@ func (a *actor) runAlarm(retry int, early bool) {
 		a.log.Error().Err(err).Msg("alarm's storage commit failed; discarding instance and reloading from storage")
 		a.closeInstance()
 		a.store.Reset()
+		a.sq.checked = false
 		a.retryAlarm(now, retry, err, false)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/edgeshard/edgeshard/internal/testutil"
 	"os"
 	"slices"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmtest"
+	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -330,8 +330,7 @@ func TestMemoryBudgetManyObjects(t *testing.T) {
 func budgetHost(t *testing.T, budgetMiB int, mutate func(*host.Config)) (*host.Host, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	h, _ := startQuiet(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	h, _ := startQuiet(t, memoryConfig(t, func(c *host.Config) {
 		c.Registerer = reg
 		c.InstanceMemoryBudgetMiB = budgetMiB
 		c.Bindings = []host.Binding{
@@ -470,8 +469,7 @@ func TestMemoryBudgetGoGuest(t *testing.T) {
 		budgetMiB = 24
 	)
 	reg := prometheus.NewRegistry()
-	h, _ := startQuiet(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	h, _ := startQuiet(t, memoryConfig(t, func(c *host.Config) {
 		c.Registerer = reg
 		c.InstanceMemoryBudgetMiB = budgetMiB
 	}))
@@ -514,8 +512,7 @@ func TestMemoryBudgetGoGuest(t *testing.T) {
 // retry, and runs once there is room.
 func TestMemoryBudgetDefersAlarm(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	h, logs := startQuiet(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	h, logs := startQuiet(t, memoryConfig(t, func(c *host.Config) {
 		c.Registerer = reg
 		c.InstanceMemoryBudgetMiB = 5 // one instance
 		c.EventTimeout = 1500 * time.Millisecond

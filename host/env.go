@@ -100,6 +100,9 @@ func (a *actor) Var(name string) (string, bool) {
 		n := a.ns.h.cfg.NodeID
 		return n, n != ""
 	case VarSQLDialect:
+		if a.ns.shardSQL {
+			return "sqlite", true
+		}
 		if d, ok := a.ns.sql.(interface{ Dialect() string }); ok {
 			return d.Dialect(), true
 		}
@@ -196,6 +199,10 @@ func hostLogField(name string) bool {
 }
 
 func (a *actor) SQL(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error) {
+	if a.ns.shardSQL {
+		res, err := a.shardSQL(ctx, stmts)
+		return res, injected(err)
+	}
 	if a.ns.sql == nil {
 		return nil, fmt.Errorf("%w: no sql database is bound to %s", wasm.ErrNotGranted, a.ns.name)
 	}

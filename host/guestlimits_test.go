@@ -19,7 +19,6 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/edgeshard/edgeshard/storage"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -80,11 +79,10 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ma
 // A guest writing 20,000 empty keys stops at event_write_keys (10,000).
 func TestHostileWriterStopsAtTheEventBudget(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.Registerer = reg
 		c.Bindings = append(c.Bindings, hogBinding(t, "HOG", nil))
-	}))
+	})
 	for ev := 0; ev < 3; ev++ {
 		var body string
 		alloc := allocated(func() { body = f.ask(t, "HOG", "h", "POST", "/overwrite?n=8000&size=131072") })
@@ -121,10 +119,9 @@ func allocated(fn func()) uint64 {
 // gets event_log_lines (100) into the host log, then ErrnoLimit; the host
 // warns once.
 func TestHostileLoggerStopsAtTheLogBudget(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.Bindings = append(c.Bindings, hogBinding(t, "HOG", nil))
-	}))
+	})
 	if body := f.ask(t, "HOG", "h", "POST", "/log?n=20000"); body != "written=100 errno=13 log: event limit exceeded" {
 		t.Fatalf("%q", body)
 	}
@@ -138,10 +135,9 @@ func TestHostileLoggerStopsAtTheLogBudget(t *testing.T) {
 		t.Fatalf("warnings %v", w)
 	}
 	t.Run("bytes", func(t *testing.T) {
-		f := start(t, counterConfig(t, func(c *host.Config) {
-			c.Storage = storage.NewMemory()
+		f := startMemory(t, func(c *host.Config) {
 			c.Bindings = append(c.Bindings, hogBinding(t, "HOG", func(b *host.Binding) { b.Limits = &host.Limits{EventLogBytes: 100, EventLogLines: -1} }))
-		}))
+		})
 		// Each record is 4+10 (message) + 4 (no fields) = 18 or 19 bytes.
 		if body := f.ask(t, "HOG", "h", "POST", "/log?n=20000"); body != "written=5 errno=13 log: event limit exceeded" {
 			t.Fatalf("%q", body)
@@ -156,15 +152,14 @@ func TestHostileLoggerStopsAtTheLogBudget(t *testing.T) {
 // else as guest_code (counted as "unlisted"); a record has one code.
 func TestGuestLogLinesCannotForge(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.Registerer = reg
 		c.Bindings = append(c.Bindings,
 			hogBinding(t, "ALL", nil), // LogCodes nil: every code
 			hogBinding(t, "LISTED", func(b *host.Binding) { b.LogCodes = []string{"E-VIBECODR-21*"} }),
 			hogBinding(t, "NONE", func(b *host.Binding) { b.LogCodes = []string{} }),
 		)
-	}))
+	})
 	for _, tc := range []struct {
 		binding, shard, claims string
 		code                   any // the code field, nil for none
@@ -367,12 +362,11 @@ func TestStorageQuotaCountsShardsWrittenWithoutIt(t *testing.T) {
 func TestAlarmRearmIsPaced(t *testing.T) {
 	vc := clock.NewVirtual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	reg := prometheus.NewRegistry()
-	f := start(t, counterConfig(t, func(c *host.Config) {
+	f := startMemory(t, func(c *host.Config) {
 		c.Clock = vc
-		c.Storage = storage.NewMemory()
 		c.Registerer = reg
 		c.Bindings = append(c.Bindings, host.Binding{Name: "ALARM", Module: testutil.Plugin(t, "host/testdata/hostile/alarm")})
-	}))
+	})
 	ns, _ := f.h.Namespace("ALARM")
 	runs := func(shard string) int {
 		return len(logLines(f, func(m map[string]any) bool { return m["shard"] == shard && m["message"] == "hostile alarm ran" }))
@@ -426,10 +420,9 @@ func TestAlarmRearmIsPaced(t *testing.T) {
 // TestAlarmRearmIsPacedOnTheRealClock: the same loop on the real clock
 // runs about ten times a second, not thousands.
 func TestAlarmRearmIsPacedOnTheRealClock(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.Bindings = append(c.Bindings, host.Binding{Name: "ALARM", Module: testutil.Plugin(t, "host/testdata/hostile/alarm")})
-	}))
+	})
 	runs := func() int {
 		return len(logLines(f, func(m map[string]any) bool { return m["message"] == "hostile alarm ran" }))
 	}

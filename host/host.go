@@ -12,12 +12,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/host/internal/wasm"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -47,7 +49,9 @@ type Binding struct {
 	// Shards is the number of shards of a sharded namespace (keys route by
 	// HashToShard(key) % Shards); 0 gives one object per name.
 	Shards int
-	// SQL names the database in Config.SQL this namespace may use; "" grants none.
+	// SQL names the database in Config.SQL this namespace may use; "" grants
+	// none. ShardSQL ("shard") gives each shard its own SQLite database
+	// under DataDir/shardsql instead (shardsql.go).
 	SQL string
 	// Analytics names the dataset binding in Config.Analytics; "" grants none.
 	Analytics string
@@ -65,6 +69,12 @@ type Binding struct {
 	// logged as guest_code and counted as "unlisted" (env.go, Log). nil
 	// honours every code; an empty list none.
 	LogCodes []string
+	// Calls names the bindings whose shards this binding's shards may call
+	// (shard_call, call.go); empty grants no calls.
+	Calls []string
+	// Fetch, when set, lets this binding's shards make HTTP(S) requests
+	// (http_fetch, fetch.go) to the hosts it allows.
+	Fetch *FetchConfig
 }
 
 // AnalyticsBinding is a dataset a namespace writes data points to.
@@ -122,6 +132,10 @@ type Config struct {
 	InstanceStartWait time.Duration
 	// QueueDepth bounds each shard's queue of waiting events (default 1024).
 	QueueDepth int
+	// FetchBatch bounds how many queued requests a shard whose module
+	// exports edgeshard_fetch_batch receives in one call when it has a
+	// backlog (default 16; batch.go); 1 delivers every request on its own.
+	FetchBatch int
 	// MemoryLimitMiB caps each instance's memory (default 128).
 	MemoryLimitMiB int
 	// MaxBodyBytes caps request bodies at /do (default 1 MiB).
@@ -146,6 +160,13 @@ type Config struct {
 	// ShardStates are per-shard state outside shard storage (a per-shard
 	// database) that shard snapshots and backups carry (snapshot.go).
 	ShardStates []ShardState
+	// WebSocket bounds the host's WebSockets (websocket.go).
+	WebSocket WebSocketLimits
+	// Calls, when set, routes shard_call requests: it gets the host's own
+	// router (Host.RouteCall, which delivers to this host's shards) and
+	// returns the one to use — e.g. one that forwards a call for a shard
+	// owned by another host (CallRouter).
+	Calls func(local CallRouter) CallRouter
 	// Engine, when set, is a shared engine the host uses (and does not
 	// close) instead of starting its own; CacheDir is then the engine's,
 	// and MemoryLimitMiB must be 0 or the engine's (New refuses another).
@@ -170,6 +191,9 @@ func (c Config) withDefaults() Config {
 	if c.QueueDepth <= 0 {
 		c.QueueDepth = 1024
 	}
+	if c.FetchBatch <= 0 {
+		c.FetchBatch = defaultFetchBatch
+	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
@@ -182,6 +206,7 @@ func (c Config) withDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
 	}
+	c.WebSocket = c.WebSocket.withDefaults()
 	if c.CacheDir == "" && c.DataDir != "" {
 		c.CacheDir = filepath.Join(c.DataDir, "cache")
 	}
@@ -228,15 +253,27 @@ type Host struct {
 	started time.Time
 	metrics *metrics
 	insp    inspection // inspect_shards.go
+	// sqlCrash, from hostinternal.WithShardSQLCrash: tests crash a shard
+	// between its SQL commit and its key-value commit.
+	sqlCrash func(binding, shard string) bool
+	ws       wsRegistry // websocket.go
+	calls    CallRouter // shard_call's router (call.go)
+	waits    waitGraph  // which shard of this host waits on which (call.go)
+	outm     *outboundMetrics
 }
 
 // New starts a host: opens storage, compiles every binding's module,
 // restores persisted alarms. Errors name the binding and the problem.
 func New(ctx context.Context, cfg Config) (*Host, error) {
 	cfg = cfg.withDefaults()
-	h := &Host{cfg: cfg, log: cfg.Logger, ns: map[string]*Namespace{}, closing: make(chan struct{}), started: time.Now()}
+	h := &Host{cfg: cfg, log: cfg.Logger, ns: map[string]*Namespace{}, closing: make(chan struct{}), started: time.Now(),
+		sqlCrash: hostinternal.ShardSQLCrash(ctx)}
 	if err := validateBindings(cfg); err != nil {
 		return nil, err
+	}
+	h.calls = h
+	if cfg.Calls != nil {
+		h.calls = cfg.Calls(h)
 	}
 	if cfg.NodeID != "" && !abi.ValidNodeID(cfg.NodeID) {
 		return nil, fmt.Errorf("node id %q: want 1-%d characters of [A-Za-z0-9._-]", cfg.NodeID, abi.MaxNodeID)
@@ -276,7 +313,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 			return nil, fmt.Errorf("open shard storage %s: %w", dir, err)
 		}
 	}
-	if err := applyMigrations(backend, cfg, h.log); err != nil {
+	if err := prepareStorage(backend, cfg, h.log); err != nil {
 		backend.Close()
 		if h.ownEng {
 			h.engine.Close(ctx)
@@ -293,6 +330,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	h.budget = newMemBudget(h.budgetBytes(), cfg.InstanceStartWait)
 	h.alarms = newScheduler(h)
 	h.metrics = newMetrics(h, cfg.Registerer)
+	h.outm = newOutboundMetrics(cfg.Registerer)
 	nss, err := h.loadNamespaces(ctx, cfg.Bindings)
 	for _, ns := range nss {
 		if ns != nil {
@@ -361,16 +399,27 @@ func validateBindings(cfg Config) error {
 		switch {
 		case b.Name == "":
 			return errors.New("binding with an empty name")
+		case strings.ContainsRune(b.Name, 0):
+			return fmt.Errorf("binding %q: a name may not contain a NUL byte", b.Name)
 		case seen[b.Name]:
 			return fmt.Errorf("binding %q is declared twice", b.Name)
 		case b.Shards < 0:
 			return fmt.Errorf("binding %q: shards must be ≥ 0, got %d", b.Name, b.Shards)
-		case b.SQL != "" && cfg.SQL[b.SQL] == nil:
+		case b.SQL == ShardSQL && cfg.SQL[ShardSQL] != nil:
+			return fmt.Errorf("binding %q: sql = %q is ambiguous: it means a database per shard, and Config.SQL also names a database so", b.Name, ShardSQL)
+		case b.SQL == ShardSQL && cfg.Placement != nil:
+			return fmt.Errorf("binding %q: sql = %q is not supported on a POP of several hosts ([cluster]): a shard's own database does not move with the shard; use a shared SQL database (fenced) or run the binding on a host alone", b.Name, ShardSQL)
+		case b.SQL == ShardSQL && cfg.DataDir == "":
+			return fmt.Errorf("binding %q: sql = %q needs a DataDir to keep the shards' databases in", b.Name, ShardSQL)
+		case b.SQL != "" && b.SQL != ShardSQL && cfg.SQL[b.SQL] == nil:
 			return fmt.Errorf("binding %q: sql database %q is not configured", b.Name, b.SQL)
 		case b.Analytics != "" && cfg.Analytics[b.Analytics].Sink == nil:
 			return fmt.Errorf("binding %q: analytics dataset %q is not configured", b.Name, b.Analytics)
 		}
 		if err := checkLogCodes(b.LogCodes); err != nil {
+			return fmt.Errorf("binding %q: %w", b.Name, err)
+		}
+		if err := checkOutbound(cfg, b); err != nil {
 			return fmt.Errorf("binding %q: %w", b.Name, err)
 		}
 		seen[b.Name] = true
@@ -447,6 +496,7 @@ func (h *Host) Close(ctx context.Context) error {
 	if h.alarms != nil {
 		h.alarms.stop()
 	}
+	h.ws.closeAll()
 	for _, ns := range h.Namespaces() {
 		ns.stopActors()
 	}

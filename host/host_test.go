@@ -11,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/internal/harness"
+	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
 )
@@ -41,6 +41,36 @@ func counterConfig(t *testing.T, mutate func(*host.Config)) host.Config {
 	return cfg
 }
 
+// memoryConfig is counterConfig on in-memory storage (mutate, if set,
+// edits it after).
+func memoryConfig(t *testing.T, mutate func(*host.Config)) host.Config {
+	t.Helper()
+	return counterConfig(t, func(c *host.Config) {
+		c.Storage = storage.NewMemory()
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+// startMemory starts a host of memoryConfig.
+func startMemory(t *testing.T, mutate func(*host.Config)) *fixture {
+	t.Helper()
+	return start(t, memoryConfig(t, mutate))
+}
+
+// startNative starts a host of memoryConfig in which each binding named
+// in natives runs that native shard (internal/hostinternal.WithNative),
+// every object the same value; mutate declares the bindings.
+func startNative(t *testing.T, natives map[string]hostinternal.NativeShard, mutate func(*host.Config)) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	for name, s := range natives {
+		ctx = hostinternal.WithNative(ctx, name, func(string) hostinternal.NativeShard { return s })
+	}
+	return startCtx(t, ctx, memoryConfig(t, mutate))
+}
+
 func start(t *testing.T, cfg host.Config) *fixture {
 	t.Helper()
 	return startCtx(t, context.Background(), cfg)
@@ -54,24 +84,19 @@ func startCtx(t *testing.T, ctx context.Context, cfg host.Config) *fixture {
 	return &fixture{h: env.Host, logs: env.Logs, cfg: env.Config}
 }
 
-type counterReply struct {
-	Count   int    `json:"count"`
-	Version string `json:"version"`
-}
-
 func (f *fixture) call(t *testing.T, name, method, path string) (*abi.Response, error) {
 	t.Helper()
 	return f.h.Fetch(context.Background(), "COUNTER", name, &abi.Request{Method: method, Path: path})
 }
 
 // reply returns the counter's answer to GET / on the object name.
-func (f *fixture) reply(t *testing.T, name string) counterReply {
+func (f *fixture) reply(t *testing.T, name string) testutil.CounterReply {
 	t.Helper()
 	resp, err := f.call(t, name, "GET", "/")
 	if err != nil {
 		t.Fatalf("GET %s: %v", name, err)
 	}
-	var r counterReply
+	var r testutil.CounterReply
 	if err := json.Unmarshal(resp.Body, &r); err != nil {
 		t.Fatalf("decode %q: %v", resp.Body, err)
 	}
@@ -87,26 +112,13 @@ func TestConcurrentIncrementsArePersisted(t *testing.T) {
 	cfg := counterConfig(t, nil)
 	f := start(t, cfg)
 	const n = 200
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := f.call(t, "a", "POST", "/increment")
-			if err == nil && resp.Status != 200 {
-				err = fmt.Errorf("status %d: %s", resp.Status, resp.Body)
-			}
-			if err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	testutil.Concurrently(t, n, func(int) error {
+		resp, err := f.call(t, "a", "POST", "/increment")
+		if err == nil && resp.Status != 200 {
+			err = fmt.Errorf("status %d: %s", resp.Status, resp.Body)
+		}
+		return err
+	})
 	if got := f.count(t, "a"); got != n {
 		t.Fatalf("count = %d, want %d", got, n)
 	}
@@ -125,10 +137,9 @@ func TestConcurrentIncrementsArePersisted(t *testing.T) {
 
 func TestAlarmResetsCounterOnVirtualClock(t *testing.T) {
 	vc := clock.NewVirtual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	f := start(t, counterConfig(t, func(c *host.Config) {
+	f := startMemory(t, func(c *host.Config) {
 		c.Clock = vc
-		c.Storage = storage.NewMemory()
-	}))
+	})
 	for i := 0; i < 3; i++ {
 		f.call(t, "x", "POST", "/increment")
 	}
@@ -190,7 +201,7 @@ func TestSpinningShardTimesOutOthersServe(t *testing.T) {
 }
 
 func TestPanickingShardIsContained(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	f := startMemory(t, nil)
 	f.call(t, "p", "POST", "/increment")
 	_, err := f.call(t, "p", "POST", "/panic")
 	if !errors.Is(err, host.ErrTrap) {
@@ -221,19 +232,10 @@ func TestWrongABIVersionIsRefused(t *testing.T) {
 }
 
 func TestHTTPRoutes(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	f := startMemory(t, nil)
 	srv := httptest.NewServer(f.h.Handler())
 	defer srv.Close()
-	do := func(method, path string) (int, string) {
-		req, _ := http.NewRequest(method, srv.URL+path, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	do := func(method, path string) (int, string) { return testutil.Do(t, method, srv.URL+path, "") }
 	if st, body := do("POST", "/do/COUNTER/web/increment"); st != 200 || !strings.Contains(body, `"count":1`) || !strings.Contains(body, `"version":"test"`) {
 		t.Fatalf("increment: %d %s", st, body)
 	}
@@ -258,20 +260,13 @@ func TestHTTPRoutes(t *testing.T) {
 // exactly. An encoded slash cannot reach another object, and an empty key
 // is a 400, never a redirect to a shard of a shorter path.
 func TestDOKeyIsTheDecodedSegment(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	f := startMemory(t, nil)
 	srv := httptest.NewServer(f.h.Handler())
 	defer srv.Close()
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	do := func(method, path string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, srv.URL+path, nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return testutil.DoWith(t, client, method, srv.URL+path, "")
 	}
 	if st, body := do("POST", "/do/COUNTER/victim%2Fattacker/increment"); st != 200 || !strings.Contains(body, `"count":1`) {
 		t.Fatalf("increment victim%%2Fattacker: %d %s", st, body)
@@ -301,10 +296,9 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 }
 
 func TestTraceLogsHostCalls(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.TraceShard = "COUNTER/traced"
-	}))
+	})
 	f.call(t, "traced", "POST", "/increment")
 	f.call(t, "quiet", "POST", "/increment")
 	logs := f.logs.String()
@@ -339,11 +333,10 @@ func TestIdleShardsAreEvictedAndRestartFromStorage(t *testing.T) {
 // the decoded call, with the raw result and the errno name as fields.
 func TestTraceShowsDecodedArguments(t *testing.T) {
 	vc := clock.NewVirtual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.Clock = vc
 		c.TraceShard = "COUNTER/named"
-	}))
+	})
 	f.call(t, "named", "GET", "/")
 	f.call(t, "named", "POST", "/increment")
 	f.call(t, "named", "POST", "/reset-after?ms=2500")
@@ -376,8 +369,7 @@ func TestTraceShowsDecodedArguments(t *testing.T) {
 // an engine of its own beside the one it was given — a memory cap the
 // shared engine was not started with is an error at New.
 func TestSharedEngineMemoryLimitMismatchIsRefused(t *testing.T) {
-	cfg := counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	cfg := memoryConfig(t, func(c *host.Config) {
 		c.MemoryLimitMiB = 64 // testutil.Engine caps at the default 128
 	})
 	h, err := host.New(context.Background(), cfg)
@@ -401,7 +393,7 @@ func TestSharedEngineMemoryLimitMismatchIsRefused(t *testing.T) {
 // TestDOServerErrorsKeepDetailsInTheLog: a shard's crash answers 500 with a
 // request id and no stack trace; the log has the details under that id.
 func TestDOServerErrorsKeepDetailsInTheLog(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	f := startMemory(t, nil)
 	srv := httptest.NewServer(f.h.Handler())
 	defer srv.Close()
 	resp, err := http.Post(srv.URL+"/do/COUNTER/a/panic", "text/plain", nil)

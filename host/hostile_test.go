@@ -26,7 +26,6 @@ import (
 	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmtest"
 	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/edgeshard/edgeshard/storage"
 )
 
 var (
@@ -181,8 +180,7 @@ func loadCases() []loadCase {
 }
 
 func hostileConfig(t *testing.T, mutate func(*host.Config)) host.Config {
-	return counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	return memoryConfig(t, func(c *host.Config) {
 		c.Bindings = append(c.Bindings, host.Binding{Name: "VICTIM", ModuleBytes: wasmtest.Plugin().Bytes()})
 		if mutate != nil {
 			mutate(c)
@@ -590,12 +588,11 @@ func logLines(f *fixture, match func(map[string]any) bool) []map[string]any {
 // shards serve throughout.
 func TestHostileAlarmRetriesThenAbandons(t *testing.T) {
 	vc := clock.NewVirtual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	f := start(t, counterConfig(t, func(c *host.Config) {
+	f := startMemory(t, func(c *host.Config) {
 		c.Clock = vc
-		c.Storage = storage.NewMemory()
 		c.EventTimeout = time.Second
 		c.Bindings = append(c.Bindings, host.Binding{Name: "ALARM", Module: testutil.Plugin(t, "host/testdata/hostile/alarm")})
-	}))
+	})
 	ns, _ := f.h.Namespace("ALARM")
 	ok := &healthy{f: f}
 	fetch := func(t *testing.T, shard, method, path string) {
@@ -693,13 +690,12 @@ func TestHostileAlarmRetriesThenAbandons(t *testing.T) {
 func TestShardStartLoopIsBounded(t *testing.T) {
 	t.Parallel()
 	vc := clock.NewVirtual(time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC))
-	f := start(t, counterConfig(t, func(c *host.Config) {
+	f := startMemory(t, func(c *host.Config) {
 		c.Clock = vc
-		c.Storage = storage.NewMemory()
 		c.Bindings = append(c.Bindings, host.Binding{
 			Name: "SPIN", ModuleBytes: wasmtest.InitSpinsAfter(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)).Bytes(),
 		})
-	}))
+	})
 	var done atomic.Bool
 	errc := make(chan error, 1)
 	go func() {

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/gorilla/mux"
+	"github.com/gorilla/websocket"
 )
 
 // ErrorStatus maps an error from Fetch to an HTTP status and error code.
@@ -41,6 +42,8 @@ func ErrorStatus(err error) (int, string) {
 		return http.StatusInternalServerError, "storage_commit_failed"
 	case errors.Is(err, ErrShardUnavailable):
 		return http.StatusServiceUnavailable, "shard_unavailable"
+	case errors.Is(err, ErrShardElsewhere):
+		return http.StatusMisdirectedRequest, "shard_elsewhere"
 	case errors.Is(err, ErrFenced), errors.Is(err, ErrNotOwner):
 		return http.StatusServiceUnavailable, "shard_moved"
 	case errors.Is(err, ErrNotRun):
@@ -93,6 +96,10 @@ func (h *Host) serveDO(w http.ResponseWriter, r *http.Request) {
 	if r.URL.RawQuery != "" {
 		rest += "?" + r.URL.RawQuery
 	}
+	if websocket.IsWebSocketUpgrade(r) {
+		h.serveUpgrade(w, r, binding, key, rest)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -103,17 +110,28 @@ func (h *Host) serveDO(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusBadRequest, "bad_body", "could not read request body: "+err.Error())
 		return
 	}
-	req := &abi.Request{Method: r.Method, Path: rest, Body: body}
-	for name, vals := range r.Header {
-		for _, v := range vals {
-			req.Header = append(req.Header, abi.Header{Name: name, Value: v})
-		}
-	}
+	req := &abi.Request{Method: r.Method, Path: rest, Header: requestHeader(r), Body: body}
 	resp, err := h.Fetch(r.Context(), binding, key, req)
 	if err != nil {
 		h.writeFetchError(w, binding, key, err)
 		return
 	}
+	writeResponse(w, resp)
+}
+
+// requestHeader is r's header as the shard sees it.
+func requestHeader(r *http.Request) []abi.Header {
+	var hs []abi.Header
+	for name, vals := range r.Header {
+		for _, v := range vals {
+			hs = append(hs, abi.Header{Name: name, Value: v})
+		}
+	}
+	return hs
+}
+
+// writeResponse writes a shard's response; the host sets the framing.
+func writeResponse(w http.ResponseWriter, resp *abi.Response) {
 	for _, hd := range resp.Header {
 		if hopByHop(hd.Name) || strings.ContainsAny(hd.Value, "\x00\r\n") {
 			continue // the host owns framing; a shard cannot set it
@@ -137,19 +155,23 @@ func (h *Host) writeFetchError(w http.ResponseWriter, binding, key string, err e
 		httpx.WriteError(w, status, code, err.Error())
 		return
 	}
-	switch code {
-	case "shard_overloaded", "shutting_down", "not_run", "cancelled", "storage_full", "storage_unavailable", "shard_moved":
-		// Conditions of the host a client may act on (retry later); their
-		// messages name no internals.
-		httpx.WriteError(w, status, code, err.Error())
-		return
-	}
-	if status < 500 {
+	if clientVisible(status, code) {
 		httpx.WriteError(w, status, code, err.Error())
 		return
 	}
 	id := httpx.WriteInternal(w, status, code, publicMessage(code))
 	h.log.Warn().Err(err).Str("request_id", id).Str("binding", binding).Str("key", key).Int("status", status).Str("code", code).Msg("/do request failed")
+}
+
+// clientVisible reports whether a failed Fetch's own message may be shown
+// to its caller: a client error, or a condition of the host a client may
+// act on (retry later), whose messages name no internals.
+func clientVisible(status int, code string) bool {
+	switch code {
+	case "shard_overloaded", "shutting_down", "not_run", "cancelled", "storage_full", "storage_unavailable", "shard_moved", "shard_elsewhere":
+		return true
+	}
+	return status < 500
 }
 
 // publicMessage is what a client learns of a 5xx failure.

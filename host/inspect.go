@@ -49,22 +49,19 @@ var _ StorageView = storageView{}
 // read-only view of the shard's storage. It starts the shard's actor if
 // needed (not its instance).
 func (ns *Namespace) Inspect(ctx context.Context, shard string, fn func(StorageView)) error {
-	ev := &event{kind: evInspect, inspect: fn, done: make(chan result, 1)}
-	if err := ns.enqueue(shard, ev, nil); err != nil {
-		return err
-	}
-	select {
-	case r := <-ev.done:
-		return r.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return ns.between(ctx, shard, &event{kind: evInspect, inspect: fn, done: make(chan result, 1)})
 }
 
 // Restart discards the shard's instance between two events, as a crash
 // or eviction would; the next event starts a fresh instance from storage.
 func (ns *Namespace) Restart(ctx context.Context, shard string) error {
-	ev := &event{kind: evRestart, done: make(chan result, 1)}
+	return ns.between(ctx, shard, &event{kind: evRestart, done: make(chan result, 1)})
+}
+
+// between queues ev on the shard, to run between two events, and waits
+// until it ran or ctx ends. A control event never starts a shard on a
+// host with a Placement: one that does not run here is errNotHere.
+func (ns *Namespace) between(ctx context.Context, shard string, ev *event) error {
 	if err := ns.enqueue(shard, ev, nil); err != nil {
 		return err
 	}

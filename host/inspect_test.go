@@ -1,27 +1,22 @@
 package host_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"testing"
 
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
-	"github.com/edgeshard/edgeshard/storage"
 )
 
 // TestSetTraceOverridesConfig: a run-time switch overrides --trace for its
 // shard either way, refuses a shard the binding cannot have, and is
 // bounded.
 func TestSetTraceOverridesConfig(t *testing.T) {
-	ctx := hostinternal.WithNative(context.Background(), "S", func(string) hostinternal.NativeShard { return nativeCounter{} })
-	ctx = hostinternal.WithNative(ctx, "P", func(string) hostinternal.NativeShard { return nativeCounter{} })
-	f := startCtx(t, ctx, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startNative(t, map[string]hostinternal.NativeShard{"S": nativeCounter{}, "P": nativeCounter{}}, func(c *host.Config) {
 		c.Bindings = []host.Binding{{Name: "S", Shards: 8}, {Name: "P"}}
 		c.TraceShard = "S/1"
-	}))
+	})
 	s, _ := f.h.Namespace("S")
 	if !s.Tracing("1") || s.Tracing("2") {
 		t.Fatal("Config.TraceShard not reflected")

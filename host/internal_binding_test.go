@@ -2,8 +2,6 @@ package host_test
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -11,7 +9,6 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/edgeshard/edgeshard/storage"
 )
 
 // TestInternalBindingIsNotServedOverHTTP: an Internal binding (the edge
@@ -19,22 +16,12 @@ import (
 // whatever the method, key or path — while in-process callers still reach
 // it; other bindings are served as before.
 func TestInternalBindingIsNotServedOverHTTP(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.Bindings = append(c.Bindings, host.Binding{Name: "HIDDEN", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test"), Internal: true})
-	}))
+	})
 	srv := httptest.NewServer(f.h.Handler())
 	defer srv.Close()
-	do := func(method, path string) (int, string) {
-		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader("body"))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	do := func(method, path string) (int, string) { return testutil.Do(t, method, srv.URL+path, "body") }
 	_, missing := do("POST", "/do/NOPE/k/increment")
 	for _, p := range []string{"/do/HIDDEN/k/increment", "/do/HIDDEN/k/", "/do/HIDDEN/other/x?y=1"} {
 		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {

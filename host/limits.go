@@ -30,6 +30,10 @@ type Limits struct {
 	// stores (default 1 GiB); a write that would grow it further answers
 	// -ErrnoQuota. A negative value also turns the accounting off.
 	StorageQuotaBytes int64
+	// ShardSQLBytes caps the file of each shard's own SQL database (a
+	// binding with sql = "shard"; default 1 GiB); a statement that would
+	// grow it further answers -ErrnoQuota and changes nothing.
+	ShardSQLBytes int64
 	// AlarmRearmInterval and AlarmRearmBurst pace the alarms an alarm
 	// handler sets sooner than one interval ahead: a burst of that many,
 	// then one per interval; a faster one is moved later (defaults 100ms
@@ -46,6 +50,7 @@ func DefaultLimits() Limits {
 		EventLogLines:      100,
 		EventLogBytes:      256 << 10,
 		StorageQuotaBytes:  1 << 30,
+		ShardSQLBytes:      1 << 30,
 		AlarmRearmInterval: 100 * time.Millisecond,
 		AlarmRearmBurst:    10,
 	}
@@ -66,6 +71,7 @@ func (l Limits) over(o *Limits) Limits {
 	pick(&l.EventLogLines, o.EventLogLines)
 	pick(&l.EventLogBytes, o.EventLogBytes)
 	pick(&l.StorageQuotaBytes, o.StorageQuotaBytes)
+	pick(&l.ShardSQLBytes, o.ShardSQLBytes)
 	if o.AlarmRearmInterval != 0 {
 		l.AlarmRearmInterval = o.AlarmRearmInterval
 	}

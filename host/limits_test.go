@@ -3,8 +3,6 @@ package host_test
 import (
 	"context"
 	"errors"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -12,27 +10,20 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
-	"github.com/edgeshard/edgeshard/storage"
+	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
 // TestHTTPInputLimits: the /do route refuses a body over MaxBodyBytes (413
 // body_too_large, before any shard runs) and an object name over
 // host.MaxNameBytes (400 bad_key).
 func TestHTTPInputLimits(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.MaxBodyBytes = 1 << 10
-	}))
+	})
 	srv := httptest.NewServer(f.h.Handler())
 	defer srv.Close()
 	do := func(path string, body string) (int, string) {
-		resp, err := http.Post(srv.URL+path, "text/plain", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return testutil.Do(t, "POST", srv.URL+path, body, "Content-Type", "text/plain")
 	}
 	if st, body := do("/do/COUNTER/a/increment", strings.Repeat("x", 1<<10)); st != 200 {
 		t.Fatalf("body at the limit: %d %s", st, body)
@@ -56,11 +47,10 @@ func TestHTTPInputLimits(t *testing.T) {
 // (503 shard_overloaded) instead of queueing without bound, and other
 // shards are not affected.
 func TestQueueDepthBoundsWaitingEvents(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.QueueDepth = 2
 		c.EventTimeout = 2 * time.Second
-	}))
+	})
 	ns, _ := f.h.Namespace("COUNTER")
 	spun := make(chan error, 1)
 	go func() {

@@ -7,7 +7,6 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/edgeshard/edgeshard/storage"
 )
 
 // TestGuestMemoryStaysFlat proves the SDK lets a Go guest's garbage
@@ -15,10 +14,9 @@ import (
 // reached after the first few thousand (a Go guest that never yields grows
 // without bound).
 func TestGuestMemoryStaysFlat(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.Bindings = []host.Binding{{Name: "G", Module: testutil.Plugin(t, "host/testdata/plugins/garbage")}}
-	}))
+	})
 	ns, _ := f.h.Namespace("G")
 	call := func(n int) {
 		for i := 0; i < n; i++ {

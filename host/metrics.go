@@ -15,6 +15,7 @@ type metrics struct {
 	eventDur   *prometheus.HistogramVec
 	alarms     *prometheus.CounterVec
 	starts     *prometheus.CounterVec
+	batched    *prometheus.CounterVec
 	crashes    *prometheus.CounterVec
 	swaps      *prometheus.CounterVec
 	codes      *prometheus.CounterVec
@@ -42,6 +43,9 @@ func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
 		alarms: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeshard_alarms_total", Help: "Alarm runs by binding and result (fired, retried, abandoned).",
 		}, []string{"binding", "result"}),
+		batched: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeshard_fetch_batched_total", Help: "Requests delivered to a guest in a batch of two or more (edgeshard_fetch_batch), by binding.",
+		}, []string{"binding"}),
 		starts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeshard_instance_starts_total", Help: "Shard instances started.",
 		}, []string{"binding"}),
@@ -84,7 +88,7 @@ func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.events, m.eventDur, m.alarms, m.starts, m.crashes, m.swaps, m.codes, m.limits, m.flushDur, m.commitWait, m.evictions, m.startWaits,
+	reg.MustRegister(m.events, m.eventDur, m.alarms, m.starts, m.batched, m.crashes, m.swaps, m.codes, m.limits, m.flushDur, m.commitWait, m.evictions, m.startWaits,
 		m.placementRetries, m.handOffs, m.fenceRefusals)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeshard_uptime_seconds", Help: "Seconds since the host started.",
@@ -98,7 +102,7 @@ func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeshard_instance_memory_pool_bytes", Help: "Linear memory of closed instances kept, zeroed, for the next ones to start on.",
 	}, func() float64 { return float64(h.engine.PooledMemoryBytes()) }))
-	reg.MustRegister(&shardCollector{h: h})
+	reg.MustRegister(&shardCollector{h: h}, &wsCollector{h: h})
 	return m
 }
 
@@ -112,6 +116,7 @@ type nsMetrics struct {
 	alarmFired, alarmRetry prometheus.Counter
 	alarmAbandoned         prometheus.Counter
 	starts                 prometheus.Counter
+	batched                prometheus.Counter
 
 	codesMu                sync.Mutex
 	codes                  map[string]bool // code labels this binding has created
@@ -132,6 +137,7 @@ func (m *metrics) forNamespace(binding string) *nsMetrics {
 		alarmRetry:     m.alarms.WithLabelValues(binding, "retried"),
 		alarmAbandoned: m.alarms.WithLabelValues(binding, "abandoned"),
 		starts:         m.starts.WithLabelValues(binding),
+		batched:        m.batched.WithLabelValues(binding),
 		codes:          map[string]bool{},
 		evictIdle:      m.evictions.WithLabelValues(binding, "idle"),
 		evictBudget:    m.evictions.WithLabelValues(binding, "budget"),

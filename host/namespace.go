@@ -34,7 +34,9 @@ type Namespace struct {
 	binding   Binding
 	grants    []string
 	sql       SQLDB
+	shardSQL  bool // sql = "shard": each shard has its own database (shardsql.go)
 	analytics AnalyticsBinding
+	fetch     *fetcher // http_fetch, when the binding has a FetchConfig (fetch.go)
 
 	// cur and prev each hold a reference to their version (Version).
 	cur       atomic.Pointer[Version]
@@ -57,11 +59,22 @@ type Namespace struct {
 func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) {
 	ns := &Namespace{h: h, name: b.Name, binding: b, actors: map[string]*actor{}, receiving: map[string]bool{}, metrics: h.metrics.forNamespace(b.Name)}
 	ns.grants = b.Grants()
-	if b.SQL != "" {
+	switch b.SQL {
+	case "":
+	case ShardSQL:
+		ns.shardSQL = true
+	default:
 		ns.sql = h.cfg.SQL[b.SQL]
 	}
 	if b.Analytics != "" {
 		ns.analytics = h.cfg.Analytics[b.Analytics]
+	}
+	if b.Fetch != nil {
+		f, err := newFetcher(b.Name, b.Fetch)
+		if err != nil {
+			return nil, fmt.Errorf("binding %q: %w", b.Name, err)
+		}
+		ns.fetch = f
 	}
 	if native := hostinternal.Native(ctx, b.Name); native != nil {
 		if b.Module != "" || b.ModuleBytes != nil {
@@ -238,17 +251,32 @@ func (ns *Namespace) Fetch(ctx context.Context, key string, req *abi.Request) (*
 // (placement.go).
 func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Request) (*abi.Response, error) {
 	if ns.h.cfg.Placement != nil {
-		return ns.fetchPlaced(ctx, shard, req)
+		r, err := ns.fetchPlaced(ctx, shard, fetchOf(req), true)
+		return r.resp, err
 	}
 	return ns.fetchLocal(ctx, shard, req, nil)
+}
+
+// fetchOf makes the fetch event of req, anew for each attempt.
+func fetchOf(req *abi.Request) func() *event {
+	return func() *event { return &event{kind: evFetch, req: req, done: make(chan result, 1)} }
 }
 
 // fetchLocal runs req on the shard's actor here, started under claim if
 // it has none.
 func (ns *Namespace) fetchLocal(ctx context.Context, shard string, req *abi.Request, claim Claim) (*abi.Response, error) {
-	ev := &event{kind: evFetch, req: req, done: make(chan result, 1)}
+	r, err := ns.fetchEvent(ctx, shard, fetchOf(req)(), claim)
+	return r.resp, err
+}
+
+// fetchEvent runs a fetch event on the shard's actor here, started under
+// claim if it has none (every data event that may start an actor comes
+// through here or enqueue with its claim), and returns its result once
+// its writes are durable (the output gate); a failed commit returns the
+// result with the error.
+func (ns *Namespace) fetchEvent(ctx context.Context, shard string, ev *event, claim Claim) (result, error) {
 	if err := ns.enqueue(shard, ev, claim); err != nil {
-		return nil, err
+		return result{}, err
 	}
 	var r result
 	select {
@@ -256,14 +284,14 @@ func (ns *Namespace) fetchLocal(ctx context.Context, shard string, req *abi.Requ
 	case <-ctx.Done():
 		if ev.state.CompareAndSwap(evQueued, evAbandoned) {
 			// It never ran and never will: a clean, definite failure.
-			return nil, fmt.Errorf("%w: %w", ErrNotRun, ctx.Err())
+			return result{}, fmt.Errorf("%w: %w", ErrNotRun, ctx.Err())
 		}
 		// It is running: wait for its outcome rather than leave the
 		// caller guessing whether it happened (bounded by EventTimeout).
 		r = <-ev.done
 	}
 	if r.err != nil {
-		return nil, r.err
+		return r, r.err
 	}
 	if r.pending != nil {
 		// The event has run: its outcome is now whether its writes become
@@ -274,11 +302,11 @@ func (ns *Namespace) fetchLocal(ctx context.Context, shard string, req *abi.Requ
 		// would apply it twice.
 		t0 := time.Now()
 		if err := r.pending.Wait(context.WithoutCancel(ctx)); err != nil {
-			return nil, err
+			return r, err
 		}
 		ns.metrics.m.commitWait.Observe(time.Since(t0).Seconds())
 	}
-	return r.resp, nil
+	return r, nil
 }
 
 // enqueue queues ev on the shard's actor, started (under claim) if the
@@ -394,6 +422,7 @@ func (ns *Namespace) evict(a *actor) bool {
 	// released here, before that actor can exist. The actor's last commit
 	// is durable (actor.leave), so this does not wait.
 	a.store.Close()
+	a.releaseMark()
 	return true
 }
 

@@ -8,7 +8,6 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
-	"github.com/edgeshard/edgeshard/storage"
 )
 
 type nativeCounter struct{}
@@ -29,11 +28,9 @@ func (nativeCounter) Fetch(_ context.Context, env hostinternal.Env, req *abi.Req
 func (nativeCounter) Alarm(context.Context, hostinternal.Env, int) (bool, error) { return true, nil }
 
 func TestNativeShardRunsOnTheSamePath(t *testing.T) {
-	ctx := hostinternal.WithNative(context.Background(), "NATIVE", func(string) hostinternal.NativeShard { return nativeCounter{} })
-	f := startCtx(t, ctx, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startNative(t, map[string]hostinternal.NativeShard{"NATIVE": nativeCounter{}}, func(c *host.Config) {
 		c.Bindings = []host.Binding{{Name: "NATIVE", Shards: 4}}
-	}))
+	})
 	var last string
 	for i := 0; i < 5; i++ {
 		resp, err := f.h.Fetch(context.Background(), "NATIVE", "k", &abi.Request{Method: "POST", Path: "/"})
@@ -51,21 +48,24 @@ func TestNativeShardRunsOnTheSamePath(t *testing.T) {
 	}
 }
 
-type nameShard struct{}
+// varShard answers every request with its environment's variable name,
+// "(unset)" when there is none.
+type varShard struct{ name string }
 
-func (nameShard) Fetch(_ context.Context, env hostinternal.Env, _ *abi.Request) (*abi.Response, error) {
-	v, _ := env.Var(host.VarShardName)
+func (s varShard) Fetch(_ context.Context, env hostinternal.Env, _ *abi.Request) (*abi.Response, error) {
+	v, ok := env.Var(s.name)
+	if !ok {
+		v = "(unset)"
+	}
 	return &abi.Response{Status: 200, Body: []byte(v)}, nil
 }
 
-func (nameShard) Alarm(context.Context, hostinternal.Env, int) (bool, error) { return true, nil }
+func (varShard) Alarm(context.Context, hostinternal.Env, int) (bool, error) { return true, nil }
 
 func TestReservedShardNameVar(t *testing.T) {
-	ctx := hostinternal.WithNative(context.Background(), "N", func(string) hostinternal.NativeShard { return nameShard{} })
-	f := startCtx(t, ctx, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startNative(t, map[string]hostinternal.NativeShard{"N": varShard{host.VarShardName}}, func(c *host.Config) {
 		c.Bindings = []host.Binding{{Name: "N", Shards: 8}}
-	}))
+	})
 	resp, err := f.h.Fetch(context.Background(), "N", "some-key", &abi.Request{Method: "GET", Path: "/"})
 	if err != nil {
 		t.Fatal(err)

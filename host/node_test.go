@@ -10,32 +10,17 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
-	"github.com/edgeshard/edgeshard/storage"
 )
-
-type nodeShard struct{}
-
-func (nodeShard) Fetch(_ context.Context, env hostinternal.Env, _ *abi.Request) (*abi.Response, error) {
-	v, ok := env.Var(host.VarNodeID)
-	if !ok {
-		v = "(unset)"
-	}
-	return &abi.Response{Status: 200, Body: []byte(v)}, nil
-}
-
-func (nodeShard) Alarm(context.Context, hostinternal.Env, int) (bool, error) { return true, nil }
 
 // TestReservedNodeVar: edgeshard.node answers the host's node id, which
 // the config's [vars] cannot set, and is unset on a host without one.
 func TestReservedNodeVar(t *testing.T) {
 	for _, node := range []string{"pop-fra.1", ""} {
-		ctx := hostinternal.WithNative(context.Background(), "N", func(string) hostinternal.NativeShard { return nodeShard{} })
-		f := startCtx(t, ctx, counterConfig(t, func(c *host.Config) {
-			c.Storage = storage.NewMemory()
+		f := startNative(t, map[string]hostinternal.NativeShard{"N": varShard{host.VarNodeID}}, func(c *host.Config) {
 			c.NodeID = node
 			c.Vars = map[string]string{host.VarNodeID: "from the config, ignored"}
 			c.Bindings = []host.Binding{{Name: "N", Shards: 1}}
-		}))
+		})
 		resp, err := f.h.Fetch(context.Background(), "N", "k", &abi.Request{Method: "GET", Path: "/"})
 		if err != nil {
 			t.Fatal(err)

@@ -109,6 +109,11 @@ var (
 	// ErrNotOwner: the host a request was forwarded to does not own the
 	// shard (any more); the request did not run there.
 	ErrNotOwner = errors.New("not the shard's owner")
+	// ErrShardElsewhere: another host of the POP owns the shard and the
+	// request cannot be forwarded to it (a WebSocket upgrade: sockets are
+	// accepted by the shard's owner only). 421 shard_elsewhere, naming
+	// the owner.
+	ErrShardElsewhere = errors.New("the shard runs on another host of the POP")
 	// ErrFenced: the host lost the shard's ownership; the event's writes
 	// were refused (by the host before its storage commit, or by the SQL
 	// database holding a newer epoch).
@@ -139,40 +144,68 @@ var errNotHere = fmt.Errorf("%w: the shard does not run on this host", ErrNotOwn
 // placementRetry bounds the wait between two placement attempts.
 const placementRetry = 200 * time.Millisecond
 
-// fetchPlaced is FetchShard on a host with a Placement: it runs the event
-// here under a claim, or forwards it to the owner, asking again (with a
-// short, growing pause) while the shard is between owners, until ctx ends.
-func (ns *Namespace) fetchPlaced(ctx context.Context, shard string, req *abi.Request) (*abi.Response, error) {
+// fetchPlaced runs a fetch event (newEvent makes it anew for each
+// attempt) on a host with a Placement: here under a claim, or, if forward,
+// on the shard's owner (Placement.Forward; the event's request only: a
+// shard_call's chain stays on this host, its deadline bounds ctx), asking
+// again (with a short, growing pause) while the shard is between owners,
+// until ctx ends. Without forward a shard owned elsewhere is
+// ErrShardElsewhere (a WebSocket upgrade: the socket stays with the
+// shard's owner).
+func (ns *Namespace) fetchPlaced(ctx context.Context, shard string, newEvent func() *event, forward bool) (result, error) {
 	id := ns.shardID(shard)
 	pause := 10 * time.Millisecond
 	for {
-		resp, err := ns.tryPlaced(ctx, id, req)
+		r, err := ns.tryPlaced(ctx, id, newEvent(), forward)
 		if !errors.Is(err, errMoved) && !errors.Is(err, ErrNotOwner) {
-			return resp, err
+			return r, err
 		}
 		ns.metrics.m.placementRetries.Inc()
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %w (%w)", ErrNotRun, ctx.Err(), err)
+			return result{}, fmt.Errorf("%w: %w (%w)", ErrNotRun, ctx.Err(), err)
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, placementRetry)
 	}
 }
 
-func (ns *Namespace) tryPlaced(ctx context.Context, id storage.ShardID, req *abi.Request) (*abi.Response, error) {
+func (ns *Namespace) tryPlaced(ctx context.Context, id storage.ShardID, ev *event, forward bool) (result, error) {
 	c, err := ns.h.cfg.Placement.Claim(ctx, id, ns.binding.Shards == 0)
 	var ee *ElsewhereError
 	switch {
+	case errors.As(err, &ee) && !forward:
+		return result{}, shardElsewhere(ee)
 	case errors.As(err, &ee):
 		if isLocalOnly(ctx) {
-			return nil, fmt.Errorf("%w: %w", ErrNotOwner, err)
+			return result{}, fmt.Errorf("%w: %w", ErrNotOwner, err)
 		}
-		return ns.h.cfg.Placement.Forward(ctx, ee.Owner, id, req)
+		resp, err := ns.h.cfg.Placement.Forward(ctx, ee.Owner, id, ev.req)
+		return result{resp: resp}, err
 	case err != nil:
-		return nil, err
+		return result{}, err
 	}
-	return ns.fetchLocal(ctx, id.Name, req, c)
+	return ns.fetchEvent(ctx, id.Name, ev, c)
+}
+
+// claimHere returns a claim under which the shard may start here: on a
+// host without a Placement, none (it runs every shard); otherwise the
+// Placement's, a shard owned elsewhere being ErrShardElsewhere. For the
+// data events that do not come through fetchPlaced (a socket's messages).
+func (ns *Namespace) claimHere(ctx context.Context, shard string) (Claim, error) {
+	if ns.h.cfg.Placement == nil {
+		return nil, nil
+	}
+	c, err := ns.h.cfg.Placement.Claim(ctx, ns.shardID(shard), ns.binding.Shards == 0)
+	var ee *ElsewhereError
+	if errors.As(err, &ee) {
+		return nil, shardElsewhere(ee)
+	}
+	return c, err
+}
+
+func shardElsewhere(ee *ElsewhereError) error {
+	return fmt.Errorf("%w: node %s (%s) runs it", ErrShardElsewhere, ee.Node, ee.Owner)
 }
 
 // deliverAlarm enqueues a due alarm on a host with a Placement: under a
@@ -280,6 +313,9 @@ func (a *actor) handOff() {
 	a.ns.metrics.m.handOffs.WithLabelValues(handOffReason(moving)).Inc()
 	a.log.Info().Bool("moving", moving).Msg("shard left this host")
 	a.claim.Release()
+	if n := a.ns.h.CloseShardSockets(a.ns.name, a.shard, abi.WSCloseRestart, "the shard moved to another host; reconnect"); n > 0 {
+		a.log.Info().Int("sockets", n).Msg("the shard's sockets closed: they stay with the shard's owner")
+	}
 }
 
 func handOffReason(moving bool) string {
@@ -369,15 +405,26 @@ func (a *actor) refuse(ev *event) {
 }
 
 // fenced reports whether the event's writes must be refused: the host
-// lost the shard's claim.
+// lost the shard's claim. They are dropped, and the instance, whose
+// memory saw them, with them.
 func (a *actor) fenced() bool {
+	if !a.dropFenced() {
+		return false
+	}
+	a.closeInstance()
+	return true
+}
+
+// dropFenced is fenced without closing the instance (a batch's answer:
+// the instance is closed once the batch call has returned).
+func (a *actor) dropFenced() bool {
 	if a.claim == nil || a.claim.Valid() {
 		return false
 	}
 	a.ns.metrics.m.fenceRefusals.WithLabelValues("storage").Inc()
 	a.store.Abort()
 	a.resetAlarmChange()
-	a.closeInstance()
+	a.wsAbort()
 	a.log.Warn().Int64("epoch", a.claim.Epoch()).Msg("shard ownership lost before the event committed; its writes refused")
 	return true
 }

@@ -93,7 +93,7 @@ func (k keptModules) save(st keptState, curBytes, prevBytes []byte) error {
 		if _, err := os.Stat(filepath.Join(k.dir, sha+".wasm")); err == nil {
 			continue
 		}
-		if err := writeFileSync(filepath.Join(k.dir, sha+".wasm"), b); err != nil {
+		if err := writeDurably(filepath.Join(k.dir, sha+".wasm"), b); err != nil {
 			return err
 		}
 	}
@@ -101,7 +101,7 @@ func (k keptModules) save(st keptState, curBytes, prevBytes []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(k.dir, "state.json"), js); err != nil {
+	if err := writeDurably(filepath.Join(k.dir, "state.json"), js); err != nil {
 		return err
 	}
 	entries, err := os.ReadDir(k.dir)
@@ -119,33 +119,3 @@ func (k keptModules) save(st keptState, curBytes, prevBytes []byte) error {
 
 // forget removes the binding's kept versions.
 func (k keptModules) forget() error { return os.RemoveAll(k.dir) }
-
-// writeFileSync writes a file whole or not at all: a temporary file,
-// fsynced, renamed over the name, and the directory fsynced.
-func writeFileSync(name string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), filepath.Base(name)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), name); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(name))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}

@@ -11,16 +11,14 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/edgeshard/edgeshard/storage"
 )
 
 // TestGuestHasNoFilesystem: a guest's reads, listings and writes of files
 // all fail, because the host mounts no filesystem.
 func TestGuestHasNoFilesystem(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		c.Bindings = []host.Binding{{Name: "FS", Module: testutil.Plugin(t, "host/testdata/plugins/fsprobe")}}
-	}))
+	})
 	resp, err := f.h.Fetch(context.Background(), "FS", "x", &abi.Request{Method: "GET", Path: "/"})
 	if err != nil {
 		t.Fatal(err)
@@ -47,11 +45,9 @@ func (framingShard) Alarm(context.Context, hostinternal.Env, int) (bool, error) 
 // TestShardCannotSetFramingHeaders: hop-by-hop headers, Content-Length and
 // values with NUL from a shard never reach the client.
 func TestShardCannotSetFramingHeaders(t *testing.T) {
-	ctx := hostinternal.WithNative(context.Background(), "F", func(string) hostinternal.NativeShard { return framingShard{} })
-	f := startCtx(t, ctx, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startNative(t, map[string]hostinternal.NativeShard{"F": framingShard{}}, func(c *host.Config) {
 		c.Bindings = []host.Binding{{Name: "F", Shards: 1}}
-	}))
+	})
 	srv := httptest.NewServer(f.h.Handler())
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/do/F/k/")

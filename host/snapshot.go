@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/storage"
+	"github.com/rs/zerolog"
 )
 
 // Shard snapshots through the host: one shard's export and import (the
@@ -59,6 +61,9 @@ func (ns *Namespace) ImportShard(ctx context.Context, shard string, r io.Reader)
 	if rerr := ns.runOnShard(ctx, shard, func(a *actor) {
 		a.waitLast()
 		a.closeInstance()
+		if err = a.dropLoneStoredRecord(); err != nil {
+			return
+		}
 		st, err = a.store.Import(r, ns.h.importers())
 		if err == nil && st.Alarm > 0 {
 			ns.h.alarms.schedule(a.id, st.Alarm, 0)
@@ -71,6 +76,47 @@ func (ns *Namespace) ImportShard(ctx context.Context, shard string, r io.Reader)
 			Int("entries", st.Entries).Int64("bytes", st.Bytes).Msg("shard imported")
 	}
 	return st, err
+}
+
+// ClearShard deletes one shard's entries and alarm, between two of its
+// events, and discards its instance: what a planned move does to the
+// source once the target has imported the shard (a shard holding data
+// refuses an import). It returns once the deletion is durable.
+func (ns *Namespace) ClearShard(ctx context.Context, shard string) error {
+	var err error
+	if rerr := ns.runOnShard(ctx, shard, func(a *actor) {
+		a.waitLast()
+		a.closeInstance()
+		if err = a.store.DeleteAll(); err == nil {
+			err = a.store.DeleteAlarm()
+		}
+		if err != nil {
+			a.store.Abort()
+			return
+		}
+		err = a.store.Commit().Wait(context.Background())
+		ns.h.alarms.cancel(a.id)
+	}); rerr != nil {
+		return rerr
+	}
+	if err == nil {
+		ns.h.log.Info().Str("binding", ns.name).Str("shard", shard).Msg("shard cleared")
+	}
+	return err
+}
+
+// dropLoneStoredRecord deletes the host's stored-bytes record (quota.go)
+// of a shard that holds nothing else — what a shard whose guest deleted
+// every key keeps — so that it counts as empty for an import.
+func (a *actor) dropLoneStoredRecord() error {
+	kvs, err := a.store.List(abi.ListOptions{Limit: 2})
+	if err != nil || len(kvs) != 1 || kvs[0].Key != storedKey {
+		return err
+	}
+	if _, err := a.store.Delete(storedKey); err != nil {
+		return err
+	}
+	return a.store.Commit().Wait(context.Background())
 }
 
 // runOnShard runs fn on the shard's actor between two events. If ctx ends
@@ -137,4 +183,19 @@ func ShardStateImporters(states []ShardState) storage.Importers {
 		}
 	}
 	return imp
+}
+
+// prepareStorage readies shard storage before any shard runs: it deletes
+// what imports interrupted by the process's end left (their shards hold
+// part of a stream), then applies the configured migrations.
+func prepareStorage(b storage.Backend, cfg Config, log zerolog.Logger) error {
+	cleared, err := storage.ClearInterruptedImports(b)
+	for _, id := range cleared {
+		log.Warn().Str("binding", id.Namespace).Str("shard", id.Name).
+			Msg("an import into this shard was interrupted when the host stopped: what it wrote is deleted; import it again")
+	}
+	if err != nil {
+		return err
+	}
+	return applyMigrations(b, cfg, log)
 }

@@ -7,7 +7,6 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
-	"github.com/edgeshard/edgeshard/storage"
 )
 
 // dialectSQL is a SQL binding that says its dialect, as sqldb.DB does.
@@ -16,29 +15,14 @@ type dialectSQL struct{ dialect string }
 func (dialectSQL) Batch(context.Context, []abi.Statement) ([]abi.Result, error) { return nil, nil }
 func (d dialectSQL) Dialect() string                                            { return d.dialect }
 
-type dialectShard struct{}
-
-func (dialectShard) Fetch(_ context.Context, env hostinternal.Env, _ *abi.Request) (*abi.Response, error) {
-	v, ok := env.Var(host.VarSQLDialect)
-	if !ok {
-		v = "(unset)"
-	}
-	return &abi.Response{Status: 200, Body: []byte(v)}, nil
-}
-
-func (dialectShard) Alarm(context.Context, hostinternal.Env, int) (bool, error) { return true, nil }
-
 // TestReservedSQLDialectVar: edgeshard.sql_dialect answers the dialect of
 // the namespace's SQL database, and is unset without one.
 func TestReservedSQLDialectVar(t *testing.T) {
-	ctx := hostinternal.WithNative(context.Background(), "PG", func(string) hostinternal.NativeShard { return dialectShard{} })
-	ctx = hostinternal.WithNative(ctx, "NOSQL", func(string) hostinternal.NativeShard { return dialectShard{} })
-	f := startCtx(t, ctx, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startNative(t, map[string]hostinternal.NativeShard{"PG": varShard{host.VarSQLDialect}, "NOSQL": varShard{host.VarSQLDialect}}, func(c *host.Config) {
 		c.SQL = map[string]host.SQLDB{"DB": dialectSQL{"postgres"}}
 		c.Vars = map[string]string{host.VarSQLDialect: "from the config, ignored"}
 		c.Bindings = []host.Binding{{Name: "PG", Shards: 1, SQL: "DB"}, {Name: "NOSQL", Shards: 1}}
-	}))
+	})
 	for binding, want := range map[string]string{"PG": "postgres", "NOSQL": "(unset)"} {
 		resp, err := f.h.Fetch(context.Background(), binding, "k", &abi.Request{Method: "GET", Path: "/"})
 		if err != nil {

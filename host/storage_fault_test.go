@@ -3,7 +3,6 @@ package host_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,20 +14,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
 )
 
 // httpDo sends one request to the host's /do routes and returns status and body.
 func httpDo(t *testing.T, srv *httptest.Server, method, path string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, srv.URL+path, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return testutil.Do(t, method, srv.URL+path, "")
 }
 
 // TestStorageFullRefusesWritesServesReads: with less free space than the

@@ -15,7 +15,6 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/edgeshard/edgeshard/storage"
 )
 
 // TestHotSwapUnderLoad pushes a new module version while clients increment
@@ -52,7 +51,7 @@ func TestHotSwapUnderLoad(t *testing.T) {
 					continue
 				}
 				acked.Add(1)
-				var r counterReply
+				var r testutil.CounterReply
 				json.Unmarshal(resp.Body, &r)
 				if r.Version == "v2" {
 					sawV2.Store(true)
@@ -154,7 +153,7 @@ func counterBin(t *testing.T, version string) []byte {
 // live shard instantiate the new version on its own goroutine before the
 // switch, so no shard instantiates inline when its next event comes.
 func TestSwapPreparesEveryLiveShard(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	f := startMemory(t, nil)
 	ns, _ := f.h.Namespace("COUNTER")
 	names := []string{"a", "b", "c"}
 	f.touch(t, names...)
@@ -189,7 +188,7 @@ func TestSwapPreparesEveryLiveShard(t *testing.T) {
 // to its version; a version neither current nor previous is freed once its
 // last shard has switched away, and the host's close frees the rest.
 func TestVersionsAreFreedWithTheirLastReference(t *testing.T) {
-	f := start(t, counterConfig(t, func(c *host.Config) { c.Storage = storage.NewMemory() }))
+	f := startMemory(t, nil)
 	ns, _ := f.h.Namespace("COUNTER")
 	names := []string{"a", "b", "c"}
 	f.touch(t, names...)
@@ -235,11 +234,10 @@ func TestVersionsAreFreedWithTheirLastReference(t *testing.T) {
 // prepared and keep serving, and a later swap goes through.
 func TestSwapAbandonedWhilePreparing(t *testing.T) {
 	v2 := counterBin(t, "v2")
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Storage = storage.NewMemory()
+	f := startMemory(t, func(c *host.Config) {
 		// v2 compiled at start, so the swap below reaches the prepare step.
 		c.Bindings = append(c.Bindings, host.Binding{Name: "V2", ModuleBytes: v2})
-	}))
+	})
 	ns, _ := f.h.Namespace("COUNTER")
 	names := []string{"a", "b", "c"}
 	f.touch(t, names...)
@@ -285,7 +283,7 @@ func TestPushedModuleSurvivesRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var r counterReply
+		var r testutil.CounterReply
 		json.Unmarshal(resp.Body, &r)
 		return r.Version
 	}

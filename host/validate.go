@@ -19,6 +19,9 @@ type ModuleInfo struct {
 	// module does not declare, or declares above the memory cap, is the
 	// cap.
 	MemoryMinPages, MemoryMaxPages uint32
+	// WebSockets: the module exports edgeshard_ws_event, so it may accept
+	// WebSocket upgrades (abi/ABI.md, section 10).
+	WebSockets bool
 }
 
 // ValidateOptions say what a module is validated against.
@@ -53,19 +56,26 @@ func Validate(ctx context.Context, bin []byte, o ValidateOptions) (*ModuleInfo, 
 		return nil, err
 	}
 	return &ModuleInfo{SHA256: m.SHA256, Size: m.Size, ABIVersion: m.ABIVersion, Imports: m.Imports, Groups: m.Groups,
-		MemoryMinPages: m.MemoryMinPages, MemoryMaxPages: m.MemoryMaxPages}, nil
+		MemoryMinPages: m.MemoryMinPages, MemoryMaxPages: m.MemoryMaxPages, WebSockets: m.WebSockets}, nil
 }
 
 // Grants returns the binding groups the binding grants its module:
-// storage, alarm, vars and log always, sql and analytics when it names a
-// database or dataset (core is implied).
+// storage, alarm, vars, log and websocket always, sql and analytics when
+// it names a database or dataset, call when it names bindings to call,
+// fetch when it has a Fetch config (core is implied).
 func (b Binding) Grants() []string {
-	g := []string{abi.GroupStorage, abi.GroupAlarm, abi.GroupVars, abi.GroupLog}
+	g := []string{abi.GroupStorage, abi.GroupAlarm, abi.GroupVars, abi.GroupLog, abi.GroupWebSocket}
 	if b.SQL != "" {
 		g = append(g, abi.GroupSQL)
 	}
 	if b.Analytics != "" {
 		g = append(g, abi.GroupAnalytics)
+	}
+	if len(b.Calls) > 0 {
+		g = append(g, abi.GroupCall)
+	}
+	if b.Fetch != nil {
+		g = append(g, abi.GroupFetch)
 	}
 	return g
 }

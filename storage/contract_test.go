@@ -31,7 +31,7 @@ func TestContract(t *testing.T) {
 	})
 }
 
-func openBadger(t *testing.T, opts storage.BadgerOptions) storage.Backend {
+func openBadger(t testing.TB, opts storage.BadgerOptions) storage.Backend {
 	t.Helper()
 	b, err := storage.OpenBadger(opts)
 	if err != nil {

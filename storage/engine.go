@@ -373,6 +373,10 @@ func (p *Pending) Wait(ctx context.Context) error {
 	return p.gen.failedAt(p.seq)
 }
 
+// FailedPending returns a Pending whose Wait returns err at once: an event
+// that failed before its writes could be submitted.
+func FailedPending(err error) *Pending { return &Pending{err: err} }
+
 // Done reports, without blocking, whether Wait would return at once.
 func (p *Pending) Done() bool {
 	return p == nil || p.err != nil || p.s.done.Load() >= p.seq

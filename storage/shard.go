@@ -395,6 +395,44 @@ func (s *Shard) commitErr(err error) error {
 	return err // a failure of the generation already wraps ErrCommitFailed
 }
 
+// EventBatch returns the current event's writes as the Batch Commit would
+// submit, without ending the event, and false when it has none. Its values
+// are shared with the event and must not be modified. The host copies it
+// into a shard's own SQL database (storage/shardsql) so that a crash
+// between the two commits can be repaired from there.
+func (s *Shard) EventBatch() (Batch, bool) {
+	ev := &s.ev
+	if !ev.hasWrites() {
+		return Batch{}, false
+	}
+	b := Batch{Shard: s.id, DeleteAll: ev.deleteAll}
+	if ev.alarmSet {
+		if ev.alarmAt > 0 {
+			b.SetAlarm = ev.alarmAt
+		} else {
+			b.DelAlarm = true
+		}
+	}
+	for i := range ev.ents {
+		if e := &ev.ents[i]; e.del {
+			b.Deletes = append(b.Deletes, e.key)
+		} else {
+			b.Puts = append(b.Puts, abi.KV{Key: e.key, Value: e.val})
+		}
+	}
+	return b, true
+}
+
+// Submitted returns a Pending that resolves once every batch the shard has
+// submitted so far — unconfirmed ones included — is durable, or fails if
+// one of them failed.
+func (s *Shard) Submitted() *Pending {
+	if s.seq == 0 {
+		return nil
+	}
+	return &Pending{s: s, seq: s.seq, gen: s.gen}
+}
+
 // Abort discards the current event's writes.
 func (s *Shard) Abort() { s.ev.reset() }
 

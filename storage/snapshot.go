@@ -1,10 +1,12 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
@@ -30,12 +32,14 @@ import (
 //
 // The API, all of it:
 //
-//	(*Engine).ExportShard(w, id, extra...)  one shard's stream
-//	(*Shard).Import(r, importers)           a one-shard stream into an empty shard
-//	(*Engine).Backup(w, note, extra)        every shard, one stream, one view
-//	Restore(b, r, importers)                a stream into an empty Backend
-//	VerifySnapshot(r)                       check a whole stream, write nothing
-//	SnapshotShard, ImportSnapshotShard      the per-shard steps over a Writer/Reader
+//	(*Engine).ExportShard(w, id, extra...)            one shard's stream
+//	(*Shard).Import(r, importers)                     a one-shard stream into an empty shard
+//	(*Engine).Backup(w, note, extra, progress)        every shard, one stream, one view
+//	Restore(b, r, importers, progress)                a stream into an empty Backend
+//	VerifySnapshot(r, progress)                       check a whole stream, write nothing
+//	ClearInterruptedImports(b)                        at start: delete what a cut-short Import left
+//	SnapshotShard, ImportSnapshotShard                the per-shard steps over a Writer/Reader
+//	MoveShard, DeleteShard, NamespaceShards (move.go) whole shards inside one Backend
 
 // Section names of a shard snapshot.
 const (
@@ -341,10 +345,11 @@ func shardEmpty(b Backend, id ShardID) (bool, error) {
 // stream's shard may have another id (a rename). The caller owns the
 // shard as for any event (its actor, between events); writes of earlier
 // events are waited for first. The import is all or nothing: on any error,
-// a corrupt or truncated stream included, what it wrote is deleted again.
-// Afterwards the handle reads the imported state. The returned stats name
-// the stream's shard; Alarm is the imported alarm, for the caller's
-// scheduler.
+// a corrupt or truncated stream included, what it wrote is deleted again;
+// if the process dies meanwhile, a mark left in the backend makes
+// ClearInterruptedImports delete it at the next start. Afterwards the
+// handle reads the imported state. The returned stats name the stream's
+// shard; Alarm is the imported alarm, for the caller's scheduler.
 func (s *Shard) Import(r io.Reader, imp Importers) (ShardSnapshotStats, error) {
 	s.settle()
 	if err := s.begin(); err != nil {
@@ -358,15 +363,51 @@ func (s *Shard) Import(r io.Reader, imp Importers) (ShardSnapshotStats, error) {
 	if !empty {
 		return ShardSnapshotStats{}, fmt.Errorf("import into %s: %w: the shard has entries or an alarm", s.id, ErrNotEmpty)
 	}
+	mark := string(appendShardKey(nil, 'i', s.id))
+	if err := b.Apply([]*Batch{{Shard: importsShard, Puts: []abi.KV{{Key: mark, Value: []byte{}}}}}); err != nil {
+		return ShardSnapshotStats{}, fmt.Errorf("import into %s: mark it: %w", s.id, err)
+	}
 	defer s.Reset()
+	unmark := &Batch{Shard: importsShard, Deletes: []string{mark}}
 	st, err := importOne(b, r, s.id, imp)
 	if err != nil {
-		if rerr := b.Apply([]*Batch{{Shard: s.id, DeleteAll: true, DelAlarm: true}}); rerr != nil {
-			err = fmt.Errorf("%w; and rolling back the partial import failed: %w", err, rerr)
+		if rerr := b.Apply([]*Batch{{Shard: s.id, DeleteAll: true, DelAlarm: true}, unmark}); rerr != nil {
+			err = fmt.Errorf("%w; and rolling back the partial import failed (the next start clears it): %w", err, rerr)
 		}
 		return st, fmt.Errorf("import into %s: %w", s.id, err)
 	}
+	if err := b.Apply([]*Batch{unmark}); err != nil {
+		return st, fmt.Errorf("import into %s: imported, but clearing its mark failed (the next start would delete it): %w", s.id, err)
+	}
 	return st, nil
+}
+
+// importsShard holds a mark per import in progress (Shard.Import): the
+// shard's id, encoded as in Badger's keys (tag 'i'). It is in namespace "", which no binding has.
+var importsShard = ShardID{Namespace: "", Name: "edgeshard.imports"}
+
+// ClearInterruptedImports deletes every shard an import was writing when
+// the process stopped (its mark is still there) — entries and alarm — and
+// returns them. Run it at start, before any shard serves: such a shard
+// holds part of a stream, and its import was never acknowledged.
+func ClearInterruptedImports(b Backend) ([]ShardID, error) {
+	marks, err := b.List(importsShard, listAll)
+	if err != nil {
+		return nil, fmt.Errorf("list interrupted imports: %w", err)
+	}
+	var out []ShardID
+	for _, m := range marks {
+		id, rest, ok := decodeShardKey([]byte(m.Key))
+		if !ok || len(rest) != 0 {
+			return out, fmt.Errorf("malformed import mark %q", m.Key)
+		}
+		err := b.Apply([]*Batch{{Shard: id, DeleteAll: true, DelAlarm: true}, {Shard: importsShard, Deletes: []string{m.Key}}})
+		if err != nil {
+			return out, fmt.Errorf("clear the interrupted import into %s: %w", id, err)
+		}
+		out = append(out, id)
+	}
+	return out, nil
 }
 
 // importOne imports the one shard of the stream r into id; the shard's
@@ -406,7 +447,9 @@ func VerifySnapshot(r io.Reader, progress func(BackupStats)) (BackupStats, error
 }
 
 // Restore reads a stream (a backup) into b, which must hold no shard
-// (ErrNotEmpty) and be a Viewer. Each shard goes back under the id the
+// (ErrNotEmpty) and be a Viewer. It applies many shards per Apply, and
+// syncs b once at the end when b can (Badger): what it restored is
+// durable when it returns, even with SyncWrites off. Each shard goes back under the id the
 // stream names. It is not atomic: on error b holds part of the stream,
 // so restore into a fresh directory and keep it only on success (as
 // `edgeshard restore` does). progress, if not nil, is called after each
@@ -439,9 +482,24 @@ func restoreStream(b Backend, r io.Reader, imp Importers, progress func(BackupSt
 	if err != nil {
 		return bs, fmt.Errorf("restore: %w", err)
 	}
+	var buf *applyBuffer
+	if b != nil {
+		buf = &applyBuffer{b: b}
+		b = buf
+	}
 	for {
 		ref, err := sr.NextShard()
 		if err == io.EOF {
+			err = nil
+			if buf != nil {
+				err = buf.flush()
+			}
+			if s, ok := b.(interface{ Sync() error }); ok && err == nil {
+				err = s.Sync() // durable on return, even with SyncWrites off
+			}
+			if err != nil {
+				return bs, fmt.Errorf("restore: %w", err)
+			}
 			return bs, nil
 		}
 		if err != nil {
@@ -457,4 +515,58 @@ func restoreStream(b Backend, r io.Reader, imp Importers, progress func(BackupSt
 			progress(bs)
 		}
 	}
+}
+
+// applyBuffer groups the small batches of a restore (a shard of a few
+// entries is one batch) into larger Backend.Apply calls: one Badger
+// transaction for many shards instead of one each. It copies what it
+// keeps, since a snapshot.Reader reuses its buffers.
+type applyBuffer struct {
+	b       Backend
+	pending []*Batch
+	bytes   int
+}
+
+// applyBufferBytes is how much an applyBuffer holds before it applies.
+const applyBufferBytes = 1 << 20
+
+func (a *applyBuffer) Get(id ShardID, key string) ([]byte, bool, error) { return a.b.Get(id, key) }
+func (a *applyBuffer) List(id ShardID, o abi.ListOptions) ([]abi.KV, error) {
+	return a.b.List(id, o)
+}
+func (a *applyBuffer) GetAlarm(id ShardID) (int64, bool, error) { return a.b.GetAlarm(id) }
+func (a *applyBuffer) Alarms() ([]Alarm, error)                 { return a.b.Alarms() }
+func (a *applyBuffer) Close() error                             { return a.b.Close() }
+func (a *applyBuffer) Sync() error {
+	if s, ok := a.b.(interface{ Sync() error }); ok {
+		return s.Sync()
+	}
+	return nil
+}
+
+func (a *applyBuffer) Apply(batches []*Batch) error {
+	for _, bt := range batches {
+		c := *bt
+		c.Puts = make([]abi.KV, len(bt.Puts))
+		for i, kv := range bt.Puts {
+			c.Puts[i] = abi.KV{Key: kv.Key, Value: bytes.Clone(kv.Value)}
+			a.bytes += len(kv.Key) + len(kv.Value)
+		}
+		c.Deletes = slices.Clone(bt.Deletes)
+		a.pending = append(a.pending, &c)
+		a.bytes += 64
+	}
+	if a.bytes >= applyBufferBytes {
+		return a.flush()
+	}
+	return nil
+}
+
+func (a *applyBuffer) flush() error {
+	if len(a.pending) == 0 {
+		return nil
+	}
+	err := a.b.Apply(a.pending)
+	a.pending, a.bytes = a.pending[:0], 0
+	return err
 }

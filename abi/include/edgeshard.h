@@ -52,6 +52,7 @@ extern "C" {
 #define EDGESHARD_EXPORT_ALLOC "edgeshard_alloc"             /* (size i32) -> i32: a buffer for the next request */
 #define EDGESHARD_EXPORT_FETCH "edgeshard_fetch"             /* (ptr i32, len i32) -> i64: (resp_ptr << 32) | resp_len */
 #define EDGESHARD_EXPORT_ALARM "edgeshard_alarm"             /* (retry_count i32) -> i32: 0 success, else retried */
+#define EDGESHARD_EXPORT_FETCH_BATCH "edgeshard_fetch_batch" /* optional: (ptr i32, len i32, count i32) -> i32 answered; each answer via edgeshard_fetch_respond */
 #define EDGESHARD_EXPORT_INITIALIZE "_initialize"            /* () -> (): the WASI reactor start function */
 #define EDGESHARD_EXPORT_MEMORY "memory"                     /* the linear memory (never imported) */
 
@@ -70,7 +71,8 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
 /* ---- Binding groups ------------------------------------------------------ */
 
 /* Each host function belongs to one group; a binding grants groups (core
- * always, sql and analytics when the binding names a database or dataset).
+ * always, sql and analytics when the binding names a database or dataset,
+ * call when it names bindings to call, fetch when it has fetch hosts).
  * A module importing from a group its binding lacks is refused at load. */
 #define EDGESHARD_GROUP_CORE "core"
 #define EDGESHARD_GROUP_STORAGE "storage"
@@ -79,11 +81,14 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
 #define EDGESHARD_GROUP_LOG "log"
 #define EDGESHARD_GROUP_SQL "sql"
 #define EDGESHARD_GROUP_ANALYTICS "analytics"
+#define EDGESHARD_GROUP_CALL "call"
+#define EDGESHARD_GROUP_FETCH "fetch"
 
 /* ---- Host function names (import module "edgeshard") -------------------- */
 
 #define EDGESHARD_FN_RESULT_TAKE "result_take"
 #define EDGESHARD_FN_ERROR_MESSAGE "error_message"
+#define EDGESHARD_FN_FETCH_RESPOND "fetch_respond"
 #define EDGESHARD_FN_STORAGE_GET "storage_get"
 #define EDGESHARD_FN_STORAGE_GET_MULTI "storage_get_multi"
 #define EDGESHARD_FN_STORAGE_PUT "storage_put"
@@ -99,6 +104,8 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
 #define EDGESHARD_FN_LOG_WRITE "log_write"
 #define EDGESHARD_FN_SQL_EXEC "sql_exec"
 #define EDGESHARD_FN_ANALYTICS_WRITE "analytics_write"
+#define EDGESHARD_FN_SHARD_CALL "shard_call"
+#define EDGESHARD_FN_HTTP_FETCH "http_fetch"
 
 /* ---- Errno --------------------------------------------------------------- */
 
@@ -111,14 +118,17 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
 #define EDGESHARD_ERRNO_NOT_GRANTED 5 /* the binding does not grant this group */
 #define EDGESHARD_ERRNO_SQL 6         /* a SQL statement failed; the batch was rolled back */
 #define EDGESHARD_ERRNO_ANALYTICS 7   /* a data point was rejected */
-#define EDGESHARD_ERRNO_DEADLINE 8    /* reserved: deadline exceeded */
+#define EDGESHARD_ERRNO_DEADLINE 8    /* deadline exceeded (shard_call, http_fetch) */
 #define EDGESHARD_ERRNO_CANCELED 9    /* reserved: cancelled */
 #define EDGESHARD_ERRNO_INTERNAL 10   /* host bug or unexpected state */
 #define EDGESHARD_ERRNO_FAULT 11      /* pointer/length outside guest memory */
 #define EDGESHARD_ERRNO_NO_RESULT 12  /* result_take with nothing held */
 #define EDGESHARD_ERRNO_LIMIT 13      /* a per-event limit of the binding is reached (ABI.md section 5) */
 #define EDGESHARD_ERRNO_QUOTA 14      /* the shard's storage quota is reached */
-#define EDGESHARD_ERRNO_MAX 14        /* the highest errno of ABI v1 */
+#define EDGESHARD_ERRNO_DEADLOCK 15   /* shard_call: the called shard waits on the caller */
+#define EDGESHARD_ERRNO_REFUSED 16    /* http_fetch: destination not allowed (fetch hosts, address guard) */
+#define EDGESHARD_ERRNO_NETWORK 17    /* http_fetch: DNS, connection or TLS failure */
+#define EDGESHARD_ERRNO_MAX 17        /* the highest errno of ABI v1 */
 
 /* ---- Limits -------------------------------------------------------------- */
 
@@ -138,6 +148,8 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
 #define EDGESHARD_MAX_ANALYTICS_BLOB 20           /* blobs per data point */
 #define EDGESHARD_MAX_ANALYTICS_BLOB_TOTAL 16384  /* bytes of all blobs together (16 KiB) */
 #define EDGESHARD_MAX_ANALYTICS_DBL 20            /* doubles per data point */
+#define EDGESHARD_MAX_OUTBOUND_REQUEST 16777216   /* bytes of one encoded shard_call or http_fetch request (16 MiB) */
+#define EDGESHARD_MAX_CALL_DEPTH 8                /* shards in one chain of shard_calls, first caller and last callee included */
 
 /* ---- Flags, levels, tags ------------------------------------------------- */
 
@@ -161,6 +173,7 @@ static inline int64_t edgeshard_pack(const void *ptr, uint32_t len) {
  *   Request      method string, path string, headers, body bytes
  *                (path is what the shard sees, with the raw query)
  *   Response     status u32 (200..599), headers, body bytes
+ *   CallRequest  binding string, key string, then a Request (shard_call)
  *   headers      count u32, then name string, value string per field
  *   Keys         count u32, then key string each
  *   KVs          count u32, then key string, value bytes each
@@ -227,6 +240,11 @@ int64_t edgeshard_result_take(void *buf, uint32_t cap);
  * the bytes written. */
 EDGESHARD_IMPORT("error_message")
 int64_t edgeshard_error_message(void *buf, uint32_t cap);
+/* Inside edgeshard_fetch_batch only: the encoded response to the current
+ * request; the host copies it and ends that request's event. 0, or
+ * -EDGESHARD_ERRNO_INVALID outside a batch or past its last request. */
+EDGESHARD_IMPORT("fetch_respond")
+int32_t edgeshard_fetch_respond(const void *resp, uint32_t resp_len);
 
 /* storage */
 
@@ -294,6 +312,96 @@ int64_t edgeshard_sql_exec(const void *stmts, uint32_t stmts_len, void *buf, uin
  * -EDGESHARD_ERRNO_TOO_LARGE with a message. */
 EDGESHARD_IMPORT("analytics_write")
 int32_t edgeshard_analytics_write(const void *point, uint32_t point_len);
+
+/* ---- WebSockets (ABI.md, section 10): group "websocket", always granted ---- */
+
+#define EDGESHARD_GROUP_WEB_SOCKET "websocket"
+/* Optional export: (ptr i32, len i32) -> i32, the encoded WSEvent written
+ * where edgeshard_alloc pointed; 0 handled, else a failure (logged). A
+ * module without it refuses every WebSocket upgrade (501). */
+#define EDGESHARD_EXPORT_WS_EVENT "edgeshard_ws_event"
+#define EDGESHARD_FN_WS_ACCEPT "ws_accept"
+#define EDGESHARD_FN_WS_SEND "ws_send"
+#define EDGESHARD_FN_WS_BROADCAST "ws_broadcast"
+#define EDGESHARD_FN_WS_CLOSE "ws_close"
+#define EDGESHARD_FN_WS_LIST "ws_list"
+#define EDGESHARD_FN_WS_SET_ATTACHMENT "ws_set_attachment"
+#define EDGESHARD_FN_WS_SET_AUTO_RESPONSE "ws_set_auto_response"
+
+/* WSEvent kinds */
+#define EDGESHARD_WS_EVENT_MESSAGE 1
+#define EDGESHARD_WS_EVENT_CLOSE 2 /* the socket's last event */
+#define EDGESHARD_WS_EVENT_ERROR 3 /* a close event follows */
+/* flags: ws_send / ws_broadcast, and WSEvent.flags */
+#define EDGESHARD_WS_BINARY 1     /* a binary message (else text) */
+#define EDGESHARD_WS_CLEAN 1      /* close event: by a close handshake */
+#define EDGESHARD_WS_SEND_FLAGS 1 /* every send flag defined */
+
+#define EDGESHARD_MAX_WS_TAGS 10
+#define EDGESHARD_MAX_WS_TAG_BYTES 256
+#define EDGESHARD_MAX_WS_ATTACHMENT 4096
+#define EDGESHARD_MAX_WS_CLOSE_REASON 123
+#define EDGESHARD_MAX_WS_AUTO_RESPONSE 2048
+
+#define EDGESHARD_WS_CLOSE_NORMAL 1000
+#define EDGESHARD_WS_CLOSE_GOING_AWAY 1001
+#define EDGESHARD_WS_CLOSE_ABNORMAL 1006
+#define EDGESHARD_WS_CLOSE_TOO_BIG 1009
+#define EDGESHARD_WS_CLOSE_INTERNAL 1011
+#define EDGESHARD_WS_CLOSE_TRY_LATER 1013
+#define EDGESHARD_WS_CLOSE_MIN_PRIVATE 3000
+#define EDGESHARD_WS_CLOSE_MAX_PRIVATE 4999
+
+/* WSEvent: kind u32, socket u64, flags u32, code u32, data bytes, tags
+ * (count u32, string each), attachment bytes.
+ * Sockets (ws_list): count u32, then id u64, tags, attachment bytes each. */
+
+/* In a fetch of an upgrade request: tags an encoded Keys (or len 0),
+ * attachment ≤ 4096 bytes; the socket id (> 0). Answer status 101 to
+ * complete the handshake. -LIMIT past the host's sockets per shard. */
+EDGESHARD_IMPORT("ws_accept")
+int64_t edgeshard_ws_accept(const void *tags, uint32_t tags_len, const void *att, uint32_t att_len);
+
+/* 0; -NOT_FOUND for a socket the shard does not hold, -TOO_LARGE past the
+ * host's message size. Leaves once the event's writes are durable. */
+EDGESHARD_IMPORT("ws_send")
+int32_t edgeshard_ws_send(int64_t id, uint32_t flags, const void *msg, uint32_t msg_len);
+
+/* To every socket with the tag (len 0: all); the number of sockets. */
+EDGESHARD_IMPORT("ws_broadcast")
+int64_t edgeshard_ws_broadcast(const void *tag, uint32_t tag_len, uint32_t flags, const void *msg, uint32_t msg_len);
+
+/* code 1000 or 3000..4999, reason ≤ 123 bytes; 0 or -NOT_FOUND. */
+EDGESHARD_IMPORT("ws_close")
+int32_t edgeshard_ws_close(int64_t id, int32_t code, const void *reason, uint32_t reason_len);
+
+/* Encoded Sockets with the tag (len 0: all), caller passes a buffer. */
+EDGESHARD_IMPORT("ws_list")
+int64_t edgeshard_ws_list(const void *tag, uint32_t tag_len, void *buf, uint32_t cap);
+
+EDGESHARD_IMPORT("ws_set_attachment")
+int32_t edgeshard_ws_set_attachment(int64_t id, const void *att, uint32_t att_len);
+
+/* A text message equal to req is answered with resp by the host, without
+ * an event; req_len 0 removes it. */
+EDGESHARD_IMPORT("ws_set_auto_response")
+int32_t edgeshard_ws_set_auto_response(const void *req, uint32_t req_len, const void *resp, uint32_t resp_len);
+/* call (granted when the binding names bindings in calls) */
+
+/* req: an encoded CallRequest; result: the called shard's encoded
+ * Response (its failures are responses too, as /do answers them), or
+ * -EDGESHARD_ERRNO_DEADLOCK, _LIMIT (depth), _DEADLINE, _NOT_GRANTED,
+ * _INVALID. */
+EDGESHARD_IMPORT("shard_call")
+int64_t edgeshard_shard_call(const void *req, uint32_t req_len, void *buf, uint32_t cap);
+
+/* fetch (granted when the binding has fetch hosts) */
+
+/* req: an encoded Request whose path is an absolute http(s) URL; result:
+ * the encoded Response, or -EDGESHARD_ERRNO_REFUSED, _DEADLINE, _TOO_LARGE,
+ * _NETWORK, _INVALID. */
+EDGESHARD_IMPORT("http_fetch")
+int64_t edgeshard_http_fetch(const void *req, uint32_t req_len, void *buf, uint32_t cap);
 
 #ifdef __cplusplus
 }

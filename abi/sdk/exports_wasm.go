@@ -57,11 +57,22 @@ func tick() {
 
 //go:wasmexport edgeshard_fetch
 func exportFetch(ptr unsafe.Pointer, size int32) int64 {
-	tick()
 	var in []byte
 	if size > 0 {
 		in = unsafe.Slice((*byte)(ptr), size)
 	}
+	serve(in)
+	if len(st.out) == 0 {
+		return 0
+	}
+	p := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(st.out))))
+	return int64(p<<32 | uint64(len(st.out)))
+}
+
+// serve handles one encoded request and leaves the encoded response in
+// st.out.
+func serve(in []byte) {
+	tick()
 	req, err := abi.DecodeRequestLike(in, &st.last)
 	var resp *Response
 	if err != nil {
@@ -77,11 +88,6 @@ func exportFetch(ptr unsafe.Pointer, size int32) int64 {
 		}
 	}
 	st.out = abi.AppendResponse(st.out[:0], resp)
-	if len(st.out) == 0 {
-		return 0
-	}
-	p := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(st.out))))
-	return int64(p<<32 | uint64(len(st.out)))
 }
 
 //go:wasmexport edgeshard_alarm

@@ -54,6 +54,14 @@ func hostSQLExec(p unsafe.Pointer, l uint32, buf unsafe.Pointer, bufCap uint32) 
 
 func hostAnalyticsWrite(p unsafe.Pointer, l uint32) int32 { panic(errNative) }
 
+func hostShardCall(p unsafe.Pointer, l uint32, buf unsafe.Pointer, bufCap uint32) int64 {
+	panic(errNative)
+}
+
+func hostHTTPFetch(p unsafe.Pointer, l uint32, buf unsafe.Pointer, bufCap uint32) int64 {
+	panic(errNative)
+}
+
 // errNative is the panic value of every host function outside wasm: the SDK
 // only works inside a plugin instance.
 const errNative = "sdk: host functions are only available inside a wasip1 plugin"

@@ -58,3 +58,9 @@ func hostSQLExec(p unsafe.Pointer, l uint32, buf unsafe.Pointer, bufCap uint32) 
 
 //go:wasmimport edgeshard analytics_write
 func hostAnalyticsWrite(p unsafe.Pointer, l uint32) int32
+
+//go:wasmimport edgeshard shard_call
+func hostShardCall(p unsafe.Pointer, l uint32, buf unsafe.Pointer, bufCap uint32) int64
+
+//go:wasmimport edgeshard http_fetch
+func hostHTTPFetch(p unsafe.Pointer, l uint32, buf unsafe.Pointer, bufCap uint32) int64

@@ -75,7 +75,8 @@ func scratchArgs() (unsafe.Pointer, uint32) {
 func hostError(op string, e abi.Errno) error {
 	err := &HostError{Errno: e, Op: op}
 	switch e {
-	case abi.ErrnoSQL, abi.ErrnoAnalytics, abi.ErrnoInvalid, abi.ErrnoTooLarge, abi.ErrnoIO, abi.ErrnoNotGranted, abi.ErrnoLimit, abi.ErrnoQuota:
+	case abi.ErrnoSQL, abi.ErrnoAnalytics, abi.ErrnoInvalid, abi.ErrnoTooLarge, abi.ErrnoIO, abi.ErrnoNotGranted, abi.ErrnoLimit, abi.ErrnoQuota,
+		abi.ErrnoDeadline, abi.ErrnoDeadlock, abi.ErrnoRefused, abi.ErrnoNetwork:
 		p, c := scratchArgs()
 		if n := hostErrorMessage(p, c); n > 0 && int(n) <= int(c) {
 			err.Message = string(st.scratch[:n])

@@ -13,10 +13,15 @@
 //
 // The SDK implements the guest side of ABI v1 (abi/ABI.md): the exports the
 // host calls, the encoding of requests and responses, and typed wrappers for
-// every host function (storage, alarm, vars, log, SQL, analytics).
+// every host function (storage, alarm, vars, log, SQL, analytics,
+// calls to other shards, outbound fetch). WebSockets are in package
+// abi/sdk/ws: importing it is what makes a plugin accept them.
 //
 // A shard handles one event at a time; handlers must not start goroutines
-// that outlive the call (they do not run between calls).
+// that outlive the call (they do not run between calls). The SDK also
+// exports edgeshard_fetch_batch (batch_wasm.go): when a shard has a
+// backlog the host may deliver several requests in one call, and each
+// still reaches Fetch as its own event.
 //
 // Importing the SDK sets the guest's garbage collector to GOGC=25 (Go's
 // default is 100): a guest's memory never shrinks, so its heap's

@@ -9,7 +9,13 @@ type Statement = abi.Statement
 // Result is one statement's outcome: rows for queries, counts for writes.
 type Result = abi.Result
 
-// DB is the SQL ("D1") binding granted to the shard's namespace.
+// DB is the SQL ("D1") binding granted to the shard's namespace: a
+// database the binding's shards share, or — when the binding's sql is
+// "shard" — the shard's own SQLite database (ABI.md, "A database per
+// shard"). The calls are the same; on a shard's own database every call
+// of one event runs in one transaction that commits with the event's
+// storage writes, a statement past the size cap fails with
+// abi.ErrnoQuota, and names starting "_edgeshard_" are reserved.
 type DB struct{}
 
 // SQL returns the SQL binding.

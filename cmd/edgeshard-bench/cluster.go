@@ -3,14 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/edgeshard/edgeshard/cluster"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/etcdtest"
+	"github.com/edgeshard/edgeshard/internal/loopback"
 	"github.com/edgeshard/edgeshard/internal/server"
 )
 
@@ -51,7 +50,7 @@ lease_ttl = "5s"
 secret = "bench"
 `
 
-func (r *runner) clusterForward() (*result, error) {
+func (r *runner) clusterForward(w *scratch) (*result, error) {
 	mod, err := r.build.wasm("examples/counter", "-X main.version=bench")
 	if err != nil {
 		return nil, err
@@ -60,24 +59,23 @@ func (r *runner) clusterForward() (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer etcd.Close()
-	dir, err := os.MkdirTemp("", "edgeshard-bench-cluster-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	logs := &logSink{}
+	w.onClose(etcd.Close) // after the servers stop (cleanups run last first)
 	nodes := []string{"bench-a", "bench-b"}
 	var srvs []*server.Server
 	var addrs, admins []string
 	for _, node := range nodes {
-		addr, admin := loopbackAddr(), loopbackAddr()
-		d := filepath.Join(dir, node)
-		s, err := r.startServerText(d, logs, fmt.Sprintf(clusterConfig, addr, admin, adminToken, d, r.cacheDir, node, mod, etcd.Endpoint(), addr))
+		addr, err := loopback.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
-		defer s.Stop(context.Background())
+		admin, err := loopback.FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		s, err := r.startServerText(w, node, fmt.Sprintf(clusterConfig, addr, admin, adminToken, w.path(node), r.cacheDir, node, mod, etcd.Endpoint(), addr))
+		if err != nil {
+			return nil, err
+		}
 		srvs, addrs, admins = append(srvs, s), append(addrs, addr), append(admins, admin)
 	}
 	name := "hot"
@@ -154,30 +152,20 @@ func (r *runner) clusterForward() (*result, error) {
 		return nil, fmt.Errorf("after the move: %w", err)
 	}
 	res := &result{name: "cluster_forward", met: true}
-	res.add("local_p50_ms", median(lp50))
-	res.add("local_p99_ms", median(lp99))
-	res.add("forwarded_p50_ms", median(fp50))
-	res.add("forwarded_p99_ms", median(fp99))
-	res.add("local_cpu_us", median(lcpu))
-	res.add("forwarded_cpu_us", median(fcpu))
-	res.add("forwarded_over_local_p50", median(fp50)/median(lp50))
-	res.add("forwarded_over_local_cpu", median(fcpu)/median(lcpu))
+	res.add("local_p50_ms", benchkit.Median(lp50))
+	res.add("local_p99_ms", benchkit.Median(lp99))
+	res.add("forwarded_p50_ms", benchkit.Median(fp50))
+	res.add("forwarded_p99_ms", benchkit.Median(fp99))
+	res.add("local_cpu_us", benchkit.Median(lcpu))
+	res.add("forwarded_cpu_us", benchkit.Median(fcpu))
+	res.add("forwarded_over_local_p50", benchkit.Median(fp50)/benchkit.Median(lp50))
+	res.add("forwarded_over_local_cpu", benchkit.Median(fcpu)/benchkit.Median(lcpu))
 	res.add("move_ms", move)
 	res.add("callers", callers)
 	res.add("rounds", r.sz.Rounds)
-	res.headline = fmt.Sprintf("forwarded/local p50 %.2f×, CPU %.2f×; move %.0f ms", median(fp50)/median(lp50), median(fcpu)/median(lcpu), float64(move.Milliseconds()))
+	res.headline = fmt.Sprintf("forwarded/local p50 %.2f×, CPU %.2f×; move %.0f ms", benchkit.Median(fp50)/benchkit.Median(lp50), benchkit.Median(fcpu)/benchkit.Median(lcpu), float64(move.Milliseconds()))
 	res.note = fmt.Sprintf("counter example POST /increment over HTTP on one object, %d callers, two hosts in one process; move = the owner leaving with the object live (ship + hand-over)", callers)
 	return res, nil
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-
-// loopbackAddr returns a free 127.0.0.1 port.
-func loopbackAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}

@@ -8,8 +8,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +16,8 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/edge"
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/gorilla/mux"
@@ -53,13 +53,40 @@ func callHTTP(ctx context.Context, c *http.Client, method, url string, body []by
 		return 0, nil, err
 	}
 	req.Header.Set(userHeader, "bench")
-	resp, err := c.Do(req)
+	return benchkit.Send(c, req)
+}
+
+// callWant is callHTTP that wants the status want: another status is an
+// error with the answer's body.
+func callWant(ctx context.Context, c *http.Client, method, url string, body []byte, want int) error {
+	st, b, err := callHTTP(ctx, c, method, url, body)
 	if err != nil {
-		return 0, nil, err
+		return err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
+	if st != want {
+		return fmt.Errorf("status %d: %s", st, b)
+	}
+	return nil
+}
+
+// measureFlushed is one measured run of a pipeline's side: op with
+// workers callers for d, every call acknowledged (calls names them in the
+// error), each carrying per operations. With flush, the shards of ns are
+// flushed to SQL at the end and the run is charged with that time and CPU.
+func measureFlushed(workers int, d time.Duration, op loadgen.Op, calls string, per int, ns *host.Namespace, flush bool) (sample, error) {
+	c0 := benchkit.SelfCPU()
+	l, err := checkedLoop(workers, d, op, calls)
+	if err != nil {
+		return sample{}, err
+	}
+	var extra time.Duration
+	if flush {
+		if extra, err = flushShards(ns); err != nil {
+			return sample{}, err
+		}
+	}
+	n := max(l.OK*per, 1)
+	return sample{rate: l.rate(extra) * float64(per), cpu: (benchkit.SelfCPU() - c0) / time.Duration(n), p99: l.Stats.P99}, nil
 }
 
 // zipfPosts returns, per worker, a generator of post ids Zipf-distributed
@@ -161,14 +188,8 @@ func floorRouter() http.Handler {
 // internal/server as `edgeshard serve` runs it, called directly) and over
 // loopback HTTP to that listener. The shard side's time includes flushing every shard to
 // SQL at the end of its run, so it is charged for the SQL work it defers.
-func (r *runner) counters() (*result, error) {
+func (r *runner) counters(w *scratch) (*result, error) {
 	sz := r.sz
-	dir, err := os.MkdirTemp("", "edgeshard-bench-counters-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	logs := &logSink{}
 	mod, err := r.build.wasm("plugins/counters")
 	if err != nil {
 		return nil, err
@@ -176,28 +197,15 @@ func (r *runner) counters() (*result, error) {
 	// Two servers as `edgeshard serve` runs them, each with its own SQL
 	// file: COUNTER_DO_MODE=primary (the CounterShard binding) and off
 	// (the legacy UPDATE; no shard binding).
-	primary, err := r.startServer(filepath.Join(dir, "primary"), logs, fmt.Sprintf(`
-[[durable_objects.bindings]]
-name = "COUNTER_SHARD"
-module = %q
-shards = %d
-sql = "DB"
-
-[vars]
-COUNTER_DO_MODE = "primary"
-`, mod, sz.Shards)+sqlConfig(filepath.Join(dir, "shard.db")))
+	primary, err := r.startServer(w, "primary", configtext.Binding("COUNTER_SHARD", mod, sz.Shards, "DB", "")+
+		configtext.Vars("COUNTER_DO_MODE", "primary")+sqlConfig(w.path("shard.db")))
 	if err != nil {
 		return nil, err
 	}
-	defer primary.Stop(context.Background())
-	legacy, err := r.startServer(filepath.Join(dir, "legacy"), logs, `
-[vars]
-COUNTER_DO_MODE = "off"
-`+sqlConfig(filepath.Join(dir, "legacy.db")))
+	legacy, err := r.startServer(w, "legacy", configtext.Vars("COUNTER_DO_MODE", "off")+sqlConfig(w.path("legacy.db")))
 	if err != nil {
 		return nil, err
 	}
-	defer legacy.Stop(context.Background())
 	ns, _ := primary.Host().Namespace("COUNTER_SHARD")
 	srvF := newServer(floorRouter())
 	defer srvF.Close()
@@ -221,31 +229,11 @@ COUNTER_DO_MODE = "off"
 		seed++
 		posts := zipfPosts(sz.Workers, sz.Posts, sz.ZipfS, seed)
 		return func(ctx context.Context, w, _ int) error {
-			st, b, err := callHTTP(ctx, client, "POST", base+"/posts/"+posts[w]()+"/views", nil)
-			if err != nil {
-				return err
-			}
-			if st != http.StatusAccepted {
-				return fmt.Errorf("status %d: %s", st, b)
-			}
-			return nil
+			return callWant(ctx, client, "POST", base+"/posts/"+posts[w]()+"/views", nil, http.StatusAccepted)
 		}
 	}
 	measure := func(d time.Duration, op loadgen.Op, shard bool) (sample, error) {
-		c0 := processCPU()
-		l := closedLoop(sz.Workers, d, op)
-		if l.Errors > 0 {
-			return sample{}, fmt.Errorf("%d of %d increments failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
-		}
-		var extra time.Duration
-		if shard {
-			d, err := flushShards(ns)
-			if err != nil {
-				return sample{}, err
-			}
-			extra = d
-		}
-		return sample{rate: l.rate(extra), cpu: (processCPU() - c0) / time.Duration(max(l.OK, 1))}, nil
+		return measureFlushed(sz.Workers, d, op, "increments", 1, ns, shard)
 	}
 	if err := primeShards(ns, &abi.Request{Method: "GET", Path: "/pending"}); err != nil {
 		return nil, err
@@ -281,7 +269,7 @@ COUNTER_DO_MODE = "off"
 	var heads []string
 	for _, p := range pairs {
 		sr, lr := rates(p.res[0]), rates(p.res[1])
-		s, l := median(sr), median(lr)
+		s, l := benchkit.Median(sr), benchkit.Median(lr)
 		ratio := s / l
 		res.add(p.label+"_shard_per_s", s)
 		res.add(p.label+"_legacy_per_s", l)
@@ -289,23 +277,26 @@ COUNTER_DO_MODE = "off"
 		res.add(p.label+"_shard_cpu_us", cpuMicros(p.res[0]))
 		res.add(p.label+"_legacy_cpu_us", cpuMicros(p.res[1]))
 		res.add(p.label+"_floor_cpu_us", cpuMicros(p.res[2]))
+		res.add(p.label+"_shard_p99_ms", p99Millis(p.res[0]))
+		res.add(p.label+"_legacy_p99_ms", p99Millis(p.res[1]))
 		// The best ratio any shard path could reach here: legacy CPU over
 		// the CPU of answering the same request with no write at all.
 		res.add(p.label+"_bound", cpuMicros(p.res[1])/cpuMicros(p.res[2]))
-		res.add(p.label+"_spread", max(spread(sr), spread(lr)))
+		res.add(p.label+"_spread", max(benchkit.Spread(sr), benchkit.Spread(lr)))
 		res.met = res.met && ratio >= 20
 		heads = append(heads, fmt.Sprintf("%s %.1f×", p.label, ratio))
 	}
-	fb := logs.code(edge.CodeCounterEnqueueFailed)
+	fb := w.logs.code(edge.CodeCounterEnqueueFailed)
 	res.add("fallbacks", fb)
 	res.met = res.met && fb == 0
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 20)
 	res.add("met", yesNo(res.met))
 	res.headline = strings.Join(heads, ", ")
-	res.note = fmt.Sprintf("%s/s vs %s/s in-process (%.0f vs %.0f µs CPU each; a no-write handler costs %.0f, so no shard path can beat %.1f× here); %d callers, Zipf(s=%.1f) over %d posts; shard side includes its final flush to SQL",
-		fmtNum(median(rates(pairs[0].res[0]))), fmtNum(median(rates(pairs[0].res[1]))),
+	res.note = fmt.Sprintf("%s/s vs %s/s in-process (%.0f vs %.0f µs CPU each; a no-write handler costs %.0f, so no shard path can beat %.1f× here); over HTTP p99 %.1f vs %.1f ms; %d callers, Zipf(s=%.1f) over %d posts; shard side includes its final flush to SQL",
+		benchkit.FormatNum(benchkit.Median(rates(pairs[0].res[0]))), benchkit.FormatNum(benchkit.Median(rates(pairs[0].res[1]))),
 		cpuMicros(pairs[0].res[0]), cpuMicros(pairs[0].res[1]), cpuMicros(pairs[0].res[2]), cpuMicros(pairs[0].res[1])/cpuMicros(pairs[0].res[2]),
+		p99Millis(pairs[1].res[0]), p99Millis(pairs[1].res[1]),
 		sz.Workers, sz.ZipfS, sz.Posts)
 	return res, nil
 }

@@ -19,38 +19,16 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/config"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/edgeshard/edgeshard/internal/server"
 	"github.com/rs/zerolog"
 )
-
-// modulePath is the module the driver must run in.
-const modulePath = "github.com/edgeshard/edgeshard"
-
-// findRoot returns the repository root: the nearest directory at or above
-// dir whose go.mod declares modulePath.
-func findRoot(dir string) (string, error) {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), "module "+modulePath) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod of %s at or above the working directory; run from the repository", modulePath)
-		}
-		dir = parent
-	}
-}
 
 // builder builds the plugins and the edgeshard binary the figures run, once
 // per driver run.
@@ -169,6 +147,48 @@ func (s *logSink) errors() (int, []string) {
 // logger returns a logger writing to the sink (info and above).
 func (s *logSink) logger() zerolog.Logger { return zerolog.New(s).Level(zerolog.InfoLevel) }
 
+// scratch is what runAll gives each figure: a working directory of its
+// own, a log sink, and the cleanups of what the figure started (run last
+// first when it ends, before the directory is removed).
+type scratch struct {
+	dir      string
+	logs     *logSink
+	cleanups []func()
+}
+
+func newScratch(figure string) (*scratch, error) {
+	dir, err := os.MkdirTemp("", "edgeshard-bench-"+figure+"-")
+	if err != nil {
+		return nil, err
+	}
+	return &scratch{dir: dir, logs: &logSink{}}, nil
+}
+
+// path is a path in the working directory.
+func (w *scratch) path(elem ...string) string {
+	return filepath.Join(append([]string{w.dir}, elem...)...)
+}
+
+// onClose registers a cleanup for the figure's end.
+func (w *scratch) onClose(f func()) { w.cleanups = append(w.cleanups, f) }
+
+func (w *scratch) close() {
+	for i := len(w.cleanups) - 1; i >= 0; i-- {
+		w.cleanups[i]()
+	}
+	os.RemoveAll(w.dir)
+}
+
+// newHost starts a host of cfg that closes when the figure ends.
+func (r *runner) newHost(ctx context.Context, w *scratch, cfg host.Config) (*host.Host, error) {
+	h, err := host.New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	w.onClose(func() { h.Close(context.Background()) })
+	return h, nil
+}
+
 // hostConfig returns a durable host configuration: Badger storage in dir
 // with fsync on every group commit, the shared compilation cache.
 func (r *runner) hostConfig(dir string, logs *logSink) host.Config {
@@ -206,20 +226,23 @@ interval = "0s"
 // synchronous=FULL (the default, spelled out: equal durability with the
 // fsync'd shard storage).
 func sqlConfig(path string) string {
-	return fmt.Sprintf("\n[[d1_databases]]\nbinding = \"DB\"\nurl = %q\nsynchronous = \"FULL\"\n", "sqlite://"+path)
+	return configtext.D1("DB", "sqlite://"+path, `synchronous = "FULL"`)
 }
 
-// startServer starts, in dir, the server `edgeshard serve` runs
-// (internal/server) from serverConfig plus body, on the runner's shared
-// engine, logging to logs. The environment is not read: a COUNTER_DO_MODE
-// of the shell must not change what a figure measures.
-func (r *runner) startServer(dir string, logs *logSink, body string) (*server.Server, error) {
-	return r.startServerText(dir, logs, fmt.Sprintf(serverConfig, adminToken, dir, r.cacheDir, userHeader)+body)
+// startServer starts, in w's directory name, the server `edgeshard serve`
+// runs (internal/server) from serverConfig plus body, on the runner's
+// shared engine, logging to w's sink; it stops when the figure ends. The
+// environment is not read: a COUNTER_DO_MODE of the shell must not change
+// what a figure measures.
+func (r *runner) startServer(w *scratch, name, body string) (*server.Server, error) {
+	return r.startServerText(w, name, fmt.Sprintf(serverConfig, adminToken, w.path(name), r.cacheDir, userHeader)+body)
 }
 
-// startServerText starts the server of a whole config text, as
-// startServer does.
-func (r *runner) startServerText(dir string, logs *logSink, text string) (*server.Server, error) {
+// startServerText starts, in w's directory name, the server of a whole
+// config text, as startServer does.
+func (r *runner) startServerText(w *scratch, name, text string) (*server.Server, error) {
+	dir := w.path(name)
+	logs := w.logs
 	cfg, err := config.Parse([]byte(text), filepath.Join(dir, "edgeshard.toml"))
 	if err != nil {
 		return nil, err
@@ -235,6 +258,7 @@ func (r *runner) startServerText(dir string, logs *logSink, text string) (*serve
 	if err := s.Start(context.Background()); err != nil {
 		return nil, err
 	}
+	w.onClose(func() { s.Stop(context.Background()) })
 	return s, nil
 }
 
@@ -292,22 +316,43 @@ func (l load) rate(extra time.Duration) float64 {
 
 // closedLoop runs op with workers concurrent callers for d.
 func closedLoop(workers int, d time.Duration, op loadgen.Op) load {
-	c0 := processCPU()
+	c0 := benchkit.SelfCPU()
 	run := loadgen.Start(context.Background(), loadgen.Options{Workers: workers}, op)
 	time.Sleep(d)
 	res := run.Stop()
 	st := res.All()
-	l := load{OK: st.Requests - st.Errors, Errors: st.Errors, Span: st.Span, CPU: processCPU() - c0, Stats: st}
+	l := load{OK: st.Requests - st.Errors, Errors: st.Errors, Span: st.Span, CPU: benchkit.SelfCPU() - c0, Stats: st}
 	if errs := res.Errors(); len(errs) > 0 {
 		l.FirstErr = errs[0].Err
 	}
 	return l
 }
 
+// checkedLoop is closedLoop in which every call must succeed: a failure
+// is an error naming how many of the calls failed, and the first error.
+func checkedLoop(workers int, d time.Duration, op loadgen.Op, calls string) (load, error) {
+	l := closedLoop(workers, d, op)
+	if l.Errors > 0 {
+		return l, fmt.Errorf("%d of %d %s failed; first: %v", l.Errors, l.OK+l.Errors, calls, l.FirstErr)
+	}
+	return l, nil
+}
+
+// measureSample is checkedLoop's rate and CPU per call as a sample (what
+// names the calls in an error: "checks", "inserts").
+func measureSample(workers int, d time.Duration, op loadgen.Op, what string) (sample, error) {
+	l, err := checkedLoop(workers, d, op, what)
+	if err != nil {
+		return sample{}, err
+	}
+	return sample{rate: l.rate(0), cpu: l.cpuPerOp(), p99: l.Stats.P99}, nil
+}
+
 // sample is one measured run of one side.
 type sample struct {
 	rate float64       // operations acknowledged per second
 	cpu  time.Duration // process CPU time per operation
+	p99  time.Duration // 99th percentile latency of the run's requests
 }
 
 // side is one side of a comparison: run performs one measured run.
@@ -333,11 +378,29 @@ func (r *runner) compare(fig string, rounds int, sides ...side) ([][]sample, err
 			if err != nil {
 				return nil, fmt.Errorf("%s round %d: %w", s.name, i+1, err)
 			}
-			r.logf("%s round %d: %-8s %8.0f/s  %6.1f µs CPU/op", fig, i+1, s.name, v.rate, float64(v.cpu)/float64(time.Microsecond))
+			r.logf("%s round %d: %-8s %8.0f/s  %6.1f µs CPU/op  p99 %.2f ms", fig, i+1, s.name, v.rate, float64(v.cpu)/float64(time.Microsecond), float64(v.p99)/float64(time.Millisecond))
 			out[j] = append(out[j], v)
 		}
 	}
 	return out, nil
+}
+
+// addComparison adds the figures of a comparison of side a (out[0]) with
+// side b (out[1]): each median rate, a's over b's, each CPU time per
+// operation; it returns the medians, the ratio and the larger spread of
+// the two sides' rounds (added where the figure lists it).
+func (res *result) addComparison(out [][]sample, a, b string) (am, bm, ratio, spread float64) {
+	ar, br := rates(out[0]), rates(out[1])
+	am, bm = benchkit.Median(ar), benchkit.Median(br)
+	ratio = am / bm
+	res.add(a+"_per_s", am)
+	res.add(b+"_per_s", bm)
+	res.add("ratio", ratio)
+	res.add(a+"_cpu_us", cpuMicros(out[0]))
+	res.add(b+"_cpu_us", cpuMicros(out[1]))
+	res.add(a+"_p99_ms", p99Millis(out[0]))
+	res.add(b+"_p99_ms", p99Millis(out[1]))
+	return am, bm, ratio, max(benchkit.Spread(ar), benchkit.Spread(br))
 }
 
 // rates returns the rates of samples.
@@ -349,46 +412,22 @@ func rates(ss []sample) []float64 {
 	return out
 }
 
+// p99Millis returns the median over samples of their p99 latency, in ms.
+func p99Millis(ss []sample) float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = float64(s.p99) / float64(time.Millisecond)
+	}
+	return benchkit.Median(out)
+}
+
 // cpuMicros returns the median CPU µs per operation of samples.
 func cpuMicros(ss []sample) float64 {
 	out := make([]float64, len(ss))
 	for i, s := range ss {
 		out[i] = float64(s.cpu) / float64(time.Microsecond)
 	}
-	return median(out)
-}
-
-// median returns the median of xs (the mean of the middle two for an even
-// count), or 0 for none.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if n := len(s); n%2 == 1 {
-		return s[n/2]
-	} else {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-}
-
-// spread returns (max−min)/median of xs: how far the rounds disagree.
-func spread(xs []float64) float64 {
-	m := median(xs)
-	if m == 0 || len(xs) < 2 {
-		return 0
-	}
-	return (slices.Max(xs) - slices.Min(xs)) / m
-}
-
-// processCPU returns the user+system CPU time the process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return benchkit.Median(out)
 }
 
 // rssBytes returns the process's resident set (VmRSS of /proc/self/status)

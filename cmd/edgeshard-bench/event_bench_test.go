@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
@@ -14,24 +16,29 @@ import (
 //
 //	go test -run - -bench LimitEvent -benchmem -cpuprofile cpu.prof ./cmd/edgeshard-bench/
 func BenchmarkLimitEvent(b *testing.B) {
-	root, err := findRoot(".")
+	root, err := benchkit.FindRoot(".")
 	if err != nil {
 		b.Fatal(err)
 	}
 	sz := smokeSizes()
 	sz.Shards = 1
 	r := &runner{sz: sz, root: root, cacheDir: testutil.CacheDir(), build: &builder{root: root}}
-	h, err := r.limitHost(b.TempDir(), &logSink{}, testutil.Engine(b))
+	w, err := newScratch("limit-event")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer h.Close(context.Background())
+	defer w.close()
+	h, err := r.limitHost(w, "host", testutil.Engine(b), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, name := range []string{"RATE_LIMIT_SHARD", "RATE_LIMIT_NATIVE"} {
 		b.Run(name, func(b *testing.B) {
 			ns, _ := h.Namespace(name)
 			gen := limitKeys(1, 1000, 1)[0]
 			ctx := context.Background()
 			b.ReportAllocs()
+			c0 := benchkit.SelfCPU()
 			for b.Loop() {
 				key, body := gen()
 				resp, err := ns.Fetch(ctx, key, &abi.Request{Method: "POST", Path: "/check", Body: body})
@@ -39,6 +46,7 @@ func BenchmarkLimitEvent(b *testing.B) {
 					b.Fatal(err, resp)
 				}
 			}
+			b.ReportMetric(float64(benchkit.SelfCPU()-c0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
 		})
 	}
 }

@@ -7,12 +7,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/edge"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 )
@@ -50,14 +50,8 @@ func floorEvents(w http.ResponseWriter, r *http.Request) {
 // INSERT transaction per request). Both sides get the same requests: Batch
 // events each, 64 callers. The primary side's time includes flushing every
 // shard (SQL rows and analytics points) at the end of its run.
-func (r *runner) events() (*result, error) {
+func (r *runner) events(w *scratch) (*result, error) {
 	sz := r.sz
-	dir, err := os.MkdirTemp("", "edgeshard-bench-events-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	logs := &logSink{}
 	mod, err := r.build.wasm("plugins/runtimeevents")
 	if err != nil {
 		return nil, err
@@ -66,34 +60,15 @@ func (r *runner) events() (*result, error) {
 	// file: RUNTIME_EVENT_DO_MODE=primary (the RuntimeEventShard binding,
 	// with its analytics dataset) and off (inline INSERTs; no shard
 	// binding).
-	primary, err := r.startServer(filepath.Join(dir, "primary"), logs, fmt.Sprintf(`
-[[durable_objects.bindings]]
-name = "RUNTIME_EVENT_SHARD"
-module = %q
-shards = %d
-sql = "DB"
-analytics = "AE"
-
-[[analytics_engine_datasets]]
-binding = "AE"
-dataset = "runtime_events"
-url = %q
-
-[vars]
-RUNTIME_EVENT_DO_MODE = "primary"
-`, mod, sz.Shards, "sqlite://"+filepath.Join(dir, "analytics.db"))+sqlConfig(filepath.Join(dir, "shard.db")))
+	primary, err := r.startServer(w, "primary", configtext.Binding("RUNTIME_EVENT_SHARD", mod, sz.Shards, "DB", "AE")+
+		configtext.Analytics("AE", "runtime_events", "sqlite://"+w.path("analytics.db"))+configtext.Vars("RUNTIME_EVENT_DO_MODE", "primary")+sqlConfig(w.path("shard.db")))
 	if err != nil {
 		return nil, err
 	}
-	defer primary.Stop(context.Background())
-	off, err := r.startServer(filepath.Join(dir, "off"), logs, `
-[vars]
-RUNTIME_EVENT_DO_MODE = "off"
-`+sqlConfig(filepath.Join(dir, "legacy.db")))
+	off, err := r.startServer(w, "off", configtext.Vars("RUNTIME_EVENT_DO_MODE", "off")+sqlConfig(w.path("legacy.db")))
 	if err != nil {
 		return nil, err
 	}
-	defer off.Stop(context.Background())
 	ns, _ := primary.Host().Namespace("RUNTIME_EVENT_SHARD")
 	srvF := newServer(http.HandlerFunc(floorEvents))
 	defer srvF.Close()
@@ -109,32 +84,11 @@ RUNTIME_EVENT_DO_MODE = "off"
 			rngs[w] = rand.New(rand.NewPCG(seed, uint64(w)))
 		}
 		return func(ctx context.Context, w, _ int) error {
-			st, b, err := callHTTP(ctx, client, "POST", url+"/runtime-events", eventBody(rngs[w], sz.Batch, 1000))
-			if err != nil {
-				return err
-			}
-			if st != http.StatusAccepted {
-				return fmt.Errorf("status %d: %s", st, b)
-			}
-			return nil
+			return callWant(ctx, client, "POST", url+"/runtime-events", eventBody(rngs[w], sz.Batch, 1000), http.StatusAccepted)
 		}
 	}
 	measure := func(d time.Duration, op loadgen.Op, shard bool) (sample, error) {
-		c0 := processCPU()
-		l := closedLoop(sz.Workers, d, op)
-		if l.Errors > 0 {
-			return sample{}, fmt.Errorf("%d of %d requests failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
-		}
-		var extra time.Duration
-		if shard {
-			d, err := flushShards(ns)
-			if err != nil {
-				return sample{}, err
-			}
-			extra = d
-		}
-		n := max(l.OK*sz.Batch, 1)
-		return sample{rate: l.rate(extra) * float64(sz.Batch), cpu: (processCPU() - c0) / time.Duration(n)}, nil
+		return measureFlushed(sz.Workers, d, op, "requests", sz.Batch, ns, shard)
 	}
 	if err := primeShards(ns, &abi.Request{Method: "GET", Path: "/stats"}); err != nil {
 		return nil, err
@@ -153,26 +107,21 @@ RUNTIME_EVENT_DO_MODE = "off"
 	if err != nil {
 		return nil, err
 	}
-	pr, or := rates(res2[0]), rates(res2[1])
-	p, o := median(pr), median(or)
-	ratio := p / o
-	fb := logs.code(edge.CodeEventEnqueueFailed)
-	res := &result{name: "events", met: ratio >= 10 && fb == 0}
-	res.add("primary_per_s", p)
-	res.add("off_per_s", o)
-	res.add("ratio", ratio)
-	res.add("primary_cpu_us", cpuMicros(res2[0]))
-	res.add("off_cpu_us", cpuMicros(res2[1]))
+	res := &result{name: "events"}
+	p, o, ratio, spread := res.addComparison(res2, "primary", "off")
+	fb := w.logs.code(edge.CodeEventEnqueueFailed)
+	res.met = ratio >= 10 && fb == 0
 	res.add("floor_cpu_us", cpuMicros(res2[2]))
+	res.add("floor_p99_ms", p99Millis(res2[2]))
 	res.add("bound", cpuMicros(res2[1])/cpuMicros(res2[2]))
-	res.add("spread", max(spread(pr), spread(or)))
+	res.add("spread", spread)
 	res.add("batch", sz.Batch)
 	res.add("fallbacks", fb)
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 10)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("%.1f×", ratio)
-	res.note = fmt.Sprintf("%s vs %s events/s over HTTP (%.0f vs %.0f µs CPU each; reading the request and answering costs %.0f, so no shard path can beat %.1f× here); %d event(s) per request, %d callers; primary includes its final flush",
-		fmtNum(p), fmtNum(o), cpuMicros(res2[0]), cpuMicros(res2[1]), cpuMicros(res2[2]), cpuMicros(res2[1])/cpuMicros(res2[2]), sz.Batch, sz.Workers)
+	res.note = fmt.Sprintf("%s vs %s events/s over HTTP (%.0f vs %.0f µs CPU each, p99 %.1f vs %.1f ms; reading the request and answering costs %.0f, so no shard path can beat %.1f× here); %d event(s) per request, %d callers; primary includes its final flush",
+		benchkit.FormatNum(p), benchkit.FormatNum(o), cpuMicros(res2[0]), cpuMicros(res2[1]), p99Millis(res2[0]), p99Millis(res2[1]), cpuMicros(res2[2]), cpuMicros(res2[1])/cpuMicros(res2[2]), sz.Batch, sz.Workers)
 	return res, nil
 }

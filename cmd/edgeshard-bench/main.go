@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
 )
 
@@ -57,6 +58,10 @@ type sizes struct {
 	SoakFor    time.Duration // edge_soak: how long the mixed load runs
 	SoakRate   int           // edge_soak: requests/s offered in all
 	SoakConns  int           // edge_soak: connections (paced closed loops)
+	WSSockets  int           // ws_idle_mem: idle sockets
+	WSRooms    int           // ws_idle_mem: rooms (shards) they are spread over
+	WSFan      int           // ws_broadcast: sockets of the room
+	WSRounds   int           // ws_broadcast: broadcasts measured
 
 	// FreshSwap makes every pushed version a new build (so every push
 	// compiles, as a real deploy); the smoke test pushes cached ones.
@@ -74,7 +79,8 @@ func fullSizes() sizes {
 		Posts: 1000, ZipfS: 1.1, Batch: 1, Buckets: 10000, Shards: 32, Hot: 512,
 		SwapRounds: 7, SwapLoad: 3 * time.Second, SwapTail: 1500 * time.Millisecond,
 		MemN: 200, MemLow: 10_000, MemHigh: 1_000_000, Startups: 5, FreshSwap: true,
-		MemBuckets: 10_000, MemObjects: 10_000, SoakFor: 10 * time.Minute, SoakRate: 4000, SoakConns: 32}
+		MemBuckets: 10_000, MemObjects: 10_000, SoakFor: 10 * time.Minute, SoakRate: 4000, SoakConns: 32,
+		WSSockets: 10_000, WSRooms: 100, WSFan: 1000, WSRounds: 30}
 }
 
 // quickSizes is `make bench-quick`: the same figures, shorter.
@@ -84,6 +90,7 @@ func quickSizes() sizes {
 	s.SwapRounds, s.SwapLoad, s.SwapTail = 5, 1200*time.Millisecond, 600*time.Millisecond
 	s.MemHigh, s.Startups = 100_000, 3
 	s.SoakFor = 40 * time.Second
+	s.WSRounds = 10
 	return s
 }
 
@@ -94,14 +101,15 @@ func smokeSizes() sizes {
 		Posts: 20, ZipfS: 1.1, Batch: 1, Buckets: 50, Shards: 2, Hot: 8,
 		SwapRounds: 1, SwapLoad: 300 * time.Millisecond, SwapTail: 200 * time.Millisecond,
 		MemN: 3, MemLow: 20, MemHigh: 60, Startups: 1, NoUnchecked: true, MinimalStartup: true,
-		MemBuckets: 100, MemObjects: 50, SoakFor: 5 * time.Second, SoakRate: 200, SoakConns: 4}
+		MemBuckets: 100, MemObjects: 50, SoakFor: 5 * time.Second, SoakRate: 200, SoakConns: 4,
+		WSSockets: 40, WSRooms: 4, WSFan: 20, WSRounds: 2}
 }
 
 // figure is one line of output.
 type figure struct {
 	name string
 	goal string // as the issue states it, for the docs table
-	run  func(r *runner) (*result, error)
+	run  func(r *runner, w *scratch) (*result, error)
 }
 
 // figures in output order.
@@ -111,11 +119,15 @@ var figures = []figure{
 	{"ratelimit_wasm_vs_native", "wasm/native ≥ 0.5", (*runner).ratelimitWasmVsNative},
 	{"ratelimit_http", "shard/bare ≥ 0.6", (*runner).ratelimitHTTP},
 	{"shard_events_per_s", "≥ 100,000/s (100× the DO soft limit)", (*runner).shardEvents},
+	{"shard_call", "call/direct ≥ 0.5 (a call costs at most one more event)", (*runner).shardCall},
 	{"swap_p99_ratio", "≤ 3, zero errors", (*runner).swap},
 	{"startup", "warm ≤ 1 s", (*runner).startup},
 	{"mem_per_shard", "≤ 4 MiB; flat", (*runner).memPerShard},
 	{"mem_rss", "32 shards ≤ 200 MiB; 10,000 objects ≤ budget + 200 MiB", (*runner).memRSS},
 	{"edge_soak", "RSS ≤ 400 MiB under the mixed load", (*runner).edgeSoak},
+	{"shard_sql", "per-shard/shared ≥ 1 (a database per shard removes the contention)", (*runner).shardSQL},
+	{"ws_idle_mem", "≤ 24 KiB per idle socket, instances evicted", (*runner).wsIdle},
+	{"ws_broadcast", "1,000 sockets: last ≤ 50 ms", (*runner).wsBroadcast},
 }
 
 // result is a figure's measured values, in output order, and its verdict.
@@ -131,26 +143,13 @@ func (res *result) add(k string, v any) {
 	var s string
 	switch v := v.(type) {
 	case float64:
-		s = fmtNum(v)
+		s = benchkit.FormatNum(v)
 	case time.Duration:
 		s = strconv.FormatFloat(v.Seconds()*1000, 'f', 2, 64) // ms
 	default:
 		s = fmt.Sprint(v)
 	}
 	res.fields = append(res.fields, [2]string{k, s})
-}
-
-// fmtNum formats a measured number: integers for large values, three
-// significant digits for small ones.
-func fmtNum(v float64) string {
-	switch {
-	case v >= 1000 || v <= -1000:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case v >= 10 || v <= -10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	default:
-		return strconv.FormatFloat(v, 'f', 3, 64)
-	}
 }
 
 // line renders the BENCH line.
@@ -282,7 +281,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.soak > 0 {
 		sz.SoakFor = o.soak
 	}
-	root, err := findRoot(".")
+	root, err := benchkit.FindRoot(".")
 	if err != nil {
 		fmt.Fprintf(stderr, "edgeshard-bench: %v\n", err)
 		return 1
@@ -359,7 +358,7 @@ func (r *runner) runAll(only []string, stderr io.Writer) (results []*result, fai
 		}
 		t0 := time.Now()
 		r.logf("%s: running", f.name)
-		res, err := f.run(r)
+		res, err := r.runFigure(f)
 		if err == nil && res == nil {
 			err = errors.New("no result")
 		}
@@ -377,6 +376,16 @@ func (r *runner) runAll(only []string, stderr io.Writer) (results []*result, fai
 		results = append(results, res)
 	}
 	return results, failed
+}
+
+// runFigure runs f in a scratch of its own, released when it ends.
+func (r *runner) runFigure(f figure) (*result, error) {
+	w, err := newScratch(f.name)
+	if err != nil {
+		return nil, err
+	}
+	defer w.close()
+	return f.run(r, w)
 }
 
 func firstLine(s string) string {

@@ -13,6 +13,7 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/harness"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/testutil"
@@ -29,7 +30,7 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs every benchmark figure (builds plugins and the binary)")
 	}
-	root, err := findRoot(".")
+	root, err := benchkit.FindRoot(".")
 	if err != nil {
 		t.Fatal(err)
 	}

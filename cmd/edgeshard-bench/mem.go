@@ -3,11 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
-	"sync"
-	"sync/atomic"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
@@ -18,19 +14,12 @@ import (
 // and divide the growth of the process's VmRSS by MemN — and whether a
 // guest's linear memory stays flat: Namespace.Stats MemoryBytes of one
 // object after MemLow calls and after MemHigh.
-func (r *runner) memPerShard() (*result, error) {
+func (r *runner) memPerShard(w *scratch) (*result, error) {
 	sz := r.sz
-	dir, err := os.MkdirTemp("", "edgeshard-bench-mem-")
+	ns, err := r.counterHost(w, "test")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	logs := &logSink{}
-	h, ns, err := r.counterHost(filepath.Join(dir, "host"), "test", logs)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close(context.Background())
 	// One object first, so one-time costs (compiled code mapped, storage
 	// caches, the committer) are in the baseline.
 	if err := callN(ns, func(int) string { return "baseline" }, 1, 1); err != nil {
@@ -95,34 +84,11 @@ func (r *runner) memPerShard() (*result, error) {
 // callN sends n POST /increment calls, the i-th to object name(i), from
 // par concurrent callers.
 func callN(ns *host.Namespace, name func(i int) string, n, par int) error {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make([]error, par)
-	for w := 0; w < par; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				resp, err := ns.Fetch(context.Background(), name(i), &abi.Request{Method: "POST", Path: "/increment"})
-				if err == nil && resp.Status != 200 {
-					err = fmt.Errorf("status %d: %s", resp.Status, resp.Body)
-				}
-				if err != nil {
-					errs[w] = err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
+	return parallel(par, n, func(i int) error {
+		resp, err := ns.Fetch(context.Background(), name(i), &abi.Request{Method: "POST", Path: "/increment"})
+		if err == nil && resp.Status != 200 {
+			err = fmt.Errorf("status %d: %s", resp.Status, resp.Body)
 		}
-	}
-	return nil
+		return err
+	})
 }

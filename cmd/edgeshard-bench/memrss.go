@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,30 +55,13 @@ const (
 // MemBuckets decisions, then after MemObjects per-name counter objects got
 // one increment each — as many live shards as the instance memory budget
 // (memRSSBudgetMiB) holds, the least recently used evicted beyond it.
-func (r *runner) memRSS() (*result, error) {
+func (r *runner) memRSS(w *scratch) (*result, error) {
 	sz := r.sz
-	bin, err := r.build.binary()
-	if err != nil {
-		return nil, err
-	}
 	conf := strings.ReplaceAll(memRSSConfig, "{{BUDGET}}", strconv.Itoa(memRSSBudgetMiB))
-	for k, pkg := range map[string]string{"RATELIMIT": "plugins/ratelimit", "COUNTER": "examples/counter"} {
-		p, err := r.build.wasm(pkg)
-		if err != nil {
-			return nil, err
-		}
-		conf = strings.ReplaceAll(conf, "{{"+k+"}}", p)
-	}
-	dir, err := os.MkdirTemp("", "edgeshard-bench-memrss-")
+	sp, err := r.startWarm(w, conf, map[string]string{"RATELIMIT": "plugins/ratelimit", "COUNTER": "examples/counter"})
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	sp, err := startWarm(bin, dir, conf, r.cacheDir)
-	if err != nil {
-		return nil, err
-	}
-	defer sp.stop()
 	idle, err := sp.memory()
 	if err != nil {
 		return nil, err

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/edgeshard/edgeshard/internal/netdelay"
 	"github.com/edgeshard/edgeshard/internal/pgtest"
@@ -99,18 +101,18 @@ type popCell struct {
 	slow              []float64 // share of its acknowledged requests slower than 5 ms
 }
 
-func (c *popCell) rate() float64 { return median(c.rates) }
+func (c *popCell) rate() float64 { return benchkit.Median(c.rates) }
 func (c *popCell) p50() time.Duration {
-	return time.Duration(median(durs(c.p50s)))
+	return time.Duration(benchkit.Median(durs(c.p50s)))
 }
 func (c *popCell) p99() time.Duration {
-	return time.Duration(median(durs(c.p99s)))
+	return time.Duration(benchkit.Median(durs(c.p99s)))
 }
 func (c *popCell) p999() time.Duration {
-	return time.Duration(median(durs(c.p999s)))
+	return time.Duration(benchkit.Median(durs(c.p999s)))
 }
-func (c *popCell) fail() float64 { return median(c.failed) }
-func (c *popCell) over() float64 { return median(c.slow) }
+func (c *popCell) fail() float64 { return benchkit.Median(c.failed) }
+func (c *popCell) over() float64 { return benchkit.Median(c.slow) }
 
 func durs(ds []time.Duration) []float64 {
 	out := make([]float64, len(ds))
@@ -127,7 +129,7 @@ type popResult struct {
 	cells     [][][2]*popCell
 }
 
-func (r *runner) popRTT() (*result, error) {
+func (r *runner) popRTT(w *scratch) (*result, error) {
 	plan := popRTTPlan(r.sz)
 	pg, err := pgtest.Start()
 	if errors.Is(err, pgtest.ErrNotInstalled) {
@@ -136,12 +138,12 @@ func (r *runner) popRTT() (*result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("throwaway PostgreSQL: %w", err)
 	}
-	defer pg.Close()
+	w.onClose(func() { pg.Close() }) // after the servers (cleanups run last first)
 	proxy, err := netdelay.Start("127.0.0.1:"+strconv.Itoa(pg.Port), 0)
 	if err != nil {
 		return nil, err
 	}
-	defer proxy.Close()
+	w.onClose(func() { proxy.Close() })
 	ctx := context.Background()
 	dbURL := func(name string) (string, error) {
 		u, err := pg.CreateDB(ctx, name)
@@ -163,12 +165,6 @@ func (r *runner) popRTT() (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "edgeshard-bench-poprtt-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	logs := &logSink{}
 	counters, err := r.build.wasm("plugins/counters")
 	if err != nil {
 		return nil, err
@@ -178,47 +174,21 @@ func (r *runner) popRTT() (*result, error) {
 		return nil, err
 	}
 	pgConfig := func(u string) string {
-		return fmt.Sprintf("\n[[d1_databases]]\nbinding = \"DB\"\nurl = %q\nmax_conns = %d\n", u, plan.conns)
+		return configtext.D1("DB", u, fmt.Sprintf("max_conns = %d", plan.conns))
 	}
 	// The events' analytics points go across the link too (the seed's
 	// Analytics Engine is a remote service, not the POP's disk), written
 	// by the sink in the background.
-	primary, err := r.startServer(filepath.Join(dir, "primary"), logs, fmt.Sprintf(`
-[[durable_objects.bindings]]
-name = "COUNTER_SHARD"
-module = %q
-shards = %d
-sql = "DB"
-
-[[durable_objects.bindings]]
-name = "RUNTIME_EVENT_SHARD"
-module = %q
-shards = %d
-sql = "DB"
-analytics = "AE"
-
-[[analytics_engine_datasets]]
-binding = "AE"
-dataset = "runtime_events"
-url = %q
-
-[vars]
-COUNTER_DO_MODE = "primary"
-RUNTIME_EVENT_DO_MODE = "primary"
-`, counters, r.sz.Shards, events, r.sz.Shards, primaryDB)+pgConfig(primaryDB))
+	primary, err := r.startServer(w, "primary", configtext.Binding("COUNTER_SHARD", counters, r.sz.Shards, "DB", "")+
+		configtext.Binding("RUNTIME_EVENT_SHARD", events, r.sz.Shards, "DB", "AE")+configtext.Analytics("AE", "runtime_events", primaryDB)+
+		configtext.Vars("COUNTER_DO_MODE", "primary", "RUNTIME_EVENT_DO_MODE", "primary")+pgConfig(primaryDB))
 	if err != nil {
 		return nil, err
 	}
-	defer primary.Stop(context.Background())
-	off, err := r.startServer(filepath.Join(dir, "off"), logs, `
-[vars]
-COUNTER_DO_MODE = "off"
-RUNTIME_EVENT_DO_MODE = "off"
-`+pgConfig(offDB))
+	off, err := r.startServer(w, "off", configtext.Vars("COUNTER_DO_MODE", "off", "RUNTIME_EVENT_DO_MODE", "off")+pgConfig(offDB))
 	if err != nil {
 		return nil, err
 	}
-	defer off.Stop(context.Background())
 	bases := [2]string{"http://" + primary.Addr(), "http://" + off.Addr()}
 	nss := map[string]*host.Namespace{}
 	for _, b := range []string{"COUNTER_SHARD", "RUNTIME_EVENT_SHARD"} {
@@ -358,7 +328,7 @@ RUNTIME_EVENT_DO_MODE = "off"
 			st.Close()
 		}
 	}
-	if n, sample := logs.errors(); n > 0 {
+	if n, sample := w.logs.errors(); n > 0 {
 		r.logf("pop_rtt: %d error lines in the hosts' logs, e.g. %s", n, strings.Join(sample, " | "))
 	}
 	if err := writePopPlot(res, filepath.Join(r.root, "build", "bench", "pop_rtt.png")); err != nil {
@@ -571,7 +541,7 @@ func updatePopDocs(path string, p *popResult, env runEnv) error {
 		for ei, ep := range p.endpoints {
 			c := p.cells[ei][ri]
 			fmt.Fprintf(&t, "| %d ms | `%s` | %s | %s | %.1f× | %.2f ms | %.2f ms | %.2f ms | %.2f%% | %.2f ms | %.2f ms | %.0f%% |\n",
-				rtt.Milliseconds(), ep, fmtNum(c[0].rate()), fmtNum(c[1].rate()), c[0].rate()/max(c[1].rate(), 1e-9),
+				rtt.Milliseconds(), ep, benchkit.FormatNum(c[0].rate()), benchkit.FormatNum(c[1].rate()), c[0].rate()/max(c[1].rate(), 1e-9),
 				ms(c[0].p50()), ms(c[0].p99()), ms(c[0].p999()), 100*c[0].over(), ms(c[1].p50()), ms(c[1].p99()), 100*c[1].fail())
 		}
 	}

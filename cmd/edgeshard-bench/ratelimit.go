@@ -8,34 +8,36 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/edgeshard/edgeshard/plugins/proto/ratelimit"
 )
 
 // limitHost starts a host with RATE_LIMIT_SHARD (the wasm plugin) and
-// RATE_LIMIT_NATIVE (nativeLimiter), both sharded alike, in dir.
-func (r *runner) limitHost(dir string, logs *logSink, eng *host.Engine) (*host.Host, error) {
+// RATE_LIMIT_NATIVE (nativeLimiter), both sharded alike, in w's directory
+// name on engine eng; batch is its FetchBatch (0: the default; 1: every
+// request on its own); it closes when the figure ends.
+func (r *runner) limitHost(w *scratch, name string, eng *host.Engine, batch int) (*host.Host, error) {
 	mod, err := r.build.wasm("plugins/ratelimit")
 	if err != nil {
 		return nil, err
 	}
-	cfg := r.hostConfig(dir, logs)
+	cfg := r.hostConfig(w.path(name), w.logs)
 	cfg.Engine = eng
+	cfg.FetchBatch = batch
 	cfg.Bindings = []host.Binding{
 		{Name: "RATE_LIMIT_SHARD", Module: mod, Shards: r.sz.Shards},
 		{Name: "RATE_LIMIT_NATIVE", Shards: r.sz.Shards},
 	}
 	ctx := hostinternal.WithNative(context.Background(), "RATE_LIMIT_NATIVE", newNativeLimiter(clock.Real{}))
-	return host.New(ctx, cfg)
+	return r.newHost(ctx, w, cfg)
 }
 
 // limitKeys returns, per worker, a generator of check bodies for user
@@ -58,6 +60,12 @@ func limitKeys(workers, n int, seed uint64) []func() (key string, body []byte) {
 
 var allowedPrefix = []byte(`{"allowed":true`)
 
+// measureChecks is one measured run of a rate-limit side: op with
+// workers callers for d, every check answered.
+func measureChecks(workers int, d time.Duration, op loadgen.Op) (sample, error) {
+	return measureSample(workers, d, op, "checks")
+}
+
 // checkRequest is the /check body every shard is primed with.
 var checkRequest = &abi.Request{Method: "POST", Path: "/check", Body: []byte("user:prime\t1000000000\t60000\n")}
 
@@ -68,29 +76,25 @@ var checkRequest = &abi.Request{Method: "POST", Path: "/check", Body: []byte("us
 // output gate. 64 callers over Buckets user buckets. A third side runs the
 // wasm plugin on an engine without the interrupt checks (unsafe:
 // runaway guests are never interrupted) to show what the checks cost.
-func (r *runner) ratelimitWasmVsNative() (*result, error) {
+func (r *runner) ratelimitWasmVsNative(w *scratch) (*result, error) {
 	sz := r.sz
-	dir, err := os.MkdirTemp("", "edgeshard-bench-ratelimit-")
+	h, err := r.limitHost(w, "host", r.engine, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	logs := &logSink{}
-	h, err := r.limitHost(filepath.Join(dir, "host"), logs, r.engine)
+	h1, err := r.limitHost(w, "one-by-one", r.engine, 1)
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close(context.Background())
 	var hu *host.Host
 	if !r.unchecked && !sz.NoUnchecked {
 		ue, err := r.uncheckedEngine()
 		if err != nil {
 			return nil, err
 		}
-		if hu, err = r.limitHost(filepath.Join(dir, "unchecked"), logs, ue); err != nil {
+		if hu, err = r.limitHost(w, "unchecked", ue, 0); err != nil {
 			return nil, err
 		}
-		defer hu.Close(context.Background())
 	}
 	var seed uint64
 	op := func(ns *host.Namespace) loadgen.Op {
@@ -108,17 +112,11 @@ func (r *runner) ratelimitWasmVsNative() (*result, error) {
 			return nil
 		}
 	}
-	measure := func(d time.Duration, op loadgen.Op) (sample, error) {
-		l := closedLoop(sz.Workers, d, op)
-		if l.Errors > 0 {
-			return sample{}, fmt.Errorf("%d of %d checks failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
-		}
-		return sample{rate: l.rate(0), cpu: l.cpuPerOp()}, nil
-	}
 	nsW, _ := h.Namespace("RATE_LIMIT_SHARD")
 	nsN, _ := h.Namespace("RATE_LIMIT_NATIVE")
-	nss := []*host.Namespace{nsW, nsN}
-	names := []string{"wasm", "native"}
+	ns1, _ := h1.Namespace("RATE_LIMIT_SHARD")
+	nss := []*host.Namespace{nsW, nsN, ns1}
+	names := []string{"wasm", "native", "wasm_1by1"}
 	if hu != nil {
 		nsU, _ := hu.Namespace("RATE_LIMIT_SHARD")
 		nss = append(nss, nsU)
@@ -130,42 +128,39 @@ func (r *runner) ratelimitWasmVsNative() (*result, error) {
 			return nil, err
 		}
 		o := op(ns)
-		if _, err := measure(sz.Warmup, o); err != nil {
+		if _, err := measureChecks(sz.Workers, sz.Warmup, o); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
-		sides = append(sides, side{names[i], func() (sample, error) { return measure(sz.Side, o) }})
+		sides = append(sides, side{names[i], func() (sample, error) { return measureChecks(sz.Workers, sz.Side, o) }})
 	}
 	out, err := r.compare("ratelimit_wasm_vs_native", sz.Rounds, sides...)
 	if err != nil {
 		return nil, err
 	}
-	wr, nr := rates(out[0]), rates(out[1])
-	wm, nm := median(wr), median(nr)
-	ratio := wm / nm
-	res := &result{name: "ratelimit_wasm_vs_native", met: ratio >= 0.5}
-	res.add("wasm_per_s", wm)
-	res.add("native_per_s", nm)
-	res.add("ratio", ratio)
-	res.add("wasm_cpu_us", cpuMicros(out[0]))
-	res.add("native_cpu_us", cpuMicros(out[1]))
-	if len(out) > 2 {
-		um := median(rates(out[2]))
+	res := &result{name: "ratelimit_wasm_vs_native"}
+	wm, nm, ratio, spread := res.addComparison(out, "wasm", "native")
+	res.met = ratio >= 0.5
+	res.add("wasm_1by1_per_s", benchkit.Median(rates(out[2])))
+	res.add("wasm_1by1_cpu_us", cpuMicros(out[2]))
+	if len(out) > 3 {
+		um := benchkit.Median(rates(out[3]))
 		res.add("unchecked_per_s", um)
-		res.add("unchecked_cpu_us", cpuMicros(out[2]))
+		res.add("unchecked_cpu_us", cpuMicros(out[3]))
 		res.add("ratio_unchecked", um/nm)
 	}
-	res.add("spread", max(spread(wr), spread(nr)))
+	res.add("spread", spread)
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 0.5)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("%.2f", ratio)
-	if len(out) > 2 {
-		res.headline += fmt.Sprintf(" (%.2f unchecked)", median(rates(out[2]))/nm)
+	if len(out) > 3 {
+		res.headline += fmt.Sprintf(" (%.2f unchecked)", benchkit.Median(rates(out[3]))/nm)
 	}
-	res.note = fmt.Sprintf("%s vs %s decisions/s (%.0f vs %.0f µs CPU each), in-process Namespace.Fetch, %d callers, %d buckets",
-		fmtNum(wm), fmtNum(nm), cpuMicros(out[0]), cpuMicros(out[1]), sz.Workers, sz.Buckets)
-	if len(out) > 2 {
-		res.note += fmt.Sprintf("; without the interrupt checks %.2f", median(rates(out[2]))/nm)
+	res.note = fmt.Sprintf("%s vs %s decisions/s (%.0f vs %.0f µs CPU each), in-process Namespace.Fetch, %d callers, %d buckets; without batch delivery %s/s (%.0f µs)",
+		benchkit.FormatNum(wm), benchkit.FormatNum(nm), cpuMicros(out[0]), cpuMicros(out[1]), sz.Workers, sz.Buckets,
+		benchkit.FormatNum(benchkit.Median(rates(out[2]))), cpuMicros(out[2]))
+	if len(out) > 3 {
+		res.note += fmt.Sprintf("; without the interrupt checks %.2f", benchkit.Median(rates(out[3]))/nm)
 	}
 	return res, nil
 }
@@ -203,25 +198,26 @@ func bareCheck(w http.ResponseWriter, r *http.Request) {
 // host's /do/RATE_LIMIT_SHARD/{key}/check route (wasm shard, Badger
 // storage) versus bareCheck, with the same client, callers and requests;
 // the client decodes every JSON answer on both sides.
-func (r *runner) ratelimitHTTP() (*result, error) {
+func (r *runner) ratelimitHTTP(w *scratch) (*result, error) {
 	sz := r.sz
-	dir, err := os.MkdirTemp("", "edgeshard-bench-ratelimit-http-")
+	h, err := r.limitHost(w, "host", r.engine, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	logs := &logSink{}
-	h, err := r.limitHost(filepath.Join(dir, "host"), logs, r.engine)
+	h1, err := r.limitHost(w, "one-by-one", r.engine, 1)
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close(context.Background())
-	ns, _ := h.Namespace("RATE_LIMIT_SHARD")
-	if err := primeShards(ns, checkRequest); err != nil {
-		return nil, err
+	for _, hh := range []*host.Host{h, h1} {
+		ns, _ := hh.Namespace("RATE_LIMIT_SHARD")
+		if err := primeShards(ns, checkRequest); err != nil {
+			return nil, err
+		}
 	}
 	srvS := newServer(h.Handler())
 	defer srvS.Close()
+	srv1 := newServer(h1.Handler())
+	defer srv1.Close()
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /check", bareCheck)
 	srvB := newServer(mux)
@@ -248,39 +244,31 @@ func (r *runner) ratelimitHTTP() (*result, error) {
 	}
 	opS := op(func(key string) string { return srvS.URL + "/do/RATE_LIMIT_SHARD/" + key + "/check" })
 	opB := op(func(string) string { return srvB.URL + "/check" })
-	measure := func(d time.Duration, op loadgen.Op) (sample, error) {
-		l := closedLoop(sz.Workers, d, op)
-		if l.Errors > 0 {
-			return sample{}, fmt.Errorf("%d of %d checks failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
-		}
-		return sample{rate: l.rate(0), cpu: l.cpuPerOp()}, nil
-	}
-	for _, o := range []loadgen.Op{opS, opB} {
-		if _, err := measure(sz.Warmup, o); err != nil {
+	op1 := op(func(key string) string { return srv1.URL + "/do/RATE_LIMIT_SHARD/" + key + "/check" })
+	for _, o := range []loadgen.Op{opS, opB, op1} {
+		if _, err := measureChecks(sz.Workers, sz.Warmup, o); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
 	}
 	out, err := r.compare("ratelimit_http", sz.Rounds,
-		side{"shard", func() (sample, error) { return measure(sz.Side, opS) }},
-		side{"bare", func() (sample, error) { return measure(sz.Side, opB) }})
+		side{"shard", func() (sample, error) { return measureChecks(sz.Workers, sz.Side, opS) }},
+		side{"bare", func() (sample, error) { return measureChecks(sz.Workers, sz.Side, opB) }},
+		side{"shard_1by1", func() (sample, error) { return measureChecks(sz.Workers, sz.Side, op1) }})
 	if err != nil {
 		return nil, err
 	}
-	sr, br := rates(out[0]), rates(out[1])
-	sm, bm := median(sr), median(br)
-	ratio := sm / bm
-	res := &result{name: "ratelimit_http", met: ratio >= 0.6}
-	res.add("shard_per_s", sm)
-	res.add("bare_per_s", bm)
-	res.add("ratio", ratio)
-	res.add("shard_cpu_us", cpuMicros(out[0]))
-	res.add("bare_cpu_us", cpuMicros(out[1]))
-	res.add("spread", max(spread(sr), spread(br)))
+	res := &result{name: "ratelimit_http"}
+	sm, bm, ratio, spread := res.addComparison(out, "shard", "bare")
+	res.met = ratio >= 0.6
+	res.add("shard_1by1_per_s", benchkit.Median(rates(out[2])))
+	res.add("shard_1by1_cpu_us", cpuMicros(out[2]))
+	res.add("shard_1by1_p99_ms", p99Millis(out[2]))
+	res.add("spread", spread)
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 0.6)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("%.2f", ratio)
-	res.note = fmt.Sprintf("%s vs %s decisions/s over loopback HTTP (%.0f vs %.0f µs CPU each), %d callers",
-		fmtNum(sm), fmtNum(bm), cpuMicros(out[0]), cpuMicros(out[1]), sz.Workers)
+	res.note = fmt.Sprintf("%s vs %s decisions/s over loopback HTTP (%.0f vs %.0f µs CPU each, p99 %.1f vs %.1f ms), %d callers",
+		benchkit.FormatNum(sm), benchkit.FormatNum(bm), cpuMicros(out[0]), cpuMicros(out[1]), p99Millis(out[0]), p99Millis(out[1]), sz.Workers)
 	return res, nil
 }

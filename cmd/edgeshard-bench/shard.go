@@ -3,30 +3,37 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 )
 
 // counterHost starts a host with COUNTER, the counter example
-// (examples/counter, stamped with version), one object per name, in dir.
-func (r *runner) counterHost(dir, version string, logs *logSink) (*host.Host, *host.Namespace, error) {
+// (examples/counter, stamped with version), one object per name, in w's
+// directory host; it closes when the figure ends.
+func (r *runner) counterHost(w *scratch, version string) (*host.Namespace, error) {
+	return r.counterHostIn(w, "host", version, 0)
+}
+
+// counterHostIn is counterHost in w's directory name, with FetchBatch
+// batch (0: the default; 1: every request on its own).
+func (r *runner) counterHostIn(w *scratch, name, version string, batch int) (*host.Namespace, error) {
 	mod, err := r.build.wasm("examples/counter", "-X main.version="+version)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	cfg := r.hostConfig(dir, logs)
+	cfg := r.hostConfig(w.path(name), w.logs)
 	cfg.Bindings = []host.Binding{{Name: "COUNTER", Module: mod}}
-	h, err := host.New(context.Background(), cfg)
+	cfg.FetchBatch = batch
+	h, err := r.newHost(context.Background(), w, cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	ns, _ := h.Namespace("COUNTER")
-	return h, ns, nil
+	return ns, nil
 }
 
 // incrementOp calls POST /increment on the COUNTER object name.
@@ -48,54 +55,56 @@ func incrementOp(ns *host.Namespace, name func(w, i int) string) loadgen.Op {
 // fsync through group commit) from Hot concurrent in-process callers
 // (Namespace.Fetch). Durable Objects document a soft limit of 1,000
 // requests/s per object; the goal is 100× that.
-func (r *runner) shardEvents() (*result, error) {
+func (r *runner) shardEvents(w *scratch) (*result, error) {
 	sz := r.sz
-	dir, err := os.MkdirTemp("", "edgeshard-bench-shard-")
+	ns, err := r.counterHost(w, "test")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	logs := &logSink{}
-	h, ns, err := r.counterHost(filepath.Join(dir, "host"), "test", logs)
+	ns1, err := r.counterHostIn(w, "one-by-one", "test", 1)
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close(context.Background())
-	op := incrementOp(ns, func(int, int) string { return "hot" })
-	measure := func(d time.Duration) (load, error) {
-		l := closedLoop(sz.Hot, d, op)
-		if l.Errors > 0 {
-			return l, fmt.Errorf("%d of %d events failed; first: %v", l.Errors, l.OK+l.Errors, l.FirstErr)
-		}
-		return l, nil
-	}
-	if _, err := measure(sz.Warmup); err != nil {
-		return nil, fmt.Errorf("warm-up: %w", err)
-	}
-	var rates, p99s []float64
-	for i := 0; i < sz.Rounds; i++ {
-		l, err := measure(sz.Side)
+	hot := func(int, int) string { return "hot" }
+	op, op1 := incrementOp(ns, hot), incrementOp(ns1, hot)
+	measure := func(d time.Duration, op loadgen.Op) (sample, error) {
+		l, err := checkedLoop(sz.Hot, d, op, "events")
 		if err != nil {
-			return nil, err
+			return sample{}, err
 		}
-		rates = append(rates, l.rate(0))
-		p99s = append(p99s, float64(l.Stats.P99)/float64(time.Millisecond))
-		r.logf("shard_events_per_s round %d: %.0f/s (p99 %v)", i+1, l.rate(0), l.Stats.P99)
+		return sample{rate: l.rate(0), cpu: l.cpuPerOp(), p99: l.Stats.P99}, nil
+	}
+	for _, o := range []loadgen.Op{op, op1} {
+		if _, err := measure(sz.Warmup, o); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	out, err := r.compare("shard_events_per_s", sz.Rounds,
+		side{"batched", func() (sample, error) { return measure(sz.Side, op) }},
+		side{"1by1", func() (sample, error) { return measure(sz.Side, op1) }})
+	if err != nil {
+		return nil, err
 	}
 	if n := len(ns.Stats()); n != 1 {
 		return nil, fmt.Errorf("expected one live shard, have %d", n)
 	}
-	m := median(rates)
+	rs := rates(out[0])
+	m := benchkit.Median(rs)
 	res := &result{name: "shard_events_per_s", met: m >= 100_000}
 	res.add("events_per_s", m)
 	res.add("vs_do_limit", m/1000)
-	res.add("p99_ms", median(p99s))
-	res.add("spread", spread(rates))
+	res.add("p99_ms", p99Millis(out[0]))
+	res.add("cpu_us", cpuMicros(out[0]))
+	res.add("one_by_one_per_s", benchkit.Median(rates(out[1])))
+	res.add("one_by_one_p99_ms", p99Millis(out[1]))
+	res.add("one_by_one_cpu_us", cpuMicros(out[1]))
+	res.add("spread", benchkit.Spread(rs))
 	res.add("callers", sz.Hot)
 	res.add("rounds", sz.Rounds)
 	res.add("goal_min", 100000)
 	res.add("met", yesNo(res.met))
-	res.headline = fmt.Sprintf("%s/s (%.0f× DO's 1,000/s)", fmtNum(m), m/1000)
-	res.note = fmt.Sprintf("counter example POST /increment, durable (fsync'd group commit), %d in-process callers on one object", sz.Hot)
+	res.headline = fmt.Sprintf("%s/s (%.0f× DO's 1,000/s)", benchkit.FormatNum(m), m/1000)
+	res.note = fmt.Sprintf("counter example POST /increment, durable (fsync'd group commit), %d in-process callers on one object; p99 %.1f ms, %.1f µs CPU each; delivered one by one (fetch_batch = 1) %s/s, p99 %.1f ms, %.1f µs", sz.Hot,
+		p99Millis(out[0]), cpuMicros(out[0]), benchkit.FormatNum(benchkit.Median(rates(out[1]))), p99Millis(out[1]), cpuMicros(out[1]))
 	return res, nil
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,11 +14,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
+	"github.com/edgeshard/edgeshard/internal/loopback"
 )
 
 // soakConfig is `make run`'s configuration (edgeshard.toml: the three
@@ -32,39 +32,7 @@ admin_token = "{{TOKEN}}"
 data_dir = "{{DATA}}"
 cache_dir = "{{CACHE}}"
 log_level = "warn"
-
-[[durable_objects.bindings]]
-name = "RATE_LIMIT_SHARD"
-module = "{{RATELIMIT}}"
-shards = 32
-
-[[durable_objects.bindings]]
-name = "RUNTIME_EVENT_SHARD"
-module = "{{EVENTS}}"
-shards = 32
-sql = "DB"
-analytics = "AE"
-
-[[durable_objects.bindings]]
-name = "COUNTER_SHARD"
-module = "{{COUNTERS}}"
-shards = 32
-sql = "DB"
-
-[[durable_objects.bindings]]
-name = "COUNTER"
-module = "{{COUNTER}}"
-shards = 0
-
-[[d1_databases]]
-binding = "DB"
-url = "sqlite://{{DATA}}/d1.db"
-
-[[analytics_engine_datasets]]
-binding = "AE"
-dataset = "runtime_events"
-url = "sqlite://{{DATA}}/analytics.db"
-
+` + pipelinesConfig + `
 [vars]
 RUNTIME_EVENT_DO_MODE = "primary"
 COUNTER_DO_MODE = "primary"
@@ -92,32 +60,12 @@ const soakGoalMiB = 400
 // 2xx. Memory is sampled every 2 s (VmRSS of /proc/<pid>/status; the
 // heap from the host's /metrics); the figure is the largest reading of the
 // last third of the run (the plateau), against the reading once started.
-func (r *runner) edgeSoak() (*result, error) {
+func (r *runner) edgeSoak(w *scratch) (*result, error) {
 	sz := r.sz
-	bin, err := r.build.binary()
+	sp, err := r.startWarm(w, soakConfig, pipelineModules)
 	if err != nil {
 		return nil, err
 	}
-	mods := map[string]string{"RATELIMIT": "plugins/ratelimit", "EVENTS": "plugins/runtimeevents",
-		"COUNTERS": "plugins/counters", "COUNTER": "examples/counter"}
-	conf := soakConfig
-	for k, pkg := range mods {
-		p, err := r.build.wasm(pkg)
-		if err != nil {
-			return nil, err
-		}
-		conf = strings.ReplaceAll(conf, "{{"+k+"}}", p)
-	}
-	dir, err := os.MkdirTemp("", "edgeshard-bench-soak-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	sp, err := startWarm(bin, dir, conf, r.cacheDir)
-	if err != nil {
-		return nil, err
-	}
-	defer sp.stop()
 
 	startMem, err := sp.memory()
 	if err != nil {
@@ -135,7 +83,7 @@ func (r *runner) edgeSoak() (*result, error) {
 	defer client.CloseIdleConnections()
 	mix := newSoakMix(sp.base, sz.SoakConns, client)
 	interval := time.Duration(float64(time.Second) * float64(sz.SoakConns) / float64(sz.SoakRate))
-	cpu0 := procCPU(sp.cmd.Process.Pid)
+	cpu0 := benchkit.ProcCPU(sp.cmd.Process.Pid)
 	run := loadgen.Start(context.Background(), loadgen.Options{Workers: sz.SoakConns, Interval: interval}, mix.op)
 
 	var samples []memSample
@@ -163,7 +111,7 @@ func (r *runner) edgeSoak() (*result, error) {
 		}
 	}
 	res := run.Stop()
-	cpu := procCPU(sp.cmd.Process.Pid) - cpu0
+	cpu := benchkit.ProcCPU(sp.cmd.Process.Pid) - cpu0
 	st := res.All()
 	errs := res.Errors()
 	if len(errs) > st.Requests/100 {
@@ -210,9 +158,9 @@ func (r *runner) edgeSoak() (*result, error) {
 	out.add("conns", sz.SoakConns)
 	out.add("goal_max_rss_mib", soakGoalMiB)
 	out.add("met", yesNo(out.met))
-	out.headline = fmt.Sprintf("RSS %d MiB, heap %d MiB after %s min (start %d / %d)", rss>>20, heap>>20, fmtNum(sz.SoakFor.Minutes()), startMem.rss>>20, startMem.heapInuse>>20)
+	out.headline = fmt.Sprintf("RSS %d MiB, heap %d MiB after %s min (start %d / %d)", rss>>20, heap>>20, benchkit.FormatNum(sz.SoakFor.Minutes()), startMem.rss>>20, startMem.heapInuse>>20)
 	out.note = fmt.Sprintf("`edgeshard serve`, make run's config; %s req/s (%d conns: likes, views, 5-event batches, stats reads; %d of %d not 2xx), p99 %.1f ms; largest reading of the last third; heap = Go heap in use",
-		fmtNum(st.RPS()), sz.SoakConns, len(errs), st.Requests, float64(st.P99)/float64(time.Millisecond))
+		benchkit.FormatNum(st.RPS()), sz.SoakConns, len(errs), st.Requests, float64(st.P99)/float64(time.Millisecond))
 	return out, nil
 }
 
@@ -291,17 +239,12 @@ func (m *soakMix) do(ctx context.Context, method, path, user string, body []byte
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := m.client.Do(req)
+	st, b, err := benchkit.Send(m.client, req)
 	if err != nil {
 		return err
 	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("%s %s: status %d: %s", method, path, resp.StatusCode, b)
+	if st < 200 || st > 299 {
+		return fmt.Errorf("%s %s: status %d: %s", method, path, st, b)
 	}
 	return nil
 }
@@ -309,8 +252,7 @@ func (m *soakMix) do(ctx context.Context, method, path, user string, body []byte
 // serveProc is a running `edgeshard serve`.
 type serveProc struct {
 	cmd         *exec.Cmd
-	out         *bytes.Buffer
-	outMu       *sync.Mutex
+	out         *benchkit.Output
 	base, admin string
 	done        chan struct{}
 	client      *http.Client
@@ -323,13 +265,39 @@ const soakToken = "bench-soak-token"
 // in the compilation cache, then starts it for the measurement: a process
 // that compiled holds the compiler's garbage in its heap for minutes,
 // which is not what a host costs once deployed.
-func startWarm(bin, dir, conf, cacheDir string) (*serveProc, error) {
-	sp, err := startServe(bin, dir, conf, cacheDir)
+// The modules' paths replace their placeholders in conf (mods: placeholder
+// → package); the process stops when the figure ends.
+func (r *runner) startWarm(w *scratch, conf string, mods map[string]string) (*serveProc, error) {
+	bin, err := r.build.binary()
+	if err != nil {
+		return nil, err
+	}
+	if conf, err = r.withModules(conf, mods); err != nil {
+		return nil, err
+	}
+	sp, err := startServe(bin, w.dir, conf, r.cacheDir)
 	if err != nil {
 		return nil, err
 	}
 	sp.stop()
-	return startServe(bin, dir, conf, cacheDir)
+	if sp, err = startServe(bin, w.dir, conf, r.cacheDir); err != nil {
+		return nil, err
+	}
+	w.onClose(sp.stop)
+	return sp, nil
+}
+
+// withModules builds each module of mods (placeholder → package) and puts
+// its path in place of {{placeholder}} in conf.
+func (r *runner) withModules(conf string, mods map[string]string) (string, error) {
+	for k, pkg := range mods {
+		p, err := r.build.wasm(pkg)
+		if err != nil {
+			return "", err
+		}
+		conf = strings.ReplaceAll(conf, "{{"+k+"}}", p)
+	}
+	return conf, nil
 }
 
 // startServe starts the binary with conf (placeholders LISTEN, ADMIN,
@@ -337,7 +305,7 @@ func startWarm(bin, dir, conf, cacheDir string) (*serveProc, error) {
 func startServe(bin, dir, conf, cacheDir string) (*serveProc, error) {
 	var addrs [2]string
 	for i := range addrs {
-		a, err := freeLoopback()
+		a, err := loopback.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
@@ -351,13 +319,12 @@ func startServe(bin, dir, conf, cacheDir string) (*serveProc, error) {
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	sp := &serveProc{out: &bytes.Buffer{}, outMu: &sync.Mutex{}, base: "http://" + addrs[0], admin: "http://" + addrs[1],
+	sp := &serveProc{out: &benchkit.Output{}, base: "http://" + addrs[0], admin: "http://" + addrs[1],
 		done: make(chan struct{}), client: &http.Client{Timeout: time.Minute}}
 	sp.cmd = exec.Command(bin, "serve", "--config", path)
 	sp.cmd.Dir = dir
 	sp.cmd.Env = append(os.Environ(), "EDGESHARD_ADMIN_TOKEN="+soakToken)
-	w := &syncWriter{mu: sp.outMu, w: sp.out}
-	sp.cmd.Stdout, sp.cmd.Stderr = w, w
+	sp.cmd.Stdout, sp.cmd.Stderr = sp.out, sp.out
 	if err := sp.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -382,25 +349,7 @@ func startServe(bin, dir, conf, cacheDir string) (*serveProc, error) {
 	return nil, fmt.Errorf("not ready after 3 minutes:\n%s", sp.output())
 }
 
-type syncWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.w.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return s.w.Write(p)
-}
-
-func (sp *serveProc) output() string {
-	sp.outMu.Lock()
-	defer sp.outMu.Unlock()
-	return sp.out.String()
-}
+func (sp *serveProc) output() string { return sp.out.String() }
 
 // stop sends SIGTERM and waits (30 s at most, then SIGKILL).
 func (sp *serveProc) stop() {
@@ -494,14 +443,4 @@ func (sp *serveProc) saveHeap(path string) error {
 		return err
 	}
 	return f.Close()
-}
-
-// freeLoopback returns a loopback address whose port was free a moment ago.
-func freeLoopback() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }

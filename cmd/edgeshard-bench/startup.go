@@ -8,10 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 )
 
 // startupConfig is the default configuration's shape (the three pipelines,
@@ -20,7 +21,16 @@ const startupConfig = `listen = "{{LISTEN}}"
 data_dir = "{{DATA}}"
 cache_dir = "{{CACHE}}"
 log_level = "warn"
+` + pipelinesConfig + `
+[auth]
+trust_user_header = "X-User-Id"
+`
 
+// pipelinesConfig is the bindings, database and dataset of `make run`'s
+// configuration (edgeshard.toml): the three pipelines' shards and the
+// counter example, SQLite and analytics in the data directory. Module
+// paths are placeholders, filled from pipelineModules.
+const pipelinesConfig = `
 [[durable_objects.bindings]]
 name = "RATE_LIMIT_SHARD"
 module = "{{RATELIMIT}}"
@@ -52,10 +62,11 @@ url = "sqlite://{{DATA}}/d1.db"
 binding = "AE"
 dataset = "runtime_events"
 url = "sqlite://{{DATA}}/analytics.db"
-
-[auth]
-trust_user_header = "X-User-Id"
 `
+
+// pipelineModules are the packages of pipelinesConfig's placeholders.
+var pipelineModules = map[string]string{"RATELIMIT": "plugins/ratelimit", "EVENTS": "plugins/runtimeevents",
+	"COUNTERS": "plugins/counters", "COUNTER": "examples/counter"}
 
 // minimalStartupConfig is the smoke test's: the counter example only.
 const minimalStartupConfig = `listen = "{{LISTEN}}"
@@ -73,62 +84,54 @@ shards = 0
 // `edgeshard serve` to the first 200 from /healthz — with an empty
 // compilation cache (cold: every module compiled) and again with the cache
 // the cold start filled (warm), Startups pairs.
-func (r *runner) startup() (*result, error) {
+func (r *runner) startup(w *scratch) (*result, error) {
 	bin, err := r.build.binary()
 	if err != nil {
 		return nil, err
 	}
-	mods := map[string]string{}
-	want := map[string]string{"RATELIMIT": "plugins/ratelimit", "EVENTS": "plugins/runtimeevents",
-		"COUNTERS": "plugins/counters", "COUNTER": "examples/counter"}
-	conf := startupConfig
+	conf, mods := startupConfig, pipelineModules
 	if r.sz.MinimalStartup {
-		want, conf = map[string]string{"COUNTER": "examples/counter"}, minimalStartupConfig
+		conf, mods = minimalStartupConfig, map[string]string{"COUNTER": "examples/counter"}
 	}
-	for k, pkg := range want {
-		if mods[k], err = r.build.wasm(pkg); err != nil {
-			return nil, err
-		}
+	if conf, err = r.withModules(conf, mods); err != nil {
+		return nil, err
 	}
 	var cold, warm, coldCPU, warmCPU []float64
 	for i := 0; i < r.sz.Startups; i++ {
-		dir, err := os.MkdirTemp("", "edgeshard-bench-startup-")
-		if err != nil {
+		dir := w.path(fmt.Sprintf("round-%d", i+1))
+		if err := os.Mkdir(dir, 0o755); err != nil {
 			return nil, err
 		}
-		c, w, err := startPair(bin, dir, conf, mods)
+		c, wm, err := startPair(bin, dir, conf)
 		os.RemoveAll(dir)
 		if err != nil {
 			return nil, fmt.Errorf("round %d: %w", i+1, err)
 		}
 		r.logf("startup round %d: cold %v (%v CPU), warm %v (%v CPU)", i+1, c.wall.Round(time.Millisecond), c.cpu,
-			w.wall.Round(time.Millisecond), w.cpu)
+			wm.wall.Round(time.Millisecond), wm.cpu)
 		cold, coldCPU = append(cold, c.wall.Seconds()), append(coldCPU, c.cpu.Seconds())
-		warm, warmCPU = append(warm, w.wall.Seconds()), append(warmCPU, w.cpu.Seconds())
+		warm, warmCPU = append(warm, wm.wall.Seconds()), append(warmCPU, wm.cpu.Seconds())
 	}
-	cm, wm := median(cold), median(warm)
+	cm, wm := benchkit.Median(cold), benchkit.Median(warm)
 	res := &result{name: "startup", met: wm <= 1}
 	res.add("cold_s", cm)
 	res.add("warm_s", wm)
 	res.add("cold_over_warm", cm/wm)
-	res.add("cold_cpu_s", median(coldCPU))
-	res.add("warm_cpu_s", median(warmCPU))
-	res.add("warm_spread", spread(warm))
+	res.add("cold_cpu_s", benchkit.Median(coldCPU))
+	res.add("warm_cpu_s", benchkit.Median(warmCPU))
+	res.add("warm_spread", benchkit.Spread(warm))
 	res.add("rounds", r.sz.Startups)
 	res.add("goal_max_warm_s", 1)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("warm %.2f s (cold %.2f s)", wm, cm)
-	res.note = fmt.Sprintf("exec to first /healthz 200, having used %.2f s (warm) and %.2f s (cold) of CPU: ", median(warmCPU), median(coldCPU))
+	res.note = fmt.Sprintf("exec to first /healthz 200, having used %.2f s (warm) and %.2f s (cold) of CPU: ", benchkit.Median(warmCPU), benchkit.Median(coldCPU))
 	res.note += "3 plugins + counter example, SQLite, analytics, edge API"
 	return res, nil
 }
 
 // startPair starts the binary twice on the same data and cache directory:
 // first with the cache empty, then warm.
-func startPair(bin, dir, conf string, mods map[string]string) (cold, warm start, err error) {
-	for k, v := range mods {
-		conf = strings.ReplaceAll(conf, "{{"+k+"}}", v)
-	}
+func startPair(bin, dir, conf string) (cold, warm start, err error) {
 	conf = strings.ReplaceAll(conf, "{{DATA}}", filepath.Join(dir, "data"))
 	conf = strings.ReplaceAll(conf, "{{CACHE}}", filepath.Join(dir, "cache"))
 	if cold, err = startOnce(bin, dir, conf); err != nil {
@@ -145,27 +148,6 @@ func startPair(bin, dir, conf string, mods map[string]string) (cold, warm start,
 // depends much less on how busy the machine is.
 type start struct {
 	wall, cpu time.Duration
-}
-
-// procCPU returns the user+system CPU time of process pid so far, from
-// /proc/<pid>/stat (in clock ticks of 1/100 s on Linux), or 0.
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// Fields after the command (which may hold spaces) start after ")".
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64) // utime is field 14 of stat
-	st, _ := strconv.ParseInt(f[12], 10, 64) // stime is field 15
-	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // startOnce runs `edgeshard serve` on a free loopback port, returns the
@@ -213,7 +195,7 @@ func startOnce(bin, dir, conf string) (start, error) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				st := start{wall: time.Since(t0), cpu: procCPU(cmd.Process.Pid)}
+				st := start{wall: time.Since(t0), cpu: benchkit.ProcCPU(cmd.Process.Pid)}
 				stop()
 				return st, nil
 			}

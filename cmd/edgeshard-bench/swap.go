@@ -8,12 +8,13 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgeshard/edgeshard/host/admin"
+	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 )
 
@@ -25,29 +26,18 @@ const adminToken = "edgeshard-bench-admin-token"
 // build, so a fresh compile) under a steady, paced load (8 workers, one
 // request every 2 ms each, 6 objects), the load of
 // host/admin/swap_http_test.go.
-func (r *runner) swap() (*result, error) {
+func (r *runner) swap(w *scratch) (*result, error) {
 	sz := r.sz
-	dir, err := os.MkdirTemp("", "edgeshard-bench-swap-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	logs := &logSink{}
 	mod, err := r.build.wasm("examples/counter", "-X main.version=test")
 	if err != nil {
 		return nil, err
 	}
 	// The server `edgeshard serve` runs: the counter example on the main
 	// listener (/do), pushes through its admin API.
-	s, err := r.startServer(filepath.Join(dir, "host"), logs, fmt.Sprintf(`
-[[durable_objects.bindings]]
-name = "COUNTER"
-module = %q
-`, mod))
+	s, err := r.startServer(w, "host", configtext.Binding("COUNTER", mod, 0, "", ""))
 	if err != nil {
 		return nil, err
 	}
-	defer s.Stop(context.Background())
 	// Each round pushes a version never seen before (its own build stamped
 	// with this run's id), so every push compiles, as a real deploy does.
 	suffix := ""
@@ -124,20 +114,20 @@ module = %q
 		duringP99 = append(duringP99, float64(during.P99)/float64(time.Millisecond))
 		pushMs = append(pushMs, float64(swapEnd-swapStart)/float64(time.Millisecond))
 	}
-	m := median(ratios)
+	m := benchkit.Median(ratios)
 	res := &result{name: "swap_p99_ratio", met: m <= 3 && errorsTotal == 0}
 	res.add("ratio", m)
 	res.add("max_ratio", maxOf(ratios))
-	res.add("steady_p99_ms", median(steadyP99))
-	res.add("during_p99_ms", median(duringP99))
-	res.add("push_ms", median(pushMs))
+	res.add("steady_p99_ms", benchkit.Median(steadyP99))
+	res.add("during_p99_ms", benchkit.Median(duringP99))
+	res.add("push_ms", benchkit.Median(pushMs))
 	res.add("errors", errorsTotal)
 	res.add("rounds", sz.SwapRounds)
 	res.add("goal_max", 3)
 	res.add("met", yesNo(res.met))
 	res.headline = fmt.Sprintf("%.2f, %d errors", m, errorsTotal)
 	res.note = fmt.Sprintf("p99 %.2f ms during vs %.2f ms steady; push (compile+prepare+switch) %.0f ms; 8 workers × 500 req/s over HTTP",
-		median(duringP99), median(steadyP99), median(pushMs))
+		benchkit.Median(duringP99), benchkit.Median(steadyP99), benchkit.Median(pushMs))
 	return res, nil
 }
 

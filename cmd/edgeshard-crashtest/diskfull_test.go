@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/proctest"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 )
@@ -80,40 +81,16 @@ event_timeout = "5s"
 min_free_mb = 16
 value_log_file_mb = 4
 
-[[durable_objects.bindings]]
-name = "RUNTIME_EVENT_SHARD"
-module = %q
-shards = 4
-sql = "DB"
-analytics = "AE"
-
-[[durable_objects.bindings]]
-name = "COUNTER_SHARD"
-module = %q
-shards = 4
-sql = "DB"
-
-[[durable_objects.bindings]]
-name = "PROBE"
-module = %q
-shards = 0
-
-[[d1_databases]]
-binding = "DB"
-url = %q
-
-[[analytics_engine_datasets]]
-binding = "AE"
-dataset = "runtime_events"
-url = %q
-
+`, addr, admin, fs, testutil.CacheDir()) +
+			configtext.Pipelines(events, counters, 4, "sqlite://"+filepath.Join(dir, "sql", "analytics.db")) +
+			configtext.Binding("PROBE", probe, 0, "", "") +
+			configtext.D1("DB", "sqlite://"+filepath.Join(dir, "sql", "d1.db")) + `
 [auth]
 trust_user_header = "X-User-Id"
 
 [reconcile]
 interval = "0s"
-`, addr, admin, fs, testutil.CacheDir(), events, counters, probe,
-			"sqlite://"+filepath.Join(dir, "sql", "d1.db"), "sqlite://"+filepath.Join(dir, "sql", "analytics.db"))
+`
 	}
 	srv, err := newServer(bin, dir, nil, config, randomToken())
 	if err != nil {
@@ -155,7 +132,7 @@ interval = "0s"
 	}
 	probeCount := func() int {
 		status, body := probeDo("GET", "/")
-		var r struct{ Count int }
+		var r testutil.CounterReply
 		if status != 200 || json.Unmarshal([]byte(body), &r) != nil {
 			t.Fatalf("probe read = %d %s; want 200", status, body)
 		}

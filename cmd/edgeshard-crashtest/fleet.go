@@ -31,55 +31,6 @@ import (
 // fleetNodes are the fleet mode's node ids.
 var fleetNodes = []string{"pop-a", "pop-b", "pop-c"}
 
-// fleetConfigText is one POP's config: its own data directory and node id,
-// the shared PostgreSQL database, its own analytics file.
-func fleetConfigText(o Options, dataDir, node, dbURL, addr, admin string) string {
-	return fmt.Sprintf(`# written by edgeshard-crashtest (fleet mode)
-listen = %q
-admin_listen = %q
-data_dir = %q
-node_id = %q
-cache_dir = %q
-log_level = "info"
-event_timeout = "5s"
-shutdown_grace = "30s"
-
-[[durable_objects.bindings]]
-name = "RUNTIME_EVENT_SHARD"
-module = %q
-shards = %d
-sql = "DB"
-analytics = "AE"
-
-[[durable_objects.bindings]]
-name = "COUNTER_SHARD"
-module = %q
-shards = %d
-sql = "DB"
-
-[[d1_databases]]
-binding = "DB"
-url = %q
-max_conns = 8
-
-[[analytics_engine_datasets]]
-binding = "AE"
-dataset = "runtime_events"
-url = %q
-
-[vars]
-RUNTIME_EVENT_DO_MODE = "primary"
-COUNTER_DO_MODE = "primary"
-
-[auth]
-trust_user_header = "X-User-Id"
-
-[reconcile]
-interval = "0s"
-`, addr, admin, dataDir, node, o.CacheDir, o.EventsModule, o.Shards, o.CounterModule, o.Shards,
-		dbURL, "sqlite://"+filepath.Join(dataDir, "analytics.db"))
-}
-
 // reconcileStats counts the reconcile runs the fleet mode asked for.
 type reconcileStats struct {
 	ok, busy, down, failed atomic.Int64
@@ -125,7 +76,7 @@ func runFleet(ctx context.Context, o Options, dir string, seed uint64) (ModeResu
 			return res, err
 		}
 		s, err := newServer(o.Bin, hdir, nil, func(addr, admin string) string {
-			return fleetConfigText(o, data, node, dbURL, addr, admin)
+			return configText(o, hostConfig{dataDir: data, addr: addr, admin: admin, node: node, dbURL: dbURL, maxConns: 8})
 		}, token)
 		if err != nil {
 			return res, err
@@ -257,14 +208,7 @@ func runFleet(ctx context.Context, o Options, dir string, seed uint64) (ModeResu
 		return res, err
 	}
 	res.Streams = compare(led, snap)
-	led.mu.Lock()
-	fmt.Fprintf(out, "  requests: %d acknowledged, %d unknown (no answer or 5xx), %d never sent (host down), %d refused (4xx)\n",
-		led.requests[acked], led.requests[unknown], led.requests[notSent], led.requests[rejected])
-	rejectedSample := append([]string(nil), led.rejected...)
-	led.mu.Unlock()
-	for _, r := range rejectedSample {
-		res.Failed = append(res.Failed, "unexpected answer: "+r)
-	}
+	res.reportRequests(out, led)
 	var flushes []string
 	for i, s := range srvs {
 		flushes = append(flushes, fmt.Sprintf("%s events %d/%d counters %d/%d (%d replays)", fleetNodes[i],
@@ -298,30 +242,13 @@ func runFleet(ctx context.Context, o Options, dir string, seed uint64) (ModeResu
 			}
 		}
 	}
-	for _, s := range res.Streams {
-		fmt.Fprintln(out, s.String())
-		for i, d := range s.Detail {
-			if i == 10 {
-				fmt.Fprintf(out, "    ... %d more\n", len(s.Detail)-10)
-				break
-			}
-			fmt.Fprintln(out, "    "+d)
-		}
-	}
-	fmt.Fprintln(out, analyticsInfo(led, snap))
+	res.reportStreams(out, led, snap)
 	for i, s := range srvs {
 		if n, msgs := s.errorLines(); n > 0 {
 			fmt.Fprintf(out, "  info: %s: %d error-level log lines, e.g. %q\n", fleetNodes[i], n, msgs)
 		}
 	}
-	for _, f := range res.Failed {
-		fmt.Fprintln(out, "  FAIL: "+f)
-	}
-	res.Took = time.Since(t0)
-	verdict := "ok"
-	if !res.OK() {
-		verdict = "FAILED"
-	}
+	verdict := res.finish(out, t0)
 	avg := time.Duration(0)
 	if restarts > 0 {
 		avg = restartTotal / time.Duration(restarts)
@@ -448,35 +375,7 @@ func fleetAfterRestart(ctx context.Context, srvs []*server, out io.Writer, dbURL
 	if err != nil {
 		return nil, err
 	}
-	var bad []string
-	for post, v := range before.views {
-		if after.views[post] != v || after.runs[post] != before.runs[post] {
-			bad = append(bad, fmt.Sprintf("%s: views %d→%d runs %d→%d", post, v, after.views[post], before.runs[post], after.runs[post]))
-		}
-	}
-	if after.eventRows != before.eventRows {
-		bad = append(bad, fmt.Sprintf("runtime_events rows %d→%d", before.eventRows, after.eventRows))
-	}
-	for _, c := range []struct {
-		name         string
-		counter, src map[string]int64
-	}{
-		{"likes", after.likes, after.likeRows},
-		{"followers", after.followers, after.followRows},
-		{"following", after.following, after.followingRows},
-	} {
-		for id, rows := range c.src {
-			if c.counter[id] != rows {
-				bad = append(bad, fmt.Sprintf("%s: %s %d after reconcile, %d source rows", id, c.name, c.counter[id], rows))
-			}
-		}
-		for id, n := range c.counter {
-			if n != 0 && c.src[id] == 0 {
-				bad = append(bad, fmt.Sprintf("%s: %s %d after reconcile, no source rows", id, c.name, n))
-			}
-		}
-	}
-	if len(bad) > 0 {
+	if bad := restartDrift(before, after, "likes", "followers", "following"); len(bad) > 0 {
 		return after, errors.New("after restart and reconcile: " + strings.Join(bad, "; "))
 	}
 	fmt.Fprintf(out, "  restart on the drained data: no alarm pending, views, runs and events unchanged; reconcileCounters on %s corrected %d counter(s) (deltas of unanswered requests, or a -1 clamped away for arriving before its +1), every likes, followers and following counter equals its source rows\n",

@@ -364,51 +364,57 @@ func (l *load) postCounter(st *clientState, column string) outcome {
 	return o
 }
 
+// wantChanged turns an acknowledged answer that does not say
+// "changed":true into a rejection (why, then the body, in the ledger): a
+// fresh like or follow must change something, and so must taking back
+// one that was acknowledged.
+func (l *load) wantChanged(o outcome, body []byte, why string) outcome {
+	if o != acked {
+		return o
+	}
+	var r struct {
+		Changed bool `json:"changed"`
+	}
+	if json.Unmarshal(body, &r) == nil && r.Changed {
+		return o
+	}
+	l.led.mu.Lock()
+	l.led.reject(why + " " + string(body))
+	l.led.mu.Unlock()
+	return rejected
+}
+
 func (l *load) like(st *clientState) outcome {
 	post := st.post(l.cfg.posts)
 	st.users++
 	user := fmt.Sprintf("c%d-u%d-%x", st.id, st.users, l.cfg.seed&0xffff)
 	o, _, body := l.do(st, http.MethodPut, "/posts/"+post+"/like", user, nil)
+	o = l.wantChanged(o, body, fmt.Sprintf("PUT like %s by %s: fresh like answered", post, user))
 	if o == acked {
-		var r struct {
-			Changed bool `json:"changed"`
-		}
-		if json.Unmarshal(body, &r) != nil || !r.Changed {
-			// A fresh (post, user) pair must change something.
-			l.led.mu.Lock()
-			l.led.reject(fmt.Sprintf("PUT like %s by %s: fresh like answered %s", post, user, body))
-			l.led.mu.Unlock()
-			o = rejected
-		} else {
-			st.liked = append(st.liked, [2]string{post, user})
-		}
+		st.liked = append(st.liked, [2]string{post, user})
 	}
 	l.led.like(post, true, o)
 	return o
 }
 
 func (l *load) unlike(st *clientState) outcome {
-	i := st.rng.IntN(len(st.liked))
-	pair := st.liked[i]
-	st.liked[i] = st.liked[len(st.liked)-1]
-	st.liked = st.liked[:len(st.liked)-1]
+	pair := takeRandom(st.rng, &st.liked)
 	o, _, body := l.do(st, http.MethodDelete, "/posts/"+pair[0]+"/like", pair[1], nil)
-	if o == acked {
-		var r struct {
-			Changed bool `json:"changed"`
-		}
-		if json.Unmarshal(body, &r) != nil || !r.Changed {
-			l.led.mu.Lock()
-			l.led.reject(fmt.Sprintf("DELETE like %s by %s: acknowledged like not found: %s", pair[0], pair[1], body))
-			l.led.mu.Unlock()
-			o = rejected
-		}
-	}
+	o = l.wantChanged(o, body, fmt.Sprintf("DELETE like %s by %s: acknowledged like not found:", pair[0], pair[1]))
 	if o == notSent {
 		st.liked = append(st.liked, pair) // never reached the host: still liked
 	}
 	l.led.like(pair[0], false, o)
 	return o
+}
+
+// takeRandom removes a random pair from *pairs and returns it.
+func takeRandom(rng *rand.Rand, pairs *[][2]string) [2]string {
+	i := rng.IntN(len(*pairs))
+	pair := (*pairs)[i]
+	(*pairs)[i] = (*pairs)[len(*pairs)-1]
+	*pairs = (*pairs)[:len(*pairs)-1]
+	return pair
 }
 
 // followees are the users the fleet mode's clients follow.
@@ -420,18 +426,9 @@ func (l *load) follow(st *clientState) outcome {
 	st.users++
 	follower := fmt.Sprintf("ct-fan-%d-%d-%x", st.id, st.users, l.cfg.seed&0xffff)
 	o, _, body := l.do(st, http.MethodPut, "/users/"+followee+"/follow", follower, nil)
+	o = l.wantChanged(o, body, fmt.Sprintf("PUT follow %s by %s: fresh follow answered", followee, follower))
 	if o == acked {
-		var r struct {
-			Changed bool `json:"changed"`
-		}
-		if json.Unmarshal(body, &r) != nil || !r.Changed {
-			l.led.mu.Lock()
-			l.led.reject(fmt.Sprintf("PUT follow %s by %s: fresh follow answered %s", followee, follower, body))
-			l.led.mu.Unlock()
-			o = rejected
-		} else {
-			st.followed = append(st.followed, [2]string{follower, followee})
-		}
+		st.followed = append(st.followed, [2]string{follower, followee})
 	}
 	l.led.follow(follower, followee, true, o)
 	return o
@@ -439,22 +436,9 @@ func (l *load) follow(st *clientState) outcome {
 
 // unfollow takes back a follow this client got acknowledged.
 func (l *load) unfollow(st *clientState) outcome {
-	i := st.rng.IntN(len(st.followed))
-	pair := st.followed[i]
-	st.followed[i] = st.followed[len(st.followed)-1]
-	st.followed = st.followed[:len(st.followed)-1]
+	pair := takeRandom(st.rng, &st.followed)
 	o, _, body := l.do(st, http.MethodDelete, "/users/"+pair[1]+"/follow", pair[0], nil)
-	if o == acked {
-		var r struct {
-			Changed bool `json:"changed"`
-		}
-		if json.Unmarshal(body, &r) != nil || !r.Changed {
-			l.led.mu.Lock()
-			l.led.reject(fmt.Sprintf("DELETE follow %s by %s: acknowledged follow not found: %s", pair[1], pair[0], body))
-			l.led.mu.Unlock()
-			o = rejected
-		}
-	}
+	o = l.wantChanged(o, body, fmt.Sprintf("DELETE follow %s by %s: acknowledged follow not found:", pair[1], pair[0]))
 	if o == notSent {
 		st.followed = append(st.followed, pair)
 	}

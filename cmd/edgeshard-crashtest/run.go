@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgeshard/edgeshard/internal/configtext"
 )
 
 // Options configure a crash test run.
@@ -176,49 +178,47 @@ func midFlush(what, code string, cycleMax time.Duration) killPlan {
 	}}
 }
 
-func configText(o Options, dataDir, addr, admin string) string {
+// hostConfig is what one host's config varies in between the modes.
+type hostConfig struct {
+	dataDir, addr, admin string
+	node                 string // node_id (the fleet mode's POPs); "" for none
+	dbURL                string // the shared D1 database; "" for a SQLite file in dataDir
+	maxConns             int    // the D1 pool's max_conns; 0 for the default
+}
+
+// configText is a host's config: the events and counters bindings in
+// primary mode on one D1 database, their analytics file in the data
+// directory, the user header trusted, no reconcile ticker.
+func configText(o Options, c hostConfig) string {
+	top, db := "", c.dbURL
+	if c.node != "" {
+		top = fmt.Sprintf("node_id = %q\n", c.node)
+	}
+	if db == "" {
+		db = "sqlite://" + filepath.Join(c.dataDir, "d1.db")
+	}
+	var pool []string
+	if c.maxConns > 0 {
+		pool = append(pool, fmt.Sprintf("max_conns = %d", c.maxConns))
+	}
 	return fmt.Sprintf(`# written by edgeshard-crashtest
 listen = %q
 admin_listen = %q
 data_dir = %q
-cache_dir = %q
+%scache_dir = %q
 log_level = "info"
 event_timeout = "5s"
 shutdown_grace = "30s"
-
-[[durable_objects.bindings]]
-name = "RUNTIME_EVENT_SHARD"
-module = %q
-shards = %d
-sql = "DB"
-analytics = "AE"
-
-[[durable_objects.bindings]]
-name = "COUNTER_SHARD"
-module = %q
-shards = %d
-sql = "DB"
-
-[[d1_databases]]
-binding = "DB"
-url = %q
-
-[[analytics_engine_datasets]]
-binding = "AE"
-dataset = "runtime_events"
-url = %q
-
-[vars]
-RUNTIME_EVENT_DO_MODE = "primary"
-COUNTER_DO_MODE = "primary"
-
+`, c.addr, c.admin, c.dataDir, top, o.CacheDir) +
+		configtext.Pipelines(o.EventsModule, o.CounterModule, o.Shards, "sqlite://"+filepath.Join(c.dataDir, "analytics.db")) +
+		configtext.D1("DB", db, pool...) +
+		configtext.Vars("RUNTIME_EVENT_DO_MODE", "primary", "COUNTER_DO_MODE", "primary") + `
 [auth]
 trust_user_header = "X-User-Id"
 
 [reconcile]
 interval = "0s"
-`, addr, admin, dataDir, o.CacheDir, o.EventsModule, o.Shards, o.CounterModule, o.Shards,
-		"sqlite://"+filepath.Join(dataDir, "d1.db"), "sqlite://"+filepath.Join(dataDir, "analytics.db"))
+`
 }
 
 func randomToken() string {
@@ -232,7 +232,9 @@ func runMode(ctx context.Context, o Options, mode string, env []string, dir stri
 	res := ModeResult{Mode: mode}
 	out := o.Out
 	dataDir := filepath.Join(dir, "data")
-	srv, err := newServer(o.Bin, dir, env, func(addr, admin string) string { return configText(o, dataDir, addr, admin) }, randomToken())
+	srv, err := newServer(o.Bin, dir, env, func(addr, admin string) string {
+		return configText(o, hostConfig{dataDir: dataDir, addr: addr, admin: admin})
+	}, randomToken())
 	if err != nil {
 		return res, err
 	}
@@ -296,14 +298,7 @@ func runMode(ctx context.Context, o Options, mode string, env []string, dir stri
 		return res, err
 	}
 	res.Streams = compare(led, snap)
-	led.mu.Lock()
-	fmt.Fprintf(out, "  requests: %d acknowledged, %d unknown (no answer or 5xx), %d never sent (host down), %d refused (4xx)\n",
-		led.requests[acked], led.requests[unknown], led.requests[notSent], led.requests[rejected])
-	rejectedSample := append([]string(nil), led.rejected...)
-	led.mu.Unlock()
-	for _, r := range rejectedSample {
-		res.Failed = append(res.Failed, "unexpected answer: "+r)
-	}
+	res.reportRequests(out, led)
 	fmt.Fprintf(out, "  flushes logged: events %d ok / %d failed, counters %d ok / %d failed (%d replays recognised); %d boots restored persisted alarms; drained %.1fs after the load stopped\n",
 		srv.count(codeEventsFlushed), srv.count(codeEventsFailed), srv.count(codeCountersFlushed), srv.count(codeCountersFailed),
 		srv.count("counter flush replays"), srv.count("boots with persisted alarms"), drained.Seconds())
@@ -315,6 +310,35 @@ func runMode(ctx context.Context, o Options, mode string, env []string, dir stri
 		res.Failed = append(res.Failed, err.Error())
 	}
 
+	res.reportStreams(out, led, snap)
+	if n, msgs := srv.errorLines(); n > 0 {
+		fmt.Fprintf(out, "  info: %d error-level log lines, e.g. %q\n", n, msgs)
+	}
+	verdict := res.finish(out, t0)
+	avg := time.Duration(0)
+	if res.Kills > 0 {
+		avg = restartTotal / time.Duration(res.Kills)
+	}
+	fmt.Fprintf(out, "== mode %s %s: %d kills, average restart %.2fs, took %.1fs\n", mode, verdict, res.Kills, avg.Seconds(), res.Took.Seconds())
+	return res, nil
+}
+
+// reportRequests prints the ledger's request outcomes; every unexpected
+// answer fails the mode.
+func (res *ModeResult) reportRequests(out io.Writer, led *ledger) {
+	led.mu.Lock()
+	fmt.Fprintf(out, "  requests: %d acknowledged, %d unknown (no answer or 5xx), %d never sent (host down), %d refused (4xx)\n",
+		led.requests[acked], led.requests[unknown], led.requests[notSent], led.requests[rejected])
+	rejectedSample := append([]string(nil), led.rejected...)
+	led.mu.Unlock()
+	for _, r := range rejectedSample {
+		res.Failed = append(res.Failed, "unexpected answer: "+r)
+	}
+}
+
+// reportStreams prints each stream's comparison with the store (ten
+// details at most) and the analytics summary.
+func (res *ModeResult) reportStreams(out io.Writer, led *ledger, snap *snapshot) {
 	for _, s := range res.Streams {
 		fmt.Fprintln(out, s.String())
 		for i, d := range s.Detail {
@@ -326,9 +350,11 @@ func runMode(ctx context.Context, o Options, mode string, env []string, dir stri
 		}
 	}
 	fmt.Fprintln(out, analyticsInfo(led, snap))
-	if n, msgs := srv.errorLines(); n > 0 {
-		fmt.Fprintf(out, "  info: %d error-level log lines, e.g. %q\n", n, msgs)
-	}
+}
+
+// finish prints the failures, records the mode's time and returns its
+// verdict, "ok" or "FAILED".
+func (res *ModeResult) finish(out io.Writer, t0 time.Time) string {
 	for _, f := range res.Failed {
 		fmt.Fprintln(out, "  FAIL: "+f)
 	}
@@ -337,12 +363,7 @@ func runMode(ctx context.Context, o Options, mode string, env []string, dir stri
 	if !res.OK() {
 		verdict = "FAILED"
 	}
-	avg := time.Duration(0)
-	if res.Kills > 0 {
-		avg = restartTotal / time.Duration(res.Kills)
-	}
-	fmt.Fprintf(out, "== mode %s %s: %d kills, average restart %.2fs, took %.1fs\n", mode, verdict, res.Kills, avg.Seconds(), res.Took.Seconds())
-	return res, nil
+	return verdict
 }
 
 func describeEnv(env []string) string {
@@ -510,26 +531,7 @@ func afterRestart(ctx context.Context, s *server, out io.Writer, dataDir string,
 	if err != nil {
 		return err
 	}
-	var bad []string
-	for post, v := range before.views {
-		if after.views[post] != v || after.runs[post] != before.runs[post] {
-			bad = append(bad, fmt.Sprintf("%s: views %d→%d runs %d→%d", post, v, after.views[post], before.runs[post], after.runs[post]))
-		}
-	}
-	if after.eventRows != before.eventRows {
-		bad = append(bad, fmt.Sprintf("runtime_events rows %d→%d", before.eventRows, after.eventRows))
-	}
-	for post, rows := range after.likeRows {
-		if after.likes[post] != rows {
-			bad = append(bad, fmt.Sprintf("%s: likes %d after reconcile, %d source rows", post, after.likes[post], rows))
-		}
-	}
-	for post, n := range after.likes {
-		if n != 0 && after.likeRows[post] == 0 {
-			bad = append(bad, fmt.Sprintf("%s: likes %d after reconcile, no source rows", post, n))
-		}
-	}
-	if len(bad) > 0 {
+	if bad := restartDrift(before, after, "likes"); len(bad) > 0 {
 		return errors.New("after restart and reconcile: " + strings.Join(bad, "; "))
 	}
 	fmt.Fprintf(out, "  restart on the drained data: views, runs and events unchanged; reconcileCounters corrected %d likes counter(s) (deltas of unanswered requests), every likes counter equals its source rows\n", rep.Result.Corrected)

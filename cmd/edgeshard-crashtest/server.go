@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/edgeshard/edgeshard/internal/loopback"
 )
 
 // server is the edgeshard process under test: `edgeshard serve` on a
@@ -52,21 +53,12 @@ const (
 	codeCountersFailed  = "E-VIBECODR-2141"
 )
 
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 func newServer(bin, dir string, env []string, config func(addr, admin string) string, token string) (*server, error) {
-	addr, err := freeAddr()
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	admin, err := freeAddr()
+	admin, err := loopback.FreeAddr()
 	if err != nil {
 		return nil, err
 	}

@@ -320,3 +320,38 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(ks)
 	return ks
 }
+
+// restartDrift lists what a restart on drained data and a reconcile got
+// wrong: views, runs or event rows that moved (nothing may flush again),
+// and every counter of the named kinds (likes, followers, following) that
+// differs from its source rows after the reconcile.
+func restartDrift(before, after *snapshot, counters ...string) []string {
+	var bad []string
+	for post, v := range before.views {
+		if after.views[post] != v || after.runs[post] != before.runs[post] {
+			bad = append(bad, fmt.Sprintf("%s: views %d→%d runs %d→%d", post, v, after.views[post], before.runs[post], after.runs[post]))
+		}
+	}
+	if after.eventRows != before.eventRows {
+		bad = append(bad, fmt.Sprintf("runtime_events rows %d→%d", before.eventRows, after.eventRows))
+	}
+	sources := map[string][2]map[string]int64{
+		"likes":     {after.likes, after.likeRows},
+		"followers": {after.followers, after.followRows},
+		"following": {after.following, after.followingRows},
+	}
+	for _, name := range counters {
+		counter, src := sources[name][0], sources[name][1]
+		for id, rows := range src {
+			if counter[id] != rows {
+				bad = append(bad, fmt.Sprintf("%s: %s %d after reconcile, %d source rows", id, name, counter[id], rows))
+			}
+		}
+		for id, n := range counter {
+			if n != 0 && src[id] == 0 {
+				bad = append(bad, fmt.Sprintf("%s: %s %d after reconcile, no source rows", id, name, n))
+			}
+		}
+	}
+	return bad
+}

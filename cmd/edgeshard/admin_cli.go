@@ -29,6 +29,62 @@ type adminClient struct {
 	timeout time.Duration
 }
 
+// adminCmd is one operator command of the admin API: its flags (those
+// of adminFlags and its own) and how it reports a failure.
+type adminCmd struct {
+	name   string
+	fs     *flag.FlagSet
+	client func() (*adminClient, error)
+	stderr io.Writer
+}
+
+func newAdminCmd(name, usage string, stderr io.Writer) *adminCmd {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, usage)
+		fs.PrintDefaults()
+	}
+	return &adminCmd{name: name, fs: fs, client: adminFlags(fs), stderr: stderr}
+}
+
+// start parses args (flags may follow the positional arguments), wants
+// nargs positional arguments and every required flag set, and builds the
+// client. On failure the client is nil and code the exit code.
+func (a *adminCmd) start(args []string, nargs int, required ...*string) (c *adminClient, code int) {
+	if err := parseInterspersed(a.fs, args); err != nil {
+		return nil, 2
+	}
+	for _, r := range required {
+		if *r == "" {
+			a.fs.Usage()
+			return nil, 2
+		}
+	}
+	if a.fs.NArg() != nargs {
+		a.fs.Usage()
+		return nil, 2
+	}
+	c, err := a.client()
+	if err != nil {
+		return nil, a.fail(2, err)
+	}
+	return c, 0
+}
+
+// fail reports err as the command's and returns the exit code.
+func (a *adminCmd) fail(code int, err error) int {
+	fmt.Fprintf(a.stderr, "edgeshard %s: %v\n", a.name, err)
+	return code
+}
+
+// printJSON writes v as indented JSON (a command's --json).
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
 // adminFlags registers the flags every admin command shares and returns a
 // function that builds the client once the flags are parsed.
 func adminFlags(fs *flag.FlagSet) func() (*adminClient, error) {
@@ -54,31 +110,65 @@ func adminFlags(fs *flag.FlagSet) func() (*adminClient, error) {
 // call sends a request and decodes a 2xx JSON answer into out; any other
 // answer becomes an error carrying the server's code and message.
 func (c *adminClient) call(method, path string, body []byte, out any) error {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	return c.send(method, path, r, "application/wasm", out)
+}
+
+// send sends body (nil: none) as contentType and decodes a 2xx JSON
+// answer into out.
+func (c *adminClient) send(method, path string, body io.Reader, contentType string, out any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	resp, err := c.do(ctx, method, path, body, contentType)
 	if err != nil {
 		return err
 	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return answerError(resp)
+	}
+	return decodeAnswer(resp, out)
+}
+
+// do sends one authorised request.
+func (c *adminClient) do(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if body != nil {
-		req.Header.Set("Content-Type", "application/wasm")
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("admin API at %s: %w", c.base, err)
+		return nil, fmt.Errorf("admin API at %s: %w", c.base, err)
 	}
-	defer resp.Body.Close()
+	return resp, nil
+}
+
+// answerError turns a non-2xx answer into an error carrying the server's
+// code and message.
+func answerError(resp *http.Response) error {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("admin API answered %s: %w", resp.Status, err)
+	}
+	var e httpx.ErrorBody
+	if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
+		return fmt.Errorf("%s (%d %s)", e.Error.Message, resp.StatusCode, e.Error.Code)
+	}
+	return fmt.Errorf("admin API answered %s: %s", resp.Status, bytes.TrimSpace(b))
+}
+
+// decodeAnswer decodes a 2xx JSON answer into out (nil: ignored).
+func decodeAnswer(resp *http.Response, out any) error {
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return fmt.Errorf("admin API at %s: %w", c.base, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e httpx.ErrorBody
-		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
-			return fmt.Errorf("%s (%d %s)", e.Error.Message, resp.StatusCode, e.Error.Code)
-		}
-		return fmt.Errorf("admin API answered %s: %s", resp.Status, bytes.TrimSpace(b))
+		return fmt.Errorf("admin API answer: %w", err)
 	}
 	if out == nil {
 		return nil
@@ -90,35 +180,19 @@ func (c *adminClient) call(method, path string, body []byte, out any) error {
 }
 
 func runPush(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("push", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	binding := fs.String("binding", "", "binding whose module to replace (required)")
-	client := adminFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard push --binding NAME [--admin URL] [--token T] FILE.wasm\n\nUploads the module; the host validates and compiles it, then swaps it in\nwithout dropping a request. A refused module leaves the current one serving.")
-		fs.PrintDefaults()
+	cmd := newAdminCmd("push", "usage: edgeshard push --binding NAME [--admin URL] [--token T] FILE.wasm\n\nUploads the module; the host validates and compiles it, then swaps it in\nwithout dropping a request. A refused module leaves the current one serving.", stderr)
+	binding := cmd.fs.String("binding", "", "binding whose module to replace (required)")
+	c, code := cmd.start(args, 1, binding)
+	if c == nil {
+		return code
 	}
-	if err := parseInterspersed(fs, args); err != nil {
-		return 2
-	}
-	if *binding == "" || fs.NArg() != 1 {
-		fs.Usage()
-		return 2
-	}
-	c, err := client()
+	bin, err := os.ReadFile(cmd.fs.Arg(0))
 	if err != nil {
-		fmt.Fprintf(stderr, "edgeshard push: %v\n", err)
-		return 2
-	}
-	bin, err := os.ReadFile(fs.Arg(0))
-	if err != nil {
-		fmt.Fprintf(stderr, "edgeshard push: %v\n", err)
-		return 1
+		return cmd.fail(1, err)
 	}
 	var res admin.SwapResult
 	if err := c.call(http.MethodPut, "/admin/bindings/"+url.PathEscape(*binding)+"/module", bin, &res); err != nil {
-		fmt.Fprintf(stderr, "edgeshard push: %v\n", err)
-		return 1
+		return cmd.fail(1, err)
 	}
 	if !res.Changed {
 		fmt.Fprintf(stdout, "%s: already serving %s (%d bytes); nothing changed\n", res.Binding, short(res.Module.SHA256), res.Module.Size)
@@ -130,30 +204,15 @@ func runPush(args []string, stdout, stderr io.Writer) int {
 }
 
 func runRollback(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("rollback", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	binding := fs.String("binding", "", "binding to roll back (required)")
-	client := adminFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard rollback --binding NAME [--admin URL] [--token T]\n\nMakes the previous module version current again (and the current one the previous).")
-		fs.PrintDefaults()
-	}
-	if err := parseInterspersed(fs, args); err != nil {
-		return 2
-	}
-	if *binding == "" || fs.NArg() != 0 {
-		fs.Usage()
-		return 2
-	}
-	c, err := client()
-	if err != nil {
-		fmt.Fprintf(stderr, "edgeshard rollback: %v\n", err)
-		return 2
+	cmd := newAdminCmd("rollback", "usage: edgeshard rollback --binding NAME [--admin URL] [--token T]\n\nMakes the previous module version current again (and the current one the previous).", stderr)
+	binding := cmd.fs.String("binding", "", "binding to roll back (required)")
+	c, code := cmd.start(args, 0, binding)
+	if c == nil {
+		return code
 	}
 	var res admin.SwapResult
 	if err := c.call(http.MethodPost, "/admin/bindings/"+url.PathEscape(*binding)+"/rollback", nil, &res); err != nil {
-		fmt.Fprintf(stderr, "edgeshard rollback: %v\n", err)
-		return 1
+		return cmd.fail(1, err)
 	}
 	fmt.Fprintf(stdout, "%s: rolled back to %s (%d bytes, loaded %s); %s is now the previous\n",
 		res.Binding, short(res.Module.SHA256), res.Module.Size, res.Module.LoadedAt.Local().Format(time.DateTime), shortVersion(res.Previous))
@@ -161,30 +220,15 @@ func runRollback(args []string, stdout, stderr io.Writer) int {
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print the admin API's JSON instead of a table")
-	client := adminFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard status [--admin URL] [--token T] [--json]\n\nPrints every binding: module version, shards, live instances, queued events, alarms, rollback target.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return 2
-	}
-	c, err := client()
-	if err != nil {
-		fmt.Fprintf(stderr, "edgeshard status: %v\n", err)
-		return 2
+	cmd := newAdminCmd("status", "usage: edgeshard status [--admin URL] [--token T] [--json]\n\nPrints every binding: module version, shards, live instances, queued events, alarms, rollback target.", stderr)
+	asJSON := cmd.fs.Bool("json", false, "print the admin API's JSON instead of a table")
+	c, code := cmd.start(args, 0)
+	if c == nil {
+		return code
 	}
 	var list admin.BindingList
 	if err := c.call(http.MethodGet, "/admin/bindings", nil, &list); err != nil {
-		fmt.Fprintf(stderr, "edgeshard status: %v\n", err)
-		return 1
+		return cmd.fail(1, err)
 	}
 	if *asJSON {
 		printJSON(stdout, list)
@@ -198,13 +242,6 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		printCluster(stdout, st)
 	}
 	return 0
-}
-
-// printJSON writes v as indented JSON (the --json of the admin commands).
-func printJSON(w io.Writer, v any) {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
 }
 
 // printStatus writes the bindings table.

@@ -43,14 +43,10 @@ func post(t *testing.T, url string) (int, string) {
 
 func countOf(t *testing.T, url string) int {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var r struct{ Count int }
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		t.Fatal(err)
+	st, b := testutil.Do(t, "GET", url, "")
+	var r testutil.CounterReply
+	if st != 200 || json.Unmarshal([]byte(b), &r) != nil {
+		t.Fatalf("GET %s: %d %s", url, st, b)
 	}
 	return r.Count
 }

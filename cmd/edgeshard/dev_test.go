@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -149,12 +148,6 @@ func get(t *testing.T, method, url string) string {
 // body; a request that gets no answer fails the test.
 func send(t *testing.T, method, url string) (int, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(method, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	st, b := testutil.Do(t, method, url, "")
+	return st, []byte(b)
 }

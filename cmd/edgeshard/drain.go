@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,29 +15,15 @@ import (
 // host (POST /admin/jobs/drain) and say whether all are empty — the step
 // before stopping a POP for good. Exit 0 when empty, 1 otherwise.
 func runDrain(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("drain", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	wait := fs.Duration("wait", time.Minute, "keep flushing until every shard is empty or this long has passed (at most 10m)")
-	asJSON := fs.Bool("json", false, "print the admin API's JSON report")
-	client := adminFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard drain [--wait 1m] [--admin URL] [--token T] [--json]\n\n"+
-			"Flushes every runtime-event and counter shard of the host to SQL until all\n"+
-			"are empty, and exits 0 only then. Take the host out of traffic first: drain\n"+
-			"does not stop new writes. Then stop it (SIGTERM); nothing is left on its disk.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return 2
-	}
-	c, err := client()
-	if err != nil {
-		fmt.Fprintf(stderr, "edgeshard drain: %v\n", err)
-		return 2
+	cmd := newAdminCmd("drain", "usage: edgeshard drain [--wait 1m] [--admin URL] [--token T] [--json]\n\n"+
+		"Flushes every runtime-event and counter shard of the host to SQL until all\n"+
+		"are empty, and exits 0 only then. Take the host out of traffic first: drain\n"+
+		"does not stop new writes. Then stop it (SIGTERM); nothing is left on its disk.", stderr)
+	wait := cmd.fs.Duration("wait", time.Minute, "keep flushing until every shard is empty or this long has passed (at most 10m)")
+	asJSON := cmd.fs.Bool("json", false, "print the admin API's JSON report")
+	c, code := cmd.start(args, 0)
+	if c == nil {
+		return code
 	}
 	if c.timeout < *wait+time.Minute {
 		c.timeout = *wait + time.Minute
@@ -49,8 +34,7 @@ func runDrain(args []string, stdout, stderr io.Writer) int {
 	}
 	path := "/admin/jobs/drain?wait=" + wait.String()
 	if err := c.call(http.MethodPost, path, nil, &res); err != nil {
-		fmt.Fprintf(stderr, "edgeshard drain: %v\n", err)
-		return 1
+		return cmd.fail(1, err)
 	}
 	if *asJSON {
 		printJSON(stdout, res.Result)

@@ -10,6 +10,10 @@
 //	edgeshard rollback --binding NAME                    back to the previous module (admin API)
 //	edgeshard status                                     the bindings table (admin API)
 //	edgeshard drain [--wait 1m]                          flush every buffer shard before stopping a POP (admin API)
+//	edgeshard backup FILE                                online, consistent backup of every shard (admin API)
+//	edgeshard restore [--config F] FILE                  load a backup into an empty data dir, host stopped
+//	edgeshard export-shard --binding B --shard S FILE    one shard's snapshot (admin API)
+//	edgeshard import-shard --binding B --shard S FILE    load a snapshot into an empty shard (admin API)
 //	edgeshard cluster status|evict NODE|leave           a POP of several hosts (admin API)
 //	edgeshard version                                    print the version
 package main
@@ -40,6 +44,10 @@ func commands() []command {
 		{"rollback", "make a binding's previous module version current again (admin API)", runRollback},
 		{"status", "print the bindings of a running host (admin API)", runStatus},
 		{"drain", "flush every buffer shard of a running host; exit 0 once all are empty (admin API)", runDrain},
+		{"backup", "write an online, consistent backup of every shard to a file (admin API)", runBackup},
+		{"restore", "load a backup into the empty data dir of a stopped host", runRestore},
+		{"export-shard", "write one shard's snapshot to a file (admin API)", runExportShard},
+		{"import-shard", "load a one-shard snapshot into an empty shard (admin API)", runImportShard},
 		{"cluster", "a POP of several hosts: status, evict NODE, leave (admin API)", runCluster},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println("edgeshard", version); return 0 }},
 	}

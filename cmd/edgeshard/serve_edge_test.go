@@ -3,14 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgeshard/edgeshard/host/config"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/server"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/rs/zerolog"
@@ -26,41 +25,13 @@ func TestEdgeShardsAreNotReachableOverDO(t *testing.T) {
 		t.Skip("builds and runs the plugins")
 	}
 	dir := t.TempDir()
-	text := fmt.Sprintf(`listen = "127.0.0.1:0"
-data_dir = %q
-cache_dir = %q
-
-[[durable_objects.bindings]]
-name = "COUNTER_SHARD"
-module = %q
-shards = 4
-sql = "DB"
-
-[[durable_objects.bindings]]
-name = "RUNTIME_EVENT_SHARD"
-module = %q
-shards = 4
-sql = "DB"
-analytics = "AE"
-
-[[durable_objects.bindings]]
-name = "COUNTER"
-module = %q
-
-[[d1_databases]]
-binding = "DB"
-url = %q
-
-[[analytics_engine_datasets]]
-binding = "AE"
-dataset = "runtime_events"
-url = %q
-
+	text := fmt.Sprintf("listen = \"127.0.0.1:0\"\ndata_dir = %q\ncache_dir = %q\n", filepath.Join(dir, "data"), testutil.CacheDir()) +
+		configtext.Pipelines(testutil.Plugin(t, "plugins/runtimeevents"), testutil.Plugin(t, "plugins/counters"), 4, "sqlite://"+filepath.Join(dir, "analytics.db")) +
+		configtext.Binding("COUNTER", testutil.Plugin(t, "examples/counter", "-X main.version=v1"), 0, "", "") +
+		configtext.D1("DB", "sqlite://"+filepath.Join(dir, "d1.db")) + `
 [auth]
 trust_user_header = "X-User-Id"
-`, filepath.Join(dir, "data"), testutil.CacheDir(), testutil.Plugin(t, "plugins/counters"), testutil.Plugin(t, "plugins/runtimeevents"),
-		testutil.Plugin(t, "examples/counter", "-X main.version=v1"),
-		"sqlite://"+filepath.Join(dir, "d1.db"), "sqlite://"+filepath.Join(dir, "analytics.db"))
+`
 	cfg, err := config.Parse([]byte(text), "edgeshard.toml")
 	if err != nil {
 		t.Fatal(err)
@@ -89,15 +60,7 @@ trust_user_header = "X-User-Id"
 		t.Fatal("serve not ready after 2 minutes")
 	}
 	do := func(method, path, body string) (int, string) {
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("X-User-Id", "mallory")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return testutil.Do(t, method, base+path, body, "X-User-Id", "mallory")
 	}
 	for _, c := range []struct{ method, path, body string }{
 		{"POST", "/do/COUNTER_SHARD/p1/increment", "post_stats\tp1\tlikes\t1000000\n"},

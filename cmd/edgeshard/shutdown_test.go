@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -41,18 +40,8 @@ func TestSIGTERMUnderLoadLosesNoAcknowledgedIncrement(t *testing.T) {
 	defer client.CloseIdleConnections()
 	run := loadgen.Start(context.Background(), loadgen.Options{Workers: 8, Interval: time.Millisecond}, func(ctx context.Context, w, i int) error {
 		k := (w + i) % len(names)
-		resp, err := client.Post(p.URL()+"/do/COUNTER/"+names[k]+"/increment", "text/plain", nil)
-		if err != nil {
+		if _, err := testutil.Increment(ctx, client, p.URL()+"/do/COUNTER/"+names[k]); err != nil {
 			return err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("status %d: %s", resp.StatusCode, b)
-		}
-		var r struct{ Count int }
-		if err := json.Unmarshal(b, &r); err != nil || r.Count < 1 {
-			return fmt.Errorf("bad answer %q", b)
 		}
 		acked[k].Add(1)
 		return nil

@@ -77,6 +77,9 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: ok\n  sha256   %s\n  size     %d bytes\n  abi      v%d\n  memory   %s\n  bindings %s\n  imports  %s\n",
 		path, m.SHA256, m.Size, m.ABIVersion, pages(m.MemoryMinPages, m.MemoryMaxPages), strings.Join(m.Groups, ", "), strings.Join(m.Imports, ", "))
+	if m.WebSockets {
+		fmt.Fprintf(stdout, "  websockets accepted (exports %s)\n", abi.ExportWSEvent)
+	}
 	for _, l := range extra {
 		fmt.Fprintln(stdout, l)
 	}

@@ -295,25 +295,33 @@ func TestCounterFlushReplay(t *testing.T) {
 	})
 }
 
-// TestRateLimitWindowMigration: 0002 adds proxy_rate_limits.window_ms to a
-// database at version 1; rows from before read window_ms 0, which the SQL
-// fallback starts afresh (plugins/proto/ratelimit.StateFromRows).
-func TestRateLimitWindowMigration(t *testing.T) {
+// migratedTo opens an empty database of dialect migrated to version; it
+// returns the dialect's migrations too.
+func migratedTo(t *testing.T, dialect string, version int) (*sqldb.DB, []sqldb.Migration) {
+	t.Helper()
 	ms, err := schema.Migrations()
 	if err != nil {
 		t.Fatal(err)
 	}
+	own, err := sqldb.ForDialect(ms, dialect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := openEmpty(t, dialect)
+	if _, err := db.Migrate(context.Background(), own[:version]); err != nil {
+		t.Fatal(err)
+	}
+	return db, own
+}
+
+// TestRateLimitWindowMigration: 0002 adds proxy_rate_limits.window_ms to a
+// database at version 1; rows from before read window_ms 0, which the SQL
+// fallback starts afresh (plugins/proto/ratelimit.StateFromRows).
+func TestRateLimitWindowMigration(t *testing.T) {
 	for _, d := range dialects {
 		t.Run(d, func(t *testing.T) {
-			db := openEmpty(t, d)
-			own, err := sqldb.ForDialect(ms, d)
-			if err != nil {
-				t.Fatal(err)
-			}
+			db, own := migratedTo(t, d, 1)
 			ctx := context.Background()
-			if _, err := db.Migrate(ctx, own[:1]); err != nil {
-				t.Fatal(err)
-			}
 			batch(t, db, st("INSERT INTO proxy_rate_limits (bucket, window_start, count) VALUES ('user:a', 60000, 3)"))
 			rep, err := db.Migrate(ctx, own[:2])
 			if err != nil || !reflect.DeepEqual(rep.Applied, []int{2}) {
@@ -334,21 +342,10 @@ func TestRateLimitWindowMigration(t *testing.T) {
 // the same shard starts a sequence of its own, and counter_fences and
 // counter_reconcile_log.node exist.
 func TestFleetMigration(t *testing.T) {
-	ms, err := schema.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, d := range dialects {
 		t.Run(d, func(t *testing.T) {
-			db := openEmpty(t, d)
-			own, err := sqldb.ForDialect(ms, d)
-			if err != nil {
-				t.Fatal(err)
-			}
+			db, _ := migratedTo(t, d, 2)
 			ctx := context.Background()
-			if _, err := db.Migrate(ctx, own[:2]); err != nil {
-				t.Fatal(err)
-			}
 			batch(t, db,
 				st("INSERT INTO counter_flushes (shard, seq, flushed_at) VALUES ('COUNTER_SHARD/3', 5, 1)"),
 				st("INSERT INTO counter_reconcile_log (ran_at, table_name, row_id, column_name, old_value, new_value) VALUES (1, 'post_stats', 'p1', 'likes', 2, 1)"))

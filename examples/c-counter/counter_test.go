@@ -7,7 +7,6 @@ package ccounter
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,12 +19,7 @@ import (
 )
 
 // build compiles src/counter.c (skipped without clang unless CI=true).
-func build(t *testing.T) string {
-	t.Helper()
-	wasm := filepath.Join(t.TempDir(), "c-counter.wasm")
-	testutil.BuildC(t, wasm, "src/counter.c")
-	return wasm
-}
+func build(t *testing.T) string { return testutil.BuildC(t, "", "src/counter.c") }
 
 // TestConformance: the C counter passes the Go counter's suite
 // (examples/counter/conformance.json) on both storage backends.

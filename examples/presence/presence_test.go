@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,24 +34,13 @@ func TestOverdueExpiryFiresAfterRestart(t *testing.T) {
 	h := startHost(t, wasm, dir, vc)
 
 	const users = 100
-	var wg sync.WaitGroup
-	errs := make(chan error, users)
-	for i := range users {
-		wg.Go(func() {
-			resp, err := fetch(h, "POST", "/join", fmt.Sprintf(`{"user":"u%03d"}`, i))
-			if err == nil && resp.Status != 200 {
-				err = fmt.Errorf("join u%03d: status %d: %s", i, resp.Status, resp.Body)
-			}
-			if err != nil {
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	testutil.Concurrently(t, users, func(i int) error {
+		resp, err := fetch(h, "POST", "/join", fmt.Sprintf(`{"user":"u%03d"}`, i))
+		if err == nil && resp.Status != 200 {
+			err = fmt.Errorf("join u%03d: status %d: %s", i, resp.Status, resp.Body)
+		}
+		return err
+	})
 	if n := memberCount(t, h); n != users {
 		t.Fatalf("GET /members count = %d, want %d", n, users)
 	}

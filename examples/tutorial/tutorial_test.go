@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -303,17 +302,8 @@ func parseCurl(t *testing.T, l, addr string) (method, url, want string) {
 
 func request(t *testing.T, method, url string) string {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return strings.TrimSpace(string(b))
+	_, b := testutil.Do(t, method, url, "")
+	return strings.TrimSpace(b)
 }
 
 // edgeshard runs the CLI and wants its output to contain want.

@@ -8,7 +8,6 @@ package watcounter
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/edgeshard/edgeshard/abi"
@@ -19,12 +18,7 @@ import (
 )
 
 // build assembles counter.wat (skipped without wat2wasm unless CI=true).
-func build(t *testing.T) string {
-	t.Helper()
-	wasm := filepath.Join(t.TempDir(), "wat-counter.wasm")
-	testutil.Wat2Wasm(t, wasm, "counter.wat")
-	return wasm
-}
+func build(t *testing.T) string { return testutil.Wat2Wasm(t, "", "counter.wat") }
 
 // TestConformance runs the example's suite on both storage backends.
 func TestConformance(t *testing.T) {

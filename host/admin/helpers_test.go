@@ -1,9 +1,7 @@
 package admin_test
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
 	"testing"
 
@@ -53,23 +51,13 @@ func newFixture(t *testing.T, opts admin.Options, mutate ...func(*host.Config)) 
 // (if non-nil); it returns the status and the raw body.
 func (f *fixture) do(t *testing.T, method, path string, body []byte, out any) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, f.admin.URL+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode < 300 {
-		if err := json.Unmarshal(b, out); err != nil {
+	st, b := testutil.Do(t, method, f.admin.URL+path, string(body), "Authorization", testutil.Bearer(token))
+	if out != nil && st < 300 {
+		if err := json.Unmarshal([]byte(b), out); err != nil {
 			t.Fatalf("%s %s: decode %q: %v", method, path, b, err)
 		}
 	}
-	return resp.StatusCode, b
+	return st, []byte(b)
 }
 
 // wantErrorCodes GETs each path and wants an error (4xx or 5xx) with the
@@ -84,7 +72,7 @@ func (f *fixture) wantErrorCodes(t *testing.T, codes map[string]string) {
 }
 
 // edgeCall calls the edge API and decodes the counter's reply.
-func (f *fixture) edgeCall(t *testing.T, method, path string) (counterReply, int) {
+func (f *fixture) edgeCall(t *testing.T, method, path string) (testutil.CounterReply, int) {
 	t.Helper()
 	req, _ := http.NewRequest(method, f.edge.URL+path, nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -92,14 +80,9 @@ func (f *fixture) edgeCall(t *testing.T, method, path string) (counterReply, int
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
-	var r counterReply
+	var r testutil.CounterReply
 	json.NewDecoder(resp.Body).Decode(&r)
 	return r, resp.StatusCode
-}
-
-type counterReply struct {
-	Count   int    `json:"count"`
-	Version string `json:"version"`
 }
 
 type errorBody struct {

@@ -138,6 +138,9 @@ func TestInspectorSession(t *testing.T) {
 		{"POST", "/admin/bindings/COUNTER/rollback"},
 		{"POST", "/admin/jobs/reconcile-counters"},
 		{"POST", "/admin/jobs/drain"},
+		{"POST", "/admin/backup"},
+		{"GET", "/admin/bindings/COUNTER/shards/alice/export"},
+		{"PUT", "/admin/bindings/COUNTER/shards/alice/import"},
 	} {
 		resp, body := b.req(rt.method, rt.path, "junk", admin.InspectorHeader, "1")
 		if resp.StatusCode != 403 || errorOf(t, body).Error.Code != "bearer_required" {
@@ -400,25 +403,14 @@ func TestInspectorTenThousandShards(t *testing.T) {
 	f := &fixture{h: env.Host, admin: env.Admin, logs: env.Logs}
 	ns, _ := f.h.Namespace("MANY")
 	t0 := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += 8 {
-				if _, err := ns.Fetch(context.Background(), fmt.Sprintf("user-%05d", i), &abi.Request{Method: "GET", Path: "/"}); err != nil {
-					errs <- err
-					return
-				}
+	testutil.Concurrently(t, 8, func(w int) error {
+		for i := w; i < n; i += 8 {
+			if _, err := ns.Fetch(context.Background(), fmt.Sprintf("user-%05d", i), &abi.Request{Method: "GET", Path: "/"}); err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 	t.Logf("%d shards started in %v", n, time.Since(t0).Round(time.Millisecond))
 
 	timed := func(path string, out any) time.Duration {

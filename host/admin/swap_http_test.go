@@ -2,9 +2,6 @@ package admin_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -12,6 +9,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/host/admin"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
+	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
 // TestHotSwapOverHTTPUnderLoad is the check: under a steady, bounded
@@ -34,21 +32,11 @@ func TestHotSwapOverHTTPUnderLoad(t *testing.T) {
 	op := func(ctx context.Context, w, i int) error {
 		k := (w + i) % len(names)
 		start := run.Elapsed()
-		req, _ := http.NewRequestWithContext(ctx, "POST", f.edge.URL+"/do/COUNTER/"+names[k]+"/increment", nil)
-		resp, err := client.Do(req)
+		r, err := testutil.Increment(ctx, client, f.edge.URL+"/do/COUNTER/"+names[k])
 		if err != nil {
 			return err
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("status %d: %s", resp.StatusCode, b)
-		}
 		acked[k].Add(1)
-		var r counterReply
-		if err := json.Unmarshal(b, &r); err != nil {
-			return err
-		}
 		if r.Version == "v2" {
 			firstV2.CompareAndSwap(0, int64(run.Elapsed()))
 		} else if d := swapDone.Load(); d != 0 && int64(start) > d {

@@ -64,9 +64,11 @@ type File struct {
 	MetricsToken   string             `toml:"metrics_token"`
 	MemoryLimitMB  int                `toml:"memory_limit_mb"`
 	QueueDepth     int                `toml:"queue_depth"`
+	FetchBatch     int                `toml:"fetch_batch"`
 	MaxBodyBytes   int64              `toml:"max_body_bytes"`
 	Storage        Storage            `toml:"storage"`
 	Limits         Limits             `toml:"limits"`
+	WebSocket      WebSocket          `toml:"websocket"`
 	DurableObjects DurableObjects     `toml:"durable_objects"`
 	D1Databases    []D1Database       `toml:"d1_databases"`
 	Analytics      []AnalyticsDataset `toml:"analytics_engine_datasets"`
@@ -110,6 +112,10 @@ type Storage struct {
 	ShardCacheMB int `toml:"shard_cache_mb"`
 }
 
+// ShardSQL is the value of a binding's sql that gives each shard its own
+// SQLite database; no [[d1_databases]] may take the name.
+const ShardSQL = "shard"
+
 // Migration is one [[migrations]] entry, like wrangler's:
 //
 //	[[migrations]]
@@ -135,9 +141,11 @@ type DurableObjects struct {
 
 // Binding is one [[durable_objects.bindings]] entry.
 type Binding struct {
-	Name      string `toml:"name"`
-	Module    string `toml:"module"`
-	Shards    int    `toml:"shards"`
+	Name   string `toml:"name"`
+	Module string `toml:"module"`
+	Shards int    `toml:"shards"`
+	// SQL names a [[d1_databases]] binding the shards share, or is "shard"
+	// (ShardSQL): each shard its own SQLite database in data_dir/shardsql.
 	SQL       string `toml:"sql"`
 	Analytics string `toml:"analytics"`
 	// Limits override [limits] for this binding, setting by setting.
@@ -147,6 +155,19 @@ type Binding struct {
 	// (nil) leaves the choice to the wiring (internal/server: the edge
 	// API's shards get the codes their plugins document, others none).
 	LogCodes []string `toml:"log_codes"`
+	// Calls names the bindings whose shards this binding's shards may
+	// call (shard_call).
+	Calls []string `toml:"calls"`
+	// FetchHosts are the hosts its shards may fetch (http_fetch):
+	// "api.example.com", "api.example.com:8443", "*.hooks.example".
+	// FetchAllowPrivate lists exact host:port destinations let through
+	// although loopback, private or reserved (an explicit opt-in). Either
+	// grants http_fetch; FetchTimeout (default 5s) and
+	// FetchMaxResponseBytes (default 1 MiB) bound each fetch.
+	FetchHosts            []string  `toml:"fetch_hosts"`
+	FetchAllowPrivate     []string  `toml:"fetch_allow_private"`
+	FetchTimeout          *Duration `toml:"fetch_timeout"`
+	FetchMaxResponseBytes int64     `toml:"fetch_max_response_bytes"`
 }
 
 // Limits is the [limits] table, and a binding's limits: what one plugin
@@ -159,6 +180,7 @@ type Limits struct {
 	EventLogLines      *int64    `toml:"event_log_lines"`
 	EventLogBytes      *int64    `toml:"event_log_bytes"`
 	StorageQuotaBytes  *int64    `toml:"storage_quota_bytes"`
+	ShardSQLBytes      *int64    `toml:"shard_sql_bytes"` // cap of each shard's own database (sql = "shard")
 	AlarmRearmInterval *Duration `toml:"alarm_rearm_interval"`
 	AlarmRearmBurst    *int      `toml:"alarm_rearm_burst"`
 }
@@ -174,7 +196,7 @@ func (l *Limits) check(where string, bad func(string, ...any)) {
 	}{
 		{"event_write_bytes", l.EventWriteBytes}, {"event_write_keys", l.EventWriteKeys},
 		{"event_log_lines", l.EventLogLines}, {"event_log_bytes", l.EventLogBytes},
-		{"storage_quota_bytes", l.StorageQuotaBytes},
+		{"storage_quota_bytes", l.StorageQuotaBytes}, {"shard_sql_bytes", l.ShardSQLBytes},
 	} {
 		if n.v != nil && *n.v < 0 {
 			bad("%s%s = %d: want ≥ 0 (0 removes the limit)", where, n.name, *n.v)
@@ -279,6 +301,7 @@ func Defaults() File {
 		Metrics:         "main",
 		MemoryLimitMB:   128,
 		QueueDepth:      1024,
+		FetchBatch:      16,
 		MaxBodyBytes:    1 << 20,
 		Vars:            map[string]string{},
 
@@ -496,9 +519,13 @@ func (f *File) Validate() error {
 	if f.QueueDepth < 1 {
 		bad("queue_depth must be ≥ 1")
 	}
+	if f.FetchBatch < 1 || f.FetchBatch > 1024 {
+		bad("fetch_batch = %d: want 1 (every request on its own) to 1024", f.FetchBatch)
+	}
 	if f.MaxBodyBytes < 1 {
 		bad("max_body_bytes must be ≥ 1")
 	}
+	f.WebSocket.validate(bad)
 	if f.Storage.MinFreeMB < 0 {
 		bad("storage.min_free_mb = %d: want ≥ 0 (0: the default, 256)", f.Storage.MinFreeMB)
 	}
@@ -529,6 +556,8 @@ func (f *File) Validate() error {
 			bad("d1_databases[%d]: binding is required", i)
 		case dbs[d.Binding]:
 			bad("d1_databases[%d]: binding %q declared twice", i, d.Binding)
+		case d.Binding == ShardSQL:
+			bad("d1_databases[%d]: binding %q is reserved: a durable object binding's sql = %q gives each shard its own database", i, d.Binding, ShardSQL)
 		}
 		where := fmt.Sprintf("d1_databases[%d] (%s)", i, d.Binding)
 		pg := d.IsPostgres()
@@ -604,14 +633,27 @@ func (f *File) Validate() error {
 		if b.Shards < 0 || b.Shards > 65536 {
 			bad("%s: shards = %d: want 0 (one object per name) or 1..65536", where, b.Shards)
 		}
-		if b.SQL != "" && !dbs[b.SQL] {
-			bad("%s: sql = %q: no [[d1_databases]] with that binding", where, b.SQL)
+		if b.SQL != "" && b.SQL != ShardSQL && !dbs[b.SQL] {
+			bad("%s: sql = %q: no [[d1_databases]] with that binding (or %q: a database per shard)", where, b.SQL, ShardSQL)
 		}
 		if b.Analytics != "" && !ae[b.Analytics] {
 			bad("%s: analytics = %q: no [[analytics_engine_datasets]] with that binding", where, b.Analytics)
 		}
 		b.Limits.check(where+": limits.", bad)
 		checkLogCodes(where+": ", b.LogCodes, bad)
+		if len(b.FetchHosts) == 0 && len(b.FetchAllowPrivate) == 0 && (b.FetchTimeout != nil || b.FetchMaxResponseBytes != 0) {
+			bad("%s: fetch_timeout and fetch_max_response_bytes need fetch_hosts or fetch_allow_private", where)
+		}
+		if b.FetchMaxResponseBytes < 0 || b.FetchTimeout != nil && b.FetchTimeout.Duration < 0 {
+			bad("%s: fetch_timeout and fetch_max_response_bytes must not be negative", where)
+		}
+	}
+	for i, b := range f.DurableObjects.Bindings {
+		for _, c := range b.Calls {
+			if !names[c] {
+				bad("durable_objects.bindings[%d] (%s): calls %q: no binding of that name", i, b.Name, c)
+			}
+		}
 	}
 	if len(errs) == 0 {
 		return nil

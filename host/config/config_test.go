@@ -189,3 +189,52 @@ func TestNodeID(t *testing.T) {
 		t.Fatalf("no node_id: %q", f.NodeID)
 	}
 }
+
+func TestShardSQLSetting(t *testing.T) {
+	ok := "[[durable_objects.bindings]]\nname = \"L\"\nmodule = \"l.wasm\"\nsql = \"shard\"\n" +
+		"[durable_objects.bindings.limits]\nshard_sql_bytes = 65536\n"
+	f, err := Parse([]byte(ok), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatalf("sql = \"shard\" needs no [[d1_databases]]: %v", err)
+	}
+	if b := f.DurableObjects.Bindings[0]; b.SQL != ShardSQL || *b.Limits.ShardSQLBytes != 65536 {
+		t.Fatalf("binding = %+v", b)
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"[[d1_databases]]\nbinding = \"shard\"\nurl = \"sqlite://x.db\"\n", `binding "shard" is reserved`},
+		{"[limits]\nshard_sql_bytes = -1\n", "shard_sql_bytes = -1: want ≥ 0"},
+		{"[[durable_objects.bindings]]\nname = \"L\"\nmodule = \"l.wasm\"\nsql = \"shards\"\n", `sql = "shards": no [[d1_databases]] with that binding (or "shard": a database per shard)`},
+	} {
+		f, err := Parse([]byte(tc.text), "t.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.text, err, tc.want)
+		}
+	}
+}
+
+// TestWebSocketTable: [websocket] parses and refuses negative settings.
+func TestWebSocketTable(t *testing.T) {
+	f, err := Parse([]byte("[websocket]\nmax_sockets_per_shard = 5\nmax_message_bytes = 2048\nwrite_timeout = \"3s\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.WebSocket.MaxSocketsPerShard != 5 || f.WebSocket.MaxMessageBytes != 2048 || f.WebSocket.WriteTimeout.Duration != 3*time.Second {
+		t.Fatalf("parsed %+v", f.WebSocket)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	f, err = Parse([]byte("[websocket]\nsend_queue_bytes = -1\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Validate(); err == nil || !strings.Contains(err.Error(), "websocket.send_queue_bytes must be ≥ 0") {
+		t.Fatalf("negative send_queue_bytes: %v", err)
+	}
+}

@@ -76,3 +76,22 @@ func NoTerminationChecks(ctx context.Context) bool {
 // discarded. Tests and the conformance kit use it to crash a shard between
 // a SQL commit and its own storage commit.
 var ErrInjectedCrash = errors.New("injected crash")
+
+type sqlCrashKey struct{}
+
+// WithShardSQLCrash returns a context that makes host.New consult crash
+// after a shard with its own SQL database (sql = "shard") commits an
+// event's SQL and before it submits the event's key-value writes: when
+// crash returns true the host acts as if the process died there — the
+// SQL stays committed, the key-value writes and their marker are dropped,
+// the instance and the database are closed, and the event fails (an error
+// wrapping ErrInjectedCrash). The shard's next start must repair it.
+func WithShardSQLCrash(ctx context.Context, crash func(binding, shard string) bool) context.Context {
+	return context.WithValue(ctx, sqlCrashKey{}, crash)
+}
+
+// ShardSQLCrash returns the function WithShardSQLCrash set, or nil.
+func ShardSQLCrash(ctx context.Context) func(binding, shard string) bool {
+	f, _ := ctx.Value(sqlCrashKey{}).(func(binding, shard string) bool)
+	return f
+}

@@ -5,7 +5,6 @@ package proctest
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeshard/edgeshard/internal/loopback"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
@@ -51,12 +51,11 @@ func Binary(tb testing.TB) string {
 // FreeAddr returns a loopback address with a port that was free a moment ago.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := loopback.FreeAddr()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return a
 }
 
 // Proc is one running edgeshard process.

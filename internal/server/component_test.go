@@ -42,6 +42,30 @@ func (j *journal) take() []string {
 	return out
 }
 
+// want takes the journal and wants exactly lines; what names the step.
+func (j *journal) want(t *testing.T, what string, lines ...string) {
+	t.Helper()
+	if got := j.take(); !slices.Equal(got, lines) {
+		t.Fatalf("%s: journal %q, want %q", what, got, lines)
+	}
+}
+
+// timedStop starts g, then stops it (forgetting the start lines) and
+// wants the stop back within limit; it returns the stop's error.
+func timedStop(t *testing.T, g group, j *journal, limit time.Duration) error {
+	t.Helper()
+	if err := g.start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	j.take()
+	t0 := time.Now()
+	err := g.stop(context.Background())
+	if took := time.Since(t0); took > limit {
+		t.Fatalf("stop took %v with a grace of %v", took, g.grace)
+	}
+	return err
+}
+
 func (f *fake) Name() string { return f.name }
 
 func (f *fake) Start(context.Context) error {
@@ -80,18 +104,15 @@ func TestGroupStartsInOrderAndStopsInReverse(t *testing.T) {
 	if err := g.start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := j.take(), []string{"start a", "start b", "start c"}; !slices.Equal(got, want) {
-		t.Fatalf("start: %q, want %q", got, want)
-	}
+	j.want(t, "start", "start a", "start b", "start c")
 	if err := g.stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := j.take(), []string{"stop c", "stop b", "stop a"}; !slices.Equal(got, want) {
-		t.Fatalf("stop: %q, want %q", got, want)
+	j.want(t, "stop", "stop c", "stop b", "stop a")
+	if err := g.stop(context.Background()); err != nil {
+		t.Fatalf("a second stop: %v", err)
 	}
-	if err := g.stop(context.Background()); err != nil || len(j.take()) != 0 {
-		t.Fatalf("a second stop stopped something again (err %v)", err)
-	}
+	j.want(t, "a second stop")
 }
 
 // TestGroupFailedStartStopsTheStartedInReverse: when the third of four
@@ -109,12 +130,11 @@ func TestGroupFailedStartStopsTheStartedInReverse(t *testing.T) {
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "start c") {
 		t.Fatalf("start: %v, want start c: boom", err)
 	}
-	if got, want := j.take(), []string{"start a", "start b", "start c", "stop b", "stop a"}; !slices.Equal(got, want) {
-		t.Fatalf("journal %q, want %q", got, want)
+	j.want(t, "journal", "start a", "start b", "start c", "stop b", "stop a")
+	if err := g.stop(context.Background()); err != nil {
+		t.Fatalf("stop after a failed start: %v", err)
 	}
-	if err := g.stop(context.Background()); err != nil || len(j.take()) != 0 {
-		t.Fatalf("stop after a failed start stopped something again (err %v)", err)
-	}
+	j.want(t, "stop after a failed start")
 }
 
 // TestGroupStopBoundsEachByGraceAndGoesOn: a component that does not stop
@@ -125,22 +145,11 @@ func TestGroupStopBoundsEachByGraceAndGoesOn(t *testing.T) {
 	j := &journal{}
 	comps := fakes(j, "a", "b", "c")
 	comps[1].(*fake).blockStop = true
-	g := group{comps: comps, grace: 50 * time.Millisecond}
-	if err := g.start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	j.take()
-	t0 := time.Now()
-	err := g.stop(context.Background())
-	if took := time.Since(t0); took > 5*time.Second {
-		t.Fatalf("stop took %v with a grace of 50ms", took)
-	}
+	err := timedStop(t, group{comps: comps, grace: 50 * time.Millisecond}, j, 5*time.Second)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "stop b") {
 		t.Fatalf("stop: %v, want stop b: deadline exceeded", err)
 	}
-	if got, want := j.take(), []string{"stop c", "stop b", "stop a"}; !slices.Equal(got, want) {
-		t.Fatalf("journal %q, want %q", got, want)
-	}
+	j.want(t, "journal", "stop c", "stop b", "stop a")
 }
 
 // stuck is a component whose Stop ignores its context and never returns
@@ -165,21 +174,10 @@ func TestGroupStopLeavesAStuckComponentBehind(t *testing.T) {
 	st := &stuck{fake: fake{name: "storage", j: j}, release: make(chan struct{})}
 	defer close(st.release)
 	comps = []Component{comps[0], st, comps[1]}
-	g := group{comps: comps, grace: 50 * time.Millisecond}
-	if err := g.start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	j.take()
-	t0 := time.Now()
-	err := g.stop(context.Background())
-	if took := time.Since(t0); took > stuckSlack+5*time.Second {
-		t.Fatalf("stop took %v with a grace of 50ms", took)
-	}
+	err := timedStop(t, group{comps: comps, grace: 50 * time.Millisecond}, j, stuckSlack+5*time.Second)
 	if !errors.Is(err, ErrStuck) || !strings.Contains(err.Error(), "stop storage") {
 		t.Fatalf("stop: %v, want stop storage: ErrStuck", err)
 	}
-	if got, want := j.take(), []string{"stop b", "stop storage", "stop a"}; !slices.Equal(got, want) {
-		t.Fatalf("journal %q, want %q", got, want)
-	}
+	j.want(t, "journal", "stop b", "stop storage", "stop a")
 	st.fake.quit <- struct{}{} // end the stuck component's own goroutine
 }

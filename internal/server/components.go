@@ -477,6 +477,7 @@ func hostLimits(l *config.Limits) host.Limits {
 		EventLogLines:     n(l.EventLogLines),
 		EventLogBytes:     n(l.EventLogBytes),
 		StorageQuotaBytes: n(l.StorageQuotaBytes),
+		ShardSQLBytes:     n(l.ShardSQLBytes),
 	}
 	if d := l.AlarmRearmInterval; d != nil {
 		h.AlarmRearmInterval = d.Duration

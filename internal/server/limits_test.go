@@ -58,14 +58,14 @@ binding = "AE"
 		grants  []string
 		limits  host.Limits
 	}{
-		{"COUNTER_SHARD", []string{"E-VIBECODR-2140", "E-VIBECODR-2141"}, []string{"storage", "alarm", "vars", "log", "sql"},
-			host.Limits{EventWriteBytes: 1000, EventWriteKeys: 10_000, EventLogLines: 100, EventLogBytes: 256 << 10, StorageQuotaBytes: -1, AlarmRearmInterval: -1, AlarmRearmBurst: 10}},
-		{"RUNTIME_EVENT_SHARD", []string{"E-VIBECODR-2130"}, []string{"storage", "alarm", "vars", "log", "sql", "analytics"},
-			host.Limits{EventWriteBytes: 1000, EventWriteKeys: 10_000, EventLogLines: 100, EventLogBytes: 256 << 10, StorageQuotaBytes: -1, AlarmRearmInterval: -1, AlarmRearmBurst: 10}},
-		{"RATE_LIMIT_SHARD", []string{}, []string{"storage", "alarm", "vars", "log"},
-			host.Limits{EventWriteBytes: 1000, EventWriteKeys: 10_000, EventLogLines: 100, EventLogBytes: 256 << 10, StorageQuotaBytes: -1, AlarmRearmInterval: -1, AlarmRearmBurst: 10}},
-		{"PUBLIC", []string{}, []string{"storage", "alarm", "vars", "log"},
-			host.Limits{EventWriteBytes: -1, EventWriteKeys: 10_000, EventLogLines: 7, EventLogBytes: 256 << 10, StorageQuotaBytes: -1, AlarmRearmInterval: -1, AlarmRearmBurst: 10}},
+		{"COUNTER_SHARD", []string{"E-VIBECODR-2140", "E-VIBECODR-2141"}, []string{"storage", "alarm", "vars", "log", "websocket", "sql"},
+			host.Limits{EventWriteBytes: 1000, EventWriteKeys: 10_000, EventLogLines: 100, EventLogBytes: 256 << 10, StorageQuotaBytes: -1, ShardSQLBytes: 1 << 30, AlarmRearmInterval: -1, AlarmRearmBurst: 10}},
+		{"RUNTIME_EVENT_SHARD", []string{"E-VIBECODR-2130"}, []string{"storage", "alarm", "vars", "log", "websocket", "sql", "analytics"},
+			host.Limits{EventWriteBytes: 1000, EventWriteKeys: 10_000, EventLogLines: 100, EventLogBytes: 256 << 10, StorageQuotaBytes: -1, ShardSQLBytes: 1 << 30, AlarmRearmInterval: -1, AlarmRearmBurst: 10}},
+		{"RATE_LIMIT_SHARD", []string{}, []string{"storage", "alarm", "vars", "log", "websocket"},
+			host.Limits{EventWriteBytes: 1000, EventWriteKeys: 10_000, EventLogLines: 100, EventLogBytes: 256 << 10, StorageQuotaBytes: -1, ShardSQLBytes: 1 << 30, AlarmRearmInterval: -1, AlarmRearmBurst: 10}},
+		{"PUBLIC", []string{}, []string{"storage", "alarm", "vars", "log", "websocket"},
+			host.Limits{EventWriteBytes: -1, EventWriteKeys: 10_000, EventLogLines: 7, EventLogBytes: 256 << 10, StorageQuotaBytes: -1, ShardSQLBytes: 1 << 30, AlarmRearmInterval: -1, AlarmRearmBurst: 10}},
 	} {
 		b, hostLimits, err := HostBinding(cfg, tc.binding, noEnv)
 		if err != nil {

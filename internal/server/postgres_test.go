@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"regexp"
 	"testing"
@@ -49,19 +48,9 @@ statement_timeout = "10s"`)
 		{"POST", "http://" + s.Addr() + "/posts/p1/views", "", 202},
 		{"POST", "http://" + s.AdminAddr() + "/admin/jobs/reconcile-counters", testToken, 200},
 	} {
-		req, _ := http.NewRequest(c.method, c.url, nil)
-		req.Header.Set("X-User-Id", "alice")
-		if c.token != "" {
-			req.Header.Set("Authorization", "Bearer "+c.token)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != c.status {
-			t.Fatalf("%s %s: %d %s", c.method, c.url, resp.StatusCode, b)
+		st, b := testutil.DoWith(t, client, c.method, c.url, "", "X-User-Id", "alice", "Authorization", testutil.Bearer(c.token))
+		if st != c.status {
+			t.Fatalf("%s %s: %d %s", c.method, c.url, st, b)
 		}
 	}
 	db, err := sqldb.Open(url, sqldb.Options{})

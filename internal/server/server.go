@@ -131,10 +131,13 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	hc.EventTimeout = cfg.EventTimeout.Duration
 	hc.IdleTimeout = cfg.IdleTimeout.Duration
 	hc.QueueDepth = cfg.QueueDepth
+	hc.FetchBatch = cfg.FetchBatch
 	hc.MemoryLimitMiB = cfg.MemoryLimitMB
 	hc.InstanceMemoryBudgetMiB = cfg.InstanceMemoryBudgetMB
 	hc.InstanceStartWait = cfg.InstanceStartWait.Duration
 	hc.MaxBodyBytes = cfg.MaxBodyBytes
+	hc.WebSocket = host.WebSocketLimits{MaxSocketsPerShard: cfg.WebSocket.MaxSocketsPerShard, MaxMessageBytes: cfg.WebSocket.MaxMessageBytes,
+		SendQueueBytes: cfg.WebSocket.SendQueueBytes, WriteTimeout: cfg.WebSocket.WriteTimeout.Duration}
 	hc.Limits = hostLimits(&cfg.Limits)
 	hc.TraceShard = cfg.Trace
 	hc.Badger = BadgerOptions(cfg)
@@ -233,6 +236,13 @@ func hostBinding(b config.Binding, edgeOn bool, ecfg edge.Config) host.Binding {
 	}
 	if hb.LogCodes == nil {
 		hb.LogCodes = defaultLogCodes(edgeOn, ecfg, b.Name)
+	}
+	hb.Calls = b.Calls
+	if len(b.FetchHosts) > 0 || len(b.FetchAllowPrivate) > 0 {
+		hb.Fetch = &host.FetchConfig{Hosts: b.FetchHosts, AllowPrivate: b.FetchAllowPrivate, MaxResponseBytes: b.FetchMaxResponseBytes}
+		if b.FetchTimeout != nil {
+			hb.Fetch.Timeout = b.FetchTimeout.Duration
+		}
 	}
 	return hb
 }

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/host/config"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
@@ -33,28 +33,16 @@ admin_token = %q
 data_dir = %q
 cache_dir = %q
 shutdown_grace = "20s"
-
-[[durable_objects.bindings]]
-name = "COUNTER"
-module = %q
-
-[[durable_objects.bindings]]
-name = "COUNTER_SHARD"
-module = %q
-shards = 2
-sql = "DB"
-
-[[d1_databases]]
-binding = "DB"
-url = %q
-
+`, testToken, filepath.Join(dir, "data"), testutil.CacheDir()) +
+		configtext.Binding("COUNTER", testutil.Plugin(t, "examples/counter", "-X main.version=v1"), 0, "", "") +
+		configtext.Binding("COUNTER_SHARD", testutil.Plugin(t, "plugins/counters"), 2, "DB", "") +
+		configtext.D1("DB", "sqlite://"+filepath.Join(dir, "d1.db")) + `
 [auth]
 trust_user_header = "X-User-Id"
 
 [reconcile]
 interval = "1h"
-`, testToken, filepath.Join(dir, "data"), testutil.CacheDir(), testutil.Plugin(t, "examples/counter", "-X main.version=v1"),
-		testutil.Plugin(t, "plugins/counters"), "sqlite://"+filepath.Join(dir, "d1.db"))
+`
 	if edit != nil {
 		text = edit(text)
 	}
@@ -100,18 +88,7 @@ func TestServerStartsServesAndStops(t *testing.T) {
 	defer client.CloseIdleConnections()
 	call := func(method, url, token string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, url, nil)
-		req.Header.Set("X-User-Id", "alice")
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return testutil.DoWith(t, client, method, url, "", "X-User-Id", "alice", "Authorization", testutil.Bearer(token))
 	}
 	base, adminBase := "http://"+s.Addr(), "http://"+s.AdminAddr()
 	for _, c := range []struct {
@@ -266,16 +243,8 @@ func TestServerSlowBodyAndMetricsPlacement(t *testing.T) {
 			defer s.Stop(context.Background())
 			get := func(url, token string) int {
 				t.Helper()
-				req, _ := http.NewRequest("GET", url, nil)
-				if token != "" {
-					req.Header.Set("Authorization", "Bearer "+token)
-				}
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
-				return resp.StatusCode
+				st, _ := testutil.Do(t, "GET", url, "", "Authorization", testutil.Bearer(token))
+				return st
 			}
 			if got := get("http://"+s.Addr()+"/metrics", ""); got != tc.mainNoToken {
 				t.Errorf("main /metrics without a token: %d, want %d", got, tc.mainNoToken)

@@ -1,5 +1,6 @@
 // Package shardenv defines what one event of one shard may reach: its
-// storage, its alarm, vars, log, SQL and analytics. The host's actor
+// storage, its alarm, vars, log, SQL and analytics, the shards of the
+// bindings it may call, and the HTTP(S) hosts it may fetch. The host's actor
 // implements Env; wasm guests reach it through host functions
 // (host/internal/wasm), the benchmark's native shards directly
 // (internal/hostinternal). One definition for both.
@@ -35,4 +36,12 @@ type Env interface {
 	Log(level int32, rec abi.LogRecord)
 	SQL(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error)
 	WriteDataPoint(p abi.DataPoint) error
+	// CallShard sends c's request to the shard of binding c.Binding that
+	// c.Key routes to, as /do/{binding}/{key}/... would, and returns its
+	// answer once that event's writes are durable. It waits no later than
+	// ctx's deadline (the calling event's).
+	CallShard(ctx context.Context, c *abi.CallRequest) (*abi.Response, error)
+	// FetchHTTP sends req over HTTP(S) to the absolute URL in req.Path,
+	// through the SSRF guard and the binding's allowed hosts.
+	FetchHTTP(ctx context.Context, req *abi.Request) (*abi.Response, error)
 }

@@ -49,14 +49,21 @@ func defaults(tb testing.TB) []harness.Option {
 	return []harness.Option{harness.Dir(tb.TempDir()), harness.Engine(Engine(tb), CacheDir())}
 }
 
-// SQL opens the SQLite database url — "" for a file in a tb.TempDir —
-// migrated with migrations (none: empty), closed when the test ends.
+// SQL opens the database url (SQLite, "" for a file in a tb.TempDir, or
+// PostgreSQL) migrated with migrations (none: empty; each dialect takes
+// its own), closed when the test ends.
 func SQL(tb testing.TB, url string, migrations []sqldb.Migration) *sqldb.DB {
+	tb.Helper()
+	return SQLWith(tb, url, sqldb.Options{}, migrations)
+}
+
+// SQLWith is SQL with the pool's options.
+func SQLWith(tb testing.TB, url string, opts sqldb.Options, migrations []sqldb.Migration) *sqldb.DB {
 	tb.Helper()
 	if url == "" {
 		url = sqldb.Scheme + filepath.Join(tb.TempDir(), "d1.db")
 	}
-	db, err := sqldb.Open(url, sqldb.Options{})
+	db, err := sqldb.Open(url, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

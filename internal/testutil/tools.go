@@ -22,9 +22,11 @@ const (
 // abi/include (-mexec-model=reactor: wasi-libc's crt1-reactor.o defines
 // _initialize). Without a working toolchain the test is skipped with the
 // install hint, unless CI=true, where it fails: there a skipped test would
-// be one that cannot fail.
-func BuildC(tb testing.TB, out string, srcs ...string) {
+// be one that cannot fail. out "" is a file in a tb.TempDir; BuildC
+// returns the module's path.
+func BuildC(tb testing.TB, out string, srcs ...string) string {
 	tb.Helper()
+	out = outPath(tb, out)
 	clang, err := exec.LookPath("clang")
 	if err != nil {
 		MissingTool(tb, "clang not found", CInstallHint)
@@ -33,7 +35,7 @@ func BuildC(tb testing.TB, out string, srcs ...string) {
 		"-I", filepath.Join(RepoRoot(), "abi", "include"), "-o", out}, srcs...)
 	b, err := exec.Command(clang, args...).CombinedOutput()
 	if err == nil {
-		return
+		return out
 	}
 	for _, sign := range []string{"libclang_rt.builtins-wasm32", "wasm-ld", "crt1-reactor.o", "'stdint.h' file not found", "'string.h' file not found", "unable to create target"} {
 		if strings.Contains(string(b), sign) {
@@ -41,13 +43,24 @@ func BuildC(tb testing.TB, out string, srcs ...string) {
 		}
 	}
 	tb.Fatalf("clang %s: %v\n%s", strings.Join(args, " "), err, b)
+	return ""
+}
+
+// outPath is out, or a module file in a tb.TempDir when out is "".
+func outPath(tb testing.TB, out string) string {
+	if out == "" {
+		out = filepath.Join(tb.TempDir(), "module.wasm")
+	}
+	return out
 }
 
 // Wat2Wasm assembles the WebAssembly text file src into out with wabt's
 // wat2wasm; without it the test is skipped (failed under CI=true) with the
-// install hint.
-func Wat2Wasm(tb testing.TB, out, src string) {
+// install hint. out "" is a file in a tb.TempDir; Wat2Wasm returns the
+// module's path.
+func Wat2Wasm(tb testing.TB, out, src string) string {
 	tb.Helper()
+	out = outPath(tb, out)
 	wat2wasm, err := exec.LookPath("wat2wasm")
 	if err != nil {
 		MissingTool(tb, "wat2wasm not found", WATInstallHint)
@@ -55,6 +68,7 @@ func Wat2Wasm(tb testing.TB, out, src string) {
 	if b, err := exec.Command(wat2wasm, "-o", out, src).CombinedOutput(); err != nil {
 		tb.Fatalf("wat2wasm %s: %v\n%s", src, err, b)
 	}
+	return out
 }
 
 // MissingTool skips the test for a missing build tool, naming how to

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"sync"
 	"testing"
 	"time"
 )
@@ -16,5 +17,27 @@ func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Concurrently runs f(0), …, f(n-1) on n goroutines at once, waits for all
+// and fails the test with every error they returned.
+func Concurrently(tb testing.TB, n int, f func(i int) error) {
+	tb.Helper()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = f(i) })
+	}
+	wg.Wait()
+	failed := false
+	for _, err := range errs {
+		if err != nil {
+			tb.Error(err)
+			failed = true
+		}
+	}
+	if failed {
+		tb.FailNow()
 	}
 }

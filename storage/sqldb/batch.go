@@ -176,7 +176,41 @@ func (d *DB) run(ctx context.Context, plans []plan, readOnly bool) ([]abi.Result
 			_ = tx.Rollback()
 		}
 	}()
+	results, err := runPlans(ctx, tx, plans)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, &opError{op: "commit", err: err}
+	}
+	committed = true
+	return results, nil
+}
 
+// BatchInTx runs stmts on tx, an SQLite transaction the caller owns (it
+// commits or rolls back), and returns one result per statement, with the
+// limits, argument rules and errors of DB.Batch. It does not undo the
+// statements that ran before a failing one: a caller that wants the batch
+// all or nothing inside a longer transaction wraps it in a SAVEPOINT
+// (storage/shardsql does).
+func BatchInTx(ctx context.Context, tx *sql.Tx, stmts []abi.Statement) ([]abi.Result, error) {
+	if len(stmts) > abi.MaxSQLStatements {
+		return nil, limitErr("batch has %d statements, at most %d allowed", len(stmts), abi.MaxSQLStatements)
+	}
+	plans := make([]plan, len(stmts))
+	for i, st := range stmts {
+		p, err := makePlan(st, DialectSQLite)
+		if err != nil {
+			return nil, &StatementError{Index: i, Err: err}
+		}
+		plans[i] = p
+	}
+	return runPlans(ctx, tx, plans)
+}
+
+// runPlans runs plans in order on tx; the first failure is a
+// *StatementError naming its statement.
+func runPlans(ctx context.Context, tx *sql.Tx, plans []plan) ([]abi.Result, error) {
 	r := runner{tx: tx}
 	defer r.close()
 	results := make([]abi.Result, len(plans))
@@ -185,11 +219,6 @@ func (d *DB) run(ctx context.Context, plans []plan, readOnly bool) ([]abi.Result
 			return nil, &StatementError{Index: i, Err: err}
 		}
 	}
-	r.close()
-	if err := tx.Commit(); err != nil {
-		return nil, &opError{op: "commit", err: err}
-	}
-	committed = true
 	return results, nil
 }
 

@@ -14,6 +14,7 @@ EDGESHARD_EXPORT("edgeshard_fetch") int64_t fetch(const uint8_t *req, int32_t le
   int64_t n = 0;
   n += edgeshard_result_take(buf, sizeof buf);
   n += edgeshard_error_message(buf, sizeof buf);
+  n += edgeshard_fetch_respond(buf, 0);
   n += edgeshard_storage_get("k", 1, buf, sizeof buf);
   n += edgeshard_storage_get_multi(buf, 4, buf, sizeof buf);
   n += edgeshard_storage_put("k", 1, "v", 1, EDGESHARD_PUT_ALLOW_UNCONFIRMED);
@@ -29,6 +30,15 @@ EDGESHARD_EXPORT("edgeshard_fetch") int64_t fetch(const uint8_t *req, int32_t le
   n += edgeshard_log_write(EDGESHARD_LOG_INFO, buf, 8);
   n += edgeshard_sql_exec(buf, 4, buf, sizeof buf);
   n += edgeshard_analytics_write(buf, 12);
+  n += edgeshard_ws_accept(buf, 0, buf, 0);
+  n += edgeshard_ws_send(1, 0, buf, 1);
+  n += edgeshard_ws_broadcast(buf, 0, 0, buf, 1);
+  n += edgeshard_ws_close(1, 1000, buf, 0);
+  n += edgeshard_ws_list(buf, 0, buf, sizeof buf);
+  n += edgeshard_ws_set_attachment(1, buf, 0);
+  n += edgeshard_ws_set_auto_response(buf, 0, buf, 0);
+  n += edgeshard_shard_call(buf, 4, buf, sizeof buf);
+  n += edgeshard_http_fetch(buf, 4, buf, sizeof buf);
   edgeshard_put_u64(buf, (uint64_t)n);
   return edgeshard_pack(buf, 0);
 }

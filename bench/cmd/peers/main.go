@@ -36,12 +36,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/edgeshard/edgeshard/plugins/proto/ratelimit"
 )
@@ -58,7 +57,7 @@ type options struct {
 	updateDocs bool
 	docs       string
 	// variant, if set, adds a side "variant": edgeshard again with this
-	// TOML appended to its configuration and variantEnv in its
+	// TOML added to its configuration (before its first table) and variantEnv in its
 	// environment — an A/B of a setting, alternating like the others.
 	variant    string
 	variantEnv string
@@ -81,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.shards, "shards", 32, "shards of edgeshard's rate-limit binding")
 	fs.BoolVar(&o.updateDocs, "update-docs", false, "rewrite the peers section of docs/BENCHMARKS.md with this run")
 	fs.StringVar(&o.docs, "docs", "docs/BENCHMARKS.md", "the document -update-docs rewrites (relative to the repository root)")
-	fs.StringVar(&o.variant, "variant", "", "add a side: edgeshard with this TOML appended to its configuration (e.g. $'[storage]\nmemtable_mb = 32')")
+	fs.StringVar(&o.variant, "variant", "", "add a side: edgeshard with this TOML added to its configuration before its first table (e.g. fetch_batch = 1, or $'[storage]\nmemtable_mb = 32')")
 	fs.StringVar(&o.variantEnv, "variant-env", "", "space-separated NAME=VALUE pairs in the variant's environment (e.g. GOGC=50)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -143,7 +142,7 @@ type round struct {
 // the result.
 func measure(o options, progress io.Writer) (*result, runEnv, error) {
 	logf := func(format string, a ...any) { fmt.Fprintf(progress, "  "+format+"\n", a...) }
-	root, err := findRoot(".")
+	root, err := benchkit.FindRoot(".")
 	if err != nil {
 		return nil, runEnv{}, err
 	}
@@ -232,11 +231,11 @@ func measure(o options, progress io.Writer) (*result, runEnv, error) {
 // decision fails the run.
 func (s *side) run(workers int, d time.Duration) (round, error) {
 	pid := s.p.pid()
-	c0, g0 := procCPU(pid), selfCPU()
+	c0, g0 := benchkit.ProcCPU(pid), benchkit.SelfCPU()
 	l := loadgen.Start(context.Background(), loadgen.Options{Workers: workers}, s.op)
 	time.Sleep(d)
 	res := l.Stop()
-	c1, g1 := procCPU(pid), selfCPU()
+	c1, g1 := benchkit.ProcCPU(pid), benchkit.SelfCPU()
 	st := res.All()
 	if errs := res.Errors(); len(errs) > 0 {
 		return round{}, fmt.Errorf("%d of %d decisions failed; first: %v", len(errs), st.Requests, errs[0].Err)
@@ -263,17 +262,12 @@ func checkOp(client *http.Client, workers int, keys []string, req request, check
 		if err != nil {
 			return err
 		}
-		resp, err := client.Do(r.WithContext(ctx))
+		st, b, err := benchkit.Send(client, r.WithContext(ctx))
 		if err != nil {
 			return err
 		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+		if st != http.StatusOK {
+			return fmt.Errorf("status %d: %s", st, b)
 		}
 		return check(b)
 	}
@@ -341,38 +335,5 @@ func decodeGubernator(b []byte) error {
 	return nil
 }
 
-// selfCPU returns the CPU time this process (the load generator) has used.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-
-// median returns the median of xs (the mean of the middle two for an even
-// count).
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if n := len(s); n%2 == 1 {
-		return s[n/2]
-	} else {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-}
-
-// spread returns (max−min)/median of xs.
-func spread(xs []float64) float64 {
-	m := median(xs)
-	if m == 0 || len(xs) < 2 {
-		return 0
-	}
-	return (slices.Max(xs) - slices.Min(xs)) / m
-}

@@ -2,11 +2,9 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,33 +14,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/loopback"
 )
-
-// rootModule is the module of the repository bench/ lives in.
-const rootModule = "github.com/edgeshard/edgeshard"
-
-// findRoot returns the repository root: the nearest directory at or above
-// dir whose go.mod declares rootModule (bench/'s own go.mod declares
-// rootModule + "/bench", which does not match).
-func findRoot(dir string) (string, error) {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil {
-			if first, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n"); strings.TrimSpace(first) == "module "+rootModule {
-				return dir, nil
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod of %s at or above the working directory; run from the repository", rootModule)
-		}
-		dir = parent
-	}
-}
 
 // goBuild runs `go build args...` in dir with extra environment.
 func goBuild(dir string, env []string, args ...string) error {
@@ -102,30 +77,9 @@ func buildAll(root string) (binaries, error) {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *benchkit.Output
 	base string // http://host:port
 	done chan struct{}
-}
-
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // childEnv is the environment of a server process: the driver's, without
@@ -148,7 +102,7 @@ func childEnv() []string {
 func startReady(name, bin string, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = childEnv()
-	p := &proc{name: name, cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, out: &benchkit.Output{}, done: make(chan struct{})}
 	cmd.Stderr = p.out
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -188,16 +142,6 @@ func startReady(name, bin string, args ...string) (*proc, error) {
 	}
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // edgeshardConfig is the edgeshard side: the real binary with its defaults
 // (durable Badger storage with fsync'd group commits, memory limits,
 // budgets), one rate-limit binding of 32 shards of the RateLimitShard
@@ -206,7 +150,7 @@ const edgeshardConfig = `listen = %q
 data_dir = %q
 cache_dir = %q
 log_level = "warn"
-
+%s
 [[durable_objects.bindings]]
 name = "LIMITS"
 module = %q
@@ -216,11 +160,11 @@ shards = %d
 enabled = false
 `
 
-// startEdgeshard writes the configuration, with extra appended, into dir
+// startEdgeshard writes the configuration, with extra before its first table, into dir
 // and starts `edgeshard serve` with env added to its environment,
 // returning once /healthz answers 200.
 func startEdgeshard(bins binaries, dir, cacheDir string, shards int, extra string, env []string) (*proc, error) {
-	addr, err := freeAddr()
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -228,14 +172,16 @@ func startEdgeshard(bins binaries, dir, cacheDir string, shards int, extra strin
 		return nil, err
 	}
 	conf := filepath.Join(dir, "edgeshard.toml")
-	text := fmt.Sprintf(edgeshardConfig, addr, filepath.Join(dir, "data"), cacheDir, bins.ratelimit, shards) + extra
+	// extra goes before the first table, so it may set top-level keys
+	// (fetch_batch = 1) as well as tables ([storage]).
+	text := fmt.Sprintf(edgeshardConfig, addr, filepath.Join(dir, "data"), cacheDir, extra, bins.ratelimit, shards)
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bins.edgeshard, "serve", "--config", conf)
 	cmd.Dir = dir
 	cmd.Env = append(childEnv(), env...)
-	p := &proc{name: "edgeshard", cmd: cmd, out: &lockedBuffer{}, base: "http://" + addr, done: make(chan struct{})}
+	p := &proc{name: "edgeshard", cmd: cmd, out: &benchkit.Output{}, base: "http://" + addr, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -280,26 +226,6 @@ func (p *proc) stop() {
 
 // pid returns the process id.
 func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// procCPU returns the user+system CPU time process pid has used, from
-// /proc/<pid>/stat (clock ticks of 1/100 s), or 0.
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
 
 // procStatus returns the fields of /proc/<pid>/status in bytes (VmRSS,
 // VmHWM, RssAnon, RssFile, ...; those given in kB).

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgeshard/edgeshard/internal/benchkit"
 )
 
 // result is a run's measurements.
@@ -32,8 +34,8 @@ func (s *side) figures() sideFigures {
 		cpu = append(cpu, us(r.cpu))
 		gen = append(gen, us(r.genCPU))
 	}
-	return sideFigures{rate: median(rate), p50: median(p50), p99: median(p99), cpu: median(cpu), genCPU: median(gen),
-		spread: spread(rate), rss: s.rss, hwm: s.hwm}
+	return sideFigures{rate: benchkit.Median(rate), p50: benchkit.Median(p50), p99: benchkit.Median(p99), cpu: benchkit.Median(cpu), genCPU: benchkit.Median(gen),
+		spread: benchkit.Spread(rate), rss: s.rss, hwm: s.hwm}
 }
 
 func (res *result) side(name string) sideFigures {
@@ -52,24 +54,24 @@ func (res *result) line() string {
 	add := func(k string, v string) { b.WriteString(" " + k + "=" + v) }
 	for _, s := range res.sides {
 		f := s.figures()
-		add(s.name+"_per_s", num(f.rate))
-		add(s.name+"_p50_ms", num(f.p50))
-		add(s.name+"_p99_ms", num(f.p99))
-		add(s.name+"_cpu_us", num(f.cpu))
-		add(s.name+"_rss_mib", num(float64(f.rss)/(1<<20)))
-		add(s.name+"_hwm_mib", num(float64(f.hwm)/(1<<20)))
+		add(s.name+"_per_s", benchkit.FormatNum(f.rate))
+		add(s.name+"_p50_ms", benchkit.FormatNum(f.p50))
+		add(s.name+"_p99_ms", benchkit.FormatNum(f.p99))
+		add(s.name+"_cpu_us", benchkit.FormatNum(f.cpu))
+		add(s.name+"_rss_mib", benchkit.FormatNum(float64(f.rss)/(1<<20)))
+		add(s.name+"_hwm_mib", benchkit.FormatNum(float64(f.hwm)/(1<<20)))
 	}
 	e, g, bare := res.side("edgeshard"), res.side("gubernator"), res.side("bare")
-	add("edgeshard_vs_gubernator", num(e.rate/g.rate))
-	add("edgeshard_vs_bare", num(e.rate/bare.rate))
-	add("gubernator_vs_bare", num(g.rate/bare.rate))
+	add("edgeshard_vs_gubernator", benchkit.FormatNum(e.rate/g.rate))
+	add("edgeshard_vs_bare", benchkit.FormatNum(e.rate/bare.rate))
+	add("gubernator_vs_bare", benchkit.FormatNum(g.rate/bare.rate))
 	var sp float64
 	for _, s := range res.sides {
 		sp = max(sp, s.figures().spread)
 	}
-	add("spread", num(sp))
+	add("spread", benchkit.FormatNum(sp))
 	add("rounds", strconv.Itoa(res.o.rounds))
-	add("side_s", num(res.o.side.Seconds()))
+	add("side_s", benchkit.FormatNum(res.o.side.Seconds()))
 	add("workers", strconv.Itoa(res.o.workers))
 	add("keys", strconv.Itoa(res.o.keys))
 	return b.String()
@@ -91,26 +93,13 @@ func (res *result) table() string {
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, s := range res.sides {
 		f := s.figures()
-		fmt.Fprintf(&b, "| %s | %s | %.2f | %s | %s | %s | %d (%d) | %s |\n", s.name, num(f.rate), f.rate/bare.rate,
-			num(f.p50), num(f.p99), num(f.cpu), f.rss>>20, f.hwm>>20, sideDoc[s.name])
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %s | %s | %s | %d (%d) | %s |\n", s.name, benchkit.FormatNum(f.rate), f.rate/bare.rate,
+			benchkit.FormatNum(f.p50), benchkit.FormatNum(f.p99), benchkit.FormatNum(f.cpu), f.rss>>20, f.hwm>>20, sideDoc[s.name])
 	}
 	e, g := res.side("edgeshard"), res.side("gubernator")
 	fmt.Fprintf(&b, "\nedgeshard/gubernator: **%.2f×** the decisions/s, %.2f× the p99, %.2f× the RSS.\n",
 		e.rate/g.rate, e.p99/g.p99, float64(e.rss)/float64(g.rss))
 	return b.String()
-}
-
-// num formats a measured number: integers for large values, three
-// significant digits for small ones.
-func num(v float64) string {
-	switch {
-	case v >= 1000 || v <= -1000:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case v >= 10 || v <= -10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	default:
-		return strconv.FormatFloat(v, 'f', 3, 64)
-	}
 }
 
 // runEnv describes the machine and the code a run measured.

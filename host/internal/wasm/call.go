@@ -91,6 +91,8 @@ type call struct {
 	lim     *EventLimits // this event's limits, nil for none
 	used    EventLimits  // what this event has spent of them
 	reached uint8        // limits already reported this event (limitBit)
+
+	batch *batchCall // the edgeshard_fetch_batch call in progress (batch.go)
 }
 
 // limitBit gives each limit a bit of call.reached.

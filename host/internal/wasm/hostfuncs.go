@@ -50,12 +50,16 @@ var hostGroups = []struct {
 	funcs []hostFunc
 }{
 	{abi.GroupCore, resultFuncs},
+	{abi.GroupCore, batchFuncs},
 	{abi.GroupStorage, storageFuncs},
 	{abi.GroupAlarm, alarmFuncs},
 	{abi.GroupVars, varsFuncs},
 	{abi.GroupLog, logFuncs},
 	{abi.GroupSQL, sqlFuncs},
 	{abi.GroupAnalytics, analyticsFuncs},
+	{abi.GroupWebSocket, wsFuncs},
+	{abi.GroupCall, callFuncs},
+	{abi.GroupFetch, fetchFuncs},
 }
 
 // hostFuncs lists every host function, group by group.

@@ -37,6 +37,8 @@ type fakeEnv struct {
 	lastLog   abi.LogRecord
 	lastPoint abi.DataPoint
 	lastSQL   []abi.Statement
+	lastCall  *abi.CallRequest
+	lastFetch *abi.Request
 }
 
 func newFakeEnv(tb testing.TB) *fakeEnv {
@@ -105,6 +107,25 @@ func (e *fakeEnv) WriteDataPoint(p abi.DataPoint) error {
 	e.points++
 	e.lastPoint = p
 	return nil
+}
+
+// CallShard answers a call with a response naming what it received, so a
+// test sees the request arrived whole.
+func (e *fakeEnv) CallShard(ctx context.Context, c *abi.CallRequest) (*abi.Response, error) {
+	if e.fail != nil {
+		return nil, e.fail
+	}
+	e.lastCall = c
+	return &abi.Response{Status: 200, Header: []abi.Header{{Name: "X-To", Value: c.Binding + "/" + c.Key}}, Body: append([]byte(c.Method+" "+c.Path+" "), c.Body...)}, nil
+}
+
+// FetchHTTP answers like CallShard, naming the URL.
+func (e *fakeEnv) FetchHTTP(ctx context.Context, r *abi.Request) (*abi.Response, error) {
+	if e.fail != nil {
+		return nil, e.fail
+	}
+	e.lastFetch = r
+	return &abi.Response{Status: 201, Body: append([]byte(r.Method+" "+r.Path+" "), r.Body...)}, nil
 }
 
 // failStore is a Store whose every method answers err.
@@ -536,6 +557,8 @@ func FuzzHostFunctions(f *testing.F) {
 	stmts, _ := abi.AppendStatements(nil, []abi.Statement{{SQL: "SELECT ?", Args: []any{int64(1), "x", []byte{1}, nil, 1.5}}})
 	point := abi.AppendDataPoint(nil, &abi.DataPoint{Indexes: []string{"i"}, Blobs: [][]byte{{1}}, Doubles: []float64{2}})
 	rec := abi.AppendLogRecord(nil, &abi.LogRecord{Message: "m", Fields: []abi.Header{{Name: "k", Value: "v"}}})
+	callReq := abi.AppendCallRequest(nil, &abi.CallRequest{Binding: "B", Key: "k", Request: abi.Request{Method: "GET", Path: "/"}})
+	fetchReq := abi.AppendRequest(nil, &abi.Request{Method: "GET", Path: "https://api.example.com/x"})
 	D := uint64(offData)
 	for _, s := range []struct {
 		fn   string
@@ -550,6 +573,8 @@ func FuzzHostFunctions(f *testing.F) {
 		{abi.FnStorageList, list, []uint64{D, uint64(len(list)), wasmtest.Scratch, 8}},
 		{abi.FnSQLExec, stmts, []uint64{D, uint64(len(stmts)), wasmtest.Scratch, 16}},
 		{abi.FnAnalyticsWrite, point, []uint64{D, uint64(len(point))}},
+		{abi.FnShardCall, callReq, []uint64{D, uint64(len(callReq)), wasmtest.Scratch, 16}},
+		{abi.FnHTTPFetch, fetchReq, []uint64{D, uint64(len(fetchReq)), wasmtest.Scratch, 64}},
 		{abi.FnLogWrite, rec, []uint64{2, D, uint64(len(rec))}},
 		{abi.FnVarGet, []byte("A"), []uint64{D, 1, memEnd - 2, 8}},
 		{abi.FnResultTake, nil, []uint64{wasmtest.Scratch, 100}},
@@ -606,7 +631,7 @@ func FuzzHostFunctions(f *testing.F) {
 			lo, hi = args[0], args[0]+args[1]
 		case abi.FnErrorMessage:
 			lo, hi, replies = args[0], args[0]+args[1], false
-		case abi.FnStorageGet, abi.FnStorageGetMulti, abi.FnStorageList, abi.FnVarGet, abi.FnSQLExec:
+		case abi.FnStorageGet, abi.FnStorageGetMulti, abi.FnStorageList, abi.FnVarGet, abi.FnSQLExec, abi.FnShardCall, abi.FnHTTPFetch:
 			lo, hi = args[2], args[2]+args[3]
 		default:
 			replies = false

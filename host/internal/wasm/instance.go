@@ -44,12 +44,15 @@ type Instance struct {
 	fnAlloc    api.Function
 	fnFetch    api.Function
 	fnAlarm    api.Function
+	fnWS       api.Function // optional: abi.ExportWSEvent (instance_ws.go)
+	fnBatch    api.Function // optional (batch.go)
 	abiVersion int
 	stack      [2]uint64
 	reqBuf     []byte
 	dead       error
 	intr       interrupter
 	cctx       callCtx
+	batch      batchCall // of the edgeshard_fetch_batch call in progress
 }
 
 // Instantiate creates an instance of m: runs the WASI reactor start
@@ -102,6 +105,8 @@ func (e *Engine) instantiate(ctx context.Context, c wazero.CompiledModule, cfg I
 		fnAlloc: mod.ExportedFunction(abi.ExportAlloc),
 		fnFetch: mod.ExportedFunction(abi.ExportFetch),
 		fnAlarm: mod.ExportedFunction(abi.ExportAlarm),
+		fnWS:    mod.ExportedFunction(abi.ExportWSEvent),
+		fnBatch: mod.ExportedFunction(abi.ExportFetchBatch),
 	}
 	if inst.fnAlloc == nil || inst.fnFetch == nil || inst.fnAlarm == nil {
 		mod.Close(ctx)
@@ -228,51 +233,67 @@ func (i *Instance) Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.R
 	ctx = i.cctx.reset(ctx, env)
 	i.cctx.c.begin(false)
 	i.reqBuf = abi.AppendRequest(i.reqBuf[:0], req)
-	i.stack[0] = uint64(len(i.reqBuf))
-	if err := i.call(ctx, i.fnAlloc, i.stack[:]); err != nil {
-		return nil, i.kill(err)
+	ptr, n, err := i.writeRequests(ctx)
+	if err != nil {
+		return nil, err
 	}
-	ptr := uint32(i.stack[0])
-	if ptr == 0 {
-		// Like malloc's NULL: the guest could not allocate. Writing the
-		// request at address 0 would overwrite whatever the guest keeps there.
-		return nil, i.killWith(fmt.Errorf("%w: %s(%d) returned 0: a plugin must return a pointer to %d writable bytes (abi/ABI.md, section 3); 0 means it could not allocate them",
-			ErrTrap, abi.ExportAlloc, len(i.reqBuf), len(i.reqBuf)))
-	}
-	if len(i.reqBuf) > 0 && !i.mod.Memory().Write(ptr, i.reqBuf) {
-		return nil, i.killWith(fmt.Errorf("%w: %s(%d) returned pointer %#x: the request's %d bytes would lie outside memory (abi/ABI.md, section 3)", ErrTrap, abi.ExportAlloc, len(i.reqBuf), ptr, len(i.reqBuf)))
-	}
-	if cap(i.reqBuf) > 1<<20 {
-		i.reqBuf = nil // do not pin a large request buffer
-	}
-	i.stack[0], i.stack[1] = uint64(ptr), uint64(len(i.reqBuf))
+	i.stack[0], i.stack[1] = uint64(ptr), uint64(n)
 	if err := i.call(ctx, i.fnFetch, i.stack[:]); err != nil {
 		return nil, i.kill(err)
 	}
 	packed := i.stack[0]
-	rptr, rlen := uint32(packed>>32), uint32(packed)
-	if rlen > abi.MaxResponseBody+64<<10 {
-		return nil, i.killWith(fmt.Errorf("%w: response of %d bytes exceeds the limit of %d", ErrBadResponse, rlen, abi.MaxResponseBody))
+	resp, err := readResponse(i.mod, uint32(packed>>32), uint32(packed), wsAccepted(env))
+	if err != nil {
+		return nil, i.killWith(err)
 	}
-	raw, ok := i.mod.Memory().Read(rptr, rlen)
-	if !ok {
-		return nil, i.killWith(fmt.Errorf("%w: response pointer %#x+%d outside memory", ErrBadResponse, rptr, rlen))
-	}
+	return resp, nil
+}
+
+// decodeResponse decodes and checks an encoded response the guest
+// returned, copying its body out of guest memory; an error wraps
+// ErrBadResponse. allow101: the shard accepted a WebSocket in this event
+// (ws_accept), so 101 Switching Protocols is its answer.
+func decodeResponse(raw []byte, allow101 bool) (*abi.Response, error) {
 	resp, err := abi.DecodeResponse(raw)
 	if err != nil {
-		return nil, i.killWith(fmt.Errorf("%w: %v", ErrBadResponse, err))
+		return nil, fmt.Errorf("%w: %v", ErrBadResponse, err)
 	}
 	// 1xx statuses are refused too: net/http would send 100/103 as an
 	// informational response followed by an implicit 200, and 101 as a
 	// protocol switch, neither of which the shard can mean.
-	if resp.Status < 200 || resp.Status > 599 {
-		return nil, i.killWith(fmt.Errorf("%w: status %d (want 200..599)", ErrBadResponse, resp.Status))
+	if (resp.Status < 200 || resp.Status > 599) && !(resp.Status == 101 && allow101) {
+		return nil, fmt.Errorf("%w: status %d (want 200..599), or 101 after ws_accept", ErrBadResponse, resp.Status)
 	}
 	if len(resp.Body) > abi.MaxResponseBody {
-		return nil, i.killWith(fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrBadResponse, len(resp.Body), abi.MaxResponseBody))
+		return nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrBadResponse, len(resp.Body), abi.MaxResponseBody)
 	}
 	resp.Body = append([]byte(nil), resp.Body...) // raw aliases guest memory
 	return resp, nil
+}
+
+// writeRequests has the guest allocate room for the encoded request(s)
+// in i.reqBuf (edgeshard_alloc) and writes them there, returning where
+// and how many bytes. A failure has killed the instance.
+func (i *Instance) writeRequests(ctx context.Context) (ptr, n uint32, err error) {
+	n = uint32(len(i.reqBuf))
+	i.stack[0] = uint64(n)
+	if err := i.call(ctx, i.fnAlloc, i.stack[:]); err != nil {
+		return 0, 0, i.kill(err)
+	}
+	ptr = uint32(i.stack[0])
+	if ptr == 0 {
+		// Like malloc's NULL: the guest could not allocate. Writing the
+		// request at address 0 would overwrite whatever the guest keeps there.
+		return 0, 0, i.killWith(fmt.Errorf("%w: %s(%d) returned 0: a plugin must return a pointer to %d writable bytes (abi/ABI.md, section 3); 0 means it could not allocate them",
+			ErrTrap, abi.ExportAlloc, n, n))
+	}
+	if n > 0 && !i.mod.Memory().Write(ptr, i.reqBuf) {
+		return 0, 0, i.killWith(fmt.Errorf("%w: %s(%d) returned pointer %#x: the request's %d bytes would lie outside memory (abi/ABI.md, section 3)", ErrTrap, abi.ExportAlloc, n, ptr, n))
+	}
+	if cap(i.reqBuf) > 1<<20 {
+		i.reqBuf = nil // do not pin a large request buffer
+	}
+	return ptr, n, nil
 }
 
 // Alarm runs the alarm handler. ok is false when the handler reported a

@@ -61,6 +61,13 @@ func (t *interrupter) arm(ctx context.Context) error {
 	t.mu.Lock()
 	t.on, t.fired, t.cause, t.deadline = true, false, nil, dl
 	t.mu.Unlock()
+	t.watch(ctx, dl, timed)
+	return nil
+}
+
+// watch raises the flag when ctx is done: by the reused timer at dl for a
+// deadline-only context (timed), else by a context.AfterFunc.
+func (t *interrupter) watch(ctx context.Context, dl time.Time, timed bool) {
 	if timed {
 		d := time.Until(dl)
 		if t.timer == nil {
@@ -69,10 +76,9 @@ func (t *interrupter) arm(ctx context.Context) error {
 			t.timer.Reset(d)
 		}
 		t.timed = true
-		return nil
+		return
 	}
 	t.stop = context.AfterFunc(ctx, func() { t.raise(context.Cause(ctx)) })
-	return nil
 }
 
 // raiseTimed is the timer's callback. A callback of an earlier call's

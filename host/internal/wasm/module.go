@@ -32,10 +32,13 @@ type Module struct {
 	// module does not declare, or declares above the engine's cap, is the
 	// cap: memory.grow past it answers -1.
 	MemoryMinPages, MemoryMaxPages uint32
-	LoadedAt                       time.Time
-	compiled                       wazero.CompiledModule
-	engine                         *Engine
-	refs                           int // Load calls not yet matched by Close; guarded by engine.mu
+	// WebSockets: the module exports abi.ExportWSEvent, so it may accept
+	// WebSocket upgrades (instance_ws.go).
+	WebSockets bool
+	LoadedAt   time.Time
+	compiled   wazero.CompiledModule
+	engine     *Engine
+	refs       int // Load calls not yet matched by Close; guarded by engine.mu
 }
 
 // Short returns the first 12 hex digits of the module's sha256.
@@ -56,6 +59,26 @@ var exportSigs = map[string]sig{
 	abi.ExportFetch:      {[]api.ValueType{i32, i32}, []api.ValueType{i64}},
 	abi.ExportAlarm:      {[]api.ValueType{i32}, []api.ValueType{i32}},
 	abi.ExportInitialize: {nil, nil},
+	abi.ExportFetchBatch: {[]api.ValueType{i32, i32, i32}, []api.ValueType{i32}}, // optional
+}
+
+func sigEqual(d api.FunctionDefinition, want sig) bool {
+	return slices.Equal(d.ParamTypes(), want.params) && slices.Equal(d.ResultTypes(), want.results)
+}
+
+// checkOptionalExport reports whether the module has the optional export
+// name, refusing it when its signature is not want (section: where
+// abi/ABI.md describes it). A module without it is valid.
+func checkOptionalExport(c wazero.CompiledModule, name string, want sig, section string) (bool, error) {
+	d, ok := c.ExportedFunctions()[name]
+	if !ok {
+		return false, nil
+	}
+	if !sigEqual(d, want) {
+		return false, invalid("optional export %q has signature %s, ABI v%d needs %s (abi/ABI.md, %s)", name,
+			sigString(d.ParamTypes(), d.ResultTypes()), abi.Version, sigString(want.params, want.results), section)
+	}
+	return true, nil
 }
 
 func sigString(params, results []api.ValueType) string {
@@ -198,10 +221,17 @@ func (e *Engine) validate(ctx context.Context, c wazero.CompiledModule, grants [
 			return nil, invalid("missing export %q: a plugin must export %s %s (abi/ABI.md, section 2); a Go plugin gets it from the edgeshard SDK (abi/sdk)",
 				name, name, sigString(want.params, want.results))
 		}
-		if !slices.Equal(d.ParamTypes(), want.params) || !slices.Equal(d.ResultTypes(), want.results) {
+		if !sigEqual(d, want) {
 			return nil, invalid("export %q has signature %s, ABI v%d needs %s", name,
 				sigString(d.ParamTypes(), d.ResultTypes()), abi.Version, sigString(want.params, want.results))
 		}
+	}
+	ws, err := checkOptionalExport(c, abi.ExportWSEvent, wsEventSig, "section 10")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := checkOptionalExport(c, abi.ExportFetchBatch, exportSigs[abi.ExportFetchBatch], "section 2"); err != nil {
+		return nil, err
 	}
 	mem, ok := c.ExportedMemories()[abi.ExportMemory]
 	if !ok {
@@ -210,7 +240,7 @@ func (e *Engine) validate(ctx context.Context, c wazero.CompiledModule, grants [
 	if err := e.checkImports(c, grants); err != nil {
 		return nil, err
 	}
-	m := &Module{MemoryMinPages: mem.Min(), MemoryMaxPages: uint32(e.cfg.MemoryLimitMiB) * 16}
+	m := &Module{MemoryMinPages: mem.Min(), MemoryMaxPages: uint32(e.cfg.MemoryLimitMiB) * 16, WebSockets: ws}
 	if max, ok := mem.Max(); ok && max < m.MemoryMaxPages {
 		m.MemoryMaxPages = max // wazero lowers a larger one to the cap
 	}

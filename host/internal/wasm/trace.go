@@ -182,6 +182,35 @@ var tracers = map[string]tracer{
 		},
 		outcome: ok,
 	},
+
+	abi.FnShardCall: {
+		args: func(mem api.Memory, p []uint64) string {
+			return decoded(mem, p[0], p[1], "CallRequest", abi.DecodeCallRequest, func(c *abi.CallRequest) string {
+				return c.Binding + "/" + strconv.Quote(c.Key) + " " + outbound(&c.Request)
+			})
+		},
+		outcome: responseOutcome,
+	},
+	abi.FnHTTPFetch: {
+		args: func(mem api.Memory, p []uint64) string {
+			return decoded(mem, p[0], p[1], "Request", abi.DecodeRequest, outbound)
+		},
+		outcome: responseOutcome,
+	},
+}
+
+// outbound shows a request a shard sends (shard_call, http_fetch).
+func outbound(r *abi.Request) string {
+	return r.Method + " " + text([]byte(r.Path), traceTextBytes) + " body=" + value(r.Body, len(r.Body))
+}
+
+// responseOutcome shows the Response a shard_call or http_fetch answered.
+func responseOutcome(c *call, mem api.Memory, p []uint64, n int64) string {
+	r, err := abi.DecodeResponse(result(c, mem, p[2], p[3], n))
+	if err != nil {
+		return strconv.FormatInt(n, 10) + " bytes" + held(n, p[3])
+	}
+	return "status " + strconv.Itoa(r.Status) + " body=" + value(r.Body, len(r.Body)) + held(n, p[3])
 }
 
 // traceCall builds the HostCall of a call that answered res, with the

@@ -405,6 +405,7 @@ func (m *Module) Import(module, name string) uint32 {
 var hostSigs = map[string][2][]ValType{
 	"result_take":          {{I32, I32}, {I64}},
 	"error_message":        {{I32, I32}, {I64}},
+	"fetch_respond":        {{I32, I32}, {I32}},
 	"storage_get":          {{I32, I32, I32, I32}, {I64}},
 	"storage_get_multi":    {{I32, I32, I32, I32}, {I64}},
 	"storage_put":          {{I32, I32, I32, I32, I32}, {I32}},
@@ -420,6 +421,15 @@ var hostSigs = map[string][2][]ValType{
 	"log_write":            {{I32, I32, I32}, {I32}},
 	"sql_exec":             {{I32, I32, I32, I32}, {I64}},
 	"analytics_write":      {{I32, I32}, {I32}},
+	"ws_accept":            {{I32, I32, I32, I32}, {I64}},
+	"ws_send":              {{I64, I32, I32, I32}, {I32}},
+	"ws_broadcast":         {{I32, I32, I32, I32, I32}, {I64}},
+	"ws_close":             {{I64, I32, I32, I32}, {I32}},
+	"ws_list":              {{I32, I32, I32, I32}, {I64}},
+	"ws_set_attachment":    {{I64, I32, I32}, {I32}},
+	"ws_set_auto_response": {{I32, I32, I32, I32}, {I32}},
+	"shard_call":           {{I32, I32, I32, I32}, {I64}},
+	"http_fetch":           {{I32, I32, I32, I32}, {I64}},
 }
 
 // HostImport returns the import of the edgeshard host function name with

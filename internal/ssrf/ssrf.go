@@ -1,4 +1,11 @@
-package edge
+// Package ssrf is the one definition of which network addresses edgeshard
+// may reach on behalf of someone else: the edge API's proxy and a shard's
+// outbound fetch (host, http_fetch) dial through the same Guard. It refuses
+// loopback, private, link-local, cloud metadata and other reserved
+// addresses, judged on the address actually dialled (after DNS
+// resolution, so rebinding cannot slip through), unless an operator lists
+// the exact host:port as allowed.
+package ssrf
 
 import (
 	"context"
@@ -11,7 +18,7 @@ import (
 	"time"
 )
 
-// ForbiddenAddressError is why the proxy refused to reach an address:
+// ForbiddenAddressError is why the guard refused to reach an address:
 // loopback, private, link-local, metadata and the like.
 type ForbiddenAddressError struct {
 	Addr   string // the address or host refused
@@ -22,8 +29,8 @@ func (e *ForbiddenAddressError) Error() string {
 	return fmt.Sprintf("address %s is not allowed (%s)", e.Addr, e.Reason)
 }
 
-// addrGuard decides which upstream addresses the proxy may reach.
-type addrGuard struct {
+// Guard decides which upstream addresses may be reached.
+type Guard struct {
 	allow    map[string]bool // canonical host:port exempt from the checks
 	prefixes []reservedPrefix
 	metadata []netip.Addr
@@ -35,12 +42,15 @@ type reservedPrefix struct {
 	reason string
 }
 
-func newAddrGuard(allowHosts []string) (*addrGuard, error) {
-	g := &addrGuard{allow: map[string]bool{}}
-	for _, h := range allowHosts {
-		hp, err := canonicalHostPort(h)
+// New returns a guard that exempts the exact host:port entries of allow
+// (an operator's explicit opt-in, e.g. a service on the private network)
+// from the address checks.
+func New(allow []string) (*Guard, error) {
+	g := &Guard{allow: map[string]bool{}}
+	for _, h := range allow {
+		hp, err := CanonicalHostPort(h)
 		if err != nil {
-			return nil, fmt.Errorf("allow_hosts entry %q: %w", h, err)
+			return nil, fmt.Errorf("allowed address %q: %w", h, err)
 		}
 		g.allow[hp] = true
 	}
@@ -66,8 +76,9 @@ func newAddrGuard(allowHosts []string) (*addrGuard, error) {
 	return g, nil
 }
 
-// canonicalHostPort lower-cases host:port and strips IPv6 zones' case.
-func canonicalHostPort(hp string) (string, error) {
+// CanonicalHostPort lower-cases host:port and writes an IPv4-mapped
+// address as IPv4.
+func CanonicalHostPort(hp string) (string, error) {
 	host, port, err := net.SplitHostPort(strings.TrimSpace(hp))
 	if err != nil {
 		return "", err
@@ -81,14 +92,14 @@ func canonicalHostPort(hp string) (string, error) {
 	return net.JoinHostPort(strings.ToLower(host), port), nil
 }
 
-// allowed reports whether host:port is allow-listed.
-func (g *addrGuard) allowed(hostport string) bool {
-	hp, err := canonicalHostPort(hostport)
+// Allowed reports whether host:port is allow-listed.
+func (g *Guard) Allowed(hostport string) bool {
+	hp, err := CanonicalHostPort(hostport)
 	return err == nil && g.allow[hp]
 }
 
-// blocked returns why ip may not be reached, or "".
-func (g *addrGuard) blocked(ip netip.Addr) string {
+// Blocked returns why ip may not be reached, or "".
+func (g *Guard) Blocked(ip netip.Addr) string {
 	ip = ip.Unmap().WithZone("")
 	for _, m := range g.metadata {
 		if ip == m {
@@ -122,12 +133,12 @@ func (g *addrGuard) blocked(ip netip.Addr) string {
 		// NAT64 (64:ff9b::/96) and 6to4 (2002::/16) embed an IPv4 address
 		// that the network will reach: judge that one.
 		if g.nat64.Contains(ip) {
-			if r := g.blocked(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})); r != "" {
+			if r := g.Blocked(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})); r != "" {
 				return "nat64-" + r
 			}
 		}
 		if b[0] == 0x20 && b[1] == 0x02 {
-			if r := g.blocked(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})); r != "" {
+			if r := g.Blocked(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})); r != "" {
 				return "6to4-" + r
 			}
 		}
@@ -135,34 +146,34 @@ func (g *addrGuard) blocked(ip netip.Addr) string {
 	return ""
 }
 
-// checkURL refuses a URL the proxy must not fetch, before any dial: a
+// CheckURL refuses a URL that must not be fetched, before any dial: a
 // scheme other than http(s), credentials, a bad port, or a literal IP
 // address that is blocked (host names are judged at dial time, after
 // resolution).
-func (g *addrGuard) checkURL(u *url.URL) error {
+func (g *Guard) CheckURL(u *url.URL) error {
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return &badURLError{"scheme must be http or https"}
+		return &BadURLError{"scheme must be http or https"}
 	}
 	if u.User != nil {
-		return &badURLError{"credentials in the URL are not allowed"}
+		return &BadURLError{"credentials in the URL are not allowed"}
 	}
 	host := u.Hostname()
 	if host == "" {
-		return &badURLError{"missing host"}
+		return &BadURLError{"missing host"}
 	}
 	port := u.Port()
 	if port == "" {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	}
 	if p, err := parsePort(port); err != nil || p == 0 {
-		return &badURLError{"invalid port " + port}
+		return &BadURLError{"invalid port " + port}
 	}
 	hp := net.JoinHostPort(host, port)
-	if g.allowed(hp) {
+	if g.Allowed(hp) {
 		return nil
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
-		if r := g.blocked(ip); r != "" {
+		if r := g.Blocked(ip); r != "" {
 			return &ForbiddenAddressError{Addr: hp, Reason: r}
 		}
 	}
@@ -189,17 +200,18 @@ func parsePort(s string) (int, error) {
 	return n, nil
 }
 
-// badURLError is a URL the proxy will not fetch (400).
-type badURLError struct{ msg string }
+// BadURLError is a URL the guard will not fetch.
+type BadURLError struct{ msg string }
 
-func (e *badURLError) Error() string { return "url: " + e.msg }
+func (e *BadURLError) Error() string { return "url: " + e.msg }
 
-// dialContext dials addr (host:port as in the URL). Unless addr is
+// DialContext returns a dialer for http.Transport: it dials addr
+// (host:port as in the URL). Unless addr is
 // allow-listed, every address the name resolves to is checked in the
 // dialer's Control hook, on the connection actually being made, so a DNS
 // answer that changes between a check and the dial (rebinding) cannot
 // slip through.
-func (g *addrGuard) dialContext(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func (g *Guard) DialContext(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	plain := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	guarded := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second,
 		Control: func(network, address string, _ syscall.RawConn) error {
@@ -207,13 +219,13 @@ func (g *addrGuard) dialContext(timeout time.Duration) func(ctx context.Context,
 			if err != nil {
 				return &ForbiddenAddressError{Addr: address, Reason: "unparsable"}
 			}
-			if r := g.blocked(ap.Addr()); r != "" {
+			if r := g.Blocked(ap.Addr()); r != "" {
 				return &ForbiddenAddressError{Addr: address, Reason: r}
 			}
 			return nil
 		}}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if g.allowed(addr) {
+		if g.Allowed(addr) {
 			return plain.DialContext(ctx, network, addr)
 		}
 		return guarded.DialContext(ctx, network, addr)

@@ -1,0 +1,319 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/host/admin"
+	"github.com/edgeshard/edgeshard/host/config"
+	"github.com/edgeshard/edgeshard/internal/server"
+	"github.com/edgeshard/edgeshard/storage"
+)
+
+// Backup and restore: `backup` streams a running host's storage through
+// the admin API into a file; `restore` loads such a file into the shard
+// storage of a stopped host's empty data dir; `export-shard` and
+// `import-shard` move one shard through the admin API.
+
+func runBackup(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	client := adminFlags(fs)
+	longTimeout(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: edgeshard backup [--admin URL] [--token T] FILE\n\nTakes an online, consistent backup of every shard of a running host (entries\nand alarms, as of one commit) into FILE, which must not exist. The file is\nchecked end to end before it is kept; restore it with `edgeshard restore`.")
+		fs.PrintDefaults()
+	}
+	if err := parseInterspersed(fs, args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	c, err := client()
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard backup: %v\n", err)
+		return 2
+	}
+	bs, n, err := c.download(http.MethodPost, "/admin/backup", fs.Arg(0), stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard backup: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "backup %s: %d shards, %d entries, %d alarms, %s; verified\n", fs.Arg(0), bs.Shards, bs.Entries, bs.Alarms, size(int(n)))
+	return 0
+}
+
+// shardCommand is what export-shard and import-shard share: the flags,
+// one FILE argument and the admin client. code ≠ 0 means stop with it.
+type shardCommand struct {
+	name, binding, shard, file string
+	c                          *adminClient
+}
+
+func parseShardCommand(name, about string, args []string, stderr io.Writer) (cmd shardCommand, code int) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	binding := fs.String("binding", "", "binding of the shard (required)")
+	shard := fs.String("shard", "", "shard: 0..shards-1, or the object name of a per-name binding (required)")
+	client := adminFlags(fs)
+	longTimeout(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: edgeshard %s --binding B --shard S [--admin URL] [--token T] FILE\n\n%s\n", name, about)
+		fs.PrintDefaults()
+	}
+	if err := parseInterspersed(fs, args); err != nil {
+		return cmd, 2
+	}
+	if *binding == "" || *shard == "" || fs.NArg() != 1 {
+		fs.Usage()
+		return cmd, 2
+	}
+	c, err := client()
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard %s: %v\n", name, err)
+		return cmd, 2
+	}
+	return shardCommand{name: name, binding: *binding, shard: *shard, file: fs.Arg(0), c: c}, 0
+}
+
+func (sc shardCommand) path(op string) string {
+	return "/admin/bindings/" + url.PathEscape(sc.binding) + "/shards/" + url.PathEscape(sc.shard) + "/" + op
+}
+
+func runExportShard(args []string, stdout, stderr io.Writer) int {
+	sc, code := parseShardCommand("export-shard", "Writes one shard's snapshot (entries and alarm, between two of its events) into FILE.", args, stderr)
+	if code != 0 {
+		return code
+	}
+	bs, n, err := sc.c.download(http.MethodGet, sc.path("export"), sc.file, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard export-shard: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s/%s → %s: %d entries, %d alarm, %s; verified\n", sc.binding, sc.shard, sc.file, bs.Entries, bs.Alarms, size(int(n)))
+	return 0
+}
+
+func runImportShard(args []string, stdout, stderr io.Writer) int {
+	sc, code := parseShardCommand("import-shard", "Loads a one-shard snapshot (export-shard's) into a shard of a running host that\nholds nothing (no entry, no alarm). All or nothing; the shard runs no event meanwhile.", args, stderr)
+	if code != 0 {
+		return code
+	}
+	f, err := os.Open(sc.file)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard import-shard: %v\n", err)
+		return 1
+	}
+	defer f.Close()
+	var res admin.ImportResult
+	if err := sc.c.send(http.MethodPut, sc.path("import"), f, admin.SnapshotContentType, &res); err != nil {
+		fmt.Fprintf(stderr, "edgeshard import-shard: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s → %s/%s: %d entries (%s) from %s in %s\n", sc.file, res.Binding, res.Shard, res.Entries, size(int(res.Bytes)), res.From, res.Duration)
+	return 0
+}
+
+// longTimeout raises the shared --timeout default: a backup takes as long
+// as the storage is big.
+func longTimeout(fs *flag.FlagSet) {
+	f := fs.Lookup("timeout")
+	f.Value.Set("24h")
+	f.DefValue = "24h0m0s"
+}
+
+// download streams a snapshot answer into file (which must not exist),
+// checking it as it arrives, with a progress line on stderr. The file
+// appears only once the whole stream has been verified.
+func (c *adminClient) download(method, path, file string, stderr io.Writer) (storage.BackupStats, int64, error) {
+	var bs storage.BackupStats
+	if _, err := os.Lstat(file); err == nil {
+		return bs, 0, fmt.Errorf("%s exists; remove it or choose another name", file)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	resp, err := c.do(ctx, method, path, nil, "")
+	if err != nil {
+		return bs, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return bs, 0, answerError(resp)
+	}
+	tmp := file + ".partial"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return bs, 0, err
+	}
+	defer os.Remove(tmp) // a no-op once renamed
+	defer f.Close()
+	cw := &countWriter{w: f}
+	p := newProgress(stderr, func() string {
+		return fmt.Sprintf("%d shards, %s received", bs.Shards, size(int(cw.n)))
+	})
+	bs, err = storage.VerifySnapshot(io.TeeReader(resp.Body, cw), func(s storage.BackupStats) { bs = s; p.tick() })
+	p.done()
+	if err != nil {
+		io.Copy(io.Discard, resp.Body) // to read the trailer
+		if msg := resp.Trailer.Get(admin.SnapshotErrorTrailer); msg != "" {
+			err = fmt.Errorf("the host failed mid-stream: %s (%w)", msg, err)
+		}
+		return bs, cw.n, fmt.Errorf("%w; nothing was kept", err)
+	}
+	if cw.err != nil {
+		return bs, cw.n, cw.err
+	}
+	if err := f.Sync(); err != nil {
+		return bs, cw.n, err
+	}
+	if err := f.Close(); err != nil {
+		return bs, cw.n, err
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return bs, cw.n, err
+	}
+	return bs, cw.n, syncDir(filepath.Dir(file))
+}
+
+func runRestore(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "edgeshard.toml", "configuration file: its data_dir and [storage] settings")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: edgeshard restore [--config edgeshard.toml] FILE\n\nLoads a backup (edgeshard backup's) into the shard storage of the config's\ndata_dir, with the host stopped. Refuses when data_dir/shards holds anything.\nAll or nothing: the storage appears only once the whole file has been loaded.")
+		fs.PrintDefaults()
+	}
+	if err := parseInterspersed(fs, args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard restore: %v\n", err)
+		return 1
+	}
+	bs, dir, err := restore(cfg, fs.Arg(0), stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshard restore: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "restored %s into %s: %d shards, %d entries, %d alarms\n", fs.Arg(0), dir, bs.Shards, bs.Entries, bs.Alarms)
+	return 0
+}
+
+// ErrDataDirNotEmpty refuses a restore over existing shard storage.
+var ErrDataDirNotEmpty = errors.New("the data dir already holds shard storage")
+
+// restore loads file into cfg's data_dir/shards through a temporary
+// directory beside it, renamed into place only on success.
+func restore(cfg *config.File, file string, stderr io.Writer) (storage.BackupStats, string, error) {
+	var bs storage.BackupStats
+	dir := filepath.Join(cfg.DataDir, "shards")
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+		return bs, dir, fmt.Errorf("%w: %s is not empty (is the host running?); restore only into an empty data dir, with the host stopped: move %s aside first", ErrDataDirNotEmpty, dir, dir)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return bs, dir, err
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return bs, dir, err
+	}
+	defer f.Close()
+	tmp := dir + ".restoring"
+	if err := os.RemoveAll(tmp); err != nil { // what a crashed restore left
+		return bs, dir, err
+	}
+	opts := server.BadgerOptions(cfg)
+	opts.Dir = tmp // SyncWrites off: Restore syncs once at its end
+	b, err := storage.OpenBadger(opts)
+	if err != nil {
+		return bs, dir, fmt.Errorf("open %s: %w", tmp, err)
+	}
+	p := newProgress(stderr, func() string { return fmt.Sprintf("%d shards, %d entries restored", bs.Shards, bs.Entries) })
+	// Sections of per-shard state outside shard storage (host.ShardState)
+	// would be restored here by their importers; this host has none, so a
+	// backup holding them is refused by section name.
+	bs, err = storage.Restore(b, f, host.ShardStateImporters(nil), func(s storage.BackupStats) { bs = s; p.tick() })
+	p.done()
+	cerr := b.Close()
+	if err == nil && cerr != nil {
+		err = fmt.Errorf("close %s: %w", tmp, cerr)
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return bs, dir, fmt.Errorf("%w; nothing was restored", err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return bs, dir, err
+	}
+	return bs, dir, syncDir(cfg.DataDir)
+}
+
+// progress rewrites one status line on a terminal-ish writer at most every
+// half second.
+type progress struct {
+	w    io.Writer
+	line func() string
+	last time.Time
+	t0   time.Time
+	any  bool
+}
+
+func newProgress(w io.Writer, line func() string) *progress {
+	return &progress{w: w, line: line, t0: time.Now(), last: time.Now()}
+}
+
+func (p *progress) tick() {
+	if time.Since(p.last) < 500*time.Millisecond {
+		return
+	}
+	p.last, p.any = time.Now(), true
+	fmt.Fprintf(p.w, "\r%s (%s)   ", p.line(), time.Since(p.t0).Round(time.Second))
+}
+
+func (p *progress) done() {
+	if p.any {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// countWriter counts what it writes and keeps the first error, which a
+// TeeReader would otherwise report as a read error.
+type countWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.err = err
+	return n, err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
