@@ -72,7 +72,20 @@ func ConfigFromFile(f *config.File, lookup func(string) (string, bool)) (cfg Con
 		}
 	}
 	cfg = cfg.withDefaults()
-	return cfg, true, cfg.check()
+	return cfg, true, errors.Join(cfg.check(), checkBindings(f))
+}
+
+// checkBindings refuses what a POP cannot keep: a binding whose shards
+// each have their own SQLite database (sql = "shard") — the database
+// would not move with its shard.
+func checkBindings(f *config.File) error {
+	var errs []error
+	for _, b := range f.DurableObjects.Bindings {
+		if b.SQL == config.ShardSQL {
+			errs = append(errs, fmt.Errorf("[cluster] with binding %q: sql = %q is not supported on a POP of several hosts (a shard's own database does not move with the shard); use a [[d1_databases]] database the hosts share (its writes are fenced), or run the binding on a host alone", b.Name, config.ShardSQL))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (c Config) withDefaults() Config {

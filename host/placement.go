@@ -283,8 +283,9 @@ const (
 // are not run (their callers ask Placement again). Moving: the queued
 // events run, then the shard's pending alarm, early, while it is due
 // within handOffFlushHorizon (at most handOffFlushes times): a buffering
-// plugin flushes. Either way the actor then leaves and the claim is
-// released.
+// plugin flushes. Either way the shard's sockets are then closed with
+// 1012 (their clients reconnect, to the shard's owner), the actor leaves
+// and the claim is released.
 func (a *actor) handOff() {
 	a.ns.leaving(a)
 	moving := a.claim.Moving() && a.claim.Valid()
@@ -305,6 +306,9 @@ func (a *actor) handOff() {
 		a.flush()
 	}
 	a.waitLast()
+	if n := a.ns.h.ws.dropShard(a.ns, a.shard, abi.WSCloseRestart, "the shard moved to another host; reconnect"); n > 0 {
+		a.log.Info().Int("sockets", n).Msg("the shard's sockets closed (1012): sockets stay with the shard's owner")
+	}
 	if s, ok := a.claim.(Shipper); ok && moving && a.ns.binding.Shards == 0 && a.claim.Valid() {
 		a.ship(s)
 	}
@@ -313,9 +317,6 @@ func (a *actor) handOff() {
 	a.ns.metrics.m.handOffs.WithLabelValues(handOffReason(moving)).Inc()
 	a.log.Info().Bool("moving", moving).Msg("shard left this host")
 	a.claim.Release()
-	if n := a.ns.h.CloseShardSockets(a.ns.name, a.shard, abi.WSCloseRestart, "the shard moved to another host; reconnect"); n > 0 {
-		a.log.Info().Int("sockets", n).Msg("the shard's sockets closed: they stay with the shard's owner")
-	}
 }
 
 func handOffReason(moving bool) string {

@@ -193,6 +193,20 @@ func (r *wsRegistry) remove(s *socket) bool {
 	return true
 }
 
+// dropShard closes every socket of a shard that leaves this host with
+// code and reason, with no close event for the shard (it no longer runs
+// here: as on the host's shutdown), and returns how many it closed.
+func (r *wsRegistry) dropShard(ns *Namespace, shard string, code int, reason string) int {
+	n := 0
+	for _, s := range r.lookup(ns, shard).match("") {
+		if r.remove(s) && !s.finished.Swap(true) {
+			s.stop(code, reason)
+			n++
+		}
+	}
+	return n
+}
+
 // dropIfEmpty removes an entry without sockets or auto-response. Called
 // with r.mu and ss.mu.
 func (r *wsRegistry) dropIfEmpty(ss *shardSockets) {
