@@ -42,7 +42,7 @@ admin_token = %q
 data_dir = %q
 cache_dir = %q
 node_id = %q
-idle_timeout = "1h"
+idle_timeout = "300ms"
 shutdown_grace = "20s"
 
 [[durable_objects.bindings]]
@@ -172,9 +172,31 @@ func TestPopWebSocketsStayWithTheOwner(t *testing.T) {
 		t.Fatalf("upgrade on the owner: %v", err)
 	}
 	defer c.Close()
-	if err := c.WriteMessage(websocket.TextMessage, []byte("hello")); err != nil {
-		t.Fatal(err)
+	say := func(text string) {
+		t.Helper()
+		if err := c.WriteMessage(websocket.TextMessage, []byte(text)); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			_, b, err := c.ReadMessage()
+			if err != nil {
+				t.Fatalf("waiting for %q: %v", text, err)
+			}
+			if strings.Contains(string(b), `"text":"`+text+`"`) {
+				return
+			}
+		}
 	}
+	say("hello")
+	// Idle: the room's instance goes (the socket hibernates), its actor
+	// and claim stay with the socket — the room is still b's.
+	ns, _ := pop["b"].s.Host().Namespace("CHAT")
+	testutil.WaitFor(t, 10*time.Second, "the room's instance evicted", func() bool {
+		st := ns.Stats()
+		return len(st) == 1 && !st[0].Live
+	})
+	say("still here")
 
 	// b leaves (as on SIGTERM): the room moves to a, its socket closes.
 	stopped := make(chan error, 1)

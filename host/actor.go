@@ -232,10 +232,16 @@ func (a *actor) idle() {
 
 // leave ends an idle actor, as its idle timeout or the memory budget
 // (reason) asks, once its last commit is durable; false if an event
-// arrived meanwhile. Under a claim, a shard that holds sockets stays: its
-// claim keeps them on the shard's owner (placement.go).
+// arrived meanwhile. Under a claim, a shard that holds sockets keeps its
+// actor, and so its claim and its sockets on this host (placement.go):
+// only its instance goes (the sockets hibernate), and leave is false.
 func (a *actor) leave(reason string) bool {
 	if a.claim != nil && len(a.sockets().match("")) > 0 {
+		if a.live.Load() && len(a.queue) == 0 {
+			a.waitLast()
+			a.ns.metrics.evicted(reason)
+			a.exit()
+		}
 		return false
 	}
 	a.waitLast()

@@ -160,6 +160,16 @@ func (ns *Namespace) fetchPlaced(ctx context.Context, shard string, newEvent fun
 		if !errors.Is(err, errMoved) && !errors.Is(err, ErrNotOwner) {
 			return r, err
 		}
+		if isLocalOnly(ctx) {
+			// A forwarded request that cannot run here now goes back at
+			// once (not run): its origin asks the placement again. Waiting
+			// here would hold it until its deadline on a host that lost or
+			// hands off the shard, and past that host's shutdown.
+			if !errors.Is(err, ErrNotOwner) {
+				err = fmt.Errorf("%w: %w", ErrNotOwner, err)
+			}
+			return r, err
+		}
 		ns.metrics.m.placementRetries.Inc()
 		select {
 		case <-ctx.Done():

@@ -151,7 +151,13 @@ func (p *Proc) Term(timeout time.Duration) error {
 func (p *Proc) Signal(sig syscall.Signal) {
 	p.tb.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {
-		p.tb.Fatal(err)
+		// The process is gone: say how it ended and what it logged.
+		select {
+		case <-p.done:
+			p.tb.Fatalf("signal %v: %v: edgeshard exited (%v):\n%s", sig, err, p.cmd.ProcessState, p.out.String())
+		default:
+		}
+		p.tb.Fatalf("signal %v: %v", sig, err)
 	}
 }
 
