@@ -121,6 +121,8 @@ func (a *actor) dropLoneStoredRecord() error {
 
 // runOnShard runs fn on the shard's actor between two events. If ctx ends
 // while fn is queued it never runs; once it runs, runOnShard waits for it.
+// Like every control event it never starts a shard on a host with a
+// Placement that does not run it (errNotHere: the shard's owner serves it).
 func (ns *Namespace) runOnShard(ctx context.Context, shard string, fn func(*actor)) error {
 	if err := ns.checkShard(shard); err != nil {
 		return err
