@@ -64,6 +64,7 @@ const (
 	WSCloseAbnormal   = 1006 // the connection was lost without a close frame
 	WSCloseTooBig     = 1009 // an incoming message exceeded the host's limit
 	WSCloseInternal   = 1011 // the shard could not handle the socket's event
+	WSCloseRestart    = 1012 // the shard moved to another host of its POP: reconnect
 	WSCloseTryLater   = 1013 // the client reads too slowly: its send queue overflowed
 	WSCloseMinPrivate = 3000 // shards may close with 1000 or 3000..4999
 	WSCloseMaxPrivate = 4999

@@ -88,6 +88,13 @@ type actor struct {
 	alarmAt      int64
 	alarmDeleted bool
 
+	// claim is the shard's ownership on a host with a Placement (nil
+	// otherwise): the actor runs only under it (placement.go). leave is
+	// set, under the namespace's lock, once the actor hands the shard off:
+	// enqueue then refuses new events.
+	claim   Claim
+	leaving bool
+
 	callChain []string // the shards waiting on the current event, when a shard_call made it (call.go)
 
 	live     atomic.Bool
@@ -121,10 +128,10 @@ type prepared struct {
 	inst runner
 }
 
-func newActor(ns *Namespace, shard string) *actor {
+func newActor(ns *Namespace, shard string, claim Claim) *actor {
 	id := ns.shardID(shard)
 	return &actor{
-		ns: ns, shard: shard, id: id,
+		ns: ns, shard: shard, id: id, claim: claim,
 		queue: make(chan *event, ns.h.cfg.QueueDepth),
 		stop:  make(chan struct{}),
 		log:   ns.h.log.With().Str("binding", ns.name).Str("shard", shard).Logger(),
@@ -141,8 +148,22 @@ func (a *actor) run() {
 	idle := a.ns.h.cfg.IdleTimeout
 	timer := time.NewTimer(idle)
 	defer timer.Stop()
+	var claimDone <-chan struct{}
+	if a.claim != nil {
+		a.claim.Attach() // if done already, the first select hands the shard off
+		claimDone = a.claim.Done()
+		if err := a.startClaimed(); err != nil {
+			a.log.Error().Err(err).Msg("erasing the stale storage of a freshly claimed shard failed; giving the shard up")
+			a.claim.Release()
+			a.handOff()
+			return
+		}
+	}
 	for {
 		select {
+		case <-claimDone:
+			a.handOff()
+			return
 		case ev := <-a.queue:
 			a.step(ev)
 			if len(a.queue) == 0 {
@@ -176,6 +197,9 @@ func (a *actor) run() {
 			a.waitLast()
 			a.exit()
 			a.store.Close() // no other actor of the shard can start now
+			if a.claim != nil {
+				a.claim.Release()
+			}
 			return
 		}
 	}
@@ -208,8 +232,18 @@ func (a *actor) idle() {
 
 // leave ends an idle actor, as its idle timeout or the memory budget
 // (reason) asks, once its last commit is durable; false if an event
-// arrived meanwhile.
+// arrived meanwhile. Under a claim, a shard that holds sockets keeps its
+// actor, and so its claim and its sockets on this host (placement.go):
+// only its instance goes (the sockets hibernate), and leave is false.
 func (a *actor) leave(reason string) bool {
+	if a.claim != nil && len(a.sockets().match("")) > 0 {
+		if a.live.Load() && len(a.queue) == 0 {
+			a.waitLast()
+			a.ns.metrics.evicted(reason)
+			a.exit()
+		}
+		return false
+	}
 	a.waitLast()
 	if !a.ns.evict(a) {
 		return false
@@ -218,6 +252,9 @@ func (a *actor) leave(reason string) bool {
 		a.ns.metrics.evicted(reason)
 	}
 	a.exit()
+	if a.claim != nil {
+		a.claim.Release()
+	}
 	return true
 }
 
@@ -531,6 +568,10 @@ func (a *actor) runFetch(inst runner, ev *event) {
 	}
 	a.memBytes.Store(inst.MemoryBytes())
 	a.ns.metrics.fetchOK.Inc()
+	if a.fenced() {
+		ev.done <- result{err: ErrFenced}
+		return
+	}
 	p := a.commit()
 	// Idle before the reply leaves, so that callers see the budget's
 	// least-recently-used order in the order of their replies.
@@ -583,7 +624,11 @@ func (a *actor) commit() *storage.Pending {
 	return p
 }
 
-func (a *actor) handleAlarm(retry int) {
+func (a *actor) handleAlarm(retry int) { a.runAlarm(retry, false) }
+
+// runAlarm runs the shard's alarm if it is due, or, early, if it is set
+// (a hand-off's flush).
+func (a *actor) runAlarm(retry int, early bool) {
 	if err := a.recoverShardSQL(); err != nil {
 		a.log.Error().Err(err).Msg("recovering the shard's database failed; retrying")
 		a.ns.h.alarms.schedule(a.id, a.ns.h.cfg.Clock.Now().Add(a.ns.h.cfg.AlarmBackoff).UnixMilli(), retry)
@@ -599,7 +644,7 @@ func (a *actor) handleAlarm(retry int) {
 		return // deleted since it was scheduled
 	}
 	now := a.ns.h.cfg.Clock.Now()
-	if at > now.UnixMilli() {
+	if at > now.UnixMilli() && !early {
 		a.ns.h.alarms.schedule(a.id, at, retry)
 		return
 	}
@@ -640,6 +685,9 @@ func (a *actor) handleAlarm(retry int) {
 	if !ok && !a.alarmSet {
 		a.retryAlarm(now, retry, errors.New("alarm handler reported failure"), true)
 		return
+	}
+	if a.fenced() {
+		return // the alarm stays persisted where the shard's owner keeps it
 	}
 	// An alarm holds no response, yet whether it ran is decided by its
 	// commit: if the handler's writes (and the alarm's own deletion) never

@@ -24,6 +24,9 @@ func (p alarmRetry) next(now time.Time, retry int) (time.Time, bool) {
 // so a restart still fires it) and schedules it, or deletes the alarm
 // after the last retry.
 func (a *actor) retryAlarm(now time.Time, retry int, cause error, inEvent bool) {
+	if a.fenced() {
+		return // the alarm stays persisted where the shard's owner keeps it
+	}
 	if !inEvent {
 		a.store.Abort()
 		a.resetAlarmChange()

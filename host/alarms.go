@@ -139,7 +139,11 @@ func (s *scheduler) fire() {
 			continue
 		}
 		ev := &event{kind: evAlarm, retry: e.retry}
-		if err := ns.enqueue(e.id.Name, ev); err != nil {
+		if s.h.cfg.Placement != nil {
+			go ns.deliverAlarm(e.id, ev)
+			continue
+		}
+		if err := ns.enqueue(e.id.Name, ev, nil); err != nil {
 			if s.h.isClosing() {
 				return
 			}

@@ -100,16 +100,22 @@ func (a *actor) runBatch(inst runner, bi batchRunner, evs []*event) {
 		}
 	}()
 	t0 := time.Now()
+	fenced := false // an answer's writes were refused (placement.go): the instance saw them
 	n, err := bi.FetchBatch(ctx, a.env(), reqs, func(k int, resp *abi.Response) context.Context {
 		a.ns.metrics.fetchDur.Observe(time.Since(t0).Seconds())
 		a.ns.metrics.fetchOK.Inc()
-		p := a.commit()
+		r := result{resp: resp}
+		if a.dropFenced() {
+			fenced, r = true, result{err: ErrFenced}
+		} else {
+			r.pending = a.commit()
+		}
 		if k == len(evs)-1 {
 			// Idle before the last reply leaves, as runFetch.
 			a.settle()
 			a.idle()
 		}
-		evs[k].done <- result{resp: resp, pending: p}
+		evs[k].done <- r
 		ctx, cancel := a.eventContext()
 		cancels = append(cancels, cancel)
 		t0 = time.Now()
@@ -135,6 +141,9 @@ func (a *actor) runBatch(inst runner, bi batchRunner, evs []*event) {
 		a.resetAlarmChange()
 		a.wsBegin(false)
 		a.memBytes.Store(inst.MemoryBytes())
+	}
+	if fenced {
+		a.closeInstance()
 	}
 	for _, e := range evs[n:] {
 		inst, err := a.instance()

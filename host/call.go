@@ -107,8 +107,17 @@ func (h *Host) DeliverCall(ctx context.Context, c *Call) (*abi.Response, error) 
 		ctx, cancel = context.WithDeadline(ctx, c.Deadline)
 		defer cancel()
 	}
-	ev := &event{kind: evFetch, req: c.Request, chain: c.Chain, deadline: c.Deadline, done: make(chan result, 1)}
-	r, err := ns.fetchEvent(ctx, shard, ev)
+	newEvent := func() *event {
+		return &event{kind: evFetch, req: c.Request, chain: c.Chain, deadline: c.Deadline, done: make(chan result, 1)}
+	}
+	if h.cfg.Placement != nil {
+		// Here under a claim, or forwarded to the shard's owner: the
+		// chain stays on this host (deadlocks through another host are
+		// not caught), the deadline bounds ctx.
+		r, err := ns.fetchPlaced(ctx, shard, newEvent, true)
+		return r.resp, err
+	}
+	r, err := ns.fetchEvent(ctx, shard, newEvent(), nil)
 	return r.resp, err
 }
 

@@ -215,6 +215,23 @@ func (a *actor) SQL(ctx context.Context, stmts []abi.Statement) ([]abi.Result, e
 		}
 		a.last = nil
 	}
+	if a.claim != nil && !a.claim.Valid() {
+		a.ns.metrics.m.fenceRefusals.WithLabelValues("claim").Inc()
+		return nil, ErrFenced // the shard's ownership lapsed during the event
+	}
+	if a.claim != nil {
+		if f, ok := a.ns.sql.(FencedSQLDB); ok {
+			// Single-writer per shard in a shared database: the batch
+			// carries the claim's epoch and is refused if a newer owner
+			// of the shard has written (placement.go).
+			res, err := f.BatchFenced(ctx, a.ns.name, a.claim.Fence(), a.claim.Epoch(), stmts)
+			if errors.Is(err, ErrFenced) {
+				a.ns.metrics.m.fenceRefusals.WithLabelValues("sql").Inc()
+				a.log.Warn().Int64("epoch", a.claim.Epoch()).Msg("sql write refused: a newer owner of the shard has written")
+			}
+			return res, injected(err)
+		}
+	}
 	res, err := a.ns.sql.Batch(ctx, stmts)
 	return res, injected(err)
 }

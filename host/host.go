@@ -94,6 +94,11 @@ type Config struct {
 	// (VarNodeID). Empty: the var is unset. LoadNodeID gives a stable one
 	// kept in DataDir.
 	NodeID string
+	// Placement, when set, makes the host one of several in a POP: it
+	// runs a shard only under the claim Placement gives and forwards the
+	// other requests to their owners (placement.go). nil: the host runs
+	// every shard itself.
+	Placement Placement
 	// Storage overrides the Badger backend (e.g. storage.NewMemory()).
 	Storage storage.Backend
 	// Badger configures the Badger backend (when Storage is nil): the host
@@ -402,6 +407,8 @@ func validateBindings(cfg Config) error {
 			return fmt.Errorf("binding %q: shards must be ≥ 0, got %d", b.Name, b.Shards)
 		case b.SQL == ShardSQL && cfg.SQL[ShardSQL] != nil:
 			return fmt.Errorf("binding %q: sql = %q is ambiguous: it means a database per shard, and Config.SQL also names a database so", b.Name, ShardSQL)
+		case b.SQL == ShardSQL && cfg.Placement != nil:
+			return fmt.Errorf("binding %q: sql = %q is not supported on a POP of several hosts ([cluster]): a shard's own database does not move with the shard; use a shared SQL database (fenced) or run the binding on a host alone", b.Name, ShardSQL)
 		case b.SQL == ShardSQL && cfg.DataDir == "":
 			return fmt.Errorf("binding %q: sql = %q needs a DataDir to keep the shards' databases in", b.Name, ShardSQL)
 		case b.SQL != "" && b.SQL != ShardSQL && cfg.SQL[b.SQL] == nil:

@@ -40,6 +40,12 @@ func ErrorStatus(err error) (int, string) {
 		return http.StatusServiceUnavailable, "storage_unavailable"
 	case errors.Is(err, ErrCommit):
 		return http.StatusInternalServerError, "storage_commit_failed"
+	case errors.Is(err, ErrShardUnavailable):
+		return http.StatusServiceUnavailable, "shard_unavailable"
+	case errors.Is(err, ErrShardElsewhere):
+		return http.StatusMisdirectedRequest, "shard_elsewhere"
+	case errors.Is(err, ErrFenced), errors.Is(err, ErrNotOwner):
+		return http.StatusServiceUnavailable, "shard_moved"
 	case errors.Is(err, ErrNotRun):
 		return http.StatusServiceUnavailable, "not_run"
 	case errors.Is(err, ErrUnavailable):
@@ -143,6 +149,12 @@ func writeResponse(w http.ResponseWriter, resp *abi.Response) {
 // a request id the answer gives.
 func (h *Host) writeFetchError(w http.ResponseWriter, binding, key string, err error) {
 	status, code := ErrorStatus(err)
+	if errors.Is(err, ErrShardUnavailable) {
+		// No host of the POP serves the shard now: a cluster's answer.
+		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+		httpx.WriteError(w, status, code, err.Error())
+		return
+	}
 	if clientVisible(status, code) {
 		httpx.WriteError(w, status, code, err.Error())
 		return
@@ -156,7 +168,7 @@ func (h *Host) writeFetchError(w http.ResponseWriter, binding, key string, err e
 // act on (retry later), whose messages name no internals.
 func clientVisible(status int, code string) bool {
 	switch code {
-	case "shard_overloaded", "shutting_down", "not_run", "cancelled", "storage_full", "storage_unavailable":
+	case "shard_overloaded", "shutting_down", "not_run", "cancelled", "storage_full", "storage_unavailable", "shard_moved", "shard_elsewhere":
 		return true
 	}
 	return status < 500

@@ -59,14 +59,15 @@ func (ns *Namespace) Restart(ctx context.Context, shard string) error {
 }
 
 // between queues ev on the shard, to run between two events, and waits
-// until it ran or ctx ends.
+// until it ran or ctx ends. A control event never starts a shard on a
+// host with a Placement: one that does not run here is errNotHere.
 func (ns *Namespace) between(ctx context.Context, shard string, ev *event) error {
-	if err := ns.enqueue(shard, ev); err != nil {
+	if err := ns.enqueue(shard, ev, nil); err != nil {
 		return err
 	}
 	select {
-	case <-ev.done:
-		return nil
+	case r := <-ev.done:
+		return r.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}

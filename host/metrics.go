@@ -24,6 +24,11 @@ type metrics struct {
 	commitWait prometheus.Histogram
 	evictions  *prometheus.CounterVec
 	startWaits *prometheus.CounterVec
+
+	// A host with a Placement (placement.go).
+	placementRetries prometheus.Counter
+	handOffs         *prometheus.CounterVec
+	fenceRefusals    *prometheus.CounterVec
 }
 
 func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
@@ -66,6 +71,15 @@ func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
 		startWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeshard_instance_start_waits_total", Help: "Instance starts that waited for room in the instance memory budget, by binding and outcome: started, or overloaded (503 shard_overloaded once instance_start_wait passed).",
 		}, []string{"binding", "outcome"}),
+		placementRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeshard_placement_retries_total", Help: "Requests that asked the placement again because their shard was between owners (leaving this host, or its owner no longer owned it).",
+		}),
+		handOffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeshard_shard_handoffs_total", Help: "Shards that left this host by their claim, by reason: moved (a planned move: queue finished, buffer flushed) or lost (the ownership lapsed).",
+		}, []string{"reason"}),
+		fenceRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeshard_fence_refusals_total", Help: "Writes refused because this host no longer owned the shard, by where: storage (before the commit) or sql (the database held a newer epoch).",
+		}, []string{"where"}),
 		commitWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "edgeshard_storage_commit_wait_seconds", Help: "Time a response waited for its writes to become durable (output gate).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
@@ -74,7 +88,8 @@ func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.events, m.eventDur, m.alarms, m.starts, m.batched, m.crashes, m.swaps, m.codes, m.limits, m.flushDur, m.commitWait, m.evictions, m.startWaits)
+	reg.MustRegister(m.events, m.eventDur, m.alarms, m.starts, m.batched, m.crashes, m.swaps, m.codes, m.limits, m.flushDur, m.commitWait, m.evictions, m.startWaits,
+		m.placementRetries, m.handOffs, m.fenceRefusals)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeshard_uptime_seconds", Help: "Seconds since the host started.",
 	}, func() float64 { return time.Since(h.started).Seconds() }))

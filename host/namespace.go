@@ -44,9 +44,10 @@ type Namespace struct {
 	swapMu    sync.Mutex // serialises Swap, Rollback and closeModules
 	prev      *Version
 
-	mu      sync.RWMutex
-	actors  map[string]*actor
-	stopped bool
+	mu        sync.RWMutex
+	actors    map[string]*actor
+	receiving map[string]bool // shards ReceiveShard writes (placement.go): no actor starts
+	stopped   bool
 
 	// startBytes is the linear memory of the namespace's latest instance
 	// when it started: what the memory budget reserves for the next one.
@@ -56,7 +57,7 @@ type Namespace struct {
 }
 
 func (h *Host) newNamespace(ctx context.Context, b Binding) (*Namespace, error) {
-	ns := &Namespace{h: h, name: b.Name, binding: b, actors: map[string]*actor{}, metrics: h.metrics.forNamespace(b.Name)}
+	ns := &Namespace{h: h, name: b.Name, binding: b, actors: map[string]*actor{}, receiving: map[string]bool{}, metrics: h.metrics.forNamespace(b.Name)}
 	ns.grants = b.Grants()
 	switch b.SQL {
 	case "":
@@ -245,17 +246,36 @@ func (ns *Namespace) Fetch(ctx context.Context, key string, req *abi.Request) (*
 	return ns.FetchShard(ctx, shard, req)
 }
 
-// FetchShard delivers req to a shard by its name.
+// FetchShard delivers req to a shard by its name: on a host with a
+// Placement, to the shard here under its claim or to its owner
+// (placement.go).
 func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Request) (*abi.Response, error) {
-	r, err := ns.fetchEvent(ctx, shard, &event{kind: evFetch, req: req, done: make(chan result, 1)})
+	if ns.h.cfg.Placement != nil {
+		r, err := ns.fetchPlaced(ctx, shard, fetchOf(req), true)
+		return r.resp, err
+	}
+	return ns.fetchLocal(ctx, shard, req, nil)
+}
+
+// fetchOf makes the fetch event of req, anew for each attempt.
+func fetchOf(req *abi.Request) func() *event {
+	return func() *event { return &event{kind: evFetch, req: req, done: make(chan result, 1)} }
+}
+
+// fetchLocal runs req on the shard's actor here, started under claim if
+// it has none.
+func (ns *Namespace) fetchLocal(ctx context.Context, shard string, req *abi.Request, claim Claim) (*abi.Response, error) {
+	r, err := ns.fetchEvent(ctx, shard, fetchOf(req)(), claim)
 	return r.resp, err
 }
 
-// fetchEvent runs a fetch event and returns its result once its writes
-// are durable (the output gate); a failed commit returns the result with
-// the error.
-func (ns *Namespace) fetchEvent(ctx context.Context, shard string, ev *event) (result, error) {
-	if err := ns.enqueue(shard, ev); err != nil {
+// fetchEvent runs a fetch event on the shard's actor here, started under
+// claim if it has none (every data event that may start an actor comes
+// through here or enqueue with its claim), and returns its result once
+// its writes are durable (the output gate); a failed commit returns the
+// result with the error.
+func (ns *Namespace) fetchEvent(ctx context.Context, shard string, ev *event, claim Claim) (result, error) {
+	if err := ns.enqueue(shard, ev, claim); err != nil {
 		return result{}, err
 	}
 	var r result
@@ -289,10 +309,16 @@ func (ns *Namespace) fetchEvent(ctx context.Context, shard string, ev *event) (r
 	return r, nil
 }
 
-func (ns *Namespace) enqueue(shard string, ev *event) error {
+// enqueue queues ev on the shard's actor, started (under claim) if the
+// shard has none; errMoved while the actor leaves the host.
+func (ns *Namespace) enqueue(shard string, ev *event, claim Claim) error {
 	ns.mu.RLock()
 	a := ns.actors[shard]
 	stopped := ns.stopped
+	if a != nil && a.leaving && !stopped {
+		ns.mu.RUnlock()
+		return errMoved
+	}
 	if a != nil && !stopped {
 		select {
 		case a.queue <- ev:
@@ -313,8 +339,17 @@ func (ns *Namespace) enqueue(shard string, ev *event) error {
 		return ErrClosed
 	}
 	a = ns.actors[shard]
+	if a != nil && a.leaving {
+		return errMoved
+	}
+	if a == nil && ns.receiving[shard] {
+		return errMoved
+	}
 	if a == nil {
-		a = newActor(ns, shard)
+		if ns.h.cfg.Placement != nil && claim == nil {
+			return errNotHere // a control event never starts a shard here
+		}
+		a = newActor(ns, shard, claim)
 		ns.actors[shard] = a
 		ns.h.wg.Add(1)
 		go a.run()
@@ -333,7 +368,7 @@ func (ns *Namespace) tell(shard string, ev *event) bool {
 	ns.mu.RLock()
 	defer ns.mu.RUnlock()
 	a := ns.actors[shard]
-	if a == nil || ns.stopped {
+	if a == nil || a.leaving || ns.stopped {
 		return false
 	}
 	select {
@@ -389,6 +424,25 @@ func (ns *Namespace) evict(a *actor) bool {
 	a.store.Close()
 	a.releaseMark()
 	return true
+}
+
+// leaving marks the actor as handing its shard off: enqueue refuses new
+// events from now on.
+func (ns *Namespace) leaving(a *actor) {
+	ns.mu.Lock()
+	a.leaving = true
+	ns.mu.Unlock()
+}
+
+// remove takes a leaving actor out of the namespace and releases its
+// storage handle; its last commit is durable (the caller waited).
+func (ns *Namespace) remove(a *actor) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.actors[a.shard] == a {
+		delete(ns.actors, a.shard)
+	}
+	a.store.Close()
 }
 
 // stopActors stops new events and tells every actor to drain and exit.

@@ -148,23 +148,24 @@ func (a *actor) dropLoneStoredRecord() error {
 
 // runOnShard runs fn on the shard's actor between two events. If ctx ends
 // while fn is queued it never runs; once it runs, runOnShard waits for it.
+// Like every control event it never starts a shard on a host with a
+// Placement that does not run it (errNotHere: the shard's owner serves it).
 func (ns *Namespace) runOnShard(ctx context.Context, shard string, fn func(*actor)) error {
 	if err := ns.checkShard(shard); err != nil {
 		return err
 	}
 	ev := &event{kind: evRun, run: fn, done: make(chan result, 1)}
-	if err := ns.enqueue(shard, ev); err != nil {
+	if err := ns.enqueue(shard, ev, nil); err != nil {
 		return err
 	}
 	select {
-	case <-ev.done:
-		return nil
+	case r := <-ev.done:
+		return r.err // errMoved: refused by an actor leaving the host
 	case <-ctx.Done():
 		if ev.state.CompareAndSwap(evQueued, evAbandoned) {
 			return fmt.Errorf("%w: %w", ErrNotRun, ctx.Err())
 		}
-		<-ev.done
-		return nil
+		return (<-ev.done).err
 	}
 }
 

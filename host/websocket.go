@@ -193,6 +193,20 @@ func (r *wsRegistry) remove(s *socket) bool {
 	return true
 }
 
+// dropShard closes every socket of a shard that leaves this host with
+// code and reason, with no close event for the shard (it no longer runs
+// here: as on the host's shutdown), and returns how many it closed.
+func (r *wsRegistry) dropShard(ns *Namespace, shard string, code int, reason string) int {
+	n := 0
+	for _, s := range r.lookup(ns, shard).match("") {
+		if r.remove(s) && !s.finished.Swap(true) {
+			s.stop(code, reason)
+			n++
+		}
+	}
+	return n
+}
+
 // dropIfEmpty removes an entry without sockets or auto-response. Called
 // with r.mu and ss.mu.
 func (r *wsRegistry) dropIfEmpty(ss *shardSockets) {
@@ -483,10 +497,10 @@ func (s *socket) deliver(ev *abi.WSEvent) error {
 	var err error
 	for try := 0; try < wsDeliverTries; try++ {
 		e := &event{kind: evWS, ws: &wsDelivery{sock: s, ev: ev}, done: make(chan result, 1)}
-		if err = s.ss.ns.enqueue(s.ss.shard, e); err == nil {
+		if err = s.enqueue(e); err == nil {
 			err = (<-e.done).err
 		}
-		if !errors.Is(err, ErrOverloaded) {
+		if !errors.Is(err, ErrOverloaded) && !errors.Is(err, errMoved) {
 			return err
 		}
 		select {
@@ -496,6 +510,20 @@ func (s *socket) deliver(ev *abi.WSEvent) error {
 		}
 	}
 	return err
+}
+
+// enqueue queues a socket's event on its shard, on a host with a
+// Placement under the shard's claim: a shard owned elsewhere now fails it
+// (ErrShardElsewhere; the shard's sockets closed when it left).
+func (s *socket) enqueue(e *event) error {
+	ns := s.ss.ns
+	ctx, cancel := context.WithTimeout(context.Background(), ns.h.cfg.EventTimeout)
+	defer cancel()
+	c, err := ns.claimHere(ctx, s.ss.shard)
+	if err != nil {
+		return err
+	}
+	return ns.enqueue(s.ss.shard, e, c)
 }
 
 // wsDeliverTries bounds the attempts to deliver an event to an overloaded

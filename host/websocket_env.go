@@ -109,6 +109,10 @@ func (a *actor) handleWS(ev *event) {
 		a.log.Warn().Uint64("socket", d.sock.id).Uint32("kind", d.ev.Kind).Msg("websocket handler reported failure")
 	}
 	a.memBytes.Store(inst.MemoryBytes())
+	if a.fenced() {
+		ev.done <- result{err: ErrFenced}
+		return
+	}
 	p := a.commit()
 	a.settle()
 	a.idle()

@@ -62,7 +62,15 @@ func (h *Host) serveUpgrade(w http.ResponseWriter, r *http.Request, binding, key
 		return
 	}
 	req := &abi.Request{Method: r.Method, Path: rest, Header: requestHeader(r)}
-	res, err := ns.fetchEvent(r.Context(), shard, &event{kind: evFetch, req: req, upgrade: true, done: make(chan result, 1)})
+	upgrade := func() *event { return &event{kind: evFetch, req: req, upgrade: true, done: make(chan result, 1)} }
+	var res result
+	if h.cfg.Placement != nil {
+		// Accepted under a claim only: a shard owned elsewhere is 421
+		// shard_elsewhere naming its owner, never a second instance.
+		res, err = ns.fetchPlaced(r.Context(), shard, upgrade, false)
+	} else {
+		res, err = ns.fetchEvent(r.Context(), shard, upgrade(), nil)
+	}
 	if err != nil {
 		if res.sock != nil {
 			h.ws.remove(res.sock) // its event's writes never became durable

@@ -69,6 +69,10 @@ var (
 	// stuck in the backend past BadgerOptions.StallTimeout (until it
 	// returns). Commit failures wrap it with ErrCommitFailed.
 	ErrStorageUnavailable = errors.New("storage: unavailable")
+	// ErrFenced reports a write refused because its writer no longer owns
+	// the shard it writes for: a newer owner (a larger epoch) has written
+	// (sqldb.DB.BatchFenced). Nothing of it was applied.
+	ErrFenced = errors.New("storage: fenced: a newer owner of the shard has written")
 )
 
 // ShardID names one shard: its namespace and its name within the namespace.

@@ -235,9 +235,14 @@ func sqlConfig(path string) string {
 // environment is not read: a COUNTER_DO_MODE of the shell must not change
 // what a figure measures.
 func (r *runner) startServer(w *scratch, name, body string) (*server.Server, error) {
+	return r.startServerText(w, name, fmt.Sprintf(serverConfig, adminToken, w.path(name), r.cacheDir, userHeader)+body)
+}
+
+// startServerText starts, in w's directory name, the server of a whole
+// config text, as startServer does.
+func (r *runner) startServerText(w *scratch, name, text string) (*server.Server, error) {
 	dir := w.path(name)
 	logs := w.logs
-	text := fmt.Sprintf(serverConfig, adminToken, dir, r.cacheDir, userHeader) + body
 	cfg, err := config.Parse([]byte(text), filepath.Join(dir, "edgeshard.toml"))
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/edgeshard/edgeshard/cluster"
 	"io"
 	"net/http"
 	"net/url"
@@ -234,6 +235,12 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	printStatus(stdout, list)
+	// A host of a POP of several: the members and its shards too.
+	var st cluster.Status
+	if err := c.call(http.MethodGet, "/admin/cluster", nil, &st); err == nil {
+		fmt.Fprintln(stdout)
+		printCluster(stdout, st)
+	}
 	return 0
 }
 

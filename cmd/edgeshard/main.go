@@ -14,6 +14,7 @@
 //	edgeshard restore [--config F] FILE                  load a backup into an empty data dir, host stopped
 //	edgeshard export-shard --binding B --shard S FILE    one shard's snapshot (admin API)
 //	edgeshard import-shard --binding B --shard S FILE    load a snapshot into an empty shard (admin API)
+//	edgeshard cluster status|evict NODE|leave           a POP of several hosts (admin API)
 //	edgeshard version                                    print the version
 package main
 
@@ -47,6 +48,7 @@ func commands() []command {
 		{"restore", "load a backup into the empty data dir of a stopped host", runRestore},
 		{"export-shard", "write one shard's snapshot to a file (admin API)", runExportShard},
 		{"import-shard", "load a one-shard snapshot into an empty shard (admin API)", runImportShard},
+		{"cluster", "a POP of several hosts: status, evict NODE, leave (admin API)", runCluster},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println("edgeshard", version); return 0 }},
 	}
 }

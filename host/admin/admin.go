@@ -18,6 +18,8 @@
 //	GET  /admin/series                             charts: per-binding rates over the last minutes
 //	POST /admin/jobs/reconcile-counters            recompute counters from their source rows
 //	POST /admin/jobs/drain                         flush every buffer shard; say whether all are empty (?wait=)
+//	GET  /admin/cluster                            a POP of several hosts: members, shards, moves (cluster.go)
+//	POST /admin/cluster/evict/{node}, /admin/cluster/leave
 //	POST /admin/backup                             every shard as one snapshot stream (snapshot.go)
 //	GET  /admin/bindings/{name}/shards/{id}/export one shard's snapshot stream
 //	PUT  /admin/bindings/{name}/shards/{id}/import body: a one-shard stream, into this empty shard
@@ -76,6 +78,9 @@ type Options struct {
 	// up after wait, and returns a JSON-encodable report. When nil the
 	// route answers 404 with code "drain_unavailable".
 	Drain func(ctx context.Context, wait time.Duration) (any, error)
+	// Cluster, on a host of a POP of several, serves /admin/cluster
+	// (cluster.go); nil answers 404 cluster_off.
+	Cluster *ClusterOps
 
 	// Metrics is the registry the inspector's charts sample: the one the
 	// host's metrics (and the edge API's) are registered in. When nil the
@@ -138,6 +143,7 @@ func New(h *host.Host, opts Options) (*Server, error) {
 	r.HandleFunc("/admin/series", s.getSeries).Methods(http.MethodGet)
 	r.HandleFunc("/admin/jobs/reconcile-counters", bearerOnly(s.reconcile)).Methods(http.MethodPost)
 	r.HandleFunc("/admin/jobs/drain", bearerOnly(s.drain)).Methods(http.MethodPost)
+	s.clusterRoutes(r)
 	s.snapshotRoutes(r)
 	s.uiRoutes(r)
 	s.handler = s.authenticate(r)

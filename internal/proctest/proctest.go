@@ -147,6 +147,20 @@ func (p *Proc) Term(timeout time.Duration) error {
 	}
 }
 
+// Signal sends sig to the process (SIGSTOP freezes it, SIGCONT resumes it).
+func (p *Proc) Signal(sig syscall.Signal) {
+	p.tb.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		// The process is gone: say how it ended and what it logged.
+		select {
+		case <-p.done:
+			p.tb.Fatalf("signal %v: %v: edgeshard exited (%v):\n%s", sig, err, p.cmd.ProcessState, p.out.String())
+		default:
+		}
+		p.tb.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
 // Restart starts the process again with the same config and data.
 func (p *Proc) Restart() {
 	p.tb.Helper()

@@ -294,6 +294,7 @@ type adminAPI struct {
 	log         zerolog.Logger
 	reg         prometheus.Gatherer // the inspector's charts sample it
 	fallbacks   map[string]string   // edge fallback pipeline → binding, for the charts
+	cluster     *clusterNode        // nil: no /admin/cluster
 	api         *admin.Server
 	srv         *http.Server
 	ln          net.Listener
@@ -314,6 +315,9 @@ func (a *adminAPI) Start(context.Context) error {
 			return rep, err
 		}
 		opts.Drain = func(ctx context.Context, wait time.Duration) (any, error) { return api.Drain(ctx, wait) }
+	}
+	if a.cluster != nil {
+		opts.Cluster = a.cluster.ops()
 	}
 	srv, err := admin.New(a.rt.h, opts)
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgeshard/edgeshard/cluster"
 	"github.com/edgeshard/edgeshard/edge"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/config"
@@ -69,11 +70,12 @@ type Server struct {
 	reg      *prometheus.Registry
 	bindings []string
 
-	dbs   *databases
-	rt    *hostRuntime
-	edge  *edgeAPI // nil when the edge API is off
-	admin *adminAPI
-	http  *listener
+	dbs     *databases
+	rt      *hostRuntime
+	edge    *edgeAPI // nil when the edge API is off
+	admin   *adminAPI
+	http    *listener
+	cluster *clusterNode // nil: the host runs alone
 
 	mu      sync.Mutex
 	group   group
@@ -94,7 +96,7 @@ const (
 // API's settings, an edge binding without its SQL database) and logs which
 // optional components stay off and why.
 func New(cfg *config.File, opts Options) (*Server, error) {
-	if err := cfg.CheckExtra(edge.ConfigTables()...); err != nil {
+	if err := cfg.CheckExtra(append(edge.ConfigTables(), cluster.Table)...); err != nil {
 		return nil, err
 	}
 	lookup := opts.LookupEnv
@@ -102,6 +104,10 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 		lookup = os.LookupEnv
 	}
 	ecfg, edgeOn, err := edge.ConfigFromFile(cfg, lookup)
+	if err != nil {
+		return nil, err
+	}
+	ccfg, clustered, err := cluster.ConfigFromFile(cfg, lookup)
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +153,12 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 
 	s.dbs = &databases{cfg: cfg, log: log}
 	s.rt = &hostRuntime{cfg: hc, dbs: s.dbs}
-	comps := []Component{s.dbs, s.rt}
+	comps := []Component{s.dbs}
+	if clustered {
+		s.cluster = &clusterNode{cfg: ccfg, rt: s.rt, log: log, reg: s.reg}
+		comps = append(comps, s.cluster)
+	}
+	comps = append(comps, s.rt)
 	if edgeOn {
 		s.edge = &edgeAPI{cfg: ecfg, dataDir: cfg.DataDir, initSQL: opts.InitSQL, dbs: s.dbs, rt: s.rt, log: log, reg: s.reg}
 		comps = append(comps, s.edge)
@@ -172,6 +183,7 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 		if cfg.Metrics == "admin" {
 			s.admin.metrics = s.metricsHandler()
 		}
+		s.admin.cluster = s.cluster
 		comps = append(comps, s.admin)
 	}
 	if opts.Watch {
@@ -183,6 +195,9 @@ func New(cfg *config.File, opts Options) (*Server, error) {
 	}
 	s.http = &listener{addr: cfg.Listen, readTimeout: cfg.ReadTimeout.Duration, handler: s.routes}
 	comps = append(comps, s.http)
+	if s.cluster != nil {
+		comps = append(comps, &clusterJoin{c: s.cluster})
+	}
 	s.group = group{comps: comps, grace: cfg.ShutdownGrace.Duration, log: log}
 	s.shutdownTimeout = cfg.ShutdownTimeout.Duration
 	return s, nil
@@ -381,6 +396,10 @@ func (s *Server) routes() http.Handler {
 	r.NotFoundHandler = httpx.NotFound()
 	r.MethodNotAllowedHandler = httpx.MethodNotAllowed()
 	s.rt.h.Routes(r)
+	if s.cluster != nil {
+		r.Handle(cluster.PeerPath, s.cluster.node.PeerHandler(s.rt.h)).Methods(http.MethodPost)
+		r.Handle(cluster.ReceivePath, s.cluster.node.ReceiveHandler(s.rt.h)).Methods(http.MethodPost)
+	}
 	var api *edge.API
 	if s.edge != nil {
 		api = s.edge.api

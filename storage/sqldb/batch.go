@@ -157,6 +157,11 @@ func (d *DB) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Result, er
 		plans[i] = p
 		readOnly = readOnly && p.kind == kindRead
 	}
+	return d.run(ctx, plans, readOnly)
+}
+
+// run runs planned statements in one transaction (Batch).
+func (d *DB) run(ctx context.Context, plans []plan, readOnly bool) ([]abi.Result, error) {
 	if d.dialect == DialectPostgres {
 		return d.batchPostgres(ctx, plans, readOnly)
 	}

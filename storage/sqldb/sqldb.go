@@ -110,6 +110,9 @@ type DB struct {
 	opts    Options
 	retries atomic.Int64 // PostgreSQL batches run again (Retries)
 
+	fenceMu    sync.Mutex // fence.go: the fence table created once
+	fenceReady bool
+
 	// keep holds one connection to an in-memory database open for the DB's
 	// lifetime, so the database survives the pool closing all of its own.
 	keep driver.Conn
