@@ -345,6 +345,7 @@ int32_t edgeshard_analytics_write(const void *point, uint32_t point_len);
 
 #define EDGESHARD_WS_CLOSE_NORMAL 1000
 #define EDGESHARD_WS_CLOSE_GOING_AWAY 1001
+#define EDGESHARD_WS_CLOSE_RESTART 1012 /* the shard moved to another host of the POP: reconnect */
 #define EDGESHARD_WS_CLOSE_ABNORMAL 1006
 #define EDGESHARD_WS_CLOSE_TOO_BIG 1009
 #define EDGESHARD_WS_CLOSE_INTERNAL 1011
