@@ -121,7 +121,7 @@ func (f *wsFixture) do(t *testing.T, method, path, body string) (int, string) {
 func (f *wsFixture) event(t *testing.T, room, key string) string {
 	t.Helper()
 	var got string
-	testutil.WaitFor(t, 10*time.Second, key+" stored by the shard", func() bool {
+	testutil.WaitFor(t, 30*time.Second, key+" stored by the shard", func() bool {
 		status, body := f.do(t, "GET", "/do/WS/"+room+"/event?key="+key, "")
 		got = body
 		return status == 200
