@@ -26,32 +26,18 @@ import (
 // `import-shard` move one shard through the admin API.
 
 func runBackup(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	client := adminFlags(fs)
-	longTimeout(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard backup [--admin URL] [--token T] FILE\n\nTakes an online, consistent backup of every shard of a running host (entries\nand alarms as of one commit; the databases of sql = \"shard\" bindings shard by\nshard just after, see docs/OPERATIONS.md) into FILE, which must not exist. The file is\nchecked end to end before it is kept; restore it with `edgeshard restore`.")
-		fs.PrintDefaults()
+	a := newAdminCmd("backup", "usage: edgeshard backup [--admin URL] [--token T] FILE\n\nTakes an online, consistent backup of every shard of a running host (entries\nand alarms as of one commit; the databases of sql = \"shard\" bindings shard by\nshard just after, see docs/OPERATIONS.md) into FILE, which must not exist. The file is\nchecked end to end before it is kept; restore it with `edgeshard restore`.", stderr)
+	longTimeout(a.fs)
+	c, code := a.start(args, 1)
+	if c == nil {
+		return code
 	}
-	if err := parseInterspersed(fs, args); err != nil {
-		return 2
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return 2
-	}
-	c, err := client()
+	file := a.fs.Arg(0)
+	bs, n, err := c.download(http.MethodPost, "/admin/backup", file, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "edgeshard backup: %v\n", err)
-		return 2
+		return a.fail(1, err)
 	}
-	bs, n, err := c.download(http.MethodPost, "/admin/backup", fs.Arg(0), stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "edgeshard backup: %v\n", err)
-		return 1
-	}
-	fmt.Fprintf(stdout, "backup %s: %d shards, %d entries, %d alarms, %s; verified\n", fs.Arg(0), bs.Shards, bs.Entries, bs.Alarms, size(int(n)))
+	fmt.Fprintf(stdout, "backup %s: %d shards, %d entries, %d alarms, %s; verified\n", file, bs.Shards, bs.Entries, bs.Alarms, size(int(n)))
 	return 0
 }
 
@@ -63,29 +49,15 @@ type shardCommand struct {
 }
 
 func parseShardCommand(name, about string, args []string, stderr io.Writer) (cmd shardCommand, code int) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	binding := fs.String("binding", "", "binding of the shard (required)")
-	shard := fs.String("shard", "", "shard: 0..shards-1, or the object name of a per-name binding (required)")
-	client := adminFlags(fs)
-	longTimeout(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: edgeshard %s --binding B --shard S [--admin URL] [--token T] FILE\n\n%s\n", name, about)
-		fs.PrintDefaults()
+	a := newAdminCmd(name, fmt.Sprintf("usage: edgeshard %s --binding B --shard S [--admin URL] [--token T] FILE\n\n%s", name, about), stderr)
+	binding := a.fs.String("binding", "", "binding of the shard (required)")
+	shard := a.fs.String("shard", "", "shard: 0..shards-1, or the object name of a per-name binding (required)")
+	longTimeout(a.fs)
+	c, code := a.start(args, 1, binding, shard)
+	if c == nil {
+		return cmd, code
 	}
-	if err := parseInterspersed(fs, args); err != nil {
-		return cmd, 2
-	}
-	if *binding == "" || *shard == "" || fs.NArg() != 1 {
-		fs.Usage()
-		return cmd, 2
-	}
-	c, err := client()
-	if err != nil {
-		fmt.Fprintf(stderr, "edgeshard %s: %v\n", name, err)
-		return cmd, 2
-	}
-	return shardCommand{name: name, binding: *binding, shard: *shard, file: fs.Arg(0), c: c}, 0
+	return shardCommand{name: name, binding: *binding, shard: *shard, file: a.fs.Arg(0), c: c}, 0
 }
 
 func (sc shardCommand) path(op string) string {
