@@ -122,6 +122,8 @@ type socket struct {
 	stopped   bool // no more writes
 	closeCode int  // the code of the close frame the shard sent, once sent
 	closeText string
+	failCode  int // the host's reason to fail the socket (fail), once known
+	failText  string
 }
 
 // wsOut is one frame to write once gate (the commit of the event that
@@ -414,6 +416,11 @@ func (s *socket) stop(code int, reason string) {
 // fail closes the socket for a reason of the host's (code 1011, 1013…):
 // the shard gets an error event with reason, then the close.
 func (s *socket) fail(code int, reason string) {
+	s.omu.Lock()
+	if s.failCode == 0 {
+		s.failCode, s.failText = code, reason
+	}
+	s.omu.Unlock()
 	s.stop(code, reason)
 	s.finish(code, reason, false, reason)
 }
@@ -461,7 +468,12 @@ func (s *socket) readFailed(err error) {
 	default:
 		s.omu.Lock()
 		code, text := s.closeCode, s.closeText
+		failCode, failText := s.failCode, s.failText
 		s.omu.Unlock()
+		if failCode != 0 { // the host failed it (fail): its reader may get here first
+			s.finish(failCode, failText, false, failText)
+			return
+		}
 		if code != 0 { // the shard closed it; the client did not answer in time
 			s.finish(code, text, true, "")
 			return
