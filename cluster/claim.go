@@ -132,25 +132,28 @@ func (c *claim) name() string {
 }
 
 // Ship implements host.Shipper: the snapshot stream read from r goes to
-// the member the placement gives the object to now (this node is leaving),
-// then its home and ownership move there in one transaction.
+// the member the placement gives the shard to now (this node leaves, or
+// the placement moved the shard), then the ownership moves there: a
+// per-name object's home and ownership in one transaction; a sharded
+// namespace's shard, which has no home, by releasing the owner key (the
+// next owner claims it and resumes the stream's copy).
 func (c *claim) Ship(ctx context.Context, r io.Reader) error {
 	n := c.n
-	n.mu.Lock()
-	var others []string
-	for _, id := range n.liveMembers() {
-		if id != n.cfg.NodeID {
-			others = append(others, id)
-		}
-	}
-	target := Place(c.sk, others)
-	addr := n.members[target].Addr
-	n.mu.Unlock()
+	target, addr := n.successor(c.sk)
 	if target == "" {
 		return errors.New("no other member to move the shard to")
 	}
 	if err := n.send(ctx, addr, c.id, r); err != nil {
 		return err
+	}
+	n.m.shipped.Inc()
+	if !c.perName {
+		// The stream is the shard's copy on its next owner now, whatever
+		// becomes of the owner key (released here, or lapsed with the
+		// lease): this host's copy is erased.
+		n.log.Info().Str("shard", c.id.String()).Int64("epoch", c.epoch).Str("to", target).Msg("shard shipped; releasing its ownership")
+		c.Release()
+		return nil
 	}
 	until := time.Now()
 	owner, home := n.key("owners", c.sk), n.key("homes", c.sk)
@@ -165,10 +168,33 @@ func (c *claim) Ship(ctx context.Context, r io.Reader) error {
 	}
 	c.released.Store(true)
 	c.forget()
-	n.m.shipped.Inc()
 	n.log.Info().Str("shard", c.id.String()).Int64("epoch", c.epoch).Str("to", target).
 		Int64("claimed_ns", c.since.UnixNano()).Int64("until_ns", until.UnixNano()).Msg("shard ownership released")
 	return nil
+}
+
+// successor returns the member a shard moving off this node goes to: the
+// one the placement gives it among the live members but this node, and
+// its address; "" if there is none.
+func (n *Node) successor(sk string) (node, addr string) {
+	others := n.others()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	node = Place(sk, others)
+	return node, n.members[node].Addr
+}
+
+// others returns the live members but this node.
+func (n *Node) others() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []string
+	for _, id := range n.liveMembers() {
+		if id != n.cfg.NodeID {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // forget ends a released claim here: Done closed, the node no longer
@@ -288,7 +314,7 @@ func (n *Node) Claim(ctx context.Context, id storage.ShardID, perName bool) (hos
 			return nil, &host.ElsewhereError{Node: d.node, Owner: d.addr}
 		}
 		if d.here {
-			c, err := n.acquire(ctx, sk, id, perName, d.homeMissing, sess)
+			c, err := n.acquire(ctx, sk, id, perName, d.homeMissing, sess, false)
 			if c != nil || err != nil {
 				return c, err
 			}
@@ -310,8 +336,10 @@ func (n *Node) Claim(ctx context.Context, id storage.ShardID, perName bool) (hos
 // acquire runs the ownership transaction: the owner key is created under
 // the session's lease if no one holds it (and, for a per-name object, its
 // home is this node, or it had none and becomes this node). (nil, nil):
-// someone else holds it.
-func (n *Node) acquire(ctx context.Context, sk string, id storage.ShardID, perName, homeMissing bool, s *session) (*claim, error) {
+// someone else holds it, or the node began to leave meanwhile. ship takes
+// the shard only to move it off (Leave): the claim is moving from the
+// start, never handed to an actor.
+func (n *Node) acquire(ctx context.Context, sk string, id storage.ShardID, perName, homeMissing bool, s *session, ship bool) (*claim, error) {
 	if s == nil || !n.sessionLive(s) {
 		return nil, nil // a lapsed session claims nothing: wait for the next
 	}
@@ -337,15 +365,23 @@ func (n *Node) acquire(ctx context.Context, sk string, id storage.ShardID, perNa
 	}
 	c := &claim{n: n, sk: sk, id: id, perName: perName, fence: id.Name, sess: s, epoch: resp.Header.Revision, fresh: perName && homeMissing,
 		since: time.Now(), done: make(chan struct{})}
+	c.moving.Store(ship)
 	n.mu.Lock()
 	if old := n.claims[sk]; old != nil {
 		old.finish() // a lapsed or moving claim of the same shard: its actor is leaving
 	}
 	n.claims[sk] = c
+	late := n.leaving && !ship
 	n.mu.Unlock()
 	n.m.claims.WithLabelValues("claimed").Inc()
 	n.m.owned.Inc()
-	n.log.Info().Str("shard", id.String()).Int64("epoch", c.epoch).Bool("fresh", c.fresh).
+	n.log.Info().Str("shard", id.String()).Int64("epoch", c.epoch).Bool("fresh", c.fresh).Bool("to_ship", ship).
 		Int64("claimed_ns", c.since.UnixNano()).Msg("shard ownership claimed")
+	if late {
+		// Leave began after the placement gave the shard here and before
+		// the claim was in the map (its moves missed it): give it up.
+		c.Release()
+		return nil, nil
+	}
 	return c, nil
 }

@@ -164,11 +164,18 @@ func (n *Node) send(ctx context.Context, addr string, id storage.ShardID, r io.R
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("ship %s to %s: %d %s", id, addr, resp.StatusCode, bytes.TrimSpace(b))
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return nil
+	case resp.Header.Get(ErrorHeader) == codeShardKept:
+		return fmt.Errorf("%w: ship %s to %s: %s", host.ErrShardKept, id, addr, bytes.TrimSpace(b))
 	}
-	return nil
+	return fmt.Errorf("ship %s to %s: %d %s", id, addr, resp.StatusCode, bytes.TrimSpace(b))
 }
+
+// codeShardKept is the receiver's answer when it keeps a copy of its own
+// (host.ErrShardKept).
+const codeShardKept = "shard_kept"
 
 // ReceiveHandler serves ReceivePath: a shard shipped here by its owner.
 func (n *Node) ReceiveHandler(h *host.Host) http.Handler {
@@ -181,7 +188,12 @@ func (n *Node) ReceiveHandler(h *host.Host) http.Handler {
 		}
 		st, err := ns.ReceiveShard(r.Context(), q.Get("shard"), r.Body)
 		if err != nil {
-			httpx.WriteError(w, http.StatusConflict, "receive_failed", err.Error())
+			code := "receive_failed"
+			if errors.Is(err, host.ErrShardKept) {
+				code = codeShardKept
+			}
+			w.Header().Set(ErrorHeader, code)
+			httpx.WriteError(w, http.StatusConflict, code, err.Error())
 			return
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"entries": st.Entries, "bytes": st.Bytes})

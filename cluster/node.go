@@ -487,53 +487,6 @@ func (n *Node) Join(ctx context.Context) error {
 	return nil
 }
 
-// Leave takes the node out of the placement and moves every shard it
-// holds off it (planned moves: queue finished, buffers flushed, ownership
-// released), waiting for them until ctx ends. Requests keep being
-// forwarded to the new owners meanwhile.
-func (n *Node) Leave(ctx context.Context) error {
-	n.mu.Lock()
-	n.leaving = true
-	s := n.sess
-	n.mu.Unlock()
-	// Still a member, marked leaving: the others place nothing here and
-	// wait for the objects it ships rather than call them gone.
-	if s != nil {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := n.putMember(pctx, s); err != nil {
-			n.log.Warn().Err(err).Msg("marking this member leaving failed")
-		}
-		cancel()
-	}
-	n.mu.Lock()
-	n.replace()
-	n.mu.Unlock()
-	for {
-		n.mu.Lock()
-		left, ch := len(n.claims), n.changed
-		n.mu.Unlock()
-		if left == 0 {
-			n.mu.Lock()
-			n.join = false
-			n.mu.Unlock()
-			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := n.cli.Delete(dctx, n.key("members", n.cfg.NodeID))
-			cancel()
-			if err != nil {
-				n.log.Warn().Err(err).Msg("removing the member key failed; it lapses with the lease")
-			}
-			n.log.Info().Msg("left the POP: every shard moved off this host")
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("cluster: leave: %d shard(s) still here: %w", left, ctx.Err())
-		case <-ch:
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
 // Close ends the session (its lease revoked: every key of it goes at
 // once) and the connection to etcd.
 func (n *Node) Close() error {

@@ -118,6 +118,13 @@ var (
 	// were refused (by the host before its storage commit, or by the SQL
 	// database holding a newer epoch).
 	ErrFenced = storage.ErrFenced
+	// ErrShardKept: the host a sharded namespace's shard is shipped to
+	// keeps a copy of the shard with a pending alarm — what it buffered
+	// when it owned the shard before, which only it may flush (the edge
+	// API's flush sequences are per node) — and refuses the stream: it
+	// resumes its own copy, and the old owner keeps what it has as a
+	// leftover (ReceiveShard).
+	ErrShardKept = errors.New("the next owner keeps a copy of the shard with a pending alarm")
 )
 
 // RetryAfterSeconds is the Retry-After of a 503 shard_unavailable.
@@ -319,7 +326,7 @@ func (a *actor) handOff() {
 	if n := a.ns.h.ws.dropShard(a.ns, a.shard, abi.WSCloseRestart, "the shard moved to another host; reconnect"); n > 0 {
 		a.log.Info().Int("sockets", n).Msg("the shard's sockets closed (1012): sockets stay with the shard's owner")
 	}
-	if s, ok := a.claim.(Shipper); ok && moving && a.ns.binding.Shards == 0 && a.claim.Valid() {
+	if s, ok := a.claim.(Shipper); ok && moving && a.claim.Valid() {
 		a.ship(s)
 	}
 	a.ns.remove(a)
@@ -339,22 +346,21 @@ func handOffReason(moving bool) string {
 // shipTimeout bounds the shipping of one shard to its next owner.
 const shipTimeout = time.Minute
 
-// ship moves a per-name object's storage (entries and alarm, the
-// storage/snapshot stream) to its next owner with the ownership; what
-// this host keeps of it is then erased. A failure is logged: the object
-// stays here, its home, and is served again when this host is.
+// ship moves the shard's storage (entries and alarm, the storage/snapshot
+// stream) to its next owner with the ownership: a per-name object's whole
+// state, or what a sharded namespace's shard keeps after its flush (a
+// rate-limit window, a buffer whose flush failed); what this host keeps
+// of it is then erased. A failure is logged: the shard stays here — a
+// per-name object's home, a sharded shard's leftover — and is served
+// again when this host is.
 func (a *actor) ship(s Shipper) {
-	ctx, cancel := context.WithTimeout(context.Background(), shipTimeout)
-	defer cancel()
-	pr, pw := io.Pipe()
-	go func() {
-		_, err := a.ns.h.store.ExportShard(pw, a.id, a.ns.h.sections(a.id, true)...)
-		pw.CloseWithError(err)
-	}()
 	t0 := time.Now()
-	err := s.Ship(ctx, pr)
-	pr.CloseWithError(errShipDone)
-	if err != nil {
+	err := a.ns.shipStorage(a.id, s)
+	switch {
+	case errors.Is(err, ErrShardKept):
+		a.log.Info().Err(err).Msg("the shard's next owner resumes its own copy; this host keeps what it has of the shard as a leftover")
+		return
+	case err != nil:
 		a.log.Error().Err(err).Msg("shipping the shard to its next owner failed; it stays on this host")
 		return
 	}
@@ -362,6 +368,69 @@ func (a *actor) ship(s Shipper) {
 	if err := a.erase(); err != nil {
 		a.log.Warn().Err(err).Msg("erasing the shipped shard's copy failed; the next claim here erases it")
 	}
+}
+
+// shipStorage streams what this host keeps of a shard no event runs on
+// now (entries, alarm and the shard's other states: the storage/snapshot
+// stream) to s, bounded by shipTimeout.
+func (ns *Namespace) shipStorage(id storage.ShardID, s Shipper) error {
+	ctx, cancel := context.WithTimeout(context.Background(), shipTimeout)
+	defer cancel()
+	pr, pw := io.Pipe()
+	exported := make(chan struct{})
+	go func() {
+		defer close(exported)
+		_, err := ns.h.store.ExportShard(pw, id, ns.h.sections(id, true)...)
+		pw.CloseWithError(err)
+	}()
+	err := s.Ship(ctx, pr)
+	pr.CloseWithError(errShipDone)
+	<-exported
+	return err
+}
+
+// ShipShard moves what this host keeps of a shard that no actor runs
+// here — an idle per-name object of a host that leaves the POP, or a
+// sharded namespace's shard it keeps — through s, the claim its Placement
+// took to move it, and erases it here once s has shipped it. No actor of
+// the shard starts here meanwhile (its events wait, as for ReceiveShard).
+// ErrNotOwner if the shard runs here: it moves with its actor's claim.
+func (ns *Namespace) ShipShard(shard string, s Shipper) error {
+	if !ns.lockShard(shard) {
+		return fmt.Errorf("%w: %s/%s runs on this host", ErrNotOwner, ns.name, shard)
+	}
+	defer ns.unlockShard(shard)
+	id := ns.shardID(shard)
+	if err := ns.shipStorage(id, s); err != nil {
+		return err
+	}
+	a := &actor{ns: ns, shard: shard, id: id, store: ns.h.store.Shard(id)}
+	defer a.store.Close()
+	if err := a.erase(); err != nil {
+		ns.h.log.Warn().Err(err).Str("binding", ns.name).Str("shard", shard).Msg("erasing the shipped shard's copy failed")
+	}
+	return nil
+}
+
+// Keeps reports whether this host keeps anything of a shard no actor
+// runs here: an entry or an alarm. False while an actor runs it.
+func (ns *Namespace) Keeps(shard string) (bool, error) {
+	if !ns.lockShard(shard) {
+		return false, nil
+	}
+	defer ns.unlockShard(shard)
+	st := ns.h.store.Shard(ns.shardID(shard))
+	defer st.Close()
+	return keeps(st)
+}
+
+// keeps reports whether st holds an entry or an alarm.
+func keeps(st *storage.Shard) (bool, error) {
+	if _, ok, err := st.GetAlarm(); err != nil || ok {
+		return ok, err
+	}
+	kvs, err := st.List(abi.ListOptions{Limit: 1})
+	return len(kvs) > 0, err
 }
 
 var errShipDone = errors.New("ship done")
@@ -476,7 +545,9 @@ func (a *actor) startClaimed() error {
 // with a one-shard snapshot stream (a planned move's, from the shard's
 // owner, before the ownership comes here): the stale copy is erased, the
 // stream imported (all or nothing), its alarm scheduled. Refused while
-// the shard runs here.
+// the shard runs here, and, for a sharded namespace's shard, while this
+// host's copy has a pending alarm (ErrShardKept): that copy holds what
+// this host buffered when it owned the shard, which it flushes itself.
 func (ns *Namespace) ReceiveShard(ctx context.Context, shard string, r io.Reader) (storage.ShardSnapshotStats, error) {
 	if !ns.lockShard(shard) {
 		return storage.ShardSnapshotStats{}, fmt.Errorf("%w: the shard runs on this host", ErrNotOwner)
@@ -484,6 +555,13 @@ func (ns *Namespace) ReceiveShard(ctx context.Context, shard string, r io.Reader
 	defer ns.unlockShard(shard)
 	a := &actor{ns: ns, shard: shard, id: ns.shardID(shard), store: ns.h.store.Shard(ns.shardID(shard))}
 	defer a.store.Close()
+	if ns.binding.Shards > 0 {
+		if at, ok, err := a.store.GetAlarm(); err != nil {
+			return storage.ShardSnapshotStats{}, err
+		} else if ok {
+			return storage.ShardSnapshotStats{}, fmt.Errorf("%w: %s/%s (due %s)", ErrShardKept, ns.name, shard, time.UnixMilli(at).UTC().Format(time.RFC3339))
+		}
+	}
 	if err := a.erase(); err != nil {
 		return storage.ShardSnapshotStats{}, err
 	}

@@ -18,15 +18,16 @@ import (
 func runCluster(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "status: print the admin API's JSON")
+	asJSON := fs.Bool("json", false, "status, leave: print the admin API's JSON")
 	wait := fs.Duration("wait", 30*time.Second, "leave: wait this long for every shard to move off the host")
 	client := adminFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard cluster status [--json] | evict NODE | leave [--wait 30s]  [--admin URL] [--token T]\n\n"+
+		fmt.Fprintln(stderr, "usage: edgeshard cluster status [--json] | evict NODE | leave [--wait 30s] [--json]  [--admin URL] [--token T]\n\n"+
 			"status  the POP's members, the shards each owns, this host's shards and moves in progress\n"+
 			"evict   forget a node that is gone for good: its per-name objects start afresh on\n"+
 			"        the other hosts (their storage on its disk is given up); refused while it is live\n"+
-			"leave   move every shard off this host (it stays up, forwarding); then stop it")
+			"leave   move every shard off this host: flushed, its storage shipped to the next\n"+
+			"        owner, idle per-name objects too (it stays up, forwarding); then stop it")
 		fs.PrintDefaults()
 	}
 	if len(args) == 0 {
@@ -78,15 +79,39 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 		if c.timeout < *wait+time.Minute {
 			c.timeout = *wait + time.Minute
 		}
-		if err := c.call(http.MethodPost, "/admin/cluster/leave?wait="+wait.String(), nil, nil); err != nil {
+		var res struct {
+			Result cluster.LeaveReport `json:"result"`
+		}
+		if err := c.call(http.MethodPost, "/admin/cluster/leave?wait="+wait.String(), nil, &res); err != nil {
 			fmt.Fprintf(stderr, "edgeshard cluster leave: %v\n", err)
 			return 1
 		}
-		fmt.Fprintln(stdout, "left the POP: every shard moved off this host; stop it now (SIGTERM)")
-		return 0
+		if *asJSON {
+			printJSON(stdout, res.Result)
+		} else {
+			printLeave(stdout, res.Result)
+		}
+		return leaveExit(res.Result)
 	}
 	fs.Usage()
 	return 2
+}
+
+// printLeave writes what leaving the POP moved off the host.
+func printLeave(w io.Writer, r cluster.LeaveReport) {
+	fmt.Fprintf(w, "node %s left the POP after %v: %d running shard(s) moved, %d idle shard(s) shipped; it forwards every request until you stop it (SIGTERM)\n",
+		r.Node, r.Duration.Round(100*time.Millisecond), r.Moved, r.Shipped)
+	if len(r.Kept) > 0 {
+		fmt.Fprintf(w, "NOT moved (their move failed; see the host's log), unavailable while it is down: %s\n", strings.Join(r.Kept, ", "))
+	}
+}
+
+// leaveExit is the exit code of a leave: 0 only if nothing stayed.
+func leaveExit(r cluster.LeaveReport) int {
+	if !r.Left || len(r.Kept) > 0 {
+		return 1
+	}
+	return 0
 }
 
 // printCluster writes the POP's members and this host's shards.

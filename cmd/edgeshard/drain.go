@@ -1,25 +1,34 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/edgeshard/edgeshard/cluster"
 	"github.com/edgeshard/edgeshard/edge"
 	"github.com/edgeshard/edgeshard/host/admin"
 )
 
 // runDrain is `edgeshard drain`: flush every buffer shard of a running
 // host (POST /admin/jobs/drain) and say whether all are empty — the step
-// before stopping a POP for good. Exit 0 when empty, 1 otherwise.
+// before stopping a POP for good. On a host of a POP of several it leaves
+// the POP instead (the job is then `cluster leave`'s). Exit 0 when empty
+// (left, with nothing kept), 1 otherwise.
 func runDrain(args []string, stdout, stderr io.Writer) int {
 	cmd := newAdminCmd("drain", "usage: edgeshard drain [--wait 1m] [--admin URL] [--token T] [--json]\n\n"+
 		"Flushes every runtime-event and counter shard of the host to SQL until all\n"+
 		"are empty, and exits 0 only then. Take the host out of traffic first: drain\n"+
-		"does not stop new writes. Then stop it (SIGTERM); nothing is left on its disk.", stderr)
-	wait := cmd.fs.Duration("wait", time.Minute, "keep flushing until every shard is empty or this long has passed (at most 10m)")
+		"does not stop new writes. Then stop it (SIGTERM); nothing is left on its disk.\n\n"+
+		"On a host of a POP of several ([cluster]) drain leaves the POP, as\n"+
+		"`edgeshard cluster leave` does: every shard moves off the host (queue finished,\n"+
+		"buffers flushed, storage shipped to its next owner, idle per-name objects too)\n"+
+		"and the host forwards every request until it is stopped. Exit 0 once\n"+
+		"everything moved.", stderr)
+	wait := cmd.fs.Duration("wait", time.Minute, "keep flushing (or moving shards) until done or this long has passed (at most 10m)")
 	asJSON := cmd.fs.Bool("json", false, "print the admin API's JSON report")
 	c, code := cmd.start(args, 0)
 	if c == nil {
@@ -30,18 +39,40 @@ func runDrain(args []string, stdout, stderr io.Writer) int {
 	}
 	var res struct {
 		admin.JobResult
-		Result edge.DrainReport `json:"result"`
+		Result json.RawMessage `json:"result"`
 	}
 	path := "/admin/jobs/drain?wait=" + wait.String()
 	if err := c.call(http.MethodPost, path, nil, &res); err != nil {
 		return cmd.fail(1, err)
 	}
-	if *asJSON {
-		printJSON(stdout, res.Result)
-	} else {
-		printDrain(stdout, res.Result)
+	var kind struct {
+		Left *bool `json:"left"`
 	}
-	if !res.Result.Empty {
+	if err := json.Unmarshal(res.Result, &kind); err != nil {
+		return cmd.fail(1, fmt.Errorf("bad report: %w", err))
+	}
+	if kind.Left != nil { // a host of a POP: it left
+		var rep cluster.LeaveReport
+		if err := json.Unmarshal(res.Result, &rep); err != nil {
+			return cmd.fail(1, fmt.Errorf("bad report: %w", err))
+		}
+		if *asJSON {
+			printJSON(stdout, rep)
+		} else {
+			printLeave(stdout, rep)
+		}
+		return leaveExit(rep)
+	}
+	var rep edge.DrainReport
+	if err := json.Unmarshal(res.Result, &rep); err != nil {
+		return cmd.fail(1, fmt.Errorf("bad report: %w", err))
+	}
+	if *asJSON {
+		printJSON(stdout, rep)
+	} else {
+		printDrain(stdout, rep)
+	}
+	if !rep.Empty {
 		return 1
 	}
 	return 0

@@ -17,7 +17,7 @@
 //	PUT  /admin/bindings/{name}/shards/{id}/trace  body {"on":true|false}: trace its host calls
 //	GET  /admin/series                             charts: per-binding rates over the last minutes
 //	POST /admin/jobs/reconcile-counters            recompute counters from their source rows
-//	POST /admin/jobs/drain                         flush every buffer shard; say whether all are empty (?wait=)
+//	POST /admin/jobs/drain                         flush every buffer shard; say whether all are empty (?wait=); on a POP, leave it
 //	GET  /admin/cluster                            a POP of several hosts: members, shards, moves (cluster.go)
 //	POST /admin/cluster/evict/{node}, /admin/cluster/leave
 //	POST /admin/backup                             every shard as one snapshot stream (snapshot.go)
@@ -75,8 +75,9 @@ type Options struct {
 	// with code "reconcile_unavailable".
 	Reconcile func(ctx context.Context) (any, error)
 	// Drain flushes every buffer shard for POST /admin/jobs/drain, giving
-	// up after wait, and returns a JSON-encodable report. When nil the
-	// route answers 404 with code "drain_unavailable".
+	// up after wait, and returns a JSON-encodable report (on a host of a
+	// POP: it leaves the POP, as ClusterOps.Leave). When nil the route
+	// answers 404 with code "drain_unavailable".
 	Drain func(ctx context.Context, wait time.Duration) (any, error)
 	// Cluster, on a host of a POP of several, serves /admin/cluster
 	// (cluster.go); nil answers 404 cluster_off.

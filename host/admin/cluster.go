@@ -20,8 +20,8 @@ type ClusterOps struct {
 	// error matching ErrLiveNode for a node that is still a member.
 	Evict func(ctx context.Context, node string) (int, error)
 	// Leave takes the host out of the POP, moving its shards off it,
-	// waiting up to wait.
-	Leave func(ctx context.Context, wait time.Duration) error
+	// waiting up to wait, and returns a JSON-encodable report.
+	Leave func(ctx context.Context, wait time.Duration) (any, error)
 }
 
 // ErrLiveNode is matched by ClusterOps.Evict's error for a live member:
@@ -86,9 +86,11 @@ func (s *Server) clusterLeave(w http.ResponseWriter, r *http.Request) {
 		wait = d
 	}
 	t0 := time.Now()
-	if err := s.opts.Cluster.Leave(r.Context(), wait); err != nil {
+	res, err := s.opts.Cluster.Leave(r.Context(), wait)
+	if err != nil {
 		httpx.WriteError(w, http.StatusInternalServerError, "leave_incomplete", err.Error())
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"left": true, "duration": time.Since(t0).String()})
+	s.log.Info().Dur("duration_ms", time.Since(t0)).Str("remote", r.RemoteAddr).Msg("left the POP")
+	httpx.WriteJSON(w, http.StatusOK, JobResult{Job: "leave", Result: res, Duration: time.Since(t0).String()})
 }

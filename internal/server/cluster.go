@@ -49,22 +49,30 @@ func (c *clusterNode) ops() *admin.ClusterOps {
 			}
 			return n, err
 		},
-		Leave: func(ctx context.Context, wait time.Duration) error {
-			ctx, cancel := context.WithTimeout(ctx, wait)
-			defer cancel()
-			return c.node.Leave(ctx)
-		},
+		Leave: c.leave,
 	}
+}
+
+// leave takes the host out of the POP (edgeshard cluster leave, and
+// edgeshard drain on a POP), waiting up to wait for its shards to move.
+func (c *clusterNode) leave(ctx context.Context, wait time.Duration) (any, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return c.node.Leave(ctx, c.rt.h)
 }
 
 // clusterJoin makes the host a member once its main listener serves, and,
 // stopping first, takes it out of the POP: every shard it holds moves to
-// its new owner (queue finished, buffers flushed) while the listener
-// still forwards requests to them.
+// its new owner (queue finished, buffers flushed, storage shipped), and
+// every idle per-name object homed on it and sharded shard it keeps is
+// shipped, while the listener still forwards requests to them.
 type clusterJoin struct{ c *clusterNode }
 
 func (j *clusterJoin) Name() string { return "cluster-join" }
 
 func (j *clusterJoin) Start(ctx context.Context) error { return j.c.node.Join(ctx) }
 
-func (j *clusterJoin) Stop(ctx context.Context) error { return j.c.node.Leave(ctx) }
+func (j *clusterJoin) Stop(ctx context.Context) error {
+	_, err := j.c.node.Leave(ctx, j.c.rt.h)
+	return err
+}

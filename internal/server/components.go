@@ -318,6 +318,9 @@ func (a *adminAPI) Start(context.Context) error {
 	}
 	if a.cluster != nil {
 		opts.Cluster = a.cluster.ops()
+		// On a POP, draining a host is leaving it: every shard moves off
+		// (buffers flushed, storage shipped), and the host forwards.
+		opts.Drain = a.cluster.leave
 	}
 	srv, err := admin.New(a.rt.h, opts)
 	if err != nil {

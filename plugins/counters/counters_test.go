@@ -3,6 +3,8 @@
 package main_test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -369,6 +371,67 @@ func TestNodesKeepSequencesOfTheirOwn(t *testing.T) {
 	for _, l := range a.Logs.WithCode(okCode) {
 		if l["node"] != "pop-a" || l["replay"] == "true" {
 			t.Fatalf("pop-a's flush log: %v", l)
+		}
+	}
+}
+
+// TestShippedCopyKeepsSequencesApart: a planned move in a POP ships a
+// shard's storage from one host to the next (pop-a's copy, with a batch
+// frozen on pop-a whose send failed and deltas still buffered, replaces
+// pop-b's). pop-b sends pop-a's batch under pop-a's sequence, and freezes
+// the rest under its own, read from SQL — not continuing pop-a's, which is
+// behind pop-b's there and would make pop-b's batch look like a replay.
+// Every delta counts once.
+func TestShippedCopyKeepsSequencesApart(t *testing.T) {
+	a := plugintest.New(t, plugintest.Options{Plugin: "plugins/counters", Binding: binding, SQL: true, Node: "pop-a"})
+	b := plugintest.New(t, plugintest.Options{Plugin: "plugins/counters", Binding: binding, SQL: true, Node: "pop-b", DB: a.DB})
+	for range 4 {
+		incr(t, b, "ps", "post_stats\tps\tviews\t10\n")
+		flushAll(t, b, "ps")
+	}
+	incr(t, a, "ps", "post_stats\tps\tviews\t1\n")
+	flushAll(t, a, "ps")
+	// pop-a freezes 2 views; their send fails; 3 more are buffered.
+	incr(t, a, "ps", "post_stats\tps\tviews\t2\n")
+	a.SQL.Set(plugintest.Fail, 1)
+	calls := a.SQL.Calls()
+	a.Advance(t, "ps", 5*time.Second)
+	plugintest.WaitFor(t, "pop-a's failed send", func() bool { return a.SQL.Calls() > calls })
+	incr(t, a, "ps", "post_stats\tps\tviews\t3\n")
+	if st := a.Storage(t, "ps"); st["inflight"] == "" || st["seq"] != "1\tpop-a" {
+		t.Fatalf("pop-a's copy: %q, want a batch in flight and seq 1 of pop-a", st)
+	}
+	if sa, sb := flushSeq(t, a, "ps"), flushSeq(t, b, "ps"); sa != 1 || sb != 4 {
+		t.Fatalf("sequences before the move: pop-a %d, pop-b %d; want 1 and 4", sa, sb)
+	}
+
+	// The move: pop-a's copy replaces pop-b's.
+	shard := a.Shard(t, "ps")
+	var snap bytes.Buffer
+	if _, err := a.NS.ExportShard(context.Background(), shard, &snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.NS.ClearShard(context.Background(), shard); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.NS.ImportShard(context.Background(), shard, &snap); err != nil {
+		t.Fatal(err)
+	}
+	incr(t, b, "ps", "post_stats\tps\tviews\t100\n")
+	flushAll(t, b, "ps")
+	flushAll(t, b, "ps")
+	if n := b.QueryInt(t, "SELECT views FROM post_stats WHERE post_id = 'ps'"); n != 146 {
+		t.Fatalf("views = %d, want 146 (40 from pop-b, 1+2+3 from pop-a, 100 after the move)\n%s", n, b.Logs.String())
+	}
+	if sa, sb := flushSeq(t, a, "ps"), flushSeq(t, b, "ps"); sa != 2 || sb != 5 {
+		t.Fatalf("sequences after the move: pop-a %d, pop-b %d; want 2 (its batch, sent by pop-b) and 5", sa, sb)
+	}
+	if st := b.Storage(t, "ps"); st["seq"] != "5\tpop-b" {
+		t.Fatalf("pop-b's sequence kept as %q, want 5 of pop-b", st["seq"])
+	}
+	for _, l := range b.Logs.WithCode(okCode) {
+		if l["replay"] == "true" {
+			t.Fatalf("a batch taken for a replay: %v", l)
 		}
 	}
 }

@@ -55,7 +55,7 @@ const (
 const (
 	deltaPrefix = "d:"       // + "table \t id \t column" → decimal sum of deltas
 	inflightKey = "inflight" // the frozen batch: "seq\n" + delta lines
-	seqKey      = "seq"      // last sequence this shard knows SQL applied
+	seqKey      = "seq"      // last sequence of this node this shard knows SQL applied: "seq[\tnode]"
 )
 
 // shardName returns the shard's name, which keys its row in
@@ -237,8 +237,11 @@ func step(shard string) (stepResult, error) {
 		if _, err := sdk.Storage().Delete(inflightKey); err != nil {
 			shardkit.Abort("delete inflight batch", err)
 		}
-		r.sent, r.seq, haveSeq = len(b.Deltas), max(applied, b.Seq), true
-		storeSeq(r.seq)
+		r.sent = len(b.Deltas)
+		if b.Node == "" || b.Node == shardkit.NodeName() {
+			r.seq, haveSeq = max(applied, b.Seq), true
+			storeSeq(r.seq)
+		} // else a batch another node froze (its copy of the shard was shipped here): its sequence is that node's
 	}
 	// (b) freeze.
 	kvs, err := sdk.Storage().List(sdk.ListOptions{Prefix: deltaPrefix, Limit: freezeList})
@@ -381,20 +384,35 @@ func logFailed(shard string, count int, seq int64, t0 time.Time, err error) {
 		"error", err.Error())
 }
 
+// loadSeq returns this node's last applied sequence as the shard keeps
+// it. A sequence kept under another node (a copy of the shard shipped
+// here from another host of a POP), or under none on a host with a node
+// id (kept before sequences named their node), is not known to be this
+// node's: none then, and the next freeze reads it from SQL.
 func loadSeq() (int64, bool, error) {
 	v, ok, err := sdk.Storage().Get(seqKey)
 	if err != nil || !ok {
 		return 0, false, err
 	}
-	n, good := proto.ParseInt(string(v))
+	num, node, _ := strings.Cut(string(v), "\t")
+	n, good := proto.ParseInt(num)
 	if !good {
 		return 0, false, errors.New("malformed " + seqKey + ": " + string(v))
+	}
+	if node != shardkit.NodeName() {
+		return 0, false, nil
 	}
 	return n, true, nil
 }
 
+// storeSeq keeps seq as this node's: "seq", and "\tnode" on a host with a
+// node id.
 func storeSeq(seq int64) {
-	if err := sdk.Storage().Put(seqKey, strconv.AppendInt(nil, seq, 10)); err != nil {
+	b := strconv.AppendInt(make([]byte, 0, 24), seq, 10)
+	if node := shardkit.NodeName(); node != "" {
+		b = append(append(b, '\t'), node...)
+	}
+	if err := sdk.Storage().Put(seqKey, b); err != nil {
 		shardkit.Abort("store sequence", err)
 	}
 }
