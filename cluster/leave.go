@@ -65,8 +65,13 @@ func (n *Node) Leave(ctx context.Context, h *host.Host) (LeaveReport, error) {
 		idle = n.claimShardedToShip(ctx, h)
 	}
 	n.mu.Lock()
-	n.leaving = true
+	n.leaving = true // from now on every change of the mirror moves the claims (replace)
 	s := n.sess
+	for _, c := range n.claims {
+		if !c.moving.Load() && !c.leftover() {
+			rep.Moved++
+		}
+	}
 	n.mu.Unlock()
 	if s != nil {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -76,11 +81,6 @@ func (n *Node) Leave(ctx context.Context, h *host.Host) (LeaveReport, error) {
 		cancel()
 	}
 	n.mu.Lock()
-	for _, c := range n.claims {
-		if !c.moving.Load() && !c.leftover() {
-			rep.Moved++
-		}
-	}
 	n.replace()
 	n.mu.Unlock()
 	if h != nil {

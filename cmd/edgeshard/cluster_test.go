@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,7 +39,17 @@ type popHost struct {
 	node  string
 	admin string
 	*proctest.Proc
+	past []string // what its earlier runs logged
 }
+
+// restart starts the host again on its data, keeping what it logged.
+func (h *popHost) restart() {
+	h.past = append(h.past, h.Output())
+	h.Restart()
+}
+
+// log is everything the host logged, over its runs.
+func (h *popHost) log() string { return strings.Join(append(h.past[:len(h.past):len(h.past)], h.Output()), "\n") }
 
 // startPOP starts the hosts of a POP on the shared etcd (a prefix of the
 // test's own) and one PostgreSQL database, serving the tutorial's
@@ -49,6 +60,18 @@ func startPOP(t *testing.T, nodes ...string) []*popHost { return startPOPShards(
 // startPOPShards is startPOP with PAGEVIEWS a sharded namespace of shards
 // shards (0: per-name).
 func startPOPShards(t *testing.T, shards int, nodes ...string) []*popHost {
+	return startPOPWith(t, popOptions{shards: shards}, nodes...)
+}
+
+// popOptions change the config of a test POP's hosts.
+type popOptions struct {
+	shards   int    // of PAGEVIEWS (0: per-name)
+	top      string // more top-level settings
+	bindings string // more [[durable_objects.bindings]]
+}
+
+// startPOPWith is startPOP with o.
+func startPOPWith(t *testing.T, o popOptions, nodes ...string) []*popHost {
 	t.Helper()
 	etcd := etcdtest.Shared(t).Endpoint()
 	prefix := etcdtest.Prefix(t)
@@ -70,13 +93,14 @@ node_id = %q
 log_level = "info"
 event_timeout = "5s"
 shutdown_grace = "20s"
-
+%s
 [[durable_objects.bindings]]
 name = "PAGEVIEWS"
 module = %q
 shards = %d
 sql = "DB"
 analytics = "AE"
+%s
 
 [[d1_databases]]
 binding = "DB"
@@ -99,7 +123,7 @@ advertise = "http://{{LISTEN}}"
 lease_ttl = "2s"
 prefix = %q
 secret = "pop-secret"
-`, admin, clusterToken, testutil.CacheDir(), node, mod, shards, db, etcd, prefix)
+`, admin, clusterToken, testutil.CacheDir(), node, o.top, mod, o.shards, o.bindings, db, etcd, prefix)
 		p := proctest.Start(t, dir, cfg)
 		hosts = append(hosts, &popHost{node: node, admin: admin, Proc: p})
 	}
@@ -200,7 +224,7 @@ func ownerships(hosts []*popHost, shard string) []ownership {
 	var out []ownership
 	for _, h := range hosts {
 		open := map[int64]int{}
-		for _, line := range strings.Split(h.Output(), "\n") {
+		for _, line := range strings.Split(h.log(), "\n") {
 			m := ownershipLine.FindStringSubmatch(line)
 			if m == nil || m[1] != shard {
 				continue
@@ -594,4 +618,135 @@ func TestClusterCrashLoop(t *testing.T) {
 		t.Errorf("only %d views acknowledged: the load hardly ran", total)
 	}
 	t.Logf("%d views acknowledged over %d pages; lost=0 duplicated=0", total, pages)
+}
+
+// rateLimitBinding is a sharded rate-limit namespace (the edge API's
+// plugin) of 4 shards, RL, for a POP's config.
+func rateLimitBinding(t *testing.T) string {
+	return fmt.Sprintf(`
+[[durable_objects.bindings]]
+name = "RL"
+module = %q
+shards = 4
+`, testutil.Plugin(t, "plugins/ratelimit"))
+}
+
+// keyOn returns a key of a namespace of shards shards whose shard the
+// placement gives to node among nodes, avoiding the shards in not.
+func keyOn(binding string, shards int, node string, nodes []string, not ...string) (key, shard string) {
+	for i := 0; ; i++ {
+		key = fmt.Sprintf("k%d", i)
+		shard = strconv.FormatUint(uint64(host.HashToShard(key)%uint32(shards)), 10)
+		if cluster.Owner(binding, shard, nodes) == node && !slices.Contains(not, shard) {
+			return key, shard
+		}
+	}
+}
+
+// check counts one request in bucket "b" (3 a minute) of the RL shard of
+// key through h: whether it was allowed, and what remains.
+func check(t *testing.T, h *popHost, key string) (bool, int64) {
+	t.Helper()
+	resp, err := http.Post(h.URL()+"/do/RL/"+key+"/check", "text/plain", strings.NewReader("b\t3\t60000\n"))
+	if err != nil {
+		t.Fatalf("check %s on %s: %v", key, h.node, err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Allowed bool
+		Buckets []struct{ Remaining int64 }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || resp.StatusCode != 200 || len(r.Buckets) != 1 {
+		t.Fatalf("check %s on %s: %d %v %+v", key, h.node, resp.StatusCode, err, r)
+	}
+	return r.Allowed, r.Buckets[0].Remaining
+}
+
+// TestClusterDrainMovesEverything: `edgeshard drain` on a host of a POP
+// leaves the POP, moving every shard off it, not only the running ones:
+// per-name objects homed on it whose actor was evicted for idleness are
+// shipped (storage and alarm) as well as the one running, and so are the
+// sharded rate-limit shards it keeps, running or idle — a bucket spent on
+// it stays spent on the next owner (its window moved). The host stays up
+// and forwards; through either host every count goes on where it was,
+// before and after it stops. Ownership intervals never overlap.
+func TestClusterDrainMovesEverything(t *testing.T) {
+	nodes := []string{"n-a", "n-b"}
+	hosts := startPOPWith(t, popOptions{top: `idle_timeout = "1s"`, bindings: rateLimitBinding(t)}, nodes...)
+	a, b := hosts[0], hosts[1]
+	live := pageOn("live", "n-a", "n-b")
+	var idle []string
+	for i := 0; len(idle) < 5; i++ {
+		if p := pageOn(fmt.Sprintf("idle%d", i), "n-a", "n-b"); !slices.Contains(idle, p) && p != live {
+			idle = append(idle, p)
+		}
+	}
+	for _, p := range append([]string{live}, idle...) {
+		for i := int64(1); i <= 3; i++ {
+			if code, views, _ := view(t, b, p); code != 200 || views != i {
+				t.Fatalf("view %d of %s: %d views=%d", i, p, code, views)
+			}
+		}
+	}
+	busyKey, busyShard := keyOn("RL", 4, "n-a", nodes)
+	idleKey, idleShard := keyOn("RL", 4, "n-a", nodes, busyShard)
+	for _, k := range []string{busyKey, idleKey} {
+		for i := int64(2); i >= 0; i-- {
+			if ok, left := check(t, b, k); !ok || left != i {
+				t.Fatalf("check of %s: allowed=%v remaining=%d, want allowed with %d left", k, ok, left, i)
+			}
+		}
+	}
+	waitUntil(t, 20*time.Second, "a's actors evicted for idleness (their claims released)", func() bool { return len(a.status(t).Owned) == 0 })
+	// The live page and the busy bucket run again on a.
+	if code, views, _ := view(t, b, live); code != 200 || views != 4 {
+		t.Fatalf("view 4 of %s: %d views=%d", live, code, views)
+	}
+	if ok, left := check(t, a, busyKey); ok || left != 0 {
+		t.Fatalf("check of a spent bucket: allowed=%v remaining=%d", ok, left)
+	}
+
+	out, err := a.cli(t, []string{"drain"}, "--wait", "30s", "--json")
+	var rep cluster.LeaveReport
+	if err != nil || json.Unmarshal([]byte(out), &rep) != nil {
+		t.Fatalf("edgeshard drain on a: %v\n%s\n%s", err, out, problems(a.Output()))
+	}
+	// 6 pages and 2 rate-limit shards, running (moved) or idle (shipped):
+	// the live page and the busy shard may have gone idle again meanwhile.
+	if !rep.Left || rep.Node != "n-a" || rep.Moved+rep.Shipped != 8 || rep.Shipped < 6 || len(rep.Kept) != 0 {
+		t.Fatalf("drain report %+v, want n-a left with 8 shards moved or shipped (at least the 6 idle), none kept\n%s", rep, a.Output())
+	}
+	if st := b.status(t); len(st.Members) != 1 || st.Homes["n-a"] != 0 {
+		t.Fatalf("b's view after a left: members %v homes %v, want b alone with every object homed elsewhere", st.Members, st.Homes)
+	}
+	if st := a.status(t); st.Joined || len(st.Owned)+len(st.Moving) != 0 {
+		t.Fatalf("a after drain: joined=%v owned %v moving %v", st.Joined, st.Owned, st.Moving)
+	}
+	// Through a (forwarding) and b: every count where it was.
+	for i, h := range []*popHost{a, b} {
+		if code, views, _ := view(t, h, live); code != 200 || views != int64(5+i) {
+			t.Fatalf("view of %s through %s after the drain: %d views=%d, want %d", live, h.node, code, views, 5+i)
+		}
+		for _, p := range idle {
+			if code, views, _ := view(t, h, p); code != 200 || views != int64(4+i) {
+				t.Fatalf("view of idle page %s through %s after the drain: %d views=%d, want %d", p, h.node, code, views, 4+i)
+			}
+		}
+		for _, k := range []string{busyKey, idleKey} {
+			if ok, left := check(t, h, k); ok || left != 0 {
+				t.Fatalf("check of %s through %s after the drain: allowed=%v remaining=%d: the bucket's window did not move", k, h.node, ok, left)
+			}
+		}
+	}
+	if err := a.Term(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if code, views, _ := view(t, b, idle[0]); code != 200 || views != 6 {
+		t.Fatalf("view of %s with a stopped: %d views=%d, want 6", idle[0], code, views)
+	}
+	for _, p := range append([]string{live}, idle...) {
+		checkNoOverlap(t, hosts, "PAGEVIEWS/"+p)
+	}
+	checkNoOverlap(t, hosts, "RL/"+busyShard)
+	checkNoOverlap(t, hosts, "RL/"+idleShard)
 }

@@ -48,3 +48,30 @@ func TestDrainCLI(t *testing.T) {
 		t.Fatalf("an argument: exit %d", code)
 	}
 }
+
+// TestDrainCLIOnAPOP: on a host of a POP the drain job leaves the POP;
+// `edgeshard drain` prints what moved and exits 0 only if nothing was
+// kept on the host.
+func TestDrainCLIOnAPOP(t *testing.T) {
+	kept := ""
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "POST" || r.URL.Path != "/admin/jobs/drain" {
+			http.Error(w, "no", 404)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"job":"drain","duration":"2s","result":{"node":"pop-a","left":true,"moved":3,"shipped":12` + kept + `,"duration_ns":2100000000}}`))
+	}))
+	defer ts.Close()
+	var out strings.Builder
+	if code := run([]string{"drain", "--admin", ts.URL, "--token", "tok"}, &out, &out); code != 0 ||
+		!strings.Contains(out.String(), "node pop-a left the POP after 2.1s: 3 running shard(s) moved, 12 idle shard(s) shipped; it forwards every request until you stop it") {
+		t.Fatalf("left: exit %d %q", code, out.String())
+	}
+	kept = `,"kept":["PAGEVIEWS/home"]`
+	out.Reset()
+	if code := run([]string{"drain", "--admin", ts.URL, "--token", "tok"}, &out, &out); code != 1 ||
+		!strings.Contains(out.String(), "NOT moved (their move failed; see the host's log), unavailable while it is down: PAGEVIEWS/home") {
+		t.Fatalf("kept: exit %d %q", code, out.String())
+	}
+}
