@@ -49,7 +49,9 @@ func (h *popHost) restart() {
 }
 
 // log is everything the host logged, over its runs.
-func (h *popHost) log() string { return strings.Join(append(h.past[:len(h.past):len(h.past)], h.Output()), "\n") }
+func (h *popHost) log() string {
+	return strings.Join(append(h.past[:len(h.past):len(h.past)], h.Output()), "\n")
+}
 
 // startPOP starts the hosts of a POP on the shared etcd (a prefix of the
 // test's own) and one PostgreSQL database, serving the tutorial's
