@@ -752,3 +752,182 @@ func TestClusterDrainMovesEverything(t *testing.T) {
 	checkNoOverlap(t, hosts, "RL/"+busyShard)
 	checkNoOverlap(t, hosts, "RL/"+idleShard)
 }
+
+// TestClusterRollingRestart: three hosts under steady load — clients
+// counting views of per-name pages (PAGEVIEWS) and of the shards of a
+// sharded namespace (SITES, 4 shards), each page or shard counted by one
+// client in turn, through the hosts in rotation — while every host is
+// restarted in turn as a rolling deploy does it: taken out of rotation
+// (the clients stop sending to it, as a load balancer would), stopped
+// with SIGTERM (it leaves the POP: its shards flushed and shipped),
+// started again on the same data and node id, put back in rotation once
+// every host sees it a member (the placement gives it sharded shards
+// back: they move to it with their storage). Every response is 200, every
+// count goes on by exactly one (no view lost, none counted twice, no
+// sharded shard starting afresh), and no two hosts' ownership intervals
+// of a page or shard overlap.
+func TestClusterRollingRestart(t *testing.T) {
+	nodes := []string{"n-a", "n-b", "n-c"}
+	sites := fmt.Sprintf(`
+[[durable_objects.bindings]]
+name = "SITES"
+module = %q
+shards = 4
+sql = "DB"
+analytics = "AE"
+`, testutil.Plugin(t, "examples/tutorial"))
+	hosts := startPOPWith(t, popOptions{bindings: sites}, nodes...)
+
+	type target struct {
+		binding, key, shard string
+		last                int64
+	}
+	var targets []*target
+	for i := range 9 {
+		p := fmt.Sprintf("r%d", i)
+		targets = append(targets, &target{binding: "PAGEVIEWS", key: p, shard: "PAGEVIEWS/" + p})
+	}
+	for s := range 4 {
+		key := "s"
+		for i := 0; host.HashToShard(key)%4 != uint32(s); i++ {
+			key = fmt.Sprintf("s%d", i)
+		}
+		targets = append(targets, &target{binding: "SITES", key: key, shard: "SITES/" + strconv.Itoa(s)})
+	}
+
+	var inRotation, inflight [3]atomic.Int64
+	for i := range inRotation {
+		inRotation[i].Store(1)
+	}
+	var acked atomic.Int64
+	var mu sync.Mutex
+	var failures []string
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		failures = append(failures, fmt.Sprintf(format, args...))
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for n, tg := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next := n; ; next++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond): // steady load, not a flood
+				}
+				i := next % len(hosts)
+				inflight[i].Add(1) // before the rotation check: a host taken out waits for it
+				if inRotation[i].Load() == 0 {
+					inflight[i].Add(-1)
+					continue
+				}
+				h := hosts[i]
+				t0 := time.Now()
+				resp, err := client.Post(h.URL()+"/do/"+tg.binding+"/"+tg.key+"/view", "text/plain", nil)
+				if err != nil {
+					inflight[i].Add(-1)
+					fail("%s through %s: %v", tg.shard, h.node, err)
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				inflight[i].Add(-1)
+				var r struct{ Views int64 }
+				if resp.StatusCode != 200 || json.Unmarshal(body, &r) != nil {
+					fail("%s through %s after %v: %d %s", tg.shard, h.node, time.Since(t0).Round(time.Millisecond), resp.StatusCode, body)
+					continue
+				}
+				if r.Views != tg.last+1 {
+					fail("%s through %s: views %d after %d (want every view counted once)", tg.shard, h.node, r.Views, tg.last)
+				}
+				tg.last = r.Views
+				acked.Add(1)
+			}
+		}()
+	}
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+			wg.Wait()
+		}
+	}()
+	member := func(node string) bool {
+		for _, o := range hosts {
+			found := false
+			for _, m := range o.status(t).Members {
+				found = found || m.Node == node
+			}
+			if !found {
+				return false
+			}
+		}
+		return true
+	}
+	waitUntil(t, 30*time.Second, "the load running", func() bool { return acked.Load() >= 100 })
+	for i, h := range hosts {
+		t0 := time.Now()
+		inRotation[i].Store(0)
+		waitUntil(t, 30*time.Second, "no request in flight to "+h.node, func() bool { return inflight[i].Load() == 0 })
+		if err := h.Term(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		stopped := time.Since(t0)
+		h.restart()
+		waitUntil(t, 30*time.Second, h.node+" a member again for every host", func() bool { return member(h.node) })
+		inRotation[i].Store(1)
+		t.Logf("%s: stopped in %v, back in rotation after %v", h.node, stopped.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+		before := acked.Load()
+		waitUntil(t, 30*time.Second, "load through "+h.node+" back", func() bool { return acked.Load() >= before+100 })
+	}
+	close(stop)
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	for i, f := range failures {
+		if i == 10 {
+			t.Errorf("... and %d more", len(failures)-10)
+			break
+		}
+		t.Errorf("failed: %s", f)
+	}
+	moved := map[string]int{} // binding → pages or shards that changed hosts
+	for _, tg := range targets {
+		if tg.last < 10 {
+			t.Errorf("%s: only %d views counted: the load hardly ran", tg.shard, tg.last)
+		}
+		owners := map[string]bool{}
+		for _, o := range checkNoOverlap(t, hosts, tg.shard) {
+			owners[o.node] = true
+		}
+		if len(owners) > 1 {
+			moved[tg.binding]++
+		}
+	}
+	if moved["PAGEVIEWS"] == 0 || moved["SITES"] == 0 {
+		t.Errorf("pages and shards that changed hosts: %v; want some of each", moved)
+	}
+	for _, h := range hosts {
+		if !strings.Contains(h.log(), `"message":"shard shipped to its next owner"`) {
+			t.Errorf("%s shipped no shard", h.node)
+		}
+	}
+	lapses := 0
+	for _, h := range hosts {
+		lapses += strings.Count(h.log(), "lease lapsed")
+	}
+	t.Logf("%d views counted over %d pages and shards through 3 rolling restarts (moved: %v); %d failed; %d lease lapse(s)",
+		acked.Load(), len(targets), moved, len(failures), lapses)
+	if len(failures) > 0 {
+		for _, h := range hosts {
+			t.Logf("%s problems:\n%s", h.node, problems(h.log()))
+		}
+	}
+}
