@@ -139,6 +139,9 @@ func (c *claim) name() string {
 // next owner claims it and resumes the stream's copy).
 func (c *claim) Ship(ctx context.Context, r io.Reader) error {
 	n := c.n
+	if !c.Valid() {
+		return fmt.Errorf("ship %s: its ownership lapsed", c.id)
+	}
 	target, addr := n.successor(c.sk)
 	if target == "" {
 		return errors.New("no other member to move the shard to")

@@ -226,17 +226,25 @@ func shardElsewhere(ee *ElsewhereError) error {
 }
 
 // deliverAlarm enqueues a due alarm on a host with a Placement: under a
-// claim, or, for a shard owned elsewhere now, later (its storage here is
-// what this host keeps of the shard, and the alarm runs when the shard
-// comes back).
+// claim, or, for a sharded namespace's shard owned elsewhere now, as a
+// leftover flush, or later (its storage here is what this host keeps of
+// the shard, and the alarm runs when the shard comes back). The alarm of
+// a per-name object another host runs is dropped: the object's storage,
+// and its alarm, are there (it was shipped while the alarm was due).
 func (ns *Namespace) deliverAlarm(id storage.ShardID, ev *event) {
 	ctx, cancel := context.WithTimeout(context.Background(), ns.h.cfg.EventTimeout)
 	defer cancel()
 	c, err := ns.h.cfg.Placement.Claim(ctx, id, ns.binding.Shards == 0)
-	if err == nil {
+	var ee *ElsewhereError
+	switch {
+	case err == nil:
 		err = ns.enqueue(id.Name, ev, c)
-	} else if lp, ok := ns.h.cfg.Placement.(LeftoverPlacement); ok && ns.binding.Shards > 0 {
-		err = ns.flushLeftover(ctx, id, ev, lp)
+	case ns.binding.Shards == 0 && errors.As(err, &ee):
+		return
+	default:
+		if lp, ok := ns.h.cfg.Placement.(LeftoverPlacement); ok && ns.binding.Shards > 0 {
+			err = ns.flushLeftover(ctx, id, ev, lp)
+		}
 	}
 	if err != nil && !ns.h.isClosing() {
 		ns.h.alarms.schedule(id, ns.h.cfg.Clock.Now().Add(alarmElsewhereRetry).UnixMilli(), ev.retry)
