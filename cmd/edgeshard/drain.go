@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgeshard/edgeshard/cluster"
 	"github.com/edgeshard/edgeshard/edge"
 	"github.com/edgeshard/edgeshard/host/admin"
 )
@@ -51,28 +50,38 @@ func runDrain(args []string, stdout, stderr io.Writer) int {
 	if err := json.Unmarshal(res.Result, &kind); err != nil {
 		return cmd.fail(1, fmt.Errorf("bad report: %w", err))
 	}
+	var exit int
+	var err error
 	if kind.Left != nil { // a host of a POP: it left
-		var rep cluster.LeaveReport
-		if err := json.Unmarshal(res.Result, &rep); err != nil {
-			return cmd.fail(1, fmt.Errorf("bad report: %w", err))
-		}
-		if *asJSON {
-			printJSON(stdout, rep)
-		} else {
-			printLeave(stdout, rep)
-		}
-		return leaveExit(rep)
-	}
-	var rep edge.DrainReport
-	if err := json.Unmarshal(res.Result, &rep); err != nil {
-		return cmd.fail(1, fmt.Errorf("bad report: %w", err))
-	}
-	if *asJSON {
-		printJSON(stdout, rep)
+		exit, err = report(stdout, res.Result, *asJSON, printLeave, leaveExit)
 	} else {
-		printDrain(stdout, rep)
+		exit, err = report(stdout, res.Result, *asJSON, printDrain, drainExit)
 	}
-	if !rep.Empty {
+	if err != nil {
+		return cmd.fail(1, err)
+	}
+	return exit
+}
+
+// report decodes a job's report, prints it (as JSON, or for people) and
+// returns its exit code.
+func report[T any](w io.Writer, raw json.RawMessage, asJSON bool, human func(io.Writer, T), exit func(T) int) (int, error) {
+	var r T
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return 1, fmt.Errorf("bad report: %w", err)
+	}
+	if asJSON {
+		printJSON(w, r)
+	} else {
+		human(w, r)
+	}
+	return exit(r), nil
+}
+
+// drainExit is the exit code of a drain: 0 only if every buffer shard is
+// empty.
+func drainExit(r edge.DrainReport) int {
+	if !r.Empty {
 		return 1
 	}
 	return 0
