@@ -68,7 +68,9 @@ func (c *claim) Attach() bool {
 func (c *claim) finish() { c.doneOnce.Do(func() { close(c.done) }) }
 
 // startMove begins a planned move: the actor under the claim finishes,
-// flushes and releases it; a claim no actor runs under is released now.
+// flushes, ships and releases it; a sharded namespace's shard no actor
+// runs under has its storage shipped now (moveIdle), a per-name object's
+// claim no actor runs under is released now (its home moves with Ship).
 func (c *claim) startMove() {
 	c.mu.Lock()
 	first := !c.moving.Swap(true)
@@ -80,8 +82,70 @@ func (c *claim) startMove() {
 	c.n.m.moves.Inc()
 	c.n.log.Info().Str("shard", c.id.String()).Int64("epoch", c.epoch).Msg("shard moving off this host")
 	c.finish()
-	if !attached {
+	switch {
+	case attached:
+	case c.perName:
 		go c.Release()
+	default:
+		go c.moveIdle()
+	}
+}
+
+// Detach implements host.Detacher: the shard's actor left for idleness.
+// A per-name object's claim is released (its home keeps the object
+// here). A sharded namespace's shard stays claimed, without an actor, so
+// that when the placement moves it its storage moves too (moveIdle), as
+// it would with an actor; the next event here attaches an actor again.
+func (c *claim) Detach() {
+	if c.perName {
+		c.Release()
+		return
+	}
+	c.mu.Lock()
+	c.attached = false
+	moving := c.moving.Load()
+	c.mu.Unlock()
+	if moving {
+		go c.moveIdle() // the move began as the actor left
+	}
+}
+
+// moveIdleWait bounds how long moveIdle waits for an actor that runs the
+// shard here to hand it off.
+const moveIdleWait = 30 * time.Second
+
+// moveIdle moves a sharded namespace's shard that no actor runs under the
+// claim off this node: its storage shipped to the next owner
+// (host.Namespace.ShipShard, under the claim, which Ship releases), or,
+// if that fails, the claim released (what this host keeps of the shard
+// stays, a leftover). An actor that started under the claim before the
+// move hands the shard off itself.
+func (c *claim) moveIdle() {
+	n := c.n
+	var ns *host.Namespace
+	if h := n.host.Load(); h != nil {
+		ns, _ = h.Namespace(c.id.Namespace)
+	}
+	if ns == nil {
+		c.Release()
+		return
+	}
+	deadline := time.Now().Add(moveIdleWait)
+	for {
+		err := ns.ShipShard(c.id.Name, c)
+		switch {
+		case err == nil, c.released.Load():
+			return
+		case errors.Is(err, host.ErrNotOwner) && time.Now().Before(deadline) && n.ctx.Err() == nil:
+			time.Sleep(50 * time.Millisecond) // an actor runs it: it hands the shard off
+			continue
+		case errors.Is(err, host.ErrShardKept):
+			n.log.Info().Err(err).Str("shard", c.id.String()).Msg("the shard's next owner resumes its own copy; this host keeps what it has of the shard as a leftover")
+		default:
+			n.log.Error().Err(err).Str("shard", c.id.String()).Msg("shipping an idle shard to its next owner failed; what this host keeps of it stays here")
+		}
+		c.Release()
+		return
 	}
 }
 

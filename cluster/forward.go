@@ -196,8 +196,27 @@ func (n *Node) ReceiveHandler(h *host.Host) http.Handler {
 			httpx.WriteError(w, http.StatusConflict, code, err.Error())
 			return
 		}
+		if ns.Shards() > 0 && n.ctx.Err() == nil {
+			n.wg.Add(1)
+			go n.holdReceived(storage.ShardID{Namespace: ns.Name(), Name: q.Get("shard")})
+		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"entries": st.Entries, "bytes": st.Bytes})
 	}))
+}
+
+// holdReceived claims a sharded namespace's shard just shipped here as
+// soon as its old owner lets it go: this host's copy is the shard's now,
+// and holding its ownership, even with no actor, means a later move of
+// the shard ships it on (claim.moveIdle) rather than strand it here. If
+// the shard is owned elsewhere by then, or still held, the first event
+// here claims it.
+func (n *Node) holdReceived(id storage.ShardID) {
+	defer n.wg.Done()
+	ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.ClaimWait)
+	defer cancel()
+	if _, err := n.Claim(ctx, id, false); err != nil {
+		n.log.Debug().Err(err).Str("shard", id.String()).Msg("the shard received here is not claimed now")
+	}
 }
 
 // PeerHandler serves PeerPath: requests the POP's other hosts forward to

@@ -48,17 +48,19 @@ type LeaveReport struct {
 //  2. the member is marked leaving: the placement gives it nothing, and
 //     the others wait for its per-name objects rather than call them
 //     gone;
-//  3. every shard an actor runs here moves (planned move: queue
-//     finished, buffers flushed, storage shipped, ownership released);
+//  3. every shard claimed here moves (planned move: queue finished,
+//     buffers flushed, storage shipped, ownership released; a sharded
+//     shard no actor runs keeps its claim and is shipped as it is);
 //  4. every idle shard — those of 1, and every per-name object homed here
 //     that no actor runs — is shipped (host.Namespace.ShipShard), a few
 //     at a time;
 //  5. once no claim is left the member key goes.
 //
-// h is the host whose shards move (nil: only the shards actors run move).
-// An object whose move fails stays homed here, as the report's Kept says.
-func (n *Node) Leave(ctx context.Context, h *host.Host) (LeaveReport, error) {
+// The host is SetHost's (none: only the shards actors run move). An
+// object whose move fails stays homed here, as the report's Kept says.
+func (n *Node) Leave(ctx context.Context) (LeaveReport, error) {
 	t0 := time.Now()
+	h := n.host.Load()
 	rep := LeaveReport{Node: n.cfg.NodeID}
 	var idle []idleShard
 	if h != nil {

@@ -43,7 +43,8 @@ type Node struct {
 	cfg  Config
 	log  zerolog.Logger
 	cli  *clientv3.Client
-	base time.Time // deadlines are monotonic offsets from base
+	host atomic.Pointer[host.Host] // the host whose idle shards moves ship (SetHost)
+	base time.Time                 // deadlines are monotonic offsets from base
 	m    *metrics
 	peer *http.Client
 
@@ -136,6 +137,11 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, reg prometheus.Re
 	go n.renew(sess)
 	return n, nil
 }
+
+// SetHost gives the node the host whose shards it places: a move of a
+// shard no actor runs ships its storage from it (and Leave ships its idle
+// shards). Before it, such a move only releases the ownership.
+func (n *Node) SetHost(h *host.Host) { n.host.Store(h) }
 
 // NodeID returns this host's node id.
 func (n *Node) NodeID() string { return n.cfg.NodeID }
@@ -544,4 +550,5 @@ var (
 	_ host.Placement         = (*Node)(nil)
 	_ host.LeftoverPlacement = (*Node)(nil)
 	_ host.Shipper           = (*claim)(nil)
+	_ host.Detacher          = (*claim)(nil)
 )

@@ -253,7 +253,7 @@ func (a *actor) leave(reason string) bool {
 	}
 	a.exit()
 	if a.claim != nil {
-		a.claim.Release()
+		detach(a.claim)
 	}
 	return true
 }

@@ -82,6 +82,25 @@ type Shipper interface {
 	Ship(ctx context.Context, r io.Reader) error
 }
 
+// Detacher is a Claim that can outlive its actor: when the actor leaves
+// for idleness (or memory) the host detaches from the claim instead of
+// releasing it, and the Placement decides whether the ownership stays —
+// the cluster keeps a sharded namespace's shard with its host, so that a
+// later move ships its storage even while no actor runs it.
+type Detacher interface {
+	Detach()
+}
+
+// detach gives up an idle actor's claim: Detach if it has one, Release
+// otherwise.
+func detach(c Claim) {
+	if d, ok := c.(Detacher); ok {
+		d.Detach()
+		return
+	}
+	c.Release()
+}
+
 // FencedSQLDB is a SQL binding that takes a shard's fencing token with a
 // batch (sqldb.DB): the batch runs in one transaction with a check that no
 // newer owner of the shard has written, and fails, changing nothing, with

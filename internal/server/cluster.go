@@ -58,7 +58,7 @@ func (c *clusterNode) ops() *admin.ClusterOps {
 func (c *clusterNode) leave(ctx context.Context, wait time.Duration) (any, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	return c.node.Leave(ctx, c.rt.h)
+	return c.node.Leave(ctx)
 }
 
 // clusterJoin makes the host a member once its main listener serves, and,
@@ -70,9 +70,12 @@ type clusterJoin struct{ c *clusterNode }
 
 func (j *clusterJoin) Name() string { return "cluster-join" }
 
-func (j *clusterJoin) Start(ctx context.Context) error { return j.c.node.Join(ctx) }
+func (j *clusterJoin) Start(ctx context.Context) error {
+	j.c.node.SetHost(j.c.rt.h)
+	return j.c.node.Join(ctx)
+}
 
 func (j *clusterJoin) Stop(ctx context.Context) error {
-	_, err := j.c.node.Leave(ctx, j.c.rt.h)
+	_, err := j.c.node.Leave(ctx)
 	return err
 }
