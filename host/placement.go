@@ -214,8 +214,10 @@ func (ns *Namespace) claimHere(ctx context.Context, shard string) (Claim, error)
 	return c, err
 }
 
+// shardElsewhere is ErrShardElsewhere naming the owner; errors.As finds
+// ee in it (a WebSocket upgrade is carried to ee.Owner).
 func shardElsewhere(ee *ElsewhereError) error {
-	return fmt.Errorf("%w: node %s (%s) runs it", ErrShardElsewhere, ee.Node, ee.Owner)
+	return fmt.Errorf("%w: %w", ErrShardElsewhere, ee)
 }
 
 // deliverAlarm enqueues a due alarm on a host with a Placement: under a
