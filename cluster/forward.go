@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
@@ -28,12 +29,15 @@ import (
 //	Authorization: Bearer <[cluster] secret>
 //	X-Edgeshard-Hop: <origin node>             who forwarded it
 //	X-Edgeshard-Deadline: <unix ms>            the original request's deadline
+//	X-Edgeshard-Chain: <a>,<b>                 a shard_call's chain (host.CallChain),
+//	                                           each "binding/shard" query-escaped
 //	body: abi.AppendRequest
 //	→ 200 body: abi.AppendResponse, or an error envelope with X-Edgeshard-Error: <code>
 const (
 	PeerPath       = "/_edgeshard/cluster/fetch"
 	HopHeader      = "X-Edgeshard-Hop"
 	DeadlineHeader = "X-Edgeshard-Deadline"
+	ChainHeader    = "X-Edgeshard-Chain"
 	ErrorHeader    = "X-Edgeshard-Error"
 )
 
@@ -92,6 +96,9 @@ func (n *Node) forward(ctx context.Context, owner string, id storage.ShardID, re
 	if d, ok := ctx.Deadline(); ok {
 		hr.Header.Set(DeadlineHeader, strconv.FormatInt(d.UnixMilli(), 10))
 	}
+	if chain := host.CallChain(ctx); len(chain) > 0 {
+		hr.Header.Set(ChainHeader, encodeChain(chain))
+	}
 	resp, err := n.peer.Do(hr)
 	if err != nil {
 		var oe *net.OpError
@@ -142,6 +149,31 @@ func peerError(code string, status int, id storage.ShardID, owner string, body [
 		return errors.New(msg)
 	}
 	return fmt.Errorf("%w: %s", kind, msg)
+}
+
+// encodeChain writes a call chain for ChainHeader.
+func encodeChain(chain []string) string {
+	parts := make([]string, len(chain))
+	for i, s := range chain {
+		parts[i] = url.QueryEscape(s)
+	}
+	return strings.Join(parts, ",")
+}
+
+// decodeChain reads ChainHeader: at most abi.MaxCallDepth names.
+func decodeChain(v string) ([]string, error) {
+	parts := strings.Split(v, ",")
+	if len(parts) > abi.MaxCallDepth {
+		return nil, fmt.Errorf("%s: %d shards, at most %d", ChainHeader, len(parts), abi.MaxCallDepth)
+	}
+	for i, p := range parts {
+		s, err := url.QueryUnescape(p)
+		if err != nil || s == "" {
+			return nil, fmt.Errorf("%s: element %d is not a query-escaped shard name", ChainHeader, i+1)
+		}
+		parts[i] = s
+	}
+	return parts, nil
 }
 
 // ReceivePath is where a shard's owner ships its storage to the next
@@ -214,6 +246,14 @@ func (n *Node) PeerHandler(h *host.Host) http.Handler {
 		if err != nil {
 			httpx.WriteError(w, http.StatusBadRequest, "bad_body", "not an encoded request: "+err.Error())
 			return
+		}
+		if v := r.Header.Get(ChainHeader); v != "" {
+			chain, err := decodeChain(v)
+			if err != nil {
+				httpx.WriteError(w, http.StatusBadRequest, "bad_chain", err.Error())
+				return
+			}
+			ctx = host.WithCallChain(ctx, chain)
 		}
 		resp, err := ns.FetchShard(host.LocalOnly(ctx), shard, req)
 		if err != nil {

@@ -227,8 +227,10 @@ func TestPopWebSocketsStayWithTheOwner(t *testing.T) {
 }
 
 // TestPopShardCallIsPlaced: a shard_call to a shard another host owns is
-// forwarded there (its state is on the owner only), and one to a shard
-// of the calling host runs there; neither starts a second instance.
+// forwarded there with its chain (its state is on the owner only; it sees
+// its caller), and one to a shard of the calling host runs there; neither
+// starts a second instance. A cycle through the two hosts is refused at
+// once as a deadlock, not left to the caller's deadline.
 func TestPopShardCallIsPlaced(t *testing.T) {
 	nodes := []string{"a", "b"}
 	pop := startPop(t, nodes...)
@@ -241,15 +243,25 @@ func TestPopShardCallIsPlaced(t *testing.T) {
 		}
 		return body
 	}
-	// A/caller runs on a; B/far is b's: the call is forwarded, without its
-	// chain (the called shard sees no caller).
-	if got, want := chain("a", "A", caller, "B/"+far), "A/"+caller+" -> [200] B/"+far+" end caller= n=1"; got != want {
+	// A/caller runs on a; B/far is b's: the call is forwarded with its
+	// chain (the called shard sees its caller).
+	if got, want := chain("a", "A", caller, "B/"+far), "A/"+caller+" -> [200] B/"+far+" end caller=A/"+caller+" n=1"; got != want {
 		t.Fatalf("call to a shard of the other host: %q, want %q", got, want)
 	}
 	if got, want := chain("a", "A", caller, "B/"+near), "A/"+caller+" -> [200] B/"+near+" end caller=A/"+caller+" n=1"; got != want {
 		t.Fatalf("call to a shard of the same host: %q, want %q", got, want)
 	}
-	// The forwarded call's write is on b, and only there.
+	// A/caller (on a) → B/far (on b) → A/caller: refused on b at once
+	// (errno 15), the chain having come with the forwarded call.
+	t0 := time.Now()
+	deadlock := fmt.Sprintf("A/%s -> [200] B/%s err %d: ", caller, far, abi.ErrnoDeadlock)
+	if got := chain("a", "A", caller, "B/"+far, "A/"+caller); !strings.HasPrefix(got, deadlock) {
+		t.Fatalf("cycle through two hosts: %q, want prefix %q", got, deadlock)
+	}
+	if took := time.Since(t0); took > 3*time.Second {
+		t.Fatalf("cycle through two hosts took %v: not refused at once", took)
+	}
+	// The forwarded calls' writes are on b, and only there.
 	ctx := host.LocalOnly(context.Background())
 	resp, err := pop["b"].s.Host().Fetch(ctx, "B", far, &abi.Request{Method: "GET", Path: "/chain"})
 	if err != nil || string(resp.Body) != "B/"+far+" end caller= n=2" {

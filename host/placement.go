@@ -190,7 +190,11 @@ func (ns *Namespace) tryPlaced(ctx context.Context, id storage.ShardID, ev *even
 		if isLocalOnly(ctx) {
 			return result{}, fmt.Errorf("%w: %w", ErrNotOwner, err)
 		}
-		resp, err := ns.h.cfg.Placement.Forward(ctx, ee.Owner, id, ev.req)
+		fctx := ctx
+		if len(ev.chain) > 0 {
+			fctx = WithCallChain(ctx, ev.chain) // a call's: the owner checks and passes it on
+		}
+		resp, err := ns.h.cfg.Placement.Forward(fctx, ee.Owner, id, ev.req)
 		return result{resp: resp}, err
 	case err != nil:
 		return result{}, err
