@@ -1,0 +1,390 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgeshard/edgeshard/internal/configtext"
+	"github.com/edgeshard/edgeshard/internal/etcdtest"
+	"github.com/edgeshard/edgeshard/internal/ownerlog"
+)
+
+// The cluster mode: three hosts of ONE POP ([cluster]: one etcd the crash
+// test starts in process, one throwaway PostgreSQL), each with the edge
+// API and its buffering shards, and the tutorial's page views as per-name
+// counters (one object per page). The clients spread likes, unlikes,
+// follows, unfollows, views, runs, runtime events and page views over
+// every host that is up; a host that does not own a shard forwards to its
+// owner. At random, a host is killed (kill -9) and restarted, frozen
+// (SIGSTOP) past its lease and resumed (SIGCONT), or drained — SIGTERM,
+// which leaves the POP (its shards flushed, its running per-name objects
+// shipped), or `edgeshard cluster leave` and then SIGTERM — and
+// restarted. At the end, with every host up, their buffers are drained,
+// the leftovers of shards they do not own flushed and the pages flushed;
+// PostgreSQL is compared with the ledger, stream by stream (page views
+// too: every acknowledged number counted, none acknowledged twice), and
+// the ownership intervals every run of every host logged must never
+// overlap for a shard.
+
+// clusterNodes are the cluster mode's hosts (node ids).
+var clusterNodes = []string{"host-a", "host-b", "host-c"}
+
+// clusterLease is the hosts' lease_ttl; a frozen host stays stopped
+// clusterFreeze, past it.
+const (
+	clusterLease  = 2 * time.Second
+	clusterFreeze = clusterLease + 1500*time.Millisecond
+	clusterPages  = 12
+)
+
+// clusterActions are what a cycle does to one host, in an order drawn
+// anew every len(clusterActions) cycles.
+var clusterActions = []string{"kill", "freeze", "term", "leave"}
+
+func runCluster(ctx context.Context, o Options, dir string, seed uint64) (ModeResult, error) {
+	res := ModeResult{Mode: "cluster"}
+	if o.PageModule == "" {
+		return res, fmt.Errorf("the cluster mode needs the page-view module (examples/tutorial)")
+	}
+	etcd, err := etcdtest.Start()
+	if err != nil {
+		return res, fmt.Errorf("the cluster mode's etcd: %w", err)
+	}
+	defer etcd.Close()
+	secret := randomToken()
+	f, err := startFleet(ctx, o, "cluster", dir, clusterNodes, &res, []string{"FLUSH_EVERY", "2s"}, func(node, addr string) string {
+		return configtext.Binding(pageBinding, o.PageModule, 0, "DB", "AE") +
+			configtext.Cluster(etcd.Endpoint(), "http://"+addr, clusterLease.String(), "/crashtest", secret)
+	})
+	if f != nil {
+		defer f.close()
+	}
+	if err != nil {
+		return res, err
+	}
+	out := o.Out
+	fmt.Fprintf(out, "== mode cluster: %d hosts (%s) of one POP on etcd %s and one PostgreSQL (port %d), lease %s, %d cycles, %d clients, %d shards per binding, %d pages, seed %d, dir %s\n",
+		len(f.nodes), strings.Join(f.nodes, ", "), etcd.Endpoint(), f.pg.Port, clusterLease, o.Cycles, o.Clients, o.Shards, clusterPages, seed, dir)
+	if err := waitMembers(ctx, f.srvs, 30*time.Second); err != nil {
+		return res, err
+	}
+
+	led := newLedger()
+	if err := seedBaseline(ctx, f.srvs, led, o.Posts); err != nil {
+		return res, err
+	}
+	ld := startLoadOn(loadConfig{clients: o.Clients, interval: o.Interval, posts: o.Posts, seed: seed, follows: true, pages: clusterPages}, led, f.hosts)
+	rng := mrand.New(mrand.NewPCG(seed, 7))
+	rec := f.startReconciler(ctx, seed)
+	var order []int
+	for c := 0; c < o.Cycles && ctx.Err() == nil; c++ {
+		if c%len(clusterActions) == 0 {
+			order = rng.Perm(len(clusterActions))
+		}
+		act := clusterActions[order[c%len(clusterActions)]]
+		v := rng.IntN(len(f.srvs))
+		sentBefore := ld.sent.Load()
+		stretch := 300*time.Millisecond + time.Duration(rng.Int64N(int64(max(o.CycleMax-300*time.Millisecond, time.Millisecond))))
+		select {
+		case <-time.After(stretch):
+		case <-ctx.Done():
+		}
+		t0 := time.Now()
+		what, err := f.act(ctx, act, v, &res)
+		if err != nil {
+			ld.finish()
+			rec.stop()
+			return res, fmt.Errorf("cycle %d (%s %s): %w", c+1, act, f.nodes[v], err)
+		}
+		if err := waitMembers(ctx, f.srvs, 30*time.Second); err != nil {
+			res.Failed = append(res.Failed, fmt.Sprintf("cycle %d: %v", c+1, err))
+		}
+		fmt.Fprintf(out, "  cycle %d/%d: %s %s after %.1fs of load; %d requests this cycle; back in the POP %.2fs later\n",
+			c+1, o.Cycles, what, f.nodes[v], stretch.Seconds(), ld.sent.Load()-sentBefore, time.Since(t0).Seconds())
+	}
+	forwarded := forwardsOK(f.srvs)
+	if forwarded == 0 {
+		res.Failed = append(res.Failed, "no request was forwarded between the hosts: the POP did not run")
+	}
+	var pagesLine string
+	settle := func() ([]stream, error) {
+		for _, s := range f.srvs {
+			// Leftovers: what a host keeps of a shard it does not own
+			// flushes on the shard's alarm, under a leftover claim.
+			if err := waitNoAlarms(ctx, s, 90*time.Second); err != nil {
+				return nil, fmt.Errorf("%s: %w", s.dir, err)
+			}
+		}
+		objects, err := waitPagesFlushed(ctx, f.srvs, led, 60*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		inSQL, err := readPages(ctx, f.dbURL)
+		if err != nil {
+			return nil, err
+		}
+		var differ []string
+		for page, n := range objects {
+			if inSQL[page] != n {
+				differ = append(differ, fmt.Sprintf("%s: object %d, SQL %d", page, n, inSQL[page]))
+			}
+		}
+		if len(differ) > 0 {
+			return nil, fmt.Errorf("flushed pages differ from their objects: %s", strings.Join(differ, "; "))
+		}
+		pagesLine = fmt.Sprintf("  pages: %d objects flushed, each object's count equals its page_views row", len(objects))
+		return []stream{comparePages(led, inSQL)}, nil
+	}
+	if err := f.finish(ctx, &res, led, ld, rec, settle); err != nil {
+		return res, err
+	}
+	if pagesLine != "" {
+		fmt.Fprintln(out, pagesLine)
+	}
+	// The promise of the POP: never two live owners of a shard.
+	var ivs []ownerlog.Interval
+	runs := 0
+	for i, s := range f.srvs {
+		iv, n, err := s.ownerships(f.nodes[i])
+		if err != nil {
+			return res, err
+		}
+		ivs, runs = append(ivs, iv...), runs+n
+	}
+	shards := map[string]bool{}
+	for _, iv := range ivs {
+		shards[iv.Shard] = true
+	}
+	bad := ownerlog.Check(ivs)
+	for i, b := range bad {
+		if i == 20 {
+			res.Failed = append(res.Failed, fmt.Sprintf("... %d more ownership violations", len(bad)-20))
+			break
+		}
+		res.Failed = append(res.Failed, "ownership "+b)
+	}
+	if len(ivs) == 0 {
+		res.Failed = append(res.Failed, "no ownership interval logged: the hosts never claimed a shard")
+	}
+	fmt.Fprintf(out, "  ownership: %d intervals of %d shards over %d host runs, %d overlapping or out of epoch order\n", len(ivs), len(shards), runs, len(bad))
+	fmt.Fprintf(out, "  cluster: %d requests forwarded ok by the last runs; %d leftover flushes, %d shards shipped, %d lease losses, %d fence refusals logged\n",
+		forwarded, f.logCount("leftover flush of a shard owned elsewhere"), f.logCount("shard shipped to its next owner"),
+		f.logCount("lease lapsed"), f.logCount("ownership lost before the event committed"))
+	verdict := res.finish(out, f.t0)
+	fmt.Fprintf(out, "== mode cluster %s: %d kills, %d freezes, %d drains (SIGTERM or leave, then restart) over %d hosts, took %.1fs\n",
+		verdict, res.Kills, res.Freezes, res.Drains, len(f.srvs), res.Took.Seconds())
+	return res, nil
+}
+
+// act does one cycle's action to host v and says what it did; err: the
+// host could not be brought back.
+func (f *fleet) act(ctx context.Context, act string, v int, res *ModeResult) (string, error) {
+	s, g := f.srvs[v], f.hosts[v].gate
+	switch act {
+	case "kill":
+		g.close()
+		s.kill()
+		res.Kills++
+		if err := s.start(ctx); err != nil {
+			return "", err
+		}
+		g.open()
+		return "kill -9 and restart", nil
+	case "freeze":
+		g.close()
+		if err := s.signal(syscall.SIGSTOP); err != nil {
+			return "", err
+		}
+		res.Freezes++
+		select {
+		case <-time.After(clusterFreeze):
+		case <-ctx.Done():
+		}
+		if err := s.signal(syscall.SIGCONT); err != nil {
+			return "", err
+		}
+		g.open()
+		return fmt.Sprintf("SIGSTOP for %.1fs (lease %s), SIGCONT", clusterFreeze.Seconds(), clusterLease), nil
+	case "term", "leave":
+		what := "SIGTERM (leaves the POP) and restart"
+		if act == "leave" {
+			// The host stays up, forwarding, while its shards move off.
+			if out, err := f.cli(ctx, s, "cluster", "leave", "--wait", "30s"); err != nil {
+				res.Failed = append(res.Failed, fmt.Sprintf("edgeshard cluster leave on %s: %v: %s", f.nodes[v], err, out))
+			}
+			what = "edgeshard cluster leave, SIGTERM and restart"
+		}
+		g.close()
+		if err := s.term(60 * time.Second); err != nil {
+			res.Failed = append(res.Failed, fmt.Sprintf("%s: %v", f.nodes[v], err))
+		}
+		res.Drains++
+		if err := s.start(ctx); err != nil {
+			return "", err
+		}
+		g.open()
+		return what, nil
+	}
+	return "", fmt.Errorf("unknown action %q", act)
+}
+
+// cli runs an admin command of the edgeshard binary against s.
+func (f *fleet) cli(ctx context.Context, s *server, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	args = append(args, "--admin", s.adminURL(), "--token", s.token)
+	b, err := exec.CommandContext(ctx, f.o.Bin, args...).CombinedOutput()
+	return strings.TrimSpace(string(b)), err
+}
+
+// waitMembers waits until every host sees every host as a member of the
+// POP (not leaving).
+func waitMembers(ctx context.Context, srvs []*server, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		seen := ""
+		all := true
+		for _, s := range srvs {
+			var st struct {
+				Members []struct {
+					Node    string `json:"node"`
+					Leaving bool   `json:"leaving"`
+				} `json:"members"`
+			}
+			err := adminDo(ctx, s, http.MethodGet, "/admin/cluster", &st)
+			n := 0
+			for _, m := range st.Members {
+				if !m.Leaving {
+					n++
+				}
+			}
+			if err != nil || n != len(srvs) {
+				all = false
+				seen = fmt.Sprintf("%s sees %d members (%v)", s.dir, n, err)
+				break
+			}
+		}
+		if all {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("the hosts do not all see each other after %v: %s", limit, seen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitPagesFlushed asks every page of the ledger (through the hosts in
+// turn) until its object has flushed its count to SQL, and returns the
+// counts.
+func waitPagesFlushed(ctx context.Context, srvs []*server, led *ledger, limit time.Duration) (map[string]int64, error) {
+	led.mu.Lock()
+	pages := sortedKeys(led.pages)
+	led.mu.Unlock()
+	deadline := time.Now().Add(limit)
+	c := newClient(1)
+	defer c.CloseIdleConnections()
+	counts := map[string]int64{}
+	for i, page := range pages {
+		for {
+			var st struct {
+				Views   int64 `json:"views"`
+				Flushed int64 `json:"flushed"`
+			}
+			last := ""
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srvs[i%len(srvs)].url()+"/do/"+pageBinding+"/"+page+"/", nil)
+			resp, err := c.Do(req)
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				last = fmt.Sprintf("%d %s", resp.StatusCode, b)
+				if resp.StatusCode == http.StatusOK && jsonInto(b, &st) && st.Views == st.Flushed {
+					counts[page] = st.Views
+					break
+				}
+			} else {
+				last = err.Error()
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return counts, fmt.Errorf("page %s not flushed after %v: %s", page, limit, last)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return counts, nil
+}
+
+// forwardsOK sums edgeshard_cluster_forwards_total{outcome="ok"} over the
+// hosts' current runs.
+func forwardsOK(srvs []*server) int64 {
+	var n int64
+	for _, s := range srvs {
+		resp, err := http.Get(s.url() + "/metrics")
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			l := sc.Text()
+			if strings.HasPrefix(l, `edgeshard_cluster_forwards_total{outcome="ok"}`) {
+				if v, err := strconv.ParseFloat(strings.TrimSpace(l[strings.LastIndexByte(l, ' '):]), 64); err == nil {
+					n += int64(v)
+				}
+			}
+		}
+		resp.Body.Close()
+	}
+	return n
+}
+
+// logCount counts the lines of every host's log (all runs) containing s.
+func (f *fleet) logCount(s string) int {
+	n := 0
+	for _, srv := range f.srvs {
+		b, err := os.ReadFile(srv.log.Name())
+		if err == nil {
+			n += strings.Count(string(b), s)
+		}
+	}
+	return n
+}
+
+// ownerships reads the ownership intervals every run of the host logged:
+// an interval a run never ended (it was killed) ends when the run did.
+// It returns them and the number of runs.
+func (s *server) ownerships(node string) ([]ownerlog.Interval, int, error) {
+	b, err := os.ReadFile(s.log.Name())
+	if err != nil {
+		return nil, 0, err
+	}
+	var ivs []ownerlog.Interval
+	runs := 0
+	for _, run := range strings.Split(string(b), startMarker)[1:] {
+		runs++
+		end := time.Now()
+		if i := strings.Index(run, exitMarker); i >= 0 {
+			ts, _, _ := strings.Cut(run[i+len(exitMarker):], " ")
+			t, err := time.Parse(time.RFC3339Nano, ts)
+			if err != nil {
+				return nil, 0, fmt.Errorf("%s: exit marker %q: %w", s.log.Name(), ts, err)
+			}
+			end, run = t, run[:i]
+		}
+		ivs = append(ivs, ownerlog.Parse(node, run, end)...)
+	}
+	return ivs, runs, nil
+}
+
+// jsonInto decodes b into v and reports whether it could.
+func jsonInto(b []byte, v any) bool { return json.Unmarshal(b, v) == nil }
