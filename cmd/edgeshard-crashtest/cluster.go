@@ -48,9 +48,9 @@ const (
 	clusterPages  = 12
 )
 
-// clusterActions are what a cycle does to one host, in an order drawn
-// anew every len(clusterActions) cycles.
-var clusterActions = []string{"kill", "freeze", "term", "leave"}
+// clusterActions are what a cycle does to one host (freeze-kill: to two),
+// in an order drawn anew every len(clusterActions) cycles.
+var clusterActions = []string{"kill", "freeze", "term", "leave", "freeze-kill"}
 
 func runCluster(ctx context.Context, o Options, dir string, seed uint64) (ModeResult, error) {
 	res := ModeResult{Mode: "cluster"}
@@ -101,7 +101,7 @@ func runCluster(ctx context.Context, o Options, dir string, seed uint64) (ModeRe
 		case <-ctx.Done():
 		}
 		t0 := time.Now()
-		what, err := f.act(ctx, act, v, &res)
+		what, err := f.act(ctx, rng, act, v, &res)
 		if err != nil {
 			ld.finish()
 			rec.stop()
@@ -187,9 +187,10 @@ func runCluster(ctx context.Context, o Options, dir string, seed uint64) (ModeRe
 	return res, nil
 }
 
-// act does one cycle's action to host v and says what it did; err: the
-// host could not be brought back.
-func (f *fleet) act(ctx context.Context, act string, v int, res *ModeResult) (string, error) {
+// act does one cycle's action to host v (and, for freeze-kill, to
+// another that rng picks) and says what it did; err: a host could not be
+// brought back.
+func (f *fleet) act(ctx context.Context, rng *mrand.Rand, act string, v int, res *ModeResult) (string, error) {
 	s, g := f.srvs[v], f.hosts[v].gate
 	switch act {
 	case "kill":
@@ -216,6 +217,43 @@ func (f *fleet) act(ctx context.Context, act string, v int, res *ModeResult) (st
 		}
 		g.open()
 		return fmt.Sprintf("SIGSTOP for %.1fs (lease %s), SIGCONT", clusterFreeze.Seconds(), clusterLease), nil
+	case "freeze-kill":
+		// The frozen host's shards go to the others; one of them is
+		// killed holding their buffers, and stays down until the frozen
+		// host is back and owns its shards again: the killed host then
+		// flushes what it kept of them as leftovers.
+		w := (v + 1 + rng.IntN(len(f.srvs)-1)) % len(f.srvs)
+		s2, g2 := f.srvs[w], f.hosts[w].gate
+		g.close()
+		if err := s.signal(syscall.SIGSTOP); err != nil {
+			return "", err
+		}
+		res.Freezes++
+		select {
+		case <-time.After(clusterFreeze):
+		case <-ctx.Done():
+		}
+		g2.close()
+		s2.kill()
+		res.Kills++
+		if err := s.signal(syscall.SIGCONT); err != nil {
+			return "", err
+		}
+		var up []*server
+		for i, srv := range f.srvs {
+			if i != w {
+				up = append(up, srv)
+			}
+		}
+		if err := waitMembers(ctx, up, 30*time.Second); err != nil {
+			res.Failed = append(res.Failed, err.Error())
+		}
+		g.open()
+		if err := s2.start(ctx); err != nil {
+			return "", err
+		}
+		g2.open()
+		return fmt.Sprintf("SIGSTOP for %.1fs, then kill -9 %s (holding some of its shards), SIGCONT, restart %s; frozen:", clusterFreeze.Seconds(), f.nodes[w], f.nodes[w]), nil
 	case "term", "leave":
 		what := "SIGTERM (leaves the POP) and restart"
 		if act == "leave" {
