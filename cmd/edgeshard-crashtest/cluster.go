@@ -110,8 +110,8 @@ func runCluster(ctx context.Context, o Options, dir string, seed uint64) (ModeRe
 		if err := waitMembers(ctx, f.srvs, 30*time.Second); err != nil {
 			res.Failed = append(res.Failed, fmt.Sprintf("cycle %d: %v", c+1, err))
 		}
-		fmt.Fprintf(out, "  cycle %d/%d: %s %s after %.1fs of load; %d requests this cycle; back in the POP %.2fs later\n",
-			c+1, o.Cycles, what, f.nodes[v], stretch.Seconds(), ld.sent.Load()-sentBefore, time.Since(t0).Seconds())
+		fmt.Fprintf(out, "  cycle %d/%d after %.1fs of load: %s; %d requests this cycle; every host a member again %.2fs later\n",
+			c+1, o.Cycles, stretch.Seconds(), what, ld.sent.Load()-sentBefore, time.Since(t0).Seconds())
 	}
 	forwarded := forwardsOK(f.srvs)
 	if forwarded == 0 {
@@ -191,7 +191,7 @@ func runCluster(ctx context.Context, o Options, dir string, seed uint64) (ModeRe
 // another that rng picks) and says what it did; err: a host could not be
 // brought back.
 func (f *fleet) act(ctx context.Context, rng *mrand.Rand, act string, v int, res *ModeResult) (string, error) {
-	s, g := f.srvs[v], f.hosts[v].gate
+	s, g, name := f.srvs[v], f.hosts[v].gate, f.nodes[v]
 	switch act {
 	case "kill":
 		g.close()
@@ -201,7 +201,7 @@ func (f *fleet) act(ctx context.Context, rng *mrand.Rand, act string, v int, res
 			return "", err
 		}
 		g.open()
-		return "kill -9 and restart", nil
+		return "kill -9 " + name + ", restart", nil
 	case "freeze":
 		g.close()
 		if err := s.signal(syscall.SIGSTOP); err != nil {
@@ -216,7 +216,7 @@ func (f *fleet) act(ctx context.Context, rng *mrand.Rand, act string, v int, res
 			return "", err
 		}
 		g.open()
-		return fmt.Sprintf("SIGSTOP for %.1fs (lease %s), SIGCONT", clusterFreeze.Seconds(), clusterLease), nil
+		return fmt.Sprintf("SIGSTOP %s for %.1fs (lease %s), SIGCONT", name, clusterFreeze.Seconds(), clusterLease), nil
 	case "freeze-kill":
 		// The frozen host's shards go to the others; one of them is
 		// killed holding their buffers, and stays down until the frozen
@@ -253,19 +253,19 @@ func (f *fleet) act(ctx context.Context, rng *mrand.Rand, act string, v int, res
 			return "", err
 		}
 		g2.open()
-		return fmt.Sprintf("SIGSTOP for %.1fs, then kill -9 %s (holding some of its shards), SIGCONT, restart %s; frozen:", clusterFreeze.Seconds(), f.nodes[w], f.nodes[w]), nil
+		return fmt.Sprintf("SIGSTOP %s for %.1fs, kill -9 %s (holding some of its shards), SIGCONT %s, restart %s", name, clusterFreeze.Seconds(), f.nodes[w], name, f.nodes[w]), nil
 	case "term", "leave":
-		what := "SIGTERM (leaves the POP) and restart"
+		what := "SIGTERM " + name + " (leaves the POP), restart"
 		if act == "leave" {
 			// The host stays up, forwarding, while its shards move off.
 			if out, err := f.cli(ctx, s, "cluster", "leave", "--wait", "30s"); err != nil {
-				res.Failed = append(res.Failed, fmt.Sprintf("edgeshard cluster leave on %s: %v: %s", f.nodes[v], err, out))
+				res.Failed = append(res.Failed, fmt.Sprintf("edgeshard cluster leave on %s: %v: %s", name, err, out))
 			}
-			what = "edgeshard cluster leave, SIGTERM and restart"
+			what = "edgeshard cluster leave " + name + ", SIGTERM, restart"
 		}
 		g.close()
 		if err := s.term(60 * time.Second); err != nil {
-			res.Failed = append(res.Failed, fmt.Sprintf("%s: %v", f.nodes[v], err))
+			res.Failed = append(res.Failed, fmt.Sprintf("%s: %v", name, err))
 		}
 		res.Drains++
 		if err := s.start(ctx); err != nil {
@@ -347,7 +347,7 @@ func waitPagesFlushed(ctx context.Context, srvs []*server, led *ledger, limit ti
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				last = fmt.Sprintf("%d %s", resp.StatusCode, b)
-				if resp.StatusCode == http.StatusOK && jsonInto(b, &st) && st.Views == st.Flushed {
+				if resp.StatusCode == http.StatusOK && json.Unmarshal(b, &st) == nil && st.Views == st.Flushed {
 					counts[page] = st.Views
 					break
 				}
@@ -423,6 +423,3 @@ func (s *server) ownerships(node string) ([]ownerlog.Interval, int, error) {
 	}
 	return ivs, runs, nil
 }
-
-// jsonInto decodes b into v and reports whether it could.
-func jsonInto(b []byte, v any) bool { return json.Unmarshal(b, v) == nil }
