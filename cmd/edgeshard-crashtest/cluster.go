@@ -8,16 +8,20 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/configtext"
 	"github.com/edgeshard/edgeshard/internal/etcdtest"
 	"github.com/edgeshard/edgeshard/internal/ownerlog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // The cluster mode: three hosts of ONE POP ([cluster]: one etcd the crash
@@ -46,6 +50,7 @@ const (
 	clusterLease  = 2 * time.Second
 	clusterFreeze = clusterLease + 1500*time.Millisecond
 	clusterPages  = 12
+	clusterPrefix = "/crashtest"
 )
 
 // clusterActions are what a cycle does to one host (freeze-kill: to two),
@@ -65,7 +70,7 @@ func runCluster(ctx context.Context, o Options, dir string, seed uint64) (ModeRe
 	secret := randomToken()
 	f, err := startFleet(ctx, o, "cluster", dir, clusterNodes, &res, []string{"FLUSH_EVERY", "2s"}, func(node, addr string) string {
 		return configtext.Binding(pageBinding, o.PageModule, 0, "DB", "AE") +
-			configtext.Cluster(etcd.Endpoint(), "http://"+addr, clusterLease.String(), "/crashtest", secret)
+			configtext.Cluster(etcd.Endpoint(), "http://"+addr, clusterLease.String(), clusterPrefix, secret)
 	})
 	if f != nil {
 		defer f.close()
@@ -80,6 +85,11 @@ func runCluster(ctx context.Context, o Options, dir string, seed uint64) (ModeRe
 		return res, err
 	}
 
+	watch, err := startKeyWatch(ctx, etcd.Endpoint(), clusterPrefix, f)
+	if err != nil {
+		return res, err
+	}
+	defer watch.stop()
 	led := newLedger()
 	if err := seedBaseline(ctx, f.srvs, led, o.Posts); err != nil {
 		return res, err
@@ -112,6 +122,10 @@ func runCluster(ctx context.Context, o Options, dir string, seed uint64) (ModeRe
 		}
 		fmt.Fprintf(out, "  cycle %d/%d after %.1fs of load: %s; %d requests this cycle; every host a member again %.2fs later\n",
 			c+1, o.Cycles, stretch.Seconds(), what, ld.sent.Load()-sentBefore, time.Since(t0).Seconds())
+	}
+	polls, stuck := watch.result()
+	for _, st := range stuck {
+		res.Failed = append(res.Failed, "stuck shard: "+st)
 	}
 	forwarded := forwardsOK(f.srvs)
 	if forwarded == 0 {
@@ -177,6 +191,7 @@ func runCluster(ctx context.Context, o Options, dir string, seed uint64) (ModeRe
 	if len(ivs) == 0 {
 		res.Failed = append(res.Failed, "no ownership interval logged: the hosts never claimed a shard")
 	}
+	fmt.Fprintf(out, "  owner keys in etcd checked against the hosts' claims %d times: %d shards stuck (held under a live lease by a host that does not own them)\n", polls, len(stuck))
 	fmt.Fprintf(out, "  ownership: %d intervals of %d shards over %d host runs, %d overlapping or out of epoch order\n", len(ivs), len(shards), runs, len(bad))
 	fmt.Fprintf(out, "  cluster: %d requests forwarded ok by the last runs; %d leftover flushes, %d shards shipped, %d lease losses, %d fence refusals logged\n",
 		forwarded, f.logCount("leftover flush of a shard owned elsewhere"), f.logCount("shard shipped to its next owner"),
@@ -422,4 +437,119 @@ func (s *server) ownerships(node string) ([]ownerlog.Interval, int, error) {
 		ivs = append(ivs, ownerlog.Parse(node, run, end)...)
 	}
 	return ivs, runs, nil
+}
+
+// keyWatch polls the POP's owner keys in etcd against what each host says
+// it owns (GET /admin/cluster): a key under a host's current lease that the
+// host does not list, owned or moving, for stuckAfter is a stuck shard —
+// no host serves it, and none can claim it while that lease lives.
+type keyWatch struct {
+	cli    *clientv3.Client
+	prefix string
+	srvs   []*server
+	nodes  []string
+	stop   func()
+
+	mu       sync.Mutex
+	since    map[string]time.Time // owner key → first seen orphaned
+	reported map[string]bool
+	stuck    []string // what stayed orphaned for stuckAfter (first few)
+	polls    int
+}
+
+const stuckAfter = 5 * time.Second
+
+func startKeyWatch(ctx context.Context, endpoint, prefix string, f *fleet) (*keyWatch, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, err
+	}
+	w := &keyWatch{cli: cli, prefix: prefix, srvs: f.srvs, nodes: f.nodes, since: map[string]time.Time{}, reported: map[string]bool{}}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	w.stop = sync.OnceFunc(func() { cancel(); <-done; cli.Close() })
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			w.poll(ctx)
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+	return w, nil
+}
+
+func (w *keyWatch) poll(ctx context.Context) {
+	type hostView struct {
+		lease int64
+		held  map[string]bool
+	}
+	views := map[string]*hostView{}
+	for i, s := range w.srvs {
+		var st struct {
+			Lease int64 `json:"lease"`
+			Owned []struct {
+				Shard string `json:"shard"`
+			} `json:"owned"`
+			Moving []struct {
+				Shard string `json:"shard"`
+			} `json:"moving"`
+		}
+		if !s.running() || adminDo(ctx, s, http.MethodGet, "/admin/cluster", &st) != nil {
+			continue // down, frozen or busy: no verdict on its keys
+		}
+		v := &hostView{lease: st.Lease, held: map[string]bool{}}
+		for _, c := range append(st.Owned, st.Moving...) {
+			v.held[c.Shard] = true
+		}
+		views[w.nodes[i]] = v
+	}
+	resp, err := w.cli.Get(ctx, w.prefix+"/owners/", clientv3.WithPrefix())
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.polls++
+	seen := map[string]bool{}
+	for _, kv := range resp.Kvs {
+		k, node := string(kv.Key), string(kv.Value)
+		v := views[node]
+		b, sh, _ := strings.Cut(strings.TrimPrefix(k, w.prefix+"/owners/"), "/")
+		b, _ = url.PathUnescape(b)
+		sh, _ = url.PathUnescape(sh)
+		shard := b + "/" + sh
+		if v == nil || v.lease != kv.Lease || v.held[shard] {
+			continue
+		}
+		seen[k] = true
+		t0, ok := w.since[k]
+		if !ok {
+			w.since[k] = now
+			continue
+		}
+		if now.Sub(t0) >= stuckAfter && !w.reported[k] {
+			w.reported[k] = true
+			if len(w.stuck) < 10 {
+				w.stuck = append(w.stuck, fmt.Sprintf("%s: its owner key (epoch %d) is held under %s's current lease since %s, but %s does not own it: no host serves it",
+					shard, kv.CreateRevision, node, t0.Format("15:04:05.000"), node))
+			}
+		}
+	}
+	for k := range w.since {
+		if !seen[k] {
+			delete(w.since, k)
+		}
+	}
+}
+
+// result stops the watch and returns what it found stuck.
+func (w *keyWatch) result() (polls int, stuck []string) {
+	w.stop()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.polls, w.stuck
 }
