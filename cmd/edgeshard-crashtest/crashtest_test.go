@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -98,7 +99,7 @@ func smallRun(t *testing.T, mode string, cycles int, cycleMax time.Duration, cli
 		EventsModule:  testutil.Plugin(t, "plugins/runtimeevents"),
 		CounterModule: testutil.Plugin(t, "plugins/counters"),
 		CacheDir:      testutil.CacheDir(),
-		WorkDir:       t.TempDir(),
+		WorkDir:       workDir(t),
 		Modes:         []string{mode},
 		Cycles:        cycles,
 		CycleMax:      cycleMax,
@@ -109,6 +110,23 @@ func smallRun(t *testing.T, mode string, cycles int, cycleMax time.Duration, cli
 		Seed:          uint64(time.Now().UnixNano()),
 		Out:           &logWriter{t: t},
 	}
+}
+
+// workDir is a directory for a crash run's data and logs, removed when
+// the test passes and kept (its path logged) when it fails.
+func workDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "edgeshard-crashtest-"+t.Name()+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("data and logs of the failed run kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
 }
 
 // checkRun runs o within timeout and wants kills kills, no failure, every
