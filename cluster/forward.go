@@ -62,7 +62,8 @@ func newPeerClient() *http.Client {
 // answer comes back. A request that never reached the owner (it could not
 // be dialled: it is down or not listening yet) or that the owner did not
 // run because it does not own the shard matches host.ErrNotOwner: the
-// host asks the placement again.
+// host asks the placement again. One sent whose answer never came back
+// (the connection broke or timed out) matches host.ErrOutcomeUnknown.
 func (n *Node) Forward(ctx context.Context, owner string, id storage.ShardID, req *abi.Request) (*abi.Response, error) {
 	t0 := time.Now()
 	resp, err := n.forward(ctx, owner, id, req)
@@ -105,19 +106,20 @@ func (n *Node) forward(ctx context.Context, owner string, id storage.ShardID, re
 		if errors.As(err, &oe) && oe.Op == "dial" {
 			return nil, fmt.Errorf("%w: forward %s to %s: %w", host.ErrNotOwner, id, owner, err)
 		}
-		return nil, fmt.Errorf("forward %s to %s: %w", id, owner, err)
+		// Sent, maybe run: the owner died or the connection broke.
+		return nil, fmt.Errorf("%w: forward %s to %s: %w", host.ErrOutcomeUnknown, id, owner, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPeerBody))
 	if err != nil {
-		return nil, fmt.Errorf("forward %s to %s: read answer: %w", id, owner, err)
+		return nil, fmt.Errorf("%w: forward %s to %s: read answer: %w", host.ErrOutcomeUnknown, id, owner, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, peerError(resp.Header.Get(ErrorHeader), resp.StatusCode, id, owner, body)
 	}
 	out, err := abi.DecodeResponse(body)
 	if err != nil {
-		return nil, fmt.Errorf("forward %s to %s: bad answer: %w", id, owner, err)
+		return nil, fmt.Errorf("%w: forward %s to %s: bad answer: %w", host.ErrOutcomeUnknown, id, owner, err)
 	}
 	return out, nil
 }
