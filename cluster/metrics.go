@@ -32,7 +32,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 			Name: "edgeshard_cluster_lease_losses_total", Help: "Sessions whose lease lapsed before it was renewed (the host was paused or cut off): every shard it owned was lost to it.",
 		}),
 		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_cluster_forwards_total", Help: "Requests forwarded to the owning host, by outcome: ok (the owner answered, whatever the shard said), not_owner (asked again), error.",
+			Name: "edgeshard_cluster_forwards_total", Help: "Requests forwarded to the owning host, by outcome: ok (the owner answered, whatever the shard said), not_owner (asked again), error; WebSocket upgrades relayed to the owner: upgrade, upgrade_error (the owner could not be reached).",
 		}, []string{"outcome"}),
 		forwardDur: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "edgeshard_cluster_forward_seconds", Help: "Round trip of a forwarded request to its owner.",

@@ -20,6 +20,8 @@ import (
 // ErrorStatus maps an error from Fetch to an HTTP status and error code.
 func ErrorStatus(err error) (int, string) {
 	switch {
+	case errors.Is(err, ErrOutcomeUnknown):
+		return http.StatusBadGateway, "outcome_unknown"
 	case errors.Is(err, ErrUnknownBinding):
 		return http.StatusNotFound, "unknown_binding"
 	case errors.Is(err, ErrBadKey):
