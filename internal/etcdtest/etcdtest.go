@@ -13,7 +13,11 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,8 +33,12 @@ type Server struct {
 }
 
 // Start starts an etcd server of the caller's own on free loopback ports.
+// Its data directory is named after the process (etcdtest-<pid>-…); the
+// directories of processes that are gone (a test binary's Shared server
+// dies with it, ~120 MiB of preallocated WAL each) are removed first.
 func Start() (*Server, error) {
-	dir, err := os.MkdirTemp("", "etcdtest-")
+	removeOrphans()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("etcdtest-%d-", os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
@@ -62,6 +70,19 @@ func Start() (*Server, error) {
 		return nil, fmt.Errorf("etcdtest: not ready after 30s")
 	}
 	return &Server{e: e, dir: dir, url: client.String()}, nil
+}
+
+// removeOrphans removes the data directories of etcd servers whose
+// process no longer runs.
+func removeOrphans() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "etcdtest-*-*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.SplitN(filepath.Base(d), "-", 3)[1])
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue // not ours to judge, or its process may still run
+		}
+		os.RemoveAll(d)
+	}
 }
 
 // freeURLs picks two free loopback ports (client, peer).
@@ -100,7 +121,8 @@ var shared struct {
 }
 
 // Shared returns the test binary's etcd server, started on first use and
-// left to die with the process. A failure to start fails the test.
+// left to die with the process (the next Start removes its data). A
+// failure to start fails the test.
 func Shared(t testing.TB) *Server {
 	t.Helper()
 	shared.once.Do(func() { shared.s, shared.err = Start() })
