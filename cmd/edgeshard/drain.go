@@ -18,7 +18,7 @@ import (
 // the POP instead (the job is then `cluster leave`'s). Exit 0 when empty
 // (left, with nothing kept), 1 otherwise.
 func runDrain(args []string, stdout, stderr io.Writer) int {
-	cmd := newAdminCmd("drain", "usage: edgeshard drain [--wait 1m] [--admin URL] [--token T] [--json]\n\n"+
+	cmd := newAdminCmd("drain", "usage: edgeshard drain [--wait 1m] [--leave=false] [--admin URL] [--token T] [--json]\n\n"+
 		"Flushes every runtime-event and counter shard of the host to SQL until all\n"+
 		"are empty, and exits 0 only then. Take the host out of traffic first: drain\n"+
 		"does not stop new writes. Then stop it (SIGTERM); nothing is left on its disk.\n\n"+
@@ -26,8 +26,10 @@ func runDrain(args []string, stdout, stderr io.Writer) int {
 		"`edgeshard cluster leave` does: every shard moves off the host (queue finished,\n"+
 		"buffers flushed, storage shipped to its next owner, idle per-name objects too)\n"+
 		"and the host forwards every request until it is stopped. Exit 0 once\n"+
-		"everything moved.", stderr)
+		"everything moved. --leave=false flushes the buffer shards (all of the\n"+
+		"POP's, through their owners) without leaving.", stderr)
 	wait := cmd.fs.Duration("wait", time.Minute, "keep flushing (or moving shards) until done or this long has passed (at most 10m)")
+	leave := cmd.fs.Bool("leave", true, "on a host of a POP: leave it; false flushes the POP's buffer shards only (the host stays a member)")
 	asJSON := cmd.fs.Bool("json", false, "print the admin API's JSON report")
 	c, code := cmd.start(args, 0)
 	if c == nil {
@@ -41,6 +43,9 @@ func runDrain(args []string, stdout, stderr io.Writer) int {
 		Result json.RawMessage `json:"result"`
 	}
 	path := "/admin/jobs/drain?wait=" + wait.String()
+	if !*leave {
+		path += "&leave=0"
+	}
 	if err := c.call(http.MethodPost, path, nil, &res); err != nil {
 		return cmd.fail(1, err)
 	}

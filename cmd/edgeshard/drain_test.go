@@ -60,6 +60,10 @@ func TestDrainCLIOnAPOP(t *testing.T) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("leave") == "0" { // --leave=false: the buffer flush's report
+			w.Write([]byte(`{"job":"drain","result":{"node":"pop-a","empty":true,"duration_ns":1000000000,"bindings":[]}}`))
+			return
+		}
 		w.Write([]byte(`{"job":"drain","duration":"2s","result":{"node":"pop-a","left":true,"moved":3,"shipped":12` + kept + `,"duration_ns":2100000000}}`))
 	}))
 	defer ts.Close()
@@ -67,6 +71,11 @@ func TestDrainCLIOnAPOP(t *testing.T) {
 	if code := run([]string{"drain", "--admin", ts.URL, "--token", "tok"}, &out, &out); code != 0 ||
 		!strings.Contains(out.String(), "node pop-a left the POP after 2.1s: 3 running shard(s) moved, 12 idle shard(s) shipped; it forwards every request until you stop it") {
 		t.Fatalf("left: exit %d %q", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"drain", "--admin", ts.URL, "--token", "tok", "--leave=false"}, &out, &out); code != 0 ||
+		!strings.Contains(out.String(), "node pop-a: every buffer shard is empty") {
+		t.Fatalf("--leave=false: exit %d %q", code, out.String())
 	}
 	kept = `,"kept":["PAGEVIEWS/home"]`
 	out.Reset()

@@ -17,7 +17,7 @@
 //	PUT  /admin/bindings/{name}/shards/{id}/trace  body {"on":true|false}: trace its host calls
 //	GET  /admin/series                             charts: per-binding rates over the last minutes
 //	POST /admin/jobs/reconcile-counters            recompute counters from their source rows
-//	POST /admin/jobs/drain                         flush every buffer shard; say whether all are empty (?wait=); on a POP, leave it
+//	POST /admin/jobs/drain                         flush every buffer shard; say whether all are empty (?wait=); on a POP, leave it (?leave=0: flush only)
 //	GET  /admin/cluster                            a POP of several hosts: members, shards, moves (cluster.go)
 //	POST /admin/cluster/evict/{node}, /admin/cluster/leave
 //	POST /admin/backup                             every shard as one snapshot stream (snapshot.go)
@@ -75,9 +75,10 @@ type Options struct {
 	// with code "reconcile_unavailable".
 	Reconcile func(ctx context.Context) (any, error)
 	// Drain flushes every buffer shard for POST /admin/jobs/drain, giving
-	// up after wait, and returns a JSON-encodable report (on a host of a
-	// POP: it leaves the POP, as ClusterOps.Leave). When nil the route
-	// answers 404 with code "drain_unavailable".
+	// up after wait, and returns a JSON-encodable report. On a host of a
+	// POP (Cluster set) the route leaves the POP instead (Cluster.Leave)
+	// unless asked ?leave=0. When nil (and no Cluster) the route answers
+	// 404 with code "drain_unavailable".
 	Drain func(ctx context.Context, wait time.Duration) (any, error)
 	// Cluster, on a host of a POP of several, serves /admin/cluster
 	// (cluster.go); nil answers 404 cluster_off.
@@ -475,8 +476,20 @@ var ErrJobBusy = errors.New("job busy elsewhere")
 // maxDrainWait bounds ?wait= of POST /admin/jobs/drain.
 const maxDrainWait = 10 * time.Minute
 
+// drain runs the drain job: on a host of a POP (Options.Cluster) it
+// leaves the POP, unless ?leave=0 asks for the buffer flush alone (every
+// buffer shard of the POP, through their owners: what a check of the
+// POP's SQL wants, the host staying a member); elsewhere the buffer flush.
 func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
-	if s.opts.Drain == nil {
+	job := s.opts.Drain
+	switch leave := r.URL.Query().Get("leave"); {
+	case leave != "" && leave != "0" && leave != "1":
+		httpx.WriteError(w, http.StatusBadRequest, "bad_leave", "leave must be 0 or 1")
+		return
+	case s.opts.Cluster != nil && leave != "0":
+		job = s.opts.Cluster.Leave
+	}
+	if job == nil {
 		httpx.WriteError(w, http.StatusNotFound, "drain_unavailable", "draining is not available on this host (no edge API is configured)")
 		return
 	}
@@ -490,7 +503,7 @@ func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
 		wait = d
 	}
 	t0 := time.Now()
-	res, err := s.opts.Drain(r.Context(), wait)
+	res, err := job(r.Context(), wait)
 	d := time.Since(t0)
 	if err != nil {
 		s.log.Error().Err(err).Dur("duration_ms", d).Msg("drain job failed")

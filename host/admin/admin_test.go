@@ -352,10 +352,11 @@ func TestDrainJob(t *testing.T) {
 		t.Fatalf("without hook: %d %s", st, b)
 	}
 	var waited time.Duration
-	f = newFixture(t, admin.Options{Drain: func(ctx context.Context, wait time.Duration) (any, error) {
+	drain := func(ctx context.Context, wait time.Duration) (any, error) {
 		waited = wait
 		return map[string]bool{"empty": true}, nil
-	}})
+	}
+	f = newFixture(t, admin.Options{Drain: drain})
 	var res admin.JobResult
 	if st, b := f.do(t, "POST", "/admin/jobs/drain?wait=90s", nil, &res); st != 200 || res.Job != "drain" || fmt.Sprint(res.Result) != "map[empty:true]" || waited != 90*time.Second {
 		t.Fatalf("with hook: %d %s (wait %v)", st, b, waited)
@@ -367,5 +368,20 @@ func TestDrainJob(t *testing.T) {
 		if st, b := f.do(t, "POST", "/admin/jobs/drain"+q, nil, nil); st != 400 || errorOf(t, b).Error.Code != "bad_wait" {
 			t.Fatalf("%s: %d %s", q, st, b)
 		}
+	}
+	// On a host of a POP drain leaves it; ?leave=0 flushes only.
+	var left time.Duration
+	f = newFixture(t, admin.Options{Drain: drain, Cluster: &admin.ClusterOps{Leave: func(ctx context.Context, wait time.Duration) (any, error) {
+		left = wait
+		return map[string]bool{"left": true}, nil
+	}}})
+	if st, b := f.do(t, "POST", "/admin/jobs/drain?wait=20s", nil, &res); st != 200 || fmt.Sprint(res.Result) != "map[left:true]" || left != 20*time.Second {
+		t.Fatalf("on a POP: %d %s (wait %v)", st, b, left)
+	}
+	if st, b := f.do(t, "POST", "/admin/jobs/drain?wait=5s&leave=0", nil, &res); st != 200 || fmt.Sprint(res.Result) != "map[empty:true]" || waited != 5*time.Second {
+		t.Fatalf("on a POP, leave=0: %d %s (wait %v)", st, b, waited)
+	}
+	if st, b := f.do(t, "POST", "/admin/jobs/drain?leave=yes", nil, nil); st != 400 || errorOf(t, b).Error.Code != "bad_leave" {
+		t.Fatalf("leave=yes: %d %s", st, b)
 	}
 }

@@ -317,10 +317,7 @@ func (a *adminAPI) Start(context.Context) error {
 		opts.Drain = func(ctx context.Context, wait time.Duration) (any, error) { return api.Drain(ctx, wait) }
 	}
 	if a.cluster != nil {
-		opts.Cluster = a.cluster.ops()
-		// On a POP, draining a host is leaving it: every shard moves off
-		// (buffers flushed, storage shipped), and the host forwards.
-		opts.Drain = a.cluster.leave
+		opts.Cluster = a.cluster.ops() // POST /admin/jobs/drain leaves the POP
 	}
 	srv, err := admin.New(a.rt.h, opts)
 	if err != nil {
