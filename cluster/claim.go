@@ -126,8 +126,8 @@ func (c *claim) moveIdle() {
 	if h := n.host.Load(); h != nil {
 		ns, _ = h.Namespace(c.id.Namespace)
 	}
-	if ns == nil {
-		c.Release()
+	if ns == nil || !c.Valid() {
+		c.Release() // no host to ship from, or the lease lapsed: the shard is lost here, not moved
 		return
 	}
 	deadline := time.Now().Add(moveIdleWait)
@@ -169,8 +169,15 @@ func (c *claim) Release() {
 	n := c.n
 	c.forget()
 	// The shard stopped here before Release: its interval ends now, before
-	// the key goes and a new owner can start.
+	// the key goes and a new owner can start — or, if the session is no
+	// longer live (the host was paused past its lease, and a move or the
+	// watch saw it before the renewal did), at the session's deadline:
+	// nothing of the shard committed here after it, and a new owner may
+	// have started since.
 	until := time.Now()
+	if d := n.wall(c.sess.deadline.Load()); !n.sessionLive(c.sess) && d.Before(until) {
+		until = d
+	}
 	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 	defer cancel()
 	k := n.key("owners", c.sk)
