@@ -141,6 +141,8 @@ func (c *claim) moveIdle() {
 			continue
 		case errors.Is(err, host.ErrShardKept):
 			n.log.Info().Err(err).Str("shard", c.id.String()).Msg("the shard's next owner resumes its own copy; this host keeps what it has of the shard as a leftover")
+		case errors.Is(err, host.ErrShardUnavailable):
+			n.log.Info().Err(err).Str("shard", c.id.String()).Msg("no other member to ship the idle shard to; it stays on this host")
 		default:
 			n.log.Error().Err(err).Str("shard", c.id.String()).Msg("shipping an idle shard to its next owner failed; what this host keeps of it stays here")
 		}
@@ -215,7 +217,7 @@ func (c *claim) Ship(ctx context.Context, r io.Reader) error {
 	}
 	target, addr := n.successor(c.sk)
 	if target == "" {
-		return errors.New("no other member to move the shard to")
+		return fmt.Errorf("%w: %s: no other member to move it to", host.ErrShardUnavailable, c.id)
 	}
 	if err := n.send(ctx, addr, c.id, r); err != nil {
 		return err

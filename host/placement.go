@@ -376,8 +376,13 @@ func handOffReason(moving bool) string {
 	return "lost"
 }
 
-// shipTimeout bounds the shipping of one shard to its next owner.
-const shipTimeout = time.Minute
+// shipTimeout bounds the shipping of one shard to its next owner;
+// receiveWait how long the receiving host waits for what runs the shard
+// there to end.
+const (
+	shipTimeout = time.Minute
+	receiveWait = 5 * time.Second
+)
 
 // ship moves the shard's storage (entries and alarm, the storage/snapshot
 // stream) to its next owner with the ownership: a per-name object's whole
@@ -392,6 +397,9 @@ func (a *actor) ship(s Shipper) {
 	switch {
 	case errors.Is(err, ErrShardKept):
 		a.log.Info().Err(err).Msg("the shard's next owner resumes its own copy; this host keeps what it has of the shard as a leftover")
+		return
+	case errors.Is(err, ErrShardUnavailable):
+		a.log.Info().Err(err).Msg("no other host of the POP to ship the shard to; it stays on this host")
 		return
 	case err != nil:
 		a.log.Error().Err(err).Msg("shipping the shard to its next owner failed; it stays on this host")
@@ -577,12 +585,24 @@ func (a *actor) startClaimed() error {
 // ReceiveShard replaces what this host keeps of a shard it does not run
 // with a one-shard snapshot stream (a planned move's, from the shard's
 // owner, before the ownership comes here): the stale copy is erased, the
-// stream imported (all or nothing), its alarm scheduled. Refused while
-// the shard runs here, and, for a sharded namespace's shard, while this
-// host's copy has a pending alarm (ErrShardKept): that copy holds what
-// this host buffered when it owned the shard, which it flushes itself.
+// stream imported (all or nothing), its alarm scheduled. Refused if the
+// shard still runs here after receiveWait, and, for a sharded namespace's
+// shard, while this host's copy has a pending alarm (ErrShardKept): that
+// copy holds what this host buffered when it owned the shard, which it
+// flushes itself.
 func (ns *Namespace) ReceiveShard(ctx context.Context, shard string, r io.Reader) (storage.ShardSnapshotStats, error) {
-	if !ns.lockShard(shard) {
+	// What runs the shard here while its owner ships it (an actor of an
+	// ownership that ended finishing its hand-off, a leftover flush) ends
+	// soon: wait for it, a while.
+	wait := time.NewTimer(receiveWait)
+	defer wait.Stop()
+	for !ns.lockShard(shard) {
+		select {
+		case <-ctx.Done():
+		case <-wait.C:
+		case <-time.After(20 * time.Millisecond):
+			continue
+		}
 		return storage.ShardSnapshotStats{}, fmt.Errorf("%w: the shard runs on this host", ErrNotOwner)
 	}
 	defer ns.unlockShard(shard)
