@@ -120,11 +120,12 @@ func (n *Node) Leave(ctx context.Context) (LeaveReport, error) {
 		n.log.Warn().Err(err).Msg("listing the per-name objects still homed here failed")
 	}
 	rep.Duration = time.Since(t0)
-	ev := n.log.Info()
 	if len(rep.Kept) > 0 {
-		ev = n.log.Error().Strs("kept", rep.Kept)
+		n.log.Warn().Int("moved", rep.Moved).Int("shipped", rep.Shipped).Int("kept_here", len(rep.Kept)).Strs("kept", rep.Kept).Dur("took_ms", rep.Duration).
+			Msg("left the POP; per-name objects still homed here (their move failed, or no other member): unavailable while this host is down")
+		return rep, nil
 	}
-	ev.Int("moved", rep.Moved).Int("shipped", rep.Shipped).Int("kept_here", len(rep.Kept)).Dur("took_ms", rep.Duration).
+	n.log.Info().Int("moved", rep.Moved).Int("shipped", rep.Shipped).Int("kept_here", 0).Dur("took_ms", rep.Duration).
 		Msg("left the POP: every shard moved off this host")
 	return rep, nil
 }
