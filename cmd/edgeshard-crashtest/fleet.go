@@ -386,7 +386,9 @@ func drainHost(ctx context.Context, s *server) error {
 			} `json:"bindings"`
 		} `json:"result"`
 	}
-	if err := adminDo(ctx, s, http.MethodPost, "/admin/jobs/drain?wait=60s", &rep); err != nil {
+	// leave=0: on a POP, flush the buffer shards without leaving it (the
+	// comparison runs with every host a member).
+	if err := adminDo(ctx, s, http.MethodPost, "/admin/jobs/drain?wait=60s&leave=0", &rep); err != nil {
 		return fmt.Errorf("drain: %w", err)
 	}
 	if !rep.Result.Empty {
