@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/storage"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -42,6 +43,9 @@ func (c *claim) Fresh() bool           { return c.fresh }
 func (c *claim) Done() <-chan struct{} { return c.done }
 func (c *claim) Moving() bool          { return c.moving.Load() }
 func (c *claim) Fence() string         { return c.fence }
+
+// Lapsed: the session's lease may have ended (host.Claim).
+func (c *claim) Lapsed() bool { return !c.n.sessionLive(c.sess) }
 
 // leftover reports a leftover claim (ClaimLeftover): placement changes do
 // not move it.
@@ -186,13 +190,31 @@ func (c *claim) Release() {
 	if c.leftoverKey != "" {
 		k = c.leftoverKey
 	}
-	_, err := n.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", c.epoch)).Then(clientv3.OpDelete(k)).Commit()
-	if err != nil {
-		// The key lapses with the lease: the next owner waits for that.
-		n.log.Warn().Err(err).Str("shard", c.id.String()).Msg("releasing the owner key failed; it lapses with the lease")
+	if err := n.deleteOwned(ctx, k, c.epoch); err != nil {
+		// The key stays until the session ends (the next owner waits for
+		// that) or this node takes it back (orphan).
+		n.log.Warn().Err(err).Str("shard", c.name()).Msg("releasing the owner key failed; it stays until this host's lease ends or it claims the shard again")
 	}
 	n.log.Info().Str("shard", c.name()).Int64("epoch", c.epoch).
 		Int64("claimed_ns", c.since.UnixNano()).Int64("until_ns", until.UnixNano()).Msg("shard ownership released")
+}
+
+// deleteOwned deletes owner key k if it is still the ownership of epoch,
+// trying again (etcd's client retries within each attempt) while ctx lasts.
+func (n *Node) deleteOwned(ctx context.Context, k string, epoch int64) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := n.cli.Txn(actx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", epoch)).Then(clientv3.OpDelete(k)).Commit()
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // name is the shard as logs name the claim: binding/shard, and @node for
@@ -318,6 +340,41 @@ func (n *Node) ClaimLeftover(ctx context.Context, id storage.ShardID) (host.Clai
 	return c, nil
 }
 
+// orphan returns the epoch of the shard's owner key if it is this node's,
+// under session s, and no claim of this node holds it (0 otherwise): an
+// ownership this node acquired without learning it, which it takes back.
+// kvs is the key as a transaction read it; nil: it is read here.
+func (n *Node) orphan(sk string, s *session, perName bool, kvs []*mvccpb.KeyValue) int64 {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.LeaseTTL)
+	defer cancel()
+	if kvs == nil {
+		r, err := n.cli.Get(ctx, n.key("owners", sk))
+		if err != nil {
+			return 0
+		}
+		kvs = r.Kvs
+	}
+	if len(kvs) != 1 || string(kvs[0].Value) != n.cfg.NodeID || clientv3.LeaseID(kvs[0].Lease) != s.id {
+		return 0
+	}
+	if perName {
+		// And the object is still homed here (it always is, unless it was
+		// shipped or evicted since).
+		r, err := n.cli.Get(ctx, n.key("homes", sk))
+		if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != n.cfg.NodeID {
+			return 0
+		}
+	}
+	epoch := kvs[0].CreateRevision
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if c := n.claims[sk]; c != nil && c.epoch == epoch && !c.released.Load() {
+		return 0 // known here: it is that claim's
+	}
+	n.log.Warn().Str("shard", sk).Int64("epoch", epoch).Msg("an owner key of this node's that no claim here held: taken back")
+	return epoch
+}
+
 // decision is where the placement puts a shard now.
 type decision struct {
 	here        bool
@@ -430,16 +487,31 @@ func (n *Node) acquire(ctx context.Context, sk string, id storage.ShardID, perNa
 	}
 	tctx, cancel := context.WithTimeout(ctx, n.cfg.LeaseTTL)
 	defer cancel()
-	resp, err := n.cli.Txn(tctx).If(cmps...).Then(ops...).Commit()
-	if err != nil {
-		n.m.claims.WithLabelValues("error").Inc()
-		return nil, fmt.Errorf("%w: %s: etcd: %w", host.ErrShardUnavailable, id, err)
+	resp, err := n.cli.Txn(tctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(ok)).Commit()
+	var epoch int64
+	switch {
+	case err != nil:
+		// The transaction may have landed with its answer lost: a key of
+		// this node's under this session that no claim here knows would
+		// hold the shard until the session ends. Look.
+		epoch = n.orphan(sk, s, perName, nil)
+		if epoch == 0 {
+			n.m.claims.WithLabelValues("error").Inc()
+			return nil, fmt.Errorf("%w: %s: etcd: %w", host.ErrShardUnavailable, id, err)
+		}
+	case !resp.Succeeded:
+		// Held: by another node, or by this one under this session with no
+		// claim here knowing it (an earlier transaction whose answer was
+		// lost, a release that could not delete it): that one is taken
+		// back.
+		if epoch = n.orphan(sk, s, perName, resp.Responses[0].GetResponseRange().Kvs); epoch == 0 {
+			n.m.claims.WithLabelValues("busy").Inc()
+			return nil, nil
+		}
+	default:
+		epoch = resp.Header.Revision
 	}
-	if !resp.Succeeded {
-		n.m.claims.WithLabelValues("busy").Inc()
-		return nil, nil
-	}
-	c := &claim{n: n, sk: sk, id: id, perName: perName, fence: id.Name, sess: s, epoch: resp.Header.Revision, fresh: perName && homeMissing,
+	c := &claim{n: n, sk: sk, id: id, perName: perName, fence: id.Name, sess: s, epoch: epoch, fresh: perName && homeMissing,
 		since: time.Now(), done: make(chan struct{})}
 	c.moving.Store(ship)
 	n.mu.Lock()

@@ -145,6 +145,8 @@ func peerError(code string, status int, id storage.ShardID, owner string, body [
 		kind = storage.ErrStorageUnavailable
 	case "shard_crashed":
 		kind = host.ErrTrap
+	case "outcome_unknown":
+		kind = host.ErrOutcomeUnknown
 	}
 	msg := fmt.Sprintf("forwarded %s to %s: %d %s: %s", id, owner, status, code, bytes.TrimSpace(body))
 	if kind == nil {

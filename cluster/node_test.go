@@ -14,6 +14,7 @@ import (
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
 	"github.com/rs/zerolog"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // open starts a node of the test's POP (prefix) on the shared etcd.
@@ -226,5 +227,48 @@ func TestJoinMovesShards(t *testing.T) {
 	var ee *host.ElsewhereError
 	if _, err := b.Claim(ctx, id, false); !errors.As(err, &ee) || ee.Node != "n-a" {
 		t.Fatalf("b after the move: %v", err)
+	}
+}
+
+// TestClaimTakesBackAnOrphanKey: an owner key of this node's under its
+// session that no claim here knows (an ownership transaction whose answer
+// was lost) is taken back by the next Claim at once, with its epoch,
+// rather than held until the session ends; one under another lease, or
+// another node's, is not.
+func TestClaimTakesBackAnOrphanKey(t *testing.T) {
+	prefix := etcdtest.Prefix(t)
+	a := open(t, prefix, "n-a")
+	join(t, a)
+	id := storage.ShardID{Namespace: "B", Name: "orphan"}
+	a.mu.Lock()
+	s := a.sess
+	a.mu.Unlock()
+	k := a.key("owners", shardKey(id))
+	put, err := a.cli.Put(context.Background(), k, "n-a", clientv3.WithLease(s.id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	c, err := a.Claim(context.Background(), id, false)
+	if err != nil {
+		t.Fatalf("claim with an orphan key of its own: %v", err)
+	}
+	if took := time.Since(t0); took > time.Second {
+		t.Fatalf("claim took %v: it waited for the orphan key", took)
+	}
+	if c.Epoch() != put.Header.Revision {
+		t.Fatalf("epoch %d, want the orphan key's %d", c.Epoch(), put.Header.Revision)
+	}
+	c.Release()
+
+	// Another node's key under this lease is not taken.
+	other := storage.ShardID{Namespace: "B", Name: "other"}
+	if _, err := a.cli.Put(context.Background(), a.key("owners", shardKey(other)), "n-x", clientv3.WithLease(s.id)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if c, err := a.Claim(ctx, other, false); err == nil {
+		t.Fatalf("claimed %s held by another node's key: epoch %d", other, c.Epoch())
 	}
 }

@@ -231,8 +231,11 @@ var (
 	ErrNotRun = errors.New("event not run")
 	// ErrOutcomeUnknown: a request forwarded to the shard's owner (a host
 	// of the POP) got no answer once sent — the owner died, or the
-	// connection broke or timed out — so it may or may not have run there.
-	// A caller with a fallback must not apply the write again.
+	// connection broke or timed out — so it may or may not have run there;
+	// or the event ran and its writes are durable on this host, but its
+	// claim lapsed before they were acknowledged (they wait here as what
+	// this host keeps of the shard). A caller with a fallback must not
+	// apply the write again.
 	ErrOutcomeUnknown = errors.New("outcome unknown")
 )
 

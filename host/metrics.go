@@ -78,7 +78,7 @@ func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
 			Name: "edgeshard_shard_handoffs_total", Help: "Shards that left this host by their claim, by reason: moved (a planned move: queue finished, buffer flushed) or lost (the ownership lapsed).",
 		}, []string{"reason"}),
 		fenceRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_fence_refusals_total", Help: "Writes refused because this host no longer owned the shard, by where: storage (before the commit) or sql (the database held a newer epoch).",
+			Name: "edgeshard_fence_refusals_total", Help: "Writes refused because this host no longer owned the shard, by where: storage (before the commit), claim (a SQL write after the claim was lost), sql (the database held a newer epoch) or acknowledgement (durable here, but the claim lapsed before the answer left: not acknowledged).",
 		}, []string{"where"}),
 		commitWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "edgeshard_storage_commit_wait_seconds", Help: "Time a response waited for its writes to become durable (output gate).",

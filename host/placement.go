@@ -44,8 +44,15 @@ type Claim interface {
 	// before the shard's first event.
 	Fresh() bool
 	// Valid reports whether the claim still holds: checked before an
-	// event's writes commit and before its response leaves.
+	// event's writes commit.
 	Valid() bool
+	// Lapsed reports that the claim was lost rather than given up (the
+	// session's lease may have ended: another host may own the shard now).
+	// Checked once an event's writes are durable, before its response
+	// leaves: a write that became durable after the claim lapsed is not
+	// acknowledged (ErrOutcomeUnknown), so no host acknowledges a write
+	// for a shard outside its ownership.
+	Lapsed() bool
 	// Done is closed when the claim is lost (Valid turns false) or the
 	// shard must move (Moving turns true).
 	Done() <-chan struct{}
@@ -225,7 +232,13 @@ func (ns *Namespace) tryPlaced(ctx context.Context, id storage.ShardID, ev *even
 	case err != nil:
 		return result{}, err
 	}
-	return ns.fetchEvent(ctx, id.Name, ev, c)
+	r, err := ns.fetchEvent(ctx, id.Name, ev, c)
+	if err == nil && c != nil && c.Lapsed() {
+		// Frozen or cut off between the check before its commit and now.
+		ns.metrics.m.fenceRefusals.WithLabelValues("acknowledgement").Inc()
+		return r, fmt.Errorf("%w: %w: the claim of %s lapsed before its durable writes were acknowledged (epoch %d)", ErrOutcomeUnknown, ErrFenced, id, c.Epoch())
+	}
+	return r, err
 }
 
 // claimHere returns a claim under which the shard may start here: on a

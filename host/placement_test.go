@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/testutil"
+	"github.com/edgeshard/edgeshard/storage"
 )
 
 // TestReceiveShardKeepsOwnLeftovers: a planned move ships a shard's
@@ -113,5 +115,67 @@ func TestReceiveShardKeepsOwnLeftovers(t *testing.T) {
 	}
 	if _, ok := perName.AlarmAt("dst"); ok {
 		t.Fatal("the received object kept its old alarm (the stream has none)")
+	}
+}
+
+// lapsingPlacement places every shard here, under claims that stay valid
+// (an event's writes commit) and report Lapsed while lapsed is set: a host
+// frozen between its check before the commit and the acknowledgement.
+type lapsingPlacement struct{ lapsed atomic.Bool }
+
+func (p *lapsingPlacement) Claim(context.Context, storage.ShardID, bool) (host.Claim, error) {
+	return &lapsingClaim{p: p}, nil
+}
+
+func (p *lapsingPlacement) Forward(context.Context, string, storage.ShardID, *abi.Request) (*abi.Response, error) {
+	return nil, errors.New("every shard is placed here")
+}
+
+type lapsingClaim struct{ p *lapsingPlacement }
+
+func (c *lapsingClaim) Epoch() int64          { return 1 }
+func (c *lapsingClaim) Fresh() bool           { return false }
+func (c *lapsingClaim) Valid() bool           { return true }
+func (c *lapsingClaim) Lapsed() bool          { return c.p.lapsed.Load() }
+func (c *lapsingClaim) Done() <-chan struct{} { return nil }
+func (c *lapsingClaim) Moving() bool          { return false }
+func (c *lapsingClaim) Attach() bool          { return true }
+func (c *lapsingClaim) Release()              {}
+func (c *lapsingClaim) Fence() string         { return "" }
+
+// TestLapsedClaimIsNotAcknowledged: an event whose writes became durable
+// after its claim lapsed is answered ErrOutcomeUnknown (502
+// outcome_unknown), not acknowledged — the write is on this host's disk,
+// what it keeps of the shard, and a caller with a fallback must not apply
+// it again; once the claim holds again the count shows it.
+func TestLapsedClaimIsNotAcknowledged(t *testing.T) {
+	p := &lapsingPlacement{}
+	f := start(t, counterConfig(t, func(c *host.Config) { c.Placement = p }))
+	ctx := context.Background()
+	inc := func() (int, error) {
+		resp, err := f.h.Fetch(ctx, "COUNTER", "k", &abi.Request{Method: "POST", Path: "/increment"})
+		if err != nil {
+			return 0, err
+		}
+		var r testutil.CounterReply
+		if err := json.Unmarshal(resp.Body, &r); err != nil {
+			t.Fatal(err)
+		}
+		return r.Count, nil
+	}
+	if n, err := inc(); err != nil || n != 1 {
+		t.Fatalf("increment under a valid claim: %d %v", n, err)
+	}
+	p.lapsed.Store(true)
+	_, err := inc()
+	if !errors.Is(err, host.ErrOutcomeUnknown) || !errors.Is(err, host.ErrFenced) {
+		t.Fatalf("increment whose claim lapsed before the answer: %v, want ErrOutcomeUnknown and ErrFenced", err)
+	}
+	if status, code := host.ErrorStatus(err); status != 502 || code != "outcome_unknown" {
+		t.Fatalf("answered %d %s, want 502 outcome_unknown", status, code)
+	}
+	p.lapsed.Store(false)
+	if n, err := inc(); err != nil || n != 3 {
+		t.Fatalf("increment after: %d %v, want 3 (the unacknowledged write is durable here)", n, err)
 	}
 }
