@@ -13,14 +13,11 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/edgeshard/edgeshard/internal/procdir"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -37,8 +34,7 @@ type Server struct {
 // directories of processes that are gone (a test binary's Shared server
 // dies with it, ~120 MiB of preallocated WAL each) are removed first.
 func Start() (*Server, error) {
-	removeOrphans()
-	dir, err := os.MkdirTemp("", fmt.Sprintf("etcdtest-%d-", os.Getpid()))
+	dir, err := procdir.Make("etcdtest")
 	if err != nil {
 		return nil, err
 	}
@@ -70,19 +66,6 @@ func Start() (*Server, error) {
 		return nil, fmt.Errorf("etcdtest: not ready after 30s")
 	}
 	return &Server{e: e, dir: dir, url: client.String()}, nil
-}
-
-// removeOrphans removes the data directories of etcd servers whose
-// process no longer runs.
-func removeOrphans() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "etcdtest-*-*"))
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(strings.SplitN(filepath.Base(d), "-", 3)[1])
-		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
-			continue // not ours to judge, or its process may still run
-		}
-		os.RemoveAll(d)
-	}
 }
 
 // freeURLs picks two free loopback ports (client, peer).

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/loopback"
+	"github.com/edgeshard/edgeshard/internal/procdir"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 )
 
@@ -168,7 +169,7 @@ func start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "edgeshard-pg-*")
+	dir, err := procdir.Make("edgeshard-pg")
 	if err != nil {
 		return nil, err
 	}
