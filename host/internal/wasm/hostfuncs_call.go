@@ -46,16 +46,10 @@ func shardCallFn(c *call, mod api.Module, s []uint64) {
 // the call when the other side gives up late), sends it, and answers the
 // encoded Response through s[2], s[3].
 func sendOutbound[T any](c *call, mod api.Module, s []uint64, what string, decode func([]byte) (T, error), send func(T) (*abi.Response, error)) {
-	if n := u32(s[1]); n > abi.MaxOutboundRequest {
-		c.tooLarge(s, "%s request of %d bytes exceeds %d", what, n, abi.MaxOutboundRequest)
-		return
-	}
-	raw, ok := arg(mod, s, 0)
+	req, ok := decodeArg(c, mod, s, 0, abi.MaxOutboundRequest, what+" request", func(raw []byte) (T, error) {
+		return decode(bytes.Clone(raw))
+	})
 	if !ok {
-		return
-	}
-	req, err := decode(bytes.Clone(raw))
-	if c.invalid(s, err) {
 		return
 	}
 	resp, err := send(req)
