@@ -319,7 +319,7 @@ func startServe(bin, dir, conf, cacheDir string) (*serveProc, error) {
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	sp := &serveProc{out: &benchkit.Output{}, base: "http://" + addrs[0], admin: "http://" + addrs[1],
+	sp := &serveProc{out: benchkit.NewOutput(), base: "http://" + addrs[0], admin: "http://" + addrs[1],
 		done: make(chan struct{}), client: &http.Client{Timeout: time.Minute}}
 	sp.cmd = exec.Command(bin, "serve", "--config", path)
 	sp.cmd.Dir = dir

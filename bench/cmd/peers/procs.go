@@ -102,7 +102,7 @@ func childEnv() []string {
 func startReady(name, bin string, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = childEnv()
-	p := &proc{name: name, cmd: cmd, out: &benchkit.Output{}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, out: benchkit.NewOutput(), done: make(chan struct{})}
 	cmd.Stderr = p.out
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -181,7 +181,7 @@ func startEdgeshard(bins binaries, dir, cacheDir string, shards int, extra strin
 	cmd := exec.Command(bins.edgeshard, "serve", "--config", conf)
 	cmd.Dir = dir
 	cmd.Env = append(childEnv(), env...)
-	p := &proc{name: "edgeshard", cmd: cmd, out: &benchkit.Output{}, base: "http://" + addr, done: make(chan struct{})}
+	p := &proc{name: "edgeshard", cmd: cmd, out: benchkit.NewOutput(), base: "http://" + addr, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		return nil, err
