@@ -82,12 +82,7 @@ func (r *runner) memRSS(w *scratch) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	time.Sleep(time.Second)
-	m32, err := sp.memory()
-	if err != nil {
-		return nil, err
-	}
-	live32, err := sp.gauge(`edgeshard_shard_instances{binding="RATE_LIMIT_SHARD"}`)
+	m32, live32, err := sp.settled("RATE_LIMIT_SHARD")
 	if err != nil {
 		return nil, err
 	}
@@ -107,12 +102,7 @@ func (r *runner) memRSS(w *scratch) (*result, error) {
 		return nil, err
 	}
 	took := time.Since(t0)
-	time.Sleep(time.Second)
-	mN, err := sp.memory()
-	if err != nil {
-		return nil, err
-	}
-	liveN, err := sp.gauge(`edgeshard_shard_instances{binding="COUNTER"}`)
+	mN, liveN, err := sp.settled("COUNTER")
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +132,18 @@ func (r *runner) memRSS(w *scratch) (*result, error) {
 	res.note = fmt.Sprintf("VmRSS of `edgeshard serve` (default storage settings, instance_memory_budget_mb = %d): idle %d MiB; 32 RateLimitShard shards live after %d decisions; then %d counter objects one increment each, the least recently used evicted past the budget",
 		memRSSBudgetMiB, idle.rss>>20, sz.MemBuckets, sz.MemObjects)
 	return res, nil
+}
+
+// settled gives the process a second to settle, then reads its memory and
+// the live instances of binding.
+func (sp *serveProc) settled(binding string) (memSample, float64, error) {
+	time.Sleep(time.Second)
+	m, err := sp.memory()
+	if err != nil {
+		return m, 0, err
+	}
+	live, err := sp.gauge(`edgeshard_shard_instances{binding="` + binding + `"}`)
+	return m, live, err
 }
 
 // parallel runs f(0..n-1) from par goroutines and returns the first error.

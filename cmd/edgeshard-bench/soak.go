@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/benchkit"
@@ -353,13 +352,7 @@ func (sp *serveProc) output() string { return sp.out.String() }
 
 // stop sends SIGTERM and waits (30 s at most, then SIGKILL).
 func (sp *serveProc) stop() {
-	sp.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-sp.done:
-	case <-time.After(30 * time.Second):
-		sp.cmd.Process.Kill()
-		<-sp.done
-	}
+	benchkit.Stop(sp.cmd.Process, sp.done)
 }
 
 // memSample is one reading of the host's memory.

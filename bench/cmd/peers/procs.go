@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/benchkit"
@@ -215,13 +214,7 @@ func (p *proc) stop() {
 	if p.cmd.Process == nil {
 		return
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
+	benchkit.Stop(p.cmd.Process, p.done)
 }
 
 // pid returns the process id.
