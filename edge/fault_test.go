@@ -193,7 +193,7 @@ func hit(t *testing.T, f *fixture, path string, n int) {
 func TestFaultSQLDownForAWhile(t *testing.T) {
 	db := &faultSQL{}
 	e := startReal(t, envOpts{virtual: true, sql: func(inner host.SQLDB) host.SQLDB { db.inner = inner; return db }})
-	f := newFixture(t, testConfig(), e.deps())
+	f := e.fixture(t)
 	db.set(sqlFail, 0)
 
 	ids := postFlowWrites(t, f, "sq")
@@ -258,7 +258,7 @@ func TestFaultSQLDownForAWhile(t *testing.T) {
 func TestFaultShardKeepsFailingFallsBack(t *testing.T) {
 	st := newFaultStorage()
 	e := startReal(t, envOpts{virtual: true, storage: st})
-	f := newFixture(t, testConfig(), e.deps())
+	f := e.fixture(t)
 
 	// Counters: 5 views buffered in the shard, then 10 while its storage
 	// refuses writes, then 5 more once it is back.
@@ -365,7 +365,7 @@ func TestFaultAlarmRetriesCappedThenRevived(t *testing.T) {
 		t.Run(tc.binding, func(t *testing.T) {
 			db := &faultSQL{}
 			e := startReal(t, envOpts{virtual: true, sql: func(inner host.SQLDB) host.SQLDB { db.inner = inner; return db }})
-			f := newFixture(t, testConfig(), e.deps())
+			f := e.fixture(t)
 			ns := e.ns(t, tc.binding)
 			shard, err := ns.ShardFor(tc.key)
 			if err != nil {

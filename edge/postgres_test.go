@@ -44,7 +44,7 @@ func TestPostgresLikes(t *testing.T) {
 func TestPostgresFlushExactlyOnce(t *testing.T) {
 	db := &faultSQL{}
 	e := startReal(t, envOpts{virtual: true, db: openPostgresDB, sql: func(inner host.SQLDB) host.SQLDB { db.inner = inner; return db }})
-	f := newFixture(t, testConfig(), e.deps())
+	f := e.fixture(t)
 	db.set(sqlCrashAfter, 6)
 	ids := postFlowWrites(t, f, "pg")
 	checkFlowWritesOnce(t, e, f, "pg", ids)

@@ -317,8 +317,7 @@ func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	limit, ok := limitParam(w, q)
+	q, limit, ok := pageParams(w, r)
 	if !ok {
 		return
 	}
