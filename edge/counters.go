@@ -91,11 +91,9 @@ func (a *API) applyCounters(ctx context.Context, cw counterWrite) ([]delta, erro
 	errs := make([]error, len(order))
 	var wg sync.WaitGroup
 	for gi, s := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs[gi] = a.incrementShard(ctx, s, groups[s], false)
-		}()
+		})
 	}
 	wg.Wait()
 	var lost error
@@ -138,15 +136,13 @@ func (a *API) shadowCounters(ctx context.Context, ds []delta) {
 	groups, order := a.groupDeltas(ds)
 	var wg sync.WaitGroup
 	for _, s := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := a.incrementShard(ctx, s, groups[s], true); err != nil {
 				a.m.fallback("counters", CodeCounterEnqueueFailed)
 				a.log.Warn().Str("code", CodeCounterEnqueueFailed).Str("mode", "shadow").Int("shard", s).
 					Int("count", len(groups[s])).Err(err).Msg("counter shard shadow call failed; the legacy update already wrote")
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }

@@ -383,15 +383,13 @@ func TestLikesIdempotentInEachMode(t *testing.T) {
 		f, fs := fakeFixture(t, func(c *Config, _ *Deps, _ *fakeShards) { c.CounterMode = mode })
 		var wg sync.WaitGroup
 		for u := 0; u < 30; u++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for rep := 0; rep < 2; rep++ {
 					if r := f.do("PUT", "/posts/p1/like", fmt.Sprintf("user-%d", u), nil); r.status != 200 {
 						t.Errorf("like: %d %s", r.status, r.body)
 					}
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		// Unlike twice by one user, like by one more.

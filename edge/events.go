@@ -364,18 +364,14 @@ func (a *API) ingest(ctx context.Context, evs []event) ([]bool, error) {
 	var inlineErr error
 	var wg sync.WaitGroup
 	for gi, s := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			shardErr[gi] = a.enqueueEvents(ctx, s, evs, groups[s])
-		}()
+		})
 	}
 	if mode == ModeShadow {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			inlineErr = a.insertEvents(ctx, evs, all)
-		}()
+		})
 	}
 	wg.Wait()
 

@@ -78,9 +78,7 @@ func TestRateLimitSQLFallbackSerialised(t *testing.T) {
 			var allowed atomic.Int64
 			var wg sync.WaitGroup
 			for range workers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					for range calls {
 						sts, err := l.checkSQL(context.Background(), []bucket{b}, now)
 						if err != nil {
@@ -91,7 +89,7 @@ func TestRateLimitSQLFallbackSerialised(t *testing.T) {
 							allowed.Add(1)
 						}
 					}
-				}()
+				})
 			}
 			wg.Wait()
 			if n := allowed.Load(); n != limit {

@@ -115,22 +115,18 @@ func TestStorageWriteFailureFailsHeldResponsesAndLeavesNoPartialState(t *testing
 			var wg sync.WaitGroup
 			errs := make(chan error, 21)
 			for i := 0; i < 20; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					resp, err := f.call(t, "a", "POST", "/increment")
 					if err == nil {
 						err = fmt.Errorf("acknowledged while the disk fails: %d %s", resp.Status, resp.Body)
 					}
 					errs <- err
-				}()
+				})
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				_, err := f.call(t, "a", "POST", "/reset-after?ms=60000")
 				errs <- err
-			}()
+			})
 			wg.Wait()
 			close(errs)
 			for err := range errs {

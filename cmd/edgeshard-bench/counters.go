@@ -114,11 +114,9 @@ func flushShards(ns *host.Namespace) (time.Duration, error) {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for s := 0; s < n; s++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs[s] = flushShard(ns, strconv.Itoa(s))
-		}()
+		})
 	}
 	wg.Wait()
 	for _, err := range errs {

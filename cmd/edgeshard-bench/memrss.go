@@ -152,9 +152,7 @@ func parallel(par, n int, f func(i int) error) error {
 	var wg sync.WaitGroup
 	errs := make([]error, par)
 	for w := 0; w < par; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= n {
@@ -165,7 +163,7 @@ func parallel(par, n int, f func(i int) error) error {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	for _, err := range errs {

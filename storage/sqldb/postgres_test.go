@@ -185,9 +185,7 @@ func TestRunTx(t *testing.T) {
 		var wg sync.WaitGroup
 		errs := make(chan error, workers*rounds)
 		for range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for range rounds {
 					errs <- db.Tx(ctx, func(tx *sql.Tx) error {
 						var n int64
@@ -198,7 +196,7 @@ func TestRunTx(t *testing.T) {
 						return err
 					})
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		close(errs)
@@ -248,9 +246,7 @@ func delayProxy(t *testing.T, target string, delay time.Duration) string {
 		mu.Unlock()
 		wg.Wait()
 	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -296,7 +292,7 @@ func delayProxy(t *testing.T, target string, delay time.Duration) string {
 				c.Close()
 			}()
 		}
-	}()
+	})
 	return ln.Addr().String()
 }
 

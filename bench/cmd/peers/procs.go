@@ -62,11 +62,9 @@ func buildAll(root string) (binaries, error) {
 	var wg sync.WaitGroup
 	errs := make([]error, len(steps))
 	for i, s := range steps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs[i] = goBuild(s.dir, s.env, s.args...)
-		}()
+		})
 	}
 	wg.Wait()
 	return b, errors.Join(errs...)
