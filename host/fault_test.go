@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -100,8 +99,7 @@ func TestStorageWriteFailureFailsHeldResponsesAndLeavesNoPartialState(t *testing
 			fb := badgerIn(t, dir)
 			cfg := counterConfig(t, func(c *host.Config) { c.Storage = fb })
 			f := start(t, cfg)
-			srv := httptest.NewServer(f.h.Handler())
-			defer srv.Close()
+			srv := f.serve(t)
 			for i := 0; i < 5; i++ {
 				if _, err := f.call(t, "a", "POST", "/increment"); err != nil {
 					t.Fatal(err)
