@@ -307,11 +307,7 @@ func TestPostgresBatchOneRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.Host = delayProxy(t, u.Host, rtt)
-	db, err := Open(u.String(), Options{MaxOpenConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openURL(t, u.String(), Options{MaxOpenConns: 1})
 	ctx := context.Background()
 	batch(t, db, st("CREATE TABLE e (id BIGINT PRIMARY KEY, v TEXT)"))
 	stmts := make([]abi.Statement, 10)

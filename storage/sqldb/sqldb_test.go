@@ -44,7 +44,13 @@ func pick[T any](db *DB, sqlite, postgres T) T {
 
 func openPG(t testing.TB, opts Options) *DB {
 	t.Helper()
-	db, err := Open(pgtest.DB(t), opts)
+	return openURL(t, pgtest.DB(t), opts)
+}
+
+// openURL opens the database at url, closed when the test ends.
+func openURL(t testing.TB, url string, opts Options) *DB {
+	t.Helper()
+	db, err := Open(url, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,12 +60,7 @@ func openPG(t testing.TB, opts Options) *DB {
 
 func openFile(t testing.TB, opts Options) *DB {
 	t.Helper()
-	db, err := Open("sqlite://"+filepath.Join(t.TempDir(), "d1.db"), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	return openURL(t, "sqlite://"+filepath.Join(t.TempDir(), "d1.db"), opts)
 }
 
 func batch(t testing.TB, db *DB, stmts ...abi.Statement) []abi.Result {
@@ -103,11 +104,7 @@ func TestOpenBadOptions(t *testing.T) {
 func TestOpenCreatesDirsAndAppliesPragmas(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "b")
 	path := filepath.Join(dir, "d1.db")
-	db, err := Open("sqlite://"+path, Options{Synchronous: "normal", BusyTimeout: 1500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openURL(t, "sqlite://"+path, Options{Synchronous: "normal", BusyTimeout: 1500 * time.Millisecond})
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("database file not created: %v", err)
 	}
@@ -147,22 +144,14 @@ func TestOpenCreatesDirsAndAppliesPragmas(t *testing.T) {
 
 func TestRelativeURL(t *testing.T) {
 	t.Chdir(t.TempDir())
-	db, err := Open("sqlite://./data/d1.db", Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	openURL(t, "sqlite://./data/d1.db", Options{})
 	if _, err := os.Stat(filepath.Join("data", "d1.db")); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestMemoryAcrossPooledConnections(t *testing.T) {
-	db, err := Open("sqlite://:memory:", Options{MaxOpenConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openURL(t, "sqlite://:memory:", Options{MaxOpenConns: 4})
 	if db.Path() != "" {
 		t.Errorf("Path() = %q for memory", db.Path())
 	}
@@ -186,22 +175,14 @@ func TestMemoryAcrossPooledConnections(t *testing.T) {
 	}
 
 	// A second :memory: database is private.
-	other, err := Open("sqlite://:memory:", Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := openURL(t, "sqlite://:memory:", Options{})
 	if _, err := other.Batch(ctx, []abi.Statement{st("SELECT x FROM t")}); err == nil || !strings.Contains(err.Error(), "no such table: t") {
 		t.Fatalf("second memory database sees the first: %v", err)
 	}
 }
 
 func TestMemorySurvivesIdlePool(t *testing.T) {
-	db, err := Open("sqlite://:memory:", Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openURL(t, "sqlite://:memory:", Options{})
 	batch(t, db, st("CREATE TABLE t (x INTEGER)"))
 	// Drop every pooled connection; the database must survive.
 	db.SQL().SetMaxIdleConns(0)
