@@ -2,6 +2,7 @@ package sqldb
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -56,6 +57,22 @@ func openURL(t testing.TB, url string, opts Options) *DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// holdConns takes n connections of db's pool at once, released when the
+// test ends.
+func holdConns(t *testing.T, db *DB, n int) []*sql.Conn {
+	t.Helper()
+	out := make([]*sql.Conn, n)
+	for i := range out {
+		conn, err := db.SQL().Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		out[i] = conn
+	}
+	return out
 }
 
 func openFile(t testing.TB, opts Options) *DB {
@@ -113,12 +130,7 @@ func TestOpenCreatesDirsAndAppliesPragmas(t *testing.T) {
 	}
 	// Check every connection of a busy pool, not just the first.
 	ctx := context.Background()
-	for i := 0; i < 3; i++ {
-		conn, err := db.SQL().Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
+	for i, conn := range holdConns(t, db, 3) {
 		for pragma, want := range map[string]string{
 			"journal_mode": "wal", "foreign_keys": "1", "synchronous": "1", "busy_timeout": "1500",
 		} {
@@ -159,12 +171,7 @@ func TestMemoryAcrossPooledConnections(t *testing.T) {
 
 	// Hold all four connections at once: each must see the same database.
 	ctx := context.Background()
-	for i := 0; i < 4; i++ {
-		conn, err := db.SQL().Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
+	for i, conn := range holdConns(t, db, 4) {
 		var x int64
 		if err := conn.QueryRowContext(ctx, "SELECT x FROM t").Scan(&x); err != nil {
 			t.Fatalf("conn %d: %v", i, err)
