@@ -42,14 +42,14 @@ func TestPostgresLikes(t *testing.T) {
 // flush sequence in counter_flushes and deduped by event id, count nothing
 // twice.
 func TestPostgresFlushExactlyOnce(t *testing.T) {
-	db := &faultSQL{}
-	e := startReal(t, envOpts{virtual: true, db: openPostgresDB, sql: func(inner host.SQLDB) host.SQLDB { db.inner = inner; return db }})
+	db := &testutil.FaultDB{}
+	e := startReal(t, envOpts{virtual: true, db: openPostgresDB, sql: func(inner host.SQLDB) host.SQLDB { db.DB = inner; return db }})
 	f := e.fixture(t)
-	db.set(sqlCrashAfter, 6)
+	db.Set(testutil.SQLCrashAfter, 6)
 	ids := postFlowWrites(t, f, "pg")
 	checkFlowWritesOnce(t, e, f, "pg", ids)
-	if db.hits.Load() != 6 {
-		t.Fatalf("%d flushes crashed after their commit, want 6", db.hits.Load())
+	if db.Hits() != 6 {
+		t.Fatalf("%d flushes crashed after their commit, want 6", db.Hits())
 	}
 	if n := f.scalar(`SELECT COUNT(*) FROM counter_flushes WHERE seq > 0`); n == 0 {
 		t.Fatal("no flush sequence recorded")
