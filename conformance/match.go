@@ -11,18 +11,13 @@ import (
 	"strings"
 )
 
-// sqlArg converts a JSON query argument to a SQL argument.
+// sqlArg converts a JSON query argument to a SQL argument. An int or a
+// boolean is left for the binding, which converts it as it converts a
+// plugin's (a boolean is 0 or 1).
 func sqlArg(v any) (any, error) {
 	switch x := v.(type) {
-	case nil, string, int64, float64:
+	case nil, string, int64, float64, int, bool:
 		return x, nil
-	case int:
-		return int64(x), nil
-	case bool:
-		if x {
-			return int64(1), nil
-		}
-		return int64(0), nil
 	case json.Number:
 		if i, err := x.Int64(); err == nil {
 			return i, nil
