@@ -11,7 +11,7 @@ CWASM     := clang --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Werror -
 CONFIG    ?= edgeshard.toml
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: help build plugins deps run test check fuzz crash-test crash-test-fleet bench bench-quick bench-peers clean
+.PHONY: help build plugins deps run test check fuzz crash-test crash-test-fleet crash-test-cluster bench bench-quick bench-peers clean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -95,6 +95,18 @@ FLEET_CYCLES ?= 15
 
 crash-test-fleet: ## 3 hosts, one PostgreSQL, kill -9 at random (FLEET_CYCLES, ≥ 15 kills); fails unless lost=0 duplicated=0
 	$(GO) run ./cmd/edgeshard-crashtest -cycles $(FLEET_CYCLES) -duration $(DURATION) -clients $(CLIENTS) -modes fleet
+
+# The cluster mode (MODES=cluster works too): three hosts of ONE POP
+# ([cluster]: an etcd the test starts in process, one throwaway
+# PostgreSQL), the edge API's load plus per-name page views through random
+# hosts; CLUSTER_CYCLES cycles, each one of kill -9 + restart, SIGSTOP past
+# the 2 s lease + SIGCONT, SIGTERM (leave) + restart, cluster leave +
+# SIGTERM + restart, or a freeze while another host is killed (every
+# action once per five cycles); about a minute and a half.
+CLUSTER_CYCLES ?= 20
+
+crash-test-cluster: ## 3 hosts of one POP (etcd, PostgreSQL): kill -9, SIGSTOP, leave at random; lost=0 duplicated=0, ownerships never overlap
+	$(GO) run ./cmd/edgeshard-crashtest -cycles $(CLUSTER_CYCLES) -duration $(DURATION) -clients $(CLIENTS) -modes cluster
 
 # Benchmarks (cmd/edgeshard-bench, docs/BENCHMARKS.md): every figure is a
 # ratio of two sides run alternately in one process on 127.0.0.1. Extra

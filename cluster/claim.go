@@ -92,7 +92,7 @@ func (c *claim) lose(until time.Time) {
 	}
 	c.finish()
 	c.n.m.owned.Dec()
-	c.n.log.Warn().Str("shard", c.id.String()).Int64("epoch", c.epoch).
+	c.n.log.Warn().Str("shard", c.name()).Int64("epoch", c.epoch).
 		Int64("claimed_ns", c.since.UnixNano()).Int64("until_ns", until.UnixNano()).Msg("shard ownership lost")
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
@@ -28,12 +29,15 @@ import (
 //	Authorization: Bearer <[cluster] secret>
 //	X-Edgeshard-Hop: <origin node>             who forwarded it
 //	X-Edgeshard-Deadline: <unix ms>            the original request's deadline
+//	X-Edgeshard-Chain: <a>,<b>                 a shard_call's chain (host.CallChain),
+//	                                           each "binding/shard" query-escaped
 //	body: abi.AppendRequest
 //	→ 200 body: abi.AppendResponse, or an error envelope with X-Edgeshard-Error: <code>
 const (
 	PeerPath       = "/_edgeshard/cluster/fetch"
 	HopHeader      = "X-Edgeshard-Hop"
 	DeadlineHeader = "X-Edgeshard-Deadline"
+	ChainHeader    = "X-Edgeshard-Chain"
 	ErrorHeader    = "X-Edgeshard-Error"
 )
 
@@ -58,7 +62,8 @@ func newPeerClient() *http.Client {
 // answer comes back. A request that never reached the owner (it could not
 // be dialled: it is down or not listening yet) or that the owner did not
 // run because it does not own the shard matches host.ErrNotOwner: the
-// host asks the placement again.
+// host asks the placement again. One sent whose answer never came back
+// (the connection broke or timed out) matches host.ErrOutcomeUnknown.
 func (n *Node) Forward(ctx context.Context, owner string, id storage.ShardID, req *abi.Request) (*abi.Response, error) {
 	t0 := time.Now()
 	resp, err := n.forward(ctx, owner, id, req)
@@ -92,25 +97,29 @@ func (n *Node) forward(ctx context.Context, owner string, id storage.ShardID, re
 	if d, ok := ctx.Deadline(); ok {
 		hr.Header.Set(DeadlineHeader, strconv.FormatInt(d.UnixMilli(), 10))
 	}
+	if chain := host.CallChain(ctx); len(chain) > 0 {
+		hr.Header.Set(ChainHeader, encodeChain(chain))
+	}
 	resp, err := n.peer.Do(hr)
 	if err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) && oe.Op == "dial" {
 			return nil, fmt.Errorf("%w: forward %s to %s: %w", host.ErrNotOwner, id, owner, err)
 		}
-		return nil, fmt.Errorf("forward %s to %s: %w", id, owner, err)
+		// Sent, maybe run: the owner died or the connection broke.
+		return nil, fmt.Errorf("%w: forward %s to %s: %w", host.ErrOutcomeUnknown, id, owner, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPeerBody))
 	if err != nil {
-		return nil, fmt.Errorf("forward %s to %s: read answer: %w", id, owner, err)
+		return nil, fmt.Errorf("%w: forward %s to %s: read answer: %w", host.ErrOutcomeUnknown, id, owner, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, peerError(resp.Header.Get(ErrorHeader), resp.StatusCode, id, owner, body)
 	}
 	out, err := abi.DecodeResponse(body)
 	if err != nil {
-		return nil, fmt.Errorf("forward %s to %s: bad answer: %w", id, owner, err)
+		return nil, fmt.Errorf("%w: forward %s to %s: bad answer: %w", host.ErrOutcomeUnknown, id, owner, err)
 	}
 	return out, nil
 }
@@ -140,6 +149,31 @@ func peerError(code string, status int, id storage.ShardID, owner string, body [
 		return errors.New(msg)
 	}
 	return fmt.Errorf("%w: %s", kind, msg)
+}
+
+// encodeChain writes a call chain for ChainHeader.
+func encodeChain(chain []string) string {
+	parts := make([]string, len(chain))
+	for i, s := range chain {
+		parts[i] = url.QueryEscape(s)
+	}
+	return strings.Join(parts, ",")
+}
+
+// decodeChain reads ChainHeader: at most abi.MaxCallDepth names.
+func decodeChain(v string) ([]string, error) {
+	parts := strings.Split(v, ",")
+	if len(parts) > abi.MaxCallDepth {
+		return nil, fmt.Errorf("%s: %d shards, at most %d", ChainHeader, len(parts), abi.MaxCallDepth)
+	}
+	for i, p := range parts {
+		s, err := url.QueryUnescape(p)
+		if err != nil || s == "" {
+			return nil, fmt.Errorf("%s: element %d is not a query-escaped shard name", ChainHeader, i+1)
+		}
+		parts[i] = s
+	}
+	return parts, nil
 }
 
 // ReceivePath is where a shard's owner ships its storage to the next
@@ -212,6 +246,14 @@ func (n *Node) PeerHandler(h *host.Host) http.Handler {
 		if err != nil {
 			httpx.WriteError(w, http.StatusBadRequest, "bad_body", "not an encoded request: "+err.Error())
 			return
+		}
+		if v := r.Header.Get(ChainHeader); v != "" {
+			chain, err := decodeChain(v)
+			if err != nil {
+				httpx.WriteError(w, http.StatusBadRequest, "bad_chain", err.Error())
+				return
+			}
+			ctx = host.WithCallChain(ctx, chain)
 		}
 		resp, err := ns.FetchShard(host.LocalOnly(ctx), shard, req)
 		if err != nil {

@@ -24,7 +24,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		moves:       prom.Counter("edgeshard_cluster_moves_total", "Planned moves of a shard off this host started (placement changed, or the host leaves)."),
 		shipped:     prom.Counter("edgeshard_cluster_shipped_shards_total", "Per-name objects whose storage this host shipped to their next owner in a planned move."),
 		leaseLosses: prom.Counter("edgeshard_cluster_lease_losses_total", "Sessions whose lease lapsed before it was renewed (the host was paused or cut off): every shard it owned was lost to it."),
-		forwards:    prom.CounterVec("edgeshard_cluster_forwards_total", "Requests forwarded to the owning host, by outcome: ok (the owner answered, whatever the shard said), not_owner (asked again), error.", "outcome"),
+		forwards:    prom.CounterVec("edgeshard_cluster_forwards_total", "Requests forwarded to the owning host, by outcome: ok (the owner answered, whatever the shard said), not_owner (asked again), error; WebSocket upgrades relayed to the owner: upgrade, upgrade_error (the owner could not be reached).", "outcome"),
 		forwardDur:  prom.Histogram("edgeshard_cluster_forward_seconds", "Round trip of a forwarded request to its owner.", prom.LatencyBuckets()),
 		served:      prom.CounterVec("edgeshard_cluster_forwarded_served_total", "Requests other hosts forwarded here, by outcome: ok, not_owner, error.", "outcome"),
 	}

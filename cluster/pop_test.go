@@ -145,31 +145,30 @@ func dialChat(addr, room string) (*websocket.Conn, *http.Response, error) {
 }
 
 // TestPopWebSocketsStayWithTheOwner: an upgrade sent to a host that does
-// not own the room is refused (421 shard_elsewhere naming the owner) and
-// starts nothing there; the owner accepts it; when the owner leaves the
-// POP the room moves and its socket is closed with 1012, and the client
-// reconnects to the room's new owner.
+// not own the room is relayed to the owner, which accepts it (the socket
+// is the owner's; the other host starts nothing and holds no socket),
+// while one already relayed by a host is refused (421 shard_elsewhere
+// naming the owner: no relay loops); when the owner leaves the POP the
+// room moves and its socket — through the relay too — is closed with
+// 1012, and the client reconnects, to the room's new owner.
 func TestPopWebSocketsStayWithTheOwner(t *testing.T) {
 	nodes := []string{"a", "b"}
 	pop := startPop(t, nodes...)
 	room := ownedBy("CHAT", "b", nodes)
 
-	_, resp, err := dialChat(pop["a"].addr, room)
+	_, resp, err := websocket.DefaultDialer.Dial("ws://"+pop["a"].addr+"/do/CHAT/"+room+"/ws?user=u", http.Header{cluster.HopHeader: {"c"}})
 	if err == nil || resp == nil {
-		t.Fatalf("upgrade on the host that does not own the room: err %v, want a refusal", err)
+		t.Fatalf("relayed upgrade on the host that does not own the room: err %v, want a refusal", err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMisdirectedRequest || !strings.Contains(string(body), `"shard_elsewhere"`) || !strings.Contains(string(body), "node b") {
-		t.Fatalf("upgrade on a: %d %s, want 421 shard_elsewhere naming node b", resp.StatusCode, body)
-	}
-	if ids := pop["a"].s.Host().ShardSockets("CHAT", room); len(ids) != 0 {
-		t.Fatalf("host a holds sockets %v of a room it does not own", ids)
+		t.Fatalf("relayed upgrade on a: %d %s, want 421 shard_elsewhere naming node b", resp.StatusCode, body)
 	}
 
-	c, _, err := dialChat(pop["b"].addr, room)
+	c, _, err := dialChat(pop["a"].addr, room)
 	if err != nil {
-		t.Fatalf("upgrade on the owner: %v", err)
+		t.Fatalf("upgrade on the host that does not own the room (relayed to its owner): %v", err)
 	}
 	defer c.Close()
 	say := func(text string) {
@@ -189,6 +188,12 @@ func TestPopWebSocketsStayWithTheOwner(t *testing.T) {
 		}
 	}
 	say("hello")
+	if ids := pop["a"].s.Host().ShardSockets("CHAT", room); len(ids) != 0 {
+		t.Fatalf("host a holds sockets %v of a room it does not own", ids)
+	}
+	if ids := pop["b"].s.Host().ShardSockets("CHAT", room); len(ids) != 1 {
+		t.Fatalf("the room's owner b holds sockets %v, want the relayed one", ids)
+	}
 	// Idle: the room's instance goes (the socket hibernates), its actor
 	// and claim stay with the socket — the room is still b's.
 	ns, _ := pop["b"].s.Host().Namespace("CHAT")
@@ -209,7 +214,7 @@ func TestPopWebSocketsStayWithTheOwner(t *testing.T) {
 		}
 	}
 	if !errors.As(err, &closeErr) || closeErr.Code != abi.WSCloseRestart {
-		t.Fatalf("socket on the leaving owner ended with %v, want close %d", err, abi.WSCloseRestart)
+		t.Fatalf("socket (relayed by a) on the leaving owner ended with %v, want close %d", err, abi.WSCloseRestart)
 	}
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
@@ -222,8 +227,10 @@ func TestPopWebSocketsStayWithTheOwner(t *testing.T) {
 }
 
 // TestPopShardCallIsPlaced: a shard_call to a shard another host owns is
-// forwarded there (its state is on the owner only), and one to a shard
-// of the calling host runs there; neither starts a second instance.
+// forwarded there with its chain (its state is on the owner only; it sees
+// its caller), and one to a shard of the calling host runs there; neither
+// starts a second instance. A cycle through the two hosts is refused at
+// once as a deadlock, not left to the caller's deadline.
 func TestPopShardCallIsPlaced(t *testing.T) {
 	nodes := []string{"a", "b"}
 	pop := startPop(t, nodes...)
@@ -236,15 +243,25 @@ func TestPopShardCallIsPlaced(t *testing.T) {
 		}
 		return body
 	}
-	// A/caller runs on a; B/far is b's: the call is forwarded, without its
-	// chain (the called shard sees no caller).
-	if got, want := chain("a", "A", caller, "B/"+far), "A/"+caller+" -> [200] B/"+far+" end caller= n=1"; got != want {
+	// A/caller runs on a; B/far is b's: the call is forwarded with its
+	// chain (the called shard sees its caller).
+	if got, want := chain("a", "A", caller, "B/"+far), "A/"+caller+" -> [200] B/"+far+" end caller=A/"+caller+" n=1"; got != want {
 		t.Fatalf("call to a shard of the other host: %q, want %q", got, want)
 	}
 	if got, want := chain("a", "A", caller, "B/"+near), "A/"+caller+" -> [200] B/"+near+" end caller=A/"+caller+" n=1"; got != want {
 		t.Fatalf("call to a shard of the same host: %q, want %q", got, want)
 	}
-	// The forwarded call's write is on b, and only there.
+	// A/caller (on a) → B/far (on b) → A/caller: refused on b at once
+	// (errno 15), the chain having come with the forwarded call.
+	t0 := time.Now()
+	deadlock := fmt.Sprintf("A/%s -> [200] B/%s err %d: ", caller, far, abi.ErrnoDeadlock)
+	if got := chain("a", "A", caller, "B/"+far, "A/"+caller); !strings.HasPrefix(got, deadlock) {
+		t.Fatalf("cycle through two hosts: %q, want prefix %q", got, deadlock)
+	}
+	if took := time.Since(t0); took > 3*time.Second {
+		t.Fatalf("cycle through two hosts took %v: not refused at once", took)
+	}
+	// The forwarded calls' writes are on b, and only there.
 	ctx := host.LocalOnly(context.Background())
 	resp, err := pop["b"].s.Host().Fetch(ctx, "B", far, &abi.Request{Method: "GET", Path: "/chain"})
 	if err != nil || string(resp.Body) != "B/"+far+" end caller= n=2" {

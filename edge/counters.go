@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/plugins/proto"
 	"github.com/edgeshard/edgeshard/plugins/proto/counters"
@@ -41,8 +42,10 @@ type counterWrite struct {
 //   - shadow: the same, then the deltas to the shard with ?mode=shadow.
 //   - primary: the source change commits first, then the deltas go to
 //     their shards; a shard that fails (E-VIBECODR-2144) has its deltas
-//     applied by the legacy update instead. A crash between the two leaves
-//     a source row without its delta: reconcileCounters repairs it.
+//     applied by the legacy update instead — unless the call's outcome is
+//     unknown (host.ErrOutcomeUnknown: forwarded to the shard's owner, no
+//     answer), which is a 503 (E-VIBECODR-2145). A crash between the two
+//     leaves a source row without its delta: reconcileCounters repairs it.
 //
 // The deltas of a source-row change carry the fence the change read in its
 // transaction (counters.Delta.Fence): wherever they are applied — a flush
@@ -100,6 +103,15 @@ func (a *API) applyCounters(ctx context.Context, cw counterWrite) ([]delta, erro
 	for gi, s := range order {
 		if errs[gi] == nil {
 			a.m.deltas.WithLabelValues("shard").Add(float64(len(groups[s])))
+			continue
+		}
+		if errors.Is(errs[gi], host.ErrOutcomeUnknown) {
+			// Forwarded to the shard's owner on another host of the POP,
+			// which may have buffered them before the answer was lost: the
+			// legacy update would count them twice. The client learns the
+			// outcome is unknown (503); reconcileCounters repairs a counter
+			// with source rows if they were not buffered.
+			lost = a.countersLost("primary", groups[s], fmt.Errorf("not applied through the legacy update: %w", errs[gi]))
 			continue
 		}
 		a.m.fallback("counters", CodeCounterEnqueueFailed)

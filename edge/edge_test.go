@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/host"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -464,6 +465,38 @@ func TestCounterShardFailureUsesLegacy(t *testing.T) {
 	}
 	if n := f.logs.count(CodeCounterEnqueueFailed); n < 11 {
 		t.Fatalf("%d %s logs, want ≥ 11", n, CodeCounterEnqueueFailed)
+	}
+}
+
+// outcomeUnknown answers every call as a forward to the shard's owner
+// whose answer was lost after the owner ran it.
+type outcomeUnknown struct{ inner Shards }
+
+func (o outcomeUnknown) Shards() int { return o.inner.Shards() }
+
+func (o outcomeUnknown) FetchShard(ctx context.Context, shard string, req *abi.Request) (*abi.Response, error) {
+	if _, err := o.inner.FetchShard(ctx, shard, req); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%w: forward COUNTER_SHARD/%s: connection reset by peer", host.ErrOutcomeUnknown, shard)
+}
+
+// TestCounterOutcomeUnknownNoLegacy: a counter call forwarded to the
+// shard's owner that got no answer may have been buffered there: the edge
+// answers 503 and does not apply the deltas through the legacy update too
+// (which would count them twice once the owner flushes).
+func TestCounterOutcomeUnknownNoLegacy(t *testing.T) {
+	f, fs := fakeFixture(t, func(_ *Config, d *Deps, fs *fakeShards) { d.Counter = outcomeUnknown{fs} })
+	r := f.do("POST", "/posts/p1/views", "u1", nil)
+	if r.status != 503 || r.errCode() != "counters_unavailable" {
+		t.Fatalf("status %d %q: %s", r.status, r.errCode(), r.body)
+	}
+	if n := f.logs.count(CodeCounterEnqueueFailed); n != 0 {
+		t.Fatalf("%d legacy fallbacks for deltas the owner may hold", n)
+	}
+	fs.flush(t)
+	if n := f.scalar(`SELECT COALESCE(SUM(views), 0) FROM post_stats WHERE post_id = 'p1'`); n != 1 {
+		t.Fatalf("views = %d, want 1 (the owner's, once)", n)
 	}
 }
 

@@ -696,7 +696,14 @@ func (a *actor) runAlarm(retry int, early bool) {
 		return
 	}
 	if a.fenced() {
-		return // the alarm stays persisted where the shard's owner keeps it
+		// The alarm stays persisted here (its deletion was refused with
+		// the handler's writes), but the scheduler popped it: schedule it
+		// again, as for an alarm refused on a shard leaving this host, or
+		// nothing fires it until a restart — a per-name object that
+		// comes back here would never flush again (its handler sees an
+		// alarm set), a sharded shard's buffers would wait on this disk.
+		a.ns.h.alarms.schedule(a.id, now.Add(alarmElsewhereRetry).UnixMilli(), retry)
+		return
 	}
 	// An alarm holds no response, yet whether it ran is decided by its
 	// commit: if the handler's writes (and the alarm's own deletion) never

@@ -50,7 +50,10 @@ func (c *Call) Caller() string {
 // to its shards (Host.DeliverCall); Config.Calls may put another in front,
 // one that forwards a call for a shard owned by another host. A forwarder
 // carries Chain and Deadline with the call, and the owner hands it to its
-// Host.DeliverCall, so deadlocks across hosts are caught as well.
+// Host.DeliverCall, so deadlocks across hosts are caught as well. (On a
+// host with a Placement the host forwards calls itself: Placement.Forward
+// gets the chain in its context, CallChain, and the owner's FetchShard
+// takes it back, WithCallChain.)
 type CallRouter interface {
 	RouteCall(ctx context.Context, c *Call) (*abi.Response, error)
 }
@@ -88,6 +91,12 @@ func (h *Host) DeliverCall(ctx context.Context, c *Call) (*abi.Response, error) 
 	if err != nil {
 		return nil, err
 	}
+	return ns.deliverCall(ctx, shard, c)
+}
+
+// deliverCall is DeliverCall to the shard of ns that c addresses.
+func (ns *Namespace) deliverCall(ctx context.Context, shard string, c *Call) (*abi.Response, error) {
+	h := ns.h
 	target := ns.shardID(shard).String()
 	if slices.Contains(c.Chain, target) {
 		return nil, fmt.Errorf("%w: %s → %s: %s is waiting for this call", ErrDeadlock, strings.Join(c.Chain, " → "), target, target)
@@ -111,14 +120,31 @@ func (h *Host) DeliverCall(ctx context.Context, c *Call) (*abi.Response, error) 
 		return &event{kind: evFetch, req: c.Request, chain: c.Chain, deadline: c.Deadline, done: make(chan result, 1)}
 	}
 	if h.cfg.Placement != nil {
-		// Here under a claim, or forwarded to the shard's owner: the
-		// chain stays on this host (deadlocks through another host are
-		// not caught), the deadline bounds ctx.
+		// Here under a claim, or forwarded to the shard's owner with its
+		// chain (tryPlaced), the deadline bounding ctx.
 		r, err := ns.fetchPlaced(ctx, shard, newEvent, true)
 		return r.resp, err
 	}
 	r, err := ns.fetchEvent(ctx, shard, newEvent(), nil)
 	return r.resp, err
+}
+
+type callChainKey struct{}
+
+// WithCallChain marks ctx for a shard_call's request that another host
+// forwarded to this one, the shard's owner: chain names the shards waiting
+// on it ("binding/shard", the first caller first). Namespace.FetchShard
+// then delivers it as the call it is: refused as a deadlock if the chain
+// holds the called shard, the called shard seeing its caller.
+func WithCallChain(ctx context.Context, chain []string) context.Context {
+	return context.WithValue(ctx, callChainKey{}, slices.Clip(chain))
+}
+
+// CallChain returns the chain of a call that ctx carries to
+// Placement.Forward (nil for a request that is not a call).
+func CallChain(ctx context.Context) []string {
+	c, _ := ctx.Value(callChainKey{}).([]string)
+	return c
 }
 
 // waitGraph is which shard of this host waits on which through a call in

@@ -229,6 +229,11 @@ var (
 	// ErrNotRun: the event was dropped before it started (its caller's
 	// context ended while it was queued); it had no effect.
 	ErrNotRun = errors.New("event not run")
+	// ErrOutcomeUnknown: a request forwarded to the shard's owner (a host
+	// of the POP) got no answer once sent — the owner died, or the
+	// connection broke or timed out — so it may or may not have run there.
+	// A caller with a fallback must not apply the write again.
+	ErrOutcomeUnknown = errors.New("outcome unknown")
 )
 
 // ErrEngineMismatch is returned by New for a Config that asks the shared

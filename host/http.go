@@ -24,6 +24,7 @@ var errorStatuses = []struct {
 	status int
 	code   string
 }{
+	{[]error{ErrOutcomeUnknown}, http.StatusBadGateway, "outcome_unknown"},
 	{[]error{ErrUnknownBinding}, http.StatusNotFound, "unknown_binding"},
 	{[]error{ErrBadKey}, http.StatusBadRequest, "bad_key"},
 	{[]error{ErrOverloaded}, http.StatusServiceUnavailable, "shard_overloaded"},

@@ -248,8 +248,14 @@ func (ns *Namespace) Fetch(ctx context.Context, key string, req *abi.Request) (*
 
 // FetchShard delivers req to a shard by its name: on a host with a
 // Placement, to the shard here under its claim or to its owner
-// (placement.go).
+// (placement.go). A ctx carrying a call chain (WithCallChain: a
+// shard_call another host forwarded) delivers req as that call.
 func (ns *Namespace) FetchShard(ctx context.Context, shard string, req *abi.Request) (*abi.Response, error) {
+	if chain := CallChain(ctx); len(chain) > 0 {
+		c := &Call{Chain: chain, Binding: ns.name, Request: req}
+		c.Deadline, _ = ctx.Deadline()
+		return ns.deliverCall(ctx, shard, c)
+	}
 	if ns.h.cfg.Placement != nil {
 		r, err := ns.fetchPlaced(ctx, shard, fetchOf(req), true)
 		return r.resp, err

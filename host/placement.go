@@ -190,7 +190,11 @@ func (ns *Namespace) tryPlaced(ctx context.Context, id storage.ShardID, ev *even
 		if isLocalOnly(ctx) {
 			return result{}, fmt.Errorf("%w: %w", ErrNotOwner, err)
 		}
-		resp, err := ns.h.cfg.Placement.Forward(ctx, ee.Owner, id, ev.req)
+		fctx := ctx
+		if len(ev.chain) > 0 {
+			fctx = WithCallChain(ctx, ev.chain) // a call's: the owner checks and passes it on
+		}
+		resp, err := ns.h.cfg.Placement.Forward(fctx, ee.Owner, id, ev.req)
 		return result{resp: resp}, err
 	case err != nil:
 		return result{}, err
@@ -214,8 +218,10 @@ func (ns *Namespace) claimHere(ctx context.Context, shard string) (Claim, error)
 	return c, err
 }
 
+// shardElsewhere is ErrShardElsewhere naming the owner; errors.As finds
+// ee in it (a WebSocket upgrade is carried to ee.Owner).
 func shardElsewhere(ee *ElsewhereError) error {
-	return fmt.Errorf("%w: node %s (%s) runs it", ErrShardElsewhere, ee.Node, ee.Owner)
+	return fmt.Errorf("%w: %w", ErrShardElsewhere, ee)
 }
 
 // deliverAlarm enqueues a due alarm on a host with a Placement: under a

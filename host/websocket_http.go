@@ -1,6 +1,7 @@
 package host
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -65,9 +66,14 @@ func (h *Host) serveUpgrade(w http.ResponseWriter, r *http.Request, binding, key
 	upgrade := func() *event { return &event{kind: evFetch, req: req, upgrade: true, done: make(chan result, 1)} }
 	var res result
 	if h.cfg.Placement != nil {
-		// Accepted under a claim only: a shard owned elsewhere is 421
-		// shard_elsewhere naming its owner, never a second instance.
+		// Accepted under a claim only, never a second instance: a shard
+		// owned elsewhere has its upgrade carried to its owner, or, where
+		// that cannot be, is 421 shard_elsewhere naming it.
 		res, err = ns.fetchPlaced(r.Context(), shard, upgrade, false)
+		var ee *ElsewhereError
+		if uf, ok := h.cfg.Placement.(UpgradeForwarder); ok && errors.As(err, &ee) && uf.ForwardUpgrade(w, r, ee.Owner) {
+			return
+		}
 	} else {
 		res, err = ns.fetchEvent(r.Context(), shard, upgrade(), nil)
 	}
@@ -96,6 +102,16 @@ func (h *Host) serveUpgrade(w http.ResponseWriter, r *http.Request, binding, key
 		return
 	}
 	res.sock.open(conn)
+}
+
+// UpgradeForwarder is a Placement that carries a WebSocket upgrade for a
+// shard owned elsewhere to its owner (the cluster's: the connection is
+// relayed both ways, the socket is the owner's). ForwardUpgrade answers
+// the client and returns true, or returns false having written nothing
+// (the request was itself relayed by another host: the host answers 421
+// shard_elsewhere rather than relay it again).
+type UpgradeForwarder interface {
+	ForwardUpgrade(w http.ResponseWriter, r *http.Request, owner string) bool
 }
 
 // handshakeHeader reports headers of the handshake the host writes

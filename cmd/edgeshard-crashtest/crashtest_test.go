@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -68,6 +69,28 @@ func TestFleetCrashLoopLosesNothing(t *testing.T) {
 		"following_after_reconcile", "following_rows", "events"})
 }
 
+// TestClusterCrashLoopLosesNothing is `make crash-test-cluster` in small:
+// three real hosts of one POP (an etcd the crash test starts, one
+// throwaway PostgreSQL), clients spreading likes, follows, views, runs,
+// events and per-name page views over them, while hosts are killed,
+// frozen past their lease, made to leave (SIGTERM, or cluster leave) and
+// restarted — ten cycles, each action twice. After draining, PostgreSQL
+// holds every acknowledged write exactly once, no page number was
+// acknowledged twice, and no shard was ever owned by two hosts at once.
+func TestClusterCrashLoopLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test: kills and restarts the real binary")
+	}
+	pgtest.Shared(t) // skips without PostgreSQL (fails under CI=true)
+	o := smallRun(t, "cluster", 10, 1500*time.Millisecond, 6)
+	o.PageModule = testutil.Plugin(t, "examples/tutorial")
+	results := checkRun(t, o, 6*time.Minute, 4, []string{"views", "runs", "likes", "like_rows", "followers", "follow_rows",
+		"following_after_reconcile", "following_rows", "events", "page_views"})
+	if r := results[0]; r.Freezes != 4 || r.Drains != 4 {
+		t.Errorf("%d freezes and %d drains, want 4 and 4", r.Freezes, r.Drains)
+	}
+}
+
 // smallRun is a crash run of one mode in small: the real binary and
 // plugins, 8 shards per binding, 8 posts, a fresh seed.
 func smallRun(t *testing.T, mode string, cycles int, cycleMax time.Duration, clients int) Options {
@@ -76,7 +99,7 @@ func smallRun(t *testing.T, mode string, cycles int, cycleMax time.Duration, cli
 		EventsModule:  testutil.Plugin(t, "plugins/runtimeevents"),
 		CounterModule: testutil.Plugin(t, "plugins/counters"),
 		CacheDir:      testutil.CacheDir(),
-		WorkDir:       t.TempDir(),
+		WorkDir:       workDir(t),
 		Modes:         []string{mode},
 		Cycles:        cycles,
 		CycleMax:      cycleMax,
@@ -89,10 +112,27 @@ func smallRun(t *testing.T, mode string, cycles int, cycleMax time.Duration, cli
 	}
 }
 
+// workDir is a directory for a crash run's data and logs, removed when
+// the test passes and kept (its path logged) when it fails.
+func workDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "edgeshard-crashtest-"+t.Name()+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("data and logs of the failed run kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
+}
+
 // checkRun runs o within timeout and wants kills kills, no failure, every
 // stream consistent, each of want present and every stream but mayBeIdle
 // with something acknowledged (else the load did not run).
-func checkRun(t *testing.T, o Options, timeout time.Duration, kills int, want []string, mayBeIdle ...string) {
+func checkRun(t *testing.T, o Options, timeout time.Duration, kills int, want []string, mayBeIdle ...string) []ModeResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -121,4 +161,5 @@ func checkRun(t *testing.T, o Options, timeout time.Duration, kills int, want []
 			t.Errorf("stream %s missing", w)
 		}
 	}
+	return results
 }

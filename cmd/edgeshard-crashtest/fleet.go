@@ -38,101 +38,26 @@ type reconcileStats struct {
 }
 
 func runFleet(ctx context.Context, o Options, dir string, seed uint64) (ModeResult, error) {
-	t0 := time.Now()
 	res := ModeResult{Mode: "fleet"}
-	out := o.Out
-	pg, err := pgtest.Start()
-	if errors.Is(err, pgtest.ErrNotInstalled) {
-		return res, fmt.Errorf("the fleet mode needs PostgreSQL: %w (%s)", err, pgtest.Install)
+	f, err := startFleet(ctx, o, "fleet", dir, fleetNodes, &res, nil, nil)
+	if f != nil {
+		defer f.close()
 	}
-	if err != nil {
-		return res, fmt.Errorf("throwaway PostgreSQL: %w", err)
-	}
-	defer func() {
-		if b, err := os.ReadFile(pg.Log()); err == nil {
-			os.WriteFile(filepath.Join(dir, "postgres.log"), b, 0o644)
-		}
-		pg.Close()
-	}()
-	dbURL, err := pg.CreateDB(ctx, "crashtest")
 	if err != nil {
 		return res, err
 	}
+	out := o.Out
 	fmt.Fprintf(out, "== mode fleet: %d hosts (%s) on one PostgreSQL (port %d), %d cycles, %d clients, %d shards per binding, seed %d, dir %s\n",
-		len(fleetNodes), strings.Join(fleetNodes, ", "), pg.Port, o.Cycles, o.Clients, o.Shards, seed, dir)
-
-	token := randomToken()
-	var srvs []*server
-	var aeURLs []string
-	defer func() {
-		for _, s := range srvs {
-			s.close()
-		}
-	}()
-	for _, node := range fleetNodes {
-		hdir := filepath.Join(dir, node)
-		data := filepath.Join(hdir, "data")
-		if err := os.MkdirAll(data, 0o755); err != nil {
-			return res, err
-		}
-		s, err := newServer(o.Bin, hdir, nil, func(addr, admin string) string {
-			return configText(o, hostConfig{dataDir: data, addr: addr, admin: admin, node: node, dbURL: dbURL, maxConns: 8})
-		}, token)
-		if err != nil {
-			return res, err
-		}
-		srvs = append(srvs, s)
-		aeURLs = append(aeURLs, "sqlite://"+filepath.Join(data, "analytics.db"))
-	}
-	for i, s := range srvs {
-		if err := s.start(ctx); err != nil {
-			return res, fmt.Errorf("start %s: %w", fleetNodes[i], err)
-		}
-		if err := checkModes(s, "primary"); err != nil {
-			res.Failed = append(res.Failed, fleetNodes[i]+": "+err.Error())
-		}
-		if err := checkNode(s, fleetNodes[i]); err != nil {
-			res.Failed = append(res.Failed, err.Error())
-		}
-	}
+		len(f.nodes), strings.Join(f.nodes, ", "), f.pg.Port, o.Cycles, o.Clients, o.Shards, seed, dir)
+	srvs, hosts := f.srvs, f.hosts
 
 	led := newLedger()
 	if err := seedBaseline(ctx, srvs, led, o.Posts); err != nil {
 		return res, err
 	}
-	hosts := make([]loadHost, len(srvs))
-	for i, s := range srvs {
-		hosts[i] = loadHost{base: s.url(), gate: newGate()}
-		hosts[i].gate.open()
-	}
 	ld := startLoadOn(loadConfig{clients: o.Clients, interval: o.Interval, posts: o.Posts, seed: seed, follows: true}, led, hosts)
 	rng := mrand.New(mrand.NewPCG(seed, 7))
-
-	// reconcileCounters on a random host every 0.5-2 s, while hosts die.
-	// A run in progress when the load stops is let finish.
-	var rs reconcileStats
-	stopping := make(chan struct{})
-	stopReconcile := sync.OnceFunc(func() { close(stopping) })
-	var rwg sync.WaitGroup
-	rwg.Add(1)
-	go func() {
-		defer rwg.Done()
-		rr := mrand.New(mrand.NewPCG(seed, 11))
-		for {
-			select {
-			case <-stopping:
-				return
-			case <-ctx.Done():
-				return
-			case <-time.After(500*time.Millisecond + time.Duration(rr.Int64N(int64(1500*time.Millisecond)))):
-			}
-			i := rr.IntN(len(srvs))
-			if !hosts[i].gate.isOpen() {
-				continue
-			}
-			reconcileOnce(ctx, srvs[i], &rs)
-		}
-	}()
+	rec := f.startReconciler(ctx, seed)
 
 	plans := killPlans(o.CycleMax, "primary")
 	lastRestarted := 0
@@ -157,7 +82,7 @@ func runFleet(ctx context.Context, o Options, dir string, seed uint64) (ModeResu
 			hosts[v].gate.close()
 			srvs[v].kill()
 			res.Kills++
-			names = append(names, fleetNodes[v])
+			names = append(names, f.nodes[v])
 		}
 		sent := ld.sent.Load() - sentBefore
 		var took []string
@@ -165,9 +90,8 @@ func runFleet(ctx context.Context, o Options, dir string, seed uint64) (ModeResu
 			r0 := time.Now()
 			if err := srvs[v].start(ctx); err != nil {
 				ld.finish()
-				stopReconcile()
-				rwg.Wait()
-				return res, fmt.Errorf("restart %s after kill %d: %w", fleetNodes[v], c+1, err)
+				rec.stop()
+				return res, fmt.Errorf("restart %s after kill %d: %w", f.nodes[v], c+1, err)
 			}
 			d := time.Since(r0)
 			restartTotal += d
@@ -179,49 +103,190 @@ func runFleet(ctx context.Context, o Options, dir string, seed uint64) (ModeResu
 		fmt.Fprintf(out, "  cycle %d/%d: kill -9 %s (%s) %s; %d requests this cycle; restarted, ready in %s\n",
 			c+1, o.Cycles, strings.Join(names, "+"), p.name, what, sent, strings.Join(took, ", "))
 	}
+	if err := f.finish(ctx, &res, led, ld, rec, nil); err != nil {
+		return res, err
+	}
+	verdict := res.finish(out, f.t0)
+	avg := time.Duration(0)
+	if restarts > 0 {
+		avg = restartTotal / time.Duration(restarts)
+	}
+	fmt.Fprintf(out, "== mode fleet %s: %d kills over %d hosts, average restart %.2fs, took %.1fs\n", verdict, res.Kills, len(srvs), avg.Seconds(), res.Took.Seconds())
+	return res, nil
+}
+
+// fleet is the hosts of a mode with several (fleet, cluster), each with
+// its own data directory and node id, on one throwaway PostgreSQL the
+// crash test starts itself.
+type fleet struct {
+	o      Options
+	t0     time.Time
+	dir    string
+	nodes  []string
+	srvs   []*server
+	hosts  []loadHost // the clients' view of srvs, gates open
+	pg     *pgtest.Server
+	dbURL  string
+	aeURLs []string // each host's analytics dataset
+}
+
+// startFleet starts PostgreSQL and a host per node, each on configText
+// with vars added to its [vars], plus the tables extra adds for it (nil:
+// none), and checks that each runs
+// the pipelines in primary mode under its node id (failures go to res).
+// The fleet it returns (also on an error) must be closed.
+func startFleet(ctx context.Context, o Options, mode, dir string, nodes []string, res *ModeResult, vars []string, extra func(node, addr string) string) (*fleet, error) {
+	f := &fleet{o: o, t0: time.Now(), dir: dir, nodes: nodes}
+	pg, err := pgtest.Start()
+	if errors.Is(err, pgtest.ErrNotInstalled) {
+		return nil, fmt.Errorf("the %s mode needs PostgreSQL: %w (%s)", mode, err, pgtest.Install)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("throwaway PostgreSQL: %w", err)
+	}
+	f.pg = pg
+	if f.dbURL, err = pg.CreateDB(ctx, "crashtest"); err != nil {
+		return f, err
+	}
+	token := randomToken()
+	for _, node := range nodes {
+		hdir := filepath.Join(dir, node)
+		data := filepath.Join(hdir, "data")
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			return f, err
+		}
+		s, err := newServer(o.Bin, hdir, nil, func(addr, admin string) string {
+			cfg := configText(o, hostConfig{dataDir: data, addr: addr, admin: admin, node: node, dbURL: f.dbURL, maxConns: 8, vars: vars})
+			if extra != nil {
+				cfg += extra(node, addr)
+			}
+			return cfg
+		}, token)
+		if err != nil {
+			return f, err
+		}
+		f.srvs = append(f.srvs, s)
+		f.aeURLs = append(f.aeURLs, "sqlite://"+filepath.Join(data, "analytics.db"))
+	}
+	for i, s := range f.srvs {
+		if err := s.start(ctx); err != nil {
+			return f, fmt.Errorf("start %s: %w", nodes[i], err)
+		}
+		if err := checkModes(s, "primary"); err != nil {
+			res.Failed = append(res.Failed, nodes[i]+": "+err.Error())
+		}
+		if err := checkNode(s, nodes[i]); err != nil {
+			res.Failed = append(res.Failed, err.Error())
+		}
+		f.hosts = append(f.hosts, loadHost{base: s.url(), gate: newGate()})
+		f.hosts[i].gate.open()
+	}
+	return f, nil
+}
+
+// close kills the hosts still running and stops PostgreSQL, keeping its
+// log in the mode's directory.
+func (f *fleet) close() {
+	for _, s := range f.srvs {
+		s.close()
+	}
+	if b, err := os.ReadFile(f.pg.Log()); err == nil {
+		os.WriteFile(filepath.Join(f.dir, "postgres.log"), b, 0o644)
+	}
+	f.pg.Close()
+}
+
+// reconciler runs reconcileCounters on a random host every 0.5-2 s while
+// the hosts die (one at a time: the others answer 409).
+type reconciler struct {
+	stats reconcileStats
+	stop  func() // stops it; a run in progress is let finish
+}
+
+func (f *fleet) startReconciler(ctx context.Context, seed uint64) *reconciler {
+	r := &reconciler{}
+	stopping := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	r.stop = sync.OnceFunc(func() { close(stopping); wg.Wait() })
+	go func() {
+		defer wg.Done()
+		rr := mrand.New(mrand.NewPCG(seed, 11))
+		for {
+			select {
+			case <-stopping:
+				return
+			case <-ctx.Done():
+				return
+			case <-time.After(500*time.Millisecond + time.Duration(rr.Int64N(int64(1500*time.Millisecond)))):
+			}
+			i := rr.IntN(len(f.srvs))
+			if !f.hosts[i].gate.isOpen() {
+				continue
+			}
+			reconcileOnce(ctx, f.srvs[i], &r.stats)
+		}
+	}()
+	return r
+}
+
+// finish ends a multi-host mode's run: a little more steady load, then
+// the clients and the reconciler stop; every host is drained (POST
+// /admin/jobs/drain); settle (nil: none) runs while they are still up and
+// may add streams of its own; the hosts stop, and PostgreSQL is compared
+// with the ledger. Then every host starts again on its drained data
+// (fleetAfterRestart): nothing may move, and after a reconcile every
+// counter with source rows equals them. err: the checks could not run.
+func (f *fleet) finish(ctx context.Context, res *ModeResult, led *ledger, ld *load, rec *reconciler, settle func() ([]stream, error)) error {
+	out := f.o.Out
 	time.Sleep(time.Second) // a little steady load on every host
 	ld.finish()
-	stopReconcile()
-	rwg.Wait()
+	rec.stop()
 	if ctx.Err() != nil {
-		return res, ctx.Err()
+		return ctx.Err()
 	}
 	if ld.writes.Load() == 0 {
 		res.Failed = append(res.Failed, "no write was acknowledged: the load never ran")
 	}
-
-	// Drain every POP, as before retiring it, then stop them all.
 	d0 := time.Now()
-	for i, s := range srvs {
+	for i, s := range f.srvs {
 		if err := drainHost(ctx, s); err != nil {
-			res.Failed = append(res.Failed, fleetNodes[i]+": "+err.Error())
+			res.Failed = append(res.Failed, f.nodes[i]+": "+err.Error())
+		}
+	}
+	var more []stream
+	if settle != nil {
+		var err error
+		if more, err = settle(); err != nil {
+			res.Failed = append(res.Failed, err.Error())
 		}
 	}
 	drained := time.Since(d0)
-	for i, s := range srvs {
+	for i, s := range f.srvs {
 		if err := s.term(60 * time.Second); err != nil {
-			res.Failed = append(res.Failed, fleetNodes[i]+": clean shutdown: "+err.Error())
+			res.Failed = append(res.Failed, f.nodes[i]+": clean shutdown: "+err.Error())
 		}
 	}
-	snap, err := readSnapshotAt(ctx, dbURL, aeURLs...)
+	snap, err := readSnapshotAt(ctx, f.dbURL, f.aeURLs...)
 	if err != nil {
-		return res, err
+		return err
 	}
-	res.Streams = compare(led, snap)
+	res.Streams = append(compare(led, snap), more...)
 	res.reportRequests(out, led)
 	var flushes []string
-	for i, s := range srvs {
-		flushes = append(flushes, fmt.Sprintf("%s events %d/%d counters %d/%d (%d replays)", fleetNodes[i],
+	for i, s := range f.srvs {
+		flushes = append(flushes, fmt.Sprintf("%s events %d/%d counters %d/%d (%d replays)", f.nodes[i],
 			s.count(codeEventsFlushed), s.count(codeEventsFailed), s.count(codeCountersFlushed), s.count(codeCountersFailed), s.count("counter flush replays")))
 	}
 	fmt.Fprintf(out, "  flushes logged (ok/failed): %s; drained in %.1fs\n", strings.Join(flushes, "; "), drained.Seconds())
+	rs := &rec.stats
 	fmt.Fprintf(out, "  reconcileCounters during the load: %d runs (%d corrections), %d skipped (another host held the lock), %d on a host going down, %d failed\n",
 		rs.ok.Load(), rs.corrected.Load(), rs.busy.Load(), rs.down.Load(), rs.failed.Load())
 	if n := rs.failed.Load(); n > 0 {
 		res.Failed = append(res.Failed, fmt.Sprintf("%d reconcile runs failed", n))
 	}
 
-	after, err := fleetAfterRestart(ctx, srvs, out, dbURL, aeURLs, snap)
+	after, err := fleetAfterRestart(ctx, f.srvs, out, f.dbURL, f.aeURLs, snap)
 	if err != nil {
 		res.Failed = append(res.Failed, err.Error())
 	}
@@ -243,18 +308,12 @@ func runFleet(ctx context.Context, o Options, dir string, seed uint64) (ModeResu
 		}
 	}
 	res.reportStreams(out, led, snap)
-	for i, s := range srvs {
+	for i, s := range f.srvs {
 		if n, msgs := s.errorLines(); n > 0 {
-			fmt.Fprintf(out, "  info: %s: %d error-level log lines, e.g. %q\n", fleetNodes[i], n, msgs)
+			fmt.Fprintf(out, "  info: %s: %d error-level log lines, e.g. %q\n", f.nodes[i], n, msgs)
 		}
 	}
-	verdict := res.finish(out, t0)
-	avg := time.Duration(0)
-	if restarts > 0 {
-		avg = restartTotal / time.Duration(restarts)
-	}
-	fmt.Fprintf(out, "== mode fleet %s: %d kills over %d hosts, average restart %.2fs, took %.1fs\n", verdict, res.Kills, len(srvs), avg.Seconds(), res.Took.Seconds())
-	return res, nil
+	return nil
 }
 
 // checkNode asserts the host logged the node id it was given.

@@ -55,11 +55,24 @@ type ledger struct {
 	// and DELETEs of distinct (follower, followee) pairs, as for likes.
 	followers map[string]*likeBound
 	following map[string]*likeBound
+
+	// pages: per-name counter increments (the cluster mode's load), by
+	// page: the numbers the object answered and the unanswered requests.
+	pages map[string]*pageBound
+}
+
+// pageBound is what the ledger knows of one per-name counter: how often
+// each number it answered was acknowledged (more than once: the object
+// ran on two hosts at once, or went back in time) and how many requests
+// got no answer.
+type pageBound struct {
+	numbers map[int64]int
+	unknown int64
 }
 
 func newLedger() *ledger {
 	return &ledger{counters: map[string]*bound{}, likes: map[string]*likeBound{}, events: map[string]outcome{},
-		followers: map[string]*likeBound{}, following: map[string]*likeBound{}}
+		followers: map[string]*likeBound{}, following: map[string]*likeBound{}, pages: map[string]*pageBound{}}
 }
 
 func (l *ledger) reject(what string) {
@@ -119,6 +132,25 @@ func (b *likeBound) note(put bool, o outcome) *likeBound {
 		b.delUnknown++
 	}
 	return b
+}
+
+// page records a per-name increment: acknowledged with the number n the
+// object answered, or not.
+func (l *ledger) page(page string, n int64, o outcome) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.requests[o]++
+	b := l.pages[page]
+	if b == nil {
+		b = &pageBound{numbers: map[int64]int{}}
+		l.pages[page] = b
+	}
+	switch o {
+	case acked:
+		b.numbers[n]++
+	case unknown:
+		b.unknown++
+	}
 }
 
 func (l *ledger) event(id string, o outcome) {
@@ -190,7 +222,14 @@ type loadConfig struct {
 	// follows adds follows and unfollows of a few users to the mix (the
 	// fleet mode).
 	follows bool
+	// pages > 0 adds increments of that many per-name counters (pageBinding,
+	// the tutorial's page views) to the mix (the cluster mode).
+	pages int
 }
+
+// pageBinding is the per-name counter binding of the cluster mode: the
+// tutorial's page views (examples/tutorial), one object per page.
+const pageBinding = "PAGEVIEWS"
 
 // loadHost is one host the clients send to, and its gate.
 type loadHost struct {
@@ -280,7 +319,9 @@ func (l *load) run(ctx context.Context, id int) {
 		}
 		var o outcome
 		r := st.rng.IntN(100)
-		if l.cfg.follows && r >= 72 && r < 86 {
+		if l.cfg.pages > 0 && r%7 == 0 { // one request in seven
+			o = l.pageView(st)
+		} else if l.cfg.follows && r >= 72 && r < 86 {
 			if r < 82 || len(st.followed) == 0 {
 				o = l.follow(st)
 			} else {
@@ -361,6 +402,25 @@ func (l *load) postCounter(st *clientState, column string) outcome {
 	post := st.post(l.cfg.posts)
 	o, _, _ := l.do(st, http.MethodPost, "/posts/"+post+"/"+column, fmt.Sprintf("viewer-%d", st.id), nil)
 	l.led.counter(column, post, o)
+	return o
+}
+
+// pageView counts a view of a page (a per-name object) and records the
+// number the object answered.
+func (l *load) pageView(st *clientState) outcome {
+	page := fmt.Sprintf("ct-page-%02d", st.rng.IntN(l.cfg.pages))
+	o, _, body := l.do(st, http.MethodPost, "/do/"+pageBinding+"/"+page+"/view", fmt.Sprintf("viewer-%d", st.id), nil)
+	var r struct {
+		Page  string `json:"page"`
+		Views int64  `json:"views"`
+	}
+	if o == acked && (json.Unmarshal(body, &r) != nil || r.Page != page || r.Views <= 0) {
+		l.led.mu.Lock()
+		l.led.reject(fmt.Sprintf("POST view of %s: answer %s names no view number", page, body))
+		l.led.mu.Unlock()
+		o = rejected
+	}
+	l.led.page(page, r.Views, o)
 	return o
 }
 

@@ -25,11 +25,12 @@ type Options struct {
 	Bin           string // the edgeshard binary
 	EventsModule  string // runtimeevents.wasm
 	CounterModule string // counters.wasm
+	PageModule    string // the tutorial's page views (the cluster mode's per-name counters)
 	CacheDir      string // wazero compilation cache shared with the tests
 	WorkDir       string // where each mode's data lives ("" = a temp dir)
 	Keep          bool   // keep WorkDir even when every check passes
 
-	Modes    []string      // primary, counter-shadow, event-shadow, fleet
+	Modes    []string      // primary, counter-shadow, event-shadow, fleet, cluster
 	Cycles   int           // kill -9 + restart cycles per mode
 	CycleMax time.Duration // longest stretch of load before a random kill
 	Clients  int           // concurrent clients
@@ -53,6 +54,8 @@ type ModeResult struct {
 	Mode    string
 	Streams []stream
 	Kills   int
+	Freezes int      // SIGSTOP past the lease, then SIGCONT (the cluster mode)
+	Drains  int      // SIGTERM or cluster leave, then a restart (the cluster mode)
 	Failed  []string // failures other than stream mismatches
 	Took    time.Duration
 }
@@ -87,8 +90,8 @@ func Run(ctx context.Context, o Options) ([]ModeResult, error) {
 	allOK := true
 	for i, mode := range o.Modes {
 		env, ok := modes[mode]
-		if !ok && mode != "fleet" {
-			return results, fmt.Errorf("unknown mode %q (want primary, counter-shadow, event-shadow or fleet)", mode)
+		if !ok && mode != "fleet" && mode != "cluster" {
+			return results, fmt.Errorf("unknown mode %q (want primary, counter-shadow, event-shadow, fleet or cluster)", mode)
 		}
 		dir := filepath.Join(work, mode)
 		if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
@@ -96,9 +99,12 @@ func Run(ctx context.Context, o Options) ([]ModeResult, error) {
 		}
 		var r ModeResult
 		var err error
-		if mode == "fleet" {
+		switch mode {
+		case "fleet":
 			r, err = runFleet(ctx, o, dir, o.Seed+uint64(i)*1000003)
-		} else {
+		case "cluster":
+			r, err = runCluster(ctx, o, dir, o.Seed+uint64(i)*1000003)
+		default:
 			r, err = runMode(ctx, o, mode, env, dir, o.Seed+uint64(i)*1000003)
 		}
 		if err != nil {
@@ -181,9 +187,10 @@ func midFlush(what, code string, cycleMax time.Duration) killPlan {
 // hostConfig is what one host's config varies in between the modes.
 type hostConfig struct {
 	dataDir, addr, admin string
-	node                 string // node_id (the fleet mode's POPs); "" for none
-	dbURL                string // the shared D1 database; "" for a SQLite file in dataDir
-	maxConns             int    // the D1 pool's max_conns; 0 for the default
+	node                 string   // node_id (the fleet mode's POPs); "" for none
+	dbURL                string   // the shared D1 database; "" for a SQLite file in dataDir
+	maxConns             int      // the D1 pool's max_conns; 0 for the default
+	vars                 []string // more [vars], as name, value pairs
 }
 
 // configText is a host's config: the events and counters bindings in
@@ -212,7 +219,7 @@ shutdown_grace = "30s"
 `, c.addr, c.admin, c.dataDir, top, o.CacheDir) +
 		configtext.Pipelines(o.EventsModule, o.CounterModule, o.Shards, "sqlite://"+filepath.Join(c.dataDir, "analytics.db")) +
 		configtext.D1("DB", db, pool...) +
-		configtext.Vars("RUNTIME_EVENT_DO_MODE", "primary", "COUNTER_DO_MODE", "primary") + `
+		configtext.Vars(append([]string{"RUNTIME_EVENT_DO_MODE", "primary", "COUNTER_DO_MODE", "primary"}, c.vars...)...) + `
 [auth]
 trust_user_header = "X-User-Id"
 

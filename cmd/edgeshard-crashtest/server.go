@@ -79,7 +79,7 @@ func (s *server) adminURL() string { return "http://" + s.admin }
 // start runs the process and waits (up to a minute) until /healthz answers.
 func (s *server) start(ctx context.Context) error {
 	n := s.started.Add(1)
-	fmt.Fprintf(s.log, "---- crashtest: start #%d at %s\n", n, time.Now().Format(time.RFC3339Nano))
+	fmt.Fprintf(s.log, "%s%d at %s\n", startMarker, n, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(s.bin, "serve", "--config", filepath.Join(s.dir, "edgeshard.toml"))
 	cmd.Dir = s.dir
 	cmd.Env = append(os.Environ(), s.env...)
@@ -100,6 +100,7 @@ func (s *server) start(ctx context.Context) error {
 		cmd.Wait()
 		pw.Close()
 		<-scanned
+		fmt.Fprintf(s.log, "%s%s (%v)\n", exitMarker, time.Now().Format(time.RFC3339Nano), cmd.ProcessState)
 		close(s.done)
 	}()
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -125,6 +126,13 @@ func (s *server) start(ctx context.Context) error {
 	s.kill()
 	return fmt.Errorf("edgeshard not ready after a minute; see %s", s.log.Name())
 }
+
+// Markers the crash test writes into a host's log: a process start, and
+// its end (after its last line).
+const (
+	startMarker = "---- crashtest: start #"
+	exitMarker  = "---- crashtest: exited at "
+)
 
 // scan copies the process's output to the log file and counts the lines
 // the crash test cares about.
@@ -250,6 +258,27 @@ func (s *server) kill() {
 	s.cmd.Process.Signal(syscall.SIGKILL)
 	<-s.done
 	fmt.Fprintf(s.log, "---- crashtest: SIGKILL at %s\n", time.Now().Format(time.RFC3339Nano))
+}
+
+// signal sends sig to the running process (SIGSTOP, SIGCONT).
+func (s *server) signal(sig syscall.Signal) error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return errors.New("not running")
+	}
+	return s.cmd.Process.Signal(sig)
+}
+
+// running reports whether the process is up (not exited).
+func (s *server) running() bool {
+	if s.done == nil {
+		return false
+	}
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
 }
 
 // term sends SIGTERM and waits up to timeout for a clean exit (code 0).

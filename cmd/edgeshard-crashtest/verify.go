@@ -355,3 +355,68 @@ func restartDrift(before, after *snapshot, counters ...string) []string {
 	}
 	return bad
 }
+
+// readPages reads the per-name counters' totals (the tutorial's
+// page_views, which each page object writes on its flush alarm) from the
+// SQL database at dbURL; no table yet is no page flushed.
+func readPages(ctx context.Context, dbURL string) (map[string]int64, error) {
+	db, err := sqldb.Open(dbURL, sqldb.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	out := map[string]int64{}
+	err = readCounts(ctx, db, `SELECT page, views FROM page_views WHERE page LIKE 'ct-page-%'`, out)
+	if err != nil && strings.Contains(err.Error(), "does not exist") {
+		return out, nil
+	}
+	return out, err
+}
+
+// comparePages checks each per-name counter against the ledger: every
+// acknowledged increment counted (counted ≥ acknowledged, and no
+// acknowledged number above the count), nothing beyond acknowledged +
+// unknown, and no number acknowledged twice (two live instances of the
+// object would hand out the same number).
+func comparePages(led *ledger, got map[string]int64) stream {
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	st := stream{Name: "page_views"}
+	for _, page := range sortedKeys(led.pages) {
+		b := led.pages[page]
+		c := got[page]
+		acks, top, twice := int64(0), int64(0), 0
+		for n, times := range b.numbers {
+			acks += int64(times)
+			top = max(top, n)
+			if times > 1 {
+				twice += times - 1
+				st.Detail = append(st.Detail, fmt.Sprintf("%s: number %d acknowledged %d times", page, n, times))
+			}
+		}
+		st.Acknowledged += acks
+		st.Unknown += b.unknown
+		st.Counted += c
+		st.Duplicated += int64(twice)
+		switch {
+		case c < acks:
+			st.Lost += acks - c
+			st.Detail = append(st.Detail, fmt.Sprintf("%s: counted %d < acknowledged %d", page, c, acks))
+		case top > c:
+			st.Lost += top - c
+			st.Detail = append(st.Detail, fmt.Sprintf("%s: number %d acknowledged, counted %d", page, top, c))
+		}
+		if c > acks+b.unknown {
+			st.Duplicated += c - acks - b.unknown
+			st.Detail = append(st.Detail, fmt.Sprintf("%s: counted %d > acknowledged %d + unknown %d", page, c, acks, b.unknown))
+		}
+	}
+	for page, c := range got {
+		if led.pages[page] == nil && c > 0 {
+			st.Counted += c
+			st.Duplicated += c
+			st.Detail = append(st.Detail, fmt.Sprintf("%s: counted %d, never sent", page, c))
+		}
+	}
+	return st
+}

@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +25,7 @@ import (
 	"github.com/edgeshard/edgeshard/cluster"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/etcdtest"
+	"github.com/edgeshard/edgeshard/internal/ownerlog"
 	"github.com/edgeshard/edgeshard/internal/pgtest"
 	"github.com/edgeshard/edgeshard/internal/proctest"
 	"github.com/edgeshard/edgeshard/internal/testutil"
@@ -185,54 +185,20 @@ func view(t *testing.T, h *popHost, page string) (int, int64, http.Header) {
 	return resp.StatusCode, r.Views, resp.Header
 }
 
-// ownership is one interval a host owned a shard, from its log.
-type ownership struct {
-	node        string
-	epoch       int64
-	from, until int64 // unix ns
-}
-
-var ownershipLine = regexp.MustCompile(`"shard":"([^"]+)".*"epoch":(\d+).*"claimed_ns":(\d+)(?:.*"until_ns":(\d+))?.*"message":"shard ownership (claimed|released|lost)"`)
-
-// ownerships reads the ownership intervals of shard from the hosts' logs;
-// an interval still open ends at now.
-func ownerships(hosts []*popHost, shard string) []ownership {
-	var out []ownership
-	for _, h := range hosts {
-		open := map[int64]int{}
-		for _, line := range strings.Split(h.Output(), "\n") {
-			m := ownershipLine.FindStringSubmatch(line)
-			if m == nil || m[1] != shard {
-				continue
-			}
-			epoch, _ := strconv.ParseInt(m[2], 10, 64)
-			from, _ := strconv.ParseInt(m[3], 10, 64)
-			if m[5] == "claimed" {
-				open[epoch] = len(out)
-				out = append(out, ownership{node: h.node, epoch: epoch, from: from, until: time.Now().UnixNano()})
-				continue
-			}
-			until, _ := strconv.ParseInt(m[4], 10, 64)
-			if i, ok := open[epoch]; ok {
-				out[i].until = until
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].from < out[j].from })
-	return out
-}
-
 // checkNoOverlap fails the test if two hosts' ownership intervals of a
-// shard overlap, or epochs do not grow with time.
-func checkNoOverlap(t *testing.T, hosts []*popHost, shard string) []ownership {
+// shard overlap, or epochs do not grow with time (ownerlog.Check on what
+// the hosts' current runs logged; an interval still open ends now). It
+// returns the shard's intervals in order.
+func checkNoOverlap(t *testing.T, hosts []*popHost, shard string) []ownerlog.Interval {
 	t.Helper()
-	iv := ownerships(hosts, shard)
-	for i := 1; i < len(iv); i++ {
-		if iv[i].from < iv[i-1].until || iv[i].epoch <= iv[i-1].epoch {
-			t.Errorf("shard %s: ownership %+v overlaps or precedes %+v", shard, iv[i], iv[i-1])
-		}
+	var ivs []ownerlog.Interval
+	for _, h := range hosts {
+		ivs = append(ivs, ownerlog.Of(ownerlog.Parse(h.node, h.Output(), time.Now()), shard)...)
 	}
-	return iv
+	for _, bad := range ownerlog.Check(ivs) {
+		t.Error(bad)
+	}
+	return ownerlog.Of(ivs, shard)
 }
 
 // TestClusterFencingSIGSTOP: an owner frozen past its lease can never
@@ -342,7 +308,7 @@ func TestClusterFencingSIGSTOP(t *testing.T) {
 		t.Fatalf("edgeshard status on a: %v\n%s", err, out)
 	}
 	iv := checkNoOverlap(t, hosts, shard)
-	if len(iv) < 2 || iv[0].node != "n-a" || iv[len(iv)-1].node != "n-b" {
+	if len(iv) < 2 || iv[0].Node != "n-a" || iv[len(iv)-1].Node != "n-b" {
 		t.Fatalf("ownership of %s: %+v, want a then b", shard, iv)
 	}
 }
@@ -456,7 +422,7 @@ func TestClusterLeaveShipsObjects(t *testing.T) {
 		t.Fatalf("view after a left: %d views=%d, want %d", code, views, want)
 	}
 	iv := checkNoOverlap(t, hosts, "PAGEVIEWS/"+page)
-	if len(iv) < 2 || iv[0].node != "n-a" || iv[len(iv)-1].node != "n-b" {
+	if len(iv) < 2 || iv[0].Node != "n-a" || iv[len(iv)-1].Node != "n-b" {
 		t.Fatalf("ownership: %+v, want a then b", iv)
 	}
 }

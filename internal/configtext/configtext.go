@@ -57,3 +57,11 @@ func Vars(kv ...string) string {
 	}
 	return b.String()
 }
+
+// Cluster is a [cluster] table: the host is one of a POP's, on the etcd
+// at endpoint under prefix, reached by the others at advertise, its lease
+// leaseTTL ("2s"), forwarding with secret.
+func Cluster(endpoint, advertise, leaseTTL, prefix, secret string) string {
+	return fmt.Sprintf("\n[cluster]\netcd = [%q]\nadvertise = %q\nlease_ttl = %q\nprefix = %q\nsecret = %q\n",
+		endpoint, advertise, leaseTTL, prefix, secret)
+}
