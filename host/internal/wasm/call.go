@@ -266,27 +266,33 @@ func (c *call) boundedArg(mod api.Module, s []uint64, i int, limit uint32, what 
 	return arg(mod, s, i)
 }
 
-// decodeArg reads the parameter pair s[i], s[i+1] as boundedArg does and
-// decodes it, answering -ErrnoInvalid for what decode refuses. When it
-// reports false it has answered the errno.
-func decodeArg[T any](c *call, mod api.Module, s []uint64, i int, limit uint32, what string, decode func([]byte) (T, error)) (T, bool) {
+// decodeArg reads the parameter pair s[i], s[i+1] (outside memory:
+// -ErrnoFault), answers -ErrnoTooLarge past limit bytes ("<what> of n
+// bytes exceeds limit") and decodes it, answering -ErrnoInvalid for what
+// decode refuses. When it reports false it has answered the errno.
+func decodeArg[T any](c *call, mod api.Module, s []uint64, i int, limit int, what string, decode func([]byte) (T, error)) (T, bool) {
 	var v T
-	raw, ok := c.boundedArg(mod, s, i, limit, what)
+	raw, ok := arg(mod, s, i)
 	if !ok {
+		return v, false
+	}
+	if len(raw) > limit {
+		c.tooLarge(s, "%s of %d bytes exceeds %d", what, len(raw), limit)
 		return v, false
 	}
 	v, err := decode(raw)
 	return v, !c.invalid(s, err)
 }
 
-// shortArg is arg for the hot functions var_get and log_write: a length
-// over limit answers a bare -ErrnoTooLarge (no message to format).
-func shortArg(mod api.Module, s []uint64, i int, limit uint32) ([]byte, bool) {
-	if u32(s[i+1]) > limit {
+// shortArg is arg for the hot functions var_get and log_write: past limit
+// bytes it answers a bare -ErrnoTooLarge (no message to format).
+func shortArg(mod api.Module, s []uint64, i int, limit int) ([]byte, bool) {
+	b, ok := arg(mod, s, i)
+	if ok && len(b) > limit {
 		s[0] = neg(abi.ErrnoTooLarge)
 		return nil, false
 	}
-	return arg(mod, s, i)
+	return b, ok
 }
 
 // fail answers -e, with msg for error_message.

@@ -46,10 +46,12 @@ func shardCallFn(c *call, mod api.Module, s []uint64) {
 // the call when the other side gives up late), sends it, and answers the
 // encoded Response through s[2], s[3].
 func sendOutbound[T any](c *call, mod api.Module, s []uint64, what string, decode func([]byte) (T, error), send func(T) (*abi.Response, error)) {
-	req, ok := decodeArg(c, mod, s, 0, abi.MaxOutboundRequest, what+" request", func(raw []byte) (T, error) {
-		return decode(bytes.Clone(raw))
-	})
+	raw, ok := c.boundedArg(mod, s, 0, abi.MaxOutboundRequest, what+" request")
 	if !ok {
+		return
+	}
+	req, err := decode(bytes.Clone(raw))
+	if c.invalid(s, err) {
 		return
 	}
 	resp, err := send(req)
