@@ -80,40 +80,10 @@ func (d *Decoder) Done() error {
 
 func (d *Decoder) fail() { d.err = ErrMalformed; d.off = len(d.b) }
 
-func (d *Decoder) U8() byte {
-	if d.err != nil || len(d.b)-d.off < 1 {
-		d.fail()
-		return 0
-	}
-	v := d.b[d.off]
-	d.off++
-	return v
-}
-
-func (d *Decoder) U32() uint32 {
-	if d.err != nil || len(d.b)-d.off < 4 {
-		d.fail()
-		return 0
-	}
-	v := binary.LittleEndian.Uint32(d.b[d.off:])
-	d.off += 4
-	return v
-}
-
-func (d *Decoder) U64() uint64 {
-	if d.err != nil || len(d.b)-d.off < 8 {
-		d.fail()
-		return 0
-	}
-	v := binary.LittleEndian.Uint64(d.b[d.off:])
-	d.off += 8
-	return v
-}
-
-// Bytes returns a sub-slice of the input (no copy).
-func (d *Decoder) Bytes() []byte {
-	n := d.U32()
-	if d.err != nil || uint64(len(d.b)-d.off) < uint64(n) {
+// take returns the next n bytes of the input (no copy, capacity capped),
+// or nil after failing when fewer remain.
+func (d *Decoder) take(n uint64) []byte {
+	if d.err != nil || uint64(len(d.b)-d.off) < n {
 		d.fail()
 		return nil
 	}
@@ -121,6 +91,30 @@ func (d *Decoder) Bytes() []byte {
 	d.off += int(n)
 	return v
 }
+
+func (d *Decoder) U8() byte {
+	if b := d.take(1); b != nil {
+		return b[0]
+	}
+	return 0
+}
+
+func (d *Decoder) U32() uint32 {
+	if b := d.take(4); b != nil {
+		return binary.LittleEndian.Uint32(b)
+	}
+	return 0
+}
+
+func (d *Decoder) U64() uint64 {
+	if b := d.take(8); b != nil {
+		return binary.LittleEndian.Uint64(b)
+	}
+	return 0
+}
+
+// Bytes returns a sub-slice of the input (no copy).
+func (d *Decoder) Bytes() []byte { return d.take(uint64(d.U32())) }
 
 func (d *Decoder) String() string { return string(d.Bytes()) }
 
@@ -303,22 +297,40 @@ func DecodeResponse(b []byte) (*Response, error) {
 // AppendKeys appends a list of keys.
 func AppendKeys(b []byte, keys []string) []byte {
 	e := Encoder{B: b}
-	e.U32(uint32(len(keys)))
-	for _, k := range keys {
-		e.String(k)
-	}
+	encodeStrings(&e, keys)
 	return e.B
 }
 
-// DecodeKeys decodes a list of keys.
+// DecodeKeys decodes a list of keys (never nil).
 func DecodeKeys(b []byte) ([]string, error) {
 	d := NewDecoder(b)
-	n := d.Count(4)
-	keys := make([]string, n)
-	for i := range keys {
-		keys[i] = d.String()
+	keys := decodeStrings(d)
+	if keys == nil {
+		keys = []string{}
 	}
 	return keys, d.Done()
+}
+
+// encodeStrings appends a list of strings (keys, a socket's tags): count
+// u32, then each string.
+func encodeStrings(e *Encoder, ss []string) {
+	e.U32(uint32(len(ss)))
+	for _, s := range ss {
+		e.String(s)
+	}
+}
+
+// decodeStrings reads what encodeStrings wrote; nil for none.
+func decodeStrings(d *Decoder) []string {
+	n := d.Count(4)
+	if n == 0 {
+		return nil
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = d.String()
+	}
+	return out
 }
 
 // AppendKVs appends a list of entries.
@@ -494,10 +506,7 @@ func AppendResults(b []byte, rs []Result) []byte {
 	for _, r := range rs {
 		e.U64(uint64(r.RowsAffected))
 		e.U64(uint64(r.LastInsertID))
-		e.U32(uint32(len(r.Columns)))
-		for _, c := range r.Columns {
-			e.String(c)
-		}
+		encodeStrings(&e, r.Columns)
 		// Rows without columns carry no values, and the decoder rightly
 		// refuses a row count it cannot check against the input: write none.
 		rows := r.Rows
@@ -556,10 +565,7 @@ func DecodeResults(b []byte) ([]Result, error) {
 // AppendDataPoint appends an analytics data point.
 func AppendDataPoint(b []byte, p *DataPoint) []byte {
 	e := Encoder{B: b}
-	e.U32(uint32(len(p.Indexes)))
-	for _, s := range p.Indexes {
-		e.String(s)
-	}
+	encodeStrings(&e, p.Indexes)
 	e.U32(uint32(len(p.Blobs)))
 	for _, s := range p.Blobs {
 		e.Bytes(s)
@@ -575,12 +581,7 @@ func AppendDataPoint(b []byte, p *DataPoint) []byte {
 func DecodeDataPoint(b []byte) (DataPoint, error) {
 	d := NewDecoder(b)
 	var p DataPoint
-	if n := d.Count(4); n > 0 {
-		p.Indexes = make([]string, n)
-		for i := range p.Indexes {
-			p.Indexes[i] = d.String()
-		}
-	}
+	p.Indexes = decodeStrings(d)
 	if n := d.Count(4); n > 0 {
 		p.Blobs = make([][]byte, n)
 		for i := range p.Blobs {

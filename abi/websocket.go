@@ -90,25 +90,6 @@ type Socket struct {
 	Attachment []byte
 }
 
-func encodeStrings(e *Encoder, ss []string) {
-	e.U32(uint32(len(ss)))
-	for _, s := range ss {
-		e.String(s)
-	}
-}
-
-func decodeStrings(d *Decoder) []string {
-	n := d.Count(4)
-	if n == 0 {
-		return nil
-	}
-	out := make([]string, n)
-	for i := range out {
-		out[i] = d.String()
-	}
-	return out
-}
-
 // AppendWSEvent appends the encoding of ev to b:
 // kind u32, socket u64, flags u32, code u32, data bytes, tags (count u32,
 // string each), attachment bytes.

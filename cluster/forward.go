@@ -124,32 +124,29 @@ func (n *Node) forward(ctx context.Context, owner string, id storage.ShardID, re
 	return out, nil
 }
 
-// peerError turns the owner's error code back into the error the host
-// would have had running the shard itself.
+// peerErrors turn the owner's error codes back into the errors the host
+// would have had running the shard itself (a shard moved or an owner
+// shutting down: ask the placement again).
+var peerErrors = map[string]error{
+	"shard_moved":         host.ErrNotOwner,
+	"shutting_down":       host.ErrNotOwner,
+	"shard_unavailable":   host.ErrShardUnavailable,
+	"shard_overloaded":    host.ErrOverloaded,
+	"not_run":             host.ErrNotRun,
+	"cancelled":           host.ErrNotRun,
+	"shard_timeout":       host.ErrTimeout,
+	"storage_full":        storage.ErrStorageFull,
+	"storage_unavailable": storage.ErrStorageUnavailable,
+	"shard_crashed":       host.ErrTrap,
+	"outcome_unknown":     host.ErrOutcomeUnknown,
+}
+
+// peerError is the error of the owner's answer: its code's error
+// (peerErrors), wrapped with what it said.
 func peerError(code string, status int, id storage.ShardID, owner string, body []byte) error {
-	var kind error
-	switch code {
-	case "shard_moved", "shutting_down":
-		kind = host.ErrNotOwner
-	case "shard_unavailable":
-		kind = host.ErrShardUnavailable
-	case "shard_overloaded":
-		kind = host.ErrOverloaded
-	case "not_run", "cancelled":
-		kind = host.ErrNotRun
-	case "shard_timeout":
-		kind = host.ErrTimeout
-	case "storage_full":
-		kind = storage.ErrStorageFull
-	case "storage_unavailable":
-		kind = storage.ErrStorageUnavailable
-	case "shard_crashed":
-		kind = host.ErrTrap
-	case "outcome_unknown":
-		kind = host.ErrOutcomeUnknown
-	}
 	msg := fmt.Sprintf("forwarded %s to %s: %d %s: %s", id, owner, status, code, bytes.TrimSpace(body))
-	if kind == nil {
+	kind, ok := peerErrors[code]
+	if !ok {
 		return errors.New(msg)
 	}
 	return fmt.Errorf("%w: %s", kind, msg)

@@ -30,6 +30,16 @@ func open(t *testing.T, prefix, id string) *Node {
 	return n
 }
 
+// twoMembers starts and joins the members n-a and n-b of a POP, and
+// gives a shard placement puts on n-a.
+func twoMembers(t *testing.T) (a, b *Node, id storage.ShardID) {
+	t.Helper()
+	prefix := etcdtest.Prefix(t)
+	a, b = open(t, prefix, "n-a"), open(t, prefix, "n-b")
+	join(t, a, b)
+	return a, b, shardOn("n-a", []string{"n-a", "n-b"})
+}
+
 func join(t *testing.T, ns ...*Node) {
 	t.Helper()
 	for _, n := range ns {
@@ -76,11 +86,8 @@ func shardOn(want string, members []string) storage.ShardID {
 // the other member claims the shard with a larger epoch, and a SQL write
 // of the old epoch is refused once the new owner raised the fence.
 func TestClaimOneOwnerEpochsFence(t *testing.T) {
-	prefix := etcdtest.Prefix(t)
-	a, b := open(t, prefix, "n-a"), open(t, prefix, "n-b")
-	join(t, a, b)
+	a, b, id := twoMembers(t)
 	ctx := context.Background()
-	id := shardOn("n-a", []string{"n-a", "n-b"})
 
 	var ee *host.ElsewhereError
 	if _, err := b.Claim(ctx, id, false); !errors.As(err, &ee) || ee.Node != "n-a" || ee.Owner != "http://n-a.invalid" {
@@ -145,11 +152,8 @@ func TestClaimOneOwnerEpochsFence(t *testing.T) {
 // and it starts afresh (Fresh) on another host. Evicting a live member is
 // refused.
 func TestPerNameHomeAndEvict(t *testing.T) {
-	prefix := etcdtest.Prefix(t)
-	a, b := open(t, prefix, "n-a"), open(t, prefix, "n-b")
-	join(t, a, b)
+	a, b, id := twoMembers(t)
 	ctx := context.Background()
-	id := shardOn("n-a", []string{"n-a", "n-b"})
 	id.Name = "obj-" + id.Name
 	for Place(shardKey(id), []string{"n-a", "n-b"}) != "n-a" {
 		id.Name += "x"

@@ -210,11 +210,13 @@ func TestWrongExpectationFails(t *testing.T) {
 	}
 }
 
-// TestBrokenPluginFailsSuite runs the counter suite against a counter
-// whose alarm does not reset the count.
+// TestBrokenPluginFailsSuite runs the counter suite against a mutant of
+// examples/counter whose alarm logs "counter reset by alarm" but leaves
+// the count as it is.
 func TestBrokenPluginFailsSuite(t *testing.T) {
 	t.Parallel()
-	wasm := testutil.Plugin(t, "conformance/testdata/brokencounter")
+	wasm := testutil.Mutant(t, "examples/counter", "main.go",
+		`return sdk.Storage().Put("count", []byte("0"))`, "return nil", "-X main.version=broken")
 	s, err := conformance.LoadSuite(counterSuite())
 	if err != nil {
 		t.Fatal(err)

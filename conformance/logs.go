@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -97,11 +98,7 @@ func (e *ExpectLog) String() string {
 	if e.Level != "" {
 		parts = append(parts, "level="+e.Level)
 	}
-	keys := make([]string, 0, len(e.Fields))
-	for k := range e.Fields {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := slices.Sorted(maps.Keys(e.Fields))
 	for _, k := range keys {
 		v, _ := scalarString(e.Fields[k])
 		parts = append(parts, fmt.Sprintf("%s=%q", k, v))

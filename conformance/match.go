@@ -4,25 +4,20 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/big"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 )
 
-// sqlArg converts a JSON query argument to a SQL argument.
+// sqlArg converts a JSON query argument to a SQL argument. An int or a
+// boolean is left for the binding, which converts it as it converts a
+// plugin's (a boolean is 0 or 1).
 func sqlArg(v any) (any, error) {
 	switch x := v.(type) {
-	case nil, string, int64, float64:
+	case nil, string, int64, float64, int, bool:
 		return x, nil
-	case int:
-		return int64(x), nil
-	case bool:
-		if x {
-			return int64(1), nil
-		}
-		return int64(0), nil
 	case json.Number:
 		if i, err := x.Int64(); err == nil {
 			return i, nil
@@ -80,11 +75,7 @@ func jsonSubset(want, got any, path string) string {
 		if !ok {
 			return fmt.Sprintf("%s: want an object, got %s", path, show(got))
 		}
-		keys := make([]string, 0, len(w))
-		for k := range w {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
+		keys := slices.Sorted(maps.Keys(w))
 		for _, k := range keys {
 			gv, ok := g[k]
 			if !ok {
@@ -187,25 +178,12 @@ func sqlEqual(want, got any) bool {
 	return false
 }
 
-// sqlValue normalises what database/sql scanned: blobs become strings,
-// times SQLite's text form.
+// sqlValue shows a value of a query's result (an ABI SQL value: the
+// binding normalised what the driver scanned) as a suite's JSON has it:
+// a blob as a string.
 func sqlValue(v any) any {
-	switch x := v.(type) {
-	case []byte:
-		return string(x)
-	case time.Time:
-		return x.UTC().Format("2006-01-02 15:04:05.999999999")
-	case bool:
-		if x {
-			return int64(1)
-		}
-		return int64(0)
-	case int:
-		return int64(x)
-	case int32:
-		return int64(x)
-	case float32:
-		return float64(x)
+	if b, ok := v.([]byte); ok {
+		return string(b)
 	}
 	return v
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"reflect"
 	"slices"
@@ -411,11 +412,7 @@ func decodeStep(b []byte, path string) (Step, error) {
 	if m == nil {
 		return st, fmt.Errorf("%s: want a step object, got %s", path, bytes.TrimSpace(b))
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := slices.Sorted(maps.Keys(m))
 	for _, k := range keys {
 		v := m[k]
 		var err error

@@ -9,7 +9,6 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -407,11 +406,7 @@ func (f *faultySQL) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Res
 
 // sortedHeaders turns a header map into ABI headers in name order.
 func sortedHeaders(m map[string]string) []abi.Header {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(m))
 	out := make([]abi.Header, 0, len(m))
 	for _, n := range names {
 		out = append(out, abi.Header{Name: n, Value: m[n]})

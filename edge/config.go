@@ -3,9 +3,10 @@ package edge
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -455,11 +456,7 @@ func ConfigFromFile(f *config.File, lookup func(string) (string, bool)) (cfg Con
 	if pt.MemoryLimiterKeys > 0 {
 		p.MemoryLimiterKeys = pt.MemoryLimiterKeys
 	}
-	names := make([]string, 0, len(pt.Limits))
-	for k := range pt.Limits {
-		names = append(names, k)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(pt.Limits))
 	for _, k := range names {
 		l, err := ParseLimit(pt.Limits[k])
 		if err != nil {

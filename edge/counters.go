@@ -94,11 +94,9 @@ func (a *API) applyCounters(ctx context.Context, cw counterWrite) ([]delta, erro
 	errs := make([]error, len(order))
 	var wg sync.WaitGroup
 	for gi, s := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs[gi] = a.incrementShard(ctx, s, groups[s], false)
-		}()
+		})
 	}
 	wg.Wait()
 	var lost error
@@ -150,15 +148,13 @@ func (a *API) shadowCounters(ctx context.Context, ds []delta) {
 	groups, order := a.groupDeltas(ds)
 	var wg sync.WaitGroup
 	for _, s := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := a.incrementShard(ctx, s, groups[s], true); err != nil {
 				a.m.fallback("counters", CodeCounterEnqueueFailed)
 				a.log.Warn().Str("code", CodeCounterEnqueueFailed).Str("mode", "shadow").Int("shard", s).
 					Int("count", len(groups[s])).Err(err).Msg("counter shard shadow call failed; the legacy update already wrote")
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }
@@ -267,6 +263,37 @@ func mustFenceRead(table, column string, pID int) string {
 	return q
 }
 
+// toggleRow runs the source-of-truth statement of a like or a follow: add
+// (on) with args, or remove (off) with args but the last (the time),
+// scanning the fences its RETURNING gives. n is the counters' change, +1
+// or -1; 0 when the row already was as asked, or on error.
+func toggleRow(ctx context.Context, tx *sql.Tx, on bool, what, add, remove string, args []any, fences ...any) (n int64, err error) {
+	q, n := add, int64(1)
+	if !on {
+		q, n, args = remove, -1, args[:len(args)-1]
+	}
+	err = tx.QueryRowContext(ctx, q, args...).Scan(fences...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	return n, nil
+}
+
+// applyOr503 applies cw, or answers 503 counters_unavailable (Retry-After
+// 1) and reports false.
+func (a *API) applyOr503(w http.ResponseWriter, r *http.Request, cw counterWrite) ([]delta, bool) {
+	ds, err := a.applyCounters(r.Context(), cw)
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "counters_unavailable", err.Error())
+		return nil, false
+	}
+	return ds, true
+}
+
 // likeReply answers PUT/DELETE /posts/{postId}/like.
 type likeReply struct {
 	PostID  string `json:"post_id"`
@@ -286,28 +313,14 @@ func (a *API) serveLike(w http.ResponseWriter, r *http.Request) {
 	now := a.now().UnixMilli()
 	source := func(ctx context.Context, tx *sql.Tx) ([]delta, error) {
 		var fence int64
-		var err error
-		if like {
-			err = tx.QueryRowContext(ctx, likeSQL, post, user, now).Scan(&fence)
-		} else {
-			err = tx.QueryRowContext(ctx, unlikeSQL, post, user).Scan(&fence)
-		}
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, nil // already liked (or not liked): nothing changes
-		}
-		if err != nil {
-			return nil, fmt.Errorf("likes row: %w", err)
-		}
-		n := int64(1)
-		if !like {
-			n = -1
+		n, err := toggleRow(ctx, tx, like, "likes row", likeSQL, unlikeSQL, []any{post, user, now}, &fence)
+		if n == 0 {
+			return nil, err // already liked (or not liked): nothing changes
 		}
 		return []delta{{Table: counters.PostStats, ID: post, Column: counters.Likes, N: n, Fence: fence}}, nil
 	}
-	ds, err := a.applyCounters(r.Context(), counterWrite{source: source})
-	if err != nil {
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "counters_unavailable", err.Error())
+	ds, ok := a.applyOr503(w, r, counterWrite{source: source})
+	if !ok {
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, likeReply{PostID: post, Liked: like, Changed: len(ds) > 0})
@@ -338,31 +351,17 @@ func (a *API) serveFollow(w http.ResponseWriter, r *http.Request) {
 	now := a.now().UnixMilli()
 	source := func(ctx context.Context, tx *sql.Tx) ([]delta, error) {
 		var followers, following int64 // the fences of the two counters
-		var err error
-		if follow {
-			err = tx.QueryRowContext(ctx, followSQL, follower, followee, now).Scan(&followers, &following)
-		} else {
-			err = tx.QueryRowContext(ctx, unfollowSQL, follower, followee).Scan(&followers, &following)
-		}
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("follows row: %w", err)
-		}
-		n := int64(1)
-		if !follow {
-			n = -1
+		n, err := toggleRow(ctx, tx, follow, "follows row", followSQL, unfollowSQL, []any{follower, followee, now}, &followers, &following)
+		if n == 0 {
+			return nil, err
 		}
 		return []delta{
 			{Table: counters.UserCounters, ID: followee, Column: counters.Followers, N: n, Fence: followers},
 			{Table: counters.UserCounters, ID: follower, Column: counters.Following, N: n, Fence: following},
 		}, nil
 	}
-	ds, err := a.applyCounters(r.Context(), counterWrite{source: source})
-	if err != nil {
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "counters_unavailable", err.Error())
+	ds, ok := a.applyOr503(w, r, counterWrite{source: source})
+	if !ok {
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, followReply{UserID: followee, Following: follow, Changed: len(ds) > 0})
@@ -376,10 +375,7 @@ func (a *API) servePostCounter(column string) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		_, err := a.applyCounters(r.Context(), counterWrite{fixed: []delta{{Table: counters.PostStats, ID: post, Column: column, N: 1}}})
-		if err != nil {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusServiceUnavailable, "counters_unavailable", err.Error())
+		if _, ok := a.applyOr503(w, r, counterWrite{fixed: []delta{{Table: counters.PostStats, ID: post, Column: column, N: 1}}}); !ok {
 			return
 		}
 		httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"post_id": post, "counter": column, "accepted": true})
@@ -415,20 +411,9 @@ func (a *API) servePostStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := PostStats{PostID: post}
-	err := a.guarded(r.Context(), func(ctx context.Context) error {
-		err := a.db.QueryRowContext(ctx, `SELECT likes, runs, views, comments, remixes, updated_at FROM post_stats WHERE post_id = ?`, post).
-			Scan(&s.Likes, &s.Runs, &s.Views, &s.Comments, &s.Remixes, &s.UpdatedAt)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		return err
-	})
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		a.log.Error().Err(err).Str("post_id", post).Msg("read post_stats failed")
-		writeError(w, http.StatusServiceUnavailable, "sql_unavailable", "could not read the counters; retry later")
-		return
-	}
-	httpx.WriteJSON(w, http.StatusOK, s)
+	a.serveCounterRow(w, r, &s, "post_stats", "post_id", post,
+		`SELECT likes, runs, views, comments, remixes, updated_at FROM post_stats WHERE post_id = ?`,
+		&s.Likes, &s.Runs, &s.Views, &s.Comments, &s.Remixes, &s.UpdatedAt)
 }
 
 // serveUserCounters is GET /users/{userId}/counters (zeros for an unknown
@@ -439,18 +424,26 @@ func (a *API) serveUserCounters(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := UserCounters{UserID: user}
+	a.serveCounterRow(w, r, &c, "user_counters", "user_id", user,
+		`SELECT followers, following, posts, runs, likes_received, updated_at FROM user_counters WHERE user_id = ?`,
+		&c.Followers, &c.Following, &c.Posts, &c.Runs, &c.LikesReceived, &c.UpdatedAt)
+}
+
+// serveCounterRow answers v, the row of a counter table whose idCol is id
+// (its zeros when there is none): query reads it into dest, v's fields.
+// SQL unavailable: 503.
+func (a *API) serveCounterRow(w http.ResponseWriter, r *http.Request, v any, table, idCol, id, query string, dest ...any) {
 	err := a.guarded(r.Context(), func(ctx context.Context) error {
-		err := a.db.QueryRowContext(ctx, `SELECT followers, following, posts, runs, likes_received, updated_at FROM user_counters WHERE user_id = ?`, user).
-			Scan(&c.Followers, &c.Following, &c.Posts, &c.Runs, &c.LikesReceived, &c.UpdatedAt)
+		err := a.db.QueryRowContext(ctx, query, id).Scan(dest...)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
 		return err
 	})
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		a.log.Error().Err(err).Str("user_id", user).Msg("read user_counters failed")
+		a.log.Error().Err(err).Str(idCol, id).Msg("read " + table + " failed")
 		writeError(w, http.StatusServiceUnavailable, "sql_unavailable", "could not read the counters; retry later")
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, c)
+	httpx.WriteJSON(w, http.StatusOK, v)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
 // TestDrain: with the clock held (no alarm fires), events, views and likes
@@ -16,8 +17,8 @@ import (
 // wait passes and names what is left, with the error; once SQL answers, a
 // drain empties them.
 func TestDrain(t *testing.T) {
-	db := &faultSQL{}
-	e := startReal(t, envOpts{virtual: true, node: "pop-d", sql: func(inner host.SQLDB) host.SQLDB { db.inner = inner; return db }})
+	db := &testutil.FaultDB{}
+	e := startReal(t, envOpts{virtual: true, node: "pop-d", sql: func(inner host.SQLDB) host.SQLDB { db.DB = inner; return db }})
 	cfg := testConfig()
 	cfg.NodeID = "pop-d"
 	f := newFixture(t, cfg, e.deps())
@@ -39,7 +40,7 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("views %d likes %d after the drain, want 7 and 1", v, l)
 	}
 
-	db.set(sqlFail, 0)
+	db.Set(testutil.SQLFail, 0)
 	postEvents(t, f, 10, 10)
 	hit(t, f, "/posts/d2/views", 1)
 	t0 := time.Now()
@@ -61,7 +62,7 @@ func TestDrain(t *testing.T) {
 	if held["RUNTIME_EVENT_SHARD"] != 10 || held["COUNTER_SHARD"] != 1 {
 		t.Fatalf("pending with SQL down (want 10 events, 1 delta):\n%s", strings.Join(left, "\n"))
 	}
-	db.set(sqlOK, 0)
+	db.Set(testutil.SQLOK, 0)
 	if rep, err := f.api.Drain(context.Background(), 20*time.Second); err != nil || !rep.Empty {
 		t.Fatalf("drain once SQL is back: %+v %v", rep, err)
 	}

@@ -262,20 +262,18 @@ func TestRuntimeEventNormalised(t *testing.T) {
 
 // TestRuntimeEventModes checks where events become durable in each mode.
 func TestRuntimeEventModes(t *testing.T) {
-	for _, mode := range []Mode{ModePrimary, ModeShadow, ModeOff} {
-		t.Run(string(mode), func(t *testing.T) {
-			f, fs := fakeFixture(t, func(c *Config, _ *Deps, _ *fakeShards) { c.EventMode = mode })
-			r := f.do("POST", "/runtime-events", "u1", batch(50, 0))
-			if r.status != 202 {
-				t.Fatalf("status %d: %s", r.status, r.body)
-			}
-			inShard, inSQL := fs.eventCount(), int(f.scalar(`SELECT COUNT(*) FROM runtime_events`))
-			want := map[Mode][2]int{ModePrimary: {50, 0}, ModeShadow: {50, 50}, ModeOff: {0, 50}}[mode]
-			if inShard != want[0] || inSQL != want[1] {
-				t.Fatalf("shard %d, sql %d; want %v", inShard, inSQL, want)
-			}
-		})
-	}
+	eachMode(t, func(t *testing.T, mode Mode) {
+		f, fs := fakeFixture(t, func(c *Config, _ *Deps, _ *fakeShards) { c.EventMode = mode })
+		r := f.do("POST", "/runtime-events", "u1", batch(50, 0))
+		if r.status != 202 {
+			t.Fatalf("status %d: %s", r.status, r.body)
+		}
+		inShard, inSQL := fs.eventCount(), int(f.scalar(`SELECT COUNT(*) FROM runtime_events`))
+		want := map[Mode][2]int{ModePrimary: {50, 0}, ModeShadow: {50, 50}, ModeOff: {0, 50}}[mode]
+		if inShard != want[0] || inSQL != want[1] {
+			t.Fatalf("shard %d, sql %d; want %v", inShard, inSQL, want)
+		}
+	})
 }
 
 // batch returns n events spread over capsules, starting at capsule c0.
@@ -323,27 +321,25 @@ func TestRuntimeEventShardFailureFallsBackInline(t *testing.T) {
 }
 
 func TestRuntimeEventShardAndSQLFailure(t *testing.T) {
-	for _, mode := range []Mode{ModePrimary, ModeShadow, ModeOff} {
-		t.Run(string(mode), func(t *testing.T) {
-			f, _ := fakeFixture(t, func(c *Config, d *Deps, fs *fakeShards) {
-				c.EventMode = mode
-				d.Events = failing(fs)
-			})
-			f.db.Close() // SQL fails from now on
-			r := f.do("POST", "/runtime-events", "u1", batch(5, 0))
-			if r.status != 503 || r.errCode() != "events_unavailable" {
-				t.Fatalf("status %d %q, want 503 events_unavailable: %s", r.status, r.errCode(), r.body)
-			}
-			var fail eventsFailure
-			r.json(t, &fail)
-			if fail.Accepted != 0 || len(fail.FailedIDs) != 5 {
-				t.Fatalf("failure reply %+v", fail)
-			}
-			if f.logs.count(CodeEventFallbackFailed) == 0 {
-				t.Fatalf("no %s logged:\n%s", CodeEventFallbackFailed, f.logs)
-			}
+	eachMode(t, func(t *testing.T, mode Mode) {
+		f, _ := fakeFixture(t, func(c *Config, d *Deps, fs *fakeShards) {
+			c.EventMode = mode
+			d.Events = failing(fs)
 		})
-	}
+		f.db.Close() // SQL fails from now on
+		r := f.do("POST", "/runtime-events", "u1", batch(5, 0))
+		if r.status != 503 || r.errCode() != "events_unavailable" {
+			t.Fatalf("status %d %q, want 503 events_unavailable: %s", r.status, r.errCode(), r.body)
+		}
+		var fail eventsFailure
+		r.json(t, &fail)
+		if fail.Accepted != 0 || len(fail.FailedIDs) != 5 {
+			t.Fatalf("failure reply %+v", fail)
+		}
+		if f.logs.count(CodeEventFallbackFailed) == 0 {
+			t.Fatalf("no %s logged:\n%s", CodeEventFallbackFailed, f.logs)
+		}
+	})
 }
 
 // TestRuntimeEventPartialFailureReportsDurableIDs: one shard fails, SQL is
@@ -384,42 +380,38 @@ func (s *selectiveFail) FetchShard(ctx context.Context, shard string, req *abi.R
 }
 
 func TestLikesIdempotentInEachMode(t *testing.T) {
-	for _, mode := range []Mode{ModePrimary, ModeShadow, ModeOff} {
-		t.Run(string(mode), func(t *testing.T) {
-			f, fs := fakeFixture(t, func(c *Config, _ *Deps, _ *fakeShards) { c.CounterMode = mode })
-			var wg sync.WaitGroup
-			for u := 0; u < 30; u++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for rep := 0; rep < 2; rep++ {
-						if r := f.do("PUT", "/posts/p1/like", fmt.Sprintf("user-%d", u), nil); r.status != 200 {
-							t.Errorf("like: %d %s", r.status, r.body)
-						}
+	eachMode(t, func(t *testing.T, mode Mode) {
+		f, fs := fakeFixture(t, func(c *Config, _ *Deps, _ *fakeShards) { c.CounterMode = mode })
+		var wg sync.WaitGroup
+		for u := 0; u < 30; u++ {
+			wg.Go(func() {
+				for rep := 0; rep < 2; rep++ {
+					if r := f.do("PUT", "/posts/p1/like", fmt.Sprintf("user-%d", u), nil); r.status != 200 {
+						t.Errorf("like: %d %s", r.status, r.body)
 					}
-				}()
-			}
-			wg.Wait()
-			// Unlike twice by one user, like by one more.
-			f.do("DELETE", "/posts/p1/like", "user-0", nil)
-			f.do("DELETE", "/posts/p1/like", "user-0", nil)
-			r := f.do("PUT", "/posts/p1/like", "user-x", nil)
-			var lr likeReply
-			r.json(t, &lr)
-			if !lr.Changed || !lr.Liked {
-				t.Fatalf("like reply %+v", lr)
-			}
-			fs.flush(t)
-			var st PostStats
-			f.do("GET", "/posts/p1/stats", "", nil).json(t, &st)
-			if st.Likes != 30 {
-				t.Fatalf("likes = %d, want 30", st.Likes)
-			}
-			if mode == ModeShadow && fs.shadow.Load() != 32 {
-				t.Fatalf("shadow increments = %d, want 32", fs.shadow.Load())
-			}
-		})
-	}
+				}
+			})
+		}
+		wg.Wait()
+		// Unlike twice by one user, like by one more.
+		f.do("DELETE", "/posts/p1/like", "user-0", nil)
+		f.do("DELETE", "/posts/p1/like", "user-0", nil)
+		r := f.do("PUT", "/posts/p1/like", "user-x", nil)
+		var lr likeReply
+		r.json(t, &lr)
+		if !lr.Changed || !lr.Liked {
+			t.Fatalf("like reply %+v", lr)
+		}
+		fs.flush(t)
+		var st PostStats
+		f.do("GET", "/posts/p1/stats", "", nil).json(t, &st)
+		if st.Likes != 30 {
+			t.Fatalf("likes = %d, want 30", st.Likes)
+		}
+		if mode == ModeShadow && fs.shadow.Load() != 32 {
+			t.Fatalf("shadow increments = %d, want 32", fs.shadow.Load())
+		}
+	})
 }
 
 func TestFollowsAndCounters(t *testing.T) {
@@ -509,22 +501,20 @@ func TestCounterOutcomeUnknownNoLegacy(t *testing.T) {
 }
 
 func TestCounterSQLFailure(t *testing.T) {
-	for _, mode := range []Mode{ModePrimary, ModeShadow, ModeOff} {
-		t.Run(string(mode), func(t *testing.T) {
-			f, _ := fakeFixture(t, func(c *Config, d *Deps, fs *fakeShards) {
-				c.CounterMode = mode
-				d.Counter = failing(fs)
-			})
-			f.db.Close()
-			r := f.do("POST", "/posts/p1/runs", "u1", nil)
-			if r.status != 503 || r.errCode() != "counters_unavailable" {
-				t.Fatalf("status %d %q: %s", r.status, r.errCode(), r.body)
-			}
-			if f.logs.count(CodeCounterLegacyFailed) == 0 {
-				t.Fatalf("no %s logged:\n%s", CodeCounterLegacyFailed, f.logs)
-			}
+	eachMode(t, func(t *testing.T, mode Mode) {
+		f, _ := fakeFixture(t, func(c *Config, d *Deps, fs *fakeShards) {
+			c.CounterMode = mode
+			d.Counter = failing(fs)
 		})
-	}
+		f.db.Close()
+		r := f.do("POST", "/posts/p1/runs", "u1", nil)
+		if r.status != 503 || r.errCode() != "counters_unavailable" {
+			t.Fatalf("status %d %q: %s", r.status, r.errCode(), r.body)
+		}
+		if f.logs.count(CodeCounterLegacyFailed) == 0 {
+			t.Fatalf("no %s logged:\n%s", CodeCounterLegacyFailed, f.logs)
+		}
+	})
 }
 
 func TestReconcileCorrectsDrift(t *testing.T) {

@@ -294,15 +294,10 @@ type eventsReply struct {
 // eventsFailure is the 503 answer: which events are durable anyway (a retry
 // that resends them with these ids is deduplicated) and which are not.
 type eventsFailure struct {
-	Error     errorDetail `json:"error"`
-	Accepted  int         `json:"accepted"`
-	IDs       []string    `json:"ids"`
-	FailedIDs []string    `json:"failed_ids"`
-}
-
-type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Error     httpx.ErrorDetail `json:"error"`
+	Accepted  int               `json:"accepted"`
+	IDs       []string          `json:"ids"`
+	FailedIDs []string          `json:"failed_ids"`
 }
 
 // serveRuntimeEvents is POST /runtime-events.
@@ -319,7 +314,7 @@ func (a *API) serveRuntimeEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	durable, err := a.ingest(r.Context(), evs)
 	if err != nil {
-		f := eventsFailure{Error: errorDetail{Code: "events_unavailable", Message: err.Error()}, IDs: []string{}, FailedIDs: []string{}}
+		f := eventsFailure{Error: httpx.ErrorDetail{Code: "events_unavailable", Message: err.Error()}, IDs: []string{}, FailedIDs: []string{}}
 		for i, ev := range evs {
 			if durable[i] {
 				f.IDs = append(f.IDs, ev.ID)
@@ -369,18 +364,14 @@ func (a *API) ingest(ctx context.Context, evs []event) ([]bool, error) {
 	var inlineErr error
 	var wg sync.WaitGroup
 	for gi, s := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			shardErr[gi] = a.enqueueEvents(ctx, s, evs, groups[s])
-		}()
+		})
 	}
 	if mode == ModeShadow {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			inlineErr = a.insertEvents(ctx, evs, all)
-		}()
+		})
 	}
 	wg.Wait()
 

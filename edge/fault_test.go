@@ -16,7 +16,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
-	"github.com/edgeshard/edgeshard/internal/hostinternal"
+	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
 )
 
@@ -25,63 +25,6 @@ import (
 // alarm handlers that keep trapping. See also host/fault_test.go (the
 // storage engine under a failing disk) and cmd/edgeshard-crashtest
 // (kill -9).
-
-// SQL fault modes of faultSQL.
-const (
-	sqlOK          = ""
-	sqlFail        = "fail"         // the batch fails before it runs
-	sqlCrashBefore = "crash-before" // the guest traps; nothing ran
-	sqlCrashAfter  = "crash-after"  // the batch commits, then the guest traps
-)
-
-var errInjectedSQLDown = errors.New("injected: database is unavailable")
-
-// faultSQL wraps the plugins' SQL binding.
-type faultSQL struct {
-	inner host.SQLDB
-	mu    sync.Mutex
-	mode  string
-	times int // for a non-OK mode: calls left before it switches off (0 = until set again)
-	calls atomic.Int64
-	hits  atomic.Int64 // calls that failed or crashed
-}
-
-func (d *faultSQL) set(mode string, times int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.mode, d.times = mode, times
-}
-
-func (d *faultSQL) take() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.calls.Add(1)
-	m := d.mode
-	if m != sqlOK {
-		d.hits.Add(1)
-		if d.times > 0 {
-			if d.times--; d.times == 0 {
-				d.mode = sqlOK
-			}
-		}
-	}
-	return m
-}
-
-func (d *faultSQL) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error) {
-	switch d.take() {
-	case sqlFail:
-		return nil, errInjectedSQLDown
-	case sqlCrashBefore:
-		return nil, fmt.Errorf("injected crash before the SQL commit: %w", hostinternal.ErrInjectedCrash)
-	case sqlCrashAfter:
-		if _, err := d.inner.Batch(ctx, stmts); err != nil {
-			return nil, err
-		}
-		return nil, fmt.Errorf("injected crash after the SQL commit: %w", hostinternal.ErrInjectedCrash)
-	}
-	return d.inner.Batch(ctx, stmts)
-}
 
 // diskFull is what a write to a full disk returns.
 var diskFull = fmt.Errorf("badger: write WAL: %w", &os.PathError{Op: "write", Path: "00001.mem", Err: syscall.ENOSPC})
@@ -191,10 +134,10 @@ func hit(t *testing.T, f *fixture, path string, n int) {
 // crash right after their commit, the worst moment) every acknowledged
 // write lands exactly once, and stays so.
 func TestFaultSQLDownForAWhile(t *testing.T) {
-	db := &faultSQL{}
-	e := startReal(t, envOpts{virtual: true, sql: func(inner host.SQLDB) host.SQLDB { db.inner = inner; return db }})
-	f := newFixture(t, testConfig(), e.deps())
-	db.set(sqlFail, 0)
+	db := &testutil.FaultDB{}
+	e := startReal(t, envOpts{virtual: true, sql: func(inner host.SQLDB) host.SQLDB { db.DB = inner; return db }})
+	f := e.fixture(t)
+	db.Set(testutil.SQLFail, 0)
 
 	ids := postFlowWrites(t, f, "sq")
 	e.tick(20 * time.Second)
@@ -238,13 +181,13 @@ func TestFaultSQLDownForAWhile(t *testing.T) {
 	}
 
 	// Back, with the worst timing for the first flushes.
-	db.set(sqlCrashAfter, 4)
+	db.Set(testutil.SQLCrashAfter, 4)
 	checkFlowWritesOnce(t, e, f, "sq", ids)
 	if n := e.keys(t, "RUNTIME_EVENT_SHARD", "ev:") + e.keys(t, "COUNTER_SHARD", "d:") + e.keys(t, "COUNTER_SHARD", "inflight"); n != 0 {
 		t.Fatalf("%d keys still buffered after the flushes", n)
 	}
-	if db.hits.Load() < 20 {
-		t.Fatalf("only %d SQL calls failed", db.hits.Load())
+	if db.Hits() < 20 {
+		t.Fatalf("only %d SQL calls failed", db.Hits())
 	}
 }
 
@@ -258,7 +201,7 @@ func TestFaultSQLDownForAWhile(t *testing.T) {
 func TestFaultShardKeepsFailingFallsBack(t *testing.T) {
 	st := newFaultStorage()
 	e := startReal(t, envOpts{virtual: true, storage: st})
-	f := newFixture(t, testConfig(), e.deps())
+	f := e.fixture(t)
 
 	// Counters: 5 views buffered in the shard, then 10 while its storage
 	// refuses writes, then 5 more once it is back.
@@ -363,15 +306,15 @@ func TestFaultAlarmRetriesCappedThenRevived(t *testing.T) {
 		},
 	} {
 		t.Run(tc.binding, func(t *testing.T) {
-			db := &faultSQL{}
-			e := startReal(t, envOpts{virtual: true, sql: func(inner host.SQLDB) host.SQLDB { db.inner = inner; return db }})
-			f := newFixture(t, testConfig(), e.deps())
+			db := &testutil.FaultDB{}
+			e := startReal(t, envOpts{virtual: true, sql: func(inner host.SQLDB) host.SQLDB { db.DB = inner; return db }})
+			f := e.fixture(t)
 			ns := e.ns(t, tc.binding)
 			shard, err := ns.ShardFor(tc.key)
 			if err != nil {
 				t.Fatal(err)
 			}
-			db.set(sqlCrashBefore, 0)
+			db.Set(testutil.SQLCrashBefore, 0)
 			ids := tc.write(t, f)
 			due, ok := ns.AlarmAt(shard)
 			if !ok || !due.Equal(e.vc.Now().Add(5*time.Second)) {
@@ -410,12 +353,12 @@ func TestFaultAlarmRetriesCappedThenRevived(t *testing.T) {
 			if _, ok := ns.AlarmAt(shard); ok {
 				t.Fatal("alarm still scheduled after its sixth retry")
 			}
-			if n := db.hits.Load(); n != 7 {
+			if n := db.Hits(); n != 7 {
 				t.Fatalf("%d flush attempts, want 7 (the alarm and 6 retries)", n)
 			}
 			e.vc.Advance(10 * time.Minute) // nothing more runs by itself
 			time.Sleep(200 * time.Millisecond)
-			if n := db.hits.Load(); n != 7 {
+			if n := db.Hits(); n != 7 {
 				t.Fatalf("the abandoned alarm ran again (%d attempts)", n)
 			}
 			// Abandoned is not lost: the data waits in the shard.
@@ -425,7 +368,7 @@ func TestFaultAlarmRetriesCappedThenRevived(t *testing.T) {
 			}
 
 			// Revived by the next write, with SQL healthy.
-			db.set(sqlOK, 0)
+			db.Set(testutil.SQLOK, 0)
 			ids = append(ids, tc.write(t, f)...)
 			e.settle(t, time.Minute, "flushed after the revival", func() bool {
 				if tc.binding == "COUNTER_SHARD" {

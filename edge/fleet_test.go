@@ -119,11 +119,9 @@ func TestFleetReconcileWhileOtherPOPsFlush(t *testing.T) {
 		// clock stands still), so pop-b holds deltas the recount counts.
 		var wg sync.WaitGroup
 		for i, p := range pops {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				write(p, rand.New(rand.NewPCG(uint64(round), uint64(i))), 40)
-			}()
+			})
 		}
 		wg.Wait()
 		if round == 0 {
@@ -139,9 +137,7 @@ func TestFleetReconcileWhileOtherPOPsFlush(t *testing.T) {
 		stop := make(chan struct{})
 		var ww sync.WaitGroup
 		for i, p := range pops {
-			ww.Add(1)
-			go func() {
-				defer ww.Done()
+			ww.Go(func() {
 				rng := rand.New(rand.NewPCG(uint64(round), uint64(100+i)))
 				for {
 					select {
@@ -151,13 +147,11 @@ func TestFleetReconcileWhileOtherPOPsFlush(t *testing.T) {
 					}
 					write(p, rng, 5)
 				}
-			}()
+			})
 		}
 		var mu sync.Mutex
 		for _, p := range pops {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				rep, err := p.f.api.ReconcileCounters(ctx)
 				mu.Lock()
 				defer mu.Unlock()
@@ -169,7 +163,7 @@ func TestFleetReconcileWhileOtherPOPsFlush(t *testing.T) {
 				default:
 					corrected += rep.Corrected
 				}
-			}()
+			})
 		}
 		if round%2 == 1 {
 			b.env.vc.Advance(6 * time.Second) // pop-b's alarms fire during the recount

@@ -61,6 +61,14 @@ func openDB(t *testing.T) *sqldb.DB {
 
 // newFixture starts the API; deps.DB, Logger and Registerer are filled in
 // when unset.
+// eachMode runs f as a subtest in each pipeline mode: primary, shadow,
+// off.
+func eachMode(t *testing.T, f func(t *testing.T, mode Mode)) {
+	for _, mode := range []Mode{ModePrimary, ModeShadow, ModeOff} {
+		t.Run(string(mode), func(t *testing.T) { f(t, mode) })
+	}
+}
+
 func newFixture(t *testing.T, cfg Config, deps Deps) *fixture {
 	t.Helper()
 	f := &fixture{t: t, logs: &syncBuf{}, reg: prometheus.NewRegistry()}

@@ -100,6 +100,9 @@ func startReal(t *testing.T, o envOpts) *realEnv {
 }
 
 // deps returns the API's dependencies on this host.
+// fixture is the edge API with the test config over e.
+func (e *realEnv) fixture(t *testing.T) *fixture { return newFixture(t, testConfig(), e.deps()) }
+
 func (e *realEnv) deps() Deps {
 	d := Deps{Host: e.h, DB: e.db}
 	if e.vc != nil {
@@ -220,36 +223,34 @@ func TestIntegrationRuntimeEvents250EachMode(t *testing.T) {
 // written inline and by the shards, deduped by id (shadow), inline only
 // (off); in primary, one analytics point each.
 func checkRuntimeEvents250(t *testing.T, o envOpts) {
-	for _, mode := range []Mode{ModePrimary, ModeShadow, ModeOff} {
-		t.Run(string(mode), func(t *testing.T) {
-			e := startReal(t, o)
-			cfg := testConfig()
-			cfg.EventMode = mode
-			f := newFixture(t, cfg, e.deps())
-			ids := postEvents(t, f, 250, 50)
-			// Every buffered event is flushed by its shard's 5 s alarm.
-			e.vc.Advance(5 * time.Second)
-			waitFor(t, 30*time.Second, "250 events in runtime_events 5 s (virtual) after the last 202", func() bool {
-				return f.scalar(`SELECT COUNT(*) FROM runtime_events`) >= 250
-			})
-			// Let every pending alarm run: nothing is written twice.
-			e.idle(t)
-			checkEventsOnce(t, f, ids)
-			if mode == ModePrimary {
-				// One analytics point per event, written by the flush after
-				// its SQL batch.
-				waitFor(t, 10*time.Second, "250 analytics points", func() bool { return len(e.ae.Points("runtime_events")) >= 250 })
-				if n := len(e.ae.Points("runtime_events")); n != 250 {
-					t.Errorf("%d analytics points, want 250", n)
-				}
-			}
+	eachMode(t, func(t *testing.T, mode Mode) {
+		e := startReal(t, o)
+		cfg := testConfig()
+		cfg.EventMode = mode
+		f := newFixture(t, cfg, e.deps())
+		ids := postEvents(t, f, 250, 50)
+		// Every buffered event is flushed by its shard's 5 s alarm.
+		e.vc.Advance(5 * time.Second)
+		waitFor(t, 30*time.Second, "250 events in runtime_events 5 s (virtual) after the last 202", func() bool {
+			return f.scalar(`SELECT COUNT(*) FROM runtime_events`) >= 250
 		})
-	}
+		// Let every pending alarm run: nothing is written twice.
+		e.idle(t)
+		checkEventsOnce(t, f, ids)
+		if mode == ModePrimary {
+			// One analytics point per event, written by the flush after
+			// its SQL batch.
+			waitFor(t, 10*time.Second, "250 analytics points", func() bool { return len(e.ae.Points("runtime_events")) >= 250 })
+			if n := len(e.ae.Points("runtime_events")); n != 250 {
+				t.Errorf("%d analytics points, want 250", n)
+			}
+		}
+	})
 }
 
 func TestIntegrationRuntimeEventsRealClock(t *testing.T) {
 	e := startReal(t, envOpts{})
-	f := newFixture(t, testConfig(), e.deps())
+	f := e.fixture(t)
 	ids := postEvents(t, f, 250, 25)
 	took := e.settle(t, 8*time.Second, "250 events flushed by the 5 s alarm", func() bool {
 		return f.scalar(`SELECT COUNT(*) FROM runtime_events`) >= 250
@@ -330,7 +331,7 @@ func checkLikes100(t *testing.T, o envOpts, modes ...Mode) {
 
 func TestIntegrationFollowsAndRuns(t *testing.T) {
 	e := startReal(t, envOpts{virtual: true})
-	f := newFixture(t, testConfig(), e.deps())
+	f := e.fixture(t)
 	for u := 0; u < 20; u++ {
 		f.do("PUT", "/users/star/follow", fmt.Sprint("fan-", u), nil)
 	}
@@ -397,7 +398,7 @@ func TestIntegrationProxyRateLimit(t *testing.T) {
 func TestIntegrationMissingBindingsFallBack(t *testing.T) {
 	t.Run("counters", func(t *testing.T) {
 		e := startReal(t, envOpts{virtual: true, omit: "COUNTER_SHARD"})
-		f := newFixture(t, testConfig(), e.deps())
+		f := e.fixture(t)
 		like100(t, f)
 		if n := f.likes(t, "p1"); n != 100 {
 			t.Fatalf("likes = %d, want 100 at once (legacy path)", n)
@@ -411,7 +412,7 @@ func TestIntegrationMissingBindingsFallBack(t *testing.T) {
 	})
 	t.Run("events", func(t *testing.T) {
 		e := startReal(t, envOpts{virtual: true, omit: "RUNTIME_EVENT_SHARD"})
-		f := newFixture(t, testConfig(), e.deps())
+		f := e.fixture(t)
 		ids := postEvents(t, f, 250, 50)
 		checkEventsOnce(t, f, ids)
 		if f.logs.count(CodeEventEnqueueFailed) == 0 {
@@ -490,7 +491,7 @@ func TestIntegrationSQLDown(t *testing.T) {
 // buffered likes are applied rather than corrected, and repairs real drift.
 func TestIntegrationReconcile(t *testing.T) {
 	e := startReal(t, envOpts{virtual: true})
-	f := newFixture(t, testConfig(), e.deps())
+	f := e.fixture(t)
 	for u := 0; u < 20; u++ {
 		f.do("PUT", "/posts/p1/like", fmt.Sprint("u", u), nil)
 	}

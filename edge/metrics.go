@@ -3,6 +3,7 @@ package edge
 import (
 	"errors"
 
+	"github.com/edgeshard/edgeshard/internal/prom"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -24,86 +25,24 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_http_requests_total", Help: "HTTP requests by route template, method and status code.",
-		}, []string{"route", "method", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "edgeshard_http_request_duration_seconds", Help: "HTTP request duration by route template and method.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"route", "method"}),
-		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_edge_fallbacks_total", Help: "Fallbacks taken by pipeline (ratelimit, runtime_events, counters) and log code.",
-		}, []string{"pipeline", "code"}),
-		rateLimit: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_proxy_ratelimit_decisions_total", Help: "Proxy rate-limit decisions by store (shard, sql, memory) and result (allowed, limited).",
-		}, []string{"store", "result"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_proxy_refused_total", Help: "Proxy requests refused before or while reaching the upstream, by reason.",
-		}, []string{"reason"}),
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_runtime_events_total", Help: "Runtime events accepted, by durable path (shard, sql, both).",
-		}, []string{"path"}),
-		deltas: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_counter_deltas_total", Help: "Counter deltas written, by path (shard, legacy).",
-		}, []string{"path"}),
-		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_counter_reconcile_runs_total", Help: "reconcileCounters runs by result (ok, error, busy: another host held its lock).",
-		}, []string{"result"}),
-		corrections: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgeshard_counter_reconcile_corrections_total", Help: "Counters reconcileCounters corrected.",
-		}),
-		panics: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgeshard_http_panics_total", Help: "Handler panics recovered (answered 500).",
-		}),
+		requests:    prom.CounterVec("edgeshard_http_requests_total", "HTTP requests by route template, method and status code.", "route", "method", "code"),
+		duration:    prom.HistogramVec("edgeshard_http_request_duration_seconds", "HTTP request duration by route template and method.", []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}, "route", "method"),
+		fallbacks:   prom.CounterVec("edgeshard_edge_fallbacks_total", "Fallbacks taken by pipeline (ratelimit, runtime_events, counters) and log code.", "pipeline", "code"),
+		rateLimit:   prom.CounterVec("edgeshard_proxy_ratelimit_decisions_total", "Proxy rate-limit decisions by store (shard, sql, memory) and result (allowed, limited).", "store", "result"),
+		refused:     prom.CounterVec("edgeshard_proxy_refused_total", "Proxy requests refused before or while reaching the upstream, by reason.", "reason"),
+		events:      prom.CounterVec("edgeshard_runtime_events_total", "Runtime events accepted, by durable path (shard, sql, both).", "path"),
+		deltas:      prom.CounterVec("edgeshard_counter_deltas_total", "Counter deltas written, by path (shard, legacy).", "path"),
+		reconciles:  prom.CounterVec("edgeshard_counter_reconcile_runs_total", "reconcileCounters runs by result (ok, error, busy: another host held its lock).", "result"),
+		corrections: prom.Counter("edgeshard_counter_reconcile_corrections_total", "Counters reconcileCounters corrected."),
+		panics:      prom.Counter("edgeshard_http_panics_total", "Handler panics recovered (answered 500)."),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	var err error
-	m.requests, err = register(reg, m.requests)
-	if err == nil {
-		m.duration, err = register(reg, m.duration)
-	}
-	if err == nil {
-		m.fallbacks, err = register(reg, m.fallbacks)
-	}
-	if err == nil {
-		m.rateLimit, err = register(reg, m.rateLimit)
-	}
-	if err == nil {
-		m.refused, err = register(reg, m.refused)
-	}
-	if err == nil {
-		m.events, err = register(reg, m.events)
-	}
-	if err == nil {
-		m.deltas, err = register(reg, m.deltas)
-	}
-	if err == nil {
-		m.reconciles, err = register(reg, m.reconciles)
-	}
-	if err == nil {
-		m.corrections, err = register(reg, m.corrections)
-	}
-	if err == nil {
-		m.panics, err = register(reg, m.panics)
-	}
+	err := errors.Join(prom.Register(reg, &m.requests), prom.Register(reg, &m.duration), prom.Register(reg, &m.fallbacks),
+		prom.Register(reg, &m.rateLimit), prom.Register(reg, &m.refused), prom.Register(reg, &m.events), prom.Register(reg, &m.deltas),
+		prom.Register(reg, &m.reconciles), prom.Register(reg, &m.corrections), prom.Register(reg, &m.panics))
 	return m, err
-}
-
-// register registers c, or returns the identical collector registered
-// before (a second API on the same registry shares the series).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
 
 // fallback counts a fallback taken.

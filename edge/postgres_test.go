@@ -42,14 +42,14 @@ func TestPostgresLikes(t *testing.T) {
 // flush sequence in counter_flushes and deduped by event id, count nothing
 // twice.
 func TestPostgresFlushExactlyOnce(t *testing.T) {
-	db := &faultSQL{}
-	e := startReal(t, envOpts{virtual: true, db: openPostgresDB, sql: func(inner host.SQLDB) host.SQLDB { db.inner = inner; return db }})
-	f := newFixture(t, testConfig(), e.deps())
-	db.set(sqlCrashAfter, 6)
+	db := &testutil.FaultDB{}
+	e := startReal(t, envOpts{virtual: true, db: openPostgresDB, sql: func(inner host.SQLDB) host.SQLDB { db.DB = inner; return db }})
+	f := e.fixture(t)
+	db.Set(testutil.SQLCrashAfter, 6)
 	ids := postFlowWrites(t, f, "pg")
 	checkFlowWritesOnce(t, e, f, "pg", ids)
-	if db.hits.Load() != 6 {
-		t.Fatalf("%d flushes crashed after their commit, want 6", db.hits.Load())
+	if db.Hits() != 6 {
+		t.Fatalf("%d flushes crashed after their commit, want 6", db.Hits())
 	}
 	if n := f.scalar(`SELECT COUNT(*) FROM counter_flushes WHERE seq > 0`); n == 0 {
 		t.Fatal("no flush sequence recorded")
@@ -78,9 +78,7 @@ func TestRateLimitSQLFallbackSerialised(t *testing.T) {
 			var allowed atomic.Int64
 			var wg sync.WaitGroup
 			for range workers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					for range calls {
 						sts, err := l.checkSQL(context.Background(), []bucket{b}, now)
 						if err != nil {
@@ -91,7 +89,7 @@ func TestRateLimitSQLFallbackSerialised(t *testing.T) {
 							allowed.Add(1)
 						}
 					}
-				}()
+				})
 			}
 			wg.Wait()
 			if n := allowed.Load(); n != limit {

@@ -148,9 +148,7 @@ func TestSoakMemoryPlateausAndNothingLeaks(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w), 42))
 			user := fmt.Sprintf("soak-%d", w)
 			for i := 0; ctx.Err() == nil; i++ {
@@ -206,7 +204,7 @@ func TestSoakMemoryPlateausAndNothingLeaks(t *testing.T) {
 					acked.Add(int64(rep.Accepted))
 				}
 			}
-		}()
+		})
 	}
 
 	var samples []memSample

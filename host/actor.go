@@ -566,18 +566,27 @@ func (a *actor) runFetch(inst runner, ev *event) {
 		ev.done <- result{err: err}
 		return
 	}
-	a.memBytes.Store(inst.MemoryBytes())
 	a.ns.metrics.fetchOK.Inc()
+	if p, ok := a.commitEvent(inst, ev); ok {
+		ev.done <- result{resp: resp, pending: p, sock: a.wsAccepted(resp)}
+	}
+}
+
+// commitEvent ends an event inst ran without failing: the shard's writes
+// commit and the actor is idle again before the caller sends ev's reply
+// with their Pending (so that callers see the budget's least-recently-used
+// order in the order of their replies). A fenced shard commits nothing:
+// ev is answered ErrFenced and ok is false.
+func (a *actor) commitEvent(inst runner, ev *event) (p *storage.Pending, ok bool) {
+	a.memBytes.Store(inst.MemoryBytes())
 	if a.fenced() {
 		ev.done <- result{err: ErrFenced}
-		return
+		return nil, false
 	}
-	p := a.commit()
-	// Idle before the reply leaves, so that callers see the budget's
-	// least-recently-used order in the order of their replies.
+	p = a.commit()
 	a.settle()
 	a.idle()
-	ev.done <- result{resp: resp, pending: p, sock: a.wsAccepted(resp)}
+	return p, true
 }
 
 // ShardHeader is set on every request a shard receives to

@@ -251,9 +251,7 @@ func TestMemoryBudgetManyObjects(t *testing.T) {
 	)
 	t0 := time.Now()
 	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				i := next.Add(1) - 1
 				if i >= objects {
@@ -276,7 +274,7 @@ func TestMemoryBudgetManyObjects(t *testing.T) {
 					}
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)

@@ -121,12 +121,10 @@ func TestShardCallCrossDeadlock(t *testing.T) {
 	f.chain(t, "B", "b", "")
 	var wg sync.WaitGroup
 	var viaB string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		// B/b is busy for 500 ms, then calls A/a …
 		viaB, _ = f.chain(t, "B", "b", "&spin=500ms", "A/a")
-	}()
+	})
 	time.Sleep(150 * time.Millisecond)
 	// … which meanwhile called B/b and waits for it.
 	viaA, took := f.chain(t, "A", "a", "", "B/b")

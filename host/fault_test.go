@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -100,8 +99,7 @@ func TestStorageWriteFailureFailsHeldResponsesAndLeavesNoPartialState(t *testing
 			fb := badgerIn(t, dir)
 			cfg := counterConfig(t, func(c *host.Config) { c.Storage = fb })
 			f := start(t, cfg)
-			srv := httptest.NewServer(f.h.Handler())
-			defer srv.Close()
+			srv := f.serve(t)
 			for i := 0; i < 5; i++ {
 				if _, err := f.call(t, "a", "POST", "/increment"); err != nil {
 					t.Fatal(err)
@@ -115,22 +113,18 @@ func TestStorageWriteFailureFailsHeldResponsesAndLeavesNoPartialState(t *testing
 			var wg sync.WaitGroup
 			errs := make(chan error, 21)
 			for i := 0; i < 20; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					resp, err := f.call(t, "a", "POST", "/increment")
 					if err == nil {
 						err = fmt.Errorf("acknowledged while the disk fails: %d %s", resp.Status, resp.Body)
 					}
 					errs <- err
-				}()
+				})
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				_, err := f.call(t, "a", "POST", "/reset-after?ms=60000")
 				errs <- err
-			}()
+			})
 			wg.Wait()
 			close(errs)
 			for err := range errs {

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -214,11 +214,7 @@ func (f *fetcher) fetch(ctx context.Context, req *abi.Request) (*abi.Response, e
 		return nil, fail(abi.ErrnoTooLarge, "fetch %s: response body exceeds %d bytes (fetch max response bytes)", u.Redacted(), f.maxBytes)
 	}
 	out := &abi.Response{Status: resp.StatusCode, Body: body}
-	names := make([]string, 0, len(resp.Header))
-	for name := range resp.Header {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(resp.Header))
 	for _, name := range names {
 		for _, v := range resp.Header[name] {
 			out.Header = append(out.Header, abi.Header{Name: name, Value: v})

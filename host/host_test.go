@@ -71,6 +71,13 @@ func startNative(t *testing.T, natives map[string]hostinternal.NativeShard, muta
 	return startCtx(t, ctx, memoryConfig(t, mutate))
 }
 
+// serve serves the host's routes (Host.Handler) until the test ends.
+func (f *fixture) serve(t *testing.T) *httptest.Server {
+	srv := httptest.NewServer(f.h.Handler())
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 func start(t *testing.T, cfg host.Config) *fixture {
 	t.Helper()
 	return startCtx(t, context.Background(), cfg)
@@ -233,8 +240,7 @@ func TestWrongABIVersionIsRefused(t *testing.T) {
 
 func TestHTTPRoutes(t *testing.T) {
 	f := startMemory(t, nil)
-	srv := httptest.NewServer(f.h.Handler())
-	defer srv.Close()
+	srv := f.serve(t)
 	do := func(method, path string) (int, string) { return testutil.Do(t, method, srv.URL+path, "") }
 	if st, body := do("POST", "/do/COUNTER/web/increment"); st != 200 || !strings.Contains(body, `"count":1`) || !strings.Contains(body, `"version":"test"`) {
 		t.Fatalf("increment: %d %s", st, body)
@@ -261,8 +267,7 @@ func TestHTTPRoutes(t *testing.T) {
 // is a 400, never a redirect to a shard of a shorter path.
 func TestDOKeyIsTheDecodedSegment(t *testing.T) {
 	f := startMemory(t, nil)
-	srv := httptest.NewServer(f.h.Handler())
-	defer srv.Close()
+	srv := f.serve(t)
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	do := func(method, path string) (int, string) {
 		t.Helper()
@@ -394,8 +399,7 @@ func TestSharedEngineMemoryLimitMismatchIsRefused(t *testing.T) {
 // request id and no stack trace; the log has the details under that id.
 func TestDOServerErrorsKeepDetailsInTheLog(t *testing.T) {
 	f := startMemory(t, nil)
-	srv := httptest.NewServer(f.h.Handler())
-	defer srv.Close()
+	srv := f.serve(t)
 	resp, err := http.Post(srv.URL+"/do/COUNTER/a/panic", "text/plain", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -17,43 +17,40 @@ import (
 	"github.com/gorilla/websocket"
 )
 
+// errorStatuses are the errors Fetch may return (errors.Is), each with
+// its HTTP status and error code; the first that matches wins.
+var errorStatuses = []struct {
+	errs   []error
+	status int
+	code   string
+}{
+	{[]error{ErrOutcomeUnknown}, http.StatusBadGateway, "outcome_unknown"},
+	{[]error{ErrUnknownBinding}, http.StatusNotFound, "unknown_binding"},
+	{[]error{ErrBadKey}, http.StatusBadRequest, "bad_key"},
+	{[]error{ErrOverloaded}, http.StatusServiceUnavailable, "shard_overloaded"},
+	{[]error{ErrClosed}, http.StatusServiceUnavailable, "shutting_down"},
+	{[]error{ErrTimeout}, http.StatusGatewayTimeout, "shard_timeout"},
+	{[]error{ErrTrap}, http.StatusInternalServerError, "shard_crashed"},
+	{[]error{ErrBadResponse}, http.StatusBadGateway, "shard_bad_response"},
+	{[]error{storage.ErrStorageFull}, http.StatusInsufficientStorage, "storage_full"},
+	{[]error{storage.ErrStorageUnavailable}, http.StatusServiceUnavailable, "storage_unavailable"},
+	{[]error{ErrCommit}, http.StatusInternalServerError, "storage_commit_failed"},
+	{[]error{ErrShardUnavailable}, http.StatusServiceUnavailable, "shard_unavailable"},
+	{[]error{ErrShardElsewhere}, http.StatusMisdirectedRequest, "shard_elsewhere"},
+	{[]error{ErrFenced, ErrNotOwner}, http.StatusServiceUnavailable, "shard_moved"},
+	{[]error{ErrNotRun}, http.StatusServiceUnavailable, "not_run"},
+	{[]error{ErrUnavailable}, http.StatusServiceUnavailable, "shard_unavailable"},
+	{[]error{context.Canceled, context.DeadlineExceeded}, http.StatusServiceUnavailable, "cancelled"},
+}
+
 // ErrorStatus maps an error from Fetch to an HTTP status and error code.
 func ErrorStatus(err error) (int, string) {
-	switch {
-	case errors.Is(err, ErrOutcomeUnknown):
-		return http.StatusBadGateway, "outcome_unknown"
-	case errors.Is(err, ErrUnknownBinding):
-		return http.StatusNotFound, "unknown_binding"
-	case errors.Is(err, ErrBadKey):
-		return http.StatusBadRequest, "bad_key"
-	case errors.Is(err, ErrOverloaded):
-		return http.StatusServiceUnavailable, "shard_overloaded"
-	case errors.Is(err, ErrClosed):
-		return http.StatusServiceUnavailable, "shutting_down"
-	case errors.Is(err, ErrTimeout):
-		return http.StatusGatewayTimeout, "shard_timeout"
-	case errors.Is(err, ErrTrap):
-		return http.StatusInternalServerError, "shard_crashed"
-	case errors.Is(err, ErrBadResponse):
-		return http.StatusBadGateway, "shard_bad_response"
-	case errors.Is(err, storage.ErrStorageFull):
-		return http.StatusInsufficientStorage, "storage_full"
-	case errors.Is(err, storage.ErrStorageUnavailable):
-		return http.StatusServiceUnavailable, "storage_unavailable"
-	case errors.Is(err, ErrCommit):
-		return http.StatusInternalServerError, "storage_commit_failed"
-	case errors.Is(err, ErrShardUnavailable):
-		return http.StatusServiceUnavailable, "shard_unavailable"
-	case errors.Is(err, ErrShardElsewhere):
-		return http.StatusMisdirectedRequest, "shard_elsewhere"
-	case errors.Is(err, ErrFenced), errors.Is(err, ErrNotOwner):
-		return http.StatusServiceUnavailable, "shard_moved"
-	case errors.Is(err, ErrNotRun):
-		return http.StatusServiceUnavailable, "not_run"
-	case errors.Is(err, ErrUnavailable):
-		return http.StatusServiceUnavailable, "shard_unavailable"
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, "cancelled"
+	for _, e := range errorStatuses {
+		for _, target := range e.errs {
+			if errors.Is(err, target) {
+				return e.status, e.code
+			}
+		}
 	}
 	return http.StatusInternalServerError, "internal"
 }

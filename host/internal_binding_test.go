@@ -2,7 +2,6 @@ package host_test
 
 import (
 	"context"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -19,8 +18,7 @@ func TestInternalBindingIsNotServedOverHTTP(t *testing.T) {
 	f := startMemory(t, func(c *host.Config) {
 		c.Bindings = append(c.Bindings, host.Binding{Name: "HIDDEN", Module: testutil.Plugin(t, "examples/counter", "-X main.version=test"), Internal: true})
 	})
-	srv := httptest.NewServer(f.h.Handler())
-	defer srv.Close()
+	srv := f.serve(t)
 	do := func(method, path string) (int, string) { return testutil.Do(t, method, srv.URL+path, "body") }
 	_, missing := do("POST", "/do/NOPE/k/increment")
 	for _, p := range []string{"/do/HIDDEN/k/increment", "/do/HIDDEN/k/", "/do/HIDDEN/other/x?y=1"} {

@@ -3,7 +3,6 @@ package host_test
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +19,7 @@ func TestHTTPInputLimits(t *testing.T) {
 	f := startMemory(t, func(c *host.Config) {
 		c.MaxBodyBytes = 1 << 10
 	})
-	srv := httptest.NewServer(f.h.Handler())
-	defer srv.Close()
+	srv := f.serve(t)
 	do := func(path string, body string) (int, string) {
 		return testutil.Do(t, "POST", srv.URL+path, body, "Content-Type", "text/plain")
 	}

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgeshard/edgeshard/internal/prom"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -33,75 +34,32 @@ type metrics struct {
 
 func newMetrics(h *Host, reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_shard_events_total", Help: "Shard events handled, by binding, kind (fetch, alarm) and outcome.",
-		}, []string{"binding", "kind", "outcome"}),
-		eventDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "edgeshard_shard_event_duration_seconds", Help: "Time a shard spent running one event (excluding the wait for durability).",
-			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
-		}, []string{"binding", "kind"}),
-		alarms: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_alarms_total", Help: "Alarm runs by binding and result (fired, retried, abandoned).",
-		}, []string{"binding", "result"}),
-		batched: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_fetch_batched_total", Help: "Requests delivered to a guest in a batch of two or more (edgeshard_fetch_batch), by binding.",
-		}, []string{"binding"}),
-		starts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_instance_starts_total", Help: "Shard instances started.",
-		}, []string{"binding"}),
-		crashes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_instance_crashes_total", Help: "Shard instances discarded after a trap, timeout or bad response.",
-		}, []string{"binding", "reason"}),
-		swaps: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_module_swaps_total", Help: "Module swaps and rollbacks by outcome.",
-		}, []string{"binding", "outcome"}),
-		codes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_guest_log_codes_total", Help: "Guest log records carrying a code field (e.g. E-VIBECODR-2130 flush ok), by binding and code: codes the binding's log_codes do not allow count as \"unlisted\", codes past the first 32 of a binding as \"other\".",
-		}, []string{"binding", "code"}),
-		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_guest_limit_refusals_total", Help: "Guest calls refused (or alarms moved later) by a host limit, by binding and limit (event_write_bytes, event_write_keys, event_log_lines, event_log_bytes, storage_quota_bytes, alarm_rearm_interval).",
-		}, []string{"binding", "limit"}),
-		flushDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "edgeshard_flush_duration_seconds", Help: "Duration reported by guest flush log records (fields code and duration_ms).",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
-		}, []string{"binding", "code"}),
-		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_instance_evictions_total", Help: "Idle shard instances evicted, by binding and reason: idle (idle_timeout passed) or budget (the instance memory budget needed the room).",
-		}, []string{"binding", "reason"}),
-		startWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_instance_start_waits_total", Help: "Instance starts that waited for room in the instance memory budget, by binding and outcome: started, or overloaded (503 shard_overloaded once instance_start_wait passed).",
-		}, []string{"binding", "outcome"}),
-		placementRetries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgeshard_placement_retries_total", Help: "Requests that asked the placement again because their shard was between owners (leaving this host, or its owner no longer owned it).",
-		}),
-		handOffs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_shard_handoffs_total", Help: "Shards that left this host by their claim, by reason: moved (a planned move: queue finished, buffer flushed) or lost (the ownership lapsed).",
-		}, []string{"reason"}),
-		fenceRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_fence_refusals_total", Help: "Writes refused because this host no longer owned the shard, by where: storage (before the commit), claim (a SQL write after the claim was lost), sql (the database held a newer epoch) or acknowledgement (durable here, but the claim lapsed before the answer left: not acknowledged).",
-		}, []string{"where"}),
-		commitWait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "edgeshard_storage_commit_wait_seconds", Help: "Time a response waited for its writes to become durable (output gate).",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
-		}),
+		events:           prom.CounterVec("edgeshard_shard_events_total", "Shard events handled, by binding, kind (fetch, alarm) and outcome.", "binding", "kind", "outcome"),
+		eventDur:         prom.HistogramVec("edgeshard_shard_event_duration_seconds", "Time a shard spent running one event (excluding the wait for durability).", []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10}, "binding", "kind"),
+		alarms:           prom.CounterVec("edgeshard_alarms_total", "Alarm runs by binding and result (fired, retried, abandoned).", "binding", "result"),
+		batched:          prom.CounterVec("edgeshard_fetch_batched_total", "Requests delivered to a guest in a batch of two or more (edgeshard_fetch_batch), by binding.", "binding"),
+		starts:           prom.CounterVec("edgeshard_instance_starts_total", "Shard instances started.", "binding"),
+		crashes:          prom.CounterVec("edgeshard_instance_crashes_total", "Shard instances discarded after a trap, timeout or bad response.", "binding", "reason"),
+		swaps:            prom.CounterVec("edgeshard_module_swaps_total", "Module swaps and rollbacks by outcome.", "binding", "outcome"),
+		codes:            prom.CounterVec("edgeshard_guest_log_codes_total", "Guest log records carrying a code field (e.g. E-VIBECODR-2130 flush ok), by binding and code: codes the binding's log_codes do not allow count as \"unlisted\", codes past the first 32 of a binding as \"other\".", "binding", "code"),
+		limits:           prom.CounterVec("edgeshard_guest_limit_refusals_total", "Guest calls refused (or alarms moved later) by a host limit, by binding and limit (event_write_bytes, event_write_keys, event_log_lines, event_log_bytes, storage_quota_bytes, alarm_rearm_interval).", "binding", "limit"),
+		flushDur:         prom.HistogramVec("edgeshard_flush_duration_seconds", "Duration reported by guest flush log records (fields code and duration_ms).", prometheus.ExponentialBuckets(0.0005, 2.5, 12), "binding", "code"),
+		evictions:        prom.CounterVec("edgeshard_instance_evictions_total", "Idle shard instances evicted, by binding and reason: idle (idle_timeout passed) or budget (the instance memory budget needed the room).", "binding", "reason"),
+		startWaits:       prom.CounterVec("edgeshard_instance_start_waits_total", "Instance starts that waited for room in the instance memory budget, by binding and outcome: started, or overloaded (503 shard_overloaded once instance_start_wait passed).", "binding", "outcome"),
+		placementRetries: prom.Counter("edgeshard_placement_retries_total", "Requests that asked the placement again because their shard was between owners (leaving this host, or its owner no longer owned it)."),
+		handOffs:         prom.CounterVec("edgeshard_shard_handoffs_total", "Shards that left this host by their claim, by reason: moved (a planned move: queue finished, buffer flushed) or lost (the ownership lapsed).", "reason"),
+		fenceRefusals:    prom.CounterVec("edgeshard_fence_refusals_total", "Writes refused because this host no longer owned the shard, by where: storage (before the commit), claim (a SQL write after the claim was lost), sql (the database held a newer epoch) or acknowledgement (durable here, but the claim lapsed before the answer left: not acknowledged).", "where"),
+		commitWait:       prom.Histogram("edgeshard_storage_commit_wait_seconds", "Time a response waited for its writes to become durable (output gate).", prom.LatencyBuckets()),
 	}
 	if reg == nil {
 		return m
 	}
 	reg.MustRegister(m.events, m.eventDur, m.alarms, m.starts, m.batched, m.crashes, m.swaps, m.codes, m.limits, m.flushDur, m.commitWait, m.evictions, m.startWaits,
 		m.placementRetries, m.handOffs, m.fenceRefusals)
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "edgeshard_uptime_seconds", Help: "Seconds since the host started.",
-	}, func() float64 { return time.Since(h.started).Seconds() }))
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "edgeshard_instance_memory_budget_bytes", Help: "The instance memory budget (0: none).",
-	}, func() float64 { return float64(h.budget.limit) }))
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "edgeshard_instance_memory_charged_bytes", Help: "Memory charged to live instances against the budget: linear memory plus a fixed overhead each, every binding.",
-	}, func() float64 { return float64(h.budget.charged()) }))
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "edgeshard_instance_memory_pool_bytes", Help: "Linear memory of closed instances kept, zeroed, for the next ones to start on.",
-	}, func() float64 { return float64(h.engine.PooledMemoryBytes()) }))
+	reg.MustRegister(prom.GaugeFunc("edgeshard_uptime_seconds", "Seconds since the host started.", func() float64 { return time.Since(h.started).Seconds() }))
+	reg.MustRegister(prom.GaugeFunc("edgeshard_instance_memory_budget_bytes", "The instance memory budget (0: none).", func() float64 { return float64(h.budget.limit) }))
+	reg.MustRegister(prom.GaugeFunc("edgeshard_instance_memory_charged_bytes", "Memory charged to live instances against the budget: linear memory plus a fixed overhead each, every binding.", func() float64 { return float64(h.budget.charged()) }))
+	reg.MustRegister(prom.GaugeFunc("edgeshard_instance_memory_pool_bytes", "Linear memory of closed instances kept, zeroed, for the next ones to start on.", func() float64 { return float64(h.engine.PooledMemoryBytes()) }))
 	reg.MustRegister(&shardCollector{h: h}, &wsCollector{h: h})
 	return m
 }

@@ -33,6 +33,16 @@ func (f *fixture) countIn(t *testing.T, binding, name string) int {
 // binding name answers the old one's counts and keeps its alarm; the
 // migration is logged, recorded, and not run again at the next start; a
 // rename whose old name is still configured is refused at start.
+// renamedConfig is cfg with its first binding alone, renamed to name by a
+// migration tagged v2.
+func renamedConfig(cfg host.Config, name string) host.Config {
+	from := cfg.Bindings[0].Name
+	cfg.Bindings = []host.Binding{cfg.Bindings[0]}
+	cfg.Bindings[0].Name = name
+	cfg.Migrations = []host.Migration{{Tag: "v2", Renamed: []host.BindingRename{{From: from, To: name}}}}
+	return cfg
+}
+
 func TestMigrationRenameKeepsData(t *testing.T) {
 	cfg := counterConfig(t, nil)
 	f := start(t, cfg)
@@ -47,10 +57,7 @@ func TestMigrationRenameKeepsData(t *testing.T) {
 	alarm, _ := ns.AlarmAt("a")
 	f.h.Close(context.Background())
 
-	renamed := cfg
-	renamed.Bindings = []host.Binding{cfg.Bindings[0]}
-	renamed.Bindings[0].Name = "COUNTERS"
-	renamed.Migrations = []host.Migration{{Tag: "v2", Renamed: []host.BindingRename{{From: "COUNTER", To: "COUNTERS"}}}}
+	renamed := renamedConfig(cfg, "COUNTERS")
 	f2 := start(t, renamed)
 	if a, b := f2.countIn(t, "COUNTERS", "a"), f2.countIn(t, "COUNTERS", "b"); a != 3 || b != 1 {
 		t.Fatalf("after the rename a=%d b=%d; want 3 and 1", a, b)
@@ -183,10 +190,7 @@ func TestMigrationResumesAfterInterruption(t *testing.T) {
 	}
 	f.h.Close(context.Background())
 
-	renamed := cfg
-	renamed.Bindings = []host.Binding{cfg.Bindings[0]}
-	renamed.Bindings[0].Name = "COUNTERS"
-	renamed.Migrations = []host.Migration{{Tag: "v2", Renamed: []host.BindingRename{{From: "COUNTER", To: "COUNTERS"}}}}
+	renamed := renamedConfig(cfg, "COUNTERS")
 
 	b, err := storage.OpenBadger(storage.BadgerOptions{Dir: filepath.Join(cfg.DataDir, "shards")})
 	if err != nil {

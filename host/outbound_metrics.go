@@ -5,6 +5,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host/internal/wasm"
+	"github.com/edgeshard/edgeshard/internal/prom"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -17,12 +18,8 @@ type outboundMetrics struct {
 
 func newOutboundMetrics(reg prometheus.Registerer) *outboundMetrics {
 	m := &outboundMetrics{
-		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_shard_calls_total", Help: "shard_call by calling binding and outcome: ok (the called shard answered), failed (it failed: the caller got /do's error response), deadlock, depth, deadline, not_granted, invalid.",
-		}, []string{"binding", "outcome"}),
-		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeshard_fetches_total", Help: "http_fetch by binding and outcome: ok, refused (host not allowed or address guard), deadline, too_large, network, invalid, not_granted.",
-		}, []string{"binding", "outcome"}),
+		calls:   prom.CounterVec("edgeshard_shard_calls_total", "shard_call by calling binding and outcome: ok (the called shard answered), failed (it failed: the caller got /do's error response), deadlock, depth, deadline, not_granted, invalid.", "binding", "outcome"),
+		fetches: prom.CounterVec("edgeshard_fetches_total", "http_fetch by binding and outcome: ok, refused (host not allowed or address guard), deadline, too_large, network, invalid, not_granted.", "binding", "outcome"),
 	}
 	if reg != nil {
 		reg.MustRegister(m.calls, m.fetches)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/edgeshard/edgeshard/abi"
@@ -48,8 +47,7 @@ func TestShardCannotSetFramingHeaders(t *testing.T) {
 	f := startNative(t, map[string]hostinternal.NativeShard{"F": framingShard{}}, func(c *host.Config) {
 		c.Bindings = []host.Binding{{Name: "F", Shards: 1}}
 	})
-	srv := httptest.NewServer(f.h.Handler())
-	defer srv.Close()
+	srv := f.serve(t)
 	resp, err := http.Get(srv.URL + "/do/F/k/")
 	if err != nil {
 		t.Fatal(err)

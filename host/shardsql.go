@@ -197,35 +197,37 @@ func (a *actor) replay(b storage.Batch, seq uint64) error {
 // writeMarkDurably writes the marker of event seq and waits until it is
 // durable.
 func (a *actor) writeMarkDurably(seq uint64) error {
+	if err := a.putMark(seq, false); err != nil {
+		return fmt.Errorf("write the shard's SQL marker: %w", err)
+	}
+	return a.sq.mark.Commit().Wait(context.Background())
+}
+
+// putMark puts the marker of event seq in the marker's write set (reset
+// after a failed one), which the caller commits; a failed put aborts it.
+func (a *actor) putMark(seq uint64, unconfirmed bool) error {
 	m := a.sq.mark
 	if m.Err() != nil {
 		m.Reset()
 	}
 	var v [8]byte
 	binary.BigEndian.PutUint64(v[:], seq)
-	if err := m.Put(markKey, v[:], false); err != nil {
+	err := m.Put(markKey, v[:], unconfirmed)
+	if err != nil {
 		m.Abort()
-		return fmt.Errorf("write the shard's SQL marker: %w", err)
 	}
-	return m.Commit().Wait(context.Background())
+	return err
 }
 
 // writeMark submits the marker of event seq, after the event's writes.
 // It is unconfirmed: nothing waits for it (a lost marker only makes the
 // next start apply the event's writes again).
 func (a *actor) writeMark(seq uint64) {
-	m := a.sq.mark
-	if m.Err() != nil {
-		m.Reset()
-	}
-	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], seq)
-	if err := m.Put(markKey, v[:], true); err != nil {
+	if err := a.putMark(seq, true); err != nil {
 		a.log.Warn().Err(err).Msg("writing the shard's SQL marker")
-		m.Abort()
 		return
 	}
-	m.Commit()
+	a.sq.mark.Commit()
 }
 
 // shardSQL runs a guest's batch in the shard's own database, inside the

@@ -192,10 +192,7 @@ func TestShardSQLMigrations(t *testing.T) {
 	want := fillLedgers(t, f.h)
 	f.h.Close(context.Background())
 
-	renamed := cfg
-	renamed.Bindings = []host.Binding{cfg.Bindings[0]}
-	renamed.Bindings[0].Name = "BOOKS"
-	renamed.Migrations = []host.Migration{{Tag: "v2", Renamed: []host.BindingRename{{From: "LEDGER", To: "BOOKS"}}}}
+	renamed := renamedConfig(cfg, "BOOKS")
 	f2 := start(t, renamed)
 	for n, w := range want {
 		if got := ledgerIn(t, f2.h, "BOOKS", n); got != w {

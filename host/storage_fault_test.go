@@ -30,8 +30,7 @@ func httpDo(t *testing.T, srv *httptest.Server, method, path string) (int, strin
 // thing, filling a filesystem: cmd/edgeshard-crashtest: TestRealDiskFull.)
 func TestStorageFullRefusesWritesServesReads(t *testing.T) {
 	f := start(t, counterConfig(t, func(c *host.Config) { c.Badger.MinFreeBytes = 1 << 60 }))
-	srv := httptest.NewServer(f.h.Handler())
-	defer srv.Close()
+	srv := f.serve(t)
 	for range 3 {
 		status, body := httpDo(t, srv, "POST", "/do/COUNTER/a/increment")
 		if status != http.StatusInsufficientStorage || !strings.Contains(body, `"storage_full"`) || !strings.Contains(body, "below the reserve") {
@@ -60,8 +59,7 @@ func TestDataDirRemovedUnderRunningHost(t *testing.T) {
 	cfg := counterConfig(t, nil)
 	before := goleak.IgnoreCurrent()
 	f := start(t, cfg)
-	srv := httptest.NewServer(f.h.Handler())
-	defer srv.Close()
+	srv := f.serve(t)
 	for range 2 {
 		if status, body := httpDo(t, srv, "POST", "/do/COUNTER/a/increment"); status != 200 {
 			t.Fatalf("increment = %d %s", status, body)

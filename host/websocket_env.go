@@ -108,15 +108,9 @@ func (a *actor) handleWS(ev *event) {
 	if !ok {
 		a.log.Warn().Uint64("socket", d.sock.id).Uint32("kind", d.ev.Kind).Msg("websocket handler reported failure")
 	}
-	a.memBytes.Store(inst.MemoryBytes())
-	if a.fenced() {
-		ev.done <- result{err: ErrFenced}
-		return
+	if p, ok := a.commitEvent(inst, ev); ok {
+		ev.done <- result{pending: p}
 	}
-	p := a.commit()
-	a.settle()
-	a.idle()
-	ev.done <- result{pending: p}
 }
 
 // sockets returns the calling shard's sockets.

@@ -103,6 +103,18 @@ func say(t *testing.T, c *websocket.Conn, msg string) {
 	}
 }
 
+// wantClose reads c's next message, which must be its close with code
+// (and, unless reason is empty, reason); what names the moment.
+func wantClose(t *testing.T, c *websocket.Conn, code int, reason, what string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err := c.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != code || (reason != "" && ce.Text != reason) {
+		t.Fatalf("%s: %v, want close %d %s", what, err, code, reason)
+	}
+}
+
 // ask sends msg and returns the next message.
 func ask(t *testing.T, c *websocket.Conn, msg string) string {
 	t.Helper()
@@ -260,12 +272,7 @@ func TestWebSocketClose(t *testing.T) {
 	f := startWS(t, nil)
 	c, id := f.dial(t, "/do/WS/room/ws?att=a1")
 	say(t, c, "close 4001")
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, _, err := c.ReadMessage()
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != 4001 || ce.Text != "bye" {
-		t.Fatalf("shard close: %v", err)
-	}
+	wantClose(t, c, 4001, "bye", "shard close")
 	// The close event reports the client's answer: gorilla echoes the code, no reason.
 	if got := f.event(t, "room", "closed:"+idStr(id)); got != "4001  clean=true att=a1" {
 		t.Fatalf("close event after the shard's close: %q", got)
@@ -358,12 +365,7 @@ func TestWebSocketLimits(t *testing.T) {
 	if err := c.WriteMessage(websocket.TextMessage, make([]byte, 2000)); err != nil {
 		t.Fatal(err)
 	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, _, err := c.ReadMessage()
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != 1009 {
-		t.Fatalf("client's large message: %v, want close 1009", err)
-	}
+	wantClose(t, c, 1009, "", "client's large message")
 	if got := f.event(t, "full", "error:"+idStr(id)); !strings.Contains(got, "exceeds the host's limit of 1024 bytes") {
 		t.Fatalf("error event: %q", got)
 	}
@@ -381,12 +383,7 @@ func TestWebSocketCrashClosesSocket(t *testing.T) {
 	f := startWS(t, nil)
 	c, id := f.dial(t, "/do/WS/boom/ws")
 	say(t, c, "panic")
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, _, err := c.ReadMessage()
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != 1011 {
-		t.Fatalf("after a crash: %v, want close 1011", err)
-	}
+	wantClose(t, c, 1011, "", "after a crash")
 	if got := f.event(t, "boom", "closed:"+idStr(id)); !strings.HasPrefix(got, "1011 ") {
 		t.Fatalf("close event: %q", got)
 	}
@@ -422,12 +419,7 @@ func TestWebSocketHostClose(t *testing.T) {
 	if err := f.env.Host.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, _, err := c.ReadMessage()
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != 1001 {
-		t.Fatalf("after host close: %v, want close 1001", err)
-	}
+	wantClose(t, c, 1001, "", "after host close")
 }
 
 // TestWebSocketFlood: one event may queue at most 64 MiB of messages
@@ -489,12 +481,7 @@ func TestWebSocketSwapToModuleWithout(t *testing.T) {
 		t.Fatal(err)
 	}
 	say(t, c, "echo x")
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, _, err = c.ReadMessage()
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != 1011 {
-		t.Fatalf("after a swap to a module without WebSockets: %v, want close 1011", err)
-	}
+	wantClose(t, c, 1011, "", "after a swap to a module without WebSockets")
 	if status, body := f.dialRefused(t, "/do/WS/gone/ws"); status != 501 {
 		t.Fatalf("new upgrade: %d %s", status, body)
 	}

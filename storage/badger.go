@@ -287,14 +287,10 @@ func OpenBadger(opts BadgerOptions) (Backend, error) {
 }
 
 func (b *badgerBackend) Get(id ShardID, key string) (val []byte, found bool, err error) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.closed {
-		return nil, false, ErrClosed
-	}
-	if err := b.stuckErr(); err != nil {
+	if err := b.rlock(); err != nil {
 		return nil, false, err
 	}
+	defer b.mu.RUnlock()
 	err = b.db.View(func(txn *badger.Txn) error {
 		ep, err := readEpoch(txn, id)
 		if err != nil {
@@ -323,14 +319,10 @@ func (b *badgerBackend) List(id ShardID, opts abi.ListOptions) ([]abi.KV, error)
 	if err != nil {
 		return nil, err
 	}
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.closed {
-		return nil, ErrClosed
-	}
-	if err := b.stuckErr(); err != nil {
+	if err := b.rlock(); err != nil {
 		return nil, err
 	}
+	defer b.mu.RUnlock()
 	if sp.empty() {
 		return nil, nil
 	}
@@ -386,14 +378,10 @@ func (b *badgerBackend) List(id ShardID, opts abi.ListOptions) ([]abi.KV, error)
 }
 
 func (b *badgerBackend) GetAlarm(id ShardID) (at int64, found bool, err error) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.closed {
-		return 0, false, ErrClosed
-	}
-	if err := b.stuckErr(); err != nil {
+	if err := b.rlock(); err != nil {
 		return 0, false, err
 	}
+	defer b.mu.RUnlock()
 	err = b.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(appendShardKey(nil, tagAlarm, id))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -417,14 +405,10 @@ func (b *badgerBackend) GetAlarm(id ShardID) (at int64, found bool, err error) {
 }
 
 func (b *badgerBackend) Alarms() ([]Alarm, error) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.closed {
-		return nil, ErrClosed
-	}
-	if err := b.stuckErr(); err != nil {
+	if err := b.rlock(); err != nil {
 		return nil, err
 	}
+	defer b.mu.RUnlock()
 	var out []Alarm
 	err := b.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagAlarm}})
@@ -571,6 +555,20 @@ func (b *badgerBackend) tryCommit(batches []*Batch, max int) (int, error) {
 
 // stuckErr refuses calls while a commit is stuck in Badger: a read would
 // wait for it too (a Badger read waits until every earlier commit is done).
+// rlock read-locks b for a read, or answers ErrClosed or stuckErr's
+// error with b unlocked.
+func (b *badgerBackend) rlock() error {
+	b.mu.RLock()
+	err := b.stuckErr()
+	if b.closed {
+		err = ErrClosed
+	}
+	if err != nil {
+		b.mu.RUnlock()
+	}
+	return err
+}
+
 func (b *badgerBackend) stuckErr() error {
 	if sc := b.stuck.Load(); sc != nil {
 		return fmt.Errorf("%w: a commit has been stuck in badger for %s (%s)", ErrStorageUnavailable,

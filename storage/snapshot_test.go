@@ -142,9 +142,7 @@ func TestImportRefusesNonEmpty(t *testing.T) {
 		e := open(t)
 		id := storage.ShardID{Namespace: "N", Name: "a"}
 		fill(t, e, id, 3, 0)
-		var buf bytes.Buffer
-		_, err := e.ExportShard(&buf, id)
-		check(t, err)
+		buf := exportShard(t, e, id)
 		alarmOnly := storage.ShardID{Namespace: "N", Name: "b"}
 		s := e.Shard(alarmOnly)
 		check(t, s.SetAlarm(5))
@@ -171,9 +169,7 @@ func TestImportCorruptLeavesShardEmpty(t *testing.T) {
 		e := open(t)
 		id := storage.ShardID{Namespace: "N", Name: "src"}
 		fill(t, e, id, 1200, 99)
-		var buf bytes.Buffer
-		_, err := e.ExportShard(&buf, id)
-		check(t, err)
+		buf := exportShard(t, e, id)
 		data := buf.Bytes()
 		flipped := bytes.Clone(data)
 		flipped[len(flipped)-40] ^= 1
@@ -206,9 +202,7 @@ func TestImportCorruptLeavesShardEmpty(t *testing.T) {
 // which a one-shard import refuses.
 func twoShards(t *testing.T, e *storage.Engine, id storage.ShardID) []byte {
 	fill(t, e, storage.ShardID{Namespace: "N", Name: "other"}, 2, 0)
-	var buf bytes.Buffer
-	_, err := e.Backup(&buf, "", nil, nil)
-	check(t, err)
+	buf := backup(t, e)
 	return buf.Bytes()
 }
 
@@ -308,13 +302,29 @@ func TestRestoreCorrupt(t *testing.T) {
 	e := storage.NewEngine(storage.NewMemory(), storage.EngineOptions{})
 	defer e.Close()
 	fill(t, e, storage.ShardID{Namespace: "A", Name: "0"}, 10, 0)
-	var buf bytes.Buffer
-	_, err := e.Backup(&buf, "", nil, nil)
-	check(t, err)
-	_, err = storage.Restore(storage.NewMemory(), bytes.NewReader(buf.Bytes()[:buf.Len()-1]), nil, nil)
+	buf := backup(t, e)
+	_, err := storage.Restore(storage.NewMemory(), bytes.NewReader(buf.Bytes()[:buf.Len()-1]), nil, nil)
 	if !errors.Is(err, snapshot.ErrCorrupt) {
 		t.Fatalf("err = %v; want ErrCorrupt", err)
 	}
+}
+
+// exportShard is e.ExportShard of id into a buffer.
+func exportShard(t *testing.T, e *storage.Engine, id storage.ShardID) *bytes.Buffer {
+	t.Helper()
+	var buf bytes.Buffer
+	_, err := e.ExportShard(&buf, id)
+	check(t, err)
+	return &buf
+}
+
+// backup is e.Backup of every shard into a buffer.
+func backup(t *testing.T, e *storage.Engine) *bytes.Buffer {
+	t.Helper()
+	var buf bytes.Buffer
+	_, err := e.Backup(&buf, "", nil, nil)
+	check(t, err)
+	return &buf
 }
 
 func check(t testing.TB, err error) {
@@ -532,9 +542,7 @@ func TestInterruptedImportClearedAtStart(t *testing.T) {
 	defer src.Close()
 	from := storage.ShardID{Namespace: "N", Name: "big"}
 	fill(t, src, from, 1500, 5) // several chunks
-	var buf bytes.Buffer
-	_, err := src.ExportShard(&buf, from)
-	check(t, err)
+	buf := exportShard(t, src, from)
 
 	mem := storage.NewMemory()
 	e := storage.NewEngine(&dyingBackend{Backend: mem, left: 2}, storage.EngineOptions{}) // the mark, one chunk

@@ -14,25 +14,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/internal/logbuf"
 )
-
-// logBuffer captures a log; safe for concurrent writers.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // fakeDisk reports the real directory with a free space the test sets.
 type fakeDisk struct {
@@ -66,7 +49,7 @@ func (d *fakeDisk) statCalls() int {
 
 // openOnFakeDisk opens Badger in a temporary directory whose free space is
 // disk's, with the given reserve and check interval, logging to logs.
-func openOnFakeDisk(t *testing.T, disk *fakeDisk, reserve int64, interval time.Duration, logs *logBuffer) *badgerBackend {
+func openOnFakeDisk(t *testing.T, disk *fakeDisk, reserve int64, interval time.Duration, logs *logbuf.Buffer) *badgerBackend {
 	t.Helper()
 	l := zerolog.New(logs)
 	be, err := OpenBadger(BadgerOptions{Dir: t.TempDir(), MinFreeBytes: reserve, Logger: &l, ValueLogGCInterval: -1})
@@ -91,7 +74,7 @@ const testMiB = 1 << 20
 // the reserve to spare), each change logged once.
 func TestBadgerReserveRefusesWritesKeepsReadsAndRecovers(t *testing.T) {
 	disk := &fakeDisk{free: 1 << 30}
-	logs := &logBuffer{}
+	logs := &logbuf.Buffer{}
 	b := openOnFakeDisk(t, disk, 100*testMiB, 0, logs)
 	id := ShardID{"ns", "s"}
 	put := func(v string) error {
@@ -147,7 +130,7 @@ func TestBadgerReserveRefusesWritesKeepsReadsAndRecovers(t *testing.T) {
 // margin make the next write look again at once.
 func TestSpaceGuardCachesTheCheck(t *testing.T) {
 	disk := &fakeDisk{free: 110 * testMiB}
-	b := openOnFakeDisk(t, disk, 100*testMiB, time.Hour, &logBuffer{})
+	b := openOnFakeDisk(t, disk, 100*testMiB, time.Hour, &logbuf.Buffer{})
 	id := ShardID{"ns", "s"}
 	small := []*Batch{{Shard: id, Puts: puts("k", 10, 100)}}
 	for range 100 {
@@ -177,7 +160,7 @@ func TestSpaceGuardCachesTheCheck(t *testing.T) {
 // in the log.
 func TestBadgerDataDirRemoved(t *testing.T) {
 	dir := t.TempDir()
-	logs := &logBuffer{}
+	logs := &logbuf.Buffer{}
 	l := zerolog.New(logs)
 	be, err := OpenBadger(BadgerOptions{Dir: dir, SyncWrites: true, Logger: &l})
 	if err != nil {
@@ -229,7 +212,7 @@ func TestBadgerDataDirRemoved(t *testing.T) {
 // and Close returns within CloseTimeout naming what was stuck.
 func TestBadgerStuckCommitIsBounded(t *testing.T) {
 	dir := t.TempDir()
-	logs := &logBuffer{}
+	logs := &logbuf.Buffer{}
 	l := zerolog.New(logs)
 	be, err := OpenBadger(BadgerOptions{Dir: dir, Logger: &l, MemTableSize: 1 << 20, MinFreeBytes: -1,
 		StallTimeout: 300 * time.Millisecond, CloseTimeout: time.Second, ValueLogGCInterval: -1})

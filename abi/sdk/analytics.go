@@ -1,6 +1,9 @@
 package sdk
 
-import "github.com/edgeshard/edgeshard/abi"
+import (
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/abi/sdk/internal/guestmem"
+)
 
 // DataPoint is one analytics data point: at most 1 index (≤ 96 bytes), 20
 // blobs (≤ 16 KiB together) and 20 doubles.
@@ -17,5 +20,5 @@ func Analytics() AnalyticsDataset { return AnalyticsDataset{} }
 // sink is full), never that it is pending.
 func (AnalyticsDataset) WriteDataPoint(p DataPoint) error {
 	st.enc = abi.AppendDataPoint(st.enc[:0], &p)
-	return errnoErr("analytics.write", hostAnalyticsWrite(ptrOf(st.enc), uint32(len(st.enc))))
+	return errnoErr("analytics.write", hostAnalyticsWrite(guestmem.Bytes(st.enc), uint32(len(st.enc))))
 }

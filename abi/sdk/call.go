@@ -4,6 +4,7 @@ import (
 	"bytes"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/abi/sdk/internal/guestmem"
 )
 
 // CallerHeader is set by the host on a request another shard sent with
@@ -32,7 +33,7 @@ func Caller(req *Request) string { return abi.GetHeader(req.Header, CallerHeader
 func Call(binding, key string, req *Request) (*Response, error) {
 	st.enc = abi.AppendCallRequest(st.enc[:0], &abi.CallRequest{Binding: binding, Key: key, Request: *req})
 	p, c := scratchArgs()
-	return outboundResponse("call", hostShardCall(ptrOf(st.enc), uint32(len(st.enc)), p, c))
+	return outboundResponse("call", hostShardCall(guestmem.Bytes(st.enc), uint32(len(st.enc)), p, c))
 }
 
 // Fetch sends an HTTP(S) request to the absolute URL in req.Path
@@ -49,7 +50,7 @@ func Call(binding, key string, req *Request) (*Response, error) {
 func Fetch(req *Request) (*Response, error) {
 	st.enc = abi.AppendRequest(st.enc[:0], req)
 	p, c := scratchArgs()
-	return outboundResponse("fetch", hostHTTPFetch(ptrOf(st.enc), uint32(len(st.enc)), p, c))
+	return outboundResponse("fetch", hostHTTPFetch(guestmem.Bytes(st.enc), uint32(len(st.enc)), p, c))
 }
 
 // outboundResponse decodes the Response a call or fetch answered, its

@@ -1,6 +1,9 @@
 package sdk
 
-import "github.com/edgeshard/edgeshard/abi"
+import (
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/abi/sdk/internal/guestmem"
+)
 
 // Log writes a structured record to the host log. kv holds key/value
 // pairs; the host adds binding, shard and component=guest, renames fields
@@ -14,7 +17,7 @@ func Log(level int32, msg string, kv ...string) {
 		rec.Fields = append(rec.Fields, abi.Header{Name: kv[i], Value: kv[i+1]})
 	}
 	st.enc = abi.AppendLogRecord(st.enc[:0], &rec)
-	hostLogWrite(level, ptrOf(st.enc), uint32(len(st.enc)))
+	hostLogWrite(level, guestmem.Bytes(st.enc), uint32(len(st.enc)))
 }
 
 // Debug logs at debug level.

@@ -4,6 +4,7 @@ import (
 	"unsafe"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/abi/sdk/internal/guestmem"
 )
 
 // state is the SDK's per-instance runtime state. A guest is single-threaded
@@ -32,20 +33,6 @@ func Serve(h Handlers) {
 	st.served = true
 }
 
-func ptrOf(b []byte) unsafe.Pointer {
-	if len(b) == 0 {
-		return nil
-	}
-	return unsafe.Pointer(unsafe.SliceData(b))
-}
-
-func strPtr(s string) unsafe.Pointer {
-	if len(s) == 0 {
-		return nil
-	}
-	return unsafe.Pointer(unsafe.StringData(s))
-}
-
 // result interprets an i64 result of a host function that fills
 // st.scratch: r < 0 is -errno; r ≤ cap means the bytes are in scratch; a
 // larger r means the host holds the result and result_take fetches it.
@@ -55,7 +42,7 @@ func result(op string, r int64) ([]byte, error) {
 	}
 	if int(r) > cap(st.scratch) {
 		st.scratch = make([]byte, 0, int(r)+int(r)/4)
-		r2 := hostResultTake(ptrOf(st.scratch[:cap(st.scratch)]), uint32(cap(st.scratch)))
+		r2 := hostResultTake(guestmem.Bytes(st.scratch[:cap(st.scratch)]), uint32(cap(st.scratch)))
 		if r2 < 0 {
 			return nil, hostError(op, abi.Errno(-r2))
 		}

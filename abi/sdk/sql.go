@@ -1,6 +1,9 @@
 package sdk
 
-import "github.com/edgeshard/edgeshard/abi"
+import (
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/abi/sdk/internal/guestmem"
+)
 
 // Statement is one SQL statement with bound parameters (nil, int64, int,
 // bool, float64, string or []byte).
@@ -52,7 +55,7 @@ func (DB) Batch(stmts []Statement) ([]Result, error) {
 	}
 	st.enc = enc
 	p, c := scratchArgs()
-	b, err := result("sql.batch", hostSQLExec(ptrOf(st.enc), uint32(len(st.enc)), p, c))
+	b, err := result("sql.batch", hostSQLExec(guestmem.Bytes(st.enc), uint32(len(st.enc)), p, c))
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,9 @@
 package sdk
 
-import "github.com/edgeshard/edgeshard/abi"
+import (
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/abi/sdk/internal/guestmem"
+)
 
 // Store is the shard's durable key/value storage. All writes of one event
 // commit together when the event ends; the host releases the response only
@@ -19,7 +22,7 @@ func Storage() Store { return Store{} }
 // Get returns the value of key and whether it exists.
 func (Store) Get(key string) ([]byte, bool, error) {
 	p, c := scratchArgs()
-	r := hostStorageGet(strPtr(key), uint32(len(key)), p, c)
+	r := hostStorageGet(guestmem.String(key), uint32(len(key)), p, c)
 	if r == -int64(abi.ErrnoNotFound) {
 		return nil, false, nil
 	}
@@ -35,7 +38,7 @@ func (Store) Get(key string) ([]byte, bool, error) {
 func (Store) GetMulti(keys []string) ([]abi.KV, error) {
 	st.enc = abi.AppendKeys(st.enc[:0], keys)
 	p, c := scratchArgs()
-	b, err := result("storage.get_multi", hostStorageGetMulti(ptrOf(st.enc), uint32(len(st.enc)), p, c))
+	b, err := result("storage.get_multi", hostStorageGetMulti(guestmem.Bytes(st.enc), uint32(len(st.enc)), p, c))
 	if err != nil {
 		return nil, err
 	}
@@ -44,32 +47,32 @@ func (Store) GetMulti(keys []string) ([]abi.KV, error) {
 
 // Put stores value under key.
 func (Store) Put(key string, value []byte) error {
-	return errnoErr("storage.put", hostStoragePut(strPtr(key), uint32(len(key)), ptrOf(value), uint32(len(value)), 0))
+	return errnoErr("storage.put", hostStoragePut(guestmem.String(key), uint32(len(key)), guestmem.Bytes(value), uint32(len(value)), 0))
 }
 
 // PutUnconfirmed stores value under key without holding the response for
 // its durability (Durable Objects' allowUnconfirmed). Use it only for data
 // that may be lost in a crash, such as rate-limit windows.
 func (Store) PutUnconfirmed(key string, value []byte) error {
-	return errnoErr("storage.put", hostStoragePut(strPtr(key), uint32(len(key)), ptrOf(value), uint32(len(value)), abi.PutAllowUnconfirmed))
+	return errnoErr("storage.put", hostStoragePut(guestmem.String(key), uint32(len(key)), guestmem.Bytes(value), uint32(len(value)), abi.PutAllowUnconfirmed))
 }
 
 // PutMulti stores several entries (at most abi.MaxMultiKeys).
 func (Store) PutMulti(kvs []abi.KV) error {
 	st.enc = abi.AppendKVs(st.enc[:0], kvs)
-	return errnoErr("storage.put_multi", hostStoragePutMulti(ptrOf(st.enc), uint32(len(st.enc)), 0))
+	return errnoErr("storage.put_multi", hostStoragePutMulti(guestmem.Bytes(st.enc), uint32(len(st.enc)), 0))
 }
 
 // PutMultiUnconfirmed is PutMulti with allowUnconfirmed (see
 // PutUnconfirmed).
 func (Store) PutMultiUnconfirmed(kvs []abi.KV) error {
 	st.enc = abi.AppendKVs(st.enc[:0], kvs)
-	return errnoErr("storage.put_multi", hostStoragePutMulti(ptrOf(st.enc), uint32(len(st.enc)), abi.PutAllowUnconfirmed))
+	return errnoErr("storage.put_multi", hostStoragePutMulti(guestmem.Bytes(st.enc), uint32(len(st.enc)), abi.PutAllowUnconfirmed))
 }
 
 // Delete removes key and reports whether it existed.
 func (Store) Delete(key string) (bool, error) {
-	r := hostStorageDelete(strPtr(key), uint32(len(key)))
+	r := hostStorageDelete(guestmem.String(key), uint32(len(key)))
 	if r < 0 {
 		return false, errnoErr("storage.delete", r)
 	}
@@ -79,7 +82,7 @@ func (Store) Delete(key string) (bool, error) {
 // DeleteMulti removes several keys and returns how many existed.
 func (Store) DeleteMulti(keys []string) (int, error) {
 	st.enc = abi.AppendKeys(st.enc[:0], keys)
-	r := hostStorageDeleteMulti(ptrOf(st.enc), uint32(len(st.enc)))
+	r := hostStorageDeleteMulti(guestmem.Bytes(st.enc), uint32(len(st.enc)))
 	if r < 0 {
 		return 0, hostError("storage.delete_multi", abi.Errno(-r))
 	}
@@ -93,7 +96,7 @@ type ListOptions = abi.ListOptions
 func (Store) List(opts ListOptions) ([]abi.KV, error) {
 	st.enc = abi.AppendListOptions(st.enc[:0], &opts)
 	p, c := scratchArgs()
-	b, err := result("storage.list", hostStorageList(ptrOf(st.enc), uint32(len(st.enc)), p, c))
+	b, err := result("storage.list", hostStorageList(guestmem.Bytes(st.enc), uint32(len(st.enc)), p, c))
 	if err != nil {
 		return nil, err
 	}

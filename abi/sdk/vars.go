@@ -1,12 +1,15 @@
 package sdk
 
-import "github.com/edgeshard/edgeshard/abi"
+import (
+	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/abi/sdk/internal/guestmem"
+)
 
 // Var returns the value of a configured variable ([vars] in the host
 // config, environment overrides applied) and whether it is set.
 func Var(name string) (string, bool) {
 	p, c := scratchArgs()
-	r := hostVarGet(strPtr(name), uint32(len(name)), p, c)
+	r := hostVarGet(guestmem.String(name), uint32(len(name)), p, c)
 	if r == -int64(abi.ErrnoNotFound) {
 		return "", false
 	}

@@ -92,9 +92,7 @@ func (r *runner) shardCall(w *scratch) (*result, error) {
 	res.add("cpu_added_us", added)
 	res.add("spread", benchkit.Spread(ratios[0]))
 	res.add("callers", sz.Workers)
-	res.add("rounds", sz.Rounds)
-	res.add("goal_min", 0.5)
-	res.add("met", yesNo(res.met))
+	res.verdict(sz.Rounds, 0.5)
 	res.headline = fmt.Sprintf("%.2f (a call adds %.0f µs CPU)", ratio, added)
 	res.note = fmt.Sprintf("A's event calls B (shard_call) vs the same request to B directly: a storage Get and a confirmed Put on B, %d in-process callers on their own keys", sz.Workers)
 	return res, nil

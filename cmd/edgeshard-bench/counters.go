@@ -114,11 +114,9 @@ func flushShards(ns *host.Namespace) (time.Duration, error) {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for s := 0; s < n; s++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs[s] = flushShard(ns, strconv.Itoa(s))
-		}()
+		})
 	}
 	wg.Wait()
 	for _, err := range errs {
@@ -197,12 +195,7 @@ func (r *runner) counters(w *scratch) (*result, error) {
 	// Two servers as `edgeshard serve` runs them, each with its own SQL
 	// file: COUNTER_DO_MODE=primary (the CounterShard binding) and off
 	// (the legacy UPDATE; no shard binding).
-	primary, err := r.startServer(w, "primary", configtext.Binding("COUNTER_SHARD", mod, sz.Shards, "DB", "")+
-		configtext.Vars("COUNTER_DO_MODE", "primary")+sqlConfig(w.path("shard.db")))
-	if err != nil {
-		return nil, err
-	}
-	legacy, err := r.startServer(w, "legacy", configtext.Vars("COUNTER_DO_MODE", "off")+sqlConfig(w.path("legacy.db")))
+	primary, legacy, err := r.startModeServers(w, "COUNTER_DO_MODE", configtext.Binding("COUNTER_SHARD", mod, sz.Shards, "DB", ""))
 	if err != nil {
 		return nil, err
 	}
@@ -289,9 +282,7 @@ func (r *runner) counters(w *scratch) (*result, error) {
 	fb := w.logs.code(edge.CodeCounterEnqueueFailed)
 	res.add("fallbacks", fb)
 	res.met = res.met && fb == 0
-	res.add("rounds", sz.Rounds)
-	res.add("goal_min", 20)
-	res.add("met", yesNo(res.met))
+	res.verdict(sz.Rounds, 20)
 	res.headline = strings.Join(heads, ", ")
 	res.note = fmt.Sprintf("%s/s vs %s/s in-process (%.0f vs %.0f µs CPU each; a no-write handler costs %.0f, so no shard path can beat %.1f× here); over HTTP p99 %.1f vs %.1f ms; %d callers, Zipf(s=%.1f) over %d posts; shard side includes its final flush to SQL",
 		benchkit.FormatNum(benchkit.Median(rates(pairs[0].res[0]))), benchkit.FormatNum(benchkit.Median(rates(pairs[0].res[1]))),

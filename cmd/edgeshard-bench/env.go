@@ -238,6 +238,19 @@ func (r *runner) startServer(w *scratch, name, body string) (*server.Server, err
 	return r.startServerText(w, name, fmt.Sprintf(serverConfig, adminToken, w.path(name), r.cacheDir, userHeader)+body)
 }
 
+// startModeServers starts the two servers of a pipeline's comparison, as
+// `edgeshard serve` runs them, each with its own SQL file: "primary", with
+// the pipeline's shard config and modeVar = primary, and "off", with
+// modeVar = off and no shard.
+func (r *runner) startModeServers(w *scratch, modeVar, shardConfig string) (primary, off *server.Server, err error) {
+	primary, err = r.startServer(w, "primary", shardConfig+configtext.Vars(modeVar, "primary")+sqlConfig(w.path("shard.db")))
+	if err != nil {
+		return nil, nil, err
+	}
+	off, err = r.startServer(w, "off", configtext.Vars(modeVar, "off")+sqlConfig(w.path("legacy.db")))
+	return primary, off, err
+}
+
 // startServerText starts, in w's directory name, the server of a whole
 // config text, as startServer does.
 func (r *runner) startServerText(w *scratch, name, text string) (*server.Server, error) {
@@ -401,6 +414,13 @@ func (res *result) addComparison(out [][]sample, a, b string) (am, bm, ratio, sp
 	res.add(a+"_p99_ms", p99Millis(out[0]))
 	res.add(b+"_p99_ms", p99Millis(out[1]))
 	return am, bm, ratio, max(benchkit.Spread(ar), benchkit.Spread(br))
+}
+
+// addSide adds a side's median rate (<prefix>_per_s) and CPU per
+// operation (<prefix>_cpu_us).
+func (res *result) addSide(prefix string, ss []sample) {
+	res.add(prefix+"_per_s", benchkit.Median(rates(ss)))
+	res.add(prefix+"_cpu_us", cpuMicros(ss))
 }
 
 // rates returns the rates of samples.

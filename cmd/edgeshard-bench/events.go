@@ -60,12 +60,8 @@ func (r *runner) events(w *scratch) (*result, error) {
 	// file: RUNTIME_EVENT_DO_MODE=primary (the RuntimeEventShard binding,
 	// with its analytics dataset) and off (inline INSERTs; no shard
 	// binding).
-	primary, err := r.startServer(w, "primary", configtext.Binding("RUNTIME_EVENT_SHARD", mod, sz.Shards, "DB", "AE")+
-		configtext.Analytics("AE", "runtime_events", "sqlite://"+w.path("analytics.db"))+configtext.Vars("RUNTIME_EVENT_DO_MODE", "primary")+sqlConfig(w.path("shard.db")))
-	if err != nil {
-		return nil, err
-	}
-	off, err := r.startServer(w, "off", configtext.Vars("RUNTIME_EVENT_DO_MODE", "off")+sqlConfig(w.path("legacy.db")))
+	primary, off, err := r.startModeServers(w, "RUNTIME_EVENT_DO_MODE", configtext.Binding("RUNTIME_EVENT_SHARD", mod, sz.Shards, "DB", "AE")+
+		configtext.Analytics("AE", "runtime_events", "sqlite://"+w.path("analytics.db")))
 	if err != nil {
 		return nil, err
 	}
@@ -117,9 +113,7 @@ func (r *runner) events(w *scratch) (*result, error) {
 	res.add("spread", spread)
 	res.add("batch", sz.Batch)
 	res.add("fallbacks", fb)
-	res.add("rounds", sz.Rounds)
-	res.add("goal_min", 10)
-	res.add("met", yesNo(res.met))
+	res.verdict(sz.Rounds, 10)
 	res.headline = fmt.Sprintf("%.1f×", ratio)
 	res.note = fmt.Sprintf("%s vs %s events/s over HTTP (%.0f vs %.0f µs CPU each, p99 %.1f vs %.1f ms; reading the request and answering costs %.0f, so no shard path can beat %.1f× here); %d event(s) per request, %d callers; primary includes its final flush",
 		benchkit.FormatNum(p), benchkit.FormatNum(o), cpuMicros(res2[0]), cpuMicros(res2[1]), p99Millis(res2[0]), p99Millis(res2[1]), cpuMicros(res2[2]), cpuMicros(res2[1])/cpuMicros(res2[2]), sz.Batch, sz.Workers)

@@ -166,6 +166,14 @@ func (res *result) line() string {
 	return b.String()
 }
 
+// verdict ends the fields of a figure whose goal is a minimum: its
+// rounds, the goal, and whether res.met.
+func (res *result) verdict(rounds int, goalMin any) {
+	res.add("rounds", rounds)
+	res.add("goal_min", goalMin)
+	res.add("met", yesNo(res.met))
+}
+
 func yesNo(ok bool) string {
 	if ok {
 		return "yes"

@@ -82,12 +82,7 @@ func (r *runner) memRSS(w *scratch) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	time.Sleep(time.Second)
-	m32, err := sp.memory()
-	if err != nil {
-		return nil, err
-	}
-	live32, err := sp.gauge(`edgeshard_shard_instances{binding="RATE_LIMIT_SHARD"}`)
+	m32, live32, err := sp.settled("RATE_LIMIT_SHARD")
 	if err != nil {
 		return nil, err
 	}
@@ -107,12 +102,7 @@ func (r *runner) memRSS(w *scratch) (*result, error) {
 		return nil, err
 	}
 	took := time.Since(t0)
-	time.Sleep(time.Second)
-	mN, err := sp.memory()
-	if err != nil {
-		return nil, err
-	}
-	liveN, err := sp.gauge(`edgeshard_shard_instances{binding="COUNTER"}`)
+	mN, liveN, err := sp.settled("COUNTER")
 	if err != nil {
 		return nil, err
 	}
@@ -144,15 +134,25 @@ func (r *runner) memRSS(w *scratch) (*result, error) {
 	return res, nil
 }
 
+// settled gives the process a second to settle, then reads its memory and
+// the live instances of binding.
+func (sp *serveProc) settled(binding string) (memSample, float64, error) {
+	time.Sleep(time.Second)
+	m, err := sp.memory()
+	if err != nil {
+		return m, 0, err
+	}
+	live, err := sp.gauge(`edgeshard_shard_instances{binding="` + binding + `"}`)
+	return m, live, err
+}
+
 // parallel runs f(0..n-1) from par goroutines and returns the first error.
 func parallel(par, n int, f func(i int) error) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make([]error, par)
 	for w := 0; w < par; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= n {
@@ -163,7 +163,7 @@ func parallel(par, n int, f func(i int) error) error {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	for _, err := range errs {

@@ -434,14 +434,12 @@ func openLoop(rate float64, d time.Duration, op func(ctx context.Context, i int)
 		if w := time.Until(due); w > 0 {
 			time.Sleep(w)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			errs[i] = op(ctx, i)
 			lat[i] = time.Since(due)
-		}()
+		})
 	}
 	wg.Wait()
 	res := openLoopResult{n: n}

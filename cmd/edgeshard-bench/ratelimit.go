@@ -40,6 +40,30 @@ func (r *runner) limitHost(w *scratch, name string, eng *host.Engine, batch int)
 	return r.newHost(ctx, w, cfg)
 }
 
+// limitHosts returns the rate-limit host and its twin that hands the
+// guest one request at a time (FetchBatch 1).
+func (r *runner) limitHosts(w *scratch) (h, h1 *host.Host, err error) {
+	if h, err = r.limitHost(w, "host", r.engine, 0); err != nil {
+		return nil, nil, err
+	}
+	h1, err = r.limitHost(w, "one-by-one", r.engine, 1)
+	return h, h1, err
+}
+
+// compareChecks warms each op up, then measures them side by side
+// (r.compare): the samples by side, in the order of names.
+func (r *runner) compareChecks(figure string, names []string, ops []loadgen.Op) ([][]sample, error) {
+	sz := r.sz
+	sides := make([]side, len(ops))
+	for i, o := range ops {
+		if _, err := measureChecks(sz.Workers, sz.Warmup, o); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
+		}
+		sides[i] = side{names[i], func() (sample, error) { return measureChecks(sz.Workers, sz.Side, o) }}
+	}
+	return r.compare(figure, sz.Rounds, sides...)
+}
+
 // limitKeys returns, per worker, a generator of check bodies for user
 // buckets drawn uniformly from n, with a limit no test run reaches (every
 // decision allows, so every call writes its bucket), and the bucket key.
@@ -78,11 +102,7 @@ var checkRequest = &abi.Request{Method: "POST", Path: "/check", Body: []byte("us
 // runaway guests are never interrupted) to show what the checks cost.
 func (r *runner) ratelimitWasmVsNative(w *scratch) (*result, error) {
 	sz := r.sz
-	h, err := r.limitHost(w, "host", r.engine, 0)
-	if err != nil {
-		return nil, err
-	}
-	h1, err := r.limitHost(w, "one-by-one", r.engine, 1)
+	h, h1, err := r.limitHosts(w)
 	if err != nil {
 		return nil, err
 	}
@@ -122,26 +142,21 @@ func (r *runner) ratelimitWasmVsNative(w *scratch) (*result, error) {
 		nss = append(nss, nsU)
 		names = append(names, "wasm_unchecked")
 	}
-	var sides []side
+	ops := make([]loadgen.Op, len(nss))
 	for i, ns := range nss {
 		if err := primeShards(ns, checkRequest); err != nil {
 			return nil, err
 		}
-		o := op(ns)
-		if _, err := measureChecks(sz.Workers, sz.Warmup, o); err != nil {
-			return nil, fmt.Errorf("warm-up: %w", err)
-		}
-		sides = append(sides, side{names[i], func() (sample, error) { return measureChecks(sz.Workers, sz.Side, o) }})
+		ops[i] = op(ns)
 	}
-	out, err := r.compare("ratelimit_wasm_vs_native", sz.Rounds, sides...)
+	out, err := r.compareChecks("ratelimit_wasm_vs_native", names, ops)
 	if err != nil {
 		return nil, err
 	}
 	res := &result{name: "ratelimit_wasm_vs_native"}
 	wm, nm, ratio, spread := res.addComparison(out, "wasm", "native")
 	res.met = ratio >= 0.5
-	res.add("wasm_1by1_per_s", benchkit.Median(rates(out[2])))
-	res.add("wasm_1by1_cpu_us", cpuMicros(out[2]))
+	res.addSide("wasm_1by1", out[2])
 	if len(out) > 3 {
 		um := benchkit.Median(rates(out[3]))
 		res.add("unchecked_per_s", um)
@@ -149,9 +164,7 @@ func (r *runner) ratelimitWasmVsNative(w *scratch) (*result, error) {
 		res.add("ratio_unchecked", um/nm)
 	}
 	res.add("spread", spread)
-	res.add("rounds", sz.Rounds)
-	res.add("goal_min", 0.5)
-	res.add("met", yesNo(res.met))
+	res.verdict(sz.Rounds, 0.5)
 	res.headline = fmt.Sprintf("%.2f", ratio)
 	if len(out) > 3 {
 		res.headline += fmt.Sprintf(" (%.2f unchecked)", benchkit.Median(rates(out[3]))/nm)
@@ -200,11 +213,7 @@ func bareCheck(w http.ResponseWriter, r *http.Request) {
 // the client decodes every JSON answer on both sides.
 func (r *runner) ratelimitHTTP(w *scratch) (*result, error) {
 	sz := r.sz
-	h, err := r.limitHost(w, "host", r.engine, 0)
-	if err != nil {
-		return nil, err
-	}
-	h1, err := r.limitHost(w, "one-by-one", r.engine, 1)
+	h, h1, err := r.limitHosts(w)
 	if err != nil {
 		return nil, err
 	}
@@ -245,28 +254,17 @@ func (r *runner) ratelimitHTTP(w *scratch) (*result, error) {
 	opS := op(func(key string) string { return srvS.URL + "/do/RATE_LIMIT_SHARD/" + key + "/check" })
 	opB := op(func(string) string { return srvB.URL + "/check" })
 	op1 := op(func(key string) string { return srv1.URL + "/do/RATE_LIMIT_SHARD/" + key + "/check" })
-	for _, o := range []loadgen.Op{opS, opB, op1} {
-		if _, err := measureChecks(sz.Workers, sz.Warmup, o); err != nil {
-			return nil, fmt.Errorf("warm-up: %w", err)
-		}
-	}
-	out, err := r.compare("ratelimit_http", sz.Rounds,
-		side{"shard", func() (sample, error) { return measureChecks(sz.Workers, sz.Side, opS) }},
-		side{"bare", func() (sample, error) { return measureChecks(sz.Workers, sz.Side, opB) }},
-		side{"shard_1by1", func() (sample, error) { return measureChecks(sz.Workers, sz.Side, op1) }})
+	out, err := r.compareChecks("ratelimit_http", []string{"shard", "bare", "shard_1by1"}, []loadgen.Op{opS, opB, op1})
 	if err != nil {
 		return nil, err
 	}
 	res := &result{name: "ratelimit_http"}
 	sm, bm, ratio, spread := res.addComparison(out, "shard", "bare")
 	res.met = ratio >= 0.6
-	res.add("shard_1by1_per_s", benchkit.Median(rates(out[2])))
-	res.add("shard_1by1_cpu_us", cpuMicros(out[2]))
+	res.addSide("shard_1by1", out[2])
 	res.add("shard_1by1_p99_ms", p99Millis(out[2]))
 	res.add("spread", spread)
-	res.add("rounds", sz.Rounds)
-	res.add("goal_min", 0.6)
-	res.add("met", yesNo(res.met))
+	res.verdict(sz.Rounds, 0.6)
 	res.headline = fmt.Sprintf("%.2f", ratio)
 	res.note = fmt.Sprintf("%s vs %s decisions/s over loopback HTTP (%.0f vs %.0f µs CPU each, p99 %.1f vs %.1f ms), %d callers",
 		benchkit.FormatNum(sm), benchkit.FormatNum(bm), cpuMicros(out[0]), cpuMicros(out[1]), p99Millis(out[0]), p99Millis(out[1]), sz.Workers)

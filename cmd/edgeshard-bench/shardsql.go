@@ -93,9 +93,7 @@ func (r *runner) shardSQL(w *scratch) (*result, error) {
 	res.add("spread", max(benchkit.Spread(pr), benchkit.Spread(sr)))
 	res.add("callers", sz.Workers)
 	res.add("shards", sz.Shards)
-	res.add("rounds", sz.Rounds)
-	res.add("goal_min", 1)
-	res.add("met", yesNo(res.met))
+	res.verdict(sz.Rounds, 1)
 	res.headline = fmt.Sprintf("%.2f", ratio)
 	res.note = fmt.Sprintf("%s vs %s durable inserts/s (a database per shard vs one shared SQLite file), %d in-process callers over %d shards",
 		benchkit.FormatNum(pm), benchkit.FormatNum(sm), sz.Workers, sz.Shards)

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/benchkit"
@@ -319,7 +318,7 @@ func startServe(bin, dir, conf, cacheDir string) (*serveProc, error) {
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	sp := &serveProc{out: &benchkit.Output{}, base: "http://" + addrs[0], admin: "http://" + addrs[1],
+	sp := &serveProc{out: benchkit.NewOutput(), base: "http://" + addrs[0], admin: "http://" + addrs[1],
 		done: make(chan struct{}), client: &http.Client{Timeout: time.Minute}}
 	sp.cmd = exec.Command(bin, "serve", "--config", path)
 	sp.cmd.Dir = dir
@@ -353,13 +352,7 @@ func (sp *serveProc) output() string { return sp.out.String() }
 
 // stop sends SIGTERM and waits (30 s at most, then SIGKILL).
 func (sp *serveProc) stop() {
-	sp.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-sp.done:
-	case <-time.After(30 * time.Second):
-		sp.cmd.Process.Kill()
-		<-sp.done
-	}
+	benchkit.Stop(sp.cmd.Process, sp.done)
 }
 
 // memSample is one reading of the host's memory.

@@ -272,9 +272,7 @@ func (r *runner) wsBroadcast(w *scratch) (*result, error) {
 		if _, _, err := c.ReadMessage(); err != nil { // the welcome
 			return err
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				_, b, err := c.ReadMessage()
 				if err != nil {
@@ -284,7 +282,7 @@ func (r *runner) wsBroadcast(w *scratch) (*result, error) {
 					arrivals <- arrival{n, time.Now()}
 				}
 			}
-		}()
+		})
 		return nil
 	})
 	if err != nil {

@@ -39,30 +39,48 @@ type adminCmd struct {
 }
 
 func newAdminCmd(name, usage string, stderr io.Writer) *adminCmd {
+	fs := newFlags(name, usage, stderr)
+	return &adminCmd{name: name, fs: fs, client: adminFlags(fs), stderr: stderr}
+}
+
+// parseArgs parses args (flags may follow the positional arguments) and
+// wants nargs positional arguments and every required flag set. When it
+// reports false it has printed what was wrong or the usage: exit code 2.
+func parseArgs(fs *flag.FlagSet, args []string, nargs int, required ...*string) bool {
+	if err := parseInterspersed(fs, args); err != nil {
+		return false
+	}
+	for _, r := range required {
+		if *r == "" {
+			fs.Usage()
+			return false
+		}
+	}
+	if fs.NArg() != nargs {
+		fs.Usage()
+		return false
+	}
+	return true
+}
+
+// newFlags returns the flag set of command name, which reports its errors
+// on stderr and, asked for help or given bad flags, prints usage and the
+// flags' defaults there.
+func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, usage)
 		fs.PrintDefaults()
 	}
-	return &adminCmd{name: name, fs: fs, client: adminFlags(fs), stderr: stderr}
+	return fs
 }
 
 // start parses args (flags may follow the positional arguments), wants
 // nargs positional arguments and every required flag set, and builds the
 // client. On failure the client is nil and code the exit code.
 func (a *adminCmd) start(args []string, nargs int, required ...*string) (c *adminClient, code int) {
-	if err := parseInterspersed(a.fs, args); err != nil {
-		return nil, 2
-	}
-	for _, r := range required {
-		if *r == "" {
-			a.fs.Usage()
-			return nil, 2
-		}
-	}
-	if a.fs.NArg() != nargs {
-		a.fs.Usage()
+	if !parseArgs(a.fs, args, nargs, required...) {
 		return nil, 2
 	}
 	c, err := a.client()
@@ -179,6 +197,14 @@ func decodeAnswer(resp *http.Response, out any) error {
 	return nil
 }
 
+// swap asks the admin API for a module swap of binding: PUT module (a
+// push) or POST rollback.
+func (c *adminClient) swap(method, binding, op string, body []byte) (*admin.SwapResult, error) {
+	var res admin.SwapResult
+	err := c.call(method, "/admin/bindings/"+url.PathEscape(binding)+"/"+op, body, &res)
+	return &res, err
+}
+
 func runPush(args []string, stdout, stderr io.Writer) int {
 	cmd := newAdminCmd("push", "usage: edgeshard push --binding NAME [--admin URL] [--token T] FILE.wasm\n\nUploads the module; the host validates and compiles it, then swaps it in\nwithout dropping a request. A refused module leaves the current one serving.", stderr)
 	binding := cmd.fs.String("binding", "", "binding whose module to replace (required)")
@@ -190,8 +216,8 @@ func runPush(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return cmd.fail(1, err)
 	}
-	var res admin.SwapResult
-	if err := c.call(http.MethodPut, "/admin/bindings/"+url.PathEscape(*binding)+"/module", bin, &res); err != nil {
+	res, err := c.swap(http.MethodPut, *binding, "module", bin)
+	if err != nil {
 		return cmd.fail(1, err)
 	}
 	if !res.Changed {
@@ -210,8 +236,8 @@ func runRollback(args []string, stdout, stderr io.Writer) int {
 	if c == nil {
 		return code
 	}
-	var res admin.SwapResult
-	if err := c.call(http.MethodPost, "/admin/bindings/"+url.PathEscape(*binding)+"/rollback", nil, &res); err != nil {
+	res, err := c.swap(http.MethodPost, *binding, "rollback", nil)
+	if err != nil {
 		return cmd.fail(1, err)
 	}
 	fmt.Fprintf(stdout, "%s: rolled back to %s (%d bytes, loaded %s); %s is now the previous\n",

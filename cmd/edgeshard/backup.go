@@ -160,18 +160,9 @@ func (c *adminClient) download(method, path, file string, stderr io.Writer) (sto
 }
 
 func runRestore(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("restore", "usage: edgeshard restore [--config edgeshard.toml] FILE\n\nLoads a backup (edgeshard backup's) into the shard storage of the config's\ndata_dir, and the databases of sql = \"shard\" bindings into data_dir/shardsql,\nwith the host stopped. Refuses when data_dir/shards or data_dir/shardsql holds\nanything. All or nothing: both appear only once the whole file has been loaded.", stderr)
 	cfgPath := fs.String("config", "edgeshard.toml", "configuration file: its data_dir and [storage] settings")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard restore [--config edgeshard.toml] FILE\n\nLoads a backup (edgeshard backup's) into the shard storage of the config's\ndata_dir, and the databases of sql = \"shard\" bindings into data_dir/shardsql,\nwith the host stopped. Refuses when data_dir/shards or data_dir/shardsql holds\nanything. All or nothing: both appear only once the whole file has been loaded.")
-		fs.PrintDefaults()
-	}
-	if err := parseInterspersed(fs, args); err != nil {
-		return 2
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
+	if !parseArgs(fs, args, 1) {
 		return 2
 	}
 	cfg, err := config.Load(*cfgPath)

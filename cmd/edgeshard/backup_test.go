@@ -144,9 +144,7 @@ func TestBackupUnderLoadIsConsistent(t *testing.T) {
 	}
 	errc := make(chan error, pairs)
 	for w := 0; w < pairs; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				select {
 				case <-stop:
@@ -163,7 +161,7 @@ func TestBackupUnderLoadIsConsistent(t *testing.T) {
 				}
 				acked[w].Add(1)
 			}
-		}()
+		})
 	}
 	time.Sleep(500 * time.Millisecond)
 	var before [pairs]int64

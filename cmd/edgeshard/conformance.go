@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -37,8 +36,7 @@ const defaultSuite = "conformance.json"
 // when every scenario passed, 1 when one failed (or none ran), 2 on usage
 // errors (flags, a missing plugin or suite file, an invalid suite).
 func runConformance(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("conformance", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("conformance", "usage: edgeshard conformance --plugin FILE.wasm [--suite NAME|FILE] [--backend memory|badger] [--schema DIR] [--sql-url postgres://…] [--run SUBSTR] [-v]", stderr)
 	plugin := fs.String("plugin", "", "plugin module (.wasm) to test (required)")
 	suite := fs.String("suite", "", "suite: a built-in name (counter, counters, ratelimit, runtimeevents) or a JSON file (default ./"+defaultSuite+")")
 	backend := fs.String("backend", conformance.BackendMemory, "storage backend: memory, or badger (Badger and a SQLite file, as the real host)")
@@ -46,10 +44,6 @@ func runConformance(args []string, stdout, stderr io.Writer) int {
 	schemaDir := fs.String("schema", "", "directory of NNNN_name.sql migrations (or of sqlite/ and postgres/ ones) for the scenarios' SQL database (default: the edge API's schema, which the bundled plugins use)")
 	sqlURL := fs.String("sql-url", "", "PostgreSQL database (postgres://…) for the scenarios' SQL, a schema per scenario, instead of SQLite")
 	verbose := fs.Bool("v", false, "trace every step, and print the host log of failed scenarios")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard conformance --plugin FILE.wasm [--suite NAME|FILE] [--backend memory|badger] [--schema DIR] [--sql-url postgres://…] [--run SUBSTR] [-v]")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -89,15 +89,13 @@ func TestKill9KeepsAcknowledgedWritesAndAlarms(t *testing.T) {
 	var mu sync.Mutex
 	var failures []string
 	for i := 0; i < 200; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if st, body := post(t, p.URL()+"/do/COUNTER/c200/increment"); st != 200 {
 				mu.Lock()
 				failures = append(failures, fmt.Sprintf("%d %s", st, body))
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if len(failures) > 0 {

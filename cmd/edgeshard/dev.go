@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -42,8 +41,13 @@ const devQuiet = 200 * time.Millisecond
 // it builds the module, serves it, and on every save rebuilds, hot-swaps
 // and reruns the conformance suite, printing one line per rebuild.
 func runDev(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("dev", "usage: edgeshard dev [--dir DIR] [--config edgeshard.toml] [--binding NAME] [--suite conformance.json] [--listen ADDR] [--trace SPEC]\n\n"+
+		"In a shard project (edgeshard new): builds the module with\n"+
+		"GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared, serves it as the config says, and\n"+
+		"runs the conformance suite. Then on every change of a .go file, go.mod, go.sum or the\n"+
+		"suite it rebuilds, hot-swaps the new module in and reruns the suite, one line each:\n"+
+		"  rebuilt in 1.2s, swapped to a1b2c3d4e5f6, conformance 6 passed 0 failed\n"+
+		"The host log goes to stderr. Ctrl-C stops.", stderr)
 	dir := fs.String("dir", ".", "the project directory (made by edgeshard new)")
 	var o devOptions
 	fs.StringVar(&o.Config, "config", "edgeshard.toml", "host config, in the project directory")
@@ -54,16 +58,6 @@ func runDev(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Trace, "trace", "", "log every host call of a shard: BINDING/SHARD, BINDING/* or *")
 	fs.StringVar(&o.LogLevel, "log", "info", "host log level on stderr: debug, info, warn or error")
 	fs.DurationVar(&o.Interval, "interval", 300*time.Millisecond, "how often the project's .go files are polled")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard dev [--dir DIR] [--config edgeshard.toml] [--binding NAME] [--suite conformance.json] [--listen ADDR] [--trace SPEC]\n\n"+
-			"In a shard project (edgeshard new): builds the module with\n"+
-			"GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared, serves it as the config says, and\n"+
-			"runs the conformance suite. Then on every change of a .go file, go.mod, go.sum or the\n"+
-			"suite it rebuilds, hot-swaps the new module in and reruns the suite, one line each:\n"+
-			"  rebuilt in 1.2s, swapped to a1b2c3d4e5f6, conformance 6 passed 0 failed\n"+
-			"The host log goes to stderr. Ctrl-C stops.")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

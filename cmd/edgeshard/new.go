@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"embed"
 	"errors"
-	"flag"
 	"fmt"
 	"go/format"
 	"io"
@@ -48,19 +47,10 @@ type project struct {
 // writes a shard project into DIR/NAME that builds, passes its own suite and
 // serves as it is.
 func runNew(args []string, stdout, stderr io.Writer) int {
-	flags := flag.NewFlagSet("new", flag.ContinueOnError)
-	flags.SetOutput(stderr)
+	flags := newFlags("new", "usage: edgeshard new NAME [--dir DIR] [--sdk PATH]\n\nCreates a shard project: go.mod and go.sum, main.go (a small storage + alarm\nshard), conformance.json and conformance_test.go (the suite from go test),\nedgeshard.toml, Makefile (build, test, test-badger, dev, serve) and README.md.", stderr)
 	parent := flags.String("dir", ".", "create the project in DIR/NAME")
 	sdkFlag := flags.String("sdk", "", "path of an edgeshard checkout, the SDK the project builds against (default $EDGESHARD_SDK, else the checkout around the current directory)")
-	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard new NAME [--dir DIR] [--sdk PATH]\n\nCreates a shard project: go.mod and go.sum, main.go (a small storage + alarm\nshard), conformance.json and conformance_test.go (the suite from go test),\nedgeshard.toml, Makefile (build, test, test-badger, dev, serve) and README.md.")
-		flags.PrintDefaults()
-	}
-	if err := parseInterspersed(flags, args); err != nil {
-		return 2
-	}
-	if flags.NArg() != 1 {
-		flags.Usage()
+	if !parseArgs(flags, args, 1) {
 		return 2
 	}
 	name := flags.Arg(0)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,8 +15,7 @@ import (
 )
 
 func runServe(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("serve", "usage: edgeshard serve [--config edgeshard.toml] [--watch] [--dev] [--trace SPEC] [--init-sql]", stderr)
 	cfgPath := fs.String("config", "edgeshard.toml", "configuration file")
 	watchFiles := fs.Bool("watch", false, "reload a binding when its module file changes (debounced; same validation as a push)")
 	dev := fs.Bool("dev", false, "development mode: human-readable debug logs")

@@ -45,9 +45,7 @@ sql = "shard"
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		for w := 0; w < 8; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				c := &http.Client{Timeout: 5 * time.Second}
 				for ctx.Err() == nil {
 					n := next.Add(1)
@@ -63,7 +61,7 @@ sql = "shard"
 						acked[host.HashToShard(key)%shards].Add(1)
 					}
 				}
-			}()
+			})
 		}
 		time.Sleep(time.Duration(400+200*round) * time.Millisecond)
 		p.Kill()

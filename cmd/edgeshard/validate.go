@@ -17,17 +17,12 @@ import (
 )
 
 func runValidate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("validate", "usage: edgeshard validate [--grant storage,alarm,...] [--memory-limit-mb N] FILE.wasm\n"+
+		"       edgeshard validate --config edgeshard.toml --binding NAME [FILE.wasm]", stderr)
 	grants := fs.String("grant", strings.Join(abi.AllGroups[1:], ","), "binding groups the module may import from (without --binding)")
 	memory := fs.Int("memory-limit-mb", 0, "memory cap to check the module against (default 128, or the config's memory_limit_mb)")
 	cfgPath := fs.String("config", "", "config file whose --binding the module is checked against")
 	binding := fs.String("binding", "", "binding of --config: its grants, memory cap and limits, and its module unless FILE is given")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeshard validate [--grant storage,alarm,...] [--memory-limit-mb N] FILE.wasm")
-		fmt.Fprintln(stderr, "       edgeshard validate --config edgeshard.toml --binding NAME [FILE.wasm]")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -319,8 +319,7 @@ func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	limit, ok := limitParam(w, q)
+	q, limit, ok := pageParams(w, r)
 	if !ok {
 		return
 	}
@@ -452,21 +451,27 @@ func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusNotFound, "reconcile_unavailable", "counter reconciliation is not available on this host (no edge API with counters is configured)")
 		return
 	}
+	s.runJob(w, r, "reconcile-counters", "reconcile", s.opts.Reconcile)
+}
+
+// runJob runs job for r and answers its JobResult: 409 <code>_busy when
+// another host runs it (ErrJobBusy), 500 <code>_failed when it failed.
+func (s *Server) runJob(w http.ResponseWriter, r *http.Request, job, code string, run func(context.Context) (any, error)) {
 	t0 := time.Now()
-	res, err := s.opts.Reconcile(r.Context())
+	res, err := run(r.Context())
 	d := time.Since(t0)
 	if errors.Is(err, ErrJobBusy) {
-		s.log.Info().Err(err).Msg("reconcile-counters job skipped")
-		httpx.WriteError(w, http.StatusConflict, "reconcile_busy", err.Error())
+		s.log.Info().Err(err).Msg(job + " job skipped")
+		httpx.WriteError(w, http.StatusConflict, code+"_busy", err.Error())
 		return
 	}
 	if err != nil {
-		s.log.Error().Err(err).Dur("duration_ms", d).Msg("reconcile-counters job failed")
-		httpx.WriteError(w, http.StatusInternalServerError, "reconcile_failed", err.Error())
+		s.log.Error().Err(err).Dur("duration_ms", d).Msg(job + " job failed")
+		httpx.WriteError(w, http.StatusInternalServerError, code+"_failed", err.Error())
 		return
 	}
-	s.log.Info().Dur("duration_ms", d).Str("remote", r.RemoteAddr).Msg("reconcile-counters job done")
-	httpx.WriteJSON(w, http.StatusOK, JobResult{Job: "reconcile-counters", Result: res, Duration: d.String()})
+	s.log.Info().Dur("duration_ms", d).Str("remote", r.RemoteAddr).Msg(job + " job done")
+	httpx.WriteJSON(w, http.StatusOK, JobResult{Job: job, Result: res, Duration: d.String()})
 }
 
 // ErrJobBusy is matched (errors.Is) by a job's error when another host
@@ -502,14 +507,5 @@ func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = d
 	}
-	t0 := time.Now()
-	res, err := job(r.Context(), wait)
-	d := time.Since(t0)
-	if err != nil {
-		s.log.Error().Err(err).Dur("duration_ms", d).Msg("drain job failed")
-		httpx.WriteError(w, http.StatusInternalServerError, "drain_failed", err.Error())
-		return
-	}
-	s.log.Info().Dur("duration_ms", d).Str("remote", r.RemoteAddr).Msg("drain job done")
-	httpx.WriteJSON(w, http.StatusOK, JobResult{Job: "drain", Result: res, Duration: d.String()})
+	s.runJob(w, r, "drain", "drain", func(ctx context.Context) (any, error) { return job(ctx, wait) })
 }

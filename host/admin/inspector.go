@@ -106,8 +106,7 @@ func (s *Server) listShards(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	limit, ok := limitParam(w, q)
+	q, limit, ok := pageParams(w, r)
 	if !ok {
 		return
 	}
@@ -126,19 +125,21 @@ func (s *Server) listShards(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
-// limitParam reads ?limit= (1..MaxListLimit, default DefaultListLimit),
-// answering 400 itself.
-func limitParam(w http.ResponseWriter, q url.Values) (int, bool) {
+// pageParams reads the query of a request for one page of a list, with
+// its ?limit= (1..MaxListLimit, default DefaultListLimit), answering 400
+// itself.
+func pageParams(w http.ResponseWriter, r *http.Request) (q url.Values, limit int, ok bool) {
+	q = r.URL.Query()
 	l := q.Get("limit")
 	if l == "" {
-		return DefaultListLimit, true
+		return q, DefaultListLimit, true
 	}
 	n, err := strconv.Atoi(l)
 	if err != nil || n < 1 || n > MaxListLimit {
 		httpx.WriteError(w, http.StatusBadRequest, "bad_limit", fmt.Sprintf("limit = %q: want 1..%d", l, MaxListLimit))
-		return 0, false
+		return q, 0, false
 	}
-	return n, true
+	return q, n, true
 }
 
 // keyParam reads the key of ?key= (UTF-8) or ?key_b64= (standard base64),

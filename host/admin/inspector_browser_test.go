@@ -80,9 +80,7 @@ func TestInspectorInBrowser(t *testing.T) {
 	// Steady traffic for the charts and the trace.
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for i := 0; ctx.Err() == nil; i++ {
 			for _, k := range []string{"alice", "bob", "carol"} {
 				f.edgeCall(t, "POST", "/do/COUNTER/"+k+"/increment")
@@ -93,7 +91,7 @@ func TestInspectorInBrowser(t *testing.T) {
 			}
 			time.Sleep(15 * time.Millisecond)
 		}
-	}()
+	})
 	defer func() { stop(); wg.Wait() }()
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,

@@ -347,13 +347,11 @@ func TestInspectorSeries(t *testing.T) {
 	f := newFixture(t, admin.Options{SampleInterval: 100 * time.Millisecond, SampleWindow: 10 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for ctx.Err() == nil {
 			f.edgeCall(t, "POST", "/do/COUNTER/a/increment")
 		}
-	}()
+	})
 	defer func() { cancel(); wg.Wait() }()
 	var s admin.SeriesList
 	testutil.WaitFor(t, 15*time.Second, "a sample with requests and a p99", func() bool {

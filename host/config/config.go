@@ -254,8 +254,37 @@ type D1Database struct {
 
 // IsPostgres reports whether the database is PostgreSQL (postgres:// or
 // postgresql://).
-func (d *D1Database) IsPostgres() bool {
-	return strings.HasPrefix(d.URL, "postgres://") || strings.HasPrefix(d.URL, "postgresql://")
+func (d *D1Database) IsPostgres() bool { return isPostgresURL(d.URL) }
+
+func isPostgresURL(u string) bool {
+	return strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://")
+}
+
+// checkStore checks what a [[d1_databases]] and an
+// [[analytics_engine_datasets]] entry (entry i of table) share: a binding,
+// unique among seen; a url, sqlite:// or postgres:// (or none, when
+// optional); a password_env for PostgreSQL only, and set. where names the
+// entry for further messages; pg is whether its url is PostgreSQL.
+func checkStore(bad func(string, ...any), seen map[string]bool, table string, i int, binding, rawURL string, optional bool, password, passwordEnv string) (where string, pg bool) {
+	switch {
+	case binding == "":
+		bad("%s[%d]: binding is required", table, i)
+	case seen[binding]:
+		bad("%s[%d]: binding %q declared twice", table, i, binding)
+	}
+	seen[binding] = true
+	where = fmt.Sprintf("%s[%d] (%s)", table, i, binding)
+	pg = isPostgresURL(rawURL)
+	if !pg && !strings.HasPrefix(rawURL, "sqlite://") && (rawURL != "" || !optional) {
+		bad("%s: url = %q: want sqlite://PATH or postgres://user@host:5432/db", where, redactURL(rawURL))
+	}
+	switch {
+	case passwordEnv != "" && !pg:
+		bad("%s: password_env applies to PostgreSQL only", where)
+	case passwordEnv != "" && password == "":
+		bad("%s: password_env = %q: the environment variable is not set", where, passwordEnv)
+	}
+	return where, pg
 }
 
 // redactURL returns u with its password, if any, replaced by "xxxxx".
@@ -551,19 +580,10 @@ func (f *File) Validate() error {
 	f.Limits.check("limits.", bad)
 	dbs := map[string]bool{}
 	for i, d := range f.D1Databases {
-		switch {
-		case d.Binding == "":
-			bad("d1_databases[%d]: binding is required", i)
-		case dbs[d.Binding]:
-			bad("d1_databases[%d]: binding %q declared twice", i, d.Binding)
-		case d.Binding == ShardSQL:
+		if d.Binding == ShardSQL {
 			bad("d1_databases[%d]: binding %q is reserved: a durable object binding's sql = %q gives each shard its own database", i, d.Binding, ShardSQL)
 		}
-		where := fmt.Sprintf("d1_databases[%d] (%s)", i, d.Binding)
-		pg := d.IsPostgres()
-		if !pg && !strings.HasPrefix(d.URL, "sqlite://") {
-			bad("%s: url = %q: want sqlite://PATH or postgres://user@host:5432/db", where, redactURL(d.URL))
-		}
+		where, pg := checkStore(bad, dbs, "d1_databases", i, d.Binding, d.URL, false, d.Password, d.PasswordEnv)
 		if pg {
 			if _, err := url.Parse(d.URL); err != nil {
 				bad("%s: url = %q: not a URL", where, redactURL(d.URL))
@@ -586,33 +606,10 @@ func (f *File) Validate() error {
 		case !pg && d.StatementTimeout.Duration != 0:
 			bad("%s: statement_timeout applies to PostgreSQL only", where)
 		}
-		switch {
-		case d.PasswordEnv != "" && !pg:
-			bad("%s: password_env applies to PostgreSQL only", where)
-		case d.PasswordEnv != "" && d.Password == "":
-			bad("%s: password_env = %q: the environment variable is not set", where, d.PasswordEnv)
-		}
-		dbs[d.Binding] = true
 	}
 	ae := map[string]bool{}
 	for i, a := range f.Analytics {
-		switch {
-		case a.Binding == "":
-			bad("analytics_engine_datasets[%d]: binding is required", i)
-		case ae[a.Binding]:
-			bad("analytics_engine_datasets[%d]: binding %q declared twice", i, a.Binding)
-		}
-		pg := strings.HasPrefix(a.URL, "postgres://") || strings.HasPrefix(a.URL, "postgresql://")
-		if a.URL != "" && !pg && !strings.HasPrefix(a.URL, "sqlite://") {
-			bad("analytics_engine_datasets[%d] (%s): url = %q: want sqlite://PATH or postgres://user@host:5432/db", i, a.Binding, redactURL(a.URL))
-		}
-		switch {
-		case a.PasswordEnv != "" && !pg:
-			bad("analytics_engine_datasets[%d] (%s): password_env applies to PostgreSQL only", i, a.Binding)
-		case a.PasswordEnv != "" && a.Password == "":
-			bad("analytics_engine_datasets[%d] (%s): password_env = %q: the environment variable is not set", i, a.Binding, a.PasswordEnv)
-		}
-		ae[a.Binding] = true
+		checkStore(bad, ae, "analytics_engine_datasets", i, a.Binding, a.URL, true, a.Password, a.PasswordEnv)
 	}
 	names := map[string]bool{}
 	for i, b := range f.DurableObjects.Bindings {

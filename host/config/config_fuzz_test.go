@@ -2,11 +2,12 @@ package config
 
 import (
 	"bytes"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
-	"sort"
+	"slices"
 	"testing"
 
 	"github.com/BurntSushi/toml"
@@ -19,11 +20,7 @@ func encode(f *File) ([]byte, error) {
 	if err := toml.NewEncoder(&b).Encode(f); err != nil {
 		return nil, err
 	}
-	keys := make([]string, 0, len(f.Extra))
-	for k := range f.Extra {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(f.Extra))
 	for _, k := range keys {
 		if err := toml.NewEncoder(&b).Encode(map[string]any{k: f.Extra[k]}); err != nil {
 			return nil, err

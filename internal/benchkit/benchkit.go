@@ -14,9 +14,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/edgeshard/edgeshard/internal/logbuf"
 )
 
 // RootModule is the module of the repository root.
@@ -126,23 +127,20 @@ func Send(client *http.Client, req *http.Request) (status int, body []byte, err 
 }
 
 // Output collects a child process's output for error messages, safe for
-// concurrent writers; past 1 MiB further writes are dropped.
-type Output struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// concurrent writers: a logbuf.Buffer (NewOutput keeps the first MiB).
+type Output = logbuf.Buffer
 
-func (o *Output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.b.Len() > 1<<20 {
-		return len(p), nil
+// NewOutput returns an Output that keeps the first MiB of the output.
+func NewOutput() *Output { return &Output{Max: 1 << 20} }
+
+// Stop ends a child process: SIGTERM, then SIGKILL if it has not exited
+// 30 s later. done is closed once the child's Wait returned.
+func Stop(p *os.Process, done <-chan struct{}) {
+	p.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		p.Kill()
+		<-done
 	}
-	return o.b.Write(p)
-}
-
-func (o *Output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
 }

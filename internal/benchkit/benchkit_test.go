@@ -66,7 +66,7 @@ func TestCPUAndOutput(t *testing.T) {
 	if ProcCPU(-1) != 0 {
 		t.Error("ProcCPU of no process is not 0")
 	}
-	var o Output
+	o := NewOutput()
 	o.Write([]byte("hello "))
 	o.Write([]byte(strings.Repeat("x", 2<<20)))
 	o.Write([]byte("dropped"))

@@ -3,29 +3,14 @@ package harness
 import (
 	"encoding/json"
 	"strings"
-	"sync"
+
+	"github.com/edgeshard/edgeshard/internal/logbuf"
 )
 
-// LogBuffer captures a log from concurrent writers: the one log sink of
-// the repository's tests and conformance scenarios.
-type LogBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-// Write appends p.
-func (l *LogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// String returns everything written so far.
-func (l *LogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// LogBuffer captures a log from concurrent writers (a logbuf.Buffer) and
+// reads its zerolog records: the log sink of the repository's tests and
+// conformance scenarios.
+type LogBuffer struct{ logbuf.Buffer }
 
 // Lines returns the non-blank lines written so far (a zerolog record
 // each).

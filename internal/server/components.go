@@ -245,22 +245,36 @@ func (e *edgeAPI) Stop(context.Context) error {
 	return nil
 }
 
+// background is a component's goroutine: run starts it with a context
+// that stop cancels, and stop waits for it to return.
+type background struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (b *background) run(f func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b.cancel, b.done = cancel, make(chan struct{})
+	go func() { defer close(b.done); f(ctx) }()
+}
+
+func (b *background) stop(ctx context.Context) error {
+	b.cancel()
+	return wait(ctx, b.done)
+}
+
 // reconciler runs the edge API's reconcileCounters job every interval.
 type reconciler struct {
 	edge     *edgeAPI
 	interval time.Duration
-	cancel   context.CancelFunc
-	done     chan struct{}
+	background
 }
 
 func (r *reconciler) Name() string { return "reconcile" }
 
 func (r *reconciler) Start(context.Context) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel, r.done = cancel, make(chan struct{})
 	api := r.edge.api
-	go func() {
-		defer close(r.done)
+	r.run(func(ctx context.Context) {
 		t := time.NewTicker(r.interval)
 		defer t.Stop()
 		for {
@@ -272,15 +286,12 @@ func (r *reconciler) Start(context.Context) error {
 				_, _ = api.ReconcileCounters(ctx)
 			}
 		}
-	}()
+	})
 	return nil
 }
 
 // Stop cancels a run in progress and waits for it to return.
-func (r *reconciler) Stop(ctx context.Context) error {
-	r.cancel()
-	return wait(ctx, r.done)
-}
+func (r *reconciler) Stop(ctx context.Context) error { return r.stop(ctx) }
 
 // adminAPI serves host/admin (the admin API and the inspector) on
 // admin_listen. It starts before the main listener, so that once /healthz
@@ -366,8 +377,7 @@ type watcher struct {
 	targets []watch.Target
 	rt      *hostRuntime
 	log     zerolog.Logger
-	cancel  context.CancelFunc
-	done    chan struct{}
+	background
 }
 
 func (w *watcher) Name() string { return "watch" }
@@ -377,17 +387,12 @@ func (w *watcher) Start(context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	w.cancel, w.done = cancel, make(chan struct{})
-	go func() { defer close(w.done); wt.Run(ctx) }()
+	w.run(wt.Run)
 	return nil
 }
 
 // Stop ends the polling, waiting for a swap in progress.
-func (w *watcher) Stop(ctx context.Context) error {
-	w.cancel()
-	return wait(ctx, w.done)
-}
+func (w *watcher) Stop(ctx context.Context) error { return w.stop(ctx) }
 
 // listener is the main HTTP listener: the host's routes, the edge API's,
 // /readyz and /metrics (Server.routes). It starts last, so that everything

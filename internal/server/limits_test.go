@@ -15,7 +15,7 @@ import (
 // for runtime events or counters: then the flush codes its plugin logs
 // and the runbook alerts on.
 func TestBindingLimitsAndLogCodes(t *testing.T) {
-	cfg, err := config.Parse([]byte(`
+	cfg := parseConfig(t, `
 [limits]
 event_write_bytes = 1000
 storage_quota_bytes = 0
@@ -48,10 +48,7 @@ url = "sqlite://d1.db"
 
 [[analytics_engine_datasets]]
 binding = "AE"
-`), "edgeshard.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	for _, tc := range []struct {
 		binding string
 		codes   []string
@@ -95,17 +92,14 @@ binding = "AE"
 // TestEdgeOffGivesNoDefaultCodes: without the edge API no binding gets
 // its codes by default.
 func TestEdgeOffGivesNoDefaultCodes(t *testing.T) {
-	cfg, err := config.Parse([]byte(`
+	cfg := parseConfig(t, `
 [edge]
 enabled = false
 
 [[durable_objects.bindings]]
 name = "COUNTER_SHARD"
 module = "c.wasm"
-`), "edgeshard.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	b, _, err := HostBinding(cfg, "COUNTER_SHARD", noEnv)
 	if err != nil {
 		t.Fatal(err)

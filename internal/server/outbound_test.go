@@ -16,7 +16,7 @@ import (
 // groups; the config refuses calls naming no binding and fetch settings
 // without hosts.
 func TestBindingCallsAndFetch(t *testing.T) {
-	cfg, err := config.Parse([]byte(`
+	cfg := parseConfig(t, `
 [edge]
 enabled = false
 
@@ -32,10 +32,7 @@ fetch_max_response_bytes = 65536
 [[durable_objects.bindings]]
 name = "COUNTERS"
 module = "c.wasm"
-`), "edgeshard.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	b, _, err := HostBinding(cfg, "ROOMS", noEnv)
 	if err != nil {
 		t.Fatal(err)

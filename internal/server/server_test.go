@@ -46,10 +46,7 @@ interval = "1h"
 	if edit != nil {
 		text = edit(text)
 	}
-	cfg, err := config.Parse([]byte(text), "edgeshard.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := parseConfig(t, text)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +54,16 @@ interval = "1h"
 }
 
 func noEnv(string) (string, bool) { return "", false }
+
+// parseConfig parses a config text, failing t if it does not parse.
+func parseConfig(t *testing.T, text string) *config.File {
+	t.Helper()
+	cfg, err := config.Parse([]byte(text), "edgeshard.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
 
 // TestServerStartsServesAndStops: every component starts in order, the
 // server answers on both listeners, Stop stops them all (nothing keeps
@@ -198,15 +205,12 @@ func TestServerFailedStartLeavesNothingRunning(t *testing.T) {
 // TestNewRefusesAnEdgeBindingWithoutItsDatabase: the check happens before
 // anything opens.
 func TestNewRefusesAnEdgeBindingWithoutItsDatabase(t *testing.T) {
-	cfg, err := config.Parse([]byte(`listen = "127.0.0.1:0"
+	cfg := parseConfig(t, `listen = "127.0.0.1:0"
 [[durable_objects.bindings]]
 name = "COUNTER_SHARD"
 module = "counters.wasm"
 shards = 2
-`), "edgeshard.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	if _, err := New(cfg, Options{LookupEnv: noEnv}); err == nil || !strings.Contains(err.Error(), `the sql database "DB" is not`) {
 		t.Fatalf("New: %v", err)
 	}
@@ -353,10 +357,7 @@ func TestNodeIdentity(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	run := func(extra string) (string, string) {
 		t.Helper()
-		cfg, err := config.Parse([]byte(fmt.Sprintf("listen = \"127.0.0.1:0\"\nadmin_listen = \"\"\ndata_dir = %q\ncache_dir = %q\n%s", data, testutil.CacheDir(), extra)), "edgeshard.toml")
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg := parseConfig(t, fmt.Sprintf("listen = \"127.0.0.1:0\"\nadmin_listen = \"\"\ndata_dir = %q\ncache_dir = %q\n%s", data, testutil.CacheDir(), extra))
 		var logs testutil.LogBuffer
 		s, err := New(cfg, Options{LookupEnv: noEnv, Logger: zerolog.New(&logs)})
 		if err != nil {

@@ -117,3 +117,62 @@ func PluginBytes(tb testing.TB, pkg string, ldflags ...string) []byte {
 	}
 	return b
 }
+
+// Mutant builds plugin package pkg with one rule broken on purpose: in its
+// file, the text from replaced by to. A test runs a suite against it to
+// show the suite catches that rule; made from the plugin's source, the
+// mutant keeps up with it. tb fails when from is not in the file. The
+// mutated package goes under build/test-cache/_mutants (`./...` skips it).
+func Mutant(tb testing.TB, pkg, file, from, to string, ldflags ...string) string {
+	tb.Helper()
+	srcDir := filepath.Join(RepoRoot(), pkg)
+	src, err := os.ReadFile(filepath.Join(srcDir, file))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !strings.Contains(string(src), from) {
+		tb.Fatalf("mutant of %s: %s no longer contains %q", pkg, file, from)
+	}
+	sum := sha256.Sum256([]byte(pkg + "\x00" + file + "\x00" + from + "\x00" + to))
+	rel := filepath.Join("build", "test-cache", "_mutants", hex.EncodeToString(sum[:6]))
+	dir := filepath.Join(RepoRoot(), rel)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	names, err := filepath.Glob(filepath.Join(srcDir, "*.go"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if filepath.Base(name) == file {
+			b = []byte(strings.Replace(string(b), from, to, 1))
+		}
+		if err := writeAtomic(filepath.Join(dir, filepath.Base(name)), b); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return Plugin(tb, rel, ldflags...)
+}
+
+// writeAtomic writes b to path through a rename, so that concurrent test
+// binaries never build from a partial file.
+func writeAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -183,7 +183,7 @@ func TestCrashAfterCommitIsExactlyOnce(t *testing.T) {
 	if p := f.Fetch(t, "p4", "GET", "/pending", ""); p.Body != `{"buffered":0,"inflight":1,"seq":0}` {
 		t.Fatalf("pending after freeze: %s", p.Body)
 	}
-	f.SQL.Set(plugintest.CrashAfterCommit, 1)
+	f.SQL.Set(testutil.SQLCrashAfter, 1)
 	calls := f.SQL.Calls()
 	f.Settle(t, "p4") // fires the send, which commits and crashes
 	plugintest.WaitFor(t, "crashed send", func() bool { return f.SQL.Calls() > calls })
@@ -229,7 +229,7 @@ func TestSQLFailureKeepsBatchAndRetriesAfterOneSecond(t *testing.T) {
 	incr(t, f, "p5", "post_stats\tp5\tlikes\t1\n")
 	flushAll(t, f, "p5") // seq 1 applied; the shard now knows its sequence
 	incr(t, f, "p5", "post_stats\tp5\tlikes\t4\n")
-	f.SQL.Set(plugintest.Fail, 0)
+	f.SQL.Set(testutil.SQLFail, 0)
 	f.Advance(t, "p5", 5*time.Second)
 	plugintest.WaitFor(t, "failure log", func() bool { return len(f.Logs.WithCode(errCode)) > 0 })
 	l := f.Logs.WithCode(errCode)[0]
@@ -246,7 +246,7 @@ func TestSQLFailureKeepsBatchAndRetriesAfterOneSecond(t *testing.T) {
 	incr(t, f, "p5", "post_stats\tp5\tlikes\t10\n")
 	f.Advance(t, "p5", time.Second)
 	plugintest.WaitFor(t, "second failure", func() bool { return len(f.Logs.WithCode(errCode)) == 2 })
-	f.SQL.Set(plugintest.Off, 0)
+	f.SQL.Set(testutil.SQLOK, 0)
 	f.Advance(t, "p5", time.Second)
 	plugintest.WaitFor(t, "recovery", func() bool { return likes(t, f, "p5") == 15 })
 	plugintest.WaitFor(t, "seq 3", func() bool { return flushSeq(t, f, "p5") == 3 })
@@ -305,7 +305,7 @@ func TestFlushEndpoint(t *testing.T) {
 	}
 	incr(t, f, "p7", "post_stats\tp7\tcomments\t1\n")
 	f.Fetch(t, "p7", "POST", "/flush", "")
-	f.SQL.Set(plugintest.Fail, 0)
+	f.SQL.Set(testutil.SQLFail, 0)
 	if r := f.Fetch(t, "p7", "POST", "/flush", ""); r.Status != 503 || r.Code() != "flush_failed" {
 		t.Fatalf("/flush with failing SQL: %d %s", r.Status, r.Body)
 	}
@@ -393,7 +393,7 @@ func TestShippedCopyKeepsSequencesApart(t *testing.T) {
 	flushAll(t, a, "ps")
 	// pop-a freezes 2 views; their send fails; 3 more are buffered.
 	incr(t, a, "ps", "post_stats\tps\tviews\t2\n")
-	a.SQL.Set(plugintest.Fail, 1)
+	a.SQL.Set(testutil.SQLFail, 1)
 	calls := a.SQL.Calls()
 	a.Advance(t, "ps", 5*time.Second)
 	plugintest.WaitFor(t, "pop-a's failed send", func() bool { return a.SQL.Calls() > calls })
@@ -448,7 +448,7 @@ func TestUpgradeFromAHostWithoutNode(t *testing.T) {
 	incr(t, f, "pu", "post_stats\tpu\tviews\t2\n")
 	f.Clock.Advance(5 * time.Second)
 	plugintest.WaitFor(t, "freeze", func() bool { _, ok := f.Storage(t, "pu")["inflight"]; return ok })
-	f.SQL.Set(plugintest.CrashAfterCommit, 1)
+	f.SQL.Set(testutil.SQLCrashAfter, 1)
 	calls := f.SQL.Calls()
 	f.Settle(t, "pu")
 	plugintest.WaitFor(t, "crashed send", func() bool { return f.SQL.Calls() > calls })

@@ -112,6 +112,32 @@ func (l *Lines) Next() (line string, no int, ok bool) {
 	return "", l.no, false
 }
 
+// AppendFields appends each field and a tab after it: a line of
+// tab-separated fields (as Fields reads them) under construction, which
+// EndLine ends.
+func AppendFields(b []byte, fields ...string) []byte {
+	for _, f := range fields {
+		b = append(append(b, f...), '\t')
+	}
+	return b
+}
+
+// AppendInts appends each number in decimal and a tab after it, as
+// AppendFields does.
+func AppendInts(b []byte, ns ...int64) []byte {
+	for _, n := range ns {
+		b = append(strconv.AppendInt(b, n, 10), '\t')
+	}
+	return b
+}
+
+// EndLine ends a line AppendFields and AppendInts built: its last tab
+// becomes the newline.
+func EndLine(b []byte) []byte {
+	b[len(b)-1] = '\n'
+	return b
+}
+
 // Fields splits line at tabs into dst and returns the number of fields
 // the line has (which may exceed len(dst); only len(dst) are stored).
 func Fields(line string, dst []string) int {

@@ -58,3 +58,16 @@ func TestFields(t *testing.T) {
 		t.Fatalf("empty line: %d fields", n)
 	}
 }
+
+// TestAppendLineRoundTrip: a line AppendFields, AppendInts and EndLine
+// build splits back into its fields.
+func TestAppendLineRoundTrip(t *testing.T) {
+	b := EndLine(AppendInts(AppendFields(nil, "a", "", "c"), -7, 42))
+	if string(b) != "a\t\tc\t-7\t42\n" {
+		t.Fatalf("line %q", b)
+	}
+	var f [6]string
+	if n := Fields(string(b[:len(b)-1]), f[:]); n != 5 || f[1] != "" || f[3] != "-7" || f[4] != "42" {
+		t.Fatalf("%d fields %q", n, f)
+	}
+}

@@ -125,7 +125,7 @@ func TestAlarmFlushFiveSecondsAfterFirstEvent(t *testing.T) {
 
 func TestFailedFlushKeepsBufferAndRetriesAfterOneSecond(t *testing.T) {
 	f := start(t)
-	f.SQL.Set(plugintest.Fail, 0)
+	f.SQL.Set(testutil.SQLFail, 0)
 	enqueue(t, f, events("c", 1, 3))
 	f.Advance(t, capsule, 5*time.Second)
 	plugintest.WaitFor(t, "failure log", func() bool { return len(f.Logs.WithCode(errCode)) == 1 })
@@ -144,7 +144,7 @@ func TestFailedFlushKeepsBufferAndRetriesAfterOneSecond(t *testing.T) {
 	}
 	f.Advance(t, capsule, time.Second)
 	plugintest.WaitFor(t, "second failure", func() bool { return len(f.Logs.WithCode(errCode)) == 2 })
-	f.SQL.Set(plugintest.Off, 0)
+	f.SQL.Set(testutil.SQLOK, 0)
 	f.Advance(t, capsule, time.Second)
 	plugintest.WaitFor(t, "retry flush", func() bool { return rows(t, f) == 3 })
 	if n := len(points(f)); n != 3 {
@@ -157,7 +157,7 @@ func TestFailedFlushKeepsBufferAndRetriesAfterOneSecond(t *testing.T) {
 
 func TestInlineFlushFailureBacksOff(t *testing.T) {
 	f := start(t)
-	f.SQL.Set(plugintest.Fail, 0)
+	f.SQL.Set(testutil.SQLFail, 0)
 	r := enqueue(t, f, events("d", 1, 100))
 	if r.Int("flushed") != 0 || r.Int("buffered") != 100 {
 		t.Fatalf("failed inline flush: %s", r.Body)
@@ -173,7 +173,7 @@ func TestInlineFlushFailureBacksOff(t *testing.T) {
 	if f.SQL.Calls() != calls {
 		t.Fatal("an enqueue during the 1 s back-off retried the failing flush inline")
 	}
-	f.SQL.Set(plugintest.Off, 0)
+	f.SQL.Set(testutil.SQLOK, 0)
 	f.Advance(t, capsule, 500*time.Millisecond)
 	plugintest.WaitFor(t, "retry flush", func() bool { return rows(t, f) == 101 })
 	// Back to normal: the next 100 flush inline again.
@@ -257,7 +257,7 @@ func TestManyEventsAreChunked(t *testing.T) {
 func TestCrashAfterCommitDoesNotDuplicate(t *testing.T) {
 	f := start(t)
 	enqueue(t, f, events("k", 1, 3))
-	f.SQL.Set(plugintest.CrashAfterCommit, 1)
+	f.SQL.Set(testutil.SQLCrashAfter, 1)
 	f.Advance(t, capsule, 5*time.Second)
 	plugintest.WaitFor(t, "crashed flush", func() bool { return f.SQL.Calls() >= 1 })
 	if n := rows(t, f); n != 3 {
@@ -299,7 +299,7 @@ func TestBadLinesAreRefused(t *testing.T) {
 func TestFlushEndpointFailure(t *testing.T) {
 	f := start(t)
 	enqueue(t, f, events("f", 1, 2))
-	f.SQL.Set(plugintest.Fail, 0)
+	f.SQL.Set(testutil.SQLFail, 0)
 	r := f.Fetch(t, capsule, "POST", "/flush", "")
 	if r.Status != 503 || r.Code() != "flush_failed" {
 		t.Fatalf("flush with failing SQL: %d %s", r.Status, r.Body)

@@ -110,16 +110,14 @@ func TestRecorderConcurrent(t *testing.T) {
 	var r Recorder
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := 0; i < 100; i++ {
 				if err := r.Write("d", abi.DataPoint{Doubles: []float64{float64(i)}}); err != nil {
 					t.Error(err)
 				}
 				_ = r.Points("d")
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if n := len(r.Points("d")); n != 800 {

@@ -1,6 +1,7 @@
 package analytics
 
 import (
+	"maps"
 	"slices"
 	"sync"
 
@@ -50,12 +51,7 @@ func (r *Recorder) Points(dataset string) []abi.DataPoint {
 func (r *Recorder) Datasets() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	names := make([]string, 0, len(r.points))
-	for name := range r.points {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return names
+	return slices.Sorted(maps.Keys(r.points))
 }
 
 // Reset forgets every recorded point.

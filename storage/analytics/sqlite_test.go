@@ -266,15 +266,13 @@ func TestSQLiteSinkConcurrentWriters(t *testing.T) {
 	s, _ := openSink(t, SinkOptions{FlushInterval: time.Millisecond, BatchSize: 16})
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := 0; i < 200; i++ {
 				if err := s.Write("d", abi.DataPoint{Blobs: [][]byte{[]byte("x")}}); err != nil {
 					t.Error(err)
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if err := s.Flush(context.Background()); err != nil {

@@ -250,9 +250,7 @@ func testConcurrentWriters(t *testing.T, db *DB) {
 	var wg sync.WaitGroup
 	errs := make(chan error, workers*rounds)
 	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for r := 0; r < rounds; r++ {
 				_, err := db.Batch(ctx, []abi.Statement{
 					st("SELECT n FROM c WHERE k = 'hits'"),
@@ -263,7 +261,7 @@ func testConcurrentWriters(t *testing.T, db *DB) {
 					errs <- err
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)
@@ -419,15 +417,13 @@ func benchmarkFlushEvents(b *testing.B, db *DB, par int) {
 		work := make(chan struct{})
 		var failed atomic.Value
 		for range par {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for range work {
 					if err := flush(ctx); err != nil {
 						failed.Store(err)
 					}
 				}
-			}()
+			})
 		}
 		for b.Loop() {
 			work <- struct{}{}

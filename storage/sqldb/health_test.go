@@ -63,11 +63,7 @@ func TestWritable(t *testing.T) {
 }
 
 func TestWritablePostgres(t *testing.T) {
-	db, err := Open(pgtest.DB(t), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openURL(t, pgtest.DB(t), Options{})
 	ctx := context.Background()
 	if err := db.Writable(ctx); err != nil {
 		t.Fatalf("a fresh database: %v", err)

@@ -15,15 +15,7 @@ import (
 func TestTryLock(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.DB(t)
-	open := func() *DB {
-		db, err := Open(url, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	a, b := open(), open()
+	a, b := openURL(t, url, Options{}), openURL(t, url, Options{})
 	const key = 42
 	releaseA, ok, err := a.TryLock(ctx, key)
 	if err != nil || !ok {
@@ -61,11 +53,7 @@ func TestTryLock(t *testing.T) {
 	}
 	releaseB() // its session is gone: harmless
 
-	lite, err := Open(Scheme+filepath.Join(t.TempDir(), "x.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lite.Close()
+	lite := openURL(t, Scheme+filepath.Join(t.TempDir(), "x.db"), Options{})
 	release, ok, err := lite.TryLock(ctx, key)
 	if err != nil || !ok {
 		t.Fatalf("sqlite: %v %v", ok, err)

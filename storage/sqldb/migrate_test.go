@@ -152,11 +152,7 @@ func TestMigrateConcurrent(t *testing.T) {
 			const hosts = 10
 			dbs := []*DB{first}
 			for range hosts - 1 {
-				d, err := Open(url, Options{MaxOpenConns: 2})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer d.Close()
+				d := openURL(t, url, Options{MaxOpenConns: 2})
 				dbs = append(dbs, d)
 			}
 			ctx := context.Background()

@@ -185,9 +185,7 @@ func TestRunTx(t *testing.T) {
 		var wg sync.WaitGroup
 		errs := make(chan error, workers*rounds)
 		for range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for range rounds {
 					errs <- db.Tx(ctx, func(tx *sql.Tx) error {
 						var n int64
@@ -198,7 +196,7 @@ func TestRunTx(t *testing.T) {
 						return err
 					})
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		close(errs)
@@ -248,9 +246,7 @@ func delayProxy(t *testing.T, target string, delay time.Duration) string {
 		mu.Unlock()
 		wg.Wait()
 	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -296,7 +292,7 @@ func delayProxy(t *testing.T, target string, delay time.Duration) string {
 				c.Close()
 			}()
 		}
-	}()
+	})
 	return ln.Addr().String()
 }
 
@@ -311,11 +307,7 @@ func TestPostgresBatchOneRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.Host = delayProxy(t, u.Host, rtt)
-	db, err := Open(u.String(), Options{MaxOpenConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openURL(t, u.String(), Options{MaxOpenConns: 1})
 	ctx := context.Background()
 	batch(t, db, st("CREATE TABLE e (id BIGINT PRIMARY KEY, v TEXT)"))
 	stmts := make([]abi.Statement, 10)

@@ -2,6 +2,7 @@ package sqldb
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -44,7 +45,13 @@ func pick[T any](db *DB, sqlite, postgres T) T {
 
 func openPG(t testing.TB, opts Options) *DB {
 	t.Helper()
-	db, err := Open(pgtest.DB(t), opts)
+	return openURL(t, pgtest.DB(t), opts)
+}
+
+// openURL opens the database at url, closed when the test ends.
+func openURL(t testing.TB, url string, opts Options) *DB {
+	t.Helper()
+	db, err := Open(url, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,14 +59,25 @@ func openPG(t testing.TB, opts Options) *DB {
 	return db
 }
 
+// holdConns takes n connections of db's pool at once, released when the
+// test ends.
+func holdConns(t *testing.T, db *DB, n int) []*sql.Conn {
+	t.Helper()
+	out := make([]*sql.Conn, n)
+	for i := range out {
+		conn, err := db.SQL().Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		out[i] = conn
+	}
+	return out
+}
+
 func openFile(t testing.TB, opts Options) *DB {
 	t.Helper()
-	db, err := Open("sqlite://"+filepath.Join(t.TempDir(), "d1.db"), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	return openURL(t, "sqlite://"+filepath.Join(t.TempDir(), "d1.db"), opts)
 }
 
 func batch(t testing.TB, db *DB, stmts ...abi.Statement) []abi.Result {
@@ -103,11 +121,7 @@ func TestOpenBadOptions(t *testing.T) {
 func TestOpenCreatesDirsAndAppliesPragmas(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "b")
 	path := filepath.Join(dir, "d1.db")
-	db, err := Open("sqlite://"+path, Options{Synchronous: "normal", BusyTimeout: 1500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openURL(t, "sqlite://"+path, Options{Synchronous: "normal", BusyTimeout: 1500 * time.Millisecond})
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("database file not created: %v", err)
 	}
@@ -116,12 +130,7 @@ func TestOpenCreatesDirsAndAppliesPragmas(t *testing.T) {
 	}
 	// Check every connection of a busy pool, not just the first.
 	ctx := context.Background()
-	for i := 0; i < 3; i++ {
-		conn, err := db.SQL().Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
+	for i, conn := range holdConns(t, db, 3) {
 		for pragma, want := range map[string]string{
 			"journal_mode": "wal", "foreign_keys": "1", "synchronous": "1", "busy_timeout": "1500",
 		} {
@@ -147,22 +156,14 @@ func TestOpenCreatesDirsAndAppliesPragmas(t *testing.T) {
 
 func TestRelativeURL(t *testing.T) {
 	t.Chdir(t.TempDir())
-	db, err := Open("sqlite://./data/d1.db", Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	openURL(t, "sqlite://./data/d1.db", Options{})
 	if _, err := os.Stat(filepath.Join("data", "d1.db")); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestMemoryAcrossPooledConnections(t *testing.T) {
-	db, err := Open("sqlite://:memory:", Options{MaxOpenConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openURL(t, "sqlite://:memory:", Options{MaxOpenConns: 4})
 	if db.Path() != "" {
 		t.Errorf("Path() = %q for memory", db.Path())
 	}
@@ -170,12 +171,7 @@ func TestMemoryAcrossPooledConnections(t *testing.T) {
 
 	// Hold all four connections at once: each must see the same database.
 	ctx := context.Background()
-	for i := 0; i < 4; i++ {
-		conn, err := db.SQL().Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
+	for i, conn := range holdConns(t, db, 4) {
 		var x int64
 		if err := conn.QueryRowContext(ctx, "SELECT x FROM t").Scan(&x); err != nil {
 			t.Fatalf("conn %d: %v", i, err)
@@ -186,22 +182,14 @@ func TestMemoryAcrossPooledConnections(t *testing.T) {
 	}
 
 	// A second :memory: database is private.
-	other, err := Open("sqlite://:memory:", Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := openURL(t, "sqlite://:memory:", Options{})
 	if _, err := other.Batch(ctx, []abi.Statement{st("SELECT x FROM t")}); err == nil || !strings.Contains(err.Error(), "no such table: t") {
 		t.Fatalf("second memory database sees the first: %v", err)
 	}
 }
 
 func TestMemorySurvivesIdlePool(t *testing.T) {
-	db, err := Open("sqlite://:memory:", Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openURL(t, "sqlite://:memory:", Options{})
 	batch(t, db, st("CREATE TABLE t (x INTEGER)"))
 	// Drop every pooled connection; the database must survive.
 	db.SQL().SetMaxIdleConns(0)

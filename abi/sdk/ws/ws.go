@@ -39,6 +39,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/abi/sdk"
+	"github.com/edgeshard/edgeshard/abi/sdk/internal/guestmem"
 )
 
 // Socket is one of the shard's sockets as an event or List sees it.
@@ -91,7 +92,7 @@ func IsUpgrade(req *sdk.Request) bool {
 // response refuses the upgrade after all.
 func Accept(tags []string, attachment []byte) (uint64, error) {
 	enc := abi.AppendKeys(nil, tags)
-	r := hostWSAccept(ptrOf(enc), uint32(len(enc)), ptrOf(attachment), uint32(len(attachment)))
+	r := hostWSAccept(guestmem.Bytes(enc), uint32(len(enc)), guestmem.Bytes(attachment), uint32(len(attachment)))
 	if r < 0 {
 		return 0, hostError("ws.accept", abi.Errno(-r))
 	}
@@ -111,13 +112,13 @@ func Send(id uint64, msg []byte) error { return send(id, 0, msg) }
 func SendBinary(id uint64, msg []byte) error { return send(id, abi.WSBinary, msg) }
 
 func send(id uint64, flags uint32, msg []byte) error {
-	return errnoErr("ws.send", hostWSSend(int64(id), flags, ptrOf(msg), uint32(len(msg))))
+	return errnoErr("ws.send", hostWSSend(int64(id), flags, guestmem.Bytes(msg), uint32(len(msg))))
 }
 
 // Broadcast sends a text message to every socket of the shard with tag
 // ("" for all) and returns how many.
 func Broadcast(tag string, msg []byte) (int, error) {
-	r := hostWSBroadcast(strPtr(tag), uint32(len(tag)), 0, ptrOf(msg), uint32(len(msg)))
+	r := hostWSBroadcast(guestmem.String(tag), uint32(len(tag)), 0, guestmem.Bytes(msg), uint32(len(msg)))
 	if r < 0 {
 		return 0, hostError("ws.broadcast", abi.Errno(-r))
 	}
@@ -127,7 +128,7 @@ func Broadcast(tag string, msg []byte) (int, error) {
 // Close closes a socket with code 1000 or 3000..4999 and a reason of at
 // most 123 bytes. Its Close event follows.
 func Close(id uint64, code int, reason string) error {
-	return errnoErr("ws.close", hostWSClose(int64(id), int32(code), strPtr(reason), uint32(len(reason))))
+	return errnoErr("ws.close", hostWSClose(int64(id), int32(code), guestmem.String(reason), uint32(len(reason))))
 }
 
 // List returns the shard's open sockets with tag ("" for all), in the
@@ -136,13 +137,13 @@ func List(tag string) ([]Socket, error) {
 	if cap(scratch) == 0 {
 		scratch = make([]byte, 4096)
 	}
-	r := hostWSList(strPtr(tag), uint32(len(tag)), ptrOf(scratch), uint32(len(scratch)))
+	r := hostWSList(guestmem.String(tag), uint32(len(tag)), guestmem.Bytes(scratch), uint32(len(scratch)))
 	if r < 0 {
 		return nil, hostError("ws.list", abi.Errno(-r))
 	}
 	if int(r) > len(scratch) {
 		scratch = make([]byte, int(r)+int(r)/4)
-		if r = hostResultTake(ptrOf(scratch), uint32(len(scratch))); r < 0 {
+		if r = hostResultTake(guestmem.Bytes(scratch), uint32(len(scratch))); r < 0 {
 			return nil, hostError("ws.list", abi.Errno(-r))
 		}
 	}
@@ -160,7 +161,7 @@ func List(tag string) ([]Socket, error) {
 // SetAttachment replaces a socket's attachment (at most 4 KiB): every
 // later event of the socket carries it, across hibernation.
 func SetAttachment(id uint64, attachment []byte) error {
-	return errnoErr("ws.set_attachment", hostWSSetAttachment(int64(id), ptrOf(attachment), uint32(len(attachment))))
+	return errnoErr("ws.set_attachment", hostWSSetAttachment(int64(id), guestmem.Bytes(attachment), uint32(len(attachment))))
 }
 
 // SetAutoResponse makes the host answer a text message equal to request,
@@ -168,7 +169,7 @@ func SetAttachment(id uint64, attachment []byte) error {
 // shard is not woken (a ping/pong keepalive). An empty request removes
 // it. It lasts until changed or the host stops.
 func SetAutoResponse(request, response string) error {
-	return errnoErr("ws.set_auto_response", hostWSSetAutoResponse(strPtr(request), uint32(len(request)), strPtr(response), uint32(len(response))))
+	return errnoErr("ws.set_auto_response", hostWSSetAutoResponse(guestmem.String(request), uint32(len(request)), guestmem.String(response), uint32(len(response))))
 }
 
 // scratch receives ws_list results.
@@ -208,20 +209,6 @@ func handle(in []byte) int32 {
 		return 1
 	}
 	return 0
-}
-
-func ptrOf(b []byte) unsafe.Pointer {
-	if len(b) == 0 {
-		return nil
-	}
-	return unsafe.Pointer(unsafe.SliceData(b))
-}
-
-func strPtr(s string) unsafe.Pointer {
-	if len(s) == 0 {
-		return nil
-	}
-	return unsafe.Pointer(unsafe.StringData(s))
 }
 
 func errnoErr(op string, r int32) error {

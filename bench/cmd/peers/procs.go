@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/benchkit"
@@ -63,11 +62,9 @@ func buildAll(root string) (binaries, error) {
 	var wg sync.WaitGroup
 	errs := make([]error, len(steps))
 	for i, s := range steps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs[i] = goBuild(s.dir, s.env, s.args...)
-		}()
+		})
 	}
 	wg.Wait()
 	return b, errors.Join(errs...)
@@ -102,7 +99,7 @@ func childEnv() []string {
 func startReady(name, bin string, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = childEnv()
-	p := &proc{name: name, cmd: cmd, out: &benchkit.Output{}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, out: benchkit.NewOutput(), done: make(chan struct{})}
 	cmd.Stderr = p.out
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -181,7 +178,7 @@ func startEdgeshard(bins binaries, dir, cacheDir string, shards int, extra strin
 	cmd := exec.Command(bins.edgeshard, "serve", "--config", conf)
 	cmd.Dir = dir
 	cmd.Env = append(childEnv(), env...)
-	p := &proc{name: "edgeshard", cmd: cmd, out: &benchkit.Output{}, base: "http://" + addr, done: make(chan struct{})}
+	p := &proc{name: "edgeshard", cmd: cmd, out: benchkit.NewOutput(), base: "http://" + addr, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -215,13 +212,7 @@ func (p *proc) stop() {
 	if p.cmd.Process == nil {
 		return
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
+	benchkit.Stop(p.cmd.Process, p.done)
 }
 
 // pid returns the process id.

@@ -255,6 +255,46 @@ func arg(mod api.Module, s []uint64, i int) ([]byte, bool) {
 	return b, ok
 }
 
+// boundedArg is arg for a parameter pair whose length the ABI bounds:
+// a length over limit answers -ErrnoTooLarge ("<what> of n bytes exceeds
+// limit") before anything is read.
+func (c *call) boundedArg(mod api.Module, s []uint64, i int, limit uint32, what string) ([]byte, bool) {
+	if n := u32(s[i+1]); n > limit {
+		c.tooLarge(s, "%s of %d bytes exceeds %d", what, n, limit)
+		return nil, false
+	}
+	return arg(mod, s, i)
+}
+
+// decodeArg reads the parameter pair s[i], s[i+1] (outside memory:
+// -ErrnoFault), answers -ErrnoTooLarge past limit bytes ("<what> of n
+// bytes exceeds limit") and decodes it, answering -ErrnoInvalid for what
+// decode refuses. When it reports false it has answered the errno.
+func decodeArg[T any](c *call, mod api.Module, s []uint64, i int, limit int, what string, decode func([]byte) (T, error)) (T, bool) {
+	var v T
+	raw, ok := arg(mod, s, i)
+	if !ok {
+		return v, false
+	}
+	if len(raw) > limit {
+		c.tooLarge(s, "%s of %d bytes exceeds %d", what, len(raw), limit)
+		return v, false
+	}
+	v, err := decode(raw)
+	return v, !c.invalid(s, err)
+}
+
+// shortArg is arg for the hot functions var_get and log_write: past limit
+// bytes it answers a bare -ErrnoTooLarge (no message to format).
+func shortArg(mod api.Module, s []uint64, i int, limit int) ([]byte, bool) {
+	b, ok := arg(mod, s, i)
+	if ok && len(b) > limit {
+		s[0] = neg(abi.ErrnoTooLarge)
+		return nil, false
+	}
+	return b, ok
+}
+
 // fail answers -e, with msg for error_message.
 func (c *call) fail(s []uint64, e abi.Errno, msg string) {
 	c.setMsg(msg)
@@ -298,6 +338,20 @@ func (c *call) groupErrno(err error, io abi.Errno) abi.Errno {
 		return e
 	}
 	return io
+}
+
+// found answers the errno of err, or -ErrnoNotFound when !ok, and
+// reports whether neither is the case: the caller has a value to answer.
+func (c *call) found(s []uint64, ok bool, err error) bool {
+	switch {
+	case err != nil:
+		s[0] = neg(c.errno(err))
+	case !ok:
+		s[0] = neg(abi.ErrnoNotFound)
+	default:
+		return true
+	}
+	return false
 }
 
 // reply writes a result for the "caller passes a buffer" convention: the

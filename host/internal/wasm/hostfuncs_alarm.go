@@ -46,13 +46,7 @@ func alarmSetFn(c *call, mod api.Module, s []uint64) {
 var alarmGet = hostFunc{abi.FnAlarmGet, alarmGetFn, nil, p(i64)}
 
 func alarmGetFn(c *call, mod api.Module, s []uint64) {
-	at, ok, err := c.env.GetAlarm()
-	switch {
-	case err != nil:
-		s[0] = neg(c.errno(err))
-	case !ok:
-		s[0] = neg(abi.ErrnoNotFound)
-	default:
+	if at, ok, err := c.env.GetAlarm(); c.found(s, ok, err) {
 		s[0] = uint64(at)
 	}
 }

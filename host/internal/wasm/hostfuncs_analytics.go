@@ -32,16 +32,8 @@ const maxDataPointBytes = 4 + abi.MaxAnalyticsIdx*(4+abi.MaxAnalyticsIdxB) +
 var analyticsWrite = hostFunc{abi.FnAnalyticsWrite, analyticsWriteFn, p(i32, i32), p(i32)}
 
 func analyticsWriteFn(c *call, mod api.Module, s []uint64) {
-	raw, ok := arg(mod, s, 0)
+	dp, ok := decodeArg(c, mod, s, 0, maxDataPointBytes, "data point", abi.DecodeDataPoint)
 	if !ok {
-		return
-	}
-	if len(raw) > maxDataPointBytes {
-		c.tooLarge(s, "data point of %d bytes exceeds the analytics limits (%d bytes)", len(raw), maxDataPointBytes)
-		return
-	}
-	dp, err := abi.DecodeDataPoint(raw)
-	if c.invalid(s, err) {
 		return
 	}
 	if err := c.env.WriteDataPoint(dp); err != nil {

@@ -46,11 +46,7 @@ func shardCallFn(c *call, mod api.Module, s []uint64) {
 // the call when the other side gives up late), sends it, and answers the
 // encoded Response through s[2], s[3].
 func sendOutbound[T any](c *call, mod api.Module, s []uint64, what string, decode func([]byte) (T, error), send func(T) (*abi.Response, error)) {
-	if n := u32(s[1]); n > abi.MaxOutboundRequest {
-		c.tooLarge(s, "%s request of %d bytes exceeds %d", what, n, abi.MaxOutboundRequest)
-		return
-	}
-	raw, ok := arg(mod, s, 0)
+	raw, ok := c.boundedArg(mod, s, 0, abi.MaxOutboundRequest, what+" request")
 	if !ok {
 		return
 	}

@@ -31,11 +31,7 @@ func TestHTTPFetchResponse(t *testing.T) {
 	req := &abi.Request{Method: "POST", Path: "https://api.example.com/hook", Header: []abi.Header{{Name: "Content-Type", Value: "text/plain"}}, Body: []byte("hi")}
 	enc := abi.AppendRequest(nil, req)
 	want := abi.AppendResponse(nil, &abi.Response{Status: 201, Body: []byte("POST https://api.example.com/hook hi")})
-	runSteps(t, d, []step{
-		{"fetch", enc, abi.FnHTTPFetch, []uint64{offData, uint64(len(enc)), buf, 256}, int64(len(want)), string(want)},
-		{"fetch held", enc, abi.FnHTTPFetch, []uint64{offData, uint64(len(enc)), buf, 8}, int64(len(want)), ""},
-		{"take", nil, abi.FnResultTake, []uint64{buf, 256}, int64(len(want)), string(want)},
-	})
+	runSteps(t, d, heldSteps("fetch", enc, abi.FnHTTPFetch, []uint64{offData, uint64(len(enc))}, want, 8))
 	if !reflect.DeepEqual(d.env.lastFetch, req) {
 		t.Fatalf("the Env got %+v, want %+v", d.env.lastFetch, req)
 	}

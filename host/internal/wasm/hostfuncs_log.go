@@ -30,12 +30,8 @@ var logWrite = hostFunc{abi.FnLogWrite, logWriteFn, p(i32, i32, i32), p(i32)}
 
 func logWriteFn(c *call, mod api.Module, s []uint64) {
 	level := int32(u32(s[0]))
-	raw, ok := arg(mod, s, 1)
+	raw, ok := shortArg(mod, s, 1, abi.MaxLogMessage)
 	if !ok {
-		return
-	}
-	if len(raw) > abi.MaxLogMessage {
-		s[0] = neg(abi.ErrnoTooLarge)
 		return
 	}
 	if level < abi.LogDebug || level > abi.LogError {

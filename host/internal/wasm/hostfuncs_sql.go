@@ -31,11 +31,7 @@ var sqlFuncs = []hostFunc{sqlExec}
 var sqlExec = hostFunc{abi.FnSQLExec, sqlExecFn, p(i32, i32, i32, i32), p(i64)}
 
 func sqlExecFn(c *call, mod api.Module, s []uint64) {
-	if u32(s[1]) > abi.MaxSQLPayload {
-		c.fail(s, abi.ErrnoTooLarge, "SQL batch exceeds 16 MiB")
-		return
-	}
-	raw, ok := arg(mod, s, 0)
+	raw, ok := c.boundedArg(mod, s, 0, abi.MaxSQLPayload, "SQL batch")
 	if !ok {
 		return
 	}

@@ -151,13 +151,7 @@ func storageGetFn(c *call, mod api.Module, s []uint64) {
 		c.fail(s, abi.ErrnoTooLarge, "key exceeds 2048 bytes")
 		return
 	}
-	v, found, err := st.Get(string(key))
-	switch {
-	case err != nil:
-		s[0] = neg(c.errno(err))
-	case !found:
-		s[0] = neg(abi.ErrnoNotFound)
-	default:
+	if v, found, err := st.Get(string(key)); c.found(s, found, err) {
 		s[0] = c.reply(mod, v, u32(s[2]), u32(s[3]))
 	}
 }
@@ -340,16 +334,12 @@ func storageDeleteMultiFn(c *call, mod api.Module, s []uint64) {
 var storageList = hostFunc{abi.FnStorageList, storageListFn, p(i32, i32, i32, i32), p(i64)}
 
 func storageListFn(c *call, mod api.Module, s []uint64) {
-	st, raw, ok := c.storeArg(mod, s)
+	st := c.store(s)
+	if st == nil {
+		return
+	}
+	opts, ok := decodeArg(c, mod, s, 0, maxListOptsBytes, "encoded list options", abi.DecodeListOptions)
 	if !ok {
-		return
-	}
-	if len(raw) > maxListOptsBytes {
-		c.tooLarge(s, "list options of %d bytes exceed %d", len(raw), maxListOptsBytes)
-		return
-	}
-	opts, err := abi.DecodeListOptions(raw)
-	if c.invalid(s, err) {
 		return
 	}
 	kvs, err := st.List(opts)

@@ -255,6 +255,20 @@ type step struct {
 	atBuf string
 }
 
+// heldSteps are the steps of a function answering through a buffer:
+// called with the parameters in and a buffer of 256 bytes it answers
+// want there; with a buffer of small bytes it holds want for
+// result_take, which answers it.
+func heldSteps(name string, data []byte, fn string, in []uint64, want []byte, small uint64) []step {
+	n := int64(len(want))
+	with := func(bufCap uint64) []uint64 { return append(append([]uint64(nil), in...), buf, bufCap) }
+	return []step{
+		{name, data, fn, with(256), n, string(want)},
+		{name + " held", data, fn, with(small), n, ""},
+		{"take", nil, abi.FnResultTake, []uint64{buf, 256}, n, string(want)},
+	}
+}
+
 // newHostileDriver is a driver whose memory holds "k" at offKey, "v" at
 // offVal and "A" at offVar.
 func newHostileDriver(t *testing.T) *driver {
@@ -439,15 +453,19 @@ func TestHostFunctionsDuringInitAreNotGranted(t *testing.T) {
 	}
 }
 
-// tracingEnv is the fake Env with tracing on: it records every host call.
+// callRecorder turns tracing on for the fake Env that embeds it: it
+// records every host call.
+type callRecorder struct{ calls []HostCall }
+
+func (r *callRecorder) Tracing() bool { return true }
+
+func (r *callRecorder) TraceHostCall(hc HostCall) { r.calls = append(r.calls, hc) }
+
+// tracingEnv is the fake Env with tracing on.
 type tracingEnv struct {
 	*fakeEnv
-	calls []HostCall
+	callRecorder
 }
-
-func (e *tracingEnv) Tracing() bool { return true }
-
-func (e *tracingEnv) TraceHostCall(hc HostCall) { e.calls = append(e.calls, hc) }
 
 // TestHostCallTrace: a traced event reports every host call decoded the
 // way the function reads its arguments — keys and values quoted (values

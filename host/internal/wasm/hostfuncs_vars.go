@@ -26,18 +26,11 @@ var varsFuncs = []hostFunc{varGet}
 var varGet = hostFunc{abi.FnVarGet, varGetFn, p(i32, i32, i32, i32), p(i64)}
 
 func varGetFn(c *call, mod api.Module, s []uint64) {
-	name, ok := arg(mod, s, 0)
+	name, ok := shortArg(mod, s, 0, abi.MaxVarName)
 	if !ok {
 		return
 	}
-	if len(name) > abi.MaxVarName {
-		s[0] = neg(abi.ErrnoTooLarge)
-		return
+	if v, found := c.env.Var(string(name)); c.found(s, found, nil) {
+		s[0] = c.reply(mod, []byte(v), u32(s[2]), u32(s[3]))
 	}
-	v, found := c.env.Var(string(name))
-	if !found {
-		s[0] = neg(abi.ErrnoNotFound)
-		return
-	}
-	s[0] = c.reply(mod, []byte(v), u32(s[2]), u32(s[3]))
 }

@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -50,22 +51,30 @@ var ErrNoSocket = errors.New("no such socket")
 // wsFuncs are the host functions of group "websocket".
 var wsFuncs = []hostFunc{wsAccept, wsSend, wsBroadcast, wsClose, wsList, wsSetAttachment, wsSetAutoResponse}
 
-// wsEnv returns the call's WebSocketEnv, or answers ErrnoNotGranted.
-func (c *call) wsEnv(s []uint64) (WebSocketEnv, bool) {
-	w, ok := c.env.(WebSocketEnv)
-	if !ok {
-		c.fail(s, abi.ErrnoNotGranted, "this shard cannot hold WebSockets")
+// wsFunc is the body of a function of the group: it answers
+// ErrnoNotGranted for an Env that cannot hold WebSockets, else runs fn
+// with the Env's WebSocketEnv side.
+func wsFunc(fn func(c *call, w WebSocketEnv, mod api.Module, s []uint64)) func(*call, api.Module, []uint64) {
+	return func(c *call, mod api.Module, s []uint64) {
+		w, ok := c.env.(WebSocketEnv)
+		if !ok {
+			c.fail(s, abi.ErrnoNotGranted, "this shard cannot hold WebSockets")
+			return
+		}
+		fn(c, w, mod, s)
 	}
-	return w, ok
 }
 
-// wsAnswer answers 0, or the errno of err (ErrNoSocket: ErrnoNotFound).
-func (c *call) wsAnswer(s []uint64, err error) {
-	if errors.Is(err, ErrNoSocket) {
+// wsAnswer answers v, or the errno of err (ErrNoSocket: ErrnoNotFound).
+func (c *call) wsAnswer(s []uint64, v uint64, err error) {
+	switch {
+	case errors.Is(err, ErrNoSocket):
 		c.fail(s, abi.ErrnoNotFound, err.Error())
-		return
+	case err != nil:
+		c.answer(s, err)
+	default:
+		s[0] = v
 	}
-	c.answer(s, err)
 }
 
 // wsAccept is ws_accept(tags_ptr, tags_len, att_ptr, att_len) -> i64:
@@ -86,24 +95,12 @@ func (c *call) wsAnswer(s []uint64, err error) {
 // ErrnoFault.
 var wsAccept = hostFunc{abi.FnWSAccept, wsAcceptFn, p(i32, i32, i32, i32), p(i64)}
 
-func wsAcceptFn(c *call, mod api.Module, s []uint64) {
-	w, ok := c.wsEnv(s)
+var wsAcceptFn = wsFunc(func(c *call, w WebSocketEnv, mod api.Module, s []uint64) {
+	rawTags, ok := c.boundedArg(mod, s, 0, 4+abi.MaxWSTags*(4+abi.MaxWSTagBytes), "encoded tags")
 	if !ok {
 		return
 	}
-	if u32(s[1]) > 4+abi.MaxWSTags*(4+abi.MaxWSTagBytes) {
-		c.tooLarge(s, "tags of %d bytes exceed %d tags of %d bytes", u32(s[1]), abi.MaxWSTags, abi.MaxWSTagBytes)
-		return
-	}
-	if u32(s[3]) > abi.MaxWSAttachment {
-		c.tooLarge(s, "attachment of %d bytes exceeds %d", u32(s[3]), abi.MaxWSAttachment)
-		return
-	}
-	rawTags, ok := arg(mod, s, 0)
-	if !ok {
-		return
-	}
-	att, ok := arg(mod, s, 2)
+	att, ok := c.boundedArg(mod, s, 2, abi.MaxWSAttachment, "attachment")
 	if !ok {
 		return
 	}
@@ -117,13 +114,9 @@ func wsAcceptFn(c *call, mod api.Module, s []uint64) {
 	if !c.checkTags(s, tags) {
 		return
 	}
-	id, err := w.WSAccept(tags, append([]byte(nil), att...))
-	if err != nil {
-		c.wsAnswer(s, err)
-		return
-	}
-	s[0] = id
-}
+	id, err := w.WSAccept(tags, bytes.Clone(att))
+	c.wsAnswer(s, id, err)
+})
 
 // checkTags answers ErrnoTooLarge or ErrnoInvalid for tags the ABI does
 // not allow.
@@ -168,17 +161,14 @@ func (c *call) wsFlags(s []uint64, flags uint32) bool {
 // ErrnoTooLarge past the host's message size; ErrnoFault.
 var wsSend = hostFunc{abi.FnWSSend, wsSendFn, p(i64, i32, i32, i32), p(i32)}
 
-func wsSendFn(c *call, mod api.Module, s []uint64) {
-	w, ok := c.wsEnv(s)
-	if !ok || !c.wsFlags(s, u32(s[1])) {
+var wsSendFn = wsFunc(func(c *call, w WebSocketEnv, mod api.Module, s []uint64) {
+	if !c.wsFlags(s, u32(s[1])) {
 		return
 	}
-	data, ok := arg(mod, s, 2)
-	if !ok {
-		return
+	if data, ok := arg(mod, s, 2); ok {
+		c.wsAnswer(s, 0, w.WSSend(s[0], u32(s[1])&abi.WSBinary != 0, data))
 	}
-	c.wsAnswer(s, w.WSSend(s[0], u32(s[1])&abi.WSBinary != 0, data))
-}
+})
 
 // wsBroadcast is ws_broadcast(tag_ptr, tag_len, flags i32, ptr, len) ->
 // i64: queues a message to every socket of the shard that has the tag,
@@ -188,30 +178,19 @@ func wsSendFn(c *call, mod api.Module, s []uint64) {
 // for a tag over abi.MaxWSTagBytes.
 var wsBroadcast = hostFunc{abi.FnWSBroadcast, wsBroadcastFn, p(i32, i32, i32, i32, i32), p(i64)}
 
-func wsBroadcastFn(c *call, mod api.Module, s []uint64) {
-	w, ok := c.wsEnv(s)
-	if !ok || !c.wsFlags(s, u32(s[2])) {
+var wsBroadcastFn = wsFunc(func(c *call, w WebSocketEnv, mod api.Module, s []uint64) {
+	if !c.wsFlags(s, u32(s[2])) {
 		return
 	}
-	if u32(s[1]) > abi.MaxWSTagBytes {
-		c.tooLarge(s, "tag of %d bytes exceeds %d", u32(s[1]), abi.MaxWSTagBytes)
-		return
-	}
-	tag, ok := arg(mod, s, 0)
+	tag, ok := c.boundedArg(mod, s, 0, abi.MaxWSTagBytes, "tag")
 	if !ok {
 		return
 	}
-	data, ok := arg(mod, s, 3)
-	if !ok {
-		return
+	if data, ok := arg(mod, s, 3); ok {
+		n, err := w.WSBroadcast(string(tag), u32(s[2])&abi.WSBinary != 0, data)
+		c.wsAnswer(s, uint64(n), err)
 	}
-	n, err := w.WSBroadcast(string(tag), u32(s[2])&abi.WSBinary != 0, data)
-	if err != nil {
-		c.wsAnswer(s, err)
-		return
-	}
-	s[0] = uint64(n)
-}
+})
 
 // wsClose is ws_close(id i64, code i32, reason_ptr, reason_len) -> i32:
 // closes a socket once the event's writes are durable. The shard gets its
@@ -224,26 +203,16 @@ func wsBroadcastFn(c *call, mod api.Module, s []uint64) {
 // Result: 0. Errnos: ErrnoNotFound, ErrnoFault.
 var wsClose = hostFunc{abi.FnWSClose, wsCloseFn, p(i64, i32, i32, i32), p(i32)}
 
-func wsCloseFn(c *call, mod api.Module, s []uint64) {
-	w, ok := c.wsEnv(s)
-	if !ok {
-		return
-	}
+var wsCloseFn = wsFunc(func(c *call, w WebSocketEnv, mod api.Module, s []uint64) {
 	code := int32(u32(s[1]))
 	if code != abi.WSCloseNormal && (code < abi.WSCloseMinPrivate || code > abi.WSCloseMaxPrivate) {
 		c.fail(s, abi.ErrnoInvalid, fmt.Sprintf("close code %d: a shard closes with %d or %d..%d", code, abi.WSCloseNormal, abi.WSCloseMinPrivate, abi.WSCloseMaxPrivate))
 		return
 	}
-	if u32(s[3]) > abi.MaxWSCloseReason {
-		c.tooLarge(s, "close reason of %d bytes exceeds %d", u32(s[3]), abi.MaxWSCloseReason)
-		return
+	if reason, ok := c.boundedArg(mod, s, 2, abi.MaxWSCloseReason, "close reason"); ok {
+		c.wsAnswer(s, 0, w.WSClose(s[0], int(code), string(reason)))
 	}
-	reason, ok := arg(mod, s, 2)
-	if !ok {
-		return
-	}
-	c.wsAnswer(s, w.WSClose(s[0], int(code), string(reason)))
-}
+})
 
 // wsList is ws_list(tag_ptr, tag_len, buf, cap) -> i64: the shard's
 // sockets that have the tag (all with an empty tag), with their tags and
@@ -253,26 +222,18 @@ func wsCloseFn(c *call, mod api.Module, s []uint64) {
 // ErrnoTooLarge for a tag over abi.MaxWSTagBytes, ErrnoFault.
 var wsList = hostFunc{abi.FnWSList, wsListFn, p(i32, i32, i32, i32), p(i64)}
 
-func wsListFn(c *call, mod api.Module, s []uint64) {
-	w, ok := c.wsEnv(s)
-	if !ok {
-		return
-	}
-	if u32(s[1]) > abi.MaxWSTagBytes {
-		c.tooLarge(s, "tag of %d bytes exceeds %d", u32(s[1]), abi.MaxWSTagBytes)
-		return
-	}
-	tag, ok := arg(mod, s, 0)
+var wsListFn = wsFunc(func(c *call, w WebSocketEnv, mod api.Module, s []uint64) {
+	tag, ok := c.boundedArg(mod, s, 0, abi.MaxWSTagBytes, "tag")
 	if !ok {
 		return
 	}
 	socks, err := w.WSList(string(tag))
 	if err != nil {
-		c.wsAnswer(s, err)
+		c.wsAnswer(s, 0, err)
 		return
 	}
 	s[0] = c.reply(mod, abi.AppendSockets(nil, socks), u32(s[2]), u32(s[3]))
-}
+})
 
 // wsSetAttachment is ws_set_attachment(id i64, ptr, len) -> i32: replaces
 // the socket's attachment (at most abi.MaxWSAttachment bytes), which
@@ -281,21 +242,11 @@ func wsListFn(c *call, mod api.Module, s []uint64) {
 // Result: 0. Errnos: ErrnoNotFound, ErrnoTooLarge, ErrnoFault.
 var wsSetAttachment = hostFunc{abi.FnWSSetAttachment, wsSetAttachmentFn, p(i64, i32, i32), p(i32)}
 
-func wsSetAttachmentFn(c *call, mod api.Module, s []uint64) {
-	w, ok := c.wsEnv(s)
-	if !ok {
-		return
+var wsSetAttachmentFn = wsFunc(func(c *call, w WebSocketEnv, mod api.Module, s []uint64) {
+	if att, ok := c.boundedArg(mod, s, 1, abi.MaxWSAttachment, "attachment"); ok {
+		c.wsAnswer(s, 0, w.WSSetAttachment(s[0], bytes.Clone(att)))
 	}
-	if u32(s[2]) > abi.MaxWSAttachment {
-		c.tooLarge(s, "attachment of %d bytes exceeds %d", u32(s[2]), abi.MaxWSAttachment)
-		return
-	}
-	att, ok := arg(mod, s, 1)
-	if !ok {
-		return
-	}
-	c.wsAnswer(s, w.WSSetAttachment(s[0], append([]byte(nil), att...)))
-}
+})
 
 // wsSetAutoResponse is ws_set_auto_response(req_ptr, req_len, resp_ptr,
 // resp_len) -> i32: from now on a text message equal to the request, on
@@ -307,20 +258,12 @@ func wsSetAttachmentFn(c *call, mod api.Module, s []uint64) {
 // ErrnoInvalid for a response without a request; ErrnoFault.
 var wsSetAutoResponse = hostFunc{abi.FnWSSetAutoResponse, wsSetAutoResponseFn, p(i32, i32, i32, i32), p(i32)}
 
-func wsSetAutoResponseFn(c *call, mod api.Module, s []uint64) {
-	w, ok := c.wsEnv(s)
+var wsSetAutoResponseFn = wsFunc(func(c *call, w WebSocketEnv, mod api.Module, s []uint64) {
+	req, ok := c.boundedArg(mod, s, 0, abi.MaxWSAutoResponse, "auto-response request")
 	if !ok {
 		return
 	}
-	if u32(s[1]) > abi.MaxWSAutoResponse || u32(s[3]) > abi.MaxWSAutoResponse {
-		c.tooLarge(s, "auto-response of %d and %d bytes: each is at most %d", u32(s[1]), u32(s[3]), abi.MaxWSAutoResponse)
-		return
-	}
-	req, ok := arg(mod, s, 0)
-	if !ok {
-		return
-	}
-	resp, ok := arg(mod, s, 2)
+	resp, ok := c.boundedArg(mod, s, 2, abi.MaxWSAutoResponse, "auto-response")
 	if !ok {
 		return
 	}
@@ -328,5 +271,5 @@ func wsSetAutoResponseFn(c *call, mod api.Module, s []uint64) {
 		c.fail(s, abi.ErrnoInvalid, "an auto-response needs a request")
 		return
 	}
-	c.wsAnswer(s, w.WSSetAutoResponse(append([]byte(nil), req...), append([]byte(nil), resp...)))
-}
+	c.wsAnswer(s, 0, w.WSSetAutoResponse(bytes.Clone(req), bytes.Clone(resp)))
+})

@@ -141,11 +141,7 @@ func TestWSHostileArguments(t *testing.T) {
 		t.Fatalf("env saw sends %q closes %v", env.sent, env.closed)
 	}
 	list := abi.AppendSockets(nil, []abi.Socket{{ID: 7, Tags: []string{"a"}, Attachment: []byte("x")}, {ID: 8}})
-	runSteps(t, d, []step{
-		{"list", nil, abi.FnWSList, []uint64{0, 0, buf, 256}, int64(len(list)), string(list)},
-		{"list held", nil, abi.FnWSList, []uint64{0, 0, buf, 4}, int64(len(list)), ""},
-		{"take", nil, abi.FnResultTake, []uint64{buf, 256}, int64(len(list)), string(list)},
-	})
+	runSteps(t, d, heldSteps("list", nil, abi.FnWSList, []uint64{0, 0}, list, 4))
 	env.acceptErr = &CallError{Errno: abi.ErrnoLimit, Err: errors.New("the shard holds the most sockets")}
 	runSteps(t, d, []step{{"accept past the limit", nil, abi.FnWSAccept, []uint64{0, 0, 0, 0}, eLimit, ""}})
 	if d.c.errMsg != "the shard holds the most sockets" {
@@ -238,11 +234,8 @@ func TestStatus101NeedsAccept(t *testing.T) {
 // wsTracingEnv is wsFakeEnv that records its traced host calls.
 type wsTracingEnv struct {
 	*wsFakeEnv
-	calls []HostCall
+	callRecorder
 }
-
-func (e *wsTracingEnv) Tracing() bool             { return true }
-func (e *wsTracingEnv) TraceHostCall(hc HostCall) { e.calls = append(e.calls, hc) }
 
 // TestWSTrace: traced WebSocket calls show their sockets, tags and
 // messages decoded.

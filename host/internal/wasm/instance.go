@@ -230,16 +230,9 @@ func (i *Instance) Fetch(ctx context.Context, env Env, req *abi.Request) (*abi.R
 	if i.dead != nil {
 		return nil, i.dead
 	}
-	ctx = i.cctx.reset(ctx, env)
-	i.cctx.c.begin(false)
 	i.reqBuf = abi.AppendRequest(i.reqBuf[:0], req)
-	ptr, n, err := i.writeRequests(ctx)
-	if err != nil {
+	if err := i.deliver(ctx, env, i.fnFetch); err != nil {
 		return nil, err
-	}
-	i.stack[0], i.stack[1] = uint64(ptr), uint64(n)
-	if err := i.call(ctx, i.fnFetch, i.stack[:]); err != nil {
-		return nil, i.kill(err)
 	}
 	packed := i.stack[0]
 	resp, err := readResponse(i.mod, uint32(packed>>32), uint32(packed), wsAccepted(env))
@@ -269,6 +262,23 @@ func decodeResponse(raw []byte, allow101 bool) (*abi.Response, error) {
 	}
 	resp.Body = append([]byte(nil), resp.Body...) // raw aliases guest memory
 	return resp, nil
+}
+
+// deliver starts an event under ctx and env and calls fn, an export
+// taking (ptr, len), on the event encoded in i.reqBuf; fn's result is in
+// i.stack[0]. A failure has killed the instance.
+func (i *Instance) deliver(ctx context.Context, env Env, fn api.Function) error {
+	ctx = i.cctx.reset(ctx, env)
+	i.cctx.c.begin(false)
+	ptr, n, err := i.writeRequests(ctx)
+	if err != nil {
+		return err
+	}
+	i.stack[0], i.stack[1] = uint64(ptr), uint64(n)
+	if err := i.call(ctx, fn, i.stack[:]); err != nil {
+		return i.kill(err)
+	}
+	return nil
 }
 
 // writeRequests has the guest allocate room for the encoded request(s)

@@ -31,16 +31,9 @@ func (i *Instance) WSEvent(ctx context.Context, env Env, ev *abi.WSEvent) (ok bo
 	if i.fnWS == nil {
 		return false, fmt.Errorf("%w: the module does not export %s", ErrTrap, abi.ExportWSEvent)
 	}
-	ctx = i.cctx.reset(ctx, env)
-	i.cctx.c.begin(false)
 	i.reqBuf = abi.AppendWSEvent(i.reqBuf[:0], ev)
-	ptr, n, err := i.writeRequests(ctx)
-	if err != nil {
+	if err := i.deliver(ctx, env, i.fnWS); err != nil {
 		return false, err
-	}
-	i.stack[0], i.stack[1] = uint64(ptr), uint64(n)
-	if err := i.call(ctx, i.fnWS, i.stack[:]); err != nil {
-		return false, i.kill(err)
 	}
 	return uint32(i.stack[0]) == 0, nil
 }

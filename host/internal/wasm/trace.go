@@ -218,8 +218,8 @@ func responseOutcome(c *call, mem api.Memory, p []uint64, n int64) string {
 func traceCall(dec tracer, fn string, c *call, mem api.Memory, params []uint64, args string, res int64, msg string) HostCall {
 	h := HostCall{Fn: fn, Args: args, Result: res, Err: msg}
 	switch {
-	case res < 0 && notFound(fn, res):
-		h.Outcome = notFoundOutcome(fn)
+	case res == -int64(abi.ErrnoNotFound) && absentOutcomes[fn] != "":
+		h.Outcome = absentOutcomes[fn]
 	case res < 0:
 		h.Outcome = errnoName(res)
 	case dec.outcome != nil:
@@ -244,27 +244,12 @@ func rawArgs(params []uint64) string {
 	return b.String()
 }
 
-// notFound reports whether res is the "absent" answer of a function for
-// which absence is a result, not a failure.
-func notFound(fn string, res int64) bool {
-	if res != -int64(abi.ErrnoNotFound) {
-		return false
-	}
-	switch fn {
-	case abi.FnStorageGet, abi.FnVarGet, abi.FnAlarmGet:
-		return true
-	}
-	return false
-}
-
-func notFoundOutcome(fn string) string {
-	switch fn {
-	case abi.FnVarGet:
-		return "unset"
-	case abi.FnAlarmGet:
-		return "no alarm"
-	}
-	return "not found"
+// absentOutcomes are the functions for which absence (ErrnoNotFound) is a
+// result, not a failure, with how a trace shows it.
+var absentOutcomes = map[string]string{
+	abi.FnStorageGet: "not found",
+	abi.FnVarGet:     "unset",
+	abi.FnAlarmGet:   "no alarm",
 }
 
 // errnoName is a negative result by name: "too large (errno 3)".

@@ -11,9 +11,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,7 +20,6 @@ import (
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
 	"github.com/edgeshard/edgeshard/internal/harness"
-	"github.com/edgeshard/edgeshard/internal/hostinternal"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage/analytics"
 	"github.com/edgeshard/edgeshard/storage/sqldb"
@@ -57,7 +54,7 @@ type Fixture struct {
 	NS    *host.Namespace
 	Clock *clock.Virtual
 	DB    *sqldb.DB
-	SQL   *FailingDB
+	SQL   *testutil.FaultDB
 	AE    *analytics.Recorder
 	Logs  *testutil.LogBuffer
 	env   *harness.Env
@@ -89,7 +86,7 @@ func New(t testing.TB, o Options) *Fixture {
 		if o.DB == nil {
 			o.DB = testutil.SQL(t, sqldb.Scheme+":memory:", Schema(t))
 		}
-		f.SQL = &FailingDB{DB: o.DB}
+		f.SQL = &testutil.FaultDB{DB: o.DB}
 		opts = append(opts, harness.SQL(harness.Database{DB: o.DB, Wrap: func(host.SQLDB) host.SQLDB { return f.SQL }}))
 		b.SQL = "DB"
 	}
@@ -274,70 +271,6 @@ func (f *Fixture) QueryInt(t testing.TB, q string, args ...any) int64 {
 		t.Fatalf("%s: %v", q, err)
 	}
 	return n
-}
-
-// SQL failure modes of FailingDB.
-const (
-	Off              = ""
-	Fail             = "error"
-	CrashAfterCommit = "crash_after_commit"
-)
-
-// ErrInjected is the error of FailingDB in mode Fail.
-var ErrInjected = errors.New("plugintest: injected SQL failure")
-
-// FailingDB wraps a database and injects failures: Fail makes every batch
-// fail before it runs; CrashAfterCommit commits the batch and then returns
-// hostinternal.ErrInjectedCrash, which traps the guest right after the commit (the
-// event's storage writes are lost), Times times.
-type FailingDB struct {
-	DB    host.SQLDB
-	mu    sync.Mutex
-	mode  string
-	times int
-	calls int
-}
-
-// Set switches the mode; times ≤ 0 means until switched off.
-func (d *FailingDB) Set(mode string, times int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.mode, d.times = mode, times
-}
-
-// Calls returns how many batches reached the wrapper.
-func (d *FailingDB) Calls() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.calls
-}
-
-func (d *FailingDB) take() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.calls++
-	m := d.mode
-	if m != Off && d.times > 0 {
-		d.times--
-		if d.times == 0 {
-			d.mode = Off
-		}
-	}
-	return m
-}
-
-// Batch implements host.SQLDB.
-func (d *FailingDB) Batch(ctx context.Context, stmts []abi.Statement) ([]abi.Result, error) {
-	switch d.take() {
-	case Fail:
-		return nil, ErrInjected
-	case CrashAfterCommit:
-		if _, err := d.DB.Batch(ctx, stmts); err != nil {
-			return nil, err
-		}
-		return nil, fmt.Errorf("committed, then: %w", hostinternal.ErrInjectedCrash)
-	}
-	return d.DB.Batch(ctx, stmts)
 }
 
 // OpenDB returns a private in-memory SQLite database migrated to the edge

@@ -152,18 +152,11 @@ func ParseDelta(line string) (Delta, *proto.LineError) {
 // AppendLine appends "table \t id \t column \t N [\t fence] \n" (the
 // fence when it is not 0).
 func (d *Delta) AppendLine(b []byte) []byte {
-	b = append(b, d.Table...)
-	b = append(b, '\t')
-	b = append(b, d.ID...)
-	b = append(b, '\t')
-	b = append(b, d.Column...)
-	b = append(b, '\t')
-	b = strconv.AppendInt(b, d.N, 10)
+	b = proto.AppendInts(proto.AppendFields(b, d.Table, d.ID, d.Column), d.N)
 	if d.Fence != 0 {
-		b = append(b, '\t')
-		b = strconv.AppendInt(b, d.Fence, 10)
+		b = proto.AppendInts(b, d.Fence)
 	}
-	return append(b, '\n')
+	return proto.EndLine(b)
 }
 
 // Key returns "table \t id \t column [\t fence]": what identifies the

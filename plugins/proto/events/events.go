@@ -63,20 +63,9 @@ func (ev *Event) RoutingKey() string {
 
 // AppendLine appends the event's line, newline included.
 func (ev *Event) AppendLine(b []byte) []byte {
-	b = append(b, ev.ID...)
-	b = append(b, '\t')
-	b = append(b, ev.CapsuleID...)
-	b = append(b, '\t')
-	b = append(b, ev.RunID...)
-	b = append(b, '\t')
-	b = append(b, ev.Type...)
-	b = append(b, '\t')
-	b = strconv.AppendInt(b, ev.TsMs, 10)
-	b = append(b, '\t')
-	b = strconv.AppendInt(b, ev.ReceivedMs, 10)
-	b = append(b, '\t')
-	b = append(b, ev.Payload...)
-	return append(b, '\n')
+	b = proto.AppendFields(b, ev.ID, ev.CapsuleID, ev.RunID, ev.Type)
+	b = proto.AppendInts(b, ev.TsMs, ev.ReceivedMs)
+	return proto.EndLine(proto.AppendFields(b, ev.Payload))
 }
 
 // CheckType returns why s is not a valid event type, as the end of a

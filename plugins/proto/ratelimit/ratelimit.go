@@ -41,16 +41,11 @@ type Line struct {
 
 // AppendLine appends the line, newline included (cost only when above 1).
 func (l Line) AppendLine(b []byte) []byte {
-	b = append(b, l.Key...)
-	b = append(b, '\t')
-	b = strconv.AppendInt(b, l.Limit, 10)
-	b = append(b, '\t')
-	b = strconv.AppendInt(b, l.WindowMs, 10)
+	b = proto.AppendInts(proto.AppendFields(b, l.Key), l.Limit, l.WindowMs)
 	if l.Cost > 1 {
-		b = append(b, '\t')
-		b = strconv.AppendInt(b, l.Cost, 10)
+		b = proto.AppendInts(b, l.Cost)
 	}
-	return append(b, '\n')
+	return proto.EndLine(b)
 }
 
 // Bucket is one line of a call and its evaluation: the caller fills Line

@@ -41,26 +41,20 @@ type dataSegment struct {
 // instructions that name a segment by its index). bin must have passed
 // Preflight.
 func MergeData(bin []byte) []byte {
-	start, end, body := -1, -1, -1
+	var data span
 	r := &reader{b: bin, off: 8}
-	for r.off < len(r.b) && r.err == nil {
-		s := r.off
-		id := r.byte()
-		size := r.u32()
-		if r.err != nil || uint64(size) > uint64(len(r.b)-r.off) {
-			return bin
-		}
-		switch id {
+	for sec, ok := r.next(); ok; sec, ok = r.next() {
+		switch sec.id {
 		case 11:
-			start, body, end = s, r.off, r.off+int(size)
+			data = sec
 		case 12:
 			return bin // data count: segments may be named by index
 		}
-		r.off += int(size)
 	}
-	if start < 0 {
+	if r.err != nil || data.id == 0 {
 		return bin
 	}
+	start, body, end := data.start, data.body, data.end
 	segs, ok := readActiveSegments(bin[body:end])
 	if !ok || len(segs) < 2 {
 		return bin

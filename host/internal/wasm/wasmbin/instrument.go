@@ -52,10 +52,6 @@ const (
 // a memory is returned unchanged: the checks need one, and the engine
 // refuses such a module anyway, naming the export it lacks.
 func Instrument(bin []byte) ([]byte, error) {
-	type span struct {
-		id               byte
-		start, body, end int // the section's id byte, contents, end
-	}
 	var (
 		secs            []span
 		importedGlobals uint32
@@ -69,14 +65,8 @@ func Instrument(bin []byte) ([]byte, error) {
 		hasMemory       bool
 	)
 	r := &reader{b: bin, off: 8}
-	for r.off < len(r.b) && r.err == nil {
-		start := r.off
-		id := r.byte()
-		size := r.u32()
-		if r.err != nil || uint64(size) > uint64(len(r.b)-r.off) {
-			return nil, errors.New("malformed section header")
-		}
-		s := span{id: id, start: start, body: r.off, end: r.off + int(size)}
+	for s, ok := r.next(); ok; s, ok = r.next() {
+		id := s.id
 		c := &reader{b: bin[s.body:s.end]}
 		switch id {
 		case 2, 5: // import, memory: counted by the preflight reader
@@ -112,7 +102,9 @@ func Instrument(bin []byte) ([]byte, error) {
 			return nil, fmt.Errorf("%s section: %w", sectionName(id), c.err)
 		}
 		secs = append(secs, s)
-		r.off = s.end
+	}
+	if r.err != nil {
+		return nil, errors.New("malformed section header")
 	}
 	if !hasMemory {
 		// The checks need a memory (memory.grow); a module without one is

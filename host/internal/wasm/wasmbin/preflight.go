@@ -2,6 +2,7 @@ package wasmbin
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
 	"github.com/edgeshard/edgeshard/host/internal/wasm/leb128"
@@ -39,24 +40,18 @@ const (
 func Preflight(bin []byte) ([]byte, error) {
 	r := &reader{b: bin, off: 8}
 	var tables *tableSection
-	for r.off < len(r.b) && r.err == nil {
-		start := r.off
-		id := r.byte()
-		size := r.u32()
-		if r.err != nil {
-			break
+	for sec, ok := r.next(); ok; sec, ok = r.next() {
+		s := &reader{b: r.b[sec.body:sec.end]}
+		if err := s.section(sec.id); err != nil {
+			return nil, fmt.Errorf("%s section: %w", sectionName(sec.id), err)
 		}
-		if uint64(size) > uint64(len(r.b)-r.off) {
-			return nil, fmt.Errorf("%s section claims %d bytes, %d remain", sectionName(id), size, len(r.b)-r.off)
+		if sec.id == 4 {
+			tables = &tableSection{start: sec.start, end: sec.end, tables: s.tables}
 		}
-		s := &reader{b: r.b[r.off : r.off+int(size)]}
-		if err := s.section(id); err != nil {
-			return nil, fmt.Errorf("%s section: %w", sectionName(id), err)
-		}
-		if id == 4 {
-			tables = &tableSection{start: start, end: r.off + int(size), tables: s.tables}
-		}
-		r.off += int(size)
+	}
+	var ce *claimError
+	if errors.As(r.err, &ce) {
+		return nil, fmt.Errorf("%s section %w", sectionName(ce.id), ce)
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("section header: %w", r.err)

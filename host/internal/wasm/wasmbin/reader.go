@@ -28,6 +28,47 @@ func sectionName(id byte) string {
 	return fmt.Sprintf("unknown (%d)", id)
 }
 
+// span is one section of a module, or one subsection of its name section:
+// its id and the offsets of its id byte, its contents and its end.
+type span struct {
+	id               byte
+	start, body, end int
+}
+
+// claimError is a section header whose size claims more bytes than remain.
+type claimError struct {
+	id     byte
+	size   uint32
+	remain int
+}
+
+func (e *claimError) Error() string {
+	return fmt.Sprintf("claims %d bytes, %d remain", e.size, e.remain)
+}
+
+// next reads the section header at r.off (an id byte, then a u32 size)
+// and moves past the section. ok is false at the end of r.b and for a
+// malformed header, which r.err then describes (a *claimError for a size
+// past the end).
+func (r *reader) next() (s span, ok bool) {
+	if r.off >= len(r.b) || r.err != nil {
+		return s, false
+	}
+	s.start = r.off
+	s.id = r.byte()
+	size := r.u32()
+	if r.err != nil {
+		return s, false
+	}
+	if uint64(size) > uint64(len(r.b)-r.off) {
+		r.fail(&claimError{id: s.id, size: size, remain: len(r.b) - r.off})
+		return s, false
+	}
+	s.body, s.end = r.off, r.off+int(size)
+	r.off = s.end
+	return s, true
+}
+
 // reader is a cursor over wasm binary bytes; after the first error every
 // read returns zero.
 type reader struct {
@@ -327,18 +368,17 @@ func (r *reader) element() {
 // nameSection checks the subsections of the "name" custom section that
 // wazero decodes into count-sized maps.
 func (r *reader) nameSection() {
-	for r.off < len(r.b) && r.err == nil {
-		id := r.byte()
-		size := r.u32()
-		if r.err != nil {
+	for {
+		sub, ok := r.next()
+		if !ok {
+			var ce *claimError
+			if errors.As(r.err, &ce) {
+				r.err = fmt.Errorf("name subsection %d %w", ce.id, ce)
+			}
 			return
 		}
-		if uint64(size) > uint64(len(r.b)-r.off) {
-			r.fail(fmt.Errorf("name subsection %d claims %d bytes, %d remain", id, size, len(r.b)-r.off))
-			return
-		}
-		s := &reader{b: r.b[r.off : r.off+int(size)]}
-		switch id {
+		s := &reader{b: r.b[sub.body:sub.end]}
+		switch sub.id {
 		case 1: // function names
 			for i := s.count(2); i > 0 && s.err == nil; i-- {
 				s.u32()
@@ -354,9 +394,8 @@ func (r *reader) nameSection() {
 			}
 		}
 		if s.err != nil {
-			r.fail(fmt.Errorf("name subsection %d: %w", id, s.err))
+			r.fail(fmt.Errorf("name subsection %d: %w", sub.id, s.err))
 			return
 		}
-		r.off += int(size)
 	}
 }

@@ -13,8 +13,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/edgeshard/edgeshard/host/internal/wasm/leb128"
@@ -117,11 +117,7 @@ func (m *Module) Bytes() []byte {
 		body = append(body, OpEnd)
 		return append(U32(b, uint32(len(body))), body...)
 	})
-	names := make([]string, 0, len(m.Exports))
-	for name := range m.Exports {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(m.Exports))
 	nexp := len(names)
 	if m.MemoryExport != "" {
 		nexp++
@@ -444,12 +440,7 @@ func HostImport(name string) FuncImport {
 
 // HostFunctions lists the names HostImport knows, sorted.
 func HostFunctions() []string {
-	names := make([]string, 0, len(hostSigs))
-	for n := range hostSigs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(hostSigs))
 }
 
 // WASI imports a test module may use.
