@@ -89,8 +89,10 @@ func (s *server) start(ctx context.Context) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.bin, err)
 	}
-	s.cmd = cmd
-	s.done = make(chan struct{})
+	done := make(chan struct{})
+	s.mu.Lock() // running() reads done from other goroutines (the cluster mode's key watch)
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
 	scanned := make(chan struct{})
 	go func() {
 		defer close(scanned)
@@ -101,7 +103,7 @@ func (s *server) start(ctx context.Context) error {
 		pw.Close()
 		<-scanned
 		fmt.Fprintf(s.log, "%s%s (%v)\n", exitMarker, time.Now().Format(time.RFC3339Nano), cmd.ProcessState)
-		close(s.done)
+		close(done)
 	}()
 	client := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(time.Minute)
@@ -270,11 +272,14 @@ func (s *server) signal(sig syscall.Signal) error {
 
 // running reports whether the process is up (not exited).
 func (s *server) running() bool {
-	if s.done == nil {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	if done == nil {
 		return false
 	}
 	select {
-	case <-s.done:
+	case <-done:
 		return false
 	default:
 		return true
