@@ -173,6 +173,7 @@ func (c *claim) Release() {
 		return
 	}
 	n := c.n
+	defer n.keyOp(c.sk)() // before forget: the key is not an orphan while it goes
 	c.forget()
 	// The shard stopped here before Release: its interval ends now, before
 	// the key goes and a new owner can start — or, if the session is no
@@ -371,8 +372,27 @@ func (n *Node) orphan(sk string, s *session, perName bool, kvs []*mvccpb.KeyValu
 	if c := n.claims[sk]; c != nil && c.epoch == epoch && !c.released.Load() {
 		return 0 // known here: it is that claim's
 	}
+	if n.keyOps[sk] > 1 {
+		return 0 // another acquire or release of it runs here: it may be that one's
+	}
 	n.log.Warn().Str("shard", sk).Int64("epoch", epoch).Msg("an owner key of this node's that no claim here held: taken back")
 	return epoch
+}
+
+// keyOp records an ownership transaction of shard key sk in flight here
+// until the returned func is called: a key this node holds while one runs
+// is not an orphan (orphan), it may be that transaction's.
+func (n *Node) keyOp(sk string) (done func()) {
+	n.mu.Lock()
+	n.keyOps[sk]++
+	n.mu.Unlock()
+	return func() {
+		n.mu.Lock()
+		if n.keyOps[sk]--; n.keyOps[sk] <= 0 {
+			delete(n.keyOps, sk)
+		}
+		n.mu.Unlock()
+	}
 }
 
 // decision is where the placement puts a shard now.
@@ -476,6 +496,7 @@ func (n *Node) acquire(ctx context.Context, sk string, id storage.ShardID, perNa
 	if s == nil || !n.sessionLive(s) {
 		return nil, nil // a lapsed session claims nothing: wait for the next
 	}
+	defer n.keyOp(sk)()
 	ok, home := n.key("owners", sk), n.key("homes", sk)
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(ok), "=", 0)}
 	ops := []clientv3.Op{clientv3.OpPut(ok, n.cfg.NodeID, clientv3.WithLease(s.id))}

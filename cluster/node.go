@@ -54,6 +54,7 @@ type Node struct {
 	owners  map[string]string // the mirror of P/owners: shard key → node
 	homes   map[string]string // the mirror of P/homes
 	claims  map[string]*claim // held here, by shard key
+	keyOps  map[string]int    // ownership transactions in flight here (acquire, release), by shard key
 	join    bool              // the member key is wanted (Join, until Leave)
 	leaving bool              // Leave: nothing new is claimed here
 	changed chan struct{}     // closed and replaced on every change of the mirror or the session
@@ -116,7 +117,7 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, reg prometheus.Re
 		return nil, fmt.Errorf("cluster: etcd %v: %w", cfg.Etcd, err)
 	}
 	n := &Node{cfg: cfg, log: log.With().Str("component", "cluster").Str("node", cfg.NodeID).Logger(), cli: cli, base: time.Now(),
-		members: map[string]Member{}, owners: map[string]string{}, homes: map[string]string{}, claims: map[string]*claim{},
+		members: map[string]Member{}, owners: map[string]string{}, homes: map[string]string{}, claims: map[string]*claim{}, keyOps: map[string]int{},
 		changed: make(chan struct{}), peer: newPeerClient()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.m = newMetrics(n, reg)
