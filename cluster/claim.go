@@ -344,37 +344,38 @@ func (n *Node) ClaimLeftover(ctx context.Context, id storage.ShardID) (host.Clai
 // orphan returns the epoch of the shard's owner key if it is this node's,
 // under session s, and no claim of this node holds it (0 otherwise): an
 // ownership this node acquired without learning it, which it takes back.
-// kvs is the key as a transaction read it; nil: it is read here.
+// kvs is the key as a transaction read it (nil: not read).
 func (n *Node) orphan(sk string, s *session, perName bool, kvs []*mvccpb.KeyValue) int64 {
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.LeaseTTL)
-	defer cancel()
-	if kvs == nil {
-		r, err := n.cli.Get(ctx, n.key("owners", sk))
-		if err != nil {
-			return 0
-		}
-		kvs = r.Kvs
-	}
-	if len(kvs) != 1 || string(kvs[0].Value) != n.cfg.NodeID || clientv3.LeaseID(kvs[0].Lease) != s.id {
+	// kvs (read by a transaction that may have run before a release here
+	// deleted the key) only says whether to look; the key is confirmed in
+	// etcd once this node is seen to hold no claim of the shard and to run
+	// no other transaction of it, and that is checked again after.
+	if kvs != nil && (len(kvs) != 1 || string(kvs[0].Value) != n.cfg.NodeID || clientv3.LeaseID(kvs[0].Lease) != s.id) {
 		return 0
 	}
+	busy := func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		c := n.claims[sk]
+		return (c != nil && !c.released.Load()) || n.keyOps[sk] > 1
+	}
+	if busy() {
+		return 0 // a claim here holds it, or another acquire or release of it runs: it may be that one's
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.LeaseTTL)
+	defer cancel()
+	owner, home := n.key("owners", sk), n.key("homes", sk)
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.Value(owner), "=", n.cfg.NodeID), clientv3.Compare(clientv3.LeaseValue(owner), "=", s.id)}
 	if perName {
 		// And the object is still homed here (it always is, unless it was
 		// shipped or evicted since).
-		r, err := n.cli.Get(ctx, n.key("homes", sk))
-		if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != n.cfg.NodeID {
-			return 0
-		}
+		cmps = append(cmps, clientv3.Compare(clientv3.Value(home), "=", n.cfg.NodeID))
 	}
-	epoch := kvs[0].CreateRevision
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if c := n.claims[sk]; c != nil && c.epoch == epoch && !c.released.Load() {
-		return 0 // known here: it is that claim's
+	r, err := n.cli.Txn(ctx).If(cmps...).Then(clientv3.OpGet(owner)).Commit()
+	if err != nil || !r.Succeeded || len(r.Responses[0].GetResponseRange().Kvs) != 1 || busy() {
+		return 0
 	}
-	if n.keyOps[sk] > 1 {
-		return 0 // another acquire or release of it runs here: it may be that one's
-	}
+	epoch := r.Responses[0].GetResponseRange().Kvs[0].CreateRevision
 	n.log.Warn().Str("shard", sk).Int64("epoch", epoch).Msg("an owner key of this node's that no claim here held: taken back")
 	return epoch
 }
