@@ -302,13 +302,9 @@ func (r *runner) withModules(conf string, mods map[string]string) (string, error
 // startServe starts the binary with conf (placeholders LISTEN, ADMIN,
 // TOKEN, DATA, CACHE) in dir and waits for /healthz.
 func startServe(bin, dir, conf, cacheDir string) (*serveProc, error) {
-	var addrs [2]string
-	for i := range addrs {
-		a, err := loopback.FreeAddr()
-		if err != nil {
-			return nil, err
-		}
-		addrs[i] = a
+	addrs, err := loopback.FreeAddrs(2)
+	if err != nil {
+		return nil, err
 	}
 	for k, v := range map[string]string{"LISTEN": addrs[0], "ADMIN": addrs[1], "TOKEN": soakToken,
 		"DATA": filepath.Join(dir, "data"), "CACHE": cacheDir} {

@@ -54,14 +54,11 @@ const (
 )
 
 func newServer(bin, dir string, env []string, config func(addr, admin string) string, token string) (*server, error) {
-	addr, err := loopback.FreeAddr()
+	a, err := loopback.FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}
-	admin, err := loopback.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
+	addr, admin := a[0], a[1]
 	if err := os.WriteFile(filepath.Join(dir, "edgeshard.toml"), []byte(config(addr, admin)), 0o644); err != nil {
 		return nil, err
 	}
