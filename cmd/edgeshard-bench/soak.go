@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/eventsbody"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/edgeshard/edgeshard/internal/loopback"
 )
@@ -207,16 +208,10 @@ func (m *soakMix) op(ctx context.Context, w, i int) error {
 		m.liked[w] = l[:len(l)-1]
 		return m.do(ctx, http.MethodDelete, "/posts/"+p+"/like", u, nil)
 	case r < 80:
-		var b strings.Builder
-		b.WriteString(`{"events":[`)
-		for e := 0; e < 5; e++ {
-			if e > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, `{"type":"soak.step","capsule_id":"cap-%d","payload":{"w":%d,"i":%d,"e":%d}}`, rng.IntN(256), w, i, e)
-		}
-		b.WriteString(`]}`)
-		return m.do(ctx, http.MethodPost, "/runtime-events", "emitter-"+strconv.Itoa(w), []byte(b.String()))
+		b := eventsbody.Append(nil, 5, func(b []byte, e int) []byte {
+			return fmt.Appendf(b, `{"type":"soak.step","capsule_id":"cap-%d","payload":{"w":%d,"i":%d,"e":%d}}`, rng.IntN(256), w, i, e)
+		})
+		return m.do(ctx, http.MethodPost, "/runtime-events", "emitter-"+strconv.Itoa(w), b)
 	default:
 		return m.do(ctx, http.MethodGet, "/posts/"+post+"/stats", "", nil)
 	}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgeshard/edgeshard/internal/eventsbody"
 	"github.com/google/uuid"
 )
 
@@ -512,24 +513,18 @@ func (l *load) unfollow(st *clientState) outcome {
 func (l *load) events(st *clientState) outcome {
 	n := 1 + st.rng.IntN(4)
 	ids := make([]string, n)
-	var b strings.Builder
-	b.WriteString(`{"events":[`)
-	for i := range ids {
+	b := eventsbody.Append(nil, n, func(b []byte, i int) []byte {
 		ids[i] = uuid.NewString()
-		if i > 0 {
-			b.WriteByte(',')
-		}
 		switch st.rng.IntN(10) {
 		case 0: // routed by its id
-			fmt.Fprintf(&b, `{"id":%q,"type":"crash.orphan","payload":{"c":%d}}`, ids[i], st.id)
+			return fmt.Appendf(b, `{"id":%q,"type":"crash.orphan","payload":{"c":%d}}`, ids[i], st.id)
 		case 1: // routed by its run
-			fmt.Fprintf(&b, `{"id":%q,"type":"crash.run","run_id":"run-%d","payload":{"c":%d}}`, ids[i], st.rng.IntN(40), st.id)
+			return fmt.Appendf(b, `{"id":%q,"type":"crash.run","run_id":"run-%d","payload":{"c":%d}}`, ids[i], st.rng.IntN(40), st.id)
 		default:
-			fmt.Fprintf(&b, `{"id":%q,"type":"crash.step","capsule_id":"cap-%d","payload":{"c":%d,"i":%d}}`, ids[i], st.rng.IntN(64), st.id, i)
+			return fmt.Appendf(b, `{"id":%q,"type":"crash.step","capsule_id":"cap-%d","payload":{"c":%d,"i":%d}}`, ids[i], st.rng.IntN(64), st.id, i)
 		}
-	}
-	b.WriteString(`]}`)
-	o, status, body := l.do(st, http.MethodPost, "/runtime-events", fmt.Sprintf("emitter-%d", st.id), []byte(b.String()))
+	})
+	o, status, body := l.do(st, http.MethodPost, "/runtime-events", fmt.Sprintf("emitter-%d", st.id), b)
 	switch {
 	case o == acked:
 		var r struct {
