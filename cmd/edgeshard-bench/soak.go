@@ -26,7 +26,7 @@ import (
 // pipelines, the counter example, SQLite, analytics, the edge API trusting
 // X-User-Id) with paths and ports filled in, plus the admin API, which
 // serves the heap profiles the figure saves.
-const soakConfig = `listen = "{{LISTEN}}"
+var soakConfig = `listen = "{{LISTEN}}"
 admin_listen = "{{ADMIN}}"
 admin_token = "{{TOKEN}}"
 data_dir = "{{DATA}}"

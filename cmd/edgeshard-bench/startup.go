@@ -13,11 +13,12 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/configtext"
 )
 
 // startupConfig is the default configuration's shape (the three pipelines,
 // the counter example, SQL, analytics, the edge API) with paths filled in.
-const startupConfig = `listen = "{{LISTEN}}"
+var startupConfig = `listen = "{{LISTEN}}"
 data_dir = "{{DATA}}"
 cache_dir = "{{CACHE}}"
 log_level = "warn"
@@ -30,39 +31,16 @@ trust_user_header = "X-User-Id"
 // configuration (edgeshard.toml): the three pipelines' shards and the
 // counter example, SQLite and analytics in the data directory. Module
 // paths are placeholders, filled from pipelineModules.
-const pipelinesConfig = `
-[[durable_objects.bindings]]
-name = "RATE_LIMIT_SHARD"
-module = "{{RATELIMIT}}"
-shards = 32
+var pipelinesConfig = rateLimitBinding +
+	configtext.Pipelines("{{EVENTS}}", "{{COUNTERS}}", 32, "sqlite://{{DATA}}/analytics.db") +
+	counterBinding + configtext.D1("DB", "sqlite://{{DATA}}/d1.db")
 
-[[durable_objects.bindings]]
-name = "RUNTIME_EVENT_SHARD"
-module = "{{EVENTS}}"
-shards = 32
-sql = "DB"
-analytics = "AE"
-
-[[durable_objects.bindings]]
-name = "COUNTER_SHARD"
-module = "{{COUNTERS}}"
-shards = 32
-sql = "DB"
-
-[[durable_objects.bindings]]
-name = "COUNTER"
-module = "{{COUNTER}}"
-shards = 0
-
-[[d1_databases]]
-binding = "DB"
-url = "sqlite://{{DATA}}/d1.db"
-
-[[analytics_engine_datasets]]
-binding = "AE"
-dataset = "runtime_events"
-url = "sqlite://{{DATA}}/analytics.db"
-`
+// rateLimitBinding is the rate-limit binding of 32 shards, counterBinding
+// the counter example, one object per name.
+var (
+	rateLimitBinding = configtext.Binding("RATE_LIMIT_SHARD", "{{RATELIMIT}}", 32, "", "")
+	counterBinding   = configtext.Binding("COUNTER", "{{COUNTER}}", 0, "", "")
+)
 
 // pipelineModules are the packages of pipelinesConfig's placeholders.
 var pipelineModules = map[string]string{"RATELIMIT": "plugins/ratelimit", "EVENTS": "plugins/runtimeevents",
