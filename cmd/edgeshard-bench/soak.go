@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/childproc"
 	"github.com/edgeshard/edgeshard/internal/eventsbody"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/edgeshard/edgeshard/internal/loopback"
@@ -319,31 +320,18 @@ func startServe(bin, dir, conf, cacheDir string) (*serveProc, error) {
 		return nil, err
 	}
 	go func() { sp.cmd.Wait(); close(sp.done) }()
-	deadline := time.Now().Add(3 * time.Minute)
-	for time.Now().Before(deadline) {
-		select {
-		case <-sp.done:
-			return nil, fmt.Errorf("edgeshard exited during start:\n%s", sp.output())
-		default:
-		}
-		resp, err := sp.client.Get(sp.base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return sp, nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := childproc.WaitReady(context.Background(), sp.client, sp.base, sp.done, 3*time.Minute, 20*time.Millisecond); err != nil {
+		sp.stop()
+		return nil, fmt.Errorf("%w:\n%s", err, sp.output())
 	}
-	sp.stop()
-	return nil, fmt.Errorf("not ready after 3 minutes:\n%s", sp.output())
+	return sp, nil
 }
 
 func (sp *serveProc) output() string { return sp.out.String() }
 
 // stop sends SIGTERM and waits (30 s at most, then SIGKILL).
 func (sp *serveProc) stop() {
-	benchkit.Stop(sp.cmd.Process, sp.done)
+	childproc.Stop(sp.cmd.Process, sp.done)
 }
 
 // memSample is one reading of the host's memory.
