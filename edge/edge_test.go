@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
+	"github.com/edgeshard/edgeshard/internal/eventsbody"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -278,16 +279,9 @@ func TestRuntimeEventModes(t *testing.T) {
 
 // batch returns n events spread over capsules, starting at capsule c0.
 func batch(n, c0 int) string {
-	var b strings.Builder
-	b.WriteString(`{"events":[`)
-	for i := 0; i < n; i++ {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, `{"type":"test","capsule_id":"cap-%d","payload":{"i":%d}}`, c0+i%17, i)
-	}
-	b.WriteString(`]}`)
-	return b.String()
+	return string(eventsbody.Append(nil, n, func(b []byte, i int) []byte {
+		return fmt.Appendf(b, `{"type":"test","capsule_id":"cap-%d","payload":{"i":%d}}`, c0+i%17, i)
+	}))
 }
 
 func TestRuntimeEventShardFailureFallsBackInline(t *testing.T) {

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -95,18 +94,6 @@ func (e *realEnv) tick(d time.Duration) {
 	}
 }
 
-// hostLogs returns the host's log records matching match.
-func (e *realEnv) hostLogs(match func(map[string]any) bool) []map[string]any {
-	var out []map[string]any
-	for _, line := range strings.Split(e.logs.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && match(m) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 func postStat(t *testing.T, f *fixture, post, column string) int64 {
 	t.Helper()
 	var n int64
@@ -156,7 +143,7 @@ func TestFaultSQLDownForAWhile(t *testing.T) {
 	// Retried about once a second per shard, not in a hot loop.
 	failedBy := map[string]int{}
 	for _, code := range []string{"E-VIBECODR-2131", "E-VIBECODR-2141"} {
-		for _, m := range e.hostLogs(func(m map[string]any) bool { return m["code"] == code }) {
+		for _, m := range e.logs.Records(func(m map[string]any) bool { return m["code"] == code }) {
 			failedBy[code+" "+fmt.Sprint(m["shard"])]++
 		}
 	}
@@ -321,7 +308,7 @@ func TestFaultAlarmRetriesCappedThenRevived(t *testing.T) {
 				t.Fatalf("flush alarm at %v (%v), want in 5 s", due, ok)
 			}
 			retries := func() []map[string]any {
-				return e.hostLogs(func(m map[string]any) bool {
+				return e.logs.Records(func(m map[string]any) bool {
 					return m["binding"] == tc.binding && m["shard"] == shard && m["message"] == "alarm failed; retrying with backoff"
 				})
 			}
@@ -346,7 +333,7 @@ func TestFaultAlarmRetriesCappedThenRevived(t *testing.T) {
 				due = want
 			}
 			waitFor(t, 30*time.Second, "the alarm to be abandoned", func() bool {
-				return len(e.hostLogs(func(m map[string]any) bool {
+				return len(e.logs.Records(func(m map[string]any) bool {
 					return m["binding"] == tc.binding && m["shard"] == shard && m["message"] == "alarm abandoned after its last retry"
 				})) == 1
 			})

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgeshard/edgeshard/abi"
+	"github.com/edgeshard/edgeshard/internal/eventsbody"
 )
 
 // soakDuration is how long TestSoakMemoryPlateausAndNothingLeaks measures
@@ -156,16 +157,9 @@ func TestSoakMemoryPlateausAndNothingLeaks(t *testing.T) {
 				want := 202
 				switch r := rng.IntN(10); {
 				case r < 4:
-					var b strings.Builder
-					b.WriteString(`{"events":[`)
-					for j := 0; j < 5; j++ {
-						if j > 0 {
-							b.WriteByte(',')
-						}
-						fmt.Fprintf(&b, `{"type":"soak","capsule_id":"cap-%d","payload":{"w":%d,"i":%d,"pad":%q}}`, rng.IntN(200), w, i, strings.Repeat("p", rng.IntN(512)))
-					}
-					b.WriteString(`]}`)
-					method, path, body = "POST", "/runtime-events", b.String()
+					method, path, body = "POST", "/runtime-events", string(eventsbody.Append(nil, 5, func(b []byte, _ int) []byte {
+						return fmt.Appendf(b, `{"type":"soak","capsule_id":"cap-%d","payload":{"w":%d,"i":%d,"pad":%q}}`, rng.IntN(200), w, i, strings.Repeat("p", rng.IntN(512)))
+					}))
 				case r < 6:
 					method, path = "POST", fmt.Sprintf("/posts/soak-%d/views", rng.IntN(500))
 				case r < 7:

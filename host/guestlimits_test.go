@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/host/clock"
+	"github.com/edgeshard/edgeshard/host/internal/wasm/wasmtest"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -43,7 +43,7 @@ func (f *fixture) ask(t *testing.T, binding, shard, method, path string) string 
 
 // limitWarnings returns the host's warnings about limit on binding.
 func limitWarnings(f *fixture, binding, limit string) []map[string]any {
-	return logLines(f, func(m map[string]any) bool {
+	return f.logs.Records(func(m map[string]any) bool {
 		return m["binding"] == binding && m["limit"] == limit && m["component"] != "guest"
 	})
 }
@@ -85,7 +85,7 @@ func TestHostileWriterStopsAtTheEventBudget(t *testing.T) {
 	})
 	for ev := 0; ev < 3; ev++ {
 		var body string
-		alloc := allocated(func() { body = f.ask(t, "HOG", "h", "POST", "/overwrite?n=8000&size=131072") })
+		alloc := wasmtest.AllocBytes(func() { body = f.ask(t, "HOG", "h", "POST", "/overwrite?n=8000&size=131072") })
 		if want := "written=127 errno=13 storage.put: event limit exceeded: storage_put of 131073 bytes refused: this event already wrote 16646271 bytes; event_write_bytes is 16777216"; body != want {
 			t.Fatalf("event %d: %q, want %q", ev, body, want)
 		}
@@ -106,15 +106,6 @@ func TestHostileWriterStopsAtTheEventBudget(t *testing.T) {
 	(&healthy{f: f}).check(t)
 }
 
-// allocated reports the bytes of Go heap allocated while fn ran.
-func allocated(fn func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.ReadMemStats(&a)
-	fn()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
-}
-
 // TestHostileLoggerStopsAtTheLogBudget: a request logging 20,000 lines
 // gets event_log_lines (100) into the host log, then ErrnoLimit; the host
 // warns once.
@@ -125,7 +116,7 @@ func TestHostileLoggerStopsAtTheLogBudget(t *testing.T) {
 	if body := f.ask(t, "HOG", "h", "POST", "/log?n=20000"); body != "written=100 errno=13 log: event limit exceeded" {
 		t.Fatalf("%q", body)
 	}
-	lines := logLines(f, func(m map[string]any) bool {
+	lines := f.logs.Records(func(m map[string]any) bool {
 		return m["component"] == "guest" && strings.HasPrefix(fmt.Sprint(m["message"]), "hog line")
 	})
 	if len(lines) != 100 {
@@ -369,7 +360,7 @@ func TestAlarmRearmIsPaced(t *testing.T) {
 	})
 	ns, _ := f.h.Namespace("ALARM")
 	runs := func(shard string) int {
-		return len(logLines(f, func(m map[string]any) bool { return m["shard"] == shard && m["message"] == "hostile alarm ran" }))
+		return len(f.logs.Records(func(m map[string]any) bool { return m["shard"] == shard && m["message"] == "hostile alarm ran" }))
 	}
 	arm := func(shard, mode string) time.Time {
 		at := vc.Now().Add(time.Second)
@@ -424,7 +415,7 @@ func TestAlarmRearmIsPacedOnTheRealClock(t *testing.T) {
 		c.Bindings = append(c.Bindings, host.Binding{Name: "ALARM", Module: testutil.Plugin(t, "host/testdata/hostile/alarm")})
 	})
 	runs := func() int {
-		return len(logLines(f, func(m map[string]any) bool { return m["message"] == "hostile alarm ran" }))
+		return len(f.logs.Records(func(m map[string]any) bool { return m["message"] == "hostile alarm ran" }))
 	}
 	f.ask(t, "ALARM", "loop", "POST", fmt.Sprintf("/arm?mode=rearm&at=%d", time.Now().UnixMilli()))
 	deadline := time.Now().Add(10 * time.Second)

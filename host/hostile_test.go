@@ -9,7 +9,6 @@ package host_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -506,7 +505,7 @@ func runHostile(t *testing.T, modules map[string][]byte, cases []runCase, mutate
 			if tc.output == "" {
 				return
 			}
-			crashes := logLines(f, func(m map[string]any) bool {
+			crashes := f.logs.Records(func(m map[string]any) bool {
 				return m["binding"] == tc.binding && m["message"] == "shard instance discarded; the shard restarts from storage on its next event" &&
 					strings.Contains(fmt.Sprint(m["guest_output"]), tc.output)
 			})
@@ -569,18 +568,6 @@ func TestRunawayShardsHitTheDeadline(t *testing.T) {
 	}
 }
 
-// logLines returns the JSON log lines for which match is true.
-func logLines(f *fixture, match func(map[string]any) bool) []map[string]any {
-	var out []map[string]any
-	for _, line := range strings.Split(f.logs.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && match(m) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // TestHostileAlarmRetriesThenAbandons: an alarm handler that traps or
 // reports failure is retried on the host's (virtual) clock after 2, 4, 8,
 // 16, 32 and 64 s with retry counts 1..6, then abandoned for good; one that
@@ -604,7 +591,7 @@ func TestHostileAlarmRetriesThenAbandons(t *testing.T) {
 	}
 	runs := func(shard string) []string {
 		var retries []string
-		for _, l := range logLines(f, func(m map[string]any) bool {
+		for _, l := range f.logs.Records(func(m map[string]any) bool {
 			return m["shard"] == shard && m["message"] == "hostile alarm ran"
 		}) {
 			retries = append(retries, fmt.Sprint(l["retry"]))
@@ -649,7 +636,7 @@ func TestHostileAlarmRetriesThenAbandons(t *testing.T) {
 			if _, pending := ns.AlarmAt(shard); pending {
 				t.Fatal("alarm still scheduled after its sixth retry failed")
 			}
-			abandoned := logLines(f, func(m map[string]any) bool {
+			abandoned := f.logs.Records(func(m map[string]any) bool {
 				return m["shard"] == shard && m["message"] == "alarm abandoned after its last retry"
 			})
 			if len(abandoned) != 1 {
@@ -671,7 +658,7 @@ func TestHostileAlarmRetriesThenAbandons(t *testing.T) {
 		if got := runs(shard); strings.Join(got, ",") != "0" {
 			t.Fatalf("runs %v, want [0]", got)
 		}
-		failed := logLines(f, func(m map[string]any) bool {
+		failed := f.logs.Records(func(m map[string]any) bool {
 			return m["shard"] == shard && m["message"] == "alarm failed; retrying with backoff" && strings.Contains(fmt.Sprint(m["error"]), "deadline")
 		})
 		if len(failed) != 1 {

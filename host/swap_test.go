@@ -23,10 +23,7 @@ import (
 func TestHotSwapUnderLoad(t *testing.T) {
 	f := start(t, counterConfig(t, nil))
 	ns, _ := f.h.Namespace("COUNTER")
-	v2, err := os.ReadFile(testutil.Plugin(t, "examples/counter", "-X main.version=v2"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := counterBin(t, "v2")
 	var (
 		acked    atomic.Int64
 		failures atomic.Int64
@@ -273,10 +270,7 @@ func TestSwapAbandonedWhilePreparing(t *testing.T) {
 // config whose module changed since the push wins over it.
 func TestPushedModuleSurvivesRestart(t *testing.T) {
 	cfg := counterConfig(t, nil) // module: the counter built with version "test"
-	v2, err := os.ReadFile(testutil.Plugin(t, "examples/counter", "-X main.version=v2"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := counterBin(t, "v2")
 	version := func(f *fixture) string {
 		t.Helper()
 		resp, err := f.call(t, "a", "GET", "/")

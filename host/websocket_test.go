@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -398,11 +397,7 @@ func TestWebSocketHotSwap(t *testing.T) {
 		t.Fatalf("before the swap: %q", got)
 	}
 	ns, _ := f.env.Host.Namespace("WS")
-	bin, err := os.ReadFile(testutil.Plugin(t, "host/testdata/plugins/wsprobe", "-X main.version=2"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ns.Swap(context.Background(), bin, "test"); err != nil {
+	if _, err := ns.Swap(context.Background(), testutil.PluginBytes(t, "host/testdata/plugins/wsprobe", "-X main.version=2"), "test"); err != nil {
 		t.Fatal(err)
 	}
 	got := ask(t, c, "whoami")
@@ -473,11 +468,7 @@ func TestWebSocketSwapToModuleWithout(t *testing.T) {
 	f := startWS(t, nil)
 	c, _ := f.dial(t, "/do/WS/gone/ws")
 	ns, _ := f.env.Host.Namespace("WS")
-	bin, err := os.ReadFile(testutil.Plugin(t, "examples/counter", "-X main.version=test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ns.Swap(context.Background(), bin, "test"); err != nil {
+	if _, err := ns.Swap(context.Background(), testutil.PluginBytes(t, "examples/counter", "-X main.version=test"), "test"); err != nil {
 		t.Fatal(err)
 	}
 	say(t, c, "echo x")

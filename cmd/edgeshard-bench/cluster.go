@@ -64,14 +64,11 @@ func (r *runner) clusterForward(w *scratch) (*result, error) {
 	var srvs []*server.Server
 	var addrs, admins []string
 	for _, node := range nodes {
-		addr, err := loopback.FreeAddr()
+		a, err := loopback.FreeAddrs(2)
 		if err != nil {
 			return nil, err
 		}
-		admin, err := loopback.FreeAddr()
-		if err != nil {
-			return nil, err
-		}
+		addr, admin := a[0], a[1]
 		s, err := r.startServerText(w, node, fmt.Sprintf(clusterConfig, addr, admin, adminToken, w.path(node), r.cacheDir, node, mod, etcd.Endpoint(), addr))
 		if err != nil {
 			return nil, err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"github.com/edgeshard/edgeshard/edge"
 	"github.com/edgeshard/edgeshard/internal/benchkit"
 	"github.com/edgeshard/edgeshard/internal/configtext"
+	"github.com/edgeshard/edgeshard/internal/eventsbody"
 	"github.com/edgeshard/edgeshard/internal/httpx"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 )
@@ -20,18 +20,11 @@ import (
 // eventBody returns a POST /runtime-events body of n events for capsules
 // drawn from rng (ids are left to the edge, which assigns UUIDs).
 func eventBody(rng *rand.Rand, n, capsules int) []byte {
-	var b bytes.Buffer
-	b.WriteString(`{"events":[`)
-	for i := 0; i < n; i++ {
-		if i > 0 {
-			b.WriteByte(',')
-		}
+	return eventsbody.Append(nil, n, func(b []byte, _ int) []byte {
 		c := rng.IntN(capsules)
-		fmt.Fprintf(&b, `{"type":"run.finished","capsule_id":"cap-%d","run_id":"run-%d-%d","payload":{"ms":%d,"ok":true}}`,
+		return fmt.Appendf(b, `{"type":"run.finished","capsule_id":"cap-%d","run_id":"run-%d-%d","payload":{"ms":%d,"ok":true}}`,
 			c, c, rng.IntN(1<<20), rng.IntN(5000))
-	}
-	b.WriteString(`]}`)
-	return b.Bytes()
+	})
 }
 
 // floorEvents reads a POST /runtime-events body and answers 202 without

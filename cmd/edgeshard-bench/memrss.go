@@ -15,24 +15,14 @@ import (
 // memRSSConfig is an edge host with the default settings but for the
 // instance memory budget: the rate-limit binding of 32 shards, and a
 // per-name binding (the counter example) for many live objects.
-const memRSSConfig = `listen = "{{LISTEN}}"
+var memRSSConfig = `listen = "{{LISTEN}}"
 admin_listen = "{{ADMIN}}"
 admin_token = "{{TOKEN}}"
 data_dir = "{{DATA}}"
 cache_dir = "{{CACHE}}"
 log_level = "warn"
 instance_memory_budget_mb = {{BUDGET}}
-
-[[durable_objects.bindings]]
-name = "RATE_LIMIT_SHARD"
-module = "{{RATELIMIT}}"
-shards = 32
-
-[[durable_objects.bindings]]
-name = "COUNTER"
-module = "{{COUNTER}}"
-shards = 0
-
+` + rateLimitBinding + counterBinding + `
 [edge]
 enabled = false
 `

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/childproc"
+	"github.com/edgeshard/edgeshard/internal/eventsbody"
 	"github.com/edgeshard/edgeshard/internal/loadgen"
 	"github.com/edgeshard/edgeshard/internal/loopback"
 )
@@ -25,7 +27,7 @@ import (
 // pipelines, the counter example, SQLite, analytics, the edge API trusting
 // X-User-Id) with paths and ports filled in, plus the admin API, which
 // serves the heap profiles the figure saves.
-const soakConfig = `listen = "{{LISTEN}}"
+var soakConfig = `listen = "{{LISTEN}}"
 admin_listen = "{{ADMIN}}"
 admin_token = "{{TOKEN}}"
 data_dir = "{{DATA}}"
@@ -207,16 +209,10 @@ func (m *soakMix) op(ctx context.Context, w, i int) error {
 		m.liked[w] = l[:len(l)-1]
 		return m.do(ctx, http.MethodDelete, "/posts/"+p+"/like", u, nil)
 	case r < 80:
-		var b strings.Builder
-		b.WriteString(`{"events":[`)
-		for e := 0; e < 5; e++ {
-			if e > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, `{"type":"soak.step","capsule_id":"cap-%d","payload":{"w":%d,"i":%d,"e":%d}}`, rng.IntN(256), w, i, e)
-		}
-		b.WriteString(`]}`)
-		return m.do(ctx, http.MethodPost, "/runtime-events", "emitter-"+strconv.Itoa(w), []byte(b.String()))
+		b := eventsbody.Append(nil, 5, func(b []byte, e int) []byte {
+			return fmt.Appendf(b, `{"type":"soak.step","capsule_id":"cap-%d","payload":{"w":%d,"i":%d,"e":%d}}`, rng.IntN(256), w, i, e)
+		})
+		return m.do(ctx, http.MethodPost, "/runtime-events", "emitter-"+strconv.Itoa(w), b)
 	default:
 		return m.do(ctx, http.MethodGet, "/posts/"+post+"/stats", "", nil)
 	}
@@ -302,13 +298,9 @@ func (r *runner) withModules(conf string, mods map[string]string) (string, error
 // startServe starts the binary with conf (placeholders LISTEN, ADMIN,
 // TOKEN, DATA, CACHE) in dir and waits for /healthz.
 func startServe(bin, dir, conf, cacheDir string) (*serveProc, error) {
-	var addrs [2]string
-	for i := range addrs {
-		a, err := loopback.FreeAddr()
-		if err != nil {
-			return nil, err
-		}
-		addrs[i] = a
+	addrs, err := loopback.FreeAddrs(2)
+	if err != nil {
+		return nil, err
 	}
 	for k, v := range map[string]string{"LISTEN": addrs[0], "ADMIN": addrs[1], "TOKEN": soakToken,
 		"DATA": filepath.Join(dir, "data"), "CACHE": cacheDir} {
@@ -328,31 +320,18 @@ func startServe(bin, dir, conf, cacheDir string) (*serveProc, error) {
 		return nil, err
 	}
 	go func() { sp.cmd.Wait(); close(sp.done) }()
-	deadline := time.Now().Add(3 * time.Minute)
-	for time.Now().Before(deadline) {
-		select {
-		case <-sp.done:
-			return nil, fmt.Errorf("edgeshard exited during start:\n%s", sp.output())
-		default:
-		}
-		resp, err := sp.client.Get(sp.base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return sp, nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := childproc.WaitReady(context.Background(), sp.client, sp.base, sp.done, 3*time.Minute, 20*time.Millisecond); err != nil {
+		sp.stop()
+		return nil, fmt.Errorf("%w:\n%s", err, sp.output())
 	}
-	sp.stop()
-	return nil, fmt.Errorf("not ready after 3 minutes:\n%s", sp.output())
+	return sp, nil
 }
 
 func (sp *serveProc) output() string { return sp.out.String() }
 
 // stop sends SIGTERM and waits (30 s at most, then SIGKILL).
 func (sp *serveProc) stop() {
-	benchkit.Stop(sp.cmd.Process, sp.done)
+	childproc.Stop(sp.cmd.Process, sp.done)
 }
 
 // memSample is one reading of the host's memory.

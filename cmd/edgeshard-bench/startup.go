@@ -1,23 +1,25 @@
 package main
 
 import (
-	"bytes"
+	"context"
+	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/childproc"
+	"github.com/edgeshard/edgeshard/internal/configtext"
+	"github.com/edgeshard/edgeshard/internal/loopback"
 )
 
 // startupConfig is the default configuration's shape (the three pipelines,
 // the counter example, SQL, analytics, the edge API) with paths filled in.
-const startupConfig = `listen = "{{LISTEN}}"
+var startupConfig = `listen = "{{LISTEN}}"
 data_dir = "{{DATA}}"
 cache_dir = "{{CACHE}}"
 log_level = "warn"
@@ -30,39 +32,16 @@ trust_user_header = "X-User-Id"
 // configuration (edgeshard.toml): the three pipelines' shards and the
 // counter example, SQLite and analytics in the data directory. Module
 // paths are placeholders, filled from pipelineModules.
-const pipelinesConfig = `
-[[durable_objects.bindings]]
-name = "RATE_LIMIT_SHARD"
-module = "{{RATELIMIT}}"
-shards = 32
+var pipelinesConfig = rateLimitBinding +
+	configtext.Pipelines("{{EVENTS}}", "{{COUNTERS}}", 32, "sqlite://{{DATA}}/analytics.db") +
+	counterBinding + configtext.D1("DB", "sqlite://{{DATA}}/d1.db")
 
-[[durable_objects.bindings]]
-name = "RUNTIME_EVENT_SHARD"
-module = "{{EVENTS}}"
-shards = 32
-sql = "DB"
-analytics = "AE"
-
-[[durable_objects.bindings]]
-name = "COUNTER_SHARD"
-module = "{{COUNTERS}}"
-shards = 32
-sql = "DB"
-
-[[durable_objects.bindings]]
-name = "COUNTER"
-module = "{{COUNTER}}"
-shards = 0
-
-[[d1_databases]]
-binding = "DB"
-url = "sqlite://{{DATA}}/d1.db"
-
-[[analytics_engine_datasets]]
-binding = "AE"
-dataset = "runtime_events"
-url = "sqlite://{{DATA}}/analytics.db"
-`
+// rateLimitBinding is the rate-limit binding of 32 shards, counterBinding
+// the counter example, one object per name.
+var (
+	rateLimitBinding = configtext.Binding("RATE_LIMIT_SHARD", "{{RATELIMIT}}", 32, "", "")
+	counterBinding   = configtext.Binding("COUNTER", "{{COUNTER}}", 0, "", "")
+)
 
 // pipelineModules are the packages of pipelinesConfig's placeholders.
 var pipelineModules = map[string]string{"RATELIMIT": "plugins/ratelimit", "EVENTS": "plugins/runtimeevents",
@@ -153,55 +132,33 @@ type start struct {
 // startOnce runs `edgeshard serve` on a free loopback port, returns the
 // time until /healthz answered 200, and stops it with SIGTERM.
 func startOnce(bin, dir, conf string) (start, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return start{}, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	path := filepath.Join(dir, "edgeshard.toml")
 	if err := os.WriteFile(path, []byte(strings.ReplaceAll(conf, "{{LISTEN}}", addr)), 0o644); err != nil {
 		return start{}, err
 	}
-	var out bytes.Buffer
+	out := benchkit.NewOutput() // read while the child may still write
 	cmd := exec.Command(bin, "serve", "--config", path)
 	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Env = append(os.Environ(), "EDGESHARD_ADMIN_TOKEN=")
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
 		return start{}, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stop := func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-exited
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	defer childproc.Stop(cmd.Process, done)
+	err = childproc.WaitReady(context.Background(), client, "http://"+addr, done, 3*time.Minute, 5*time.Millisecond)
+	if err != nil {
+		if errors.Is(err, childproc.ErrExited) {
+			err = fmt.Errorf("%w (%v)", err, cmd.ProcessState)
 		}
+		return start{}, fmt.Errorf("%w:\n%s", err, out.String())
 	}
-	deadline := t0.Add(3 * time.Minute)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			return start{}, fmt.Errorf("edgeshard exited during start (%v):\n%s", err, out.String())
-		default:
-		}
-		resp, err := client.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				st := start{wall: time.Since(t0), cpu: benchkit.ProcCPU(cmd.Process.Pid)}
-				stop()
-				return st, nil
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	stop()
-	return start{}, fmt.Errorf("not ready after 3 minutes:\n%s", out.String())
+	return start{wall: time.Since(t0), cpu: benchkit.ProcCPU(cmd.Process.Pid)}, nil
 }

@@ -202,6 +202,21 @@ func runCluster(ctx context.Context, o Options, dir string, seed uint64) (ModeRe
 	return res, nil
 }
 
+// freeze takes a host out of traffic and stops it (SIGSTOP) for
+// clusterFreeze (or until ctx ends); the caller resumes it.
+func freeze(ctx context.Context, s *server, g *gate, res *ModeResult) error {
+	g.close()
+	if err := s.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	res.Freezes++
+	select {
+	case <-time.After(clusterFreeze):
+	case <-ctx.Done():
+	}
+	return nil
+}
+
 // act does one cycle's action to host v (and, for freeze-kill, to
 // another that rng picks) and says what it did; err: a host could not be
 // brought back.
@@ -218,14 +233,8 @@ func (f *fleet) act(ctx context.Context, rng *mrand.Rand, act string, v int, res
 		g.open()
 		return "kill -9 " + name + ", restart", nil
 	case "freeze":
-		g.close()
-		if err := s.signal(syscall.SIGSTOP); err != nil {
+		if err := freeze(ctx, s, g, res); err != nil {
 			return "", err
-		}
-		res.Freezes++
-		select {
-		case <-time.After(clusterFreeze):
-		case <-ctx.Done():
 		}
 		if err := s.signal(syscall.SIGCONT); err != nil {
 			return "", err
@@ -239,14 +248,8 @@ func (f *fleet) act(ctx context.Context, rng *mrand.Rand, act string, v int, res
 		// flushes what it kept of them as leftovers.
 		w := (v + 1 + rng.IntN(len(f.srvs)-1)) % len(f.srvs)
 		s2, g2 := f.srvs[w], f.hosts[w].gate
-		g.close()
-		if err := s.signal(syscall.SIGSTOP); err != nil {
+		if err := freeze(ctx, s, g, res); err != nil {
 			return "", err
-		}
-		res.Freezes++
-		select {
-		case <-time.After(clusterFreeze):
-		case <-ctx.Done():
 		}
 		g2.close()
 		s2.kill()

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgeshard/edgeshard/internal/eventsbody"
 	"github.com/google/uuid"
 )
 
@@ -448,23 +449,32 @@ func (l *load) like(st *clientState) outcome {
 	post := st.post(l.cfg.posts)
 	st.users++
 	user := fmt.Sprintf("c%d-u%d-%x", st.id, st.users, l.cfg.seed&0xffff)
-	o, _, body := l.do(st, http.MethodPut, "/posts/"+post+"/like", user, nil)
-	o = l.wantChanged(o, body, fmt.Sprintf("PUT like %s by %s: fresh like answered", post, user))
-	if o == acked {
-		st.liked = append(st.liked, [2]string{post, user})
-	}
+	o := l.setEdge(st, true, "like", post, user, "/posts/"+post+"/like", &st.liked, [2]string{post, user})
 	l.led.like(post, true, o)
 	return o
 }
 
 func (l *load) unlike(st *clientState) outcome {
 	pair := takeRandom(st.rng, &st.liked)
-	o, _, body := l.do(st, http.MethodDelete, "/posts/"+pair[0]+"/like", pair[1], nil)
-	o = l.wantChanged(o, body, fmt.Sprintf("DELETE like %s by %s: acknowledged like not found:", pair[0], pair[1]))
-	if o == notSent {
-		st.liked = append(st.liked, pair) // never reached the host: still liked
-	}
+	o := l.setEdge(st, false, "like", pair[0], pair[1], "/posts/"+pair[0]+"/like", &st.liked, pair)
 	l.led.like(pair[0], false, o)
+	return o
+}
+
+// setEdge PUTs (on) or DELETEs path as user: a like or follow of target
+// that must change something. It books pair in *pairs when the caller may
+// take it back later: an acknowledged PUT, or a DELETE that never reached
+// the host (the edge is still there).
+func (l *load) setEdge(st *clientState, on bool, what, target, user, path string, pairs *[][2]string, pair [2]string) outcome {
+	method, want, keep := http.MethodPut, "fresh "+what+" answered", acked
+	if !on {
+		method, want, keep = http.MethodDelete, "acknowledged "+what+" not found:", notSent
+	}
+	o, _, body := l.do(st, method, path, user, nil)
+	o = l.wantChanged(o, body, fmt.Sprintf("%s %s %s by %s: %s", method, what, target, user, want))
+	if o == keep {
+		*pairs = append(*pairs, pair)
+	}
 	return o
 }
 
@@ -485,11 +495,7 @@ func (l *load) follow(st *clientState) outcome {
 	followee := fmt.Sprintf("ct-user-%02d", st.rng.IntN(followees))
 	st.users++
 	follower := fmt.Sprintf("ct-fan-%d-%d-%x", st.id, st.users, l.cfg.seed&0xffff)
-	o, _, body := l.do(st, http.MethodPut, "/users/"+followee+"/follow", follower, nil)
-	o = l.wantChanged(o, body, fmt.Sprintf("PUT follow %s by %s: fresh follow answered", followee, follower))
-	if o == acked {
-		st.followed = append(st.followed, [2]string{follower, followee})
-	}
+	o := l.setEdge(st, true, "follow", followee, follower, "/users/"+followee+"/follow", &st.followed, [2]string{follower, followee})
 	l.led.follow(follower, followee, true, o)
 	return o
 }
@@ -497,11 +503,7 @@ func (l *load) follow(st *clientState) outcome {
 // unfollow takes back a follow this client got acknowledged.
 func (l *load) unfollow(st *clientState) outcome {
 	pair := takeRandom(st.rng, &st.followed)
-	o, _, body := l.do(st, http.MethodDelete, "/users/"+pair[1]+"/follow", pair[0], nil)
-	o = l.wantChanged(o, body, fmt.Sprintf("DELETE follow %s by %s: acknowledged follow not found:", pair[1], pair[0]))
-	if o == notSent {
-		st.followed = append(st.followed, pair)
-	}
+	o := l.setEdge(st, false, "follow", pair[1], pair[0], "/users/"+pair[1]+"/follow", &st.followed, pair)
 	l.led.follow(pair[0], pair[1], false, o)
 	return o
 }
@@ -511,24 +513,18 @@ func (l *load) unfollow(st *clientState) outcome {
 func (l *load) events(st *clientState) outcome {
 	n := 1 + st.rng.IntN(4)
 	ids := make([]string, n)
-	var b strings.Builder
-	b.WriteString(`{"events":[`)
-	for i := range ids {
+	b := eventsbody.Append(nil, n, func(b []byte, i int) []byte {
 		ids[i] = uuid.NewString()
-		if i > 0 {
-			b.WriteByte(',')
-		}
 		switch st.rng.IntN(10) {
 		case 0: // routed by its id
-			fmt.Fprintf(&b, `{"id":%q,"type":"crash.orphan","payload":{"c":%d}}`, ids[i], st.id)
+			return fmt.Appendf(b, `{"id":%q,"type":"crash.orphan","payload":{"c":%d}}`, ids[i], st.id)
 		case 1: // routed by its run
-			fmt.Fprintf(&b, `{"id":%q,"type":"crash.run","run_id":"run-%d","payload":{"c":%d}}`, ids[i], st.rng.IntN(40), st.id)
+			return fmt.Appendf(b, `{"id":%q,"type":"crash.run","run_id":"run-%d","payload":{"c":%d}}`, ids[i], st.rng.IntN(40), st.id)
 		default:
-			fmt.Fprintf(&b, `{"id":%q,"type":"crash.step","capsule_id":"cap-%d","payload":{"c":%d,"i":%d}}`, ids[i], st.rng.IntN(64), st.id, i)
+			return fmt.Appendf(b, `{"id":%q,"type":"crash.step","capsule_id":"cap-%d","payload":{"c":%d,"i":%d}}`, ids[i], st.rng.IntN(64), st.id, i)
 		}
-	}
-	b.WriteString(`]}`)
-	o, status, body := l.do(st, http.MethodPost, "/runtime-events", fmt.Sprintf("emitter-%d", st.id), []byte(b.String()))
+	})
+	o, status, body := l.do(st, http.MethodPost, "/runtime-events", fmt.Sprintf("emitter-%d", st.id), b)
 	switch {
 	case o == acked:
 		var r struct {

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgeshard/edgeshard/internal/childproc"
 	"github.com/edgeshard/edgeshard/internal/loopback"
 )
 
@@ -54,14 +55,11 @@ const (
 )
 
 func newServer(bin, dir string, env []string, config func(addr, admin string) string, token string) (*server, error) {
-	addr, err := loopback.FreeAddr()
+	a, err := loopback.FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}
-	admin, err := loopback.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
+	addr, admin := a[0], a[1]
 	if err := os.WriteFile(filepath.Join(dir, "edgeshard.toml"), []byte(config(addr, admin)), 0o644); err != nil {
 		return nil, err
 	}
@@ -106,27 +104,18 @@ func (s *server) start(ctx context.Context) error {
 		close(done)
 	}()
 	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		select {
-		case <-s.done:
-			return fmt.Errorf("edgeshard exited during start (exit %v); see %s", cmd.ProcessState, s.log.Name())
-		case <-ctx.Done():
-			s.kill()
-			return ctx.Err()
-		default:
-		}
-		resp, err := client.Get(s.url() + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	err := childproc.WaitReady(ctx, client, s.url(), s.done, time.Minute, 20*time.Millisecond)
+	switch {
+	case errors.Is(err, childproc.ErrExited):
+		return fmt.Errorf("edgeshard exited during start (exit %v); see %s", cmd.ProcessState, s.log.Name())
+	case errors.Is(err, childproc.ErrNotReady):
+		s.kill()
+		return fmt.Errorf("%w; see %s", err, s.log.Name())
+	case err != nil:
+		s.kill()
+		return err
 	}
-	s.kill()
-	return fmt.Errorf("edgeshard not ready after a minute; see %s", s.log.Name())
+	return nil
 }
 
 // Markers the crash test writes into a host's log: a process start, and
@@ -291,17 +280,14 @@ func (s *server) term(timeout time.Duration) error {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return errors.New("not running")
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-		if code := s.cmd.ProcessState.ExitCode(); code != 0 {
-			return fmt.Errorf("edgeshard exited with code %d after SIGTERM; see %s", code, s.log.Name())
-		}
-		return nil
-	case <-time.After(timeout):
+	if !childproc.TermWait(s.cmd.Process, s.done, timeout) {
 		s.kill()
 		return fmt.Errorf("edgeshard did not exit within %v of SIGTERM; see %s", timeout, s.log.Name())
 	}
+	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
+		return fmt.Errorf("edgeshard exited with code %d after SIGTERM; see %s", code, s.log.Name())
+	}
+	return nil
 }
 
 func (s *server) close() {

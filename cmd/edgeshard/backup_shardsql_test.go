@@ -1,9 +1,7 @@
 package main_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,15 +16,7 @@ import (
 // stores agree.
 func ledgerOf(t *testing.T, p *proctest.Proc, name string) shardLedger {
 	t.Helper()
-	resp, err := http.Get(p.URL() + "/do/LEDGER/" + name + "/state")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var st shardLedger
-	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&st) != nil {
-		t.Fatalf("state of %s: status %d", name, resp.StatusCode)
-	}
+	st := readLedger(t, p, name)
 	if st.Balance != st.Sum || int64(st.Keys) != st.Rows {
 		t.Fatalf("ledger %s: key-value storage and SQL disagree: %+v", name, st)
 	}

@@ -186,15 +186,10 @@ func (h *popHost) adminCall(t *testing.T, method, path string, v any) int {
 	return resp.StatusCode
 }
 
+// waitUntil polls every 50 ms: each check asks the hosts over HTTP.
 func waitUntil(t *testing.T, limit time.Duration, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting until %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Poll(t, limit, 50*time.Millisecond, what, ok)
 }
 
 // view counts a view of page through h; it returns the status and the

@@ -97,18 +97,23 @@ func ledgerState(t *testing.T, p *proctest.Proc, s, shards int) shardLedger {
 	t.Helper()
 	for i := 0; ; i++ {
 		key := "probe" + strconv.Itoa(i)
-		if int(host.HashToShard(key)%uint32(shards)) != s {
-			continue
+		if int(host.HashToShard(key)%uint32(shards)) == s {
+			return readLedger(t, p, key)
 		}
-		resp, err := http.Get(p.URL() + "/do/LEDGER/" + key + "/state")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var st shardLedger
-		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&st) != nil {
-			t.Fatalf("state of shard %d: status %d", s, resp.StatusCode)
-		}
-		return st
 	}
+}
+
+// readLedger reads the state of ledger key of the real binary.
+func readLedger(t *testing.T, p *proctest.Proc, key string) shardLedger {
+	t.Helper()
+	resp, err := http.Get(p.URL() + "/do/LEDGER/" + key + "/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st shardLedger
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&st) != nil {
+		t.Fatalf("state of ledger %s: status %d", key, resp.StatusCode)
+	}
+	return st
 }

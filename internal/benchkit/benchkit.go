@@ -132,15 +132,3 @@ type Output = logbuf.Buffer
 
 // NewOutput returns an Output that keeps the first MiB of the output.
 func NewOutput() *Output { return &Output{Max: 1 << 20} }
-
-// Stop ends a child process: SIGTERM, then SIGKILL if it has not exited
-// 30 s later. done is closed once the child's Wait returned.
-func Stop(p *os.Process, done <-chan struct{}) {
-	p.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		p.Kill()
-		<-done
-	}
-}

@@ -32,10 +32,15 @@ func (l *LogBuffer) Count(code string) int {
 // WithCode returns the records whose "code" field is code, decoded (a
 // repeated field keeps its last value, as encoding/json does).
 func (l *LogBuffer) WithCode(code string) []map[string]any {
+	return l.Records(func(m map[string]any) bool { return m["code"] == code })
+}
+
+// Records returns the records, decoded, for which match is true.
+func (l *LogBuffer) Records(match func(map[string]any) bool) []map[string]any {
 	var out []map[string]any
 	for _, s := range l.Lines() {
 		var m map[string]any
-		if json.Unmarshal([]byte(s), &m) == nil && m["code"] == code {
+		if json.Unmarshal([]byte(s), &m) == nil && match(m) {
 			out = append(out, m)
 		}
 	}

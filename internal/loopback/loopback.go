@@ -16,6 +16,20 @@ func FreeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// FreeAddrs returns n FreeAddr addresses (a process's listen and admin
+// addresses, say).
+func FreeAddrs(n int) ([]string, error) {
+	addrs := make([]string, n)
+	for i := range addrs {
+		a, err := FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		addrs[i] = a
+	}
+	return addrs, nil
+}
+
 // FreePort is FreeAddr's port.
 func FreePort() (int, error) {
 	a, err := FreeAddr()

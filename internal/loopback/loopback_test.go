@@ -28,3 +28,16 @@ func TestFreeAddrIsBindable(t *testing.T) {
 	}
 	ln.Close()
 }
+
+// TestFreeAddrsGivesN: FreeAddrs gives n loopback addresses.
+func TestFreeAddrsGivesN(t *testing.T) {
+	as, err := FreeAddrs(3)
+	if err != nil || len(as) != 3 {
+		t.Fatalf("FreeAddrs(3) = %q, %v", as, err)
+	}
+	for _, a := range as {
+		if !strings.HasPrefix(a, "127.0.0.1:") {
+			t.Fatalf("FreeAddrs(3) = %q", as)
+		}
+	}
+}

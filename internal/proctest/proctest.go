@@ -4,6 +4,7 @@
 package proctest
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeshard/edgeshard/internal/childproc"
 	"github.com/edgeshard/edgeshard/internal/loopback"
 	"github.com/edgeshard/edgeshard/internal/testutil"
 )
@@ -97,23 +99,9 @@ func (p *Proc) start() {
 	}
 	p.done = make(chan struct{})
 	go func() { p.cmd.Wait(); close(p.done) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			p.tb.Fatalf("edgeshard exited during start:\n%s", p.out.String())
-		default:
-		}
-		resp, err := http.Get("http://" + p.Addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(25 * time.Millisecond)
+	if err := childproc.WaitReady(context.Background(), http.DefaultClient, p.URL(), p.done, 60*time.Second, 25*time.Millisecond); err != nil {
+		p.tb.Fatalf("%v:\n%s", err, p.out.String())
 	}
-	p.tb.Fatalf("edgeshard not ready after 60s:\n%s", p.out.String())
 }
 
 // URL returns the base URL of the process.
@@ -134,17 +122,14 @@ func (p *Proc) Kill() {
 // Term sends SIGTERM and waits (up to timeout) for a clean exit; it returns
 // the process's exit error, if any.
 func (p *Proc) Term(timeout time.Duration) error {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-			return fmt.Errorf("edgeshard exited with code %d after SIGTERM:\n%s", code, p.out.String())
-		}
-		return nil
-	case <-time.After(timeout):
+	if !childproc.TermWait(p.cmd.Process, p.done, timeout) {
 		p.Kill()
 		return fmt.Errorf("edgeshard did not exit within %s after SIGTERM", timeout)
 	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		return fmt.Errorf("edgeshard exited with code %d after SIGTERM:\n%s", code, p.out.String())
+	}
+	return nil
 }
 
 // Signal sends sig to the process (SIGSTOP freezes it, SIGCONT resumes it).

@@ -11,12 +11,18 @@ import (
 // own goroutines).
 func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
 	tb.Helper()
+	Poll(tb, timeout, 10*time.Millisecond, what, cond)
+}
+
+// Poll is WaitFor polling every interval: for a cond that costs requests.
+func Poll(tb testing.TB, timeout, interval time.Duration, what string, cond func() bool) {
+	tb.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(interval)
 	}
 }
 

@@ -2,9 +2,9 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgeshard/edgeshard/internal/benchkit"
+	"github.com/edgeshard/edgeshard/internal/childproc"
 	"github.com/edgeshard/edgeshard/internal/loopback"
 )
 
@@ -185,26 +186,12 @@ func startEdgeshard(bins binaries, dir, cacheDir string, shards int, extra strin
 	}
 	go func() { cmd.Wait(); close(p.done) }()
 	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(3 * time.Minute)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			return nil, fmt.Errorf("edgeshard exited during start:\n%s", p.out.String())
-		default:
-		}
-		resp, err := client.Get(p.base + "/healthz")
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				client.CloseIdleConnections()
-				return p, nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	defer client.CloseIdleConnections()
+	if err := childproc.WaitReady(context.Background(), client, p.base, p.done, 3*time.Minute, 20*time.Millisecond); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("%w:\n%s", err, p.out.String())
 	}
-	p.stop()
-	return nil, fmt.Errorf("edgeshard not ready after 3 minutes:\n%s", p.out.String())
+	return p, nil
 }
 
 // stop sends SIGTERM and waits up to 30 s, then kills.
@@ -212,7 +199,7 @@ func (p *proc) stop() {
 	if p.cmd.Process == nil {
 		return
 	}
-	benchkit.Stop(p.cmd.Process, p.done)
+	childproc.Stop(p.cmd.Process, p.done)
 }
 
 // pid returns the process id.
