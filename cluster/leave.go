@@ -292,9 +292,7 @@ func (n *Node) shipAll(ctx context.Context, todo []idleShard) (int, []string) {
 			continue
 		}
 		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer func() { <-sem }()
 			err := n.shipOne(ctx, it)
 			switch {
@@ -307,7 +305,7 @@ func (n *Node) shipAll(ctx context.Context, todo []idleShard) (int, []string) {
 				failed = append(failed, it.sk)
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(stop)
