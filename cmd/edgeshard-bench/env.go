@@ -387,7 +387,9 @@ func (r *runner) compare(fig string, rounds int, sides ...side) ([][]sample, err
 				j = 1 - k
 			}
 			s := &sides[j]
+			stop := r.sideProfile.start(fig, s.name, i+1, r.logf)
 			v, err := s.run()
+			stop()
 			if err != nil {
 				return nil, fmt.Errorf("%s round %d: %w", s.name, i+1, err)
 			}

@@ -10,7 +10,7 @@
 // repository) in a temporary directory, listens on 127.0.0.1 only, and
 // stops by itself. Usage:
 //
-//	go run ./cmd/edgeshard-bench [-quick] [-rounds N] [-only a,b] [-update-docs] [-cpuprofile f] [-soak d] [-profile-dir dir]
+//	go run ./cmd/edgeshard-bench [-quick] [-rounds N] [-only a,b] [-update-docs] [-cpuprofile f [-profile-side name]] [-soak d] [-profile-dir dir]
 //
 // -quick runs every figure in two to three and a half minutes on two cores; the
 // default (make bench) runs longer rounds and more of them.
@@ -194,6 +194,9 @@ type runner struct {
 	// profileDir, if set, receives the heap profiles edge_soak takes of
 	// the host at the start and under load.
 	profileDir string
+	// sideProfile takes a CPU profile of each measured round of the
+	// comparison sides it names (-profile-side).
+	sideProfile sideProfiler
 
 	// engine is the wasm engine every in-process host of the run shares
 	// (each module compiled or loaded from the cache once per run).
@@ -241,11 +244,14 @@ type options struct {
 	only       []string
 	updateDocs bool
 	cpuprofile string
-	docs       string
-	verbose    bool
-	unchecked  bool
-	profileDir string
-	soak       time.Duration
+	// profileSide, with cpuprofile, limits the profile to the measured
+	// rounds of the comparison sides of that name.
+	profileSide string
+	docs        string
+	verbose     bool
+	unchecked   bool
+	profileDir  string
+	soak        time.Duration
 }
 
 func main() {
@@ -261,6 +267,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	only := fs.String("only", "", "comma-separated figures to run (default all): "+strings.Join(figureNames(), ","))
 	fs.BoolVar(&o.updateDocs, "update-docs", false, "rewrite the tables of docs/BENCHMARKS.md with this run")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	fs.StringVar(&o.profileSide, "profile-side", "", "with -cpuprofile: profile only the measured rounds of the sides of this name (e.g. primary, shard), not warm-ups, compiles or the other sides")
 	fs.StringVar(&o.docs, "docs", "docs/BENCHMARKS.md", "the document -update-docs rewrites (relative to the repository root)")
 	fs.BoolVar(&o.verbose, "v", true, "print per-round progress on stderr")
 	fs.BoolVar(&o.unchecked, "unchecked", false, "experiment: run every wasm figure without the interrupt checks (unsafe: runaway guests are never interrupted); with -update-docs, only the experiment's table is rewritten")
@@ -294,7 +301,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "edgeshard-bench: %v\n", err)
 		return 1
 	}
-	if o.cpuprofile != "" {
+	if o.profileSide != "" && o.cpuprofile == "" {
+		fmt.Fprintln(stderr, "edgeshard-bench: -profile-side goes with -cpuprofile")
+		return 2
+	}
+	if o.cpuprofile != "" && o.profileSide == "" {
 		f, err := os.Create(o.cpuprofile)
 		if err != nil {
 			fmt.Fprintf(stderr, "edgeshard-bench: %v\n", err)
@@ -307,7 +318,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	r := &runner{sz: sz, root: root, cacheDir: cacheDir(root), build: &builder{root: root}, out: stdout, unchecked: o.unchecked, profileDir: o.profileDir}
+	r := &runner{sz: sz, root: root, cacheDir: cacheDir(root), build: &builder{root: root}, out: stdout, unchecked: o.unchecked, profileDir: o.profileDir, sideProfile: sideProfiler{side: o.profileSide, path: o.cpuprofile}}
 	if o.verbose {
 		r.progress = stderr
 	}
