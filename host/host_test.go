@@ -53,6 +53,14 @@ func memoryConfig(t *testing.T, mutate func(*host.Config)) host.Config {
 	})
 }
 
+// onlyPlugin is a mutate for counterConfig or startMemory: the test
+// plugin at path (testutil.Plugin) becomes the host's only binding, as name.
+func onlyPlugin(t *testing.T, name, path string) func(*host.Config) {
+	return func(c *host.Config) {
+		c.Bindings = []host.Binding{{Name: name, Module: testutil.Plugin(t, path)}}
+	}
+}
+
 // startMemory starts a host of memoryConfig.
 func startMemory(t *testing.T, mutate func(*host.Config)) *fixture {
 	t.Helper()

@@ -5,8 +5,6 @@ import (
 	"testing"
 
 	"github.com/edgeshard/edgeshard/abi"
-	"github.com/edgeshard/edgeshard/host"
-	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
 // TestGuestMemoryStaysFlat proves the SDK lets a Go guest's garbage
@@ -14,9 +12,7 @@ import (
 // reached after the first few thousand (a Go guest that never yields grows
 // without bound).
 func TestGuestMemoryStaysFlat(t *testing.T) {
-	f := startMemory(t, func(c *host.Config) {
-		c.Bindings = []host.Binding{{Name: "G", Module: testutil.Plugin(t, "host/testdata/plugins/garbage")}}
-	})
+	f := startMemory(t, onlyPlugin(t, "G", "host/testdata/plugins/garbage"))
 	ns, _ := f.h.Namespace("G")
 	call := func(n int) {
 		for i := 0; i < n; i++ {

@@ -9,15 +9,12 @@ import (
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
 	"github.com/edgeshard/edgeshard/internal/hostinternal"
-	"github.com/edgeshard/edgeshard/internal/testutil"
 )
 
 // TestGuestHasNoFilesystem: a guest's reads, listings and writes of files
 // all fail, because the host mounts no filesystem.
 func TestGuestHasNoFilesystem(t *testing.T) {
-	f := startMemory(t, func(c *host.Config) {
-		c.Bindings = []host.Binding{{Name: "FS", Module: testutil.Plugin(t, "host/testdata/plugins/fsprobe")}}
-	})
+	f := startMemory(t, onlyPlugin(t, "FS", "host/testdata/plugins/fsprobe"))
 	resp, err := f.h.Fetch(context.Background(), "FS", "x", &abi.Request{Method: "GET", Path: "/"})
 	if err != nil {
 		t.Fatal(err)

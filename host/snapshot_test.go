@@ -8,7 +8,6 @@ import (
 
 	"github.com/edgeshard/edgeshard/abi"
 	"github.com/edgeshard/edgeshard/host"
-	"github.com/edgeshard/edgeshard/internal/testutil"
 	"github.com/edgeshard/edgeshard/storage"
 	"github.com/edgeshard/edgeshard/storage/snapshot"
 )
@@ -102,9 +101,7 @@ func TestShardExportImport(t *testing.T) {
 // only the host's stored-bytes record; it counts as empty for an import.
 func TestImportIntoEmptiedShard(t *testing.T) {
 	ctx := context.Background()
-	f := start(t, counterConfig(t, func(c *host.Config) {
-		c.Bindings = []host.Binding{{Name: "HOG", Module: testutil.Plugin(t, "host/testdata/hostile/hog")}}
-	}))
+	f := start(t, counterConfig(t, onlyPlugin(t, "HOG", "host/testdata/hostile/hog")))
 	ns, _ := f.h.Namespace("HOG")
 	for _, call := range []struct{ shard, path string }{
 		{"emptied", "/fill?prefix=p&n=3&size=10"}, {"emptied", "/delete?prefix=p"}, {"full", "/fill?prefix=q&n=2&size=5"},
