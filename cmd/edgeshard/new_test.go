@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"go/format"
 	"os"
@@ -10,13 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/edgeshard/edgeshard/conformance"
 	"github.com/edgeshard/edgeshard/host/config"
-	"github.com/edgeshard/edgeshard/internal/server"
 	"github.com/edgeshard/edgeshard/internal/testutil"
-	"github.com/rs/zerolog"
 )
 
 // cli runs the edgeshard command line in-process.
@@ -109,24 +105,7 @@ func TestNewProjectBuildsPassesAndServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Listen, cfg.AdminToken, cfg.CacheDir = "127.0.0.1:0", "", testutil.CacheDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, zerolog.Nop(), server.Options{Ready: func(a string) { ready <- a }}) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("serve stopped: %v", err)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("serve not ready after 2 minutes")
-	}
+	addr := serveUntilEnd(t, cfg)
 	for i, want := range []int{1, 2} {
 		if got := hits(t, "POST", "http://"+addr+"/do/HITS_DEMO/alice/hit"); got != want {
 			t.Fatalf("hit %d: hits = %d, want %d", i+1, got, want)

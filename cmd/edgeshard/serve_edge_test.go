@@ -36,29 +36,7 @@ trust_user_header = "X-User-Id"
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, zerolog.Nop(), server.Options{Ready: func(a string) { ready <- a }}) }()
-	stopped := false
-	defer func() {
-		cancel()
-		if !stopped {
-			if err := <-done; err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		}
-	}()
-	var base string
-	select {
-	case a := <-ready:
-		base = "http://" + a
-	case err := <-done:
-		stopped = true
-		t.Fatalf("serve stopped: %v", err)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("serve not ready after 2 minutes")
-	}
+	base := "http://" + serveUntilEnd(t, cfg)
 	do := func(method, path, body string) (int, string) {
 		return testutil.Do(t, method, base+path, body, "X-User-Id", "mallory")
 	}
@@ -78,4 +56,35 @@ trust_user_header = "X-User-Id"
 	if st, body := do("POST", "/do/COUNTER/alice/increment", ""); st != 200 {
 		t.Fatalf("a binding the edge API does not use stays public: %d %s", st, body)
 	}
+}
+
+// serveUntilEnd runs serve with cfg until the test ends and returns the
+// address of its main listener once it is ready. A serve that stops
+// before it is ready, or does not get ready within 2 minutes, fails t;
+// so does an error of serve when the test ends.
+func serveUntilEnd(t *testing.T, cfg *config.File) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, zerolog.Nop(), server.Options{Ready: func(a string) { ready <- a }}) }()
+	stopped := false
+	t.Cleanup(func() {
+		cancel()
+		if !stopped {
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		}
+	})
+	select {
+	case a := <-ready:
+		return a
+	case err := <-done:
+		stopped = true
+		t.Fatalf("serve stopped: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("serve not ready after 2 minutes")
+	}
+	return ""
 }
