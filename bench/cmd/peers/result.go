@@ -75,6 +75,9 @@ func (res *result) line() string {
 	add("workers", strconv.Itoa(res.o.workers))
 	add("keys", strconv.Itoa(res.o.keys))
 	add("shards", strconv.Itoa(res.o.shards))
+	if res.o.variantShards > 0 {
+		add("variant_shards", strconv.Itoa(res.o.variantShards))
+	}
 	return b.String()
 }
 
@@ -83,12 +86,22 @@ var sideDoc = map[string]string{
 	"edgeshard":  "`edgeshard serve`, RateLimitShard ×%d, `POST /do/LIMITS/{key}/check` (defaults: Badger, fsync'd group commit)",
 	"gubernator": "gubernator v2.13.0, one in-memory node, `POST /v1/GetRateLimits` (HTTP gateway → GRPC)",
 	"bare":       "net/http + in-memory map, same parser and window arithmetic, `POST /check`",
-	"variant":    "edgeshard with -variant / -variant-env",
+	"variant":    "edgeshard with -variant / -variant-env / -variant-shards",
 }
 
 // doc says what side name runs, with the run's shard count.
 func (res *result) doc(name string) string {
-	if strings.Contains(sideDoc[name], "%d") {
+	switch {
+	case name == "variant":
+		d := fmt.Sprintf("`edgeshard serve`, RateLimitShard ×%d", res.o.variantShards)
+		if res.o.variant != "" {
+			d += fmt.Sprintf(", config %q", res.o.variant)
+		}
+		if res.o.variantEnv != "" {
+			d += ", env " + res.o.variantEnv
+		}
+		return d
+	case strings.Contains(sideDoc[name], "%d"):
 		return fmt.Sprintf(sideDoc[name], res.o.shards)
 	}
 	return sideDoc[name]
