@@ -61,6 +61,8 @@ type options struct {
 	// environment — an A/B of a setting, alternating like the others.
 	variant    string
 	variantEnv string
+	// variantShards is the variant's shard count (default: shards).
+	variantShards int
 }
 
 func main() {
@@ -82,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.docs, "docs", "docs/BENCHMARKS.md", "the document -update-docs rewrites (relative to the repository root)")
 	fs.StringVar(&o.variant, "variant", "", "add a side: edgeshard with this TOML added to its configuration before its first table (e.g. fetch_batch = 1, or $'[storage]\nmemtable_mb = 32')")
 	fs.StringVar(&o.variantEnv, "variant-env", "", "space-separated NAME=VALUE pairs in the variant's environment (e.g. GOGC=50)")
+	fs.IntVar(&o.variantShards, "variant-shards", 0, "add a side (or set the variant's): edgeshard with this many shards in its rate-limit binding (default: -shards)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -168,12 +171,15 @@ func measure(o options, progress io.Writer) (*result, runEnv, error) {
 	}
 	defer es.stop()
 	var vs *proc
-	if o.variant != "" || o.variantEnv != "" {
-		if vs, err = startEdgeshard(bins, filepath.Join(dir, "b"), cacheDir, o.shards, "\n"+o.variant+"\n", strings.Fields(o.variantEnv)); err != nil {
+	if o.variant != "" || o.variantEnv != "" || o.variantShards > 0 {
+		if o.variantShards <= 0 {
+			o.variantShards = o.shards
+		}
+		if vs, err = startEdgeshard(bins, filepath.Join(dir, "b"), cacheDir, o.variantShards, "\n"+o.variant+"\n", strings.Fields(o.variantEnv)); err != nil {
 			return nil, env, err
 		}
 		defer vs.stop()
-		logf("variant %s (pid %d): %q %s", vs.base, vs.pid(), o.variant, o.variantEnv)
+		logf("variant %s (pid %d): %d shards %q %s", vs.base, vs.pid(), o.variantShards, o.variant, o.variantEnv)
 	}
 	gb, err := startReady("gubernator", bins.gubernator)
 	if err != nil {

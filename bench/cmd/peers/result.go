@@ -74,15 +74,37 @@ func (res *result) line() string {
 	add("side_s", benchkit.FormatNum(res.o.side.Seconds()))
 	add("workers", strconv.Itoa(res.o.workers))
 	add("keys", strconv.Itoa(res.o.keys))
+	add("shards", strconv.Itoa(res.o.shards))
+	if res.o.variantShards > 0 {
+		add("variant_shards", strconv.Itoa(res.o.variantShards))
+	}
 	return b.String()
 }
 
 // sideDoc says what each side runs, for the table.
 var sideDoc = map[string]string{
-	"edgeshard":  "`edgeshard serve`, RateLimitShard ×32, `POST /do/LIMITS/{key}/check` (defaults: Badger, fsync'd group commit)",
+	"edgeshard":  "`edgeshard serve`, RateLimitShard ×%d, `POST /do/LIMITS/{key}/check` (defaults: Badger, fsync'd group commit)",
 	"gubernator": "gubernator v2.13.0, one in-memory node, `POST /v1/GetRateLimits` (HTTP gateway → GRPC)",
 	"bare":       "net/http + in-memory map, same parser and window arithmetic, `POST /check`",
-	"variant":    "edgeshard with -variant / -variant-env",
+	"variant":    "edgeshard with -variant / -variant-env / -variant-shards",
+}
+
+// doc says what side name runs, with the run's shard count.
+func (res *result) doc(name string) string {
+	switch {
+	case name == "variant":
+		d := fmt.Sprintf("`edgeshard serve`, RateLimitShard ×%d", res.o.variantShards)
+		if res.o.variant != "" {
+			d += fmt.Sprintf(", config %q", res.o.variant)
+		}
+		if res.o.variantEnv != "" {
+			d += ", env " + res.o.variantEnv
+		}
+		return d
+	case strings.Contains(sideDoc[name], "%d"):
+		return fmt.Sprintf(sideDoc[name], res.o.shards)
+	}
+	return sideDoc[name]
 }
 
 // table renders the Markdown table.
@@ -94,7 +116,7 @@ func (res *result) table() string {
 	for _, s := range res.sides {
 		f := s.figures()
 		fmt.Fprintf(&b, "| %s | %s | %.2f | %s | %s | %s | %d (%d) | %s |\n", s.name, benchkit.FormatNum(f.rate), f.rate/bare.rate,
-			benchkit.FormatNum(f.p50), benchkit.FormatNum(f.p99), benchkit.FormatNum(f.cpu), f.rss>>20, f.hwm>>20, sideDoc[s.name])
+			benchkit.FormatNum(f.p50), benchkit.FormatNum(f.p99), benchkit.FormatNum(f.cpu), f.rss>>20, f.hwm>>20, res.doc(s.name))
 	}
 	e, g := res.side("edgeshard"), res.side("gubernator")
 	fmt.Fprintf(&b, "\nedgeshard/gubernator: **%.2f×** the decisions/s, %.2f× the p99, %.2f× the RSS.\n",

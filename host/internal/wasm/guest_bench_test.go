@@ -57,14 +57,22 @@ func BenchmarkGuestCheck(b *testing.B) {
 		return &abi.Request{Method: "POST", Path: reqPath, Body: bodies[i%len(bodies)],
 			Header: []abi.Header{{Name: "X-Edgeshard-Shard", Value: "RATE_LIMIT_SHARD/0"}}}
 	}
+	// EDGESHARD_GUEST_INSTANCES=N spreads the requests round-robin over N
+	// instances, as N busy shards do (default 1).
+	ninst, _ := strconv.Atoi(os.Getenv("EDGESHARD_GUEST_INSTANCES"))
+	ninst = max(ninst, 1)
 	for _, batch := range []int{1, 16} {
 		b.Run("batch"+strconv.Itoa(batch), func(b *testing.B) {
-			inst, err := m.Instantiate(ctx, InstanceConfig{})
-			if err != nil {
-				b.Fatal(err)
+			insts := make([]*Instance, ninst)
+			envs := make([]*fakeEnv, ninst)
+			for k := range insts {
+				inst, err := m.Instantiate(ctx, InstanceConfig{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer inst.Close(ctx)
+				insts[k], envs[k] = inst, newFakeEnv(b)
 			}
-			defer inst.Close(ctx)
-			env := newFakeEnv(b)
 			reqs := make([]*abi.Request, batch)
 			check := func(resp *abi.Response) {
 				if resp.Status/100 != 2 {
@@ -76,6 +84,7 @@ func BenchmarkGuestCheck(b *testing.B) {
 			b.ReportAllocs()
 			c0 := cpuTime()
 			for n := 0; n < b.N; n += batch {
+				inst, env := insts[(n/batch)%ninst], envs[(n/batch)%ninst]
 				ectx, cancel := context.WithTimeout(EventRoot, 10*time.Second)
 				if batch == 1 {
 					t0 := time.Now()
