@@ -84,7 +84,7 @@ func (r *runner) shardCall(w *scratch) (*result, error) {
 	}
 	ratio := benchkit.Median(ratios[0])
 	added := benchkit.Median(cpuAdded[0])
-	res := &result{name: "shard_call", met: ratio >= 0.5}
+	res := &result{name: "shard_call"}
 	res.add("call_vs_direct", ratio)
 	res.add("direct_per_s", benchkit.Median(rates[0]))
 	res.add("call_per_s", benchkit.Median(rates[1]))
@@ -92,7 +92,7 @@ func (r *runner) shardCall(w *scratch) (*result, error) {
 	res.add("cpu_added_us", added)
 	res.add("spread", benchkit.Spread(ratios[0]))
 	res.add("callers", sz.Workers)
-	res.verdict(sz.Rounds, 0.5)
+	res.verdict(sz.Rounds, 0.5, true, ratio)
 	res.headline = fmt.Sprintf("%.2f (a call adds %.0f µs CPU)", ratio, added)
 	res.note = fmt.Sprintf("A's event calls B (shard_call) vs the same request to B directly: a storage Get and a confirmed Put on B, %d in-process callers on their own keys", sz.Workers)
 	return res, nil

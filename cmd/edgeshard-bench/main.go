@@ -167,8 +167,14 @@ func (res *result) line() string {
 }
 
 // verdict ends the fields of a figure whose goal is a minimum: its
-// rounds, the goal, and whether res.met.
-func (res *result) verdict(rounds int, goalMin any) {
+// rounds, the goal and whether it is met — every value reaches goalMin
+// and ok (the figure's other conditions, such as no fallback) holds. The
+// goal's number is written once, here, for both the test and the line.
+func (res *result) verdict(rounds int, goalMin float64, ok bool, values ...float64) {
+	res.met = ok && len(values) > 0
+	for _, v := range values {
+		res.met = res.met && v >= goalMin
+	}
 	res.add("rounds", rounds)
 	res.add("goal_min", goalMin)
 	res.add("met", yesNo(res.met))

@@ -155,7 +155,6 @@ func (r *runner) ratelimitWasmVsNative(w *scratch) (*result, error) {
 	}
 	res := &result{name: "ratelimit_wasm_vs_native"}
 	wm, nm, ratio, spread := res.addComparison(out, "wasm", "native")
-	res.met = ratio >= 0.5
 	res.addSide("wasm_1by1", out[2])
 	if len(out) > 3 {
 		um := benchkit.Median(rates(out[3]))
@@ -164,7 +163,7 @@ func (r *runner) ratelimitWasmVsNative(w *scratch) (*result, error) {
 		res.add("ratio_unchecked", um/nm)
 	}
 	res.add("spread", spread)
-	res.verdict(sz.Rounds, 0.5)
+	res.verdict(sz.Rounds, 0.5, true, ratio)
 	res.headline = fmt.Sprintf("%.2f", ratio)
 	if len(out) > 3 {
 		res.headline += fmt.Sprintf(" (%.2f unchecked)", benchkit.Median(rates(out[3]))/nm)
@@ -260,11 +259,10 @@ func (r *runner) ratelimitHTTP(w *scratch) (*result, error) {
 	}
 	res := &result{name: "ratelimit_http"}
 	sm, bm, ratio, spread := res.addComparison(out, "shard", "bare")
-	res.met = ratio >= 0.6
 	res.addSide("shard_1by1", out[2])
 	res.add("shard_1by1_p99_ms", p99Millis(out[2]))
 	res.add("spread", spread)
-	res.verdict(sz.Rounds, 0.6)
+	res.verdict(sz.Rounds, 0.6, true, ratio)
 	res.headline = fmt.Sprintf("%.2f", ratio)
 	res.note = fmt.Sprintf("%s vs %s decisions/s over loopback HTTP (%.0f vs %.0f µs CPU each, p99 %.1f vs %.1f ms), %d callers",
 		benchkit.FormatNum(sm), benchkit.FormatNum(bm), cpuMicros(out[0]), cpuMicros(out[1]), p99Millis(out[0]), p99Millis(out[1]), sz.Workers)
