@@ -177,9 +177,12 @@ func TestShadowModeWritesNothing(t *testing.T) {
 func TestCrashAfterCommitIsExactlyOnce(t *testing.T) {
 	f := start(t)
 	incr(t, f, "p4", "post_stats\tp4\tlikes\t2\n")
-	// Let the freeze happen (the 5 s alarm), but not the send.
-	f.Clock.Advance(5 * time.Second)
-	plugintest.WaitFor(t, "freeze", func() bool { _, ok := f.Storage(t, "p4")["inflight"]; return ok })
+	// Let the freeze happen, but not the send: one flush step (advancing
+	// the clock to the 5 s alarm could also run the send it sets, within
+	// the same Advance).
+	if r := f.Fetch(t, "p4", "POST", "/flush", ""); r.Status != 200 {
+		t.Fatalf("flush: %d %s", r.Status, r.Body)
+	}
 	if p := f.Fetch(t, "p4", "GET", "/pending", ""); p.Body != `{"buffered":0,"inflight":1,"seq":0}` {
 		t.Fatalf("pending after freeze: %s", p.Body)
 	}
@@ -446,8 +449,16 @@ func TestUpgradeFromAHostWithoutNode(t *testing.T) {
 	o := plugintest.Options{Plugin: "plugins/counters", Binding: binding, SQL: true, Badger: true, DataDir: t.TempDir()}
 	f := plugintest.New(t, o)
 	incr(t, f, "pu", "post_stats\tpu\tviews\t2\n")
-	f.Clock.Advance(5 * time.Second)
-	plugintest.WaitFor(t, "freeze", func() bool { _, ok := f.Storage(t, "pu")["inflight"]; return ok })
+	// One flush step freezes the batch and sets the alarm that sends it.
+	// (Advancing the clock to the flush alarm instead could run the send
+	// within the same Advance — the virtual clock fires a timer set while
+	// it runs due ones — before the crash below is armed.)
+	if r := f.Fetch(t, "pu", "POST", "/flush", ""); r.Status != 200 {
+		t.Fatalf("flush: %d %s", r.Status, r.Body)
+	}
+	if _, ok := f.Storage(t, "pu")["inflight"]; !ok {
+		t.Fatal("the flush step should have frozen a batch")
+	}
 	f.SQL.Set(testutil.SQLCrashAfter, 1)
 	calls := f.SQL.Calls()
 	f.Settle(t, "pu")
