@@ -276,3 +276,21 @@ func TestClaimTakesBackAnOrphanKey(t *testing.T) {
 		t.Fatalf("claimed %s held by another node's key: epoch %d", other, c.Epoch())
 	}
 }
+
+// TestLeavingNodeSendsOnToTheNextOwner: a node that has begun to leave
+// while its mirror still lists it as a live member (its Leaving flag is
+// not back from etcd yet) places a shard it would own on the member that
+// owns it without this node: a request there goes on (a forwarded one back
+// to its origin, which asks again) instead of failing 503. The rolling
+// restart test lost one request so, under load.
+func TestLeavingNodeSendsOnToTheNextOwner(t *testing.T) {
+	a, _, id := twoMembers(t)
+	a.mu.Lock()
+	a.leaving = true
+	a.mu.Unlock()
+	_, err := a.Claim(context.Background(), id, false)
+	var ee *host.ElsewhereError
+	if !errors.As(err, &ee) || ee.Node != "n-b" {
+		t.Fatalf("claim on a leaving node whose mirror still lists it: %v, want the shard elsewhere on n-b", err)
+	}
+}
