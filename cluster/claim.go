@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -429,13 +428,6 @@ func (n *Node) decide(sk string, perName bool) decision {
 	}
 	if target == "" {
 		target = Place(sk, members)
-		if target == me && n.leaving {
-			// This node is leaving and its mirror does not say so yet: the
-			// shard's next owner is the one the placement gives it without
-			// this node. A request here goes there (or, forwarded, back to
-			// its origin to ask again) instead of failing.
-			target = Place(sk, slices.DeleteFunc(members, func(m string) bool { return m == me }))
-		}
 	}
 	switch {
 	case target == me && eligible:

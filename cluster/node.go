@@ -284,11 +284,15 @@ func (n *Node) noticeLapse(ev *clientv3.Event) {
 }
 
 // liveMembers returns the node ids of the live members the placement
-// may give shards to: not leaving (n.mu held).
+// may give shards to: not leaving (n.mu held). This node counts as
+// leaving as soon as it begins to, before its mirror has its Leaving flag
+// back from etcd: a request here for a shard it would own goes on to the
+// next owner (a forwarded one back to its origin, to ask again) instead
+// of failing.
 func (n *Node) liveMembers() []string {
 	out := make([]string, 0, len(n.members))
 	for id, m := range n.members {
-		if !m.Leaving {
+		if !m.Leaving && (id != n.cfg.NodeID || !n.leaving) {
 			out = append(out, id)
 		}
 	}

@@ -362,23 +362,18 @@ func (a *API) ingest(ctx context.Context, evs []event) ([]bool, error) {
 	groups, order := a.groupEvents(evs)
 	shardErr := make([]error, len(order))
 	var inlineErr error
-	if len(order) == 1 && mode != ModeShadow {
-		// One shard and nothing beside it: no goroutine to fan out to.
-		shardErr[0] = a.enqueueEvents(ctx, order[0], evs, groups[order[0]])
-	} else {
-		var wg sync.WaitGroup
-		for gi, s := range order {
-			wg.Go(func() {
-				shardErr[gi] = a.enqueueEvents(ctx, s, evs, groups[s])
-			})
-		}
-		if mode == ModeShadow {
-			wg.Go(func() {
-				inlineErr = a.insertEvents(ctx, evs, all)
-			})
-		}
-		wg.Wait()
+	var wg sync.WaitGroup
+	for gi, s := range order {
+		wg.Go(func() {
+			shardErr[gi] = a.enqueueEvents(ctx, s, evs, groups[s])
+		})
 	}
+	if mode == ModeShadow {
+		wg.Go(func() {
+			inlineErr = a.insertEvents(ctx, evs, all)
+		})
+	}
+	wg.Wait()
 
 	var failed []int
 	for gi, s := range order {

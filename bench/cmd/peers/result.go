@@ -81,18 +81,19 @@ func (res *result) line() string {
 	return b.String()
 }
 
-// sideDoc says what each side runs, for the table.
+// sideDoc says what the peers' sides run, for the table (doc).
 var sideDoc = map[string]string{
-	"edgeshard":  "`edgeshard serve`, RateLimitShard ×%d, `POST /do/LIMITS/{key}/check` (defaults: Badger, fsync'd group commit)",
 	"gubernator": "gubernator v2.13.0, one in-memory node, `POST /v1/GetRateLimits` (HTTP gateway → GRPC)",
 	"bare":       "net/http + in-memory map, same parser and window arithmetic, `POST /check`",
-	"variant":    "edgeshard with -variant / -variant-env / -variant-shards",
 }
 
-// doc says what side name runs, with the run's shard count.
+// doc says what side name runs, for the table: an edgeshard side with its
+// shard count and, for the variant, what it changes.
 func (res *result) doc(name string) string {
-	switch {
-	case name == "variant":
+	switch name {
+	case "edgeshard":
+		return fmt.Sprintf("`edgeshard serve`, RateLimitShard ×%d, `POST /do/LIMITS/{key}/check` (defaults: Badger, fsync'd group commit)", res.o.shards)
+	case "variant":
 		d := fmt.Sprintf("`edgeshard serve`, RateLimitShard ×%d", res.o.variantShards)
 		if res.o.variant != "" {
 			d += fmt.Sprintf(", config %q", res.o.variant)
@@ -101,8 +102,6 @@ func (res *result) doc(name string) string {
 			d += ", env " + res.o.variantEnv
 		}
 		return d
-	case strings.Contains(sideDoc[name], "%d"):
-		return fmt.Sprintf(sideDoc[name], res.o.shards)
 	}
 	return sideDoc[name]
 }
