@@ -73,6 +73,9 @@ type Engine struct {
 	mu      sync.Mutex
 	closed  bool
 	modules map[string]*Module // by sha256, compiled once per version
+	// loading holds, by sha256, the modules a Load is compiling: another
+	// Load of the same bytes waits for it (module.go).
+	loading map[string]chan struct{}
 }
 
 // NewEngine starts a wazero runtime with the host modules instantiated.
@@ -109,7 +112,7 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("wasm: instantiate host module: %w", err)
 	}
 	mem := newMemoryPool(uint64(max(cfg.MemoryPoolBytes, 0)))
-	return &Engine{cfg: cfg, rt: rt, cache: cache, mem: mem, alloc: mem.allocator(), modules: map[string]*Module{}}, nil
+	return &Engine{cfg: cfg, rt: rt, cache: cache, mem: mem, alloc: mem.allocator(), modules: map[string]*Module{}, loading: map[string]chan struct{}{}}, nil
 }
 
 // Close closes every instance and module and the runtime.

@@ -95,6 +95,12 @@ func sigString(params, results []api.ValueType) string {
 // Load validates and compiles a module, granting it the given binding
 // groups (GroupCore is implied). The same bytes are compiled once and
 // shared; a validation failure wraps ErrInvalidModule and names the problem.
+//
+// Loads of the same bytes do not compile at the same time: the later ones
+// wait for the first and share its Module. (Bindings on one module load
+// together when a host starts; from a warm compilation cache wazero 1.12
+// hands a module still being prepared to a concurrent compile of the same
+// bytes, and instantiating that one panics.)
 func (e *Engine) Load(ctx context.Context, bin []byte, grants []string) (*Module, error) {
 	if len(bin) == 0 {
 		return nil, invalid("empty module")
@@ -109,20 +115,41 @@ func (e *Engine) Load(ctx context.Context, bin []byte, grants []string) (*Module
 	id := hex.EncodeToString(sum[:])
 
 	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		return nil, errors.New("wasm: engine closed")
-	}
-	if m, ok := e.modules[id]; ok {
-		if err := e.checkImports(m.compiled, grants); err != nil {
+	for {
+		if e.closed {
 			e.mu.Unlock()
-			return nil, err
+			return nil, errors.New("wasm: engine closed")
 		}
-		m.refs++
+		if m, ok := e.modules[id]; ok {
+			if err := e.checkImports(m.compiled, grants); err != nil {
+				e.mu.Unlock()
+				return nil, err
+			}
+			m.refs++
+			e.mu.Unlock()
+			return m, nil
+		}
+		busy, ok := e.loading[id]
+		if !ok {
+			break
+		}
 		e.mu.Unlock()
-		return m, nil
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		e.mu.Lock()
 	}
+	done := make(chan struct{})
+	e.loading[id] = done
 	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.loading, id)
+		e.mu.Unlock()
+		close(done)
+	}()
 
 	code, err := wasmbin.Preflight(bin)
 	if err != nil {
@@ -145,12 +172,6 @@ func (e *Engine) Load(ctx context.Context, bin []byte, grants []string) (*Module
 	}
 	m.SHA256, m.Size, m.LoadedAt, m.compiled, m.engine = id, len(bin), time.Now(), compiled, e
 	e.mu.Lock()
-	if prev, ok := e.modules[id]; ok {
-		prev.refs++
-		e.mu.Unlock()
-		compiled.Close(ctx)
-		return prev, nil
-	}
 	m.refs = 1
 	e.modules[id] = m
 	e.mu.Unlock()
